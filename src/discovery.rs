@@ -1,0 +1,1 @@
+//! The GhostWire discovery client. (stub: to be implemented)

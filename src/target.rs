@@ -1,0 +1,1 @@
+//! The capture target model shared with GhostWire. (stub: to be implemented)
