@@ -8,5 +8,7 @@
 
 pub mod config;
 pub mod discovery;
+pub mod http;
+pub mod params;
 pub mod pcapng;
 pub mod target;

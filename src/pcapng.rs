@@ -14,3 +14,28 @@ pub struct TargetInfo<'a> {
     pub capture_filter: Option<&'a str>,
     pub no_promiscuous: bool,
 }
+
+pub fn target_document(info: &TargetInfo) -> String {
+    format!(
+        "{TARGET_MARKER}container-name: {:?}\ncontainer-type: {:?}\nnode-name: {:?}\n",
+        info.container_name, info.container_type, info.node_name
+    )
+}
+
+/// Placeholder: passes everything through until the `pcapng` branch lands.
+pub struct ShbEditor;
+
+impl ShbEditor {
+    pub fn new(_document: String) -> Self {
+        ShbEditor
+    }
+    pub fn feed<'a>(&mut self, input: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        std::borrow::Cow::Borrowed(input)
+    }
+    pub fn is_passthrough(&self) -> bool {
+        true
+    }
+    pub fn finish(&mut self) -> Vec<u8> {
+        Vec::new()
+    }
+}
