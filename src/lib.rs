@@ -12,3 +12,4 @@ pub mod http;
 pub mod params;
 pub mod pcapng;
 pub mod target;
+pub mod ws;
