@@ -6,9 +6,12 @@
 //! [`params`], [`target`], [`pcapng`], [`ws`], the parsers in [`discovery`]),
 //! so unit tests and fuzz targets drive them with plain bytes.
 
+pub mod capture;
 pub mod config;
 pub mod discovery;
 pub mod http;
+pub mod logging;
+pub mod netns;
 pub mod params;
 pub mod pcapng;
 pub mod target;
