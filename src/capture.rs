@@ -16,6 +16,7 @@ use std::process::{Command, Stdio};
 
 use mio::unix::pipe::Receiver;
 use nix::sched::{setns, CloneFlags};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 /// The capture program's arguments: `-w - -n -q`, `-p` if chaste, `-i IF` per
@@ -58,6 +59,17 @@ pub fn spawn(program: &Path, args: &[String], netns: &impl AsFd) -> io::Result<S
     // (setns, prctl, getppid); nothing allocates or takes a lock.
     unsafe {
         cmd.pre_exec(move || {
+            // The service blocks SIGCHLD/SIGTERM/SIGINT for its signalfd and
+            // ignores SIGPIPE; a blocked SIGTERM would make the capture
+            // program deaf to being stopped. Start it with a clean slate.
+            nix::sys::signal::SigSet::empty()
+                .thread_set_mask()
+                .map_err(io::Error::from)?;
+            for sig in nix::sys::signal::Signal::iterator() {
+                if sig != Signal::SIGKILL && sig != Signal::SIGSTOP {
+                    let _ = nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl);
+                }
+            }
             let fd = std::os::fd::BorrowedFd::borrow_raw(ns_fd);
             setns(fd, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
             if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL) != 0 {
@@ -90,8 +102,10 @@ pub fn spawn(program: &Path, args: &[String], netns: &impl AsFd) -> io::Result<S
 fn unreachable_pipes(pid: Pid) -> io::Result<(Receiver, Receiver)> {
     // Both were requested as pipes, so std always provides them; should that
     // ever change, do not leave the child running unobserved.
-    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-    Err(io::Error::other("capture program started without output pipes"))
+    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+    Err(io::Error::other(
+        "capture program started without output pipes",
+    ))
 }
 
 #[cfg(test)]
@@ -104,14 +118,29 @@ mod tests {
 
     #[test]
     fn no_interfaces_means_any() {
-        assert_eq!(capture_args(&[], None, false), s(&["-w", "-", "-n", "-q", "-i", "any"]));
+        assert_eq!(
+            capture_args(&[], None, false),
+            s(&["-w", "-", "-n", "-q", "-i", "any"])
+        );
     }
 
     #[test]
     fn arguments_come_in_the_documented_order() {
         assert_eq!(
             capture_args(&s(&["eth0", "lo"]), Some("icmp or tcp"), true),
-            s(&["-w", "-", "-n", "-q", "-p", "-i", "eth0", "-i", "lo", "-f", "icmp or tcp"])
+            s(&[
+                "-w",
+                "-",
+                "-n",
+                "-q",
+                "-p",
+                "-i",
+                "eth0",
+                "-i",
+                "lo",
+                "-f",
+                "icmp or tcp"
+            ])
         );
     }
 

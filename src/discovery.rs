@@ -49,5 +49,8 @@ impl DiscoveryCall {
 }
 
 pub fn find_target(_body: &[u8], name: &str, prefix: &str) -> Result<Target, DiscoveryError> {
-    Err(DiscoveryError::NotListed { name: name.into(), prefix: prefix.into() })
+    Err(DiscoveryError::NotListed {
+        name: name.into(),
+        prefix: prefix.into(),
+    })
 }

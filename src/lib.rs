@@ -8,11 +8,14 @@
 
 pub mod capture;
 pub mod config;
+pub mod conn;
 pub mod discovery;
 pub mod http;
 pub mod logging;
 pub mod netns;
 pub mod params;
 pub mod pcapng;
+pub mod reactor;
+pub mod session;
 pub mod target;
 pub mod ws;

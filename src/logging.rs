@@ -19,7 +19,12 @@ impl log::Log for Stderr {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let line = format!("{} {:5} {}\n", iso8601(SystemTime::now()), record.level(), record.args());
+        let line = format!(
+            "{} {:5} {}\n",
+            iso8601(SystemTime::now()),
+            record.level(),
+            record.args()
+        );
         // A full or closed stderr must not take the service down.
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }

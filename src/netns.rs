@@ -41,7 +41,10 @@ pub fn locate(inode: u64, hint_pid: u32) -> Result<Netns, String> {
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for entry in dir.flatten() {
             let name = entry.file_name();
-            let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
+            let Some(pid) = name
+                .to_str()
+                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            else {
                 continue;
             };
             let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
