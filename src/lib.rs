@@ -10,6 +10,7 @@ pub mod capture;
 pub mod config;
 pub mod conn;
 pub mod discovery;
+pub mod front;
 pub mod http;
 pub mod logging;
 pub mod netns;

@@ -29,7 +29,8 @@ use crate::capture::{capture_args, spawn};
 use crate::config::Config;
 use crate::conn::Conn;
 use crate::discovery::{find_target, DiscoveryCall, DiscoveryError};
-use crate::http::{self, Request, Upgrade};
+use crate::front::Route;
+use crate::http::{self, Request};
 use crate::params::{capture_params, CaptureParams};
 use crate::pcapng::{target_document, ShbEditor, TargetInfo};
 use crate::target::{is_stale, process_starttime};
@@ -586,106 +587,34 @@ impl Session {
                 info!("[c{}] header {n}: {}", self.id, String::from_utf8_lossy(v));
             }
         }
-        let body = req.body_kind();
-        match req.path.as_str() {
-            "/capture" => match http::websocket_upgrade(&req) {
-                Upgrade::WebSocket { accept } => {
-                    self.log_line(ctx, Some(&req), 101);
-                    self.deadline = None;
-                    self.start_capture(ctx, &req, accept, leftover);
-                }
-                Upgrade::None => {
-                    self.log_line(ctx, Some(&req), 426);
-                    let text =
-                        "this is a packet capture websocket: connect with the websocket protocol";
-                    let resp = http::response(
-                        426,
-                        &[("Upgrade", "websocket"), ("Connection", "Upgrade")],
-                        "text/plain; charset=utf-8",
-                        format!("{text}\n").as_bytes(),
-                        true,
-                    );
-                    self.respond_close(ctx, resp);
-                }
-                Upgrade::Refused(status, why) => {
-                    self.log_line(ctx, Some(&req), status);
-                    let extra: &[(&str, &str)] = if status == 426 {
-                        &[("Sec-WebSocket-Version", "13")]
-                    } else {
-                        &[]
-                    };
-                    let resp = http::response(
-                        status,
-                        extra,
-                        "text/plain; charset=utf-8",
-                        format!("{why}\n").as_bytes(),
-                        true,
-                    );
-                    self.respond_close(ctx, resp);
-                }
-            },
-            "/version" if req.method == "GET" || req.method == "HEAD" => {
-                self.log_line(ctx, Some(&req), 200);
-                let mut resp = http::response(
-                    200,
-                    &[],
-                    "application/json",
-                    &http::version_body(),
-                    !req.keep_alive(),
-                );
-                if req.method == "HEAD" {
-                    let body_len = http::version_body().len();
-                    resp.truncate(resp.len() - body_len);
-                }
-                self.respond(ctx, &req, body, resp, leftover);
+        match crate::front::route(&req, ctx.cfg.proxy_discovery) {
+            Route::Capture { accept } => {
+                self.log_line(ctx, Some(&req), 101);
+                self.deadline = None;
+                self.start_capture(ctx, &req, accept, leftover);
             }
-            "/version" => {
-                self.log_line(ctx, Some(&req), 405);
-                let resp = http::response(
-                    405,
-                    &[("Allow", "GET, HEAD")],
-                    "text/plain; charset=utf-8",
-                    b"use GET\n",
-                    !req.keep_alive(),
-                );
-                self.respond(ctx, &req, body, resp, leftover);
+            Route::Respond {
+                status,
+                bytes,
+                keep_alive,
+            } => {
+                self.log_line(ctx, Some(&req), status);
+                if keep_alive {
+                    self.respond(ctx, bytes, leftover);
+                } else {
+                    self.respond_close(ctx, bytes);
+                }
             }
-            _ => {
-                self.log_line(ctx, Some(&req), 404);
-                let resp = http::response(
-                    404,
-                    &[],
-                    "text/plain; charset=utf-8",
-                    b"not found\n",
-                    !req.keep_alive(),
-                );
-                self.respond(ctx, &req, body, resp, leftover);
+            Route::Proxy { .. } => {
+                self.log_line(ctx, Some(&req), 502);
+                let resp = http::text_response(502, "the discovery proxy is not available", true);
+                self.respond_close(ctx, resp);
             }
         }
     }
 
-    /// Sends a response and either waits for the next request on this
-    /// connection or closes it. Requests with a body close the connection:
-    /// no endpoint here reads one, and skipping it is not worth the risk.
-    fn respond(
-        &mut self,
-        ctx: &mut Ctx,
-        req: &Request,
-        body: Result<http::BodyKind, http::HeadError>,
-        mut resp: Vec<u8>,
-        leftover: Vec<u8>,
-    ) {
-        let keep = req.keep_alive() && matches!(body, Ok(http::BodyKind::None));
-        if !keep {
-            if req.keep_alive() {
-                // We promised keep-alive in the head; take it back.
-                let pos = resp.windows(4).position(|w| w == b"\r\n\r\n");
-                if let Some(p) = pos {
-                    resp.splice(p + 2..p + 2, b"Connection: close\r\n".iter().copied());
-                }
-            }
-            return self.respond_close(ctx, resp);
-        }
+    /// Sends a response and waits for the next request on this connection.
+    fn respond(&mut self, ctx: &mut Ctx, resp: Vec<u8>, leftover: Vec<u8>) {
         if let Err(e) = self.conn.send(&resp) {
             return self.client_broke(ctx, e);
         }
