@@ -91,6 +91,13 @@ impl FrameReader {
         matches!(self.state, State::Done)
     }
 
+    /// Bytes held back for an incomplete frame header or control payload:
+    /// never more than the 125 bytes a control frame may carry, whatever the
+    /// client sends (the fuzz targets check this after every feed).
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Consumes client bytes. Pongs for pings are appended to `replies`. Returns
     /// `Some` once the connection is ending; input after that is ignored.
     pub fn feed(&mut self, mut data: &[u8], replies: &mut Vec<u8>) -> Option<Inbound> {
