@@ -1,0 +1,317 @@
+//! The whole client-connection path without sockets: arbitrary bytes arrive
+//! on a server session as a client would send them (request heads, possibly
+//! pipelined, a websocket upgrade, then websocket frames), split into reads
+//! where the fuzzer chooses.
+//!
+//! The model follows `session.rs` (`parse_heads`, `handle_request`,
+//! `start_capture`, `read_frames`, `read_closing`) step for step, with the
+//! parts that need the kernel (namespaces, the capture program, the discovery
+//! service) replaced by their outcome. Input layout: one flag byte (bit 0:
+//! `--proxy-discovery`), then the read sizes (see `fuzz_support::Chunker`),
+//! then the client's bytes.
+//!
+//! Invariants: no panic; every response is well-formed HTTP/1.1 starting with
+//! `HTTP/1.1 `; a head is never held past `MAX_HEAD`; the frame reader never
+//! buffers more than 125 bytes; every close frame carries at most 125 payload
+//! bytes with a UTF-8 reason; pongs are well-formed; and what the server
+//! writes does not depend on how the client's bytes were split into reads.
+
+#![no_main]
+
+use fuzz_support::{check_close_frame, check_pongs, check_response, check_shaped, split_input};
+use libfuzzer_sys::fuzz_target;
+use packetflix::front::{route, Route};
+use packetflix::http::{self, parse_request, MAX_HEAD};
+use packetflix::params::{capture_params, CaptureParams};
+use packetflix::pcapng::{target_document, TargetInfo, TARGET_MARKER};
+use packetflix::ws::{self, FrameReader, Inbound};
+
+/// Control frames carry at most 125 bytes of payload (RFC 6455 5.5): the most
+/// a frame reader may ever hold.
+const MAX_BUFFERED: usize = 125;
+
+enum Phase {
+    Head(Vec<u8>),
+    /// Streaming a capture; the reader's event ends the inbound side.
+    Streaming(FrameReader),
+    /// Our close frame is out; reading until the client's close.
+    Closing(FrameReader),
+    /// Waiting for discovery or flushing a final response: client bytes are
+    /// read and dropped.
+    Discard,
+    Done,
+}
+
+/// What the server did, in order: the bytes it wrote and what it decided.
+#[derive(Debug, Default, PartialEq)]
+struct Transcript {
+    out: Vec<u8>,
+    log: Vec<String>,
+}
+
+struct Session {
+    proxy: bool,
+    phase: Phase,
+    t: Transcript,
+}
+
+impl Session {
+    fn new(proxy: bool) -> Self {
+        Session {
+            proxy,
+            phase: Phase::Head(Vec::new()),
+            t: Transcript::default(),
+        }
+    }
+
+    fn read(&mut self, data: &[u8]) {
+        match std::mem::replace(&mut self.phase, Phase::Done) {
+            Phase::Head(mut buf) => {
+                buf.extend_from_slice(data);
+                self.phase = Phase::Head(buf);
+                self.parse_heads();
+            }
+            Phase::Streaming(mut reader) => {
+                if !reader.is_done() {
+                    let mut replies = Vec::new();
+                    let ev = reader.feed(data, &mut replies);
+                    assert!(reader.buffered() <= MAX_BUFFERED);
+                    check_pongs(&replies);
+                    self.t.out.extend_from_slice(&replies);
+                    if let Some(ev) = ev {
+                        self.inbound_end(&ev);
+                    }
+                }
+                self.phase = Phase::Streaming(reader);
+            }
+            Phase::Closing(mut reader) => {
+                let mut replies = Vec::new();
+                let ev = reader.feed(data, &mut replies);
+                assert!(reader.buffered() <= MAX_BUFFERED);
+                check_pongs(&replies);
+                // Pongs are not owed once our close frame is out.
+                self.phase = match ev {
+                    Some(ev) => {
+                        self.t.log.push(format!("closing ended by {ev:?}"));
+                        Phase::Done
+                    }
+                    None => Phase::Closing(reader),
+                };
+            }
+            Phase::Discard => self.phase = Phase::Discard,
+            Phase::Done => {}
+        }
+    }
+
+    fn parse_heads(&mut self) {
+        loop {
+            let Phase::Head(buf) = &mut self.phase else {
+                return;
+            };
+            if buf.is_empty() {
+                return;
+            }
+            match parse_request(buf) {
+                Ok(None) => {
+                    assert!(buf.len() < MAX_HEAD, "{} bytes held for a head", buf.len());
+                    return;
+                }
+                Ok(Some(req)) => {
+                    assert!(req.head_len > 0 && req.head_len <= buf.len());
+                    assert!(req.head_len <= MAX_HEAD);
+                    let leftover = buf.split_off(req.head_len);
+                    self.handle_request(req, leftover);
+                }
+                Err(e) => {
+                    let status = e.status();
+                    assert!(status == 400 || status == 431, "head error status {status}");
+                    let resp = http::text_response(status, &e.to_string(), true);
+                    assert_eq!(check_response(&resp, false), status);
+                    self.t.out.extend_from_slice(&resp);
+                    self.t.log.push(format!("bad head: {status}"));
+                    self.phase = Phase::Discard;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn handle_request(&mut self, req: http::Request, leftover: Vec<u8>) {
+        match route(&req, self.proxy) {
+            Route::Respond {
+                status,
+                bytes,
+                keep_alive,
+            } => {
+                let got = check_response(&bytes, req.method == "HEAD");
+                assert_eq!(got, status);
+                assert!(
+                    !keep_alive || req.keep_alive(),
+                    "connection kept though the client asked to close"
+                );
+                self.t.out.extend_from_slice(&bytes);
+                self.t.log.push(format!("respond {status} {keep_alive}"));
+                // Pipelining: the rest is the next request.
+                self.phase = if keep_alive {
+                    Phase::Head(leftover)
+                } else {
+                    Phase::Discard
+                };
+            }
+            Route::Capture { accept } => {
+                assert_eq!(accept.len(), 28, "accept key {accept:?}");
+                self.t.log.push("capture".into());
+                self.start_capture(&req, &accept, &leftover);
+            }
+            Route::Proxy { target } => {
+                assert!(self.proxy);
+                assert!(target.starts_with('/') || target.starts_with('*'));
+                let resp = http::text_response(502, "the discovery proxy is not available", true);
+                check_response(&resp, false);
+                self.t.out.extend_from_slice(&resp);
+                self.t.log.push(format!("proxy {target}"));
+                self.phase = Phase::Discard;
+            }
+        }
+    }
+
+    fn start_capture(&mut self, req: &http::Request, accept: &str, leftover: &[u8]) {
+        let params = match capture_params(req) {
+            Ok(p) => p,
+            Err(reason) => {
+                return self.refuse(
+                    accept,
+                    ws::POLICY_VIOLATION,
+                    &format!("capture refused: {reason}"),
+                );
+            }
+        };
+        check_params(&params);
+        // A named target without a usable netns goes to the discovery
+        // service (its answer is fuzzed in the `discovery` target); client
+        // bytes meanwhile are read and dropped.
+        if params.target.netns == 0 {
+            if !params.described || params.target.name.is_empty() {
+                return self.refuse(
+                    accept,
+                    ws::POLICY_VIOLATION,
+                    "capture refused: the target has no valid netns and no name to look up with the discovery service",
+                );
+            }
+            self.t.log.push("discovering".into());
+            self.phase = Phase::Discard;
+            return;
+        }
+        // The capture program is started; its output goes through the SHB
+        // editor with this document (fuzzed in `pcapng_shb`).
+        check_document(&params);
+        let resp = http::switching_protocols(accept);
+        check_response(&resp, false);
+        self.t.out.extend_from_slice(&resp);
+        self.t.log.push("streaming".into());
+        self.phase = Phase::Streaming(FrameReader::new());
+        if !leftover.is_empty() {
+            // Frames the client sent right behind its handshake.
+            self.read(leftover);
+        }
+    }
+
+    fn refuse(&mut self, accept: &str, code: u16, reason: &str) {
+        let shaped = ws::shape_reason(reason);
+        check_shaped(reason, shaped);
+        let resp = http::switching_protocols(accept);
+        check_response(&resp, false);
+        let frame = ws::close_frame(code, reason);
+        let (got_code, got_reason) = check_close_frame(&frame);
+        assert_eq!((got_code, got_reason.as_str()), (code, shaped));
+        self.t.out.extend_from_slice(&resp);
+        self.t.out.extend_from_slice(&frame);
+        self.t.log.push(format!("refused {code}"));
+        self.phase = Phase::Closing(FrameReader::new());
+    }
+
+    /// The client's side ended: close or violation. The session answers once
+    /// the capture program is reaped, which the model takes as immediate.
+    fn inbound_end(&mut self, ev: &Inbound) {
+        let frame = match ev {
+            Inbound::Close { code, reason } => {
+                assert!(reason.len() <= 123, "close reason of {} bytes", reason.len());
+                if let Some(c) = code {
+                    assert!(fuzz_support::close_code_sendable(*c), "accepted code {c}");
+                }
+                ws::close_frame(code.unwrap_or(ws::NORMAL), "")
+            }
+            Inbound::Violation { code, reason } => {
+                assert!(*code == ws::PROTOCOL_ERROR || *code == ws::INVALID_PAYLOAD);
+                ws::close_frame(*code, reason)
+            }
+        };
+        check_close_frame(&frame);
+        self.t.out.extend_from_slice(&frame);
+        self.t.log.push(format!("inbound end {ev:?}"));
+    }
+}
+
+/// What `capture_params` accepted must be what its contract promises.
+fn check_params(p: &CaptureParams) {
+    use packetflix::params::{valid_ifname, Nifs, MAX_FILTER, MAX_INTERFACES};
+    if let Nifs::List(l) = &p.nifs {
+        assert!(!l.is_empty() && l.len() <= MAX_INTERFACES);
+        for (i, n) in l.iter().enumerate() {
+            assert!(valid_ifname(n).is_ok(), "accepted interface {n:?}");
+            assert!(!l[..i].contains(n), "duplicate interface {n:?}");
+        }
+    }
+    for n in p.interfaces() {
+        assert!(
+            valid_ifname(&n).is_ok() && !n.starts_with('-'),
+            "interface {n:?}"
+        );
+    }
+    if let Some(f) = &p.filter {
+        assert!(f.len() <= MAX_FILTER && !f.contains('\0') && !f.trim().is_empty());
+    }
+}
+
+/// The SHB document for an accepted capture: starts with the marker, holds
+/// the marker once, and no user text can add lines to it.
+fn check_document(p: &CaptureParams) {
+    let t = &p.target;
+    let doc = target_document(&TargetInfo {
+        container_name: &t.name,
+        container_type: &t.kind,
+        node_name: &t.node_name,
+        cluster_uid: t.cluster.as_ref().map(|c| c.uid.as_str()),
+        capture_filter: p.filter.as_deref(),
+        no_promiscuous: p.chaste,
+    });
+    assert!(doc.starts_with(TARGET_MARKER));
+    assert_eq!(doc.matches(TARGET_MARKER).count(), 1);
+    let lines = 2
+        + 3
+        + if t.cluster.is_some() { 2 } else { 0 }
+        + usize::from(p.filter.is_some())
+        + usize::from(p.chaste);
+    assert_eq!(doc.lines().count(), lines, "document lines: {doc:?}");
+}
+
+fn run(reads: &[&[u8]], proxy: bool) -> Transcript {
+    let mut s = Session::new(proxy);
+    for r in reads {
+        s.read(r);
+    }
+    s.t
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
+    let proxy = flags & 1 != 0;
+    let (mut chunker, stream) = split_input(rest, 1);
+    let chunked = run(&chunker.split(stream), proxy);
+    // The same bytes in one read: the answer must not depend on how TCP
+    // happened to split them.
+    let whole = run(&[stream], proxy);
+    assert_eq!(chunked, whole, "answer depends on how the reads were split");
+});

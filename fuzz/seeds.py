@@ -1,0 +1,245 @@
+#!/usr/bin/env python3
+"""Writes the checked-in seed corpora: fuzz/corpus/<target>/seed-*.
+
+Each seed is a realistic input in the layout its fuzz target documents at the
+top of fuzz_targets/<target>.rs. Seeds are named `seed-*` so that .gitignore
+(which drops libFuzzer's hex-named finds) keeps them. Run from anywhere:
+`python3 fuzz/seeds.py`; it rewrites the seeds and leaves other files alone.
+"""
+
+import json
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MASK = bytes([0x37, 0xFA, 0x21, 0x3D])
+
+
+def write(target, name, data):
+    d = os.path.join(HERE, "corpus", target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "seed-" + name), "wb") as f:
+        f.write(data)
+
+
+def chunks(sizes=()):
+    """The read-size prefix of fuzz_support::Chunker."""
+    return bytes([len(sizes)]) + bytes(sizes)
+
+
+def frame(first, payload):
+    """A masked client frame (RFC 6455 5.2)."""
+    n = len(payload)
+    if n < 126:
+        head = bytes([first, 0x80 | n])
+    elif n <= 0xFFFF:
+        head = bytes([first, 0x80 | 126]) + struct.pack(">H", n)
+    else:
+        head = bytes([first, 0x80 | 127]) + struct.pack(">Q", n)
+    return head + MASK + bytes(b ^ MASK[i % 4] for i, b in enumerate(payload))
+
+
+def close(code, reason=b""):
+    return frame(0x88, struct.pack(">H", code) + reason)
+
+
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+CONTAINER = {
+    "name": "web",
+    "type": "docker",
+    "netns": 4026532601,
+    "pid": 1234,
+    "starttime": 5678,
+    "prefix": "",
+    "network-interfaces": ["eth0", "lo"],
+    "node-name": "node1",
+    "cluster": {"uid": "c0ffee"},
+}
+
+
+def upgrade(target, headers=()):
+    lines = [
+        f"GET {target} HTTP/1.1",
+        "Host: localhost:5001",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {KEY}",
+        "Sec-WebSocket-Version: 13",
+    ]
+    lines += [f"{n}: {v}" for n, v in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def session():
+    t = "session"
+    ping_close = frame(0x89, b"hi") + frame(0x82, b"x" * 300) + close(1000, b"bye")
+    write(t, "version-pipelined", b"\0" + chunks() +
+          b"GET /version HTTP/1.1\r\nHost: a\r\n\r\nHEAD /version HTTP/1.1\r\n\r\n"
+          b"GET /nope HTTP/1.0\r\n\r\n")
+    write(t, "version-trickled", b"\0" + chunks([1, 2, 3, 5, 8]) +
+          b"GET /version HTTP/1.1\r\nConnection: keep-alive\r\n\r\n")
+    write(t, "capture-netns", b"\0" + chunks([7, 0x81]) +
+          upgrade("/capture?netns=4026532601&nif=eth0/lo&filter=tcp+port+80&chaste") + ping_close)
+    write(t, "capture-container-headers", b"\0" + chunks() + upgrade(
+        "/capture", [("Clustershark-Container", json.dumps(CONTAINER)),
+                     ("Clustershark-Nif", "any"), ("Clustershark-Filter", "udp"),
+                     ("Clustershark-Chaste", "")]) + frame(0x02, b"part") +
+          frame(0x8A, b"") + frame(0x80, b"end") + close(1001))
+    write(t, "capture-discover", b"\0" + chunks() + upgrade(
+        "/capture?container=" + json.dumps({"name": "web", "prefix": "k8s"}).replace('"', "%22")
+        .replace(" ", "+")) + close(1000))
+    write(t, "capture-refused", b"\0" + chunks([3]) +
+          upgrade("/capture?netns=0&nif=-i") + close(1000, b"ok"))
+    write(t, "capture-violation", b"\0" + chunks() +
+          upgrade("/capture?netns=1") + b"\x82\x01\x00")
+    write(t, "capture-no-upgrade", b"\0" + chunks() + b"GET /capture?netns=1 HTTP/1.1\r\n\r\n")
+    write(t, "bad-handshake", b"\0" + chunks() +
+          upgrade("/capture?netns=1").replace(b"Version: 13", b"Version: 8"))
+    write(t, "proxy", b"\1" + chunks() +
+          b"GET /discover/mobyshark?x=1 HTTP/1.1\r\n\r\n")
+    write(t, "absolute-form", b"\0" + chunks() +
+          b"GET http://host:5001/version HTTP/1.1\r\n\r\nPOST /version HTTP/1.1\r\n"
+          b"Content-Length: 3\r\n\r\nabc")
+    write(t, "garbage", b"\0" + chunks() + b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+    big = b"GET / HTTP/1.1\r\nX-Big: " + b"a" * (16 * 1024 + 100) + b"\r\n\r\n"
+    write(t, "oversized-head", b"\0" + chunks([0xFF]) + big)
+
+
+def http_head():
+    t = "http_head"
+    limits = b"\xff\x40"
+    write(t, "upgrade", limits + upgrade("/capture?netns=1&nif=eth0"))
+    write(t, "version", limits + b"GET /version HTTP/1.1\r\nHost: a\r\n\r\nrest")
+    write(t, "head-10", limits + b"HEAD /version HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    write(t, "absolute", limits + b"GET https://h/discover/x?y=1#frag HTTP/1.1\r\n\r\n")
+    write(t, "star", limits + b"OPTIONS * HTTP/1.1\r\n\r\n")
+    write(t, "bodies", limits + b"POST /x HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n"
+          b"Content-Length: 5\r\n\r\n")
+    write(t, "lf-only", limits + b"GET / HTTP/1.1\nHost: a\n\n")
+    write(t, "partial", limits + b"GET /capture?netns=1 HTTP/1.1\r\nHost")
+    write(t, "small-limits", b"\x01\x02" + b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n")
+
+
+def capture_params():
+    t = "capture_params"
+    sep = b"\xff"
+    c = json.dumps(CONTAINER).encode()
+    write(t, "netns-query", b"\0" + b"netns=4026532601&nif=eth0/lo&filter=icmp+or+tcp%20port%2080&chaste")
+    write(t, "container-query", b"\0" + b"container=" +
+          c.replace(b'"', b"%22").replace(b" ", b"+") + b";nif=any")
+    write(t, "headers", bytes([0x0F]) + b"nif=ignored" + sep + c + sep + b"eth0/we,ird" + sep +
+          b"udp port 53" + sep)
+    write(t, "both-targets", bytes([0x01]) + b"netns=1" + sep + c)
+    write(t, "bad-nif", b"\0" + b"netns=1&nif=eth0//-x/..")
+    write(t, "bad-utf8-header", bytes([0x02]) + b"netns=1" + sep + sep + b"\xc3\x28")
+    write(t, "json-full", b"\x80" + c)
+    write(t, "json-nulls", b"\x80" + b'{"name":null,"netns":null,"cluster":null,"network-interfaces":null}')
+    write(t, "json-bad-field", b"\x80" + b'{"netns":-1,"pid":4294967296,"network-interfaces":["a/b"]}')
+    write(t, "json-not-object", b"\x80" + b'[1,2,3]')
+    write(t, "proc-stat", b"\x80" + b"1234 (my (odd) comm) S 1 1234 1234 0 -1 4194560 100 0 0 0 "
+          b"0 0 0 0 20 0 1 0 5678 1000 100")
+
+
+def shb(order, options, endofopt=True):
+    """An SHB with `options` [(code, value)] in byte order `order` ('>' or '<')."""
+    body = struct.pack(order + "IHHq", 0x1A2B3C4D, 1, 0, -1)
+    for code, value in options:
+        body += struct.pack(order + "HH", code, len(value)) + value
+        body += b"\0" * (-len(body) % 4)
+    if endofopt:
+        body += b"\0\0\0\0"
+    n = len(body) + 12
+    return b"\x0a\x0d\x0d\x0a" + struct.pack(order + "I", n) + body + struct.pack(order + "I", n)
+
+
+def block(order, btype, body):
+    body += b"\0" * (-len(body) % 4)
+    n = len(body) + 12
+    return struct.pack(order + "II", btype, n) + body + struct.pack(order + "I", n)
+
+
+def pcapng_shb():
+    t = "pcapng_shb"
+    marker = b"---\n# capture target information\n"
+    for order, tag in (("<", "le"), (">", "be")):
+        idb = block(order, 1, struct.pack(order + "HHI", 1, 0, 262144))
+        epb = block(order, 6, struct.pack(order + "IIIII", 0, 1, 2, 4, 4) + b"abcd")
+        plain = shb(order, [(2, b"x86_64"), (3, b"Linux 6.1"), (4, b"Dumpcap (Wireshark) 4.0.17")])
+        write(t, f"dumpcap-{tag}", b"\0" + chunks() + plain + idb + epb)
+        write(t, f"dumpcap-split-{tag}", b"\0" + chunks([1, 7, 30, 0x81]) + plain + idb + epb)
+        commented = shb(order, [(1, b"user note"), (1, b"second"), (4, b"dumpcap")])
+        write(t, f"comment-{tag}", b"\0" + chunks([5]) + commented + idb)
+        old = shb(order, [(1, b"note\n" + marker + b"container-name: \"old\"\n---\nnext: 1\n")])
+        write(t, f"old-document-{tag}", b"\0" + chunks() + old + epb)
+        write(t, f"no-endofopt-{tag}", b"\0" + chunks() + shb(order, [(2, b"hw")], False) + idb)
+        write(t, f"truncated-{tag}", b"\0" + chunks([9]) + plain[:-6])
+    write(t, "not-pcapng", b"\0" + chunks([3]) + b"\xd4\xc3\xb2\xa1" + b"\0" * 40)
+    # Built mode: mode bits, sizes, doc_len, name, then options + tail.
+    write(t, "built-le-options", bytes([0x7F]) + chunks([2, 0x90]) + b"\x05hello" +
+          b"\x01\x09old note\n\x02\x03hw!\x00\x00" + b"tail")
+    write(t, "built-be-marker", bytes([0x0B]) + chunks() + b"\x03a\"b" +
+          b"\x01\x24" + marker + b"x\n" + b"\x00\x00")
+
+
+def http_response(status, headers, body=b""):
+    head = f"HTTP/1.1 {status} X\r\n" + "".join(f"{n}: {v}\r\n" for n, v in headers) + "\r\n"
+    return head.encode() + body
+
+
+def discovery():
+    t = "discovery"
+    listing = json.dumps({"containers": [
+        {"name": "db", "netns": 1},
+        CONTAINER,
+        {"name": "web", "prefix": "k8s", "netns": 2},
+    ], "other": [1, 2]}).encode()
+    limit = b"\xff"
+    write(t, "length", b"\0" + limit + chunks() +
+          http_response(200, [("Content-Type", "application/json"),
+                              ("Content-Length", str(len(listing)))], listing))
+    chunked = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(p), p) for p in (listing[:40], listing[40:])) \
+        + b"0\r\nX-Trailer: 1\r\n\r\n"
+    write(t, "chunked-split", b"\0" + limit + chunks([3, 17, 0x82]) +
+          http_response(200, [("Transfer-Encoding", "chunked")], chunked))
+    write(t, "until-close", b"\0" + limit + chunks([50]) +
+          b"HTTP/1.1 100 Continue\r\n\r\n" + http_response(200, [], listing))
+    write(t, "not-found", b"\0" + limit + chunks() + http_response(404, [("Content-Length", "0")]))
+    write(t, "too-large", b"\0" + b"\x01" + chunks() +
+          http_response(200, [("Content-Length", "100")], b"x" * 100))
+    write(t, "gzip", b"\0" + limit + chunks() + http_response(200, [("Content-Encoding", "gzip")]))
+    write(t, "lf-head", b"\0" + limit + chunks() + b"HTTP/1.0 204 No Content\nServer: g\n\n")
+
+    def lookup(name, prefix, body):
+        n, p = name.encode(), prefix.encode()
+        return b"\1" + bytes([len(n)]) + n + bytes([len(p)]) + p + body
+    write(t, "find-web", lookup("web", "", listing))
+    write(t, "find-prefixed", lookup("web", "k8s", listing))
+    write(t, "find-missing", lookup("nope", "", listing))
+    write(t, "find-invalid-entry", lookup("x", "", b'{"containers":[{"name":"x","netns":"1"}]}'))
+    write(t, "find-duplicate", lookup("x", "", b'{"containers":[],"containers":[]}'))
+    write(t, "find-no-list", lookup("x", "", b'{"pods":[]}'))
+
+
+def ws_frames():
+    t = "ws_frames"
+    reason = "policy violation: ä".encode()
+    head = struct.pack(">H", 1008) + bytes([len(reason)]) + reason
+    write(t, "ping-data-close", head + chunks() + frame(0x89, b"ping") +
+          frame(0x82, b"\0" * 70000) + frame(0x81, b"text") + close(1000, b"bye"))
+    write(t, "fragmented", head + chunks([1, 3, 7]) + frame(0x01, b"a") + frame(0x89, b"") +
+          frame(0x00, b"b") + frame(0x80, b"c") + close(4000))
+    write(t, "empty-close", head + chunks() + frame(0x88, b""))
+    write(t, "violations", b"\x03\xee\x00" + chunks() + frame(0x82, b"a") + frame(0xC2, b"x"))
+    write(t, "unmasked", b"\x03\xe8\x00" + chunks() + b"\x82\x01\x00")
+    write(t, "bad-close", b"\x03\xed\x00" + chunks() + close(1005))
+    write(t, "bad-utf8-reason", b"\x03\xe8\x00" + chunks() + close(1000, b"\xff"))
+    write(t, "long-reason", b"\x13\x88\xc8" + ("é" * 100).encode() + chunks([2]) + frame(0x89, b"p" * 125))
+
+
+if __name__ == "__main__":
+    session()
+    http_head()
+    capture_params()
+    pcapng_shb()
+    discovery()
+    ws_frames()
