@@ -85,15 +85,14 @@ pub fn parse_request_limited(
     let mut storage = [httparse::EMPTY_HEADER; 256];
     let slots = max_headers.min(storage.len());
     let mut req = httparse::Request::new(&mut storage[..slots]);
-    let status = match req.parse(buf) {
+    // Only the first `max_head` bytes can hold an acceptable head. Looking at
+    // no more also makes the answer independent of how the bytes arrived: a
+    // bad byte early in one large read is as malformed as in a small one.
+    let window = &buf[..buf.len().min(max_head)];
+    let status = match req.parse(window) {
         Ok(s) => s,
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
-        Err(e) => {
-            if buf.len() > max_head {
-                return Err(HeadError::TooLarge);
-            }
-            return Err(HeadError::Malformed(e.to_string()));
-        }
+        Err(e) => return Err(HeadError::Malformed(e.to_string())),
     };
     let head_len = match status {
         httparse::Status::Partial => {
@@ -446,6 +445,17 @@ mod tests {
         big.resize(MAX_HEAD + 10, b'a');
         assert_eq!(parse_request(&big), Err(HeadError::TooLarge));
         assert_eq!(HeadError::TooLarge.status(), 431);
+    }
+
+    #[test]
+    fn malformed_head_is_400_however_much_follows_it() {
+        // Found by the session fuzz target: the same bytes got 400 when read
+        // in small pieces but 431 when more than MAX_HEAD came in one read.
+        let mut bytes = b"GET / HTTP/1.1\r\nX-A: a\0b".to_vec();
+        let short = parse_request(&bytes);
+        assert!(matches!(short, Err(HeadError::Malformed(_))), "{short:?}");
+        bytes.resize(MAX_HEAD + 100, b'a');
+        assert_eq!(parse_request(&bytes), short);
     }
 
     #[test]
