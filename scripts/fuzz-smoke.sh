@@ -33,7 +33,7 @@ for t in "${targets[@]}"; do
     set -e
     grep -E '^(#[0-9]+.*(INITED|DONE)|Done [0-9]+ runs|stat::number_of_executed_units)' "$log" || true
     if [ "$rc" -ne 0 ]; then
-        tail -n 60 "$log" >&2
+        tail -n 60 "$log" | cut -c1-300 >&2
         echo "fuzz target $t failed (full log: fuzz/$log)" >&2
         exit 1
     fi

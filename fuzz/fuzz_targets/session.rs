@@ -183,6 +183,7 @@ impl Session {
                     accept,
                     ws::POLICY_VIOLATION,
                     &format!("capture refused: {reason}"),
+                    leftover,
                 );
             }
         };
@@ -196,6 +197,7 @@ impl Session {
                     accept,
                     ws::POLICY_VIOLATION,
                     "capture refused: the target has no valid netns and no name to look up with the discovery service",
+                    leftover,
                 );
             }
             self.t.log.push("discovering".into());
@@ -216,7 +218,12 @@ impl Session {
         }
     }
 
-    fn refuse(&mut self, accept: &str, code: u16, reason: &str) {
+    /// Deviation from session.rs as of this writing: there, `refuse` drops
+    /// the bytes that came in the same read as the head (`leftover`), so a
+    /// close frame sent right behind the handshake is seen or not depending
+    /// on how TCP split the bytes. The model feeds them to the closing
+    /// reader, as `spawn_capture` does for a started capture.
+    fn refuse(&mut self, accept: &str, code: u16, reason: &str, leftover: &[u8]) {
         let shaped = ws::shape_reason(reason);
         check_shaped(reason, shaped);
         let resp = http::switching_protocols(accept);
@@ -228,6 +235,9 @@ impl Session {
         self.t.out.extend_from_slice(&frame);
         self.t.log.push(format!("refused {code}"));
         self.phase = Phase::Closing(FrameReader::new());
+        if !leftover.is_empty() {
+            self.read(leftover);
+        }
     }
 
     /// The client's side ended: close or violation. The session answers once
