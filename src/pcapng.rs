@@ -257,22 +257,31 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// The comment without an earlier target document. The old document runs
+/// The comment without any earlier target document. An old document runs
 /// from its marker through the line break before a following YAML document
-/// start (`---`), which is kept, or else to the end of the comment.
+/// start (`---`), which is kept, or else to the end of the comment. Every
+/// one is removed, so that the comment ends up with exactly one marker.
 fn without_target_document(comment: &[u8]) -> Vec<u8> {
-    let Some(start) = find_marker(comment) else {
-        return comment.to_vec();
-    };
-    // The marker's own closing line break may already open the next document.
-    let body_at = start + TARGET_MARKER.len() - 1;
-    let body = &comment[body_at..];
-    let end = match find(body, b"\n---\n") {
-        Some(at) => body_at + at + 1,
-        None if body.ends_with(b"\n---") => comment.len() - 3,
-        None => comment.len(),
-    };
-    [&comment[..start], &comment[end..]].concat()
+    let mut out = Vec::with_capacity(comment.len());
+    // `pos` is always at a line start: 0, or just after the line break that
+    // ended a removed document (or the end of the comment).
+    let mut pos = 0;
+    while let Some(found) = find_marker(&comment[pos..]) {
+        let start = pos + found;
+        // The marker's own closing line break may already open the next
+        // document.
+        let body_at = start + TARGET_MARKER.len() - 1;
+        let body = &comment[body_at..];
+        let end = match find(body, b"\n---\n") {
+            Some(at) => body_at + at + 1,
+            None if body.ends_with(b"\n---") => comment.len() - 3,
+            None => comment.len(),
+        };
+        out.extend_from_slice(&comment[pos..start]);
+        pos = end;
+    }
+    out.extend_from_slice(&comment[pos..]);
+    out
 }
 
 /// The new comment text: the old one without an earlier target document,
@@ -789,6 +798,20 @@ mod tests {
             let input = shb(big, &[option(big, 1, old.as_bytes()), endofopt()]);
             let (opts, _) = edit_and_decode(&input);
             assert_eq!(comment_of(&opts), format!("ABC\n{SAMPLE_DOC}"));
+        }
+    }
+
+    #[test]
+    fn every_earlier_document_is_removed() {
+        // Found by the pcapng_shb fuzz target: only the first of two earlier
+        // documents was removed, leaving the marker twice in the comment.
+        for old in [
+            "ABC\n---\n# capture target information\na: 1\n---\n# capture target information\nb: 2\n",
+            "ABC\n---\n# capture target information\n---\n# capture target information\n",
+        ] {
+            let input = shb(true, &[option(true, 1, old.as_bytes()), endofopt()]);
+            let (opts, _) = edit_and_decode(&input);
+            assert_eq!(comment_of(&opts), format!("ABC\n{SAMPLE_DOC}"), "{old:?}");
         }
     }
 
