@@ -73,12 +73,13 @@ impl<'a> Chunker<'a> {
         // input of all-zero sizes still ends.
         let mut empty_budget = 64;
         while !stream.is_empty() {
-            let n = self.size().min(stream.len());
+            let mut n = self.size().min(stream.len());
             if n == 0 {
                 if empty_budget == 0 {
-                    continue;
+                    n = 1;
+                } else {
+                    empty_budget -= 1;
                 }
-                empty_budget -= 1;
             }
             let (chunk, rest) = stream.split_at(n);
             out.push(chunk);
