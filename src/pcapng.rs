@@ -288,10 +288,12 @@ fn without_target_document(comment: &[u8]) -> Vec<u8> {
 /// line-terminated, followed by our document; just the document (cut to
 /// fit) if that would not fit an option value.
 fn edited_comment(old: Option<&[u8]>, document: &str) -> Vec<u8> {
-    let mut comment = old.map(without_target_document).unwrap_or_default();
-    if !comment.is_empty() && !comment.ends_with(b"\n") {
-        comment.push(b'\n');
-    }
+    // Line-terminated before the search: a last line that reads as the
+    // marker once terminated is an old document too.
+    let mut comment = old
+        .map(|c| without_target_document(&line_terminated(c.to_vec())))
+        .unwrap_or_default();
+    comment = line_terminated(comment);
     if comment.len() + document.len() <= MAX_OPTION_VALUE_LEN {
         comment.extend_from_slice(document.as_bytes());
         return comment;
@@ -301,6 +303,14 @@ fn edited_comment(old: Option<&[u8]>, document: &str) -> Vec<u8> {
         cut -= 1;
     }
     document.as_bytes()[..cut].to_vec()
+}
+
+/// `text` with a line break at its end, unless it is empty or has one.
+fn line_terminated(mut text: Vec<u8>) -> Vec<u8> {
+    if !text.is_empty() && !text.ends_with(b"\n") {
+        text.push(b'\n');
+    }
+    text
 }
 
 fn push_padded(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -804,10 +814,13 @@ mod tests {
     #[test]
     fn every_earlier_document_is_removed() {
         // Found by the pcapng_shb fuzz target: only the first of two earlier
-        // documents was removed, leaving the marker twice in the comment.
+        // documents was removed, and a last line lacking only its line break
+        // became a second marker once terminated.
         for old in [
             "ABC\n---\n# capture target information\na: 1\n---\n# capture target information\nb: 2\n",
             "ABC\n---\n# capture target information\n---\n# capture target information\n",
+            // Becomes a marker line once the comment is line-terminated.
+            "ABC\n---\n# capture target information",
         ] {
             let input = shb(true, &[option(true, 1, old.as_bytes()), endofopt()]);
             let (opts, _) = edit_and_decode(&input);
