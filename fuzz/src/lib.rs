@@ -192,9 +192,12 @@ pub fn server_frame(bytes: &[u8]) -> (ServerFrame<'_>, &[u8]) {
     )
 }
 
-/// RFC 6455 7.4: codes an endpoint may put in a close frame.
+/// RFC 6455 7.4: codes an endpoint may put in a close frame: the RFC's own
+/// (1000 to 1003, 1007 to 1011), the registered 1012 and 1013, and the
+/// ranges for libraries and applications. 1014, registered later, is left
+/// out as tungstenite leaves it out; the service sends 1011 instead.
 pub fn close_code_sendable(code: u16) -> bool {
-    matches!(code, 1000..=1003 | 1007..=1011 | 1012..=1014 | 3000..=4999)
+    matches!(code, 1000..=1003 | 1007..=1013 | 3000..=4999)
 }
 
 /// Checks a close frame as the service sends it: one frame, opcode 8, a
