@@ -225,9 +225,11 @@ def ws_frames():
     reason = "policy violation: ä".encode()
     head = struct.pack(">H", 1008) + bytes([len(reason)]) + reason
     write(t, "ping-data-close", head + chunks() + frame(0x89, b"ping") +
-          frame(0x82, b"\0" * 70000) + frame(0x81, b"text") + close(1000, b"bye"))
+          frame(0x82, b"\0" * 300) + frame(0x81, b"text") + close(1000, b"bye"))
     write(t, "fragmented", head + chunks([1, 3, 7]) + frame(0x01, b"a") + frame(0x89, b"") +
           frame(0x00, b"b") + frame(0x80, b"c") + close(4000))
+    # A 64-bit length (RFC 6455 5.2) whose payload never comes.
+    write(t, "huge-length", head + chunks() + b"\x82\xff" + struct.pack(">Q", 1 << 40) + MASK + b"xy")
     write(t, "empty-close", head + chunks() + frame(0x88, b""))
     write(t, "violations", b"\x03\xee\x00" + chunks() + frame(0x82, b"a") + frame(0xC2, b"x"))
     write(t, "unmasked", b"\x03\xe8\x00" + chunks() + b"\x82\x01\x00")
