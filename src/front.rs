@@ -176,7 +176,10 @@ mod tests {
         for (head, want) in [
             ("HEAD /nope HTTP/1.1\r\n\r\n", 404),
             ("HEAD /capture?netns=1 HTTP/1.1\r\n\r\n", 426),
-            ("HEAD /version HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", 200),
+            (
+                "HEAD /version HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+                200,
+            ),
         ] {
             let Route::Respond { status, bytes, .. } = route(&req(head), false) else {
                 panic!("{head}")

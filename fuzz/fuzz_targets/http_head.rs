@@ -13,8 +13,8 @@ use fuzz_support::check_response;
 use libfuzzer_sys::fuzz_target;
 use packetflix::front::{proxied_target, route, Route};
 use packetflix::http::{
-    parse_request, parse_request_limited, websocket_upgrade, HeadError, Request, Upgrade,
-    MAX_HEAD, MAX_HEADERS,
+    parse_request, parse_request_limited, websocket_upgrade, HeadError, Request, Upgrade, MAX_HEAD,
+    MAX_HEADERS,
 };
 
 fn check_request(req: &Request, buf: &[u8], max_head: usize, max_headers: usize) {

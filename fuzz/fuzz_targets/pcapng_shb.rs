@@ -89,10 +89,17 @@ fn check(stream: &[u8], reads: &[&[u8]], document: &str) {
     let new = shb(&out, usize::MAX).expect("edited SHB is not well formed");
     assert_eq!(new.order, old.order);
     assert_eq!(out[8..16], stream[8..16], "magic or version changed");
-    assert_eq!(&out[new.len..], &stream[old.len..], "bytes after the SHB changed");
+    assert_eq!(
+        &out[new.len..],
+        &stream[old.len..],
+        "bytes after the SHB changed"
+    );
     assert!(new.terminated, "edited SHB without end-of-options");
 
-    let (first, others) = new.options.split_first().expect("edited SHB without options");
+    let (first, others) = new
+        .options
+        .split_first()
+        .expect("edited SHB without options");
     assert_eq!(first.code, OPT_COMMENT, "first option is not a comment");
     let comment = first.value;
     assert_eq!(

@@ -245,7 +245,11 @@ impl Session {
     fn inbound_end(&mut self, ev: &Inbound) {
         let frame = match ev {
             Inbound::Close { code, reason } => {
-                assert!(reason.len() <= 123, "close reason of {} bytes", reason.len());
+                assert!(
+                    reason.len() <= 123,
+                    "close reason of {} bytes",
+                    reason.len()
+                );
                 if let Some(c) = code {
                     assert!(fuzz_support::close_code_sendable(*c), "accepted code {c}");
                 }

@@ -15,7 +15,9 @@
 
 #![no_main]
 
-use fuzz_support::{check_close_frame, check_pongs, check_shaped, close_code_sendable, split_input};
+use fuzz_support::{
+    check_close_frame, check_pongs, check_shaped, close_code_sendable, split_input,
+};
 use libfuzzer_sys::fuzz_target;
 use packetflix::ws::{self, FrameReader, Inbound};
 
@@ -28,7 +30,11 @@ fn read(reads: &[&[u8]]) -> (Option<Inbound>, Vec<u8>) {
     let mut event = None;
     for chunk in reads {
         let got = r.feed(chunk, &mut replies);
-        assert!(r.buffered() <= MAX_BUFFERED, "{} bytes buffered", r.buffered());
+        assert!(
+            r.buffered() <= MAX_BUFFERED,
+            "{} bytes buffered",
+            r.buffered()
+        );
         if event.is_some() {
             assert_eq!(got, None, "a second event");
         } else {

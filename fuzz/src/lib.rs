@@ -108,10 +108,7 @@ pub fn check_response(bytes: &[u8], head_request: bool) -> u16 {
         ),
     };
     let status = resp.code.unwrap_or(0);
-    assert!(
-        (100..600).contains(&status),
-        "status {status} out of range"
-    );
+    assert!((100..600).contains(&status), "status {status} out of range");
     assert_eq!(resp.version, Some(1));
     let reason = resp.reason.unwrap_or("");
     assert!(
@@ -130,7 +127,10 @@ pub fn check_response(bytes: &[u8], head_request: bool) -> u16 {
                 .unwrap_or_else(|| panic!("bad Content-Length {:?}", h.value))
         });
     if status == 101 {
-        assert!(body.is_empty(), "101 followed by bytes in the same response");
+        assert!(
+            body.is_empty(),
+            "101 followed by bytes in the same response"
+        );
         assert!(length.is_none(), "101 with a Content-Length");
     } else {
         let length = length.unwrap_or_else(|| panic!("status {status} without Content-Length"));
@@ -209,7 +209,10 @@ pub fn check_close_frame(bytes: &[u8]) -> (u16, String) {
     assert!(frame.payload.len() >= 2, "close frame without a code");
     assert!(frame.payload.len() <= 125);
     let code = u16::from_be_bytes([frame.payload[0], frame.payload[1]]);
-    assert!(close_code_sendable(code), "close code {code} must not be sent");
+    assert!(
+        close_code_sendable(code),
+        "close code {code} must not be sent"
+    );
     let reason = std::str::from_utf8(&frame.payload[2..])
         .unwrap_or_else(|_| panic!("close reason not UTF-8: {:02x?}", frame.payload));
     assert!(reason.len() <= 123);
@@ -229,7 +232,11 @@ pub fn check_pongs(mut replies: &[u8]) {
 /// 123 bytes, a prefix of the input, and no shorter than it must be (cut at
 /// the last character boundary that fits).
 pub fn check_shaped(reason: &str, shaped: &str) {
-    assert!(shaped.len() <= 123, "shaped reason of {} bytes", shaped.len());
+    assert!(
+        shaped.len() <= 123,
+        "shaped reason of {} bytes",
+        shaped.len()
+    );
     assert!(reason.starts_with(shaped), "shaped reason is not a prefix");
     if reason.len() <= 123 {
         assert_eq!(reason, shaped, "a reason that fits was cut");
