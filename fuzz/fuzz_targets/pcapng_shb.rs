@@ -63,7 +63,7 @@ fn pcapng_prefix(bytes: &[u8], order: Order) -> bool {
     let mut at = 0;
     while bytes.len() - at >= 8 {
         let len = order.u32(&bytes[at + 4..at + 8]) as usize;
-        if len < 12 || len % 4 != 0 {
+        if len < 12 || !len.is_multiple_of(4) {
             return false;
         }
         if bytes.len() - at < len {

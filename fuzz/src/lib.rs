@@ -322,7 +322,7 @@ pub mod pcapng {
             _ => return None,
         };
         let len = usize::try_from(order.u32(&bytes[4..8])).ok()?;
-        if len < 28 || len % 4 != 0 || len > max_len || bytes.len() < len {
+        if len < 28 || !len.is_multiple_of(4) || len > max_len || bytes.len() < len {
             return None;
         }
         if order.u32(&bytes[len - 4..len]) as usize != len {
