@@ -33,6 +33,7 @@ use crate::front::Route;
 use crate::http::{self, Request};
 use crate::params::{capture_params, CaptureParams};
 use crate::pcapng::{target_document, ShbEditor, TargetInfo};
+use crate::proxy::{self, Proxy, Step};
 use crate::target::{is_stale, process_starttime};
 use crate::ws::{self, FrameReader, Inbound};
 
@@ -186,6 +187,8 @@ enum Phase {
     Closing(FrameReader),
     /// A final response is being flushed; then the connection closes.
     Flush,
+    /// Forwarding one request to the discovery service (`--proxy-discovery`).
+    Proxy(Box<Proxy>),
 }
 
 pub struct Session {
@@ -264,6 +267,9 @@ impl Session {
             }
             STDOUT => self.pump_stdout(ctx),
             STDERR => self.pump_stderr(ctx),
+            UPSTREAM if matches!(self.phase, Phase::Proxy(_)) => {
+                self.on_proxy_upstream(ctx, readable, writable)
+            }
             UPSTREAM => self.on_discovery(ctx),
             _ => {}
         }
@@ -307,6 +313,19 @@ impl Session {
             Phase::Closing(_) | Phase::Flush => {
                 debug!("[c{id}] client did not finish closing in time");
                 self.finished = true;
+            }
+            Phase::Proxy(p) => {
+                if p.answered() {
+                    self.finished = true;
+                } else {
+                    info!("[c{id}] discovery service did not answer in time");
+                    let resp = http::text_response(
+                        504,
+                        "the discovery service did not answer in time",
+                        true,
+                    );
+                    self.respond_close(ctx, resp);
+                }
             }
         }
     }
@@ -352,7 +371,7 @@ impl Session {
                 arm(&mut self.deadline, ctx, self.key, self.id, CLOSE_TIMEOUT);
                 self.finish_if_flushed();
             }
-            Phase::Head { .. } | Phase::Closing(_) => self.finished = true,
+            Phase::Head { .. } | Phase::Closing(_) | Phase::Proxy(_) => self.finished = true,
             Phase::Flush => {}
         }
     }
@@ -364,11 +383,16 @@ impl Session {
             self.client_broke(ctx, e);
             return;
         }
-        if let Phase::Streaming(cap) = &mut self.phase {
-            if cap.paused && self.conn.out.len() <= LOW_WATER {
+        match &mut self.phase {
+            Phase::Streaming(cap) if cap.paused && self.conn.out.len() <= LOW_WATER => {
                 cap.paused = false;
                 self.pump_stdout(ctx);
             }
+            Phase::Proxy(p) if p.up_paused && self.conn.out.len() <= proxy::LOW_WATER => {
+                let step = p.pump_upstream(&mut self.conn, ctx.buf);
+                self.proxy_step(ctx, step);
+            }
+            _ => {}
         }
         self.finish_if_flushed();
     }
@@ -399,6 +423,7 @@ impl Session {
             Phase::Streaming(_) => self.read_frames(ctx),
             Phase::Closing(_) => self.read_closing(ctx),
             Phase::Discovering(_) | Phase::Flush => self.read_discard(ctx),
+            Phase::Proxy(_) => self.on_proxy_client(ctx),
         }
     }
 
@@ -605,11 +630,7 @@ impl Session {
                     self.respond_close(ctx, bytes);
                 }
             }
-            Route::Proxy { .. } => {
-                self.log_line(ctx, Some(&req), 502);
-                let resp = http::text_response(502, "the discovery proxy is not available", true);
-                self.respond_close(ctx, resp);
-            }
+            Route::Proxy { target } => self.start_proxy(ctx, &req, &target, leftover),
         }
     }
 
@@ -640,7 +661,7 @@ impl Session {
         self.finish_if_flushed();
     }
 
-    fn log_line(&self, ctx: &Ctx, req: Option<&Request>, status: u16) {
+    fn log_line(&self, ctx: &Ctx, req: Option<&Request>, status: impl std::fmt::Display) {
         if !ctx.cfg.log_requests {
             return;
         }
@@ -663,6 +684,123 @@ impl Session {
             line.escape_default(),
             status
         );
+    }
+
+    // ---- the discovery proxy -------------------------------------------
+
+    fn start_proxy(&mut self, ctx: &mut Ctx, req: &Request, target: &str, leftover: Vec<u8>) {
+        let addr = match ctx.discovery {
+            Ok(a) => *a,
+            Err(why) => {
+                self.log_line(ctx, Some(req), 502);
+                let resp = http::text_response(502, why, true);
+                return self.respond_close(ctx, resp);
+            }
+        };
+        let service = service_name(ctx.cfg);
+        let head = proxy::upstream_head(req, target, &service, self.peer.ip());
+        let mut p = match Proxy::start(addr, head, req, leftover) {
+            Ok(p) => p,
+            Err(e) => {
+                let status = match e.kind() {
+                    io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData => 400,
+                    _ => 502,
+                };
+                self.log_line(ctx, Some(req), status);
+                let text = if status == 400 {
+                    format!("malformed request: {e}")
+                } else {
+                    format!("discovery service at {service} unreachable: {e}")
+                };
+                return self.respond_close(ctx, http::text_response(status, &text, true));
+            }
+        };
+        if let Err(e) = ctx.registry.register(
+            &mut p.up,
+            token(self.key, UPSTREAM),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            self.log_line(ctx, Some(req), 502);
+            let resp = http::text_response(502, &format!("cannot proxy: {e}"), true);
+            return self.respond_close(ctx, resp);
+        }
+        self.log_line(ctx, Some(req), "proxied");
+        debug!(
+            "[c{}] proxying {} {target} to {service}",
+            self.id, req.method
+        );
+        self.phase = Phase::Proxy(Box::new(p));
+        // No response head within the discovery deadline: 504.
+        arm(
+            &mut self.deadline,
+            ctx,
+            self.key,
+            self.id,
+            ctx.cfg.discovery_timeout,
+        );
+    }
+
+    fn on_proxy_upstream(&mut self, ctx: &mut Ctx, readable: bool, writable: bool) {
+        let Phase::Proxy(p) = &mut self.phase else {
+            return;
+        };
+        let mut step = p.on_upstream(&mut self.conn, ctx.buf, readable, writable);
+        if step == Step::Continue && p.client_paused && p.up_queue_low() {
+            step = p.on_client(&mut self.conn, ctx.buf);
+        }
+        self.proxy_step(ctx, step);
+    }
+
+    fn on_proxy_client(&mut self, ctx: &mut Ctx) {
+        let Phase::Proxy(p) = &mut self.phase else {
+            return;
+        };
+        let step = p.on_client(&mut self.conn, ctx.buf);
+        self.proxy_step(ctx, step);
+    }
+
+    fn proxy_step(&mut self, ctx: &mut Ctx, step: Step) {
+        let Phase::Proxy(p) = &mut self.phase else {
+            return;
+        };
+        if p.answered() {
+            self.deadline = None;
+        }
+        match step {
+            Step::Continue => {}
+            Step::MoreUpstream => ctx.again.push((token(self.key, UPSTREAM), self.id)),
+            Step::MoreClient => ctx.again.push((token(self.key, CLIENT), self.id)),
+            Step::Done => {
+                let pending = std::mem::take(&mut p.pending);
+                let _ = ctx.registry.deregister(&mut p.up);
+                self.phase = Phase::Head {
+                    buf: pending,
+                    first: false,
+                };
+                arm(
+                    &mut self.deadline,
+                    ctx,
+                    self.key,
+                    self.id,
+                    KEEPALIVE_TIMEOUT,
+                );
+                // Bytes that arrived meanwhile were not read (edge-triggered):
+                // look again, and handle a request already buffered.
+                ctx.again.push((token(self.key, CLIENT), self.id));
+                self.parse_heads(ctx);
+            }
+            Step::Close => {
+                let _ = ctx.registry.deregister(&mut p.up);
+                self.phase = Phase::Flush;
+                arm(&mut self.deadline, ctx, self.key, self.id, CLOSE_TIMEOUT);
+                self.finish_if_flushed();
+            }
+            Step::Fail(status, why) => {
+                info!("[c{}] proxy: {why}", self.id);
+                let _ = ctx.registry.deregister(&mut p.up);
+                self.respond_close(ctx, http::text_response(status, &why, true));
+            }
+        }
     }
 
     // ---- starting a capture ---------------------------------------------
