@@ -31,7 +31,7 @@ use crate::conn::Conn;
 use crate::discovery::{find_target, DiscoveryCall, DiscoveryError};
 use crate::front::Route;
 use crate::http::{self, Request};
-use crate::params::{capture_params, CaptureParams};
+use crate::params::{capture_params_limited, CaptureParams, Limits};
 use crate::pcapng::{target_document, ShbEditor, TargetInfo};
 use crate::proxy::{self, Proxy, Step};
 use crate::target::{is_stale, process_starttime};
@@ -117,6 +117,8 @@ pub struct Ctx<'a> {
     pub now: Instant,
     /// The discovery service's address, resolved at start-up.
     pub discovery: &'a Result<SocketAddr, String>,
+    /// Captures running now (the reactor keeps count).
+    pub captures: usize,
 }
 
 /// Why a capture is ending; decides what the client gets at the end.
@@ -199,6 +201,8 @@ pub struct Session {
     phase: Phase,
     deadline: Option<Instant>,
     finished: bool,
+    /// Whether the reactor counts this session as a running capture.
+    pub counted: bool,
 }
 
 fn arm(deadline: &mut Option<Instant>, ctx: &mut Ctx, key: usize, id: u64, after: Duration) {
@@ -220,6 +224,7 @@ impl Session {
             },
             deadline: None,
             finished: false,
+            counted: false,
         };
         arm(&mut s.deadline, ctx, key, id, HEAD_TIMEOUT);
         s
@@ -478,7 +483,7 @@ impl Session {
             if buf.is_empty() {
                 return;
             }
-            match http::parse_request(buf) {
+            match http::parse_request_limited(buf, ctx.cfg.max_head_bytes, ctx.cfg.max_headers) {
                 Ok(None) => return,
                 Ok(Some(req)) => {
                     let leftover = buf.split_off(req.head_len);
@@ -613,6 +618,25 @@ impl Session {
             }
         }
         match crate::front::route(&req, ctx.cfg.proxy_discovery) {
+            Route::Capture { .. } if ctx.captures >= ctx.cfg.max_captures => {
+                info!(
+                    "[c{}] capture refused: {} captures are running, the limit",
+                    self.id, ctx.captures
+                );
+                self.log_line(ctx, Some(&req), 503);
+                let text = format!(
+                    "capture refused: this service is running its maximum of {} captures; try again later",
+                    ctx.cfg.max_captures
+                );
+                let resp = http::response(
+                    503,
+                    &[("Retry-After", "10")],
+                    "text/plain; charset=utf-8",
+                    format!("{text}\n").as_bytes(),
+                    true,
+                );
+                self.respond_close(ctx, resp);
+            }
             Route::Capture { accept } => {
                 self.log_line(ctx, Some(&req), 101);
                 self.deadline = None;
@@ -806,7 +830,11 @@ impl Session {
     // ---- starting a capture ---------------------------------------------
 
     fn start_capture(&mut self, ctx: &mut Ctx, req: &Request, accept: String, leftover: Vec<u8>) {
-        let mut params = match capture_params(req) {
+        let limits = Limits {
+            max_target_json: ctx.cfg.max_target_json,
+            max_filter: ctx.cfg.max_filter,
+        };
+        let mut params = match capture_params_limited(req, &limits) {
             Ok(p) => p,
             Err(reason) => {
                 return self.refuse(
