@@ -89,6 +89,7 @@ pub struct Reactor {
     touched: Vec<usize>,
     /// Sessions running a capture (see `Session::counted`).
     captures: usize,
+    privileges: crate::privileges::Privileges,
 }
 
 /// Builds a [`Ctx`] from the reactor's fields, leaving `sessions` free to be
@@ -105,6 +106,7 @@ macro_rules! ctx {
             now: $now,
             discovery: &$r.discovery,
             captures: $r.captures,
+            privileges: &$r.privileges,
         }
     };
 }
@@ -133,6 +135,12 @@ impl Reactor {
             SIGNALS,
             Interest::READABLE,
         )?;
+        let privileges = crate::privileges::init();
+        if let Some(why) = privileges.refusal() {
+            warn!("{why}: every capture will be refused");
+        } else if privileges.ambient {
+            info!("not root: capture programs get CAP_NET_ADMIN and CAP_NET_RAW as ambient capabilities");
+        }
         Ok(Reactor {
             poll,
             listener: Some(listener),
@@ -149,6 +157,7 @@ impl Reactor {
             shutdown_deadline: None,
             touched: Vec::new(),
             captures: 0,
+            privileges,
         })
     }
 

@@ -119,6 +119,7 @@ pub struct Ctx<'a> {
     pub discovery: &'a Result<SocketAddr, String>,
     /// Captures running now (the reactor keeps count).
     pub captures: usize,
+    pub privileges: &'a crate::privileges::Privileges,
 }
 
 /// Why a capture is ending; decides what the client gets at the end.
@@ -980,6 +981,9 @@ impl Session {
     ) {
         let id = self.id;
         let t = &params.target;
+        if let Some(reason) = ctx.privileges.refusal() {
+            return self.refuse(ctx, accept, ws::INTERNAL_ERROR, &reason);
+        }
         let ns = match crate::netns::locate(t.netns, t.pid) {
             Ok(ns) => ns,
             Err(reason) => {
@@ -994,7 +998,7 @@ impl Session {
         let interfaces = params.interfaces();
         let args = capture_args(&interfaces, params.filter.as_deref(), params.chaste);
         let program = &ctx.cfg.capture_program;
-        let spawned = match spawn(program, &args, &ns.file) {
+        let spawned = match spawn(program, &args, &ns.file, ctx.privileges.ambient) {
             Ok(s) => s,
             Err(e) => {
                 let reason = format!("cannot start capture program {}: {e}", program.display());
