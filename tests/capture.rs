@@ -155,6 +155,86 @@ fn procs_guard(pid: i32) -> KillOnDrop {
     KillOnDrop(pid)
 }
 
+/// Runs `serve` on one connection accepted on a fresh loopback port.
+fn one_shot_server(
+    serve: impl FnOnce(std::net::TcpStream) + Send + 'static,
+) -> (u16, std::thread::JoinHandle<()>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let t = std::thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        serve(s)
+    });
+    (port, t)
+}
+
+#[test]
+fn harness_ws_client_collects_messages_close_and_eof() {
+    use tungstenite::protocol::frame::coding::CloseCode;
+    use tungstenite::protocol::CloseFrame;
+    // Server closes: the client sees the bytes in order, the close frame,
+    // and TCP EOF; the request carried its query and header.
+    let (port, t) = one_shot_server(|s| {
+        let mut seen = String::new();
+        let mut ws =
+            tungstenite::accept_hdr(s, |req: &tungstenite::handshake::server::Request, resp| {
+                seen = format!("{} {:?}", req.uri(), req.headers().get("clustershark-nif"));
+                Ok(resp)
+            })
+            .unwrap();
+        assert_eq!(seen, "/capture?netns=7 Some(\"lo\")");
+        ws.send(Message::Binary(b"abc".to_vec().into())).unwrap();
+        ws.send(Message::Binary(b"def".to_vec().into())).unwrap();
+        ws.close(Some(CloseFrame {
+            code: CloseCode::Error,
+            reason: "boom".into(),
+        }))
+        .unwrap();
+        while ws.read().is_ok() {}
+    });
+    let mut c = must_connect(port, "netns=7", &[("Clustershark-Nif", "lo")]);
+    assert_eq!(
+        c.read_to_close(Duration::from_secs(5)),
+        Some((1011, "boom".into()))
+    );
+    assert_eq!(c.capture.bytes, b"abcdef");
+    assert_eq!(c.capture.binary_messages, 2);
+    assert!(c.wait_tcp_closed(Duration::from_secs(5)));
+    t.join().unwrap();
+
+    // Client closes: the server's answer is returned.
+    let (port, t) = one_shot_server(|s| {
+        let mut ws = tungstenite::accept(s).unwrap();
+        while ws.read().is_ok() {}
+    });
+    let mut c = must_connect(port, "netns=7", &[]);
+    assert_eq!(c.close(Duration::from_secs(5)).map(|c| c.0), Some(1000));
+    assert!(c.wait_tcp_closed(Duration::from_secs(5)));
+    t.join().unwrap();
+}
+
+#[test]
+fn harness_http_helper_reads_response_and_close() {
+    use std::io::{Read, Write};
+    let (port, t) = one_shot_server(|mut s| {
+        let mut buf = [0u8; 1024];
+        let _ = s.read(&mut buf).unwrap();
+        s.write_all(b"HTTP/1.1 426 Upgrade Required\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello")
+            .unwrap();
+    });
+    let r = http::send_raw(
+        port,
+        b"GET / HTTP/1.1\r\n\r\n",
+        true,
+        Duration::from_secs(5),
+    );
+    t.join().unwrap();
+    assert_eq!(r.status, 426);
+    assert_eq!(r.header("content-type"), Some("text/plain"));
+    assert_eq!(r.body_text(), "hello");
+    assert!(r.closed);
+}
+
 // ---- plain HTTP ----
 
 #[test]
@@ -540,8 +620,8 @@ fn bad_netns_values_are_refused() {
 #[test]
 fn missing_capture_program_is_named_in_reason() {
     let ns = Netns::new();
-    let missing = scratch_path("dumpcap-missing");
-    let svc = Service::start(&["--capture-program", missing.to_str().unwrap()]);
+    let missing = Scratch::new("dumpcap-missing");
+    let svc = Service::start(&["--capture-program", missing.path()]);
     let reason = expect_refusal(svc.port(), &netns_q(&ns), &[]);
     assert!(reason.contains("dumpcap-missing"), "{reason:?}");
 }
@@ -549,20 +629,17 @@ fn missing_capture_program_is_named_in_reason() {
 #[test]
 fn capture_program_gets_contract_arguments_inside_the_namespace() {
     let pair = VethPair::new();
-    let args_file = scratch_path("args");
-    let ns_file = scratch_path("ns");
-    let script = scratch_path("capture.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nprintf '%s\\n' \"$@\" > {}\nreadlink /proc/$$/ns/net > {}\nexec /usr/bin/dumpcap \"$@\"\n",
-            args_file.display(),
-            ns_file.display()
+    let args_file = Scratch::new("args");
+    let ns_file = Scratch::new("ns");
+    let script = Scratch::script(
+        "capture.sh",
+        &format!(
+            "printf '%s\\n' \"$@\" > {}\nreadlink /proc/$$/ns/net > {}\nexec /usr/bin/dumpcap \"$@\"\n",
+            args_file.path(),
+            ns_file.path()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let svc = Service::start(&["--capture-program", script.to_str().unwrap()]);
+    );
+    let svc = Service::start(&["--capture-program", script.path()]);
     let filter = "icmp and not tcp";
     let q = format!(
         "{}&nif=lo/{}&filter={}&chaste",
@@ -571,11 +648,8 @@ fn capture_program_gets_contract_arguments_inside_the_namespace() {
         urlencode(filter)
     );
     let _c = start(&svc, &q, &[]);
-    let args = std::fs::read_to_string(&args_file).unwrap_or_default();
-    let ns = std::fs::read_to_string(&ns_file).unwrap_or_default();
-    for f in [&args_file, &ns_file, &script] {
-        let _ = std::fs::remove_file(f);
-    }
+    let args = args_file.read();
+    let ns = ns_file.read();
     let want: Vec<&str> = vec![
         "-w", "-", "-n", "-q", "-p", "-i", "lo", "-i", &pair.a_if, "-f", filter,
     ];
@@ -586,22 +660,18 @@ fn capture_program_gets_contract_arguments_inside_the_namespace() {
 #[test]
 fn capture_program_exiting_normally_closes_with_1000_after_all_output() {
     let ns = Netns::new();
-    let script = scratch_path("capture.sh");
     // dumpcap's own packet count limit: it stops after 3 packets, exit 0.
-    std::fs::write(&script, "#!/bin/sh\nexec /usr/bin/dumpcap \"$@\" -c 3\n").unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let svc = Service::start(&["--capture-program", script.to_str().unwrap()]);
+    let script = Scratch::script("capture.sh", "exec /usr/bin/dumpcap \"$@\" -c 3\n");
+    let svc = Service::start(&["--capture-program", script.path()]);
     let mut c = start(&svc, &netns_q(&ns), &[]);
-    let closed = until_seen(
-        &mut c,
-        TRAFFIC_TIMEOUT,
-        || {
-            ns.ping_self(2);
-        },
-        |_| false,
-    );
-    let _ = std::fs::remove_file(&script);
-    assert!(!closed);
+    let deadline = std::time::Instant::now() + TRAFFIC_TIMEOUT;
+    while c.capture.close.is_none()
+        && c.capture.error.is_none()
+        && std::time::Instant::now() < deadline
+    {
+        ns.ping_self(2);
+        c.read_until(|_| false, Duration::from_millis(800));
+    }
     let Some((code, _reason)) = c.capture.close.clone() else {
         panic!(
             "not closed after the program exited: error={:?}",

@@ -40,6 +40,39 @@ pub fn scratch_path(what: &str) -> std::path::PathBuf {
     ))
 }
 
+/// A scratch file removed on drop (also when the test fails).
+pub struct Scratch(pub std::path::PathBuf);
+
+impl Scratch {
+    pub fn new(what: &str) -> Scratch {
+        Scratch(scratch_path(what))
+    }
+
+    /// An executable shell script with `body` after the `#!/bin/sh` line.
+    pub fn script(what: &str, body: &str) -> Scratch {
+        use std::os::unix::fs::PermissionsExt;
+        let s = Scratch::new(what);
+        std::fs::write(&s.0, format!("#!/bin/sh\n{body}")).expect("write script");
+        std::fs::set_permissions(&s.0, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod script");
+        s
+    }
+
+    pub fn path(&self) -> &str {
+        self.0.to_str().expect("scratch paths are UTF-8")
+    }
+
+    pub fn read(&self) -> String {
+        std::fs::read_to_string(&self.0).unwrap_or_default()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Percent-encodes a query parameter value (RFC 3986 unreserved kept).
 pub fn urlencode(s: &str) -> String {
     let mut out = String::with_capacity(s.len() * 3);
