@@ -169,6 +169,8 @@ fn one_shot_server(
 }
 
 #[test]
+// tungstenite's handshake callback type fixes the large error variant.
+#[allow(clippy::result_large_err)]
 fn harness_ws_client_collects_messages_close_and_eof() {
     use tungstenite::protocol::frame::coding::CloseCode;
     use tungstenite::protocol::CloseFrame;

@@ -27,6 +27,15 @@ impl Response {
     }
 }
 
+/// A parsed response head: status, headers, its length in bytes, and the
+/// body length it announces.
+struct Head {
+    status: u16,
+    headers: Vec<(String, String)>,
+    len: usize,
+    content_length: Option<usize>,
+}
+
 /// Sends `raw` to 127.0.0.1:`port` and reads one response. With
 /// `wait_close`, keeps reading (up to `timeout`) until the server closes.
 /// Panics if no complete response head arrives within `timeout`.
@@ -39,7 +48,7 @@ pub fn send_raw(port: u16, raw: &[u8], wait_close: bool, timeout: Duration) -> R
     let deadline = Instant::now() + timeout;
     let mut buf = Vec::new();
     let mut closed = false;
-    let mut parsed: Option<(u16, Vec<(String, String)>, usize, Option<usize>)> = None;
+    let mut parsed: Option<Head> = None;
     loop {
         if parsed.is_none() {
             let mut hdrs = [httparse::EMPTY_HEADER; 64];
@@ -59,10 +68,20 @@ pub fn send_raw(port: u16, raw: &[u8], wait_close: bool, timeout: Duration) -> R
                     .iter()
                     .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
                     .and_then(|(_, v)| v.trim().parse().ok());
-                parsed = Some((resp.code.unwrap_or(0), headers, n, len));
+                parsed = Some(Head {
+                    status: resp.code.unwrap_or(0),
+                    headers,
+                    len: n,
+                    content_length: len,
+                });
             }
         }
-        if let Some((_, _, head, Some(len))) = &parsed {
+        if let Some(Head {
+            len: head,
+            content_length: Some(len),
+            ..
+        }) = &parsed
+        {
             if buf.len() >= head + len && !wait_close {
                 break;
             }
@@ -78,7 +97,13 @@ pub fn send_raw(port: u16, raw: &[u8], wait_close: bool, timeout: Duration) -> R
             Err(_) => closed = true,
         }
     }
-    let Some((status, headers, head, len)) = parsed else {
+    let Some(Head {
+        status,
+        headers,
+        len: head,
+        content_length: len,
+    }) = parsed
+    else {
         panic!(
             "no HTTP response head within {timeout:?}; got {:?}",
             String::from_utf8_lossy(&buf)
