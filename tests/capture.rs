@@ -738,3 +738,32 @@ fn service_shutdown_ends_and_reaps_running_captures() {
         procs::stat(caps[0].pid)
     );
 }
+
+#[test]
+fn capture_program_ignoring_sigterm_is_killed_and_reaped() {
+    let ns = Netns::new();
+    // A capture program that shrugs off SIGTERM and never writes.
+    let script = Scratch::script("stubborn.sh", "trap '' TERM\nexec sleep 30\n");
+    let svc = Service::start(&["--capture-program", script.path()]);
+    let mut c = must_connect(svc.port(), &netns_q(&ns), &[]);
+    let mut stubborn = Vec::new();
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            stubborn = svc.captures("sleep");
+            stubborn.len() == 1
+        }),
+        "capture program not started: {:?}",
+        svc.children()
+    );
+    let pid = stubborn[0].pid;
+    // The service's kill deadline is 10 s; allow it a few more.
+    let reply = c.close(Duration::from_secs(15));
+    assert!(
+        reply.is_some(),
+        "no close answer: error={:?}",
+        c.capture.error
+    );
+    assert!(!procs::exists(pid), "stubborn capture program {pid} left");
+    assert!(c.wait_tcp_closed(Duration::from_secs(5)));
+    assert!(svc.children().is_empty());
+}
