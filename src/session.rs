@@ -65,6 +65,9 @@ pub const LOW_WATER: usize = 64 * 1024;
 /// Reads of one descriptor per event before other sessions get their turn;
 /// with 64 KiB reads this is at most 1 MiB per turn.
 const READS_PER_TURN: usize = 16;
+/// Client bytes kept while discovery runs (frames sent behind the
+/// handshake); a well-behaved client sends none or a close frame.
+const MAX_EARLY_FRAMES: usize = 4096;
 /// Longest stderr line kept from the capture program.
 const MAX_ERR_LINE: usize = 1024;
 
@@ -178,10 +181,12 @@ struct Discovering {
 }
 
 enum Phase {
-    /// Reading a request head.
+    /// Reading a request head. `paused`: responses to pipelined requests
+    /// filled the output queue, so reading waits for the client to take them.
     Head {
         buf: Vec<u8>,
         first: bool,
+        paused: bool,
     },
     /// Waiting for the discovery service before spawning.
     Discovering(Box<Discovering>),
@@ -222,6 +227,7 @@ impl Session {
             phase: Phase::Head {
                 buf: Vec::new(),
                 first: true,
+                paused: false,
             },
             deadline: None,
             finished: false,
@@ -288,7 +294,7 @@ impl Session {
         }
         let id = self.id;
         match &mut self.phase {
-            Phase::Head { buf, first } => {
+            Phase::Head { buf, first, .. } => {
                 if !buf.is_empty() || *first {
                     debug!("[c{id}] request head not complete in time");
                     if !buf.is_empty() {
@@ -394,6 +400,13 @@ impl Session {
                 cap.paused = false;
                 self.pump_stdout(ctx);
             }
+            Phase::Head { paused: true, .. } if self.conn.out.len() <= LOW_WATER => {
+                if let Phase::Head { paused, .. } = &mut self.phase {
+                    *paused = false;
+                }
+                self.parse_heads(ctx);
+                ctx.again.push((token(self.key, CLIENT), self.id));
+            }
             Phase::Proxy(p) if p.up_paused && self.conn.out.len() <= proxy::LOW_WATER => {
                 let step = p.pump_upstream(&mut self.conn, ctx.buf);
                 self.proxy_step(ctx, step);
@@ -451,6 +464,9 @@ impl Session {
     fn read_head(&mut self, ctx: &mut Ctx) {
         let mut reads = 0;
         loop {
+            if self.head_backlogged() {
+                return;
+            }
             match self.read_client(ctx, &mut reads) {
                 Ok(0) => {
                     self.finished = true;
@@ -475,9 +491,22 @@ impl Session {
         }
     }
 
+    /// A client that pipelines requests without reading the responses is not
+    /// read further until it takes them: its queue stays bounded.
+    fn head_backlogged(&mut self) -> bool {
+        let full = self.conn.out.len() >= HIGH_WATER;
+        if let Phase::Head { paused, .. } = &mut self.phase {
+            *paused |= full;
+        }
+        full
+    }
+
     /// Handles every complete head in the buffer (pipelined requests).
     fn parse_heads(&mut self, ctx: &mut Ctx) {
         loop {
+            if self.head_backlogged() {
+                return;
+            }
             let Phase::Head { buf, .. } = &mut self.phase else {
                 return;
             };
@@ -515,7 +544,14 @@ impl Session {
                     self.finished = true;
                     return;
                 }
-                Ok(_) => {}
+                Ok(n) => {
+                    // Frames sent right behind the handshake (a close, say)
+                    // are kept for the capture, within a bound.
+                    if let Phase::Discovering(d) = &mut self.phase {
+                        let room = MAX_EARLY_FRAMES.saturating_sub(d.leftover.len());
+                        d.leftover.extend_from_slice(&ctx.buf[..n.min(room)]);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => return self.client_broke(ctx, e),
             }
@@ -667,6 +703,7 @@ impl Session {
         self.phase = Phase::Head {
             buf: leftover,
             first: false,
+            paused: false,
         };
         arm(
             &mut self.deadline,
@@ -801,6 +838,7 @@ impl Session {
                 self.phase = Phase::Head {
                     buf: pending,
                     first: false,
+                    paused: false,
                 };
                 arm(
                     &mut self.deadline,
