@@ -6,6 +6,7 @@
 //! [`params`], [`target`], [`pcapng`], [`ws`], the parsers in [`discovery`]),
 //! so unit tests and fuzz targets drive them with plain bytes.
 
+pub mod client;
 pub mod config;
 pub mod discovery;
 pub mod pcapng;
