@@ -141,7 +141,8 @@ pub fn capture(
             }
             Ok(Message::Close(frame)) => {
                 if stopping.is_none() {
-                    let frame = frame.unwrap_or_else(|| close_frame(CloseCode::Status, ""));
+                    // A close without a status code names no error.
+                    let frame = frame.unwrap_or_else(|| close_frame(CloseCode::Normal, ""));
                     if !got_data {
                         return Err(format!(
                             "capture refused by the service: {}",

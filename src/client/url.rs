@@ -330,14 +330,34 @@ pub fn discovery_url(text: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-/// Checks that `json` is a JSON object and returns it without whitespace, so
-/// it fits in one header line.
+/// Checks that `json` is a JSON object and returns it without whitespace
+/// between tokens, so it fits in one header line. The text is otherwise kept
+/// as given (key order, number spelling): it is the user's, or GhostWire's.
 pub fn compact_json(json: &str) -> Result<String, String> {
     match serde_json::from_str::<serde_json::Value>(json) {
-        Ok(v @ serde_json::Value::Object(_)) => Ok(v.to_string()),
-        Ok(_) => Err("the container description must be a JSON object".into()),
-        Err(e) => Err(format!("the container description is not valid JSON: {e}")),
+        Ok(serde_json::Value::Object(_)) => {}
+        Ok(_) => return Err("the container description must be a JSON object".into()),
+        Err(e) => return Err(format!("the container description is not valid JSON: {e}")),
     }
+    let mut out = String::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !c.is_whitespace() {
+            out.push(c);
+        }
+    }
+    Ok(out)
 }
 
 /// A network namespace inode: decimal and above zero, as the service requires.
@@ -505,6 +525,11 @@ mod tests {
         assert_eq!(
             compact_json("{ \"name\" : \"x\" }\n").unwrap(),
             r#"{"name":"x"}"#
+        );
+        assert_eq!(
+            compact_json(r#"{"type": "docker", "name": "a \" b\\", "n" : [1, 2]}"#).unwrap(),
+            r#"{"type":"docker","name":"a \" b\\","n":[1,2]}"#,
+            "key order and blanks inside strings are kept"
         );
         assert!(compact_json("[1]").is_err());
         assert!(compact_json("{name").is_err());
