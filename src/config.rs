@@ -1,10 +1,10 @@
-//! Command line -> [`Config`]. No I/O beyond what the caller hands in; the
-//! binary prints what [`parse_args`] returns.
+//! Command line -> [`Config`]. Pure: parses the argument list and returns
+//! what to do; printing and exiting are the binary's job.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Everything the service needs to know from its command line.
+/// Everything the service takes from its command line.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub port: u16,
@@ -16,6 +16,8 @@ pub struct Config {
     pub log_requests: bool,
     pub log_headers: bool,
     pub capture_program: PathBuf,
+    /// How long a capture program may ignore SIGTERM before it gets SIGKILL.
+    pub term_timeout: Duration,
 }
 
 impl Default for Config {
@@ -30,6 +32,7 @@ impl Default for Config {
             log_requests: false,
             log_headers: false,
             capture_program: PathBuf::from("/usr/bin/dumpcap"),
+            term_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -37,11 +40,163 @@ impl Default for Config {
 /// What the command line asks for.
 #[derive(Debug, PartialEq)]
 pub enum Command {
-    Run(Config),
+    Run(Box<Config>),
     Help,
     Version,
 }
 
-pub fn parse_args<I: IntoIterator<Item = String>>(_args: I) -> Result<Command, String> {
-    Ok(Command::Run(Config::default()))
+pub const USAGE: &str = "\
+Usage: packetflix [OPTIONS]
+
+Streams live packet captures from container network namespaces to websocket
+clients (GET /capture), with GET /version for clients to check the service.
+
+Options:
+  -p, --port PORT                service port [default: 5001]
+      --discovery-service HOST   discovery service (GhostWire) host [default: 127.0.0.1]
+      --gw-port PORT             discovery service port [default: 5000]
+      --discovery-timeout SECS   deadline for a discovery exchange [default: 20]
+      --proxy-discovery          forward other requests to the discovery service
+      --capture-program PATH     capture program [default: /usr/bin/dumpcap]
+      --term-timeout SECS        SIGTERM -> SIGKILL deadline for captures [default: 10]
+      --debug                    debug logging
+      --log-requests             log each request (common log format)
+      --log-headers              also log request headers
+      --version                  print the version and exit
+  -h, --help                     print this help and exit
+";
+
+/// Parses the arguments after the program name.
+pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String> {
+    let mut cfg = Config::default();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        // Accept both "--flag value" and "--flag=value".
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |name: &str| -> Result<String, String> {
+            match inline.clone() {
+                Some(v) => Ok(v),
+                None => args.next().ok_or_else(|| format!("{name} needs a value")),
+            }
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "--version" => return Ok(Command::Version),
+            "-p" | "--port" => cfg.port = port(&flag, &value(&flag)?)?,
+            "--gw-port" => cfg.gw_port = port(&flag, &value(&flag)?)?,
+            "--discovery-service" => {
+                let v = value(&flag)?;
+                if v.is_empty() {
+                    return Err(format!("{flag} must not be empty"));
+                }
+                cfg.discovery_service = v;
+            }
+            "--discovery-timeout" => cfg.discovery_timeout = seconds(&flag, &value(&flag)?)?,
+            "--term-timeout" => cfg.term_timeout = seconds(&flag, &value(&flag)?)?,
+            "--capture-program" => cfg.capture_program = PathBuf::from(value(&flag)?),
+            "--proxy-discovery" | "--debug" | "--log-requests" | "--log-headers"
+                if inline.is_some() =>
+            {
+                return Err(format!("{flag} takes no value"));
+            }
+            "--proxy-discovery" => cfg.proxy_discovery = true,
+            "--debug" => cfg.debug = true,
+            "--log-requests" => cfg.log_requests = true,
+            "--log-headers" => cfg.log_headers = true,
+            _ => return Err(format!("unknown option '{arg}'")),
+        }
+    }
+    Ok(Command::Run(Box::new(cfg)))
+}
+
+fn port(flag: &str, v: &str) -> Result<u16, String> {
+    match v.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(format!("{flag}: '{v}' is not a port number (1-65535)")),
+    }
+}
+
+fn seconds(flag: &str, v: &str) -> Result<Duration, String> {
+    match v.parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(Duration::from_secs_f64(s)),
+        _ => Err(format!(
+            "{flag}: '{v}' is not a number of seconds (0 < s <= 86400)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Config, String> {
+        match parse_args(args.iter().map(|s| s.to_string()))? {
+            Command::Run(c) => Ok(*c),
+            other => panic!("expected Run, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_arguments_give_the_documented_defaults() {
+        let c = run(&[]).unwrap();
+        assert_eq!(c.port, 5001);
+        assert_eq!(c.gw_port, 5000);
+        assert_eq!(c.discovery_service, "127.0.0.1");
+        assert_eq!(c.discovery_timeout, Duration::from_secs(20));
+        assert_eq!(c.term_timeout, Duration::from_secs(10));
+        assert_eq!(c.capture_program, PathBuf::from("/usr/bin/dumpcap"));
+        assert!(!c.proxy_discovery && !c.debug && !c.log_requests && !c.log_headers);
+    }
+
+    #[test]
+    fn short_and_long_and_inline_values_are_accepted() {
+        assert_eq!(run(&["-p", "6000"]).unwrap().port, 6000);
+        assert_eq!(run(&["--port=6001"]).unwrap().port, 6001);
+        let c = run(&[
+            "--discovery-service",
+            "gw.local",
+            "--gw-port",
+            "5555",
+            "--discovery-timeout",
+            "0.5",
+            "--proxy-discovery",
+            "--debug",
+            "--log-requests",
+            "--log-headers",
+            "--capture-program",
+            "/bin/true",
+        ])
+        .unwrap();
+        assert_eq!(c.discovery_service, "gw.local");
+        assert_eq!(c.gw_port, 5555);
+        assert_eq!(c.discovery_timeout, Duration::from_millis(500));
+        assert!(c.proxy_discovery && c.debug && c.log_requests && c.log_headers);
+        assert_eq!(c.capture_program, PathBuf::from("/bin/true"));
+    }
+
+    #[test]
+    fn help_and_version_win_wherever_they_stand() {
+        let p = |a: &[&str]| parse_args(a.iter().map(|s| s.to_string())).unwrap();
+        assert_eq!(p(&["--debug", "-h"]), Command::Help);
+        assert_eq!(p(&["--help"]), Command::Help);
+        assert_eq!(p(&["--version"]), Command::Version);
+    }
+
+    #[test]
+    fn bad_flags_and_values_are_errors_naming_them() {
+        assert!(run(&["--bogus"]).unwrap_err().contains("--bogus"));
+        assert!(run(&["--port", "0"]).unwrap_err().contains("--port"));
+        assert!(run(&["--port", "70000"]).unwrap_err().contains("70000"));
+        assert!(run(&["--port"]).unwrap_err().contains("needs a value"));
+        assert!(run(&["--gw-port", "x"]).is_err());
+        assert!(run(&["--discovery-timeout", "-1"]).is_err());
+        assert!(run(&["--discovery-timeout", "NaN"]).is_err());
+        assert!(run(&["--debug=yes"])
+            .unwrap_err()
+            .contains("takes no value"));
+        assert!(run(&["--discovery-service", ""]).is_err());
+    }
 }
