@@ -225,12 +225,13 @@ pub fn fetch_targets(
              or give --discovery URL of the discovery service",
             service.authority()
         ))),
-        status => Err(Failure::Runtime(format!(
-            "cannot list targets: {where_} answered HTTP {status} {}{}{}",
-            response.reason,
-            if response.snippet().is_empty() { "" } else { ": " },
-            response.snippet()
-        ))),
+        status => {
+            let snippet = http::first_line(&response.body);
+            Err(Failure::Runtime(format!(
+                "cannot list targets: {where_} answered HTTP {status}{}{snippet}",
+                if snippet.is_empty() { "" } else { ": " },
+            )))
+        }
     }
 }
 

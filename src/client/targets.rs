@@ -9,29 +9,13 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-/// One capture target: the raw description and the fields we show.
+use crate::target::Target;
+
+/// One capture target: GhostWire's description as listed, and its fields.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Listed {
     pub raw: Value,
-    pub name: String,
-    pub kind: String,
-    pub prefix: String,
-    pub netns: u64,
-    pub interfaces: Vec<String>,
-}
-
-/// The fields of a target the client reads; missing ones default, as the
-/// service's contract says.
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Fields {
-    name: String,
-    #[serde(rename = "type")]
-    kind: String,
-    prefix: String,
-    netns: u64,
-    #[serde(rename = "network-interfaces")]
-    interfaces: Vec<String>,
+    pub target: Target,
 }
 
 #[derive(Deserialize)]
@@ -40,24 +24,19 @@ struct Listing {
     containers: Vec<Value>,
 }
 
-/// Parses a `/mobyshark` answer into its targets, in GhostWire's order.
+/// Parses a `/mobyshark` answer into its targets, in GhostWire's order. The
+/// fields are read by the service's own target model, with its defaults.
 pub fn parse_listing(body: &[u8]) -> Result<Vec<Listed>, String> {
     let listing: Listing =
         serde_json::from_slice(body).map_err(|e| format!("unreadable target list: {e}"))?;
     listing
         .containers
         .into_iter()
-        .map(|raw| {
-            let f = Fields::deserialize(&raw)
-                .map_err(|e| format!("unreadable target in the list: {e}"))?;
-            Ok(Listed {
-                name: f.name,
-                kind: f.kind,
-                prefix: f.prefix,
-                netns: f.netns,
-                interfaces: f.interfaces,
-                raw,
-            })
+        .enumerate()
+        .map(|(i, raw)| {
+            let target =
+                Target::try_from(raw.clone()).map_err(|e| format!("containers[{i}]: {e}"))?;
+            Ok(Listed { raw, target })
         })
         .collect()
 }
@@ -67,15 +46,15 @@ pub fn parse_listing(body: &[u8]) -> Result<Vec<Listed>, String> {
 pub fn find<'a>(targets: &'a [Listed], name: &str, prefix: &str) -> Option<&'a Listed> {
     targets
         .iter()
-        .find(|t| t.name == name && t.prefix == prefix)
+        .find(|t| t.target.name == name && t.target.prefix == prefix)
 }
 
 /// Why no target matched, with the nearest candidates a user may have meant.
 pub fn not_found_message(targets: &[Listed], name: &str, prefix: &str) -> String {
     let same_name: Vec<String> = targets
         .iter()
-        .filter(|t| t.name == name)
-        .map(|t| format!("{:?}", t.prefix))
+        .filter(|t| t.target.name == name)
+        .map(|t| format!("{:?}", t.target.prefix))
         .collect();
     let wanted = if prefix.is_empty() {
         format!("{name:?}")
@@ -97,7 +76,7 @@ pub fn render_table(targets: &[Listed]) -> String {
     let header = ["NAME", "TYPE", "PREFIX", "NETNS", "INTERFACES"];
     let rows: Vec<[String; 5]> = targets
         .iter()
-        .map(|t| {
+        .map(|Listed { target: t, .. }| {
             [
                 t.name.clone(),
                 t.kind.clone(),
@@ -107,7 +86,7 @@ pub fn render_table(targets: &[Listed]) -> String {
                     t.prefix.clone()
                 },
                 t.netns.to_string(),
-                t.interfaces.join("/"),
+                t.network_interfaces.join("/"),
             ]
         })
         .collect();
@@ -167,8 +146,8 @@ pub(crate) mod tests {
     fn listing_keeps_order_fields_and_raw_description() {
         let t = parse_listing(FIXTURE.as_bytes()).unwrap();
         assert_eq!(t.len(), 3);
-        assert_eq!(t[0].kind, "bindmount");
-        assert_eq!(t[2].interfaces, ["eth0", "eth1", "lo"]);
+        assert_eq!(t[0].target.kind, "bindmount");
+        assert_eq!(t[2].target.network_interfaces, ["eth0", "eth1", "lo"]);
         assert_eq!(t[2].raw["cluster"]["uid"], "c-1");
     }
 
@@ -176,7 +155,11 @@ pub(crate) mod tests {
     fn missing_fields_default_and_missing_containers_mean_none() {
         let t = parse_listing(br#"{"containers":[{"name":"x"}]}"#).unwrap();
         assert_eq!(
-            (t[0].netns, t[0].prefix.as_str(), t[0].interfaces.len()),
+            (
+                t[0].target.netns,
+                t[0].target.prefix.as_str(),
+                t[0].target.network_interfaces.len()
+            ),
             (0, "", 0)
         );
         assert!(parse_listing(b"{}").unwrap().is_empty());
@@ -191,9 +174,12 @@ pub(crate) mod tests {
     #[test]
     fn lookup_needs_name_and_prefix_to_match() {
         let t = parse_listing(FIXTURE.as_bytes()).unwrap();
-        assert_eq!(find(&t, "mosquitto", "").map(|t| t.netns), Some(4026532777));
         assert_eq!(
-            find(&t, "mosquitto", "dind-1").map(|t| t.netns),
+            find(&t, "mosquitto", "").map(|t| t.target.netns),
+            Some(4026532777)
+        );
+        assert_eq!(
+            find(&t, "mosquitto", "dind-1").map(|t| t.target.netns),
             Some(4026532999)
         );
         assert!(find(&t, "mosquitto", "dind-2").is_none());

@@ -61,7 +61,7 @@ impl Url {
             host,
             port,
             path: path.trim_end_matches('/').to_string(),
-            query: parse_query(raw_query),
+            query: crate::params::parse_query(raw_query).map_err(|e| format!("{text}: {e}"))?,
         })
     }
 
@@ -107,44 +107,6 @@ fn split_host_port(authority: &str) -> Result<(String, Option<u16>), String> {
         ),
     };
     Ok((host.to_string(), port))
-}
-
-fn parse_query(raw: &str) -> Vec<(String, String)> {
-    raw.split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-/// Decodes `%XX` escapes and `+` as a space, as Go's `url.ParseQuery` (and so
-/// the original ClusterShark plugin) reads GhostWire's URLs. Bad escapes are
-/// kept literally; invalid UTF-8 is replaced.
-pub fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
 }
 
 /// Escapes everything but RFC 3986's unreserved characters, so any filter
@@ -501,11 +463,11 @@ mod tests {
     }
 
     #[test]
-    fn percent_decoding_reads_plus_as_space_and_keeps_bad_escapes() {
-        assert_eq!(percent_decode("a+b%2Fc"), "a b/c");
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("%zz%4"), "%zz%4");
-        assert_eq!(percent_decode("%C3%A4"), "ä");
+    fn malformed_query_escapes_are_refused() {
+        assert!(ServiceUrl::parse("packetflix://h:1/capture?container=%7").is_err());
+        let s = ServiceUrl::parse("ws://h:1/capture?filter=udp+port+53&nif=a%2Fb").unwrap();
+        assert_eq!(s.params.filter.as_deref(), Some("udp port 53"));
+        assert_eq!(s.params.nif.as_deref(), Some("a/b"));
     }
 
     #[test]
