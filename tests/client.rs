@@ -1068,3 +1068,553 @@ fn tshark_captures_through_the_extcap_into_its_own_file() {
     );
     assert!(lines.iter().all(|l| l == "9999"), "{lines:?}");
 }
+
+// ================================================================ real service
+//
+// The real `packetflix` service (run as root, as it must be), a network
+// namespace made here joined to the host by a veth pair, UDP datagrams sent
+// into it, the real dumpcap inside it, and real tshark.
+
+const SERVICE: &str = env!("CARGO_BIN_EXE_packetflix");
+/// The UDP port test traffic goes to; nothing listens there.
+const TRAFFIC_PORT: u16 = 9999;
+/// Pause between test datagrams: 20 per second.
+const TRAFFIC_INTERVAL: Duration = Duration::from_millis(50);
+
+/// A running service; SIGTERM and reaped (killed if it hangs) when dropped.
+struct Service {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Service {
+    fn start(dir: &TempDir, extra: &[&str]) -> Service {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = dir.join(&format!("service-{port}.log"));
+        let mut args = vec!["--port".to_string(), port.to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = Command::new(SERVICE)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let service = Service { child, port, log };
+        wait_for("the service to listen", Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        service
+    }
+    fn url(&self) -> String {
+        url(self.port)
+    }
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.pid());
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Processes whose parent is `pid` (the service's capture programs).
+fn children_of(pid: i32) -> Vec<i32> {
+    let mut kids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // Fields after the parenthesised command name: state, ppid, ...
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let ppid = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<i32>().ok());
+        if ppid == Some(pid) {
+            if let Ok(child) = entry.file_name().to_string_lossy().parse() {
+                kids.push(child);
+            }
+        }
+    }
+    kids
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A network namespace with a veth pair to the host and UDP datagrams flowing
+/// into it; all removed when dropped.
+struct Netns {
+    name: String,
+    host_if: String,
+    ns_if: String,
+    inode: u64,
+    stop_traffic: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    traffic: Option<JoinHandle<()>>,
+}
+
+impl Netns {
+    fn with_traffic() -> Netns {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        // At most 15 characters: "pct" + pid (up to 7 digits) + "x" + n + "h".
+        let base = format!("pct{pid}x{}", n % 1000);
+        let mut ns = Netns {
+            name: base.clone(),
+            host_if: format!("{base}h"),
+            ns_if: format!("{base}n"),
+            inode: 0,
+            stop_traffic: Default::default(),
+            traffic: None,
+        };
+        // A /30 per test, away from the demo's 10.200.0.0/13.
+        let (b, c, d) = (
+            210 + (n % 40) as u8,
+            ((pid / 64) % 256) as u8,
+            ((pid % 64) * 4) as u8,
+        );
+        let host_ip = std::net::Ipv4Addr::new(10, b, c, d + 1);
+        let ns_ip = std::net::Ipv4Addr::new(10, b, c, d + 2);
+        ip(&["netns", "add", &ns.name]);
+        ip(&[
+            "link",
+            "add",
+            &ns.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &ns.ns_if,
+        ]);
+        ip(&["link", "set", &ns.ns_if, "netns", &ns.name]);
+        ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &ns.host_if]);
+        ip(&["link", "set", &ns.host_if, "up"]);
+        ip(&[
+            "-n",
+            &ns.name,
+            "addr",
+            "add",
+            &format!("{ns_ip}/30"),
+            "dev",
+            &ns.ns_if,
+        ]);
+        ip(&["-n", &ns.name, "link", "set", &ns.ns_if, "up"]);
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+        use std::os::unix::fs::MetadataExt;
+        ns.inode = std::fs::metadata(format!("/run/netns/{}", ns.name))
+            .unwrap()
+            .ino();
+        let stop = ns.stop_traffic.clone();
+        ns.traffic = Some(thread::spawn(move || {
+            let socket = std::net::UdpSocket::bind((host_ip, 0)).unwrap();
+            let mut i = 0u32;
+            // Bounded: the test ends long before, and stops it on drop.
+            while !stop.load(Ordering::SeqCst) && i < 2400 {
+                let _ = socket.send_to(format!("datagram {i}").as_bytes(), (ns_ip, TRAFFIC_PORT));
+                i += 1;
+                thread::sleep(TRAFFIC_INTERVAL);
+            }
+        }));
+        ns
+    }
+    fn inode(&self) -> String {
+        self.inode.to_string()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        self.stop_traffic.store(true, Ordering::SeqCst);
+        if let Some(t) = self.traffic.take() {
+            let _ = t.join();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+fn netns_exists(name: &str) -> bool {
+    Path::new("/run/netns").join(name).exists()
+}
+
+fn capture_comment(file: &Path) -> String {
+    let run = finish(
+        spawn("capinfos", &["-k", file.to_str().unwrap()], &[]),
+        STEP_LIMIT,
+    );
+    String::from_utf8_lossy(&run.stdout).into_owned()
+}
+
+#[test]
+fn real_service_capture_with_filter_and_chaste_decodes_in_tshark() {
+    let dir = TempDir::new();
+    let service = Service::start(&dir, &[]);
+    let ns = Netns::with_traffic();
+    let file = dir.join("real.pcapng");
+    let run = client(&[
+        &service.url(),
+        "--netns",
+        &ns.inode(),
+        "--nif",
+        &ns.ns_if,
+        "-f",
+        "udp port 9999",
+        "--chaste",
+        "-c",
+        "5",
+        "-w",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}\nservice log:\n{}",
+        run.stderr,
+        service.log()
+    );
+    assert!(run.stderr.contains("5 packets"), "{}", run.stderr);
+    let lines = tshark_lines(
+        &file,
+        &[
+            "-T",
+            "fields",
+            "-e",
+            "udp.dstport",
+            "-e",
+            "data.text",
+            "-o",
+            "data.show_as_text:TRUE",
+        ],
+    );
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    assert!(
+        lines.iter().all(|l| l.starts_with("9999\tdatagram ")),
+        "only the filtered traffic: {lines:?}"
+    );
+    let comment = capture_comment(&file);
+    assert!(
+        comment.contains("# capture target information"),
+        "{comment}"
+    );
+    assert!(
+        comment.contains("capture-filter") && comment.contains("no-promiscuous-mode: true"),
+        "{comment}"
+    );
+}
+
+#[test]
+fn real_service_sigint_closes_cleanly_and_dumpcap_is_reaped() {
+    let dir = TempDir::new();
+    let service = Service::start(&dir, &[]);
+    let ns = Netns::with_traffic();
+    let file = dir.join("sigint.pcapng");
+    let guard = spawn(
+        CLIENT,
+        &[
+            &service.url(),
+            "--netns",
+            &ns.inode(),
+            "--nif",
+            &ns.ns_if,
+            "-w",
+            file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let pid = nix::unistd::Pid::from_raw(guard.0.as_ref().unwrap().id() as i32);
+    wait_for("packets in the file", STEP_LIMIT, || {
+        std::fs::read(&file)
+            .map(|b| packets_in_prefix(&b) >= 3)
+            .unwrap_or(false)
+    });
+    assert_eq!(
+        children_of(service.pid()).len(),
+        1,
+        "one capture program runs"
+    );
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let run = finish(guard, STEP_LIMIT);
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(run.stderr.contains("interrupted"), "{}", run.stderr);
+    assert!(packets_in(&std::fs::read(&file).unwrap()) >= 3);
+    wait_for(
+        "the service to reap dumpcap",
+        Duration::from_secs(15),
+        || children_of(service.pid()).is_empty(),
+    );
+    assert!(
+        service.log().contains("client closed the capture (1000"),
+        "{}",
+        service.log()
+    );
+}
+
+/// Packet blocks among the whole blocks at the start of a file still being
+/// written.
+fn packets_in_prefix(bytes: &[u8]) -> usize {
+    let mut rest = bytes;
+    let mut n = 0;
+    while rest.len() >= 12 {
+        let len = u32::from_le_bytes(rest[4..8].try_into().unwrap()) as usize;
+        if len < 12 || len > rest.len() {
+            break;
+        }
+        if rest[0..4] == 6u32.to_le_bytes() {
+            n += 1;
+        }
+        rest = &rest[len..];
+    }
+    n
+}
+
+#[test]
+fn real_service_refusal_reason_reaches_the_user() {
+    let dir = TempDir::new();
+    let service = Service::start(&dir, &[]);
+    let run = client(&[
+        &service.url(),
+        "--netns",
+        "1",
+        "-w",
+        dir.join("none.pcapng").to_str().unwrap(),
+    ]);
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("capture refused by the service: no network namespace with inode 1 exists"),
+        "{}",
+        run.stderr
+    );
+    assert!(!dir.join("none.pcapng").exists());
+}
+
+#[test]
+fn real_service_tshark_captures_through_the_extcap() {
+    let dir = TempDir::new();
+    let service = Service::start(&dir, &[]);
+    let ns = Netns::with_traffic();
+    let config = install_extcap(&dir);
+    let out = dir.join("tshark-real.pcapng");
+    let run = finish(
+        spawn(
+            "tshark",
+            &[
+                "-i",
+                "packetflix",
+                "-o",
+                &format!("extcap.packetflix.url:{}", service.url()),
+                "-o",
+                &format!("extcap.packetflix.target:{}", ns.inode()),
+                "-o",
+                &format!("extcap.packetflix.nif:{}", ns.ns_if),
+                "-f",
+                "udp",
+                "-a",
+                "duration:3",
+                "-w",
+                out.to_str().unwrap(),
+            ],
+            &[("XDG_CONFIG_HOME", &config)],
+        ),
+        STEP_LIMIT,
+    );
+    assert!(
+        run.status.success(),
+        "tshark: {}\nservice log:\n{}",
+        run.stderr,
+        service.log()
+    );
+    let lines = tshark_lines(&out, &["-T", "fields", "-e", "udp.dstport"]);
+    assert!(
+        lines.len() >= 10,
+        "only {} packets in 3 s at 20/s",
+        lines.len()
+    );
+    assert!(
+        lines.iter().all(|l| l == "9999"),
+        "tshark's -f reached the service as the filter: {lines:?}"
+    );
+    wait_for(
+        "the service to reap dumpcap",
+        Duration::from_secs(15),
+        || children_of(service.pid()).is_empty(),
+    );
+    assert!(
+        service.log().contains("client closed the capture (1000"),
+        "{}",
+        service.log()
+    );
+}
+
+#[test]
+fn real_service_name_lookup_and_targets_through_the_discovery_proxy() {
+    let dir = TempDir::new();
+    let ns = Netns::with_traffic();
+    let name = format!("client-test-{}", ns.name);
+    let listing = format!(
+        r#"{{"containers":[{{"name":"{name}","type":"bindmount","netns":{},"network-interfaces":["{}"],"pid":0,"starttime":0,"prefix":""}}]}}"#,
+        ns.inode, ns.ns_if
+    );
+    let (gw, ghostwire) = fake_http(2, "200 OK", listing);
+    let service = Service::start(&dir, &["--proxy-discovery", "--gw-port", &gw.to_string()]);
+    let table = client(&["targets", &service.url()]);
+    assert!(
+        table.status.success(),
+        "{}\nservice log:\n{}",
+        table.stderr,
+        service.log()
+    );
+    let text = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&name) && l.contains(&ns.inode())),
+        "{text}"
+    );
+    let file = dir.join("by-name.pcapng");
+    let run = client(&[
+        &service.url(),
+        "--name",
+        &name,
+        "-f",
+        "udp",
+        "-c",
+        "3",
+        "-w",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}\nservice log:\n{}",
+        run.stderr,
+        service.log()
+    );
+    assert_eq!(
+        ghostwire.join().unwrap(),
+        ["GET /mobyshark HTTP/1.1", "GET /mobyshark HTTP/1.1"]
+    );
+    let lines = tshark_lines(&file, &["-T", "fields", "-e", "udp.dstport"]);
+    assert_eq!(lines, ["9999", "9999", "9999"]);
+    let comment = capture_comment(&file);
+    assert!(
+        comment.contains(&format!("container-name: \"{name}\"")),
+        "{comment}"
+    );
+    assert!(
+        comment.contains("container-type: \"bindmount\""),
+        "{comment}"
+    );
+}
+
+#[test]
+fn real_service_demo_shows_packets_and_removes_its_namespace() {
+    let dir = TempDir::new();
+    let service = Service::start(&dir, &[]);
+    let guard = spawn(CLIENT, &["demo", &service.url(), "-c", "4"], &[]);
+    let demo_pid = guard.0.as_ref().unwrap().id();
+    let run = finish(guard, STEP_LIMIT);
+    let _ = std::fs::remove_file(
+        std::env::temp_dir().join(format!("packetflix-demo-{demo_pid}.pcapng")),
+    );
+    assert!(
+        run.status.success(),
+        "{}\nservice log:\n{}",
+        run.stderr,
+        service.log()
+    );
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(out.lines().count(), 4, "{out}");
+    assert!(
+        out.contains("UDP  ") && out.contains("hello from packetflix demo"),
+        "{out}"
+    );
+    assert!(
+        run.stderr
+            .contains(&format!("removed network namespace pfdemo-{demo_pid}")),
+        "{}",
+        run.stderr
+    );
+    assert!(!netns_exists(&format!("pfdemo-{demo_pid}")));
+}
+
+#[test]
+fn real_service_demo_interrupted_still_removes_its_namespace() {
+    let dir = TempDir::new();
+    let service = Service::start(&dir, &[]);
+    let guard = spawn(
+        CLIENT,
+        &["demo", &service.url(), "-c", "100000", "-a", "duration:60"],
+        &[],
+    );
+    let demo_pid = guard.0.as_ref().unwrap().id();
+    let name = format!("pfdemo-{demo_pid}");
+    wait_for("the demo's capture to run", STEP_LIMIT, || {
+        children_of(service.pid()).len() == 1
+    });
+    assert!(netns_exists(&name));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(demo_pid as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let run = finish(guard, STEP_LIMIT);
+    let _ = std::fs::remove_file(
+        std::env::temp_dir().join(format!("packetflix-demo-{demo_pid}.pcapng")),
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(
+        !netns_exists(&name),
+        "namespace left behind: {}",
+        run.stderr
+    );
+}
+
+#[test]
+fn demo_without_a_service_fails_before_making_a_namespace() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let guard = spawn(CLIENT, &["demo", &url(port)], &[]);
+    let demo_pid = guard.0.as_ref().unwrap().id();
+    let run = finish(guard, STEP_LIMIT);
+    assert_eq!(run.status.code(), Some(1));
+    assert!(
+        run.stderr.contains("no Packetflix service at"),
+        "{}",
+        run.stderr
+    );
+    assert!(!netns_exists(&format!("pfdemo-{demo_pid}")));
+}

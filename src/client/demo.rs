@@ -196,11 +196,8 @@ pub fn run(args: &DemoArgs, stop: &AtomicBool) -> Result<(), String> {
         Ending::Stopped(_) => " (stopped)".into(),
         Ending::ServiceEnded { reason } => format!(" (the service ended the capture: {reason})"),
     };
-    eprintln!(
-        "demo: {} packets{why} saved to {}; look at them with: tshark -r {0} or wireshark {0}",
-        summary.packets,
-        path.display()
-    );
+    let (packets, path) = (summary.packets, path.display());
+    eprintln!("demo: {packets} packets{why} saved to {path}; look at them with: tshark -r {path} or wireshark {path}");
     Ok(())
 }
 

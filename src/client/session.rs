@@ -144,10 +144,11 @@ pub fn capture(
                     // A close without a status code names no error.
                     let frame = frame.unwrap_or_else(|| close_frame(CloseCode::Normal, ""));
                     if !got_data {
-                        return Err(format!(
-                            "capture refused by the service: {}",
-                            describe(&frame)
-                        ));
+                        // Packetflix words its refusals "capture refused: …"
+                        // already; say it once.
+                        let why = describe(&frame);
+                        let why = why.strip_prefix("capture refused: ").unwrap_or(&why);
+                        return Err(format!("capture refused by the service: {why}"));
                     }
                     if frame.code != CloseCode::Normal {
                         return Err(format!(
