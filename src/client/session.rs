@@ -86,11 +86,12 @@ pub fn capture(
     let mut cutter = BlockCutter::new(limits.count);
     let mut bytes = 0u64;
     let mut got_data = false;
-    let mut stopping: Option<(StopCause, Instant)> = None;
-    let mut service_close: Option<CloseFrame> = None;
+    // How the capture ends, once that is decided, and since when we wait for
+    // the close handshake to finish.
+    let mut ending: Option<(Ending, Instant)> = None;
 
     loop {
-        if stopping.is_none() && service_close.is_none() {
+        if ending.is_none() {
             let cause = if stop.load(Ordering::SeqCst) {
                 Some(StopCause::Signal)
             } else if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -99,24 +100,24 @@ pub fn capture(
                 None
             };
             if let Some(cause) = cause {
-                stopping = Some(start_close(&mut ws, cause));
+                ending = Some(start_close(&mut ws, cause));
             }
         }
-        if let Some((cause, since)) = stopping {
+        if let Some((end, since)) = &ending {
             if since.elapsed() >= CLOSE_ANSWER_TIMEOUT {
-                // The service did not answer our close in time; the capture
-                // is ours and complete all the same.
+                // The close handshake did not finish in time; the capture is
+                // complete all the same.
                 return Ok(Summary {
                     packets: cutter.packets(),
                     bytes,
-                    ending: Ending::Stopped(cause),
+                    ending: end.clone(),
                 });
             }
         }
         match ws.read() {
             Ok(Message::Binary(data)) => {
                 got_data = true;
-                if stopping.is_some() {
+                if ending.is_some() {
                     continue;
                 }
                 if let Err(e) = cutter.feed(&data) {
@@ -136,30 +137,29 @@ pub fn capture(
                     Written::Stopped => Some(StopCause::Signal),
                 };
                 if let Some(cause) = cause {
-                    stopping = Some(start_close(&mut ws, cause));
+                    ending = Some(start_close(&mut ws, cause));
                 }
             }
-            Ok(Message::Close(frame)) => {
-                if stopping.is_none() {
-                    // A close without a status code names no error.
-                    let frame = frame.unwrap_or_else(|| close_frame(CloseCode::Normal, ""));
-                    if !got_data {
-                        // Packetflix words its refusals "capture refused: …"
-                        // already; say it once.
-                        let why = describe(&frame);
-                        let why = why.strip_prefix("capture refused: ").unwrap_or(&why);
-                        return Err(format!("capture refused by the service: {why}"));
-                    }
-                    if frame.code != CloseCode::Normal {
-                        return Err(format!(
-                            "the service ended the capture: {}",
-                            describe(&frame)
-                        ));
-                    }
-                    // Keep reading: tungstenite sends our answer, and the
-                    // service then closes the connection.
-                    service_close = Some(frame);
+            Ok(Message::Close(frame)) if ending.is_none() => {
+                // A close without a status code names no error.
+                let frame = frame.unwrap_or_else(|| close_frame(CloseCode::Normal, ""));
+                if !got_data {
+                    // Packetflix words its refusals "capture refused: …"
+                    // already; say it once.
+                    let why = describe(&frame);
+                    let why = why.strip_prefix("capture refused: ").unwrap_or(&why);
+                    return Err(format!("capture refused by the service: {why}"));
                 }
+                if frame.code != CloseCode::Normal {
+                    return Err(format!(
+                        "the service ended the capture: {}",
+                        describe(&frame)
+                    ));
+                }
+                // Keep reading: tungstenite sends our answer, and the service
+                // then closes the connection.
+                let reason = frame.reason.to_string();
+                ending = Some((Ending::ServiceEnded { reason }, Instant::now()));
             }
             Ok(_) => {}
             Err(WsError::Io(e))
@@ -170,28 +170,19 @@ pub fn capture(
                         | std::io::ErrorKind::Interrupted
                 ) =>
             {
-                if stopping.is_none() && service_close.is_none() && sink.reader_gone() {
-                    stopping = Some(start_close(&mut ws, StopCause::ReaderGone));
+                if ending.is_none() && sink.reader_gone() {
+                    ending = Some(start_close(&mut ws, StopCause::ReaderGone));
                 }
             }
             Err(e) => {
-                if let Some((cause, _)) = stopping {
-                    return Ok(Summary {
+                return match ending {
+                    Some((end, _)) => Ok(Summary {
                         packets: cutter.packets(),
                         bytes,
-                        ending: Ending::Stopped(cause),
-                    });
+                        ending: end,
+                    }),
+                    None => Err(broken(e, got_data)),
                 }
-                if let Some(frame) = service_close {
-                    return Ok(Summary {
-                        packets: cutter.packets(),
-                        bytes,
-                        ending: Ending::ServiceEnded {
-                            reason: frame.reason.to_string(),
-                        },
-                    });
-                }
-                return Err(broken(e, got_data));
             }
         }
     }
@@ -267,7 +258,7 @@ fn handshake(
     }
 }
 
-fn start_close(ws: &mut WebSocket<TcpStream>, cause: StopCause) -> (StopCause, Instant) {
+fn start_close(ws: &mut WebSocket<TcpStream>, cause: StopCause) -> (Ending, Instant) {
     // A close that cannot be written now stays queued in tungstenite and goes
     // out with the next read; one that fails outright shows up as the read
     // error that ends the wait.
@@ -275,7 +266,7 @@ fn start_close(ws: &mut WebSocket<TcpStream>, cause: StopCause) -> (StopCause, I
         CloseCode::Normal,
         "capture stopped by the client",
     )));
-    (cause, Instant::now())
+    (Ending::Stopped(cause), Instant::now())
 }
 
 fn close_frame(code: CloseCode, reason: &str) -> CloseFrame {
