@@ -10,7 +10,7 @@
 use std::fs::File;
 use std::io::{ErrorKind, Write};
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::errno::Errno;
@@ -67,7 +67,7 @@ impl Sink {
 
     /// Opens Wireshark's fifo for writing; this waits for Wireshark to open
     /// the reading end. `Ok(None)`: a stop signal came first.
-    pub fn open_fifo(path: &PathBuf, stop: &AtomicBool) -> Result<Option<Sink>, String> {
+    pub fn open_fifo(path: &Path, stop: &AtomicBool) -> Result<Option<Sink>, String> {
         loop {
             if stop.load(Ordering::SeqCst) {
                 return Ok(None);
