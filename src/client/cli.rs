@@ -123,6 +123,8 @@ pub enum Command {
 struct Raw {
     subcommand: Option<String>,
     url: Option<String>,
+    /// The URL came as a word, not as `--url`.
+    url_positional: bool,
     netns: Option<String>,
     container: Option<String>,
     name: Option<String>,
@@ -230,13 +232,16 @@ where
                 let v = v
                     .into_string()
                     .map_err(|v| format!("argument {v:?} is not UTF-8"))?;
+                // A subcommand comes before any other word; `--url` may
+                // precede it.
                 if raw.subcommand.is_none()
-                    && raw.url.is_none()
+                    && !raw.url_positional
                     && ["capture", "targets", "demo"].contains(&v.as_str())
                 {
                     raw.subcommand = Some(v);
-                } else if raw.url.is_none() {
+                } else if !raw.url_positional {
                     raw.url = Some(v);
+                    raw.url_positional = true;
                 } else {
                     return Err(format!("unexpected argument {v:?}"));
                 }
@@ -506,6 +511,8 @@ mod tests {
 
     #[test]
     fn capture_subcommand_is_optional_and_defaults_to_local_service() {
+        let c = cap(&["--url", "h:1", "capture", "--netns=7", "-w", "-"]);
+        assert_eq!(c.service.authority(), "h:1");
         let c = cap(&["capture", "--netns=7", "-w", "-"]);
         assert_eq!(c.service.authority(), "127.0.0.1:5001");
         assert_eq!(c.output, Output::Stdout);
