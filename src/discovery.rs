@@ -109,7 +109,7 @@ impl fmt::Display for Described<'_> {
         };
         match self.error {
             DiscoveryError::Unreachable(why) => write!(f, "{who} is unreachable: {why}"),
-            DiscoveryError::TimedOut => write!(f, "{who} did not answer in time"),
+            DiscoveryError::TimedOut => write!(f, "{who} timed out: no complete answer within the discovery deadline (--discovery-timeout)"),
             DiscoveryError::BadStatus(status) => {
                 write!(
                     f,

@@ -17,6 +17,7 @@ pub mod logging;
 pub mod netns;
 pub mod params;
 pub mod pcapng;
+pub mod privileges;
 pub mod proxy;
 pub mod reactor;
 pub mod session;

@@ -31,7 +31,7 @@ use crate::conn::Conn;
 use crate::discovery::{find_target, DiscoveryCall, DiscoveryError};
 use crate::front::Route;
 use crate::http::{self, Request};
-use crate::params::{capture_params, CaptureParams};
+use crate::params::{capture_params_limited, CaptureParams, Limits};
 use crate::pcapng::{target_document, ShbEditor, TargetInfo};
 use crate::proxy::{self, Proxy, Step};
 use crate::target::{is_stale, process_starttime};
@@ -65,6 +65,9 @@ pub const LOW_WATER: usize = 64 * 1024;
 /// Reads of one descriptor per event before other sessions get their turn;
 /// with 64 KiB reads this is at most 1 MiB per turn.
 const READS_PER_TURN: usize = 16;
+/// Client bytes kept while discovery runs (frames sent behind the
+/// handshake); a well-behaved client sends none or a close frame.
+const MAX_EARLY_FRAMES: usize = 4096;
 /// Longest stderr line kept from the capture program.
 const MAX_ERR_LINE: usize = 1024;
 
@@ -117,6 +120,9 @@ pub struct Ctx<'a> {
     pub now: Instant,
     /// The discovery service's address, resolved at start-up.
     pub discovery: &'a Result<SocketAddr, String>,
+    /// Captures running now (the reactor keeps count).
+    pub captures: usize,
+    pub privileges: &'a crate::privileges::Privileges,
 }
 
 /// Why a capture is ending; decides what the client gets at the end.
@@ -175,10 +181,12 @@ struct Discovering {
 }
 
 enum Phase {
-    /// Reading a request head.
+    /// Reading a request head. `paused`: responses to pipelined requests
+    /// filled the output queue, so reading waits for the client to take them.
     Head {
         buf: Vec<u8>,
         first: bool,
+        paused: bool,
     },
     /// Waiting for the discovery service before spawning.
     Discovering(Box<Discovering>),
@@ -199,6 +207,8 @@ pub struct Session {
     phase: Phase,
     deadline: Option<Instant>,
     finished: bool,
+    /// Whether the reactor counts this session as a running capture.
+    pub counted: bool,
 }
 
 fn arm(deadline: &mut Option<Instant>, ctx: &mut Ctx, key: usize, id: u64, after: Duration) {
@@ -217,9 +227,11 @@ impl Session {
             phase: Phase::Head {
                 buf: Vec::new(),
                 first: true,
+                paused: false,
             },
             deadline: None,
             finished: false,
+            counted: false,
         };
         arm(&mut s.deadline, ctx, key, id, HEAD_TIMEOUT);
         s
@@ -282,7 +294,7 @@ impl Session {
         }
         let id = self.id;
         match &mut self.phase {
-            Phase::Head { buf, first } => {
+            Phase::Head { buf, first, .. } => {
                 if !buf.is_empty() || *first {
                     debug!("[c{id}] request head not complete in time");
                     if !buf.is_empty() {
@@ -388,6 +400,13 @@ impl Session {
                 cap.paused = false;
                 self.pump_stdout(ctx);
             }
+            Phase::Head { paused: true, .. } if self.conn.out.len() <= LOW_WATER => {
+                if let Phase::Head { paused, .. } = &mut self.phase {
+                    *paused = false;
+                }
+                self.parse_heads(ctx);
+                ctx.again.push((token(self.key, CLIENT), self.id));
+            }
             Phase::Proxy(p) if p.up_paused && self.conn.out.len() <= proxy::LOW_WATER => {
                 let step = p.pump_upstream(&mut self.conn, ctx.buf);
                 self.proxy_step(ctx, step);
@@ -445,6 +464,9 @@ impl Session {
     fn read_head(&mut self, ctx: &mut Ctx) {
         let mut reads = 0;
         loop {
+            if self.head_backlogged() {
+                return;
+            }
             match self.read_client(ctx, &mut reads) {
                 Ok(0) => {
                     self.finished = true;
@@ -469,16 +491,29 @@ impl Session {
         }
     }
 
+    /// A client that pipelines requests without reading the responses is not
+    /// read further until it takes them: its queue stays bounded.
+    fn head_backlogged(&mut self) -> bool {
+        let full = self.conn.out.len() >= HIGH_WATER;
+        if let Phase::Head { paused, .. } = &mut self.phase {
+            *paused |= full;
+        }
+        full
+    }
+
     /// Handles every complete head in the buffer (pipelined requests).
     fn parse_heads(&mut self, ctx: &mut Ctx) {
         loop {
+            if self.head_backlogged() {
+                return;
+            }
             let Phase::Head { buf, .. } = &mut self.phase else {
                 return;
             };
             if buf.is_empty() {
                 return;
             }
-            match http::parse_request(buf) {
+            match http::parse_request_limited(buf, ctx.cfg.max_head_bytes, ctx.cfg.max_headers) {
                 Ok(None) => return,
                 Ok(Some(req)) => {
                     let leftover = buf.split_off(req.head_len);
@@ -509,7 +544,14 @@ impl Session {
                     self.finished = true;
                     return;
                 }
-                Ok(_) => {}
+                Ok(n) => {
+                    // Frames sent right behind the handshake (a close, say)
+                    // are kept for the capture, within a bound.
+                    if let Phase::Discovering(d) = &mut self.phase {
+                        let room = MAX_EARLY_FRAMES.saturating_sub(d.leftover.len());
+                        d.leftover.extend_from_slice(&ctx.buf[..n.min(room)]);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => return self.client_broke(ctx, e),
             }
@@ -613,6 +655,25 @@ impl Session {
             }
         }
         match crate::front::route(&req, ctx.cfg.proxy_discovery) {
+            Route::Capture { .. } if ctx.captures >= ctx.cfg.max_captures => {
+                info!(
+                    "[c{}] capture refused: {} captures are running, the limit",
+                    self.id, ctx.captures
+                );
+                self.log_line(ctx, Some(&req), 503);
+                let text = format!(
+                    "capture refused: this service is running its maximum of {} captures; try again later",
+                    ctx.cfg.max_captures
+                );
+                let resp = http::response(
+                    503,
+                    &[("Retry-After", "10")],
+                    "text/plain; charset=utf-8",
+                    format!("{text}\n").as_bytes(),
+                    true,
+                );
+                self.respond_close(ctx, resp);
+            }
             Route::Capture { accept } => {
                 self.log_line(ctx, Some(&req), 101);
                 self.deadline = None;
@@ -642,6 +703,7 @@ impl Session {
         self.phase = Phase::Head {
             buf: leftover,
             first: false,
+            paused: false,
         };
         arm(
             &mut self.deadline,
@@ -776,6 +838,7 @@ impl Session {
                 self.phase = Phase::Head {
                     buf: pending,
                     first: false,
+                    paused: false,
                 };
                 arm(
                     &mut self.deadline,
@@ -806,7 +869,11 @@ impl Session {
     // ---- starting a capture ---------------------------------------------
 
     fn start_capture(&mut self, ctx: &mut Ctx, req: &Request, accept: String, leftover: Vec<u8>) {
-        let mut params = match capture_params(req) {
+        let limits = Limits {
+            max_target_json: ctx.cfg.max_target_json,
+            max_filter: ctx.cfg.max_filter,
+        };
+        let mut params = match capture_params_limited(req, &limits) {
             Ok(p) => p,
             Err(reason) => {
                 return self.refuse(
@@ -952,6 +1019,9 @@ impl Session {
     ) {
         let id = self.id;
         let t = &params.target;
+        if let Some(reason) = ctx.privileges.refusal() {
+            return self.refuse(ctx, accept, ws::INTERNAL_ERROR, &reason);
+        }
         let ns = match crate::netns::locate(t.netns, t.pid) {
             Ok(ns) => ns,
             Err(reason) => {
@@ -966,7 +1036,7 @@ impl Session {
         let interfaces = params.interfaces();
         let args = capture_args(&interfaces, params.filter.as_deref(), params.chaste);
         let program = &ctx.cfg.capture_program;
-        let spawned = match spawn(program, &args, &ns.file) {
+        let spawned = match spawn(program, &args, &ns.file, ctx.privileges.ambient) {
             Ok(s) => s,
             Err(e) => {
                 let reason = format!("cannot start capture program {}: {e}", program.display());
