@@ -8,13 +8,15 @@
 //! client wrote, and captures through the client as its extcap plugin,
 //! installed into a personal extcap folder the test makes.
 //!
-//! The second part (`real_service_*`) runs the real `packetflix` service, a
-//! network namespace the test makes, the real dumpcap and real tshark.
+//! The second part (`real_service_*`) runs the real `packetflix` service,
+//! network namespaces the test makes, the real dumpcap and real tshark, with
+//! the shared helpers of `tests/common` (service, namespaces, GhostWire
+//! stand-in, pcapng reader).
 //!
 //! Everything a test makes is removed by `Drop` guards, also when it fails;
 //! every wait is bounded.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -25,6 +27,10 @@ use std::time::{Duration, Instant};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::{Message, WebSocket};
+
+mod common;
+use common::pcapng::{build, target_yaml, yaml_value, Pcapng};
+use common::GhostWire;
 
 const CLIENT: &str = env!("CARGO_BIN_EXE_packetflix-capture");
 /// No test step may take longer than this; a hang is a failure, not a stall.
@@ -65,29 +71,16 @@ impl Drop for TempDir {
 
 // ---------------------------------------------------------------- pcapng
 
-fn block(block_type: u32, body: &[u8]) -> Vec<u8> {
-    let padded = body.len().div_ceil(4) * 4;
-    let total = (12 + padded) as u32;
-    let mut b = block_type.to_le_bytes().to_vec();
-    b.extend_from_slice(&total.to_le_bytes());
-    b.extend_from_slice(body);
-    b.resize(8 + padded, 0);
-    b.extend_from_slice(&total.to_le_bytes());
-    b
-}
-
 /// SHB (little endian, section length unknown) and one Ethernet IDB.
 fn stream_head() -> Vec<u8> {
-    let mut shb = 0x1A2B_3C4Du32.to_le_bytes().to_vec();
-    shb.extend_from_slice(&[1, 0, 0, 0]);
-    shb.extend_from_slice(&u64::MAX.to_le_bytes());
-    let mut s = block(0x0A0D_0D0A, &shb);
-    s.extend(block(1, &[1, 0, 0, 0, 0, 0, 4, 0]));
+    let mut s = build::shb(&[], false);
+    s.extend(build::idb(1, "eth0", false));
     s
 }
 
-/// An EPB with an Ethernet/IPv4/UDP frame carrying `text`.
-fn udp_packet(n: u32, text: &str) -> Vec<u8> {
+/// An EPB with an Ethernet/IPv4/UDP frame from port 40000 to 9999 carrying
+/// `text`.
+fn udp_packet(text: &str) -> Vec<u8> {
     let payload = text.as_bytes();
     let mut ip = vec![0x45, 0];
     ip.extend_from_slice(&((20 + 8 + payload.len()) as u16).to_be_bytes());
@@ -105,57 +98,15 @@ fn udp_packet(n: u32, text: &str) -> Vec<u8> {
     ip.extend_from_slice(payload);
     let mut frame = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
     frame.extend_from_slice(&ip);
-    let ts = 1_700_000_000_000_000u64 + u64::from(n) * 1000;
-    let mut body = 0u32.to_le_bytes().to_vec();
-    body.extend_from_slice(&((ts >> 32) as u32).to_le_bytes());
-    body.extend_from_slice(&(ts as u32).to_le_bytes());
-    body.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-    body.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-    body.extend_from_slice(&frame);
-    block(6, &body)
+    build::epb(0, &frame, false)
 }
 
-/// (block types in order) of a little- or big-endian pcapng file; panics on
-/// a torn or corrupt file, which is what the tests check against.
-fn block_types(bytes: &[u8]) -> Vec<u32> {
-    let mut types = Vec::new();
-    let mut rest = bytes;
-    let mut big = false;
-    while !rest.is_empty() {
-        assert!(
-            rest.len() >= 12,
-            "torn block at the end: {} bytes left",
-            rest.len()
-        );
-        let raw = u32::from_le_bytes(rest[0..4].try_into().unwrap());
-        if raw == 0x0A0D_0D0A {
-            big = rest[8..12] == [0x1A, 0x2B, 0x3C, 0x4D];
-        }
-        let rd = |at: usize| {
-            let b: [u8; 4] = rest[at..at + 4].try_into().unwrap();
-            if big {
-                u32::from_be_bytes(b)
-            } else {
-                u32::from_le_bytes(b)
-            }
-        };
-        let len = rd(4) as usize;
-        assert!(
-            len >= 12 && len <= rest.len(),
-            "torn block: length {len}, {} bytes left",
-            rest.len()
-        );
-        types.push(rd(0));
-        rest = &rest[len..];
-    }
-    types
-}
-
+/// Packets in a file that must hold whole blocks only; panics on a torn or
+/// corrupt file, which is what the tests check against.
 fn packets_in(bytes: &[u8]) -> usize {
-    block_types(bytes)
-        .iter()
-        .filter(|t| [2, 3, 6].contains(*t))
-        .count()
+    let p = Pcapng::parse(bytes).expect("valid pcapng");
+    assert_eq!(p.complete_len, bytes.len(), "a torn block at the end");
+    p.packets.len()
 }
 
 // ---------------------------------------------------------------- stand-in service
@@ -286,7 +237,7 @@ fn stream_until_client_closes(
     let mut n = 0;
     while Instant::now() < deadline {
         if ws
-            .send(Message::Binary(udp_packet(n, &format!("tick {n}")).into()))
+            .send(Message::Binary(udp_packet(&format!("tick {n}")).into()))
             .is_err()
         {
             return After::Drop;
@@ -310,49 +261,6 @@ fn stream_until_client_closes(
         }
     }
     After::AwaitClose
-}
-
-/// A plain HTTP server answering `count` requests with `status` and `body`
-/// (chunked if the status is 200, as Go's net/http sends a large listing);
-/// returns the request lines it saw.
-fn fake_http(count: usize, status: &'static str, body: String) -> (u16, JoinHandle<Vec<String>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let handle = thread::spawn(move || {
-        let mut lines = Vec::new();
-        for _ in 0..count {
-            let Some(mut s) = accept_one(&listener) else {
-                break;
-            };
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).is_ok_and(|n| n == 1) {
-                head.push(byte[0]);
-            }
-            let text = String::from_utf8_lossy(&head).into_owned();
-            lines.push(text.lines().next().unwrap_or("").to_string());
-            let mid = body.len() / 2;
-            let answer = if !status.starts_with("200") {
-                format!(
-                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                )
-            } else {
-                format!(
-                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n\
-                 {:x}\r\n{}\r\n{:x}\r\n{}\r\n0\r\n\r\n",
-                mid,
-                &body[..mid],
-                body.len() - mid,
-                &body[mid..]
-                )
-            };
-            let _ = s.write_all(answer.as_bytes());
-        }
-        lines
-    });
-    (port, handle)
 }
 
 const LISTING: &str = r#"{
@@ -444,14 +352,6 @@ fn url(port: u16) -> String {
     format!("http://127.0.0.1:{port}")
 }
 
-fn wait_for<F: FnMut() -> bool>(what: &str, limit: Duration, mut cond: F) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn tshark_lines(file: &Path, extra: &[&str]) -> Vec<String> {
     let mut args = vec!["-r", file.to_str().unwrap()];
     args.extend_from_slice(extra);
@@ -471,7 +371,7 @@ fn capture_writes_a_file_tshark_decodes_and_sends_params_as_query_and_headers() 
     let file = dir.join("out.pcapng");
     let mut stream = stream_head();
     for n in 0..3 {
-        stream.extend(udp_packet(n, &format!("hello {n}")));
+        stream.extend(udp_packet(&format!("hello {n}")));
     }
     let expected = stream.clone();
     let (port, service) = fake_service(move |ws, _| {
@@ -548,8 +448,8 @@ fn count_stops_after_exactly_n_packets_with_a_close_handshake() {
     let file = dir.join("count.pcapng");
     let (port, service) = fake_service(|ws, _| {
         let mut s = stream_head();
-        for n in 0..10 {
-            s.extend(udp_packet(n, "x"));
+        for _ in 0..10 {
+            s.extend(udp_packet("x"));
         }
         send(ws, s);
         After::AwaitClose
@@ -625,11 +525,14 @@ fn interrupt_with(signal: nix::sys::signal::Signal) {
         &[],
     );
     let pid = nix::unistd::Pid::from_raw(guard.0.as_ref().unwrap().id() as i32);
-    wait_for("packets in the file", STEP_LIMIT, || {
-        std::fs::read(&file)
-            .map(|b| b.len() > stream_head().len() + 200)
-            .unwrap_or(false)
-    });
+    assert!(
+        common::wait_for(STEP_LIMIT, || {
+            std::fs::read(&file)
+                .map(|b| b.len() > stream_head().len() + 200)
+                .unwrap_or(false)
+        }),
+        "packets in the file"
+    );
     nix::sys::signal::kill(pid, signal).unwrap();
     let run = finish(guard, STEP_LIMIT);
     let seen = service.join().unwrap();
@@ -685,7 +588,7 @@ fn refused_capture_prints_the_services_reason_and_leaves_no_file() {
 fn service_failing_mid_capture_is_an_error_with_its_reason() {
     let (port, service) = fake_service(|ws, _| {
         let mut s = stream_head();
-        s.extend(udp_packet(0, "a"));
+        s.extend(udp_packet("a"));
         send(ws, s);
         ws.close(Some(CloseFrame {
             code: CloseCode::Error,
@@ -714,8 +617,8 @@ fn service_failing_mid_capture_is_an_error_with_its_reason() {
 fn broken_stream_is_an_error() {
     let (port, service) = fake_service(|ws, _| {
         let mut s = stream_head();
-        s.extend(udp_packet(0, "a"));
-        s.extend_from_slice(&udp_packet(1, "b")[..10]);
+        s.extend(udp_packet("a"));
+        s.extend_from_slice(&udp_packet("b")[..10]);
         send(ws, s);
         After::Drop
     });
@@ -749,13 +652,13 @@ fn unreachable_service_is_reported() {
 
 #[test]
 fn non_websocket_answer_is_reported_with_its_status() {
-    let (port, http) = fake_http(1, "404 Not Found", "no such page\n".into());
-    let run = client(&[&url(port), "--netns", "1", "-w", "-"]);
-    http.join().unwrap();
+    // Any plain HTTP server: the GhostWire stand-in answers 404 to /capture.
+    let gw = GhostWire::start(Vec::new());
+    let run = client(&[&url(gw.port()), "--netns", "1", "-w", "-"]);
     assert_eq!(run.status.code(), Some(1));
     assert!(
         run.stderr
-            .contains("refused the capture request: HTTP 404 Not Found: no such page"),
+            .contains("refused the capture request: HTTP 404 Not Found: not found"),
         "{}",
         run.stderr
     );
@@ -765,7 +668,7 @@ fn non_websocket_answer_is_reported_with_its_status() {
 fn stdout_output_is_the_pcapng_stream() {
     let (port, service) = fake_service(|ws, _| {
         let mut s = stream_head();
-        s.extend(udp_packet(0, "to stdout"));
+        s.extend(udp_packet("to stdout"));
         send(ws, s);
         ws.close(None).unwrap();
         After::AwaitClose
@@ -774,7 +677,7 @@ fn stdout_output_is_the_pcapng_stream() {
     service.join().unwrap();
     assert!(run.status.success(), "{}", run.stderr);
     let mut expected = stream_head();
-    expected.extend(udp_packet(0, "to stdout"));
+    expected.extend(udp_packet("to stdout"));
     assert_eq!(run.stdout, expected);
 }
 
@@ -798,11 +701,10 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn targets_lists_discovery_as_table_and_json() {
-    let (gw, http) = fake_http(2, "200 OK", LISTING.to_string());
-    let discovery = format!("http://127.0.0.1:{gw}");
+    let gw = GhostWire::start(LISTING.into());
+    let discovery = format!("http://127.0.0.1:{}", gw.port());
     let table = client(&["targets", "--discovery", &discovery]);
     let json = client(&["targets", "--discovery", &discovery, "--json"]);
-    let requests = http.join().unwrap();
     assert!(table.status.success(), "{}", table.stderr);
     let text = String::from_utf8(table.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
@@ -823,35 +725,24 @@ fn targets_lists_discovery_as_table_and_json() {
     let listed: Vec<serde_json::Value> = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(listed.len(), 3);
     assert_eq!(listed[1]["netns"], 4026532777u64);
-    assert_eq!(
-        requests,
-        ["GET /mobyshark HTTP/1.1", "GET /mobyshark HTTP/1.1"]
-    );
-}
-
-#[test]
-fn targets_go_through_the_services_discovery_proxy_by_default() {
-    let (port, http) = fake_http(1, "200 OK", LISTING.to_string());
-    let run = client(&["targets", &url(port)]);
-    assert!(run.status.success(), "{}", run.stderr);
-    assert_eq!(http.join().unwrap(), ["GET /discover/mobyshark HTTP/1.1"]);
+    assert_eq!(gw.mobyshark_requests(), 2);
 }
 
 #[test]
 fn missing_discovery_proxy_says_how_to_enable_it() {
-    let (port, http) = fake_http(1, "404 Not Found", "not found".into());
-    let run = client(&["targets", &url(port)]);
-    http.join().unwrap();
+    // A service without the proxy answers 404, as the stand-in does.
+    let gw = GhostWire::start(LISTING.into());
+    let run = client(&["targets", &url(gw.port())]);
     assert_eq!(run.status.code(), Some(1));
     assert!(run.stderr.contains("--proxy-discovery"), "{}", run.stderr);
 }
 
 #[test]
 fn name_lookup_sends_the_target_exactly_as_discovery_listed_it() {
-    let (gw, http) = fake_http(1, "200 OK", LISTING.to_string());
+    let gw = GhostWire::start(LISTING.into());
     let (port, service) = fake_service(|ws, _| {
         let mut s = stream_head();
-        s.extend(udp_packet(0, "x"));
+        s.extend(udp_packet("x"));
         send(ws, s);
         After::AwaitClose
     });
@@ -862,13 +753,12 @@ fn name_lookup_sends_the_target_exactly_as_discovery_listed_it() {
         "--prefix",
         "dind-1",
         "--discovery",
-        &format!("127.0.0.1:{gw}"),
+        &format!("127.0.0.1:{}", gw.port()),
         "-c",
         "1",
         "-w",
         "-",
     ]);
-    http.join().unwrap();
     let seen = service.join().unwrap();
     assert!(run.status.success(), "{}", run.stderr);
     let sent: serde_json::Value =
@@ -879,18 +769,17 @@ fn name_lookup_sends_the_target_exactly_as_discovery_listed_it() {
 
 #[test]
 fn unknown_name_is_reported_with_the_prefixes_that_exist() {
-    let (gw, http) = fake_http(1, "200 OK", LISTING.to_string());
+    let gw = GhostWire::start(LISTING.into());
     let run = client(&[
         "--name",
         "mosquitto",
         "--prefix",
         "nope",
         "--discovery",
-        &format!("127.0.0.1:{gw}"),
+        &format!("127.0.0.1:{}", gw.port()),
         "-w",
         "-",
     ]);
-    http.join().unwrap();
     assert_eq!(run.status.code(), Some(1));
     assert!(
         run.stderr.contains(r#"exists with prefix "", "dind-1""#),
@@ -949,7 +838,7 @@ fn extcap_capture_stops_cleanly_when_wireshark_closes_the_fifo() {
         // A quiet interface: one packet, then nothing; the client must notice
         // the reader leaving without a write failing.
         let mut s = stream_head();
-        s.extend(udp_packet(0, "only one"));
+        s.extend(udp_packet("only one"));
         send(ws, s);
         After::AwaitClose
     });
@@ -969,7 +858,7 @@ fn extcap_capture_stops_cleanly_when_wireshark_closes_the_fifo() {
         &[],
     );
     let mut reader = std::fs::File::open(&fifo).unwrap();
-    let mut got = vec![0u8; stream_head().len() + udp_packet(0, "only one").len()];
+    let mut got = vec![0u8; stream_head().len() + udp_packet("only one").len()];
     reader.read_exact(&mut got).unwrap();
     assert_eq!(packets_in(&got), 1);
     drop(reader);
@@ -1071,296 +960,100 @@ fn tshark_captures_through_the_extcap_into_its_own_file() {
 
 // ================================================================ real service
 //
-// The real `packetflix` service (run as root, as it must be), a network
-// namespace made here joined to the host by a veth pair, UDP datagrams sent
-// into it, the real dumpcap inside it, and real tshark.
+// The real `packetflix` service (run as root, as it must be), network
+// namespaces made here joined by a veth pair with pings flowing across it,
+// the real dumpcap inside them, and real tshark. Service, namespaces and
+// GhostWire stand-in are the shared helpers of tests/common.
 
-const SERVICE: &str = env!("CARGO_BIN_EXE_packetflix");
-/// The UDP port test traffic goes to; nothing listens there.
-const TRAFFIC_PORT: u16 = 9999;
-/// Pause between test datagrams: 20 per second.
-const TRAFFIC_INTERVAL: Duration = Duration::from_millis(50);
+use common::{mobyshark, NsProcess, Service, VethPair};
 
-/// A running service; SIGTERM and reaped (killed if it hangs) when dropped.
-struct Service {
-    child: Child,
-    port: u16,
-    log: PathBuf,
+/// Pings from `a` to `b` 20 times a second; stopped on drop.
+fn pings(pair: &VethPair) -> NsProcess {
+    pair.a
+        .spawn(&["ping", "-n", "-q", "-i", "0.05", &pair.b_addr.to_string()])
 }
 
-impl Service {
-    fn start(dir: &TempDir, extra: &[&str]) -> Service {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let log = dir.join(&format!("service-{port}.log"));
-        let mut args = vec!["--port".to_string(), port.to_string()];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let child = Command::new(SERVICE)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let service = Service { child, port, log };
-        wait_for("the service to listen", Duration::from_secs(10), || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        service
-    }
-    fn url(&self) -> String {
-        url(self.port)
-    }
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.pid());
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Processes whose parent is `pid` (the service's capture programs).
-fn children_of(pid: i32) -> Vec<i32> {
-    let mut kids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // Fields after the parenthesised command name: state, ppid, ...
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let ppid = rest
-            .split_whitespace()
-            .nth(1)
-            .and_then(|p| p.parse::<i32>().ok());
-        if ppid == Some(pid) {
-            if let Ok(child) = entry.file_name().to_string_lossy().parse() {
-                kids.push(child);
-            }
-        }
-    }
-    kids
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A network namespace with a veth pair to the host and UDP datagrams flowing
-/// into it; all removed when dropped.
-struct Netns {
-    name: String,
-    host_if: String,
-    ns_if: String,
-    inode: u64,
-    stop_traffic: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    traffic: Option<JoinHandle<()>>,
-}
-
-impl Netns {
-    fn with_traffic() -> Netns {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let pid = std::process::id();
-        // At most 15 characters: "pct" + pid (up to 7 digits) + "x" + n + "h".
-        let base = format!("pct{pid}x{}", n % 1000);
-        let mut ns = Netns {
-            name: base.clone(),
-            host_if: format!("{base}h"),
-            ns_if: format!("{base}n"),
-            inode: 0,
-            stop_traffic: Default::default(),
-            traffic: None,
-        };
-        // A /30 per test, away from the demo's 10.200.0.0/13.
-        let (b, c, d) = (
-            210 + (n % 40) as u8,
-            ((pid / 64) % 256) as u8,
-            ((pid % 64) * 4) as u8,
-        );
-        let host_ip = std::net::Ipv4Addr::new(10, b, c, d + 1);
-        let ns_ip = std::net::Ipv4Addr::new(10, b, c, d + 2);
-        ip(&["netns", "add", &ns.name]);
-        ip(&[
-            "link",
-            "add",
-            &ns.host_if,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &ns.ns_if,
-        ]);
-        ip(&["link", "set", &ns.ns_if, "netns", &ns.name]);
-        ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &ns.host_if]);
-        ip(&["link", "set", &ns.host_if, "up"]);
-        ip(&[
-            "-n",
-            &ns.name,
-            "addr",
-            "add",
-            &format!("{ns_ip}/30"),
-            "dev",
-            &ns.ns_if,
-        ]);
-        ip(&["-n", &ns.name, "link", "set", &ns.ns_if, "up"]);
-        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
-        use std::os::unix::fs::MetadataExt;
-        ns.inode = std::fs::metadata(format!("/run/netns/{}", ns.name))
-            .unwrap()
-            .ino();
-        let stop = ns.stop_traffic.clone();
-        ns.traffic = Some(thread::spawn(move || {
-            let socket = std::net::UdpSocket::bind((host_ip, 0)).unwrap();
-            let mut i = 0u32;
-            // Bounded: the test ends long before, and stops it on drop.
-            while !stop.load(Ordering::SeqCst) && i < 2400 {
-                let _ = socket.send_to(format!("datagram {i}").as_bytes(), (ns_ip, TRAFFIC_PORT));
-                i += 1;
-                thread::sleep(TRAFFIC_INTERVAL);
-            }
-        }));
-        ns
-    }
-    fn inode(&self) -> String {
-        self.inode.to_string()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        self.stop_traffic.store(true, Ordering::SeqCst);
-        if let Some(t) = self.traffic.take() {
-            let _ = t.join();
-        }
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.host_if])
-            .output();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
+fn service_url(service: &Service) -> String {
+    url(service.port())
 }
 
 fn netns_exists(name: &str) -> bool {
     Path::new("/run/netns").join(name).exists()
 }
 
-fn capture_comment(file: &Path) -> String {
-    let run = finish(
-        spawn("capinfos", &["-k", file.to_str().unwrap()], &[]),
-        STEP_LIMIT,
-    );
-    String::from_utf8_lossy(&run.stdout).into_owned()
+/// The capture target document in the file's first SHB.
+fn target_document(file: &Path) -> String {
+    let p = Pcapng::parse(&std::fs::read(file).unwrap()).unwrap();
+    target_yaml(&p).expect("a capture target document")
 }
 
 #[test]
 fn real_service_capture_with_filter_and_chaste_decodes_in_tshark() {
     let dir = TempDir::new();
-    let service = Service::start(&dir, &[]);
-    let ns = Netns::with_traffic();
+    let service = Service::start(&[]);
+    let pair = VethPair::new();
+    let _ping = pings(&pair);
     let file = dir.join("real.pcapng");
     let run = client(&[
-        &service.url(),
+        &service_url(&service),
         "--netns",
-        &ns.inode(),
+        &pair.b.inode().to_string(),
         "--nif",
-        &ns.ns_if,
+        &pair.b_if,
         "-f",
-        "udp port 9999",
+        "icmp[icmptype] == icmp-echo",
         "--chaste",
         "-c",
         "5",
         "-w",
         file.to_str().unwrap(),
     ]);
-    assert!(
-        run.status.success(),
-        "{}\nservice log:\n{}",
-        run.stderr,
-        service.log()
-    );
+    assert!(run.status.success(), "{}", run.stderr);
     assert!(run.stderr.contains("5 packets"), "{}", run.stderr);
-    let lines = tshark_lines(
-        &file,
-        &[
-            "-T",
-            "fields",
-            "-e",
-            "udp.dstport",
-            "-e",
-            "data.text",
-            "-o",
-            "data.show_as_text:TRUE",
-        ],
+    let lines = tshark_lines(&file, &["-T", "fields", "-e", "ip.src", "-e", "icmp.type"]);
+    let request = format!("{}\t8", pair.a_addr);
+    assert_eq!(lines, vec![request; 5], "only echo requests, as filtered");
+    let doc = target_document(&file);
+    assert_eq!(
+        yaml_value(&doc, "capture-filter").as_deref(),
+        Some("\"icmp[icmptype] == icmp-echo\"")
     );
-    assert_eq!(lines.len(), 5, "{lines:?}");
-    assert!(
-        lines.iter().all(|l| l.starts_with("9999\tdatagram ")),
-        "only the filtered traffic: {lines:?}"
-    );
-    let comment = capture_comment(&file);
-    assert!(
-        comment.contains("# capture target information"),
-        "{comment}"
-    );
-    assert!(
-        comment.contains("capture-filter") && comment.contains("no-promiscuous-mode: true"),
-        "{comment}"
+    assert_eq!(
+        yaml_value(&doc, "no-promiscuous-mode").as_deref(),
+        Some("true")
     );
 }
 
 #[test]
 fn real_service_sigint_closes_cleanly_and_dumpcap_is_reaped() {
     let dir = TempDir::new();
-    let service = Service::start(&dir, &[]);
-    let ns = Netns::with_traffic();
+    let service = Service::start(&[]);
+    let pair = VethPair::new();
+    let _ping = pings(&pair);
     let file = dir.join("sigint.pcapng");
     let guard = spawn(
         CLIENT,
         &[
-            &service.url(),
+            &service_url(&service),
             "--netns",
-            &ns.inode(),
+            &pair.b.inode().to_string(),
             "--nif",
-            &ns.ns_if,
+            &pair.b_if,
             "-w",
             file.to_str().unwrap(),
         ],
         &[],
     );
     let pid = nix::unistd::Pid::from_raw(guard.0.as_ref().unwrap().id() as i32);
-    wait_for("packets in the file", STEP_LIMIT, || {
-        std::fs::read(&file)
-            .map(|b| packets_in_prefix(&b) >= 3)
-            .unwrap_or(false)
-    });
+    assert!(
+        common::wait_for(STEP_LIMIT, || {
+            std::fs::read(&file)
+                .is_ok_and(|b| Pcapng::parse(&b).is_ok_and(|p| p.packets.len() >= 3))
+        }),
+        "packets in the file"
+    );
     assert_eq!(
-        children_of(service.pid()).len(),
+        service.captures("dumpcap").len(),
         1,
         "one capture program runs"
     );
@@ -1369,62 +1062,46 @@ fn real_service_sigint_closes_cleanly_and_dumpcap_is_reaped() {
     assert!(run.status.success(), "{}", run.stderr);
     assert!(run.stderr.contains("interrupted"), "{}", run.stderr);
     assert!(packets_in(&std::fs::read(&file).unwrap()) >= 3);
-    wait_for(
-        "the service to reap dumpcap",
-        Duration::from_secs(15),
-        || children_of(service.pid()).is_empty(),
+    assert!(
+        service.wait_dumpcaps(0, Duration::from_secs(15)).is_empty(),
+        "the service stopped and reaped dumpcap"
     );
     assert!(
-        service.log().contains("client closed the capture (1000"),
+        service.stderr().contains("client closed the capture (1000"),
         "{}",
-        service.log()
+        service.stderr()
     );
-}
-
-/// Packet blocks among the whole blocks at the start of a file still being
-/// written.
-fn packets_in_prefix(bytes: &[u8]) -> usize {
-    let mut rest = bytes;
-    let mut n = 0;
-    while rest.len() >= 12 {
-        let len = u32::from_le_bytes(rest[4..8].try_into().unwrap()) as usize;
-        if len < 12 || len > rest.len() {
-            break;
-        }
-        if rest[0..4] == 6u32.to_le_bytes() {
-            n += 1;
-        }
-        rest = &rest[len..];
-    }
-    n
 }
 
 #[test]
 fn real_service_refusal_reason_reaches_the_user() {
     let dir = TempDir::new();
-    let service = Service::start(&dir, &[]);
+    let service = Service::start(&[]);
+    let file = dir.join("none.pcapng");
     let run = client(&[
-        &service.url(),
+        &service_url(&service),
         "--netns",
         "1",
         "-w",
-        dir.join("none.pcapng").to_str().unwrap(),
+        file.to_str().unwrap(),
     ]);
     assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
     assert!(
-        run.stderr
-            .contains("capture refused by the service: no network namespace with inode 1 exists"),
+        run.stderr.contains(
+            "packetflix-capture: capture refused by the service: no network namespace with inode 1 exists"
+        ),
         "{}",
         run.stderr
     );
-    assert!(!dir.join("none.pcapng").exists());
+    assert!(!file.exists());
 }
 
 #[test]
 fn real_service_tshark_captures_through_the_extcap() {
     let dir = TempDir::new();
-    let service = Service::start(&dir, &[]);
-    let ns = Netns::with_traffic();
+    let service = Service::start(&[]);
+    let pair = VethPair::new();
+    let _ping = pings(&pair);
     let config = install_extcap(&dir);
     let out = dir.join("tshark-real.pcapng");
     let run = finish(
@@ -1434,13 +1111,13 @@ fn real_service_tshark_captures_through_the_extcap() {
                 "-i",
                 "packetflix",
                 "-o",
-                &format!("extcap.packetflix.url:{}", service.url()),
+                &format!("extcap.packetflix.url:{}", service_url(&service)),
                 "-o",
-                &format!("extcap.packetflix.target:{}", ns.inode()),
+                &format!("extcap.packetflix.target:{}", pair.b.inode()),
                 "-o",
-                &format!("extcap.packetflix.nif:{}", ns.ns_if),
+                &format!("extcap.packetflix.nif:{}", pair.b_if),
                 "-f",
-                "udp",
+                "icmp[icmptype] == icmp-echoreply",
                 "-a",
                 "duration:3",
                 "-w",
@@ -1450,109 +1127,90 @@ fn real_service_tshark_captures_through_the_extcap() {
         ),
         STEP_LIMIT,
     );
-    assert!(
-        run.status.success(),
-        "tshark: {}\nservice log:\n{}",
-        run.stderr,
-        service.log()
-    );
-    let lines = tshark_lines(&out, &["-T", "fields", "-e", "udp.dstport"]);
+    assert!(run.status.success(), "tshark: {}", run.stderr);
+    let lines = tshark_lines(&out, &["-T", "fields", "-e", "ip.src", "-e", "icmp.type"]);
     assert!(
         lines.len() >= 10,
         "only {} packets in 3 s at 20/s",
         lines.len()
     );
+    let reply = format!("{}\t0", pair.b_addr);
     assert!(
-        lines.iter().all(|l| l == "9999"),
+        lines.iter().all(|l| *l == reply),
         "tshark's -f reached the service as the filter: {lines:?}"
     );
-    wait_for(
-        "the service to reap dumpcap",
-        Duration::from_secs(15),
-        || children_of(service.pid()).is_empty(),
+    assert!(
+        service.wait_dumpcaps(0, Duration::from_secs(15)).is_empty(),
+        "the service stopped and reaped dumpcap"
     );
     assert!(
-        service.log().contains("client closed the capture (1000"),
+        service.stderr().contains("client closed the capture (1000"),
         "{}",
-        service.log()
+        service.stderr()
     );
 }
 
 #[test]
 fn real_service_name_lookup_and_targets_through_the_discovery_proxy() {
     let dir = TempDir::new();
-    let ns = Netns::with_traffic();
-    let name = format!("client-test-{}", ns.name);
-    let listing = format!(
-        r#"{{"containers":[{{"name":"{name}","type":"bindmount","netns":{},"network-interfaces":["{}"],"pid":0,"starttime":0,"prefix":""}}]}}"#,
-        ns.inode, ns.ns_if
-    );
-    let (gw, ghostwire) = fake_http(2, "200 OK", listing);
-    let service = Service::start(&dir, &["--proxy-discovery", "--gw-port", &gw.to_string()]);
-    let table = client(&["targets", &service.url()]);
-    assert!(
-        table.status.success(),
-        "{}\nservice log:\n{}",
-        table.stderr,
-        service.log()
-    );
+    let pair = VethPair::new();
+    let _ping = pings(&pair);
+    let name = format!("client-test-{}", pair.b.name);
+    let inode = pair.b.inode();
+    let gw = GhostWire::start(mobyshark(&[common::target(&name, "", inode, 0, 0)]));
+    let service = Service::with_discovery(gw.port(), 5, &["--proxy-discovery"]);
+    let table = client(&["targets", &service_url(&service)]);
+    assert!(table.status.success(), "{}", table.stderr);
     let text = String::from_utf8(table.stdout).unwrap();
     assert!(
         text.lines()
-            .any(|l| l.starts_with(&name) && l.contains(&ns.inode())),
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == [&name, "proc", "-", &inode.to_string()]),
         "{text}"
     );
     let file = dir.join("by-name.pcapng");
     let run = client(&[
-        &service.url(),
+        &service_url(&service),
         "--name",
         &name,
+        "--nif",
+        &pair.b_if,
         "-f",
-        "udp",
+        "icmp",
         "-c",
         "3",
         "-w",
         file.to_str().unwrap(),
     ]);
-    assert!(
-        run.status.success(),
-        "{}\nservice log:\n{}",
-        run.stderr,
-        service.log()
+    assert!(run.status.success(), "{}", run.stderr);
+    assert_eq!(
+        gw.mobyshark_requests(),
+        2,
+        "targets and the lookup, both through the proxy"
+    );
+    let lines = tshark_lines(&file, &["-T", "fields", "-e", "icmp.type"]);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let doc = target_document(&file);
+    assert_eq!(
+        yaml_value(&doc, "container-name"),
+        Some(format!("\"{name}\""))
     );
     assert_eq!(
-        ghostwire.join().unwrap(),
-        ["GET /mobyshark HTTP/1.1", "GET /mobyshark HTTP/1.1"]
-    );
-    let lines = tshark_lines(&file, &["-T", "fields", "-e", "udp.dstport"]);
-    assert_eq!(lines, ["9999", "9999", "9999"]);
-    let comment = capture_comment(&file);
-    assert!(
-        comment.contains(&format!("container-name: \"{name}\"")),
-        "{comment}"
-    );
-    assert!(
-        comment.contains("container-type: \"bindmount\""),
-        "{comment}"
+        yaml_value(&doc, "container-type").as_deref(),
+        Some("\"proc\"")
     );
 }
 
 #[test]
 fn real_service_demo_shows_packets_and_removes_its_namespace() {
-    let dir = TempDir::new();
-    let service = Service::start(&dir, &[]);
-    let guard = spawn(CLIENT, &["demo", &service.url(), "-c", "4"], &[]);
+    let service = Service::start(&[]);
+    let guard = spawn(CLIENT, &["demo", &service_url(&service), "-c", "4"], &[]);
     let demo_pid = guard.0.as_ref().unwrap().id();
     let run = finish(guard, STEP_LIMIT);
     let _ = std::fs::remove_file(
         std::env::temp_dir().join(format!("packetflix-demo-{demo_pid}.pcapng")),
     );
-    assert!(
-        run.status.success(),
-        "{}\nservice log:\n{}",
-        run.stderr,
-        service.log()
-    );
+    assert!(run.status.success(), "{}", run.stderr);
     let out = String::from_utf8_lossy(&run.stdout);
     assert_eq!(out.lines().count(), 4, "{out}");
     assert!(
@@ -1570,18 +1228,26 @@ fn real_service_demo_shows_packets_and_removes_its_namespace() {
 
 #[test]
 fn real_service_demo_interrupted_still_removes_its_namespace() {
-    let dir = TempDir::new();
-    let service = Service::start(&dir, &[]);
+    let service = Service::start(&[]);
     let guard = spawn(
         CLIENT,
-        &["demo", &service.url(), "-c", "100000", "-a", "duration:60"],
+        &[
+            "demo",
+            &service_url(&service),
+            "-c",
+            "100000",
+            "-a",
+            "duration:60",
+        ],
         &[],
     );
     let demo_pid = guard.0.as_ref().unwrap().id();
     let name = format!("pfdemo-{demo_pid}");
-    wait_for("the demo's capture to run", STEP_LIMIT, || {
-        children_of(service.pid()).len() == 1
-    });
+    assert_eq!(
+        service.wait_dumpcaps(1, STEP_LIMIT).len(),
+        1,
+        "the demo's capture runs"
+    );
     assert!(netns_exists(&name));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(demo_pid as i32),
@@ -1602,11 +1268,7 @@ fn real_service_demo_interrupted_still_removes_its_namespace() {
 
 #[test]
 fn demo_without_a_service_fails_before_making_a_namespace() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::service::free_port();
     let guard = spawn(CLIENT, &["demo", &url(port)], &[]);
     let demo_pid = guard.0.as_ref().unwrap().id();
     let run = finish(guard, STEP_LIMIT);
