@@ -1,7 +1,8 @@
 //! `packetflix-capture demo`: a first live capture on a fresh machine.
 //!
-//! Makes a throw-away network namespace joined to the host by a veth pair,
-//! sends UDP datagrams into it, captures inside it through a running
+//! Makes a throw-away network namespace, sends UDP datagrams inside it (on
+//! its loopback, so no demo traffic ever touches the host's networks),
+//! captures inside it through a running
 //! Packetflix service, prints each packet as it arrives and removes the
 //! namespace again. The namespace is removed on every path: errors, Ctrl-C
 //! (the demo installs its signal handler without the hard second-signal exit)
@@ -30,48 +31,28 @@ const TRAFFIC_INTERVAL: Duration = Duration::from_millis(250);
 /// How long `/version` may take before we call the service absent.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The namespace and veth pair the demo made; removed when dropped.
+/// The namespace the demo made; removed when dropped.
 struct Namespace {
     name: String,
-    host_if: String,
 }
 
 impl Namespace {
-    fn create(
-        name: &str,
-        host_if: &str,
-        ns_if: &str,
-        host_ip: Ipv4Addr,
-        ns_ip: Ipv4Addr,
-    ) -> Result<Namespace, String> {
+    fn create(name: &str) -> Result<Namespace, String> {
         ip(&["netns", "add", name])?;
         // From here on, Drop cleans up whatever the next steps leave.
         let ns = Namespace {
             name: name.to_string(),
-            host_if: host_if.to_string(),
         };
-        ip(&[
-            "link", "add", host_if, "type", "veth", "peer", "name", ns_if,
-        ])?;
-        ip(&["link", "set", ns_if, "netns", name])?;
-        ip(&["addr", "add", &format!("{host_ip}/30"), "dev", host_if])?;
-        ip(&["link", "set", host_if, "up"])?;
-        ip(&[
-            "-n",
-            name,
-            "addr",
-            "add",
-            &format!("{ns_ip}/30"),
-            "dev",
-            ns_if,
-        ])?;
-        ip(&["-n", name, "link", "set", ns_if, "up"])?;
         ip(&["-n", name, "link", "set", "lo", "up"])?;
         Ok(ns)
     }
 
+    fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
     fn inode(&self) -> Result<u64, String> {
-        let path = format!("/run/netns/{}", self.name);
+        let path = self.path();
         std::fs::metadata(&path)
             .map(|m| m.ino())
             .map_err(|e| format!("cannot stat {path}: {e}"))
@@ -80,9 +61,6 @@ impl Namespace {
 
 impl Drop for Namespace {
     fn drop(&mut self) {
-        // Deleting the namespace destroys the veth end inside it and so the
-        // pair; the host end is removed explicitly in case it never moved.
-        let _ = ip(&["link", "del", &self.host_if]);
         match ip(&["netns", "del", &self.name]) {
             Ok(()) => eprintln!("demo: removed network namespace {}", self.name),
             Err(e) => eprintln!(
@@ -107,18 +85,6 @@ fn ip(args: &[&str]) -> Result<(), String> {
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     }
-}
-
-/// Addresses for this process's veth pair: a /30 in 10.200.0.0/13 derived
-/// from the pid, so demos (and tests) running side by side do not collide.
-fn addresses(pid: u32) -> (Ipv4Addr, Ipv4Addr) {
-    let b = 200 + ((pid / 16384) % 8) as u8;
-    let c = ((pid / 64) % 256) as u8;
-    let d = ((pid % 64) * 4) as u8;
-    (
-        Ipv4Addr::new(10, b, c, d + 1),
-        Ipv4Addr::new(10, b, c, d + 2),
-    )
 }
 
 /// Prints each packet as its block is written to the file.
@@ -148,17 +114,10 @@ pub fn run(args: &DemoArgs, stop: &AtomicBool) -> Result<(), String> {
     }
     check_service(args, stop)?;
     let pid = std::process::id();
-    let (name, host_if, ns_if) = (
-        format!("pfdemo-{pid}"),
-        format!("pfd{pid}h"),
-        format!("pfd{pid}n"),
-    );
-    let (host_ip, ns_ip) = addresses(pid);
-    let ns = Namespace::create(&name, &host_if, &ns_if, host_ip, ns_ip)?;
+    let name = format!("pfdemo-{pid}");
+    let ns = Namespace::create(&name)?;
     let inode = ns.inode()?;
-    eprintln!(
-        "demo: made network namespace {name} (inode {inode}): {ns_if} {ns_ip} inside, {host_if} {host_ip} on the host"
-    );
+    eprintln!("demo: made network namespace {name} (inode {inode})");
     let path = std::env::temp_dir().join(format!("packetflix-demo-{pid}.pcapng"));
     let mut printer = Printer {
         file: Sink::create(&path)?,
@@ -166,18 +125,18 @@ pub fn run(args: &DemoArgs, stop: &AtomicBool) -> Result<(), String> {
     };
     let params = CaptureParams {
         target: Some(Target::Netns(inode)),
-        nif: Some(ns_if.clone()),
+        nif: Some("lo".into()),
         filter: None,
         chaste: false,
     };
     eprintln!(
-        "demo: sending UDP to {ns_ip}:{DEMO_PORT} and capturing {} packets on {ns_if} through {} ...",
+        "demo: sending UDP to 127.0.0.1:{DEMO_PORT} inside {name} and capturing {} packets on its lo through {} ...",
         args.count,
         args.service.authority()
     );
     let traffic_done = AtomicBool::new(false);
     let result = std::thread::scope(|scope| {
-        scope.spawn(|| send_traffic(host_ip, ns_ip, &traffic_done));
+        scope.spawn(|| send_traffic(&ns.path(), &traffic_done));
         let limits = Limits {
             count: Some(args.count),
             duration: Some(args.duration),
@@ -234,41 +193,30 @@ fn check_service(args: &DemoArgs, stop: &AtomicBool) -> Result<(), String> {
     Ok(())
 }
 
-/// Sends numbered datagrams into the namespace until `done`.
-fn send_traffic(from: Ipv4Addr, to: Ipv4Addr, done: &AtomicBool) {
-    let Ok(socket) = UdpSocket::bind((from, 0)) else {
-        eprintln!("demo: cannot bind a UDP socket to {from}; no traffic will be sent");
+/// Sends numbered datagrams to the namespace's own loopback until `done`.
+/// The sending thread enters the namespace (setns affects only the calling
+/// thread), so the traffic never leaves it.
+fn send_traffic(ns_path: &str, done: &AtomicBool) {
+    let entered = std::fs::File::open(ns_path)
+        .map_err(|e| e.to_string())
+        .and_then(|f| {
+            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())
+        });
+    if let Err(e) = entered {
+        eprintln!("demo: cannot enter {ns_path}: {e}; no traffic will be sent");
+        return;
+    }
+    let Ok(socket) = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)) else {
+        eprintln!("demo: cannot bind a UDP socket in the namespace; no traffic will be sent");
         return;
     };
     let mut n = 0u32;
     while !done.load(Ordering::SeqCst) {
-        // A send may fail before ARP resolves; the next one goes out.
         let _ = socket.send_to(
             format!("hello from packetflix demo #{n}").as_bytes(),
-            (to, DEMO_PORT),
+            (Ipv4Addr::LOCALHOST, DEMO_PORT),
         );
         n += 1;
         std::thread::sleep(TRAFFIC_INTERVAL);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn demo_addresses_are_a_private_slash_30_pair_per_pid() {
-        for pid in [1, 63, 64, 4_194_304, 123_456] {
-            let (h, n) = addresses(pid);
-            assert_eq!(h.octets()[0], 10);
-            assert!((200..208).contains(&h.octets()[1]));
-            assert_eq!(u32::from(n), u32::from(h) + 1);
-            assert_eq!(
-                u32::from(h) % 4,
-                1,
-                "host is the first usable address of its /30"
-            );
-        }
-        assert_ne!(addresses(100), addresses(101));
     }
 }
