@@ -47,7 +47,14 @@ pub struct Spawned {
 }
 
 /// Starts `program` with `args` inside the network namespace `netns`.
-pub fn spawn(program: &Path, args: &[String], netns: &impl AsFd) -> io::Result<Spawned> {
+/// `ambient`: raise CAP_NET_ADMIN/CAP_NET_RAW into the child's ambient set
+/// (a non-root service with file capabilities).
+pub fn spawn(
+    program: &Path,
+    args: &[String],
+    netns: &impl AsFd,
+    ambient: bool,
+) -> io::Result<Spawned> {
     let ns_fd = netns.as_fd().as_raw_fd();
     let mut cmd = Command::new(program);
     cmd.args(args)
@@ -72,6 +79,9 @@ pub fn spawn(program: &Path, args: &[String], netns: &impl AsFd) -> io::Result<S
             }
             let fd = std::os::fd::BorrowedFd::borrow_raw(ns_fd);
             setns(fd, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+            if ambient {
+                crate::privileges::raise_ambient()?;
+            }
             if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL) != 0 {
                 return Err(io::Error::last_os_error());
             }

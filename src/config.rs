@@ -18,6 +18,16 @@ pub struct Config {
     pub capture_program: PathBuf,
     /// How long a capture program may ignore SIGTERM before it gets SIGKILL.
     pub term_timeout: Duration,
+    /// Open client connections; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Running captures; more are answered 503 before the upgrade.
+    pub max_captures: usize,
+    /// Request head size and header count (431 beyond).
+    pub max_head_bytes: usize,
+    pub max_headers: usize,
+    /// Size of a target description and of a capture filter.
+    pub max_target_json: usize,
+    pub max_filter: usize,
 }
 
 impl Default for Config {
@@ -33,6 +43,12 @@ impl Default for Config {
             log_headers: false,
             capture_program: PathBuf::from("/usr/bin/dumpcap"),
             term_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            max_captures: 1024,
+            max_head_bytes: crate::http::MAX_HEAD,
+            max_headers: crate::http::MAX_HEADERS,
+            max_target_json: crate::target::MAX_TARGET_JSON,
+            max_filter: crate::params::MAX_FILTER,
         }
     }
 }
@@ -59,6 +75,12 @@ Options:
       --proxy-discovery          forward other requests to the discovery service
       --capture-program PATH     capture program [default: /usr/bin/dumpcap]
       --term-timeout SECS        SIGTERM -> SIGKILL deadline for captures [default: 10]
+      --max-connections N        open connections; more get 503 [default: 4096]
+      --max-captures N           running captures; more get 503 [default: 1024]
+      --max-head-bytes N         request head size; larger get 431 [default: 16384]
+      --max-headers N            request header count; more get 431 [default: 64]
+      --max-target-json N        container description size [default: 16384]
+      --max-filter N             capture filter length [default: 4096]
       --debug                    debug logging
       --log-requests             log each request (common log format)
       --log-headers              also log request headers
@@ -97,6 +119,12 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             "--discovery-timeout" => cfg.discovery_timeout = seconds(&flag, &value(&flag)?)?,
             "--term-timeout" => cfg.term_timeout = seconds(&flag, &value(&flag)?)?,
             "--capture-program" => cfg.capture_program = PathBuf::from(value(&flag)?),
+            "--max-connections" => cfg.max_connections = count(&flag, &value(&flag)?, 1, 1 << 20)?,
+            "--max-captures" => cfg.max_captures = count(&flag, &value(&flag)?, 1, 1 << 20)?,
+            "--max-head-bytes" => cfg.max_head_bytes = count(&flag, &value(&flag)?, 256, 1 << 20)?,
+            "--max-headers" => cfg.max_headers = count(&flag, &value(&flag)?, 4, 256)?,
+            "--max-target-json" => cfg.max_target_json = count(&flag, &value(&flag)?, 2, 1 << 20)?,
+            "--max-filter" => cfg.max_filter = count(&flag, &value(&flag)?, 1, 1 << 16)?,
             "--proxy-discovery" | "--debug" | "--log-requests" | "--log-headers"
                 if inline.is_some() =>
             {
@@ -116,6 +144,13 @@ fn port(flag: &str, v: &str) -> Result<u16, String> {
     match v.parse::<u16>() {
         Ok(p) if p > 0 => Ok(p),
         _ => Err(format!("{flag}: '{v}' is not a port number (1-65535)")),
+    }
+}
+
+fn count(flag: &str, v: &str, min: usize, max: usize) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!("{flag}: '{v}' is not a number from {min} to {max}")),
     }
 }
 
@@ -198,5 +233,28 @@ mod tests {
             .unwrap_err()
             .contains("takes no value"));
         assert!(run(&["--discovery-service", ""]).is_err());
+        assert!(run(&["--max-captures", "0"])
+            .unwrap_err()
+            .contains("--max-captures"));
+        assert!(run(&["--max-headers", "1000"]).is_err());
+    }
+
+    #[test]
+    fn limits_have_defaults_and_flags() {
+        let c = run(&[]).unwrap();
+        assert_eq!((c.max_connections, c.max_captures), (4096, 1024));
+        assert_eq!((c.max_head_bytes, c.max_headers), (16384, 64));
+        let c = run(&[
+            "--max-captures",
+            "3",
+            "--max-connections=10",
+            "--max-filter",
+            "8",
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.max_captures, c.max_connections, c.max_filter),
+            (3, 10, 8)
+        );
     }
 }

@@ -109,7 +109,7 @@ impl fmt::Display for Described<'_> {
         };
         match self.error {
             DiscoveryError::Unreachable(why) => write!(f, "{who} is unreachable: {why}"),
-            DiscoveryError::TimedOut => write!(f, "{who} did not answer in time"),
+            DiscoveryError::TimedOut => write!(f, "{who} timed out: no complete answer within the discovery deadline (--discovery-timeout)"),
             DiscoveryError::BadStatus(status) => {
                 write!(
                     f,
@@ -1176,7 +1176,7 @@ mod tests {
     fn fixture() -> Vec<u8> {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/fixtures/ghostwire-mobyshark.json"
+            "/tests/fixtures/ghostwire-mobyshark.json"
         );
         std::fs::read(path).unwrap()
     }

@@ -7,6 +7,7 @@
 //! so unit tests and fuzz targets drive them with plain bytes.
 
 pub mod capture;
+pub mod client;
 pub mod config;
 pub mod conn;
 pub mod discovery;
@@ -16,6 +17,8 @@ pub mod logging;
 pub mod netns;
 pub mod params;
 pub mod pcapng;
+pub mod privileges;
+pub mod proxy;
 pub mod reactor;
 pub mod session;
 pub mod target;

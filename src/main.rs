@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         }
     };
     logging::init(cfg.debug);
+    raise_fd_limit();
     let discovery = resolve_discovery(&cfg);
     let listener = match reactor::bind(cfg.port) {
         Ok(l) => l,
@@ -53,6 +54,18 @@ fn main() -> ExitCode {
         Err(e) => {
             log::error!("event loop failed: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Each capture holds three descriptors (socket, stdout, stderr): lift the
+/// soft descriptor limit to the hard one so dense nodes are not capped at
+/// the usual 1024.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
+            log::warn!("cannot raise the open file limit from {soft} to {hard}");
         }
     }
 }

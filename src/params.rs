@@ -7,7 +7,7 @@
 //! websocket upgrades.
 
 use crate::http::Request;
-use crate::target::{parse_target, Target};
+use crate::target::{parse_target_limited, Target, MAX_TARGET_JSON};
 
 /// Linux interface names are at most `IFNAMSIZ - 1` = 15 bytes.
 pub const MAX_IFNAME: usize = 15;
@@ -58,8 +58,30 @@ impl CaptureParams {
     }
 }
 
-/// Reads the capture parameters from a request.
+/// Bounds on what a capture request may carry (`--max-target-json`,
+/// `--max-filter`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_target_json: usize,
+    pub max_filter: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_target_json: MAX_TARGET_JSON,
+            max_filter: MAX_FILTER,
+        }
+    }
+}
+
+/// Reads the capture parameters from a request, with the default limits.
 pub fn capture_params(req: &Request) -> Result<CaptureParams, String> {
+    capture_params_limited(req, &Limits::default())
+}
+
+/// Reads the capture parameters from a request.
+pub fn capture_params_limited(req: &Request, limits: &Limits) -> Result<CaptureParams, String> {
     let query = parse_query(req.query.as_deref().unwrap_or(""))?;
     let q = |name: &str| {
         query
@@ -86,7 +108,8 @@ pub fn capture_params(req: &Request) -> Result<CaptureParams, String> {
             return Err("no capture target: give container=<JSON> or netns=<inode>".into());
         }
         (Some(json), None) => (
-            parse_target(json.as_bytes()).map_err(|e| e.to_string())?,
+            parse_target_limited(json.as_bytes(), limits.max_target_json)
+                .map_err(|e| e.to_string())?,
             true,
         ),
         (None, Some(n)) => (
@@ -105,7 +128,7 @@ pub fn capture_params(req: &Request) -> Result<CaptureParams, String> {
     let filter = match h("Clustershark-Filter")?.or(q("filter")) {
         None => None,
         Some(f) if f.trim().is_empty() => None,
-        Some(f) => Some(check_filter(f)?),
+        Some(f) => Some(check_filter(f, limits.max_filter)?),
     };
     let chaste = req.header("Clustershark-Chaste").is_some() || q("chaste").is_some();
     Ok(CaptureParams {
@@ -173,9 +196,9 @@ pub fn valid_ifname(n: &str) -> Result<(), String> {
     Err(format!("{why}: '{}'", shorten(n)))
 }
 
-fn check_filter(f: &str) -> Result<String, String> {
-    if f.len() > MAX_FILTER {
-        return Err(format!("capture filter longer than {MAX_FILTER} bytes"));
+fn check_filter(f: &str, max: usize) -> Result<String, String> {
+    if f.len() > max {
+        return Err(format!("capture filter longer than {max} bytes"));
     }
     if f.contains('\0') {
         return Err("capture filter must not contain NUL bytes".into());
@@ -390,6 +413,30 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.interfaces(), vec!["eth1".to_string(), "lo".to_string()]);
+    }
+
+    #[test]
+    fn configured_limits_bound_target_json_and_filter() {
+        let limits = Limits {
+            max_target_json: 20,
+            max_filter: 3,
+        };
+        let r = req("/capture?netns=1&filter=tcpx", &[]);
+        assert!(capture_params_limited(&r, &limits)
+            .unwrap_err()
+            .contains("longer than 3"));
+        let r = req(
+            "/capture",
+            &[(
+                "Clustershark-Container",
+                r#"{"name":"abcdefghijkl","netns":1}"#,
+            )],
+        );
+        assert!(capture_params_limited(&r, &limits)
+            .unwrap_err()
+            .contains("more than the 20"));
+        let r = req("/capture?netns=1&filter=tcp", &[]);
+        assert!(capture_params_limited(&r, &limits).is_ok());
     }
 
     #[test]

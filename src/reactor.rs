@@ -87,6 +87,9 @@ pub struct Reactor {
     shutdown_deadline: Option<Instant>,
     /// Keys that saw an event this batch; checked for removal at its end.
     touched: Vec<usize>,
+    /// Sessions running a capture (see `Session::counted`).
+    captures: usize,
+    privileges: crate::privileges::Privileges,
 }
 
 /// Builds a [`Ctx`] from the reactor's fields, leaving `sessions` free to be
@@ -102,6 +105,8 @@ macro_rules! ctx {
             buf: &mut $r.buf,
             now: $now,
             discovery: &$r.discovery,
+            captures: $r.captures,
+            privileges: &$r.privileges,
         }
     };
 }
@@ -130,6 +135,12 @@ impl Reactor {
             SIGNALS,
             Interest::READABLE,
         )?;
+        let privileges = crate::privileges::init();
+        if let Some(why) = privileges.refusal() {
+            warn!("{why}: every capture will be refused");
+        } else if privileges.ambient {
+            info!("not root: capture programs get CAP_NET_ADMIN and CAP_NET_RAW as ambient capabilities");
+        }
         Ok(Reactor {
             poll,
             listener: Some(listener),
@@ -145,6 +156,8 @@ impl Reactor {
             accept_paused_until: None,
             shutdown_deadline: None,
             touched: Vec::new(),
+            captures: 0,
+            privileges,
         })
     }
 
@@ -226,6 +239,7 @@ impl Reactor {
         let mut ctx = ctx!(self, now);
         session.on_event(&mut ctx, role, readable, writable);
         self.touched.push(key);
+        self.account(key);
     }
 
     fn fire_timers(&mut self, now: Instant) {
@@ -245,6 +259,22 @@ impl Reactor {
             let mut ctx = ctx!(self, now);
             session.on_timer(&mut ctx);
             self.touched.push(key);
+            self.account(key);
+        }
+    }
+
+    /// Keeps the count of running captures in step with the session's phase.
+    fn account(&mut self, key: usize) {
+        if let Some(s) = self.sessions.get_mut(key) {
+            let capture = s.is_capture();
+            if capture != s.counted {
+                s.counted = capture;
+                if capture {
+                    self.captures += 1;
+                } else {
+                    self.captures -= 1;
+                }
+            }
         }
     }
 
@@ -252,6 +282,9 @@ impl Reactor {
         for key in std::mem::take(&mut self.touched) {
             if self.sessions.get(key).is_some_and(|s| s.finished()) {
                 let mut s = self.sessions.remove(key);
+                if s.counted {
+                    self.captures -= 1;
+                }
                 let _ = self.poll.registry().deregister(s.socket());
                 debug!("[c{}] connection closed", s.id);
             }
@@ -287,6 +320,10 @@ impl Reactor {
                     }
                 }
             };
+            if self.sessions.len() >= self.cfg.max_connections {
+                refuse_connection(sock, peer, self.cfg.max_connections);
+                continue;
+            }
             tune_client_socket(&sock);
             let entry = self.sessions.vacant_entry();
             let key = entry.key();
@@ -345,6 +382,7 @@ impl Reactor {
                 let mut ctx = ctx!(self, now);
                 session.on_exit(&mut ctx, status);
                 self.touched.push(key);
+                self.account(key);
             }
         }
     }
@@ -369,6 +407,7 @@ impl Reactor {
                 let mut ctx = ctx!(self, now);
                 session.shutdown(&mut ctx);
                 self.touched.push(key);
+                self.account(key);
             }
         }
     }
@@ -387,6 +426,24 @@ impl Reactor {
             let _ = waitpid(Pid::from_raw(pid), None);
         }
     }
+}
+
+/// Over the connection limit: a best-effort 503 and close, without a
+/// session (the socket buffer takes these few bytes; if not, the close says
+/// enough).
+fn refuse_connection(mut sock: mio::net::TcpStream, peer: SocketAddr, max: usize) {
+    use std::io::Write;
+    warn!("refusing connection from {peer}: {max} connections are open, the limit");
+    let text = format!("this service has its maximum of {max} connections open; try again later");
+    let resp = crate::http::response(
+        503,
+        &[("Retry-After", "5")],
+        "text/plain; charset=utf-8",
+        format!("{text}\n").as_bytes(),
+        true,
+    );
+    let _ = sock.write(&resp);
+    let _ = sock.shutdown(std::net::Shutdown::Both);
 }
 
 fn tune_client_socket(sock: &mio::net::TcpStream) {

@@ -31,8 +31,9 @@ use crate::conn::Conn;
 use crate::discovery::{find_target, DiscoveryCall, DiscoveryError};
 use crate::front::Route;
 use crate::http::{self, Request};
-use crate::params::{capture_params, CaptureParams};
+use crate::params::{capture_params_limited, CaptureParams, Limits};
 use crate::pcapng::{target_document, ShbEditor, TargetInfo};
+use crate::proxy::{self, Proxy, Step};
 use crate::target::{is_stale, process_starttime};
 use crate::ws::{self, FrameReader, Inbound};
 
@@ -64,6 +65,9 @@ pub const LOW_WATER: usize = 64 * 1024;
 /// Reads of one descriptor per event before other sessions get their turn;
 /// with 64 KiB reads this is at most 1 MiB per turn.
 const READS_PER_TURN: usize = 16;
+/// Client bytes kept while discovery runs (frames sent behind the
+/// handshake); a well-behaved client sends none or a close frame.
+const MAX_EARLY_FRAMES: usize = 4096;
 /// Longest stderr line kept from the capture program.
 const MAX_ERR_LINE: usize = 1024;
 
@@ -116,6 +120,9 @@ pub struct Ctx<'a> {
     pub now: Instant,
     /// The discovery service's address, resolved at start-up.
     pub discovery: &'a Result<SocketAddr, String>,
+    /// Captures running now (the reactor keeps count).
+    pub captures: usize,
+    pub privileges: &'a crate::privileges::Privileges,
 }
 
 /// Why a capture is ending; decides what the client gets at the end.
@@ -174,10 +181,12 @@ struct Discovering {
 }
 
 enum Phase {
-    /// Reading a request head.
+    /// Reading a request head. `paused`: responses to pipelined requests
+    /// filled the output queue, so reading waits for the client to take them.
     Head {
         buf: Vec<u8>,
         first: bool,
+        paused: bool,
     },
     /// Waiting for the discovery service before spawning.
     Discovering(Box<Discovering>),
@@ -186,6 +195,8 @@ enum Phase {
     Closing(FrameReader),
     /// A final response is being flushed; then the connection closes.
     Flush,
+    /// Forwarding one request to the discovery service (`--proxy-discovery`).
+    Proxy(Box<Proxy>),
 }
 
 pub struct Session {
@@ -196,6 +207,8 @@ pub struct Session {
     phase: Phase,
     deadline: Option<Instant>,
     finished: bool,
+    /// Whether the reactor counts this session as a running capture.
+    pub counted: bool,
 }
 
 fn arm(deadline: &mut Option<Instant>, ctx: &mut Ctx, key: usize, id: u64, after: Duration) {
@@ -214,9 +227,11 @@ impl Session {
             phase: Phase::Head {
                 buf: Vec::new(),
                 first: true,
+                paused: false,
             },
             deadline: None,
             finished: false,
+            counted: false,
         };
         arm(&mut s.deadline, ctx, key, id, HEAD_TIMEOUT);
         s
@@ -264,6 +279,9 @@ impl Session {
             }
             STDOUT => self.pump_stdout(ctx),
             STDERR => self.pump_stderr(ctx),
+            UPSTREAM if matches!(self.phase, Phase::Proxy(_)) => {
+                self.on_proxy_upstream(ctx, readable, writable)
+            }
             UPSTREAM => self.on_discovery(ctx),
             _ => {}
         }
@@ -276,7 +294,7 @@ impl Session {
         }
         let id = self.id;
         match &mut self.phase {
-            Phase::Head { buf, first } => {
+            Phase::Head { buf, first, .. } => {
                 if !buf.is_empty() || *first {
                     debug!("[c{id}] request head not complete in time");
                     if !buf.is_empty() {
@@ -307,6 +325,19 @@ impl Session {
             Phase::Closing(_) | Phase::Flush => {
                 debug!("[c{id}] client did not finish closing in time");
                 self.finished = true;
+            }
+            Phase::Proxy(p) => {
+                if p.answered() {
+                    self.finished = true;
+                } else {
+                    info!("[c{id}] discovery service did not answer in time");
+                    let resp = http::text_response(
+                        504,
+                        "the discovery service did not answer in time",
+                        true,
+                    );
+                    self.respond_close(ctx, resp);
+                }
             }
         }
     }
@@ -349,10 +380,10 @@ impl Session {
                     true,
                 ));
                 self.phase = Phase::Flush;
-                arm(&mut self.deadline, ctx, self.key, self.id, CLOSE_TIMEOUT);
+                self.arm(ctx, CLOSE_TIMEOUT);
                 self.finish_if_flushed();
             }
-            Phase::Head { .. } | Phase::Closing(_) => self.finished = true,
+            Phase::Head { .. } | Phase::Closing(_) | Phase::Proxy(_) => self.finished = true,
             Phase::Flush => {}
         }
     }
@@ -364,11 +395,23 @@ impl Session {
             self.client_broke(ctx, e);
             return;
         }
-        if let Phase::Streaming(cap) = &mut self.phase {
-            if cap.paused && self.conn.out.len() <= LOW_WATER {
+        match &mut self.phase {
+            Phase::Streaming(cap) if cap.paused && self.conn.out.len() <= LOW_WATER => {
                 cap.paused = false;
                 self.pump_stdout(ctx);
             }
+            Phase::Head { paused: true, .. } if self.conn.out.len() <= LOW_WATER => {
+                if let Phase::Head { paused, .. } = &mut self.phase {
+                    *paused = false;
+                }
+                self.parse_heads(ctx);
+                ctx.again.push((token(self.key, CLIENT), self.id));
+            }
+            Phase::Proxy(p) if p.up_paused && self.conn.out.len() <= proxy::LOW_WATER => {
+                let step = p.pump_upstream(&mut self.conn, ctx.buf);
+                self.proxy_step(ctx, step);
+            }
+            _ => {}
         }
         self.finish_if_flushed();
     }
@@ -399,6 +442,7 @@ impl Session {
             Phase::Streaming(_) => self.read_frames(ctx),
             Phase::Closing(_) => self.read_closing(ctx),
             Phase::Discovering(_) | Phase::Flush => self.read_discard(ctx),
+            Phase::Proxy(_) => self.on_proxy_client(ctx),
         }
     }
 
@@ -420,6 +464,9 @@ impl Session {
     fn read_head(&mut self, ctx: &mut Ctx) {
         let mut reads = 0;
         loop {
+            if self.head_backlogged() {
+                return;
+            }
             match self.read_client(ctx, &mut reads) {
                 Ok(0) => {
                     self.finished = true;
@@ -444,16 +491,29 @@ impl Session {
         }
     }
 
+    /// A client that pipelines requests without reading the responses is not
+    /// read further until it takes them: its queue stays bounded.
+    fn head_backlogged(&mut self) -> bool {
+        let full = self.conn.out.len() >= HIGH_WATER;
+        if let Phase::Head { paused, .. } = &mut self.phase {
+            *paused |= full;
+        }
+        full
+    }
+
     /// Handles every complete head in the buffer (pipelined requests).
     fn parse_heads(&mut self, ctx: &mut Ctx) {
         loop {
+            if self.head_backlogged() {
+                return;
+            }
             let Phase::Head { buf, .. } = &mut self.phase else {
                 return;
             };
             if buf.is_empty() {
                 return;
             }
-            match http::parse_request(buf) {
+            match http::parse_request_limited(buf, ctx.cfg.max_head_bytes, ctx.cfg.max_headers) {
                 Ok(None) => return,
                 Ok(Some(req)) => {
                     let leftover = buf.split_off(req.head_len);
@@ -484,7 +544,14 @@ impl Session {
                     self.finished = true;
                     return;
                 }
-                Ok(_) => {}
+                Ok(n) => {
+                    // Frames sent right behind the handshake (a close, say)
+                    // are kept for the capture, within a bound.
+                    if let Phase::Discovering(d) = &mut self.phase {
+                        let room = MAX_EARLY_FRAMES.saturating_sub(d.leftover.len());
+                        d.leftover.extend_from_slice(&ctx.buf[..n.min(room)]);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => return self.client_broke(ctx, e),
             }
@@ -588,6 +655,25 @@ impl Session {
             }
         }
         match crate::front::route(&req, ctx.cfg.proxy_discovery) {
+            Route::Capture { .. } if ctx.captures >= ctx.cfg.max_captures => {
+                info!(
+                    "[c{}] capture refused: {} captures are running, the limit",
+                    self.id, ctx.captures
+                );
+                self.log_line(ctx, Some(&req), 503);
+                let text = format!(
+                    "capture refused: this service is running its maximum of {} captures; try again later",
+                    ctx.cfg.max_captures
+                );
+                let resp = http::response(
+                    503,
+                    &[("Retry-After", "10")],
+                    "text/plain; charset=utf-8",
+                    format!("{text}\n").as_bytes(),
+                    true,
+                );
+                self.respond_close(ctx, resp);
+            }
             Route::Capture { accept } => {
                 self.log_line(ctx, Some(&req), 101);
                 self.deadline = None;
@@ -605,11 +691,7 @@ impl Session {
                     self.respond_close(ctx, bytes);
                 }
             }
-            Route::Proxy { .. } => {
-                self.log_line(ctx, Some(&req), 502);
-                let resp = http::text_response(502, "the discovery proxy is not available", true);
-                self.respond_close(ctx, resp);
-            }
+            Route::Proxy { target } => self.start_proxy(ctx, &req, &target, leftover),
         }
     }
 
@@ -618,17 +700,22 @@ impl Session {
         if let Err(e) = self.conn.send(&resp) {
             return self.client_broke(ctx, e);
         }
+        self.await_next_request(ctx, leftover);
+    }
+
+    /// Keep-alive: the connection waits for its next request, which may
+    /// already have begun in `buf`.
+    fn await_next_request(&mut self, ctx: &mut Ctx, buf: Vec<u8>) {
         self.phase = Phase::Head {
-            buf: leftover,
+            buf,
             first: false,
+            paused: false,
         };
-        arm(
-            &mut self.deadline,
-            ctx,
-            self.key,
-            self.id,
-            KEEPALIVE_TIMEOUT,
-        );
+        self.arm(ctx, KEEPALIVE_TIMEOUT);
+    }
+
+    fn arm(&mut self, ctx: &mut Ctx, after: Duration) {
+        arm(&mut self.deadline, ctx, self.key, self.id, after);
     }
 
     fn respond_close(&mut self, ctx: &mut Ctx, resp: Vec<u8>) {
@@ -636,11 +723,11 @@ impl Session {
             return self.client_broke(ctx, e);
         }
         self.phase = Phase::Flush;
-        arm(&mut self.deadline, ctx, self.key, self.id, CLOSE_TIMEOUT);
+        self.arm(ctx, CLOSE_TIMEOUT);
         self.finish_if_flushed();
     }
 
-    fn log_line(&self, ctx: &Ctx, req: Option<&Request>, status: u16) {
+    fn log_line(&self, ctx: &Ctx, req: Option<&Request>, status: impl std::fmt::Display) {
         if !ctx.cfg.log_requests {
             return;
         }
@@ -665,10 +752,115 @@ impl Session {
         );
     }
 
+    // ---- the discovery proxy -------------------------------------------
+
+    fn start_proxy(&mut self, ctx: &mut Ctx, req: &Request, target: &str, leftover: Vec<u8>) {
+        let addr = match ctx.discovery {
+            Ok(a) => *a,
+            Err(why) => {
+                self.log_line(ctx, Some(req), 502);
+                let resp = http::text_response(502, why, true);
+                return self.respond_close(ctx, resp);
+            }
+        };
+        let service = service_name(ctx.cfg);
+        let head = proxy::upstream_head(req, target, &service, self.peer.ip());
+        let mut p = match Proxy::start(addr, head, req, leftover) {
+            Ok(p) => p,
+            Err(e) => {
+                let status = match e.kind() {
+                    io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData => 400,
+                    _ => 502,
+                };
+                self.log_line(ctx, Some(req), status);
+                let text = if status == 400 {
+                    format!("malformed request: {e}")
+                } else {
+                    format!("discovery service at {service} unreachable: {e}")
+                };
+                return self.respond_close(ctx, http::text_response(status, &text, true));
+            }
+        };
+        if let Err(e) = ctx.registry.register(
+            &mut p.up,
+            token(self.key, UPSTREAM),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            self.log_line(ctx, Some(req), 502);
+            let resp = http::text_response(502, &format!("cannot proxy: {e}"), true);
+            return self.respond_close(ctx, resp);
+        }
+        self.log_line(ctx, Some(req), "proxied");
+        debug!(
+            "[c{}] proxying {} {target} to {service}",
+            self.id, req.method
+        );
+        self.phase = Phase::Proxy(Box::new(p));
+        // No response head within the discovery deadline: 504.
+        self.arm(ctx, ctx.cfg.discovery_timeout);
+    }
+
+    fn on_proxy_upstream(&mut self, ctx: &mut Ctx, readable: bool, writable: bool) {
+        let Phase::Proxy(p) = &mut self.phase else {
+            return;
+        };
+        let mut step = p.on_upstream(&mut self.conn, ctx.buf, readable, writable);
+        if step == Step::Continue && p.client_paused && p.up_queue_low() {
+            step = p.on_client(&mut self.conn, ctx.buf);
+        }
+        self.proxy_step(ctx, step);
+    }
+
+    fn on_proxy_client(&mut self, ctx: &mut Ctx) {
+        let Phase::Proxy(p) = &mut self.phase else {
+            return;
+        };
+        let step = p.on_client(&mut self.conn, ctx.buf);
+        self.proxy_step(ctx, step);
+    }
+
+    fn proxy_step(&mut self, ctx: &mut Ctx, step: Step) {
+        let Phase::Proxy(p) = &mut self.phase else {
+            return;
+        };
+        if p.answered() {
+            self.deadline = None;
+        }
+        match step {
+            Step::Continue => {}
+            Step::MoreUpstream => ctx.again.push((token(self.key, UPSTREAM), self.id)),
+            Step::MoreClient => ctx.again.push((token(self.key, CLIENT), self.id)),
+            Step::Done => {
+                let pending = std::mem::take(&mut p.pending);
+                let _ = ctx.registry.deregister(&mut p.up);
+                self.await_next_request(ctx, pending);
+                // Bytes that arrived meanwhile were not read (edge-triggered):
+                // look again, and handle a request already buffered.
+                ctx.again.push((token(self.key, CLIENT), self.id));
+                self.parse_heads(ctx);
+            }
+            Step::Close => {
+                let _ = ctx.registry.deregister(&mut p.up);
+                self.phase = Phase::Flush;
+                self.arm(ctx, CLOSE_TIMEOUT);
+                self.finish_if_flushed();
+            }
+            Step::Fail(status, why) => {
+                info!("[c{}] proxy: {why}", self.id);
+                let _ = ctx.registry.deregister(&mut p.up);
+                self.respond_close(ctx, http::text_response(status, &why, true));
+            }
+        }
+    }
+
     // ---- starting a capture ---------------------------------------------
 
     fn start_capture(&mut self, ctx: &mut Ctx, req: &Request, accept: String, leftover: Vec<u8>) {
-        let mut params = match capture_params(req) {
+        let limits = Limits {
+            max_target_json: ctx.cfg.max_target_json,
+            max_filter: ctx.cfg.max_filter,
+        };
+        let mut params = match capture_params_limited(req, &limits) {
             Ok(p) => p,
             Err(reason) => {
                 return self.refuse(
@@ -733,13 +925,7 @@ impl Session {
             "[c{}] looking up container {:?} (prefix {:?}) with the discovery service at {addr}",
             self.id, params.target.name, params.target.prefix
         );
-        arm(
-            &mut self.deadline,
-            ctx,
-            self.key,
-            self.id,
-            ctx.cfg.discovery_timeout,
-        );
+        self.arm(ctx, ctx.cfg.discovery_timeout);
         self.phase = Phase::Discovering(Box::new(Discovering {
             params,
             accept,
@@ -814,6 +1000,9 @@ impl Session {
     ) {
         let id = self.id;
         let t = &params.target;
+        if let Some(reason) = ctx.privileges.refusal() {
+            return self.refuse(ctx, accept, ws::INTERNAL_ERROR, &reason);
+        }
         let ns = match crate::netns::locate(t.netns, t.pid) {
             Ok(ns) => ns,
             Err(reason) => {
@@ -828,7 +1017,7 @@ impl Session {
         let interfaces = params.interfaces();
         let args = capture_args(&interfaces, params.filter.as_deref(), params.chaste);
         let program = &ctx.cfg.capture_program;
-        let spawned = match spawn(program, &args, &ns.file) {
+        let spawned = match spawn(program, &args, &ns.file, ctx.privileges.ambient) {
             Ok(s) => s,
             Err(e) => {
                 let reason = format!("cannot start capture program {}: {e}", program.display());
@@ -929,7 +1118,7 @@ impl Session {
             return self.client_broke(ctx, e);
         }
         self.phase = Phase::Closing(FrameReader::new());
-        arm(&mut self.deadline, ctx, self.key, self.id, CLOSE_TIMEOUT);
+        self.arm(ctx, CLOSE_TIMEOUT);
     }
 
     // ---- capture output ----------------------------------------------------
@@ -1059,7 +1248,7 @@ impl Session {
                 let code = code.unwrap_or(ws::NORMAL);
                 let frame = ws::close_frame(code, "");
                 self.phase = Phase::Flush;
-                arm(&mut self.deadline, ctx, self.key, self.id, CLOSE_TIMEOUT);
+                self.arm(ctx, CLOSE_TIMEOUT);
                 if let Err(e) = self.conn.send(&frame) {
                     return self.client_broke(ctx, e);
                 }
@@ -1074,7 +1263,7 @@ impl Session {
         };
         info!("[c{}] capture ended: {code} {reason}", self.id);
         self.phase = Phase::Closing(FrameReader::new());
-        arm(&mut self.deadline, ctx, self.key, self.id, CLOSE_TIMEOUT);
+        self.arm(ctx, CLOSE_TIMEOUT);
         if let Err(e) = self.conn.send(&ws::close_frame(code, &reason)) {
             self.client_broke(ctx, e);
         }

@@ -75,7 +75,7 @@ pub struct Cluster {
 #[derive(Clone, Debug, PartialEq)]
 pub enum TargetError {
     /// More than [`MAX_TARGET_JSON`] bytes.
-    TooLarge { len: usize },
+    TooLarge { len: usize, max: usize },
     /// Not JSON at all; carries the JSON parser's message.
     Syntax(String),
     /// Valid JSON, but not an object.
@@ -88,10 +88,9 @@ impl fmt::Display for TargetError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("invalid container description: ")?;
         match self {
-            TargetError::TooLarge { len } => write!(
-                f,
-                "it is {len} bytes long, more than the {MAX_TARGET_JSON} allowed"
-            ),
+            TargetError::TooLarge { len, max } => {
+                write!(f, "it is {len} bytes long, more than the {max} allowed")
+            }
             TargetError::Syntax(why) => write!(f, "not valid JSON: {why}"),
             TargetError::NotAnObject { found } => {
                 write!(f, "expected a JSON object, found {found}")
@@ -107,8 +106,16 @@ impl std::error::Error for TargetError {}
 /// parameter) or as GhostWire lists it. Unknown fields are ignored; missing
 /// and `null` fields take their default (zero, empty, none).
 pub fn parse_target(json: &[u8]) -> Result<Target, TargetError> {
-    if json.len() > MAX_TARGET_JSON {
-        return Err(TargetError::TooLarge { len: json.len() });
+    parse_target_limited(json, MAX_TARGET_JSON)
+}
+
+/// [`parse_target`] with a size limit other than [`MAX_TARGET_JSON`].
+pub fn parse_target_limited(json: &[u8], max: usize) -> Result<Target, TargetError> {
+    if json.len() > max {
+        return Err(TargetError::TooLarge {
+            len: json.len(),
+            max,
+        });
     }
     let value: Value =
         serde_json::from_slice(json).map_err(|e| TargetError::Syntax(e.to_string()))?;
@@ -325,7 +332,7 @@ mod tests {
     fn fixture() -> Value {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/fixtures/ghostwire-mobyshark.json"
+            "/tests/fixtures/ghostwire-mobyshark.json"
         );
         serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
     }
@@ -501,7 +508,8 @@ mod tests {
         assert_eq!(
             parse_target(&json),
             Err(TargetError::TooLarge {
-                len: MAX_TARGET_JSON + 1
+                len: MAX_TARGET_JSON + 1,
+                max: MAX_TARGET_JSON
             })
         );
     }
