@@ -155,6 +155,11 @@ pub fn response_head(
         return Err("response head too large".into());
     }
     let status = resp.code.unwrap_or(0);
+    // httparse takes any three digits; "010" would be rewritten as a status
+    // line the client cannot parse (RFC 9110 15: 100 to 999).
+    if status < 100 {
+        return Err(format!("malformed response head: status {status:03}"));
+    }
     let reason = resp.reason.unwrap_or("");
     let pairs = || resp.headers.iter().map(|h| (h.name, h.value));
     let listed = connection_options(pairs());
@@ -736,6 +741,18 @@ mod tests {
         );
         assert!(h.contains("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"));
         assert!(!h.contains("Connection: close"));
+    }
+
+    #[test]
+    fn status_below_100_is_a_malformed_response() {
+        // Found by the proxy fuzz target: "HTTP/1.1 010 X" was passed on as
+        // "HTTP/1.1 10 X", which no client can parse.
+        for s in ["HTTP/1.1 010 X\r\n\r\n", "HTTP/1.1 000 X\r\n\r\n"] {
+            let e = response_head(s.as_bytes(), false, true).unwrap_err();
+            assert!(e.contains("malformed"), "{s}: {e}");
+        }
+        let ok = response_head(b"HTTP/1.1 100 Continue\r\n\r\n", false, true);
+        assert_eq!(ok.unwrap().unwrap().status, 100);
     }
 
     #[test]
