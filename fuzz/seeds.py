@@ -238,6 +238,25 @@ def ws_frames():
     write(t, "long-reason", b"\x13\x88\xc8" + ("é" * 100).encode() + chunks([2]) + frame(0x89, b"p" * 125))
 
 
+def proxy():
+    t = "proxy"
+    write(t, "response-length", b"\x08" + chunks([5]) + http_response(
+        200, [("Content-Type", "application/json"), ("Content-Length", "2"),
+              ("Connection", "keep-alive, X-Hop"), ("X-Hop", "1"), ("Keep-Alive", "5")], b"{}"))
+    write(t, "response-chunked", b"\x00" + chunks() + http_response(
+        200, [("Transfer-Encoding", "gzip, chunked"), ("Content-Length", "9"), ("Trailer", "X")]))
+    write(t, "response-head-request", b"\x0c" + chunks() + http_response(404, [("Content-Length", "10")]))
+    write(t, "response-101", b"\x08" + chunks() + http_response(
+        101, [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", "x")]))
+    write(t, "request-get", b"\x02" + chunks() + b"GET /discover/mobyshark?x=1 HTTP/1.1\r\n"
+          b"Host: me\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nTE: trailers\r\n"
+          b"X-Forwarded-For: 10.0.0.9\r\nEnable-Monolith: false\r\nAccept: */*\r\n\r\n")
+    write(t, "request-upgrade", b"\x06" + chunks() + upgrade("/discover/ws?token=1"))
+    write(t, "body-chunked", b"\x23" + chunks([1, 4, 9]) +
+          b"4;name=v\r\nWiki\r\n5\r\npedia\r\n0\r\nX-T: 1\r\n\r\nNEXT")
+    write(t, "body-length", b"\x13" + chunks([2]) + b"\x05" + b"abcdefgh")
+
+
 if __name__ == "__main__":
     session()
     http_head()
@@ -245,3 +264,4 @@ if __name__ == "__main__":
     pcapng_shb()
     discovery()
     ws_frames()
+    proxy()

@@ -1,0 +1,179 @@
+//! The discovery proxy's sans-IO half (`--proxy-discovery`): the request head
+//! rewritten for the discovery service, the response head parsed and
+//! rewritten for the client, and the body scanner that finds where a body
+//! ends in a stream split into reads where the fuzzer chooses.
+//!
+//! Input layout: one mode byte (bits 0-1: 0 and 1 response head, 2 request
+//! head, 3 body scanner; bit 2: the request was HEAD; bit 3: keep-alive;
+//! bits 4-5: body framing for the scanner), the read sizes (see
+//! `fuzz_support::Chunker`), then the bytes.
+//!
+//! Invariants: no panic; a rewritten head is one well-formed HTTP/1.1 head
+//! (nothing a peer sent can split it or add a line), without hop-by-hop
+//! headers except what an upgrade needs, with `Connection: close` where the
+//! connection must close; a response head is found at the same place however
+//! it arrives; the body scanner consumes the same bytes and reaches the same
+//! end in any chunking, and nothing once done.
+
+#![no_main]
+
+use std::net::{IpAddr, Ipv6Addr};
+
+use fuzz_support::split_input;
+use libfuzzer_sys::fuzz_target;
+use packetflix::front::proxied_target;
+use packetflix::http::{parse_request, BodyKind};
+use packetflix::proxy::{response_head, upstream_head, BodyScanner, Framing, MAX_RESPONSE_HEAD};
+
+/// Headers that describe one hop (RFC 9110 7.6.1) and are never forwarded;
+/// `Connection` and `Upgrade` are checked separately.
+const HOP_BY_HOP: [&str; 6] = [
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+];
+
+fn response(buf: &[u8], head_request: bool, keep_alive: bool) {
+    let Ok(Some(h)) = response_head(buf, head_request, keep_alive) else {
+        return;
+    };
+    assert!(h.head_len <= buf.len() && h.head_len <= MAX_RESPONSE_HEAD);
+    // Found at the same place with nothing after it, and not before.
+    assert_eq!(
+        response_head(&buf[..h.head_len], head_request, keep_alive),
+        Ok(Some(h.clone()))
+    );
+    assert_eq!(
+        response_head(&buf[..h.head_len - 1], head_request, keep_alive),
+        Ok(None)
+    );
+    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut resp = httparse::Response::new(&mut headers);
+    match resp.parse(&h.rewritten) {
+        Ok(httparse::Status::Complete(n)) => assert_eq!(n, h.rewritten.len(), "bytes after head"),
+        other => panic!(
+            "rewritten head does not parse ({other:?}): {:?}",
+            String::from_utf8_lossy(&h.rewritten)
+        ),
+    }
+    assert_eq!(resp.code, Some(h.status));
+    let has = |name: &str| {
+        resp.headers
+            .iter()
+            .any(|x| x.name.eq_ignore_ascii_case(name))
+    };
+    for name in HOP_BY_HOP {
+        assert!(!has(name), "hop-by-hop {name} forwarded");
+    }
+    if h.status != 101 {
+        assert!(!has("upgrade"), "Upgrade forwarded on {}", h.status);
+        let closes = resp.headers.iter().any(|x| {
+            x.name.eq_ignore_ascii_case("connection") && x.value.eq_ignore_ascii_case(b"close")
+        });
+        if !keep_alive || h.body == Framing::UntilClose {
+            assert!(closes, "connection must close");
+        }
+    }
+    if has("transfer-encoding") {
+        assert!(
+            !has("content-length"),
+            "both Transfer-Encoding and Content-Length"
+        );
+    }
+    if head_request && h.status != 101 {
+        assert_eq!(h.body, Framing::None);
+    }
+}
+
+fn request(buf: &[u8], flags: u8) {
+    let Ok(Some(req)) = parse_request(buf) else {
+        return;
+    };
+    let target = proxied_target(&req);
+    let client = if flags & 4 != 0 {
+        IpAddr::V6(Ipv6Addr::LOCALHOST)
+    } else {
+        IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0x0a00, 0x0001))
+    };
+    let head = upstream_head(&req, &target, "ghostwire:5000", client);
+    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut up = httparse::Request::new(&mut headers);
+    match up.parse(&head) {
+        Ok(httparse::Status::Complete(n)) => assert_eq!(n, head.len(), "bytes after head"),
+        other => panic!(
+            "upstream head does not parse ({other:?}): {:?}",
+            String::from_utf8_lossy(&head)
+        ),
+    }
+    assert_eq!(up.method, Some(req.method.as_str()));
+    assert_eq!(up.path, Some(target.as_str()));
+    let count = |name: &str| {
+        up.headers
+            .iter()
+            .filter(|x| x.name.eq_ignore_ascii_case(name))
+            .count()
+    };
+    assert_eq!(count("host"), 1);
+    assert_eq!(count("connection"), 1);
+    assert_eq!(count("x-forwarded-for"), 1);
+    assert_eq!(count("enable-monolith"), 1);
+    for name in HOP_BY_HOP {
+        assert_eq!(count(name), 0, "hop-by-hop {name} forwarded");
+    }
+    assert!(count("upgrade") <= 1);
+}
+
+fn scan(reads: &[&[u8]], kind: BodyKind) -> (Result<usize, &'static str>, bool) {
+    let mut s = BodyScanner::for_request(kind);
+    let mut used = 0;
+    for r in reads {
+        let was_done = s.is_done();
+        match s.feed(r) {
+            Ok(n) => {
+                assert!(n <= r.len());
+                if was_done {
+                    assert_eq!(n, 0, "bytes taken after the end of the body");
+                }
+                used += n;
+                if n < r.len() {
+                    assert!(s.is_done(), "bytes left over but the body goes on");
+                }
+            }
+            Err(e) => return (Err(e), false),
+        }
+    }
+    (Ok(used), s.is_done())
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let (mut chunker, stream) = split_input(rest, 0);
+    match mode & 3 {
+        0 | 1 => response(stream, mode & 4 != 0, mode & 8 != 0),
+        2 => request(stream, mode),
+        _ => {
+            let kind = match (mode >> 4) & 3 {
+                0 => BodyKind::None,
+                // `Request::body_kind` never gives Length(0) (that is None),
+                // and `for_request` is only ready for what it gives.
+                1 => BodyKind::Length(1 + u64::from(stream.first().copied().unwrap_or(0))),
+                _ => BodyKind::Chunked,
+            };
+            let reads = chunker.split(stream);
+            let chunked = scan(&reads, kind);
+            let whole = scan(&[stream], kind);
+            match (&chunked, &whole) {
+                ((Ok(a), da), (Ok(b), db)) => {
+                    assert_eq!((a, da), (b, db), "body end depends on the reads")
+                }
+                ((Err(_), _), (Err(_), _)) => {}
+                _ => panic!("chunked {chunked:?} but whole {whole:?}"),
+            }
+        }
+    }
+});
