@@ -101,6 +101,10 @@ def session():
           b"GET http://host:5001/version HTTP/1.1\r\n\r\nPOST /version HTTP/1.1\r\n"
           b"Content-Length: 3\r\n\r\nabc")
     write(t, "garbage", b"\0" + chunks() + b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+    # Flag bit 1: the smallest --max-head-bytes (256) and --max-headers (4).
+    write(t, "small-limits-upgrade", b"\2" + chunks([40]) + upgrade("/capture?netns=1"))
+    write(t, "small-limits-ok", b"\2" + chunks() + b"GET /version HTTP/1.1\r\nA: 1\r\n\r\n"
+          b"GET /version HTTP/1.1\r\n\r\n")
     big = b"GET / HTTP/1.1\r\nX-Big: " + b"a" * (16 * 1024 + 100) + b"\r\n\r\n"
     write(t, "oversized-head", b"\0" + chunks([0xFF]) + big)
 

@@ -7,24 +7,30 @@
 //! `start_capture`, `read_frames`, `read_closing`) step for step, with the
 //! parts that need the kernel (namespaces, the capture program, the discovery
 //! service) replaced by their outcome. Input layout: one flag byte (bit 0:
-//! `--proxy-discovery`), then the read sizes (see `fuzz_support::Chunker`),
-//! then the client's bytes.
+//! `--proxy-discovery`; bit 1: the smallest `--max-head-bytes` and
+//! `--max-headers`, 256 and 4, so that oversized heads are in reach), then
+//! the read sizes (see `fuzz_support::Chunker`), then the client's bytes.
 //!
 //! Invariants: no panic; every response is well-formed HTTP/1.1 starting with
 //! `HTTP/1.1 `; a head is never held past `MAX_HEAD`; the frame reader never
 //! buffers more than 125 bytes; every close frame carries at most 125 payload
 //! bytes with a UTF-8 reason; pongs are well-formed; and what the server
 //! writes does not depend on how the client's bytes were split into reads.
+//!
+//! Where the model knowingly differs from session.rs, the difference is
+//! named at the place (see `refuse`).
 
 #![no_main]
 
 use fuzz_support::{check_close_frame, check_pongs, check_response, check_shaped, split_input};
 use libfuzzer_sys::fuzz_target;
 use packetflix::front::{route, Route};
-use packetflix::http::{self, parse_request, MAX_HEAD};
+use packetflix::http::{self, parse_request_limited, MAX_HEAD, MAX_HEADERS};
 use packetflix::params::{capture_params, CaptureParams};
 use packetflix::pcapng::{target_document, TargetInfo, TARGET_MARKER};
+use packetflix::proxy::upstream_head;
 use packetflix::ws::{self, FrameReader, Inbound};
+use std::net::IpAddr;
 
 /// Control frames carry at most 125 bytes of payload (RFC 6455 5.5): the most
 /// a frame reader may ever hold.
@@ -49,16 +55,23 @@ struct Transcript {
     log: Vec<String>,
 }
 
+/// The smallest limits the command line allows (`--max-head-bytes`,
+/// `--max-headers`; config.rs).
+const SMALL_LIMITS: (usize, usize) = (256, 4);
+
 struct Session {
     proxy: bool,
+    /// `--max-head-bytes` and `--max-headers`.
+    limits: (usize, usize),
     phase: Phase,
     t: Transcript,
 }
 
 impl Session {
-    fn new(proxy: bool) -> Self {
+    fn new(proxy: bool, limits: (usize, usize)) -> Self {
         Session {
             proxy,
+            limits,
             phase: Phase::Head(Vec::new()),
             t: Transcript::default(),
         }
@@ -111,14 +124,16 @@ impl Session {
             if buf.is_empty() {
                 return;
             }
-            match parse_request(buf) {
+            let (max_head, max_headers) = self.limits;
+            match parse_request_limited(buf, max_head, max_headers) {
                 Ok(None) => {
-                    assert!(buf.len() < MAX_HEAD, "{} bytes held for a head", buf.len());
+                    assert!(buf.len() < max_head, "{} bytes held for a head", buf.len());
                     return;
                 }
                 Ok(Some(req)) => {
                     assert!(req.head_len > 0 && req.head_len <= buf.len());
-                    assert!(req.head_len <= MAX_HEAD);
+                    assert!(req.head_len <= max_head);
+                    assert!(req.headers.len() <= max_headers);
                     let leftover = buf.split_off(req.head_len);
                     self.handle_request(req, leftover);
                 }
@@ -166,9 +181,15 @@ impl Session {
             Route::Proxy { target } => {
                 assert!(self.proxy);
                 assert!(target.starts_with('/') || target.starts_with('*'));
-                let resp = http::text_response(502, "the discovery proxy is not available", true);
-                check_response(&resp, false);
-                self.t.out.extend_from_slice(&resp);
+                // The head goes to the discovery service (checked in the
+                // `proxy` target); the rest of the connection is its business.
+                let head = upstream_head(
+                    &req,
+                    &target,
+                    "ghostwire:5000",
+                    IpAddr::from([127, 0, 0, 1]),
+                );
+                assert!(head.ends_with(b"\r\n\r\n"));
                 self.t.log.push(format!("proxy {target}"));
                 self.phase = Phase::Discard;
             }
@@ -309,8 +330,8 @@ fn check_document(p: &CaptureParams) {
     assert_eq!(doc.lines().count(), lines, "document lines: {doc:?}");
 }
 
-fn run(reads: &[&[u8]], proxy: bool) -> Transcript {
-    let mut s = Session::new(proxy);
+fn run(reads: &[&[u8]], proxy: bool, limits: (usize, usize)) -> Transcript {
+    let mut s = Session::new(proxy, limits);
     for r in reads {
         s.read(r);
     }
@@ -322,10 +343,15 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let proxy = flags & 1 != 0;
+    let limits = if flags & 2 != 0 {
+        SMALL_LIMITS
+    } else {
+        (MAX_HEAD, MAX_HEADERS)
+    };
     let (mut chunker, stream) = split_input(rest, 1);
-    let chunked = run(&chunker.split(stream), proxy);
+    let chunked = run(&chunker.split(stream), proxy, limits);
     // The same bytes in one read: the answer must not depend on how TCP
     // happened to split them.
-    let whole = run(&[stream], proxy);
+    let whole = run(&[stream], proxy, limits);
     assert_eq!(chunked, whole, "answer depends on how the reads were split");
 });
