@@ -33,10 +33,14 @@ fn ping_across_until_seen(c: &mut Client, pair: &VethPair) -> bool {
         || {
             pair.a.ping(&target, 2);
         },
+        // Both the echo request and its reply, so callers can check either.
         |p| {
-            p.icmp()
-                .iter()
+            let icmp = p.icmp();
+            icmp.iter()
                 .any(|i| i.src == pair.a_addr && i.dst == pair.b_addr)
+                && icmp
+                    .iter()
+                    .any(|i| i.src == pair.b_addr && i.dst == pair.a_addr)
         },
     )
 }
@@ -490,7 +494,7 @@ fn filter_header_wins_over_query() {
 fn client_close_reaps_capture_before_answer_and_closes_tcp() {
     let ns = Netns::new();
     let svc = Service::start(&[]);
-    let fds_before = svc.open_fds();
+    let fds_before = svc.settled_fds();
     let mut c = start(&svc, &netns_q(&ns), &[]);
     let caps = svc.wait_dumpcaps(1, Duration::from_secs(5));
     assert_eq!(caps.len(), 1, "one dumpcap child: {:?}", svc.children());

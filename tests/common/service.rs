@@ -123,6 +123,22 @@ impl Service {
         procs::open_fds(self.pid())
     }
 
+    /// The descriptor count once it has stopped changing (the readiness
+    /// probe's connection, say, has been closed by the service): a baseline
+    /// to compare with after a capture.
+    pub fn settled_fds(&self) -> usize {
+        let mut last = self.open_fds();
+        let mut same = 0;
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while same < 5 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = self.open_fds();
+            same = if now == last { same + 1 } else { 0 };
+            last = now;
+        }
+        last
+    }
+
     /// The service's children running the capture program `comm`.
     pub fn captures(&self, comm: &str) -> Vec<ProcStat> {
         self.children()
