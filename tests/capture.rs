@@ -780,3 +780,98 @@ fn capture_program_ignoring_sigterm_is_killed_and_reaped() {
     assert!(c.wait_tcp_closed(Duration::from_secs(5)));
     assert!(svc.children().is_empty());
 }
+
+/// A capture program that writes the bytes of `data` one at a time, a
+/// moment apart, so the service reads them in many small pieces, then exits.
+fn trickling_program(data: &[u8]) -> (Scratch, Scratch, Scratch) {
+    let bytes = Scratch::new("stream.bin");
+    std::fs::write(&bytes.0, data).unwrap();
+    let py = Scratch::new("trickle.py");
+    std::fs::write(
+        &py.0,
+        "import os, sys, time\n\
+         data = open(sys.argv[1], 'rb').read()\n\
+         for i in range(len(data)):\n\
+         \x20   os.write(1, data[i:i + 1])\n\
+         \x20   time.sleep(0.002)\n",
+    )
+    .unwrap();
+    let script = Scratch::script(
+        "trickle.sh",
+        &format!("exec python3 {} {}\n", py.path(), bytes.path()),
+    );
+    (script, py, bytes)
+}
+
+#[test]
+fn big_endian_shb_split_across_reads_is_edited_and_rest_relayed_unchanged() {
+    let ns = Netns::new();
+    let old_doc = "---\n# capture target information\ncontainer-name: stale-old\n";
+    let mut shb = build::shb(
+        &[
+            (
+                pcapng::OPT_COMMENT,
+                format!("hand-made\n{old_doc}").as_bytes(),
+            ),
+            (pcapng::OPT_COMMENT, b"second comment"),
+            (pcapng::SHB_USERAPPL, b"trickle"),
+        ],
+        true,
+    );
+    // A known section length, which the service must turn into -1.
+    shb[16..24].copy_from_slice(&1234i64.to_be_bytes());
+    let mut rest = build::idb(1, "eth0", true);
+    rest.extend(build::epb(0, &[0x5a; 42], true));
+    let mut input = shb.clone();
+    input.extend(&rest);
+    let (script, _py, _bytes) = trickling_program(&input);
+    let svc = Service::start(&["--capture-program", script.path()]);
+    let mut c = must_connect(svc.port(), &format!("{}&filter=icmp", netns_q(&ns)), &[]);
+    let close = c.read_to_close(Duration::from_secs(10));
+    assert_eq!(
+        close.map(|c| c.0),
+        Some(1000),
+        "error={:?}",
+        c.capture.error
+    );
+    let out = c.capture.bytes.clone();
+    let p = Pcapng::parse(&out).expect("valid pcapng");
+    assert_eq!(p.complete_len, out.len());
+    let shb_out = p.first_shb().unwrap();
+    assert!(shb_out.big_endian, "byte order changed");
+    assert_eq!(shb_out.section_length, -1);
+    let comments = shb_out.comments();
+    assert_eq!(comments.len(), 2, "{comments:?}");
+    assert!(comments[0].starts_with("hand-made\n"), "{:?}", comments[0]);
+    assert_eq!(
+        comments[0].matches("# capture target information").count(),
+        1,
+        "earlier document not replaced: {:?}",
+        comments[0]
+    );
+    assert!(!comments[0].contains("stale-old"), "{:?}", comments[0]);
+    let yaml = target_yaml(&p).unwrap();
+    assert!(yaml_value(&yaml, "capture-filter").is_some_and(|v| v.contains("icmp")));
+    assert_eq!(comments[1], "second comment");
+    assert_eq!(shb_out.option(pcapng::SHB_USERAPPL), Some(&b"trickle"[..]));
+    // Everything after the SHB is relayed byte for byte.
+    let shb_out_len = u32::from_be_bytes(out[4..8].try_into().unwrap()) as usize;
+    assert_eq!(&out[shb_out_len..], &rest[..]);
+}
+
+#[test]
+fn stream_without_shb_is_relayed_unedited() {
+    let ns = Netns::new();
+    let input = b"this is not pcapng at all, but it is what the program wrote\n".to_vec();
+    let (script, _py, _bytes) = trickling_program(&input);
+    let svc = Service::start(&["--capture-program", script.path()]);
+    let mut c = must_connect(svc.port(), &netns_q(&ns), &[]);
+    let close = c.read_to_close(Duration::from_secs(10));
+    assert_eq!(
+        close.map(|c| c.0),
+        Some(1000),
+        "error={:?}",
+        c.capture.error
+    );
+    assert_eq!(c.capture.bytes, input);
+}
