@@ -380,7 +380,7 @@ impl Session {
                     true,
                 ));
                 self.phase = Phase::Flush;
-                arm(&mut self.deadline, ctx, self.key, self.id, CLOSE_TIMEOUT);
+                self.arm(ctx, CLOSE_TIMEOUT);
                 self.finish_if_flushed();
             }
             Phase::Head { .. } | Phase::Closing(_) | Phase::Proxy(_) => self.finished = true,
@@ -700,18 +700,22 @@ impl Session {
         if let Err(e) = self.conn.send(&resp) {
             return self.client_broke(ctx, e);
         }
+        self.await_next_request(ctx, leftover);
+    }
+
+    /// Keep-alive: the connection waits for its next request, which may
+    /// already have begun in `buf`.
+    fn await_next_request(&mut self, ctx: &mut Ctx, buf: Vec<u8>) {
         self.phase = Phase::Head {
-            buf: leftover,
+            buf,
             first: false,
             paused: false,
         };
-        arm(
-            &mut self.deadline,
-            ctx,
-            self.key,
-            self.id,
-            KEEPALIVE_TIMEOUT,
-        );
+        self.arm(ctx, KEEPALIVE_TIMEOUT);
+    }
+
+    fn arm(&mut self, ctx: &mut Ctx, after: Duration) {
+        arm(&mut self.deadline, ctx, self.key, self.id, after);
     }
 
     fn respond_close(&mut self, ctx: &mut Ctx, resp: Vec<u8>) {
@@ -719,7 +723,7 @@ impl Session {
             return self.client_broke(ctx, e);
         }
         self.phase = Phase::Flush;
-        arm(&mut self.deadline, ctx, self.key, self.id, CLOSE_TIMEOUT);
+        self.arm(ctx, CLOSE_TIMEOUT);
         self.finish_if_flushed();
     }
 
@@ -793,13 +797,7 @@ impl Session {
         );
         self.phase = Phase::Proxy(Box::new(p));
         // No response head within the discovery deadline: 504.
-        arm(
-            &mut self.deadline,
-            ctx,
-            self.key,
-            self.id,
-            ctx.cfg.discovery_timeout,
-        );
+        self.arm(ctx, ctx.cfg.discovery_timeout);
     }
 
     fn on_proxy_upstream(&mut self, ctx: &mut Ctx, readable: bool, writable: bool) {
@@ -835,18 +833,7 @@ impl Session {
             Step::Done => {
                 let pending = std::mem::take(&mut p.pending);
                 let _ = ctx.registry.deregister(&mut p.up);
-                self.phase = Phase::Head {
-                    buf: pending,
-                    first: false,
-                    paused: false,
-                };
-                arm(
-                    &mut self.deadline,
-                    ctx,
-                    self.key,
-                    self.id,
-                    KEEPALIVE_TIMEOUT,
-                );
+                self.await_next_request(ctx, pending);
                 // Bytes that arrived meanwhile were not read (edge-triggered):
                 // look again, and handle a request already buffered.
                 ctx.again.push((token(self.key, CLIENT), self.id));
@@ -855,7 +842,7 @@ impl Session {
             Step::Close => {
                 let _ = ctx.registry.deregister(&mut p.up);
                 self.phase = Phase::Flush;
-                arm(&mut self.deadline, ctx, self.key, self.id, CLOSE_TIMEOUT);
+                self.arm(ctx, CLOSE_TIMEOUT);
                 self.finish_if_flushed();
             }
             Step::Fail(status, why) => {
@@ -938,13 +925,7 @@ impl Session {
             "[c{}] looking up container {:?} (prefix {:?}) with the discovery service at {addr}",
             self.id, params.target.name, params.target.prefix
         );
-        arm(
-            &mut self.deadline,
-            ctx,
-            self.key,
-            self.id,
-            ctx.cfg.discovery_timeout,
-        );
+        self.arm(ctx, ctx.cfg.discovery_timeout);
         self.phase = Phase::Discovering(Box::new(Discovering {
             params,
             accept,
@@ -1137,7 +1118,7 @@ impl Session {
             return self.client_broke(ctx, e);
         }
         self.phase = Phase::Closing(FrameReader::new());
-        arm(&mut self.deadline, ctx, self.key, self.id, CLOSE_TIMEOUT);
+        self.arm(ctx, CLOSE_TIMEOUT);
     }
 
     // ---- capture output ----------------------------------------------------
@@ -1267,7 +1248,7 @@ impl Session {
                 let code = code.unwrap_or(ws::NORMAL);
                 let frame = ws::close_frame(code, "");
                 self.phase = Phase::Flush;
-                arm(&mut self.deadline, ctx, self.key, self.id, CLOSE_TIMEOUT);
+                self.arm(ctx, CLOSE_TIMEOUT);
                 if let Err(e) = self.conn.send(&frame) {
                     return self.client_broke(ctx, e);
                 }
@@ -1282,7 +1263,7 @@ impl Session {
         };
         info!("[c{}] capture ended: {code} {reason}", self.id);
         self.phase = Phase::Closing(FrameReader::new());
-        arm(&mut self.deadline, ctx, self.key, self.id, CLOSE_TIMEOUT);
+        self.arm(ctx, CLOSE_TIMEOUT);
         if let Err(e) = self.conn.send(&ws::close_frame(code, &reason)) {
             self.client_broke(ctx, e);
         }

@@ -33,7 +33,7 @@ fn ping_across_until_seen(c: &mut Client, pair: &VethPair) -> bool {
         || {
             pair.a.ping(&target, 2);
         },
-        // Both the echo request and its reply, so callers can check either.
+        // Both directions: dumpcap may write the reply in a later chunk.
         |p| {
             let icmp = p.icmp();
             icmp.iter()
@@ -512,7 +512,8 @@ fn client_close_reaps_capture_before_answer_and_closes_tcp() {
     assert!(c.wait_tcp_closed(Duration::from_secs(5)), "TCP left open");
     assert!(svc.children().is_empty(), "children: {:?}", svc.children());
     assert!(
-        wait_for(Duration::from_secs(3), || svc.open_fds() == fds_before),
+        // A leak shows as more descriptors than the settled baseline.
+        wait_for(Duration::from_secs(3), || svc.open_fds() <= fds_before),
         "descriptors leaked: {} before, {} after",
         fds_before,
         svc.open_fds()
