@@ -739,12 +739,21 @@ fn three_concurrent_captures_see_only_their_own_namespace() {
 fn service_shutdown_ends_and_reaps_running_captures() {
     let ns = Netns::new();
     let mut svc = Service::start(&[]);
-    let _c = start(&svc, &netns_q(&ns), &[]);
+    let mut c = start(&svc, &netns_q(&ns), &[]);
     let caps = svc.wait_dumpcaps(1, Duration::from_secs(5));
     assert_eq!(caps.len(), 1);
+    svc.send_sigterm();
+    // The client takes part in the close handshake, as a real one would.
+    let close = c.read_to_close(Duration::from_secs(12));
+    c.wait_tcp_closed(Duration::from_secs(5));
     assert!(
-        svc.terminate(Duration::from_secs(12)),
+        svc.wait_exit(Duration::from_secs(12)),
         "service ignored SIGTERM"
+    );
+    assert!(
+        close.is_some(),
+        "client got no close frame at shutdown: error={:?}",
+        c.capture.error
     );
     assert!(
         !procs::exists(caps[0].pid),

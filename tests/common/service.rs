@@ -160,7 +160,16 @@ impl Service {
     /// Sends SIGTERM and waits (bounded) for the service to exit; returns
     /// whether it exited by itself within `timeout`.
     pub fn terminate(&mut self, timeout: Duration) -> bool {
+        self.send_sigterm();
+        self.wait_exit(timeout)
+    }
+
+    pub fn send_sigterm(&self) {
         let _ = kill(Pid::from_raw(self.pid()), Signal::SIGTERM);
+    }
+
+    /// Waits (bounded) for the service to exit; true if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
