@@ -18,13 +18,6 @@ fn netns_q(ns: &Netns) -> String {
     format!("netns={}", ns.inode())
 }
 
-/// Starts a capture and waits until the capture program is capturing.
-fn start(svc: &Service, query: &str, headers: &[(&str, &str)]) -> Client {
-    let mut c = must_connect(svc.port(), query, headers);
-    c.wait_capturing(START_TIMEOUT);
-    c
-}
-
 fn ping_across_until_seen(c: &mut Client, pair: &VethPair) -> bool {
     let target = pair.b_addr.to_string();
     until_seen(
@@ -104,15 +97,17 @@ fn harness_direct_dumpcap_stream_shows_ping_to_reader_and_tshark() {
     use std::io::Read;
     use std::sync::{Arc, Mutex};
     let pair = VethPair::new();
-    let mut child = pair
-        .a
-        .command(&["dumpcap", "-w", "-", "-n", "-q", "-i", "any"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let _kill = procs_guard(child.id() as i32);
-    let mut out = child.stdout.take().unwrap();
+    // Guarded: killed and reaped even if an assertion below fails.
+    let mut dumpcap = NsProcess {
+        child: pair
+            .a
+            .command(&["dumpcap", "-w", "-", "-n", "-q", "-i", "any"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    };
+    let mut out = dumpcap.child.stdout.take().unwrap();
     let bytes = Arc::new(Mutex::new(Vec::new()));
     let b2 = bytes.clone();
     let reader = std::thread::spawn(move || {
@@ -132,8 +127,7 @@ fn harness_direct_dumpcap_stream_shows_ping_to_reader_and_tshark() {
         pair.a.ping(&pair.b_addr.to_string(), 2);
         parsed().icmp().iter().any(|i| i.src == pair.a_addr)
     });
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(dumpcap);
     let _ = reader.join();
     assert!(seen, "ICMP not seen in dumpcap's own stream");
     let p = parsed();
@@ -144,20 +138,6 @@ fn harness_direct_dumpcap_stream_shows_ping_to_reader_and_tshark() {
         && r.src == pair.a_addr.to_string()
         && r.dst == pair.b_addr.to_string()
         && r.icmp_type == "8"));
-}
-
-/// Kills a process on drop (for the harness test's own dumpcap).
-struct KillOnDrop(i32);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-}
-fn procs_guard(pid: i32) -> KillOnDrop {
-    KillOnDrop(pid)
 }
 
 /// Runs `serve` on one connection accepted on a fresh loopback port.

@@ -85,10 +85,6 @@ impl GhostWire {
         self.port
     }
 
-    pub fn set_config(&self, config: GwConfig) {
-        *self.shared.config.lock().unwrap() = Some(config);
-    }
-
     pub fn requests(&self) -> Vec<GwRequest> {
         self.shared.requests.lock().unwrap().clone()
     }

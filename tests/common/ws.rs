@@ -34,8 +34,6 @@ pub struct Capture {
     pub close: Option<(u16, String)>,
     /// A read error other than a timeout (protocol error, reset, ...).
     pub error: Option<String>,
-    /// When the first binary message arrived.
-    pub first_bytes_at: Option<Instant>,
 }
 
 impl Capture {
@@ -172,9 +170,6 @@ impl Client {
     fn read_one(&mut self) {
         match self.ws.read() {
             Ok(Message::Binary(b)) => {
-                if self.capture.first_bytes_at.is_none() {
-                    self.capture.first_bytes_at = Some(Instant::now());
-                }
                 self.capture.bytes.extend_from_slice(&b);
                 self.capture.binary_messages += 1;
             }
