@@ -18,6 +18,8 @@ use super::procs::{self, ProcStat};
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the service may take to exit after SIGTERM before SIGKILL.
 const TERM_TIMEOUT: Duration = Duration::from_secs(5);
+/// Tries at picking a free port before giving up (see [`Service::start`]).
+const BIND_ATTEMPTS: usize = 3;
 
 /// A port nothing listens on right now (dual-stack, as the service binds).
 pub fn free_port() -> u16 {
@@ -34,6 +36,18 @@ pub struct Service {
 impl Service {
     /// Starts `packetflix --port P ARGS...` and waits until it accepts.
     pub fn start(args: &[&str]) -> Service {
+        // The free port may be taken by a parallel test before the service
+        // binds it; then a fresh one is tried.
+        for _ in 1..BIND_ATTEMPTS {
+            if let Some(svc) = Service::try_start(args) {
+                return svc;
+            }
+        }
+        Service::try_start(args).expect("port in use on every attempt")
+    }
+
+    /// `None` only if the port was taken meanwhile; panics on other failures.
+    fn try_start(args: &[&str]) -> Option<Service> {
         let port = free_port();
         let stderr_path = super::scratch_path("service.stderr");
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
@@ -61,6 +75,9 @@ impl Service {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Ok(Some(status)) = svc.child.try_wait() {
+                if svc.stderr().contains("Address already in use") {
+                    return None;
+                }
                 panic!(
                     "packetflix {args:?} exited before accepting ({status}); stderr:\n{}",
                     svc.stderr()
@@ -68,7 +85,7 @@ impl Service {
             }
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return svc;
+                return Some(svc);
             }
             if Instant::now() >= deadline {
                 panic!(
@@ -164,8 +181,12 @@ impl Service {
         self.wait_exit(timeout)
     }
 
-    pub fn send_sigterm(&self) {
-        let _ = kill(Pid::from_raw(self.pid()), Signal::SIGTERM);
+    /// Signals the service unless it has been reaped already (its pid may
+    /// then belong to another process).
+    pub fn send_sigterm(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = kill(Pid::from_raw(self.pid()), Signal::SIGTERM);
+        }
     }
 
     /// Waits (bounded) for the service to exit; true if it did.
@@ -183,7 +204,11 @@ impl Service {
 
 impl Drop for Service {
     fn drop(&mut self) {
-        let leftovers = procs::descendants(self.pid());
+        // Once reaped, the pid may be another process's: look no further.
+        let leftovers = match self.child.try_wait() {
+            Ok(None) => procs::descendants(self.pid()),
+            _ => Vec::new(),
+        };
         if !self.terminate(TERM_TIMEOUT) {
             let _ = self.child.kill();
             let _ = self.child.wait();
