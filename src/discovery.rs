@@ -1176,7 +1176,7 @@ mod tests {
     fn fixture() -> Vec<u8> {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/fixtures/ghostwire-mobyshark.json"
+            "/tests/fixtures/ghostwire-mobyshark.json"
         );
         std::fs::read(path).unwrap()
     }

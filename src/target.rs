@@ -332,7 +332,7 @@ mod tests {
     fn fixture() -> Value {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/fixtures/ghostwire-mobyshark.json"
+            "/tests/fixtures/ghostwire-mobyshark.json"
         );
         serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
     }
