@@ -119,8 +119,9 @@ fn serve(mut conn: TcpStream, s: &Shared) {
     let mut buf = [0u8; 2048];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
         match conn.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
+            Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            _ => return,
         }
         if head.len() > MAX_HEAD {
             return;

@@ -3,7 +3,7 @@
 //! messages, the close frame, and whether TCP reached EOF. Every read is
 //! bounded by a socket timeout plus an overall deadline.
 
-use std::io::{ErrorKind, Read};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -46,6 +46,39 @@ impl Capture {
     }
 }
 
+/// The client's socket, retrying reads and writes that fail with EINTR. A
+/// socket read with a timeout (SO_RCVTIMEO) fails with EINTR on any
+/// interruption, even without a signal handler (the process being stopped
+/// and continued, say), and tungstenite abandons a handshake on any error
+/// but WouldBlock: without this, such a hiccup fails a test.
+pub struct Stream(pub TcpStream);
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            match self.0.read(buf) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        loop {
+            match self.0.write(buf) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
 #[derive(Debug)]
 pub enum ConnectError {
     /// The server answered the upgrade with a plain HTTP response.
@@ -54,7 +87,7 @@ pub enum ConnectError {
 }
 
 pub struct Client {
-    pub ws: WebSocket<TcpStream>,
+    pub ws: WebSocket<Stream>,
     pub capture: Capture,
 }
 
@@ -84,7 +117,7 @@ pub fn connect_path(
     stream.set_read_timeout(Some(POLL)).map_err(|e| other(&e))?;
     stream.set_nodelay(true).map_err(|e| other(&e))?;
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-    let mut attempt = tungstenite::client::client(req, stream);
+    let mut attempt = tungstenite::client::client(req, Stream(stream));
     loop {
         match attempt {
             Ok((ws, _response)) => {
@@ -240,6 +273,6 @@ impl Client {
 
     /// Breaks the TCP connection without a close frame.
     pub fn drop_tcp(self) {
-        let _ = self.ws.get_ref().shutdown(std::net::Shutdown::Both);
+        let _ = self.ws.get_ref().0.shutdown(std::net::Shutdown::Both);
     }
 }
