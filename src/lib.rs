@@ -7,6 +7,7 @@
 //! so unit tests and fuzz targets drive them with plain bytes.
 
 pub mod capture;
+pub mod client;
 pub mod config;
 pub mod conn;
 pub mod discovery;

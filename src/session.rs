@@ -65,6 +65,9 @@ pub const LOW_WATER: usize = 64 * 1024;
 /// Reads of one descriptor per event before other sessions get their turn;
 /// with 64 KiB reads this is at most 1 MiB per turn.
 const READS_PER_TURN: usize = 16;
+/// Client bytes kept while discovery runs (frames sent behind the
+/// handshake); a well-behaved client sends none or a close frame.
+const MAX_EARLY_FRAMES: usize = 4096;
 /// Longest stderr line kept from the capture program.
 const MAX_ERR_LINE: usize = 1024;
 
@@ -178,10 +181,12 @@ struct Discovering {
 }
 
 enum Phase {
-    /// Reading a request head.
+    /// Reading a request head. `paused`: responses to pipelined requests
+    /// filled the output queue, so reading waits for the client to take them.
     Head {
         buf: Vec<u8>,
         first: bool,
+        paused: bool,
     },
     /// Waiting for the discovery service before spawning.
     Discovering(Box<Discovering>),
@@ -222,6 +227,7 @@ impl Session {
             phase: Phase::Head {
                 buf: Vec::new(),
                 first: true,
+                paused: false,
             },
             deadline: None,
             finished: false,
@@ -288,7 +294,7 @@ impl Session {
         }
         let id = self.id;
         match &mut self.phase {
-            Phase::Head { buf, first } => {
+            Phase::Head { buf, first, .. } => {
                 if !buf.is_empty() || *first {
                     debug!("[c{id}] request head not complete in time");
                     if !buf.is_empty() {
@@ -374,7 +380,7 @@ impl Session {
                     true,
                 ));
                 self.phase = Phase::Flush;
-                arm(&mut self.deadline, ctx, self.key, self.id, CLOSE_TIMEOUT);
+                self.arm(ctx, CLOSE_TIMEOUT);
                 self.finish_if_flushed();
             }
             Phase::Head { .. } | Phase::Closing(_) | Phase::Proxy(_) => self.finished = true,
@@ -393,6 +399,13 @@ impl Session {
             Phase::Streaming(cap) if cap.paused && self.conn.out.len() <= LOW_WATER => {
                 cap.paused = false;
                 self.pump_stdout(ctx);
+            }
+            Phase::Head { paused: true, .. } if self.conn.out.len() <= LOW_WATER => {
+                if let Phase::Head { paused, .. } = &mut self.phase {
+                    *paused = false;
+                }
+                self.parse_heads(ctx);
+                ctx.again.push((token(self.key, CLIENT), self.id));
             }
             Phase::Proxy(p) if p.up_paused && self.conn.out.len() <= proxy::LOW_WATER => {
                 let step = p.pump_upstream(&mut self.conn, ctx.buf);
@@ -451,6 +464,9 @@ impl Session {
     fn read_head(&mut self, ctx: &mut Ctx) {
         let mut reads = 0;
         loop {
+            if self.head_backlogged() {
+                return;
+            }
             match self.read_client(ctx, &mut reads) {
                 Ok(0) => {
                     self.finished = true;
@@ -475,9 +491,22 @@ impl Session {
         }
     }
 
+    /// A client that pipelines requests without reading the responses is not
+    /// read further until it takes them: its queue stays bounded.
+    fn head_backlogged(&mut self) -> bool {
+        let full = self.conn.out.len() >= HIGH_WATER;
+        if let Phase::Head { paused, .. } = &mut self.phase {
+            *paused |= full;
+        }
+        full
+    }
+
     /// Handles every complete head in the buffer (pipelined requests).
     fn parse_heads(&mut self, ctx: &mut Ctx) {
         loop {
+            if self.head_backlogged() {
+                return;
+            }
             let Phase::Head { buf, .. } = &mut self.phase else {
                 return;
             };
@@ -515,7 +544,14 @@ impl Session {
                     self.finished = true;
                     return;
                 }
-                Ok(_) => {}
+                Ok(n) => {
+                    // Frames sent right behind the handshake (a close, say)
+                    // are kept for the capture, within a bound.
+                    if let Phase::Discovering(d) = &mut self.phase {
+                        let room = MAX_EARLY_FRAMES.saturating_sub(d.leftover.len());
+                        d.leftover.extend_from_slice(&ctx.buf[..n.min(room)]);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => return self.client_broke(ctx, e),
             }
@@ -664,17 +700,22 @@ impl Session {
         if let Err(e) = self.conn.send(&resp) {
             return self.client_broke(ctx, e);
         }
+        self.await_next_request(ctx, leftover);
+    }
+
+    /// Keep-alive: the connection waits for its next request, which may
+    /// already have begun in `buf`.
+    fn await_next_request(&mut self, ctx: &mut Ctx, buf: Vec<u8>) {
         self.phase = Phase::Head {
-            buf: leftover,
+            buf,
             first: false,
+            paused: false,
         };
-        arm(
-            &mut self.deadline,
-            ctx,
-            self.key,
-            self.id,
-            KEEPALIVE_TIMEOUT,
-        );
+        self.arm(ctx, KEEPALIVE_TIMEOUT);
+    }
+
+    fn arm(&mut self, ctx: &mut Ctx, after: Duration) {
+        arm(&mut self.deadline, ctx, self.key, self.id, after);
     }
 
     fn respond_close(&mut self, ctx: &mut Ctx, resp: Vec<u8>) {
@@ -682,7 +723,7 @@ impl Session {
             return self.client_broke(ctx, e);
         }
         self.phase = Phase::Flush;
-        arm(&mut self.deadline, ctx, self.key, self.id, CLOSE_TIMEOUT);
+        self.arm(ctx, CLOSE_TIMEOUT);
         self.finish_if_flushed();
     }
 
@@ -756,13 +797,7 @@ impl Session {
         );
         self.phase = Phase::Proxy(Box::new(p));
         // No response head within the discovery deadline: 504.
-        arm(
-            &mut self.deadline,
-            ctx,
-            self.key,
-            self.id,
-            ctx.cfg.discovery_timeout,
-        );
+        self.arm(ctx, ctx.cfg.discovery_timeout);
     }
 
     fn on_proxy_upstream(&mut self, ctx: &mut Ctx, readable: bool, writable: bool) {
@@ -798,17 +833,7 @@ impl Session {
             Step::Done => {
                 let pending = std::mem::take(&mut p.pending);
                 let _ = ctx.registry.deregister(&mut p.up);
-                self.phase = Phase::Head {
-                    buf: pending,
-                    first: false,
-                };
-                arm(
-                    &mut self.deadline,
-                    ctx,
-                    self.key,
-                    self.id,
-                    KEEPALIVE_TIMEOUT,
-                );
+                self.await_next_request(ctx, pending);
                 // Bytes that arrived meanwhile were not read (edge-triggered):
                 // look again, and handle a request already buffered.
                 ctx.again.push((token(self.key, CLIENT), self.id));
@@ -817,7 +842,7 @@ impl Session {
             Step::Close => {
                 let _ = ctx.registry.deregister(&mut p.up);
                 self.phase = Phase::Flush;
-                arm(&mut self.deadline, ctx, self.key, self.id, CLOSE_TIMEOUT);
+                self.arm(ctx, CLOSE_TIMEOUT);
                 self.finish_if_flushed();
             }
             Step::Fail(status, why) => {
@@ -900,13 +925,7 @@ impl Session {
             "[c{}] looking up container {:?} (prefix {:?}) with the discovery service at {addr}",
             self.id, params.target.name, params.target.prefix
         );
-        arm(
-            &mut self.deadline,
-            ctx,
-            self.key,
-            self.id,
-            ctx.cfg.discovery_timeout,
-        );
+        self.arm(ctx, ctx.cfg.discovery_timeout);
         self.phase = Phase::Discovering(Box::new(Discovering {
             params,
             accept,
@@ -1099,7 +1118,7 @@ impl Session {
             return self.client_broke(ctx, e);
         }
         self.phase = Phase::Closing(FrameReader::new());
-        arm(&mut self.deadline, ctx, self.key, self.id, CLOSE_TIMEOUT);
+        self.arm(ctx, CLOSE_TIMEOUT);
     }
 
     // ---- capture output ----------------------------------------------------
@@ -1229,7 +1248,7 @@ impl Session {
                 let code = code.unwrap_or(ws::NORMAL);
                 let frame = ws::close_frame(code, "");
                 self.phase = Phase::Flush;
-                arm(&mut self.deadline, ctx, self.key, self.id, CLOSE_TIMEOUT);
+                self.arm(ctx, CLOSE_TIMEOUT);
                 if let Err(e) = self.conn.send(&frame) {
                     return self.client_broke(ctx, e);
                 }
@@ -1244,7 +1263,7 @@ impl Session {
         };
         info!("[c{}] capture ended: {code} {reason}", self.id);
         self.phase = Phase::Closing(FrameReader::new());
-        arm(&mut self.deadline, ctx, self.key, self.id, CLOSE_TIMEOUT);
+        self.arm(ctx, CLOSE_TIMEOUT);
         if let Err(e) = self.conn.send(&ws::close_frame(code, &reason)) {
             self.client_broke(ctx, e);
         }

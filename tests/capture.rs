@@ -33,10 +33,14 @@ fn ping_across_until_seen(c: &mut Client, pair: &VethPair) -> bool {
         || {
             pair.a.ping(&target, 2);
         },
+        // Both directions: dumpcap may write the reply in a later chunk.
         |p| {
-            p.icmp()
-                .iter()
+            let icmp = p.icmp();
+            icmp.iter()
                 .any(|i| i.src == pair.a_addr && i.dst == pair.b_addr)
+                && icmp
+                    .iter()
+                    .any(|i| i.src == pair.b_addr && i.dst == pair.a_addr)
         },
     )
 }
@@ -508,7 +512,9 @@ fn client_close_reaps_capture_before_answer_and_closes_tcp() {
     assert!(c.wait_tcp_closed(Duration::from_secs(5)), "TCP left open");
     assert!(svc.children().is_empty(), "children: {:?}", svc.children());
     assert!(
-        wait_for(Duration::from_secs(3), || svc.open_fds() == fds_before),
+        // `<=`: the readiness probe's connection may still have been open
+        // when the baseline was taken.
+        wait_for(Duration::from_secs(3), || svc.open_fds() <= fds_before),
         "descriptors leaked: {} before, {} after",
         fds_before,
         svc.open_fds()
