@@ -12,6 +12,7 @@ pub mod netns;
 pub mod pcapng;
 pub mod procs;
 pub mod service;
+pub mod upstream;
 pub mod ws;
 
 use std::sync::atomic::{AtomicU32, Ordering};
