@@ -329,6 +329,10 @@ impl Session {
             Phase::Proxy(p) => {
                 if p.answered() {
                     self.finished = true;
+                } else if !p.request_sent() {
+                    // The client is still sending its request: the discovery
+                    // service cannot be late yet.
+                    self.arm(ctx, ctx.cfg.discovery_timeout);
                 } else {
                     info!("[c{id}] discovery service did not answer in time");
                     let resp = http::text_response(
@@ -825,6 +829,11 @@ impl Session {
         };
         if p.answered() {
             self.deadline = None;
+        } else if !p.clock_restarted && p.request_sent() {
+            // The answer is due within the deadline from here on.
+            p.clock_restarted = true;
+            let after = ctx.cfg.discovery_timeout;
+            arm(&mut self.deadline, ctx, self.key, self.id, after);
         }
         match step {
             Step::Continue => {}
