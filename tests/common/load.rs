@@ -21,8 +21,8 @@ use super::procs::{self, ProcStat};
 
 /// How long the service may take to accept connections after exec.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a dropped daemon gets to exit after SIGTERM before SIGKILL; the
-/// service itself may take its SIGTERM->SIGKILL deadline (10 s) plus grace.
+/// How long a dropped daemon gets to exit after SIGTERM before SIGKILL
+/// (the same bound `Service` uses); a test that cares waits itself.
 const DROP_TERM_TIMEOUT: Duration = Duration::from_secs(5);
 
 // ---- /proc readers -----------------------------------------------------
