@@ -1043,7 +1043,13 @@ impl Session {
                 );
             }
         };
-        let interfaces = params.interfaces();
+        let interfaces = match params.interfaces() {
+            Ok(i) => i,
+            Err(reason) => {
+                let reason = format!("capture refused: {reason}");
+                return self.refuse(ctx, accept, ws::POLICY_VIOLATION, &reason);
+            }
+        };
         let args = capture_args(&interfaces, params.filter.as_deref(), params.chaste);
         let program = &ctx.cfg.capture_program;
         let spawned = match spawn(program, &args, &ns.file, ctx.privileges.ambient) {
