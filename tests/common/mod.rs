@@ -8,10 +8,12 @@
 
 pub mod ghostwire;
 pub mod http;
+pub mod load;
 pub mod netns;
 pub mod pcapng;
 pub mod procs;
 pub mod service;
+pub mod upstream;
 pub mod ws;
 
 use std::sync::atomic::{AtomicU32, Ordering};
