@@ -917,3 +917,26 @@ fn non_root_service_without_capabilities_refuses_captures_naming_them() {
     assert!(svc.children().is_empty(), "{:?}", svc.children());
     assert_eq!(load::version_status(svc.port()), Some(200));
 }
+
+/// Dead peers (a host that vanished without a FIN) are found by TCP
+/// keepalive, which ends their captures; its timers run in the kernel, so
+/// the test checks the service arms them on a live capture's connection
+/// (the probes themselves take minutes).
+#[test]
+fn capture_connections_are_probed_by_tcp_keepalive() {
+    let ns = Netns::new();
+    let svc = Service::start(&[]);
+    let mut c = start(svc.port(), &netns_q(&ns));
+    let filter = format!("( sport = :{} )", svc.port());
+    let out = std::process::Command::new("ss")
+        .args(["-tnoH", "state", "established", &filter])
+        .output()
+        .expect("ss (iproute2) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().next().unwrap_or_default();
+    assert!(
+        line.contains("timer:(keepalive,"),
+        "no keepalive timer on the capture connection: {text:?}"
+    );
+    close_capture(&mut c);
+}
