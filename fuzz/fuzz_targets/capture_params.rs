@@ -99,12 +99,22 @@ fn check_params(req: &Request, p: &CaptureParams) {
                 assert!(valid_ifname(n).is_ok(), "accepted interface {n:?}");
                 assert!(!l[..i].contains(n), "duplicate interface {n:?}");
             }
-            assert_eq!(&p.interfaces(), l);
+            assert_eq!(p.interfaces().as_ref(), Ok(l));
         }
-        Nifs::All => assert!(p.interfaces().is_empty()),
+        Nifs::All => assert_eq!(p.interfaces(), Ok(Vec::new())),
         Nifs::Unspecified => {}
     }
-    for n in p.interfaces() {
+    let interfaces = match p.interfaces() {
+        Ok(i) => i,
+        Err(reason) => {
+            // Only a target whose own list is all unusable; never widened.
+            assert!(p.nifs == Nifs::Unspecified && !p.target.network_interfaces.is_empty());
+            let reason = format!("capture refused: {reason}");
+            check_close_frame(&ws::close_frame(ws::POLICY_VIOLATION, &reason));
+            Vec::new()
+        }
+    };
+    for n in interfaces {
         // Never an option of the capture program, never more than one argv
         // element's worth of name.
         assert!(valid_ifname(&n).is_ok() && !n.starts_with('-'), "{n:?}");

@@ -225,6 +225,15 @@ impl Session {
             self.phase = Phase::Discard;
             return;
         }
+        // The namespace is found (the kernel's part); then the interfaces.
+        if let Err(reason) = params.interfaces() {
+            return self.refuse(
+                accept,
+                ws::POLICY_VIOLATION,
+                &format!("capture refused: {reason}"),
+                leftover,
+            );
+        }
         // The capture program is started; its output goes through the SHB
         // editor with this document (fuzzed in `pcapng_shb`).
         check_document(&params);
@@ -297,7 +306,7 @@ fn check_params(p: &CaptureParams) {
             assert!(!l[..i].contains(n), "duplicate interface {n:?}");
         }
     }
-    for n in p.interfaces() {
+    for n in p.interfaces().unwrap_or_default() {
         assert!(
             valid_ifname(&n).is_ok() && !n.starts_with('-'),
             "interface {n:?}"
