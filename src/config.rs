@@ -1,10 +1,10 @@
-//! Command line -> [`Config`]. No I/O beyond what the caller hands in; the
-//! binary prints what [`parse_args`] returns.
+//! Command line -> [`Config`]. Pure: parses the argument list and returns
+//! what to do; printing and exiting are the binary's job.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Everything the service needs to know from its command line.
+/// Everything the service takes from its command line.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub port: u16,
@@ -16,6 +16,18 @@ pub struct Config {
     pub log_requests: bool,
     pub log_headers: bool,
     pub capture_program: PathBuf,
+    /// How long a capture program may ignore SIGTERM before it gets SIGKILL.
+    pub term_timeout: Duration,
+    /// Open client connections; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Running captures; more are answered 503 before the upgrade.
+    pub max_captures: usize,
+    /// Request head size and header count (431 beyond).
+    pub max_head_bytes: usize,
+    pub max_headers: usize,
+    /// Size of a target description and of a capture filter.
+    pub max_target_json: usize,
+    pub max_filter: usize,
 }
 
 impl Default for Config {
@@ -30,6 +42,13 @@ impl Default for Config {
             log_requests: false,
             log_headers: false,
             capture_program: PathBuf::from("/usr/bin/dumpcap"),
+            term_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            max_captures: 1024,
+            max_head_bytes: crate::http::MAX_HEAD,
+            max_headers: crate::http::MAX_HEADERS,
+            max_target_json: crate::target::MAX_TARGET_JSON,
+            max_filter: crate::params::MAX_FILTER,
         }
     }
 }
@@ -37,11 +56,205 @@ impl Default for Config {
 /// What the command line asks for.
 #[derive(Debug, PartialEq)]
 pub enum Command {
-    Run(Config),
+    Run(Box<Config>),
     Help,
     Version,
 }
 
-pub fn parse_args<I: IntoIterator<Item = String>>(_args: I) -> Result<Command, String> {
-    Ok(Command::Run(Config::default()))
+pub const USAGE: &str = "\
+Usage: packetflix [OPTIONS]
+
+Streams live packet captures from container network namespaces to websocket
+clients (GET /capture), with GET /version for clients to check the service.
+
+Options:
+  -p, --port PORT                service port [default: 5001]
+      --discovery-service HOST   discovery service (GhostWire) host [default: 127.0.0.1]
+      --gw-port PORT             discovery service port [default: 5000]
+      --discovery-timeout SECS   deadline for a discovery exchange [default: 20]
+      --proxy-discovery          forward other requests to the discovery service
+      --capture-program PATH     capture program [default: /usr/bin/dumpcap]
+      --term-timeout SECS        SIGTERM -> SIGKILL deadline for captures [default: 10]
+      --max-connections N        open connections; more get 503 [default: 4096]
+      --max-captures N           running captures; more get 503 [default: 1024]
+      --max-head-bytes N         request head size; larger get 431 [default: 16384]
+      --max-headers N            request header count; more get 431 [default: 64]
+      --max-target-json N        container description size [default: 16384]
+      --max-filter N             capture filter length [default: 4096]
+      --debug                    debug logging
+      --log-requests             log each request (common log format)
+      --log-headers              also log request headers
+      --version                  print the version and exit
+  -h, --help                     print this help and exit
+";
+
+/// Parses the arguments after the program name.
+pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String> {
+    let mut cfg = Config::default();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        // Accept both "--flag value" and "--flag=value".
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |name: &str| -> Result<String, String> {
+            match inline.clone() {
+                Some(v) => Ok(v),
+                None => args.next().ok_or_else(|| format!("{name} needs a value")),
+            }
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "--version" => return Ok(Command::Version),
+            "-p" | "--port" => cfg.port = port(&flag, &value(&flag)?)?,
+            "--gw-port" => cfg.gw_port = port(&flag, &value(&flag)?)?,
+            "--discovery-service" => {
+                let v = value(&flag)?;
+                if v.is_empty() {
+                    return Err(format!("{flag} must not be empty"));
+                }
+                cfg.discovery_service = v;
+            }
+            "--discovery-timeout" => cfg.discovery_timeout = seconds(&flag, &value(&flag)?)?,
+            "--term-timeout" => cfg.term_timeout = seconds(&flag, &value(&flag)?)?,
+            "--capture-program" => cfg.capture_program = PathBuf::from(value(&flag)?),
+            "--max-connections" => cfg.max_connections = count(&flag, &value(&flag)?, 1, 1 << 20)?,
+            "--max-captures" => cfg.max_captures = count(&flag, &value(&flag)?, 1, 1 << 20)?,
+            "--max-head-bytes" => cfg.max_head_bytes = count(&flag, &value(&flag)?, 256, 1 << 20)?,
+            "--max-headers" => cfg.max_headers = count(&flag, &value(&flag)?, 4, 256)?,
+            "--max-target-json" => cfg.max_target_json = count(&flag, &value(&flag)?, 2, 1 << 20)?,
+            "--max-filter" => cfg.max_filter = count(&flag, &value(&flag)?, 1, 1 << 16)?,
+            "--proxy-discovery" | "--debug" | "--log-requests" | "--log-headers"
+                if inline.is_some() =>
+            {
+                return Err(format!("{flag} takes no value"));
+            }
+            "--proxy-discovery" => cfg.proxy_discovery = true,
+            "--debug" => cfg.debug = true,
+            "--log-requests" => cfg.log_requests = true,
+            "--log-headers" => cfg.log_headers = true,
+            _ => return Err(format!("unknown option '{arg}'")),
+        }
+    }
+    Ok(Command::Run(Box::new(cfg)))
+}
+
+fn port(flag: &str, v: &str) -> Result<u16, String> {
+    match v.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(format!("{flag}: '{v}' is not a port number (1-65535)")),
+    }
+}
+
+fn count(flag: &str, v: &str, min: usize, max: usize) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!("{flag}: '{v}' is not a number from {min} to {max}")),
+    }
+}
+
+fn seconds(flag: &str, v: &str) -> Result<Duration, String> {
+    match v.parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(Duration::from_secs_f64(s)),
+        _ => Err(format!(
+            "{flag}: '{v}' is not a number of seconds (0 < s <= 86400)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Config, String> {
+        match parse_args(args.iter().map(|s| s.to_string()))? {
+            Command::Run(c) => Ok(*c),
+            other => panic!("expected Run, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_arguments_give_the_documented_defaults() {
+        let c = run(&[]).unwrap();
+        assert_eq!(c.port, 5001);
+        assert_eq!(c.gw_port, 5000);
+        assert_eq!(c.discovery_service, "127.0.0.1");
+        assert_eq!(c.discovery_timeout, Duration::from_secs(20));
+        assert_eq!(c.term_timeout, Duration::from_secs(10));
+        assert_eq!(c.capture_program, PathBuf::from("/usr/bin/dumpcap"));
+        assert!(!c.proxy_discovery && !c.debug && !c.log_requests && !c.log_headers);
+    }
+
+    #[test]
+    fn short_and_long_and_inline_values_are_accepted() {
+        assert_eq!(run(&["-p", "6000"]).unwrap().port, 6000);
+        assert_eq!(run(&["--port=6001"]).unwrap().port, 6001);
+        let c = run(&[
+            "--discovery-service",
+            "gw.local",
+            "--gw-port",
+            "5555",
+            "--discovery-timeout",
+            "0.5",
+            "--proxy-discovery",
+            "--debug",
+            "--log-requests",
+            "--log-headers",
+            "--capture-program",
+            "/bin/true",
+        ])
+        .unwrap();
+        assert_eq!(c.discovery_service, "gw.local");
+        assert_eq!(c.gw_port, 5555);
+        assert_eq!(c.discovery_timeout, Duration::from_millis(500));
+        assert!(c.proxy_discovery && c.debug && c.log_requests && c.log_headers);
+        assert_eq!(c.capture_program, PathBuf::from("/bin/true"));
+    }
+
+    #[test]
+    fn help_and_version_win_wherever_they_stand() {
+        let p = |a: &[&str]| parse_args(a.iter().map(|s| s.to_string())).unwrap();
+        assert_eq!(p(&["--debug", "-h"]), Command::Help);
+        assert_eq!(p(&["--help"]), Command::Help);
+        assert_eq!(p(&["--version"]), Command::Version);
+    }
+
+    #[test]
+    fn bad_flags_and_values_are_errors_naming_them() {
+        assert!(run(&["--bogus"]).unwrap_err().contains("--bogus"));
+        assert!(run(&["--port", "0"]).unwrap_err().contains("--port"));
+        assert!(run(&["--port", "70000"]).unwrap_err().contains("70000"));
+        assert!(run(&["--port"]).unwrap_err().contains("needs a value"));
+        assert!(run(&["--gw-port", "x"]).is_err());
+        assert!(run(&["--discovery-timeout", "-1"]).is_err());
+        assert!(run(&["--discovery-timeout", "NaN"]).is_err());
+        assert!(run(&["--debug=yes"])
+            .unwrap_err()
+            .contains("takes no value"));
+        assert!(run(&["--discovery-service", ""]).is_err());
+        assert!(run(&["--max-captures", "0"])
+            .unwrap_err()
+            .contains("--max-captures"));
+        assert!(run(&["--max-headers", "1000"]).is_err());
+    }
+
+    #[test]
+    fn limits_have_defaults_and_flags() {
+        let c = run(&[]).unwrap();
+        assert_eq!((c.max_connections, c.max_captures), (4096, 1024));
+        assert_eq!((c.max_head_bytes, c.max_headers), (16384, 64));
+        let c = run(&[
+            "--max-captures",
+            "3",
+            "--max-connections=10",
+            "--max-filter",
+            "8",
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.max_captures, c.max_connections, c.max_filter),
+            (3, 10, 8)
+        );
+    }
 }

@@ -1,1 +1,1576 @@
-//! The GhostWire discovery client. (stub: to be implemented)
+//! The GhostWire discovery client: `GET /mobyshark` and picking the target a
+//! capture names out of the answer (API.md, "Resolving the target", step 2).
+//!
+//! Two layers. The sans-IO layer ([`mobyshark_request`], [`ResponseParser`],
+//! [`find_target`]) turns bytes into decisions and touches no socket, so tests
+//! and fuzz targets drive it with plain bytes. [`DiscoveryCall`] moves those
+//! bytes over one non-blocking TCP connection for the single-threaded reactor.
+//! Nothing here may block: no name resolution (the caller hands over a
+//! `SocketAddr`), no blocking connect, read or write, no sleeping. Nothing
+//! here keeps time either: the reactor owns the discovery deadline, drops the
+//! call when it passes and reports [`DiscoveryError::TimedOut`].
+
+use crate::target::{Target, TargetError};
+use mio::net::TcpStream;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::task::Poll;
+
+/// Largest `/mobyshark` body we accept. GhostWire describes each container in
+/// roughly 300 to 500 bytes of JSON, so 8 MiB holds well over ten thousand of
+/// them (Kubernetes supports 110 pods per node; busy Docker hosts run a few
+/// thousand containers) while bounding what a misbehaving service can make
+/// us hold in memory.
+pub const MAX_DISCOVERY_BODY: usize = 8 * 1024 * 1024;
+
+/// Largest response head (status line plus header fields), and separately
+/// the largest chunked-body trailer section. GhostWire sends a handful of
+/// short header fields; 16 KiB is what common HTTP servers accept for a head.
+pub const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+
+/// Most header fields in one response head; GhostWire sends fewer than ten.
+pub const MAX_RESPONSE_HEADERS: usize = 64;
+
+/// Longest chunk-size line including its extensions. The size itself is at
+/// most 16 hex digits; the rest is room for extensions nobody we talk to
+/// sends but which HTTP/1.1 allows.
+const MAX_CHUNK_SIZE_LINE: usize = 4 * 1024;
+
+/// Bytes read from the socket per `read` call; the socket buffer is drained
+/// in a loop, so this only trades stack space for system calls.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// How the discovery service is named in every message a user sees.
+const SERVICE: &str = "discovery service (GhostWire)";
+
+/// The path GhostWire serves its container list at.
+const MOBYSHARK_PATH: &str = "/mobyshark";
+
+/// Everything that can go wrong asking the discovery service. `Display`
+/// names the service without its address; [`DiscoveryError::describe`] adds
+/// the address the user configured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DiscoveryError {
+    /// Connecting or sending the request failed; carries the reason.
+    Unreachable(String),
+    /// The reactor's deadline passed before the answer was complete.
+    TimedOut,
+    /// The service answered with a status other than 200 OK.
+    BadStatus(u16),
+    /// The answer is not a well-formed HTTP/1.1 response (or the connection
+    /// ended before it was complete); carries what was wrong.
+    BadResponse(String),
+    /// The body is larger than the parser's limit.
+    TooLarge,
+    /// The body is not a usable `{"containers":[...]}` document.
+    BadJson(String),
+    /// The list holds no container with this name and prefix.
+    NotListed { name: String, prefix: String },
+}
+
+impl DiscoveryError {
+    /// The user-facing message, naming the discovery service by the address
+    /// the user configured (for example `127.0.0.1:5000`).
+    pub fn describe(&self, service_addr: &str) -> String {
+        Described {
+            error: self,
+            addr: Some(service_addr),
+        }
+        .to_string()
+    }
+}
+
+impl fmt::Display for DiscoveryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Described {
+            error: self,
+            addr: None,
+        }
+        .fmt(f)
+    }
+}
+
+impl std::error::Error for DiscoveryError {}
+
+/// One formatting path for messages with and without the service address.
+struct Described<'a> {
+    error: &'a DiscoveryError,
+    addr: Option<&'a str>,
+}
+
+impl fmt::Display for Described<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let who = match self.addr {
+            Some(addr) => format!("{SERVICE} at {addr}"),
+            None => SERVICE.to_owned(),
+        };
+        match self.error {
+            DiscoveryError::Unreachable(why) => write!(f, "{who} is unreachable: {why}"),
+            DiscoveryError::TimedOut => write!(f, "{who} timed out: no complete answer within the discovery deadline (--discovery-timeout)"),
+            DiscoveryError::BadStatus(status) => {
+                write!(
+                    f,
+                    "{who} answered GET {MOBYSHARK_PATH} with HTTP status {status}"
+                )
+            }
+            DiscoveryError::BadResponse(why) => {
+                write!(f, "{who} sent an invalid HTTP response: {why}")
+            }
+            DiscoveryError::TooLarge => write!(
+                f,
+                "{who} sent a container list larger than the {} MiB limit",
+                MAX_DISCOVERY_BODY / (1024 * 1024)
+            ),
+            DiscoveryError::BadJson(why) => {
+                write!(f, "{who} sent an unusable container list: {why}")
+            }
+            DiscoveryError::NotListed { name, prefix } if prefix.is_empty() => {
+                write!(
+                    f,
+                    "container {name:?} (no prefix) is not listed by the {who}"
+                )
+            }
+            DiscoveryError::NotListed { name, prefix } => write!(
+                f,
+                "container {name:?} (prefix {prefix:?}) is not listed by the {who}"
+            ),
+        }
+    }
+}
+
+fn bad(why: impl Into<String>) -> DiscoveryError {
+    DiscoveryError::BadResponse(why.into())
+}
+
+/// The complete `GET /mobyshark` request. `host` is the discovery service as
+/// configured (a name or an address literal, without port); IPv6 literals get
+/// their brackets in the `Host` header.
+pub fn mobyshark_request(host: &str, port: u16) -> Vec<u8> {
+    // The host comes from the command line; dropping control characters and
+    // spaces keeps a mistyped value from splitting the header line.
+    let host: String = host
+        .chars()
+        .filter(|c| !c.is_control() && *c != ' ')
+        .collect();
+    let authority = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    format!(
+        "GET {MOBYSHARK_PATH} HTTP/1.1\r\n\
+         Host: {authority}\r\n\
+         Accept: application/json\r\n\
+         User-Agent: packetflix/{}\r\n\
+         Connection: close\r\n\r\n",
+        env!("CARGO_PKG_VERSION")
+    )
+    .into_bytes()
+}
+
+/// A complete HTTP response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// Where the incremental parser stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Reading a response head (interim 1xx heads are read and dropped here).
+    Head,
+    /// A body of known length; this many bytes are still to come.
+    Length { remaining: u64 },
+    /// Before a chunk-size line.
+    ChunkSize,
+    /// Inside a chunk; this many bytes are still to come.
+    ChunkData { remaining: u64 },
+    /// After a chunk's data, before its CRLF.
+    ChunkDataEnd,
+    /// After the last chunk: trailer lines up to an empty line; `seen` bytes
+    /// of them so far.
+    Trailer { seen: usize },
+    /// A body that ends when the connection does.
+    UntilClose,
+    /// A response was delivered or an error reported; nothing more to do.
+    Finished,
+}
+
+/// How a response's body is delimited (RFC 9112, section 6.3).
+#[derive(Debug, PartialEq, Eq)]
+enum Framing {
+    /// An interim 1xx response; the final response follows.
+    Interim,
+    Empty,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// Incremental HTTP/1.1 response parser: feed it bytes as they arrive, split
+/// anywhere, and it answers once the response is complete. Heads are parsed
+/// with `httparse`; bodies may be delimited by Content-Length, chunked
+/// transfer coding (extensions and trailers are ignored), or the end of the
+/// connection. Interim 1xx responses are skipped. After it has delivered a
+/// response or an error, the parser is finished and refuses further input.
+#[derive(Debug)]
+pub struct ResponseParser {
+    max_body: usize,
+    /// Received bytes not yet consumed.
+    pending: Vec<u8>,
+    /// How much of the current head in `pending` was already searched for
+    /// its end, so slow senders do not make the search quadratic.
+    head_scanned: usize,
+    state: State,
+    status: u16,
+    body: Vec<u8>,
+}
+
+impl ResponseParser {
+    /// A parser that refuses bodies longer than `max_body` bytes with
+    /// [`DiscoveryError::TooLarge`].
+    pub fn new(max_body: usize) -> Self {
+        ResponseParser {
+            max_body,
+            pending: Vec::new(),
+            head_scanned: 0,
+            state: State::Head,
+            status: 0,
+            body: Vec::new(),
+        }
+    }
+
+    /// Takes the next bytes from the connection. `Ok(None)`: more is needed.
+    /// Bytes after a complete response are ignored (we asked the service to
+    /// close the connection).
+    pub fn feed(&mut self, data: &[u8]) -> Result<Option<Response>, DiscoveryError> {
+        if self.state == State::Finished {
+            return Err(already_finished());
+        }
+        self.pending.extend_from_slice(data);
+        let outcome = self.advance();
+        if !matches!(outcome, Ok(None)) {
+            self.finish();
+        }
+        outcome
+    }
+
+    /// The connection ended. That completes a body delimited by the end of
+    /// the connection; anywhere else it means the response was cut short.
+    pub fn eof(&mut self) -> Result<Response, DiscoveryError> {
+        let outcome = match self.state {
+            State::UntilClose => Ok(self.take_response()),
+            State::Head if self.pending.is_empty() => {
+                Err(bad("it closed the connection without answering"))
+            }
+            State::Head => Err(bad(
+                "it closed the connection in the middle of the response head",
+            )),
+            State::Length { remaining } => Err(bad(format!(
+                "it closed the connection with {remaining} bytes of the body still missing"
+            ))),
+            State::ChunkSize
+            | State::ChunkData { .. }
+            | State::ChunkDataEnd
+            | State::Trailer { .. } => Err(bad(
+                "it closed the connection before the end of the chunked body",
+            )),
+            State::Finished => Err(already_finished()),
+        };
+        self.finish();
+        outcome
+    }
+
+    fn finish(&mut self) {
+        self.state = State::Finished;
+        self.pending = Vec::new();
+    }
+
+    fn take_response(&mut self) -> Response {
+        Response {
+            status: self.status,
+            body: std::mem::take(&mut self.body),
+        }
+    }
+
+    /// Enters the state that reads a body framed as `framing`; a response
+    /// without a body is complete at once.
+    fn start_body(&mut self, framing: Framing) -> Result<Option<Response>, DiscoveryError> {
+        self.state = match framing {
+            Framing::Interim => State::Head,
+            Framing::Empty | Framing::Length(0) => return Ok(Some(self.take_response())),
+            Framing::Length(len) if len > self.max_body as u64 => {
+                return Err(DiscoveryError::TooLarge)
+            }
+            Framing::Length(remaining) => State::Length { remaining },
+            Framing::Chunked => State::ChunkSize,
+            Framing::UntilClose => State::UntilClose,
+        };
+        Ok(None)
+    }
+
+    /// Consumes as much of `pending` as the current state allows. Errors and
+    /// completion leave `pending` to [`Self::finish`].
+    fn advance(&mut self) -> Result<Option<Response>, DiscoveryError> {
+        let mut pos = 0;
+        loop {
+            let input = &self.pending[pos..];
+            let progressed = match self.state {
+                State::Head => match find_head_end(input, self.head_scanned) {
+                    None if input.len() > MAX_RESPONSE_HEAD => return Err(head_too_long()),
+                    None => {
+                        self.head_scanned = input.len();
+                        0
+                    }
+                    Some(end) if end > MAX_RESPONSE_HEAD => return Err(head_too_long()),
+                    Some(end) => {
+                        let (status, framing) = parse_head(&input[..end])?;
+                        self.head_scanned = 0;
+                        self.status = status;
+                        if let Some(response) = self.start_body(framing)? {
+                            return Ok(Some(response));
+                        }
+                        end
+                    }
+                },
+                State::Length { remaining } => {
+                    let take = take_len(remaining, input.len());
+                    self.body.extend_from_slice(&input[..take]);
+                    let remaining = remaining - take as u64;
+                    if remaining == 0 {
+                        return Ok(Some(self.take_response()));
+                    }
+                    self.state = State::Length { remaining };
+                    take
+                }
+                State::UntilClose => {
+                    if self.body.len() + input.len() > self.max_body {
+                        return Err(DiscoveryError::TooLarge);
+                    }
+                    self.body.extend_from_slice(input);
+                    input.len()
+                }
+                State::ChunkSize => match parse_chunk_size_line(input)? {
+                    None => 0,
+                    Some((used, 0)) => {
+                        self.state = State::Trailer { seen: 0 };
+                        used
+                    }
+                    Some((used, size)) => {
+                        let room = self.max_body.saturating_sub(self.body.len());
+                        if size > room as u64 {
+                            return Err(DiscoveryError::TooLarge);
+                        }
+                        self.state = State::ChunkData { remaining: size };
+                        used
+                    }
+                },
+                State::ChunkData { remaining } => {
+                    let take = take_len(remaining, input.len());
+                    self.body.extend_from_slice(&input[..take]);
+                    let remaining = remaining - take as u64;
+                    self.state = if remaining == 0 {
+                        State::ChunkDataEnd
+                    } else {
+                        State::ChunkData { remaining }
+                    };
+                    take
+                }
+                State::ChunkDataEnd => {
+                    let used = match input {
+                        [b'\r', b'\n', ..] => 2,
+                        [] | [b'\r'] => 0,
+                        _ => return Err(bad("a chunk's data is not followed by a line end")),
+                    };
+                    if used > 0 {
+                        self.state = State::ChunkSize;
+                    }
+                    used
+                }
+                State::Trailer { seen } => match input.iter().position(|&b| b == b'\n') {
+                    None if seen + input.len() > MAX_RESPONSE_HEAD => {
+                        return Err(trailer_too_long())
+                    }
+                    None => 0,
+                    Some(newline) if matches!(&input[..newline], b"" | b"\r") => {
+                        return Ok(Some(self.take_response()))
+                    }
+                    Some(newline) if seen + newline + 1 > MAX_RESPONSE_HEAD => {
+                        return Err(trailer_too_long())
+                    }
+                    Some(newline) => {
+                        self.state = State::Trailer {
+                            seen: seen + newline + 1,
+                        };
+                        newline + 1
+                    }
+                },
+                State::Finished => return Err(already_finished()),
+            };
+            if progressed == 0 {
+                self.pending.drain(..pos);
+                return Ok(None);
+            }
+            pos += progressed;
+        }
+    }
+}
+
+fn already_finished() -> DiscoveryError {
+    bad("this exchange is already over")
+}
+
+fn head_too_long() -> DiscoveryError {
+    bad(format!(
+        "the response head is longer than {MAX_RESPONSE_HEAD} bytes"
+    ))
+}
+
+fn trailer_too_long() -> DiscoveryError {
+    bad(format!(
+        "the chunked body's trailer is longer than {MAX_RESPONSE_HEAD} bytes"
+    ))
+}
+
+/// How many of `available` bytes belong to a body part with `remaining`
+/// bytes to go.
+fn take_len(remaining: u64, available: usize) -> usize {
+    usize::try_from(remaining).map_or(available, |r| r.min(available))
+}
+
+/// The end (exclusive) of the first head in `buf`: the blank line after the
+/// header fields, ending in CRLF or, leniently, LF. `from` is how much of
+/// `buf` earlier calls already searched.
+fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
+    // A terminator ("\n\n" or "\n\r\n") may straddle the old end.
+    let mut at = from.saturating_sub(2);
+    while let Some(offset) = buf.get(at..)?.iter().position(|&b| b == b'\n') {
+        let newline = at + offset;
+        match buf.get(newline + 1..) {
+            Some([b'\n', ..]) => return Some(newline + 2),
+            Some([b'\r', b'\n', ..]) => return Some(newline + 3),
+            _ => at = newline + 1,
+        }
+    }
+    None
+}
+
+/// Status and body framing of one complete response head.
+fn parse_head(head: &[u8]) -> Result<(u16, Framing), DiscoveryError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let mut response = httparse::Response::new(&mut headers);
+    match response.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(bad("the response head is incomplete")),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(bad(format!(
+                "the response has more than {MAX_RESPONSE_HEADERS} header fields"
+            )))
+        }
+        Err(e) => return Err(bad(format!("malformed response head ({e})"))),
+    }
+    let status = response
+        .code
+        .ok_or_else(|| bad("the response has no status code"))?;
+    Ok((status, body_framing(status, response.headers)?))
+}
+
+/// The comma-separated items of a header field value, trimmed, empty ones
+/// dropped (RFC 9110, section 5.6.1).
+fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|item| !item.is_empty())
+}
+
+fn body_framing(status: u16, headers: &[httparse::Header<'_>]) -> Result<Framing, DiscoveryError> {
+    match status {
+        101 => {
+            return Err(bad(
+                "it switched protocols (status 101) without being asked to",
+            ))
+        }
+        100..=199 => return Ok(Framing::Interim),
+        204 | 304 => return Ok(Framing::Empty),
+        _ => {}
+    }
+    let mut codings: Vec<String> = Vec::new();
+    let mut length: Option<u64> = None;
+    for header in headers {
+        if header.name.eq_ignore_ascii_case("transfer-encoding") {
+            codings
+                .extend(list_items(header.value).map(|c| String::from_utf8_lossy(c).into_owned()));
+        } else if header.name.eq_ignore_ascii_case("content-length") {
+            for item in list_items(header.value) {
+                let parsed = std::str::from_utf8(item)
+                    .ok()
+                    .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .ok_or_else(|| bad("the Content-Length header is not a number"))?;
+                if length.is_some_and(|l| l != parsed) {
+                    return Err(bad("the response has conflicting Content-Length values"));
+                }
+                length = Some(parsed);
+            }
+        } else if header.name.eq_ignore_ascii_case("content-encoding") {
+            // We send no Accept-Encoding, so a compressed body is a service
+            // error better named here than as unreadable JSON later.
+            if let Some(coding) =
+                list_items(header.value).find(|c| !c.eq_ignore_ascii_case(b"identity"))
+            {
+                return Err(bad(format!(
+                    "the body is compressed ({}), which this client does not decode",
+                    String::from_utf8_lossy(coding)
+                )));
+            }
+        }
+    }
+    // Transfer-Encoding overrides Content-Length (RFC 9112, section 6.3).
+    match codings.as_slice() {
+        [] => Ok(length.map_or(Framing::UntilClose, Framing::Length)),
+        [only] if only.eq_ignore_ascii_case("chunked") => Ok(Framing::Chunked),
+        _ => Err(bad(format!(
+            "unsupported Transfer-Encoding \"{}\"",
+            codings.join(", ")
+        ))),
+    }
+}
+
+/// A complete chunk-size line at the start of `input`: (bytes used, size).
+/// `None` while the line is incomplete.
+fn parse_chunk_size_line(input: &[u8]) -> Result<Option<(usize, u64)>, DiscoveryError> {
+    let invalid = || bad("invalid chunk size line");
+    match input.first() {
+        None => return Ok(None),
+        // httparse reads a line without digits as size 0, which would end
+        // the body early instead of reporting the damage.
+        Some(b) if !b.is_ascii_hexdigit() => return Err(invalid()),
+        Some(_) => {}
+    }
+    match httparse::parse_chunk_size(input) {
+        Ok(httparse::Status::Complete(found)) => Ok(Some(found)),
+        Ok(httparse::Status::Partial) if input.len() > MAX_CHUNK_SIZE_LINE => Err(bad(format!(
+            "a chunk size line is longer than {MAX_CHUNK_SIZE_LINE} bytes"
+        ))),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(_) => Err(invalid()),
+    }
+}
+
+/// The first target in a `/mobyshark` body whose `name` and `prefix` both
+/// equal the given ones (a missing or null `prefix` is the empty prefix).
+///
+/// The body is read as a stream and only one container entry is held at a
+/// time, so a large list costs no more memory than its largest entry. Other
+/// top-level keys are ignored; so are entries that do not match, however
+/// malformed (other than JSON syntax errors, which end the parse). If the
+/// first matching entry is itself invalid, that is reported rather than
+/// falling back to a later match: a later duplicate is no more trustworthy.
+pub fn find_target(body: &[u8], name: &str, prefix: &str) -> Result<Target, DiscoveryError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let listing = ListingSeed { name, prefix }
+        .deserialize(&mut de)
+        .and_then(|listing| de.end().map(|()| listing))
+        .map_err(|e| DiscoveryError::BadJson(e.to_string()))?;
+    match listing {
+        Listing::NoContainers => Err(DiscoveryError::BadJson(
+            "it has no \"containers\" list".into(),
+        )),
+        Listing::NotFound => Err(DiscoveryError::NotListed {
+            name: name.to_owned(),
+            prefix: prefix.to_owned(),
+        }),
+        Listing::Found { index, target } => {
+            target.map_err(|e| DiscoveryError::BadJson(format!("containers[{index}]: {e}")))
+        }
+    }
+}
+
+/// What a `/mobyshark` body says about the container we look for.
+enum Listing {
+    NoContainers,
+    NotFound,
+    Found {
+        index: usize,
+        target: Result<Target, TargetError>,
+    },
+}
+
+/// Reads the top-level object, skipping everything but `containers`.
+#[derive(Clone, Copy)]
+struct ListingSeed<'a> {
+    name: &'a str,
+    prefix: &'a str,
+}
+
+impl<'de> DeserializeSeed<'de> for ListingSeed<'_> {
+    type Value = Listing;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Listing, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ListingSeed<'_> {
+    type Value = Listing;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object with a \"containers\" list")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Listing, A::Error> {
+        let mut listing = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if key != "containers" {
+                map.next_value::<IgnoredAny>()?;
+            } else if listing.is_some() {
+                return Err(de::Error::duplicate_field("containers"));
+            } else {
+                listing = Some(map.next_value_seed(ContainersSeed(self))?);
+            }
+        }
+        Ok(listing.unwrap_or(Listing::NoContainers))
+    }
+}
+
+/// Reads the `containers` array one entry at a time.
+struct ContainersSeed<'a>(ListingSeed<'a>);
+
+impl<'de> DeserializeSeed<'de> for ContainersSeed<'_> {
+    type Value = Listing;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Listing, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ContainersSeed<'_> {
+    type Value = Listing;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of containers")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Listing, A::Error> {
+        let mut index = 0;
+        while let Some(entry) = seq.next_element::<Value>()? {
+            if entry_matches(&entry, self.0.name, self.0.prefix) {
+                // The rest still has to be read (and be valid JSON).
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                return Ok(Listing::Found {
+                    index,
+                    target: Target::try_from(entry),
+                });
+            }
+            index += 1;
+        }
+        Ok(Listing::NotFound)
+    }
+}
+
+fn entry_matches(entry: &Value, name: &str, prefix: &str) -> bool {
+    // Missing and null mean empty, as in the target model.
+    let text = |key| match entry.get(key) {
+        None | Some(Value::Null) => Some(""),
+        Some(Value::String(s)) => Some(s.as_str()),
+        Some(_) => None,
+    };
+    entry.is_object() && text("name") == Some(name) && text("prefix") == Some(prefix)
+}
+
+/// A user-facing reason for a socket error: the C library's wording
+/// ("connection refused"), without Rust's "(os error 111)" suffix.
+fn io_reason(e: &io::Error) -> String {
+    let Some(code) = e.raw_os_error() else {
+        return e.to_string();
+    };
+    let desc = nix::errno::Errno::from_raw(code).desc();
+    let mut chars = desc.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => e.to_string(),
+    }
+}
+
+/// Where a [`DiscoveryCall`] stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Connecting,
+    Sending { written: usize },
+    Receiving,
+    Done,
+}
+
+/// One `GET /mobyshark` exchange over a non-blocking TCP connection, driven
+/// by the reactor: it registers [`DiscoveryCall::stream`] for
+/// `READABLE | WRITABLE` and calls [`DiscoveryCall::on_ready`] on every event
+/// for it until that returns `Ready`. Dropping the call closes the socket
+/// (which also removes it from the poll); that is how the reactor cancels it.
+#[derive(Debug)]
+pub struct DiscoveryCall {
+    stream: TcpStream,
+    phase: Phase,
+    request: Vec<u8>,
+    parser: ResponseParser,
+}
+
+impl DiscoveryCall {
+    /// Starts a non-blocking connect to `addr`. `host_header` and `port` are
+    /// the service as the user named it, for the `Host` header.
+    pub fn start(addr: SocketAddr, host_header: &str, port: u16) -> Result<Self, DiscoveryError> {
+        let stream =
+            TcpStream::connect(addr).map_err(|e| DiscoveryError::Unreachable(io_reason(&e)))?;
+        Ok(DiscoveryCall {
+            stream,
+            phase: Phase::Connecting,
+            request: mobyshark_request(host_header, port),
+            parser: ResponseParser::new(MAX_DISCOVERY_BODY),
+        })
+    }
+
+    /// The socket, for the reactor to register (and deregister).
+    pub fn stream(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
+    /// Makes all the progress the socket allows right now, without blocking:
+    /// completes the connect, sends the request, reads and parses the answer.
+    /// Registration is edge-triggered, so every step runs until the socket
+    /// says `WouldBlock`. `Ready(Ok)` only for a complete `200 OK` response.
+    pub fn on_ready(&mut self) -> Poll<Result<Response, DiscoveryError>> {
+        let outcome = self.advance();
+        if outcome.is_ready() {
+            self.phase = Phase::Done;
+        }
+        outcome
+    }
+
+    fn advance(&mut self) -> Poll<Result<Response, DiscoveryError>> {
+        loop {
+            match self.phase {
+                Phase::Connecting => match self.connected() {
+                    Ok(true) => self.phase = Phase::Sending { written: 0 },
+                    Ok(false) => return Poll::Pending,
+                    Err(e) => return Poll::Ready(Err(e)),
+                },
+                Phase::Sending { written } => match self.stream.write(&self.request[written..]) {
+                    Ok(0) => {
+                        return Poll::Ready(Err(DiscoveryError::Unreachable(
+                            "the connection closed while the request was sent".into(),
+                        )))
+                    }
+                    Ok(n) if written + n == self.request.len() => self.phase = Phase::Receiving,
+                    Ok(n) => {
+                        self.phase = Phase::Sending {
+                            written: written + n,
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Poll::Ready(Err(DiscoveryError::Unreachable(io_reason(&e)))),
+                },
+                Phase::Receiving => {
+                    let mut buf = [0u8; READ_CHUNK];
+                    match self.stream.read(&mut buf) {
+                        Ok(0) => return Poll::Ready(self.parser.eof().and_then(accept_status)),
+                        Ok(n) => match self.parser.feed(&buf[..n]) {
+                            Ok(None) => {}
+                            Ok(Some(response)) => return Poll::Ready(accept_status(response)),
+                            Err(e) => return Poll::Ready(Err(e)),
+                        },
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            return Poll::Ready(Err(bad(format!(
+                                "the connection broke before the response was complete ({})",
+                                io_reason(&e)
+                            ))))
+                        }
+                    }
+                }
+                Phase::Done => return Poll::Ready(Err(already_finished())),
+            }
+        }
+    }
+
+    /// Whether the non-blocking connect has completed, following the steps
+    /// `mio::net::TcpStream::connect` documents.
+    fn connected(&self) -> Result<bool, DiscoveryError> {
+        match self.stream.take_error() {
+            Ok(None) => {}
+            Ok(Some(e)) | Err(e) => return Err(DiscoveryError::Unreachable(io_reason(&e))),
+        }
+        match self.stream.peer_addr() {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.kind() == io::ErrorKind::NotConnected
+                    || e.raw_os_error() == Some(nix::errno::Errno::EINPROGRESS as i32) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(DiscoveryError::Unreachable(io_reason(&e))),
+        }
+    }
+}
+
+/// Only `200 OK` carries the container list.
+fn accept_status(response: Response) -> Result<Response, DiscoveryError> {
+    const OK: u16 = 200;
+    if response.status == OK {
+        Ok(response)
+    } else {
+        Err(DiscoveryError::BadStatus(response.status))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mio::{Events, Interest, Token};
+    use std::net::{TcpListener, TcpStream as StdTcpStream};
+    use std::sync::mpsc;
+    use std::thread::{self, JoinHandle};
+    use std::time::{Duration, Instant};
+
+    const SMALL_LIMIT: usize = 64;
+
+    /// Feeds `chunks` in order; the connection ends after the last one.
+    fn parse(chunks: &[&[u8]], max_body: usize) -> Result<Response, DiscoveryError> {
+        let mut parser = ResponseParser::new(max_body);
+        for chunk in chunks {
+            if let Some(response) = parser.feed(chunk)? {
+                return Ok(response);
+            }
+        }
+        parser.eof()
+    }
+
+    fn ok(body: &[u8]) -> Result<Response, DiscoveryError> {
+        Ok(Response {
+            status: 200,
+            body: body.to_vec(),
+        })
+    }
+
+    fn bad_response(result: Result<Response, DiscoveryError>) -> String {
+        match result {
+            Err(DiscoveryError::BadResponse(why)) => why,
+            other => panic!("expected BadResponse, got {other:?}"),
+        }
+    }
+
+    const WITH_LENGTH: &[u8] =
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n{\"containers\":[]}";
+    const CHUNKED: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+        4;name=value\r\nWiki\r\n5 ; q=\"a;b\"\r\npedia\r\nA\r\n in chunks\r\n\
+        0;last\r\nX-Checksum: abc\r\n\r\n";
+    const WITH_INTERIM: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n\
+        HTTP/1.1 102 Processing\r\nX-Wait: 1\r\n\r\n\
+        HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
+    const UNTIL_CLOSE: &[u8] =
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"a\":1}";
+
+    #[test]
+    fn any_split_of_a_response_gives_the_same_result() {
+        let cases: [(&[u8], &[u8]); 4] = [
+            (WITH_LENGTH, b"{\"containers\":[]}"),
+            (CHUNKED, b"Wikipedia in chunks"),
+            (WITH_INTERIM, b"{}"),
+            (UNTIL_CLOSE, b"{\"a\":1}"),
+        ];
+        for (raw, body) in cases {
+            for at in 0..=raw.len() {
+                let (a, b) = raw.split_at(at);
+                assert_eq!(parse(&[a, b], SMALL_LIMIT), ok(body), "split at {at}");
+            }
+            let bytes: Vec<&[u8]> = raw.chunks(1).collect();
+            assert_eq!(parse(&bytes, SMALL_LIMIT), ok(body), "byte by byte");
+        }
+    }
+
+    #[test]
+    fn chunked_body_split_in_three_anywhere_is_decoded() {
+        for i in 0..=CHUNKED.len() {
+            for j in i..=CHUNKED.len() {
+                let parts = [&CHUNKED[..i], &CHUNKED[i..j], &CHUNKED[j..]];
+                assert_eq!(
+                    parse(&parts, SMALL_LIMIT),
+                    ok(b"Wikipedia in chunks"),
+                    "{i} {j}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn length_delimited_response_completes_without_waiting_for_close() {
+        let mut parser = ResponseParser::new(SMALL_LIMIT);
+        assert_eq!(parser.feed(WITH_LENGTH).map(|r| r.is_some()), Ok(true));
+        let mut parser = ResponseParser::new(SMALL_LIMIT);
+        assert_eq!(parser.feed(CHUNKED).map(|r| r.is_some()), Ok(true));
+    }
+
+    #[test]
+    fn close_delimited_body_ends_only_at_eof() {
+        let mut parser = ResponseParser::new(SMALL_LIMIT);
+        assert_eq!(parser.feed(UNTIL_CLOSE), Ok(None));
+        assert_eq!(parser.feed(b" more"), Ok(None));
+        assert_eq!(parser.eof(), ok(b"{\"a\":1} more"));
+    }
+
+    #[test]
+    fn bytes_after_a_complete_response_are_ignored() {
+        let mut raw = WITH_LENGTH.to_vec();
+        raw.extend_from_slice(b"HTTP/1.1 500 Oops\r\n\r\n");
+        assert_eq!(parse(&[&raw], SMALL_LIMIT), ok(b"{\"containers\":[]}"));
+    }
+
+    #[test]
+    fn no_content_and_not_modified_have_no_body() {
+        for status in [204u16, 304] {
+            let raw = format!("HTTP/1.1 {status} X\r\n\r\n");
+            let mut parser = ResponseParser::new(SMALL_LIMIT);
+            let response = parser.feed(raw.as_bytes()).unwrap().unwrap();
+            assert_eq!((response.status, response.body.len()), (status, 0));
+        }
+    }
+
+    #[test]
+    fn bare_lf_line_ends_in_the_head_are_accepted() {
+        let raw = b"HTTP/1.1 200 OK\nContent-Length: 2\n\nab";
+        assert_eq!(parse(&[raw], SMALL_LIMIT), ok(b"ab"));
+    }
+
+    #[test]
+    fn transfer_encoding_wins_over_content_length() {
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: Chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n";
+        assert_eq!(parse(&[raw], SMALL_LIMIT), ok(b"ab"));
+    }
+
+    #[test]
+    fn repeated_equal_content_lengths_are_accepted() {
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\n\r\n{}";
+        assert_eq!(parse(&[raw], SMALL_LIMIT), ok(b"{}"));
+    }
+
+    #[test]
+    fn switching_protocols_unasked_is_refused() {
+        let why = bad_response(parse(
+            &[b"HTTP/1.1 101 Switching Protocols\r\n\r\n"],
+            SMALL_LIMIT,
+        ));
+        assert!(why.contains("101"), "{why}");
+    }
+
+    #[test]
+    fn declared_length_over_the_limit_is_refused_before_the_body() {
+        let mut parser = ResponseParser::new(8);
+        assert_eq!(
+            parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n"),
+            Err(DiscoveryError::TooLarge)
+        );
+        assert_eq!(
+            parse(
+                &[b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n12345678"],
+                8
+            ),
+            ok(b"12345678")
+        );
+    }
+
+    #[test]
+    fn chunks_adding_up_over_the_limit_are_refused() {
+        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n4\r\nfghi\r\n0\r\n\r\n";
+        assert_eq!(parse(&[raw], 8), Err(DiscoveryError::TooLarge));
+        assert_eq!(parse(&[raw], 9), ok(b"abcdefghi"));
+        let huge = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n";
+        assert_eq!(parse(&[huge], 8), Err(DiscoveryError::TooLarge));
+    }
+
+    #[test]
+    fn close_delimited_body_over_the_limit_is_refused() {
+        let mut parser = ResponseParser::new(8);
+        assert_eq!(parser.feed(b"HTTP/1.1 200 OK\r\n\r\n12345678"), Ok(None));
+        assert_eq!(parser.feed(b"9"), Err(DiscoveryError::TooLarge));
+    }
+
+    #[test]
+    fn endless_head_is_refused_once_over_the_limit() {
+        let mut parser = ResponseParser::new(SMALL_LIMIT);
+        assert_eq!(parser.feed(b"HTTP/1.1 200 OK\r\nX-Filler: "), Ok(None));
+        let filler = vec![b'a'; 1024];
+        let mut outcome = Ok(None);
+        for _ in 0..=MAX_RESPONSE_HEAD / filler.len() {
+            outcome = parser.feed(&filler);
+            if outcome.is_err() {
+                break;
+            }
+        }
+        assert!(bad_response(outcome.map(|_| Response {
+            status: 0,
+            body: vec![]
+        }))
+        .contains("longer than"));
+    }
+
+    #[test]
+    fn too_many_header_fields_are_refused() {
+        let mut raw = String::from("HTTP/1.1 200 OK\r\n");
+        for i in 0..=MAX_RESPONSE_HEADERS {
+            raw.push_str(&format!("X-{i}: y\r\n"));
+        }
+        raw.push_str("Content-Length: 0\r\n\r\n");
+        assert!(bad_response(parse(&[raw.as_bytes()], SMALL_LIMIT)).contains("header fields"));
+    }
+
+    #[test]
+    fn endless_trailer_is_refused() {
+        let mut parser = ResponseParser::new(SMALL_LIMIT);
+        let start = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n";
+        assert_eq!(parser.feed(start), Ok(None));
+        let line = b"X-Trailer: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
+        let mut outcome = Ok(None);
+        for _ in 0..=MAX_RESPONSE_HEAD / line.len() {
+            outcome = parser.feed(line);
+            if outcome.is_err() {
+                break;
+            }
+        }
+        assert!(
+            matches!(outcome, Err(DiscoveryError::BadResponse(ref why)) if why.contains("trailer"))
+        );
+    }
+
+    #[test]
+    fn malformed_responses_are_refused_with_a_reason() {
+        const CHUNKED_HEAD: &str = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let cases: [(String, &str); 12] = [
+            ("HTTP/1.1 abc OK\r\n\r\n".into(), "malformed response head"),
+            (
+                "SSH-2.0-OpenSSH_9.2\r\n\r\n".into(),
+                "malformed response head",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nabcde".into(),
+                "not a number",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: five\r\n\r\n".into(),
+                "not a number",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nabcdef".into(),
+                "conflicting Content-Length",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n".into(),
+                "unsupported Transfer-Encoding \"gzip, chunked\"",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 2\r\n\r\n{}".into(),
+                "compressed (gzip)",
+            ),
+            (format!("{CHUNKED_HEAD}zz\r\n"), "invalid chunk size line"),
+            (format!("{CHUNKED_HEAD};ext\r\n"), "invalid chunk size line"),
+            (
+                format!("{CHUNKED_HEAD}3 4\r\nabc\r\n0\r\n\r\n"),
+                "invalid chunk size line",
+            ),
+            (
+                format!("{CHUNKED_HEAD}12345678901234567\r\n"),
+                "invalid chunk size line",
+            ),
+            (
+                format!("{CHUNKED_HEAD}3\r\nabcX\r\n0\r\n\r\n"),
+                "not followed by a line end",
+            ),
+        ];
+        for (raw, expected) in cases {
+            let why = bad_response(parse(&[raw.as_bytes()], SMALL_LIMIT));
+            assert!(why.contains(expected), "{raw:?}: {why}");
+        }
+    }
+
+    #[test]
+    fn overlong_chunk_extension_is_refused() {
+        let mut raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;".to_vec();
+        raw.resize(raw.len() + MAX_CHUNK_SIZE_LINE, b'x');
+        assert!(bad_response(parse(&[&raw], SMALL_LIMIT)).contains("chunk size line"));
+    }
+
+    #[test]
+    fn connection_ending_early_is_reported_where_it_happened() {
+        assert_eq!(
+            bad_response(parse(&[], SMALL_LIMIT)),
+            "it closed the connection without answering"
+        );
+        assert!(bad_response(parse(&[b"HTTP/1.1 200 OK\r\n"], SMALL_LIMIT)).contains("head"));
+        assert!(
+            bad_response(parse(&[&WITH_LENGTH[..WITH_LENGTH.len() - 3]], SMALL_LIMIT))
+                .contains("3 bytes of the body still missing")
+        );
+        assert!(
+            bad_response(parse(&[&CHUNKED[..CHUNKED.len() - 2]], SMALL_LIMIT))
+                .contains("chunked body")
+        );
+    }
+
+    #[test]
+    fn finished_parser_refuses_more_input() {
+        let mut parser = ResponseParser::new(SMALL_LIMIT);
+        assert!(parser.feed(WITH_LENGTH).unwrap().is_some());
+        assert!(parser.feed(b"x").is_err());
+        assert!(parser.eof().is_err());
+    }
+
+    #[test]
+    fn request_asks_for_json_and_closes() {
+        let request = mobyshark_request("127.0.0.1", 5000);
+        let text = String::from_utf8(request.clone()).unwrap();
+        assert!(text.starts_with("GET /mobyshark HTTP/1.1\r\nHost: 127.0.0.1:5000\r\n"));
+        assert!(text.ends_with("\r\n\r\n"));
+        let mut headers = [httparse::EMPTY_HEADER; 8];
+        let mut parsed = httparse::Request::new(&mut headers);
+        assert_eq!(
+            parsed.parse(&request),
+            Ok(httparse::Status::Complete(request.len()))
+        );
+        let header = |name: &str| {
+            parsed
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| h.value)
+        };
+        assert_eq!(header("accept"), Some(&b"application/json"[..]));
+        assert_eq!(header("connection"), Some(&b"close"[..]));
+    }
+
+    #[test]
+    fn ipv6_host_gets_brackets_once() {
+        for host in ["::1", "[::1]"] {
+            let text = String::from_utf8(mobyshark_request(host, 5000)).unwrap();
+            assert!(text.contains("\r\nHost: [::1]:5000\r\n"), "{text}");
+        }
+        let text = String::from_utf8(mobyshark_request("ghostwire.local", 80)).unwrap();
+        assert!(text.contains("\r\nHost: ghostwire.local:80\r\n"), "{text}");
+    }
+
+    #[test]
+    fn host_cannot_inject_header_lines() {
+        let request = mobyshark_request("evil\r\nX-Injected: 1", 5000);
+        let mut headers = [httparse::EMPTY_HEADER; 8];
+        let mut parsed = httparse::Request::new(&mut headers);
+        assert_eq!(
+            parsed.parse(&request),
+            Ok(httparse::Status::Complete(request.len()))
+        );
+        assert!(parsed.headers.iter().all(|h| h.name != "X-Injected"));
+    }
+
+    fn fixture() -> Vec<u8> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/ghostwire-mobyshark.json"
+        );
+        std::fs::read(path).unwrap()
+    }
+
+    #[test]
+    fn first_entry_with_equal_name_and_prefix_wins() {
+        let listing = fixture();
+        let target = find_target(&listing, "mosquitto", "").unwrap();
+        assert_eq!(
+            (target.netns, target.pid, target.starttime),
+            (4026532777, 4242, 123456)
+        );
+        let target = find_target(&listing, "mosquitto", "dind-1").unwrap();
+        assert_eq!(target.netns, 4026532999);
+        assert_eq!(target.network_interfaces, ["eth0", "eth1", "lo"]);
+        let target = find_target(&listing, "/run/netns/blue", "").unwrap();
+        assert_eq!(target.kind, "bindmount");
+    }
+
+    #[test]
+    fn earlier_duplicate_wins_over_later() {
+        let body = br#"{"containers":[{"name":"a","netns":1},{"name":"a","netns":2}]}"#;
+        assert_eq!(find_target(body, "a", "").unwrap().netns, 1);
+    }
+
+    #[test]
+    fn prefix_must_match_too() {
+        let err = find_target(&fixture(), "mosquitto", "dind-2").unwrap_err();
+        assert_eq!(
+            err,
+            DiscoveryError::NotListed {
+                name: "mosquitto".into(),
+                prefix: "dind-2".into()
+            }
+        );
+        assert!(matches!(
+            find_target(&fixture(), "kube-system/coredns-5d78c9869d-7xkqp", "dind-1"),
+            Err(DiscoveryError::NotListed { .. })
+        ));
+    }
+
+    #[test]
+    fn unknown_container_is_not_listed() {
+        assert!(matches!(
+            find_target(&fixture(), "nginx", ""),
+            Err(DiscoveryError::NotListed { .. })
+        ));
+        assert!(matches!(
+            find_target(br#"{"containers":[]}"#, "nginx", ""),
+            Err(DiscoveryError::NotListed { .. })
+        ));
+    }
+
+    #[test]
+    fn broken_other_entries_do_not_hide_the_match() {
+        let body = br#"{"metadata":{"x":[1,{"y":null}]},"containers":[
+            42, "text", null, {"name":"webx","netns":"bad"}, {"name":7},
+            {"name":"web","prefix":null,"netns":99,"x-extra":true}, {"netns":-1}]}"#;
+        assert_eq!(find_target(body, "web", "").unwrap().netns, 99);
+    }
+
+    #[test]
+    fn invalid_matching_entry_is_reported_with_its_position() {
+        let body =
+            br#"{"containers":[{"name":"a"},{"name":"web","netns":-5},{"name":"web","netns":5}]}"#;
+        match find_target(body, "web", "") {
+            Err(DiscoveryError::BadJson(why)) => {
+                assert!(why.starts_with("containers[1]: "), "{why}");
+                assert!(why.contains("\"netns\""), "{why}");
+            }
+            other => panic!("expected BadJson, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn malformed_listings_are_bad_json() {
+        let cases: [&[u8]; 7] = [
+            b"",
+            b"<html>Not here</html>",
+            b"[]",
+            br#"{"containers":{}}"#,
+            br#"{"containers":[{"name":"a"}"#,
+            br#"{"containers":[{"name":"a"}]} trailing"#,
+            br#"{"containers":[],"containers":[]}"#,
+        ];
+        for body in cases {
+            assert!(
+                matches!(find_target(body, "a", ""), Err(DiscoveryError::BadJson(_))),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert_eq!(
+            find_target(br#"{"items":[]}"#, "a", ""),
+            Err(DiscoveryError::BadJson(
+                "it has no \"containers\" list".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn messages_name_the_service_and_its_address() {
+        let refused = DiscoveryError::Unreachable("connection refused".into());
+        assert_eq!(
+            refused.describe("127.0.0.1:5000"),
+            "discovery service (GhostWire) at 127.0.0.1:5000 is unreachable: connection refused"
+        );
+        assert_eq!(
+            refused.to_string(),
+            "discovery service (GhostWire) is unreachable: connection refused"
+        );
+        let not_listed = DiscoveryError::NotListed {
+            name: "mosquitto".into(),
+            prefix: "dind-1".into(),
+        };
+        assert_eq!(
+            not_listed.to_string(),
+            "container \"mosquitto\" (prefix \"dind-1\") is not listed by the discovery service (GhostWire)"
+        );
+        let all = [
+            refused,
+            DiscoveryError::TimedOut,
+            DiscoveryError::BadStatus(503),
+            DiscoveryError::BadResponse("x".into()),
+            DiscoveryError::TooLarge,
+            DiscoveryError::BadJson("x".into()),
+            not_listed,
+            DiscoveryError::NotListed {
+                name: "mosquitto".into(),
+                prefix: String::new(),
+            },
+        ];
+        let messages: Vec<String> = all.iter().map(|e| e.describe("[::1]:5000")).collect();
+        for (i, message) in messages.iter().enumerate() {
+            assert!(message.contains("GhostWire) at [::1]:5000"), "{message}");
+            assert!(!messages[..i].contains(message), "{message} twice");
+        }
+        assert!(messages[2].contains("503"));
+        assert!(messages[4].contains("8 MiB"));
+    }
+
+    // --- DiscoveryCall against real loopback sockets ---------------------
+
+    /// Bound on everything a test waits for, so a broken call fails the
+    /// test instead of hanging it.
+    const TEST_LIMIT: Duration = Duration::from_secs(10);
+    /// One poll round of the test reactor.
+    const TURN: Duration = Duration::from_millis(20);
+    const CALL: Token = Token(7);
+
+    /// A one-connection HTTP server on 127.0.0.1: reads the request head,
+    /// then lets `answer` do the rest. Joining it yields the request.
+    struct Server {
+        addr: SocketAddr,
+        thread: JoinHandle<Vec<u8>>,
+    }
+
+    impl Server {
+        fn start(answer: impl FnOnce(&mut StdTcpStream) + Send + 'static) -> Server {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let thread = thread::spawn(move || {
+                let (mut stream, _) = listener.accept().unwrap();
+                stream.set_read_timeout(Some(TEST_LIMIT)).unwrap();
+                stream.set_write_timeout(Some(TEST_LIMIT)).unwrap();
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.ends_with(b"\r\n\r\n") && request.len() < 64 * 1024 {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                answer(&mut stream);
+                request
+            });
+            Server { addr, thread }
+        }
+
+        fn request(self) -> String {
+            String::from_utf8(self.thread.join().unwrap()).unwrap()
+        }
+    }
+
+    /// The reactor's side, reduced to one source.
+    struct Driver {
+        poll: mio::Poll,
+        events: Events,
+    }
+
+    enum Turn {
+        Idle,
+        Pending,
+        Ready(Result<Response, DiscoveryError>),
+    }
+
+    impl Driver {
+        fn new(call: &mut DiscoveryCall) -> Driver {
+            let poll = mio::Poll::new().unwrap();
+            poll.registry()
+                .register(call.stream(), CALL, Interest::READABLE | Interest::WRITABLE)
+                .unwrap();
+            Driver {
+                poll,
+                events: Events::with_capacity(8),
+            }
+        }
+
+        fn turn(&mut self, call: &mut DiscoveryCall) -> Turn {
+            match self.poll.poll(&mut self.events, Some(TURN)) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Turn::Idle,
+                result => result.unwrap(),
+            }
+            if self.events.is_empty() {
+                return Turn::Idle;
+            }
+            for event in &self.events {
+                assert_eq!(event.token(), CALL);
+                if let Poll::Ready(outcome) = call.on_ready() {
+                    return Turn::Ready(outcome);
+                }
+            }
+            Turn::Pending
+        }
+
+        fn finish(&mut self, call: &mut DiscoveryCall) -> Result<Response, DiscoveryError> {
+            let deadline = Instant::now() + TEST_LIMIT;
+            while Instant::now() < deadline {
+                if let Turn::Ready(outcome) = self.turn(call) {
+                    return outcome;
+                }
+            }
+            panic!("the discovery call did not finish within {TEST_LIMIT:?}");
+        }
+    }
+
+    fn call(addr: SocketAddr) -> Result<Response, DiscoveryError> {
+        let mut call = DiscoveryCall::start(addr, "127.0.0.1", addr.port())?;
+        Driver::new(&mut call).finish(&mut call)
+    }
+
+    #[test]
+    fn call_fetches_the_listing_from_a_real_server() {
+        let listing = fixture();
+        let served = listing.clone();
+        let server = Server::start(move |stream| {
+            let (first, second) = served.split_at(served.len() / 2);
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .unwrap();
+            for part in [first, second] {
+                stream
+                    .write_all(format!("{:x}\r\n", part.len()).as_bytes())
+                    .unwrap();
+                stream.write_all(part).unwrap();
+                stream.write_all(b"\r\n").unwrap();
+                stream.flush().unwrap();
+            }
+            stream.write_all(b"0\r\n\r\n").unwrap();
+        });
+        let addr = server.addr;
+        let response = call(addr).unwrap();
+        assert_eq!(response.body, listing);
+        assert_eq!(
+            find_target(&response.body, "mosquitto", "dind-1")
+                .unwrap()
+                .netns,
+            4026532999
+        );
+        let request = server.request();
+        assert!(request.starts_with(&format!(
+            "GET /mobyshark HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n",
+            addr.port()
+        )));
+    }
+
+    #[test]
+    fn large_close_delimited_answer_is_read_to_the_end() {
+        // Many socket reads and several readiness events.
+        let body: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        let served = body.clone();
+        let server = Server::start(move |stream| {
+            stream.write_all(b"HTTP/1.1 200 OK\r\n\r\n").unwrap();
+            stream.write_all(&served).unwrap();
+        });
+        assert_eq!(call(server.addr).unwrap().body, body);
+        server.request();
+    }
+
+    /// A loopback port held by a socket that is bound but not listening
+    /// (the local end of a connection), so connecting to it is refused and
+    /// no other test can take the port while the sockets live.
+    fn refusing_port() -> ((TcpListener, StdTcpStream), SocketAddr) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = StdTcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let addr = client.local_addr().unwrap();
+        ((listener, client), addr)
+    }
+
+    #[test]
+    fn refused_connection_is_unreachable() {
+        let (_reserved, addr) = refusing_port();
+        let error = call(addr).unwrap_err();
+        assert_eq!(
+            error,
+            DiscoveryError::Unreachable("connection refused".into())
+        );
+        assert_eq!(
+            error.describe(&addr.to_string()),
+            format!("discovery service (GhostWire) at {addr} is unreachable: connection refused")
+        );
+    }
+
+    #[test]
+    fn server_closing_without_answering_is_a_bad_response() {
+        let server = Server::start(|_| {});
+        assert_eq!(
+            call(server.addr),
+            Err(DiscoveryError::BadResponse(
+                "it closed the connection without answering".into()
+            ))
+        );
+        assert!(server.request().starts_with("GET /mobyshark "));
+    }
+
+    #[test]
+    fn error_status_is_reported() {
+        let server = Server::start(|stream| {
+            stream
+                .write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy")
+                .unwrap();
+        });
+        assert_eq!(call(server.addr), Err(DiscoveryError::BadStatus(503)));
+        server.request();
+    }
+
+    #[test]
+    fn slow_server_leaves_the_call_pending_and_the_loop_free() {
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let (sent_tx, sent_rx) = mpsc::channel::<()>();
+        let server = Server::start(move |stream| {
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\n{\"contai")
+                .unwrap();
+            stream.flush().unwrap();
+            sent_tx.send(()).unwrap();
+            // Bounded, so the thread ends even if the test fails early.
+            if go_rx.recv_timeout(TEST_LIMIT).is_ok() {
+                let _ = stream.write_all(b"ners\":[]}");
+            }
+        });
+        let mut call = DiscoveryCall::start(server.addr, "127.0.0.1", server.addr.port()).unwrap();
+        let mut driver = Driver::new(&mut call);
+        let deadline = Instant::now() + TEST_LIMIT;
+        while sent_rx.try_recv().is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the server never got the request"
+            );
+            if let Turn::Ready(outcome) = driver.turn(&mut call) {
+                panic!("finished before the server answered: {outcome:?}");
+            }
+        }
+        // The head and part of the body are there; the rest is not. Every
+        // turn must come back, with the call still pending, and the poll
+        // must end in its own timeout more than once.
+        const IDLE_TURNS: usize = 3;
+        let mut idle = 0;
+        for _ in 0..(TEST_LIMIT.as_millis() / TURN.as_millis()) {
+            match driver.turn(&mut call) {
+                Turn::Idle => idle += 1,
+                Turn::Pending => {}
+                Turn::Ready(outcome) => panic!("finished before the server did: {outcome:?}"),
+            }
+            if idle == IDLE_TURNS {
+                break;
+            }
+        }
+        assert_eq!(idle, IDLE_TURNS);
+        go_tx.send(()).unwrap();
+        assert_eq!(driver.finish(&mut call), ok(b"{\"containers\":[]}"));
+        server.request();
+    }
+
+    #[test]
+    fn finished_call_does_not_start_over() {
+        let server = Server::start(|stream| {
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+                .unwrap();
+        });
+        let mut call = DiscoveryCall::start(server.addr, "127.0.0.1", server.addr.port()).unwrap();
+        assert_eq!(Driver::new(&mut call).finish(&mut call), ok(b"{}"));
+        assert!(matches!(call.on_ready(), Poll::Ready(Err(_))));
+        server.request();
+    }
+}

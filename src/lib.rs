@@ -6,7 +6,20 @@
 //! [`params`], [`target`], [`pcapng`], [`ws`], the parsers in [`discovery`]),
 //! so unit tests and fuzz targets drive them with plain bytes.
 
+pub mod capture;
+pub mod client;
 pub mod config;
+pub mod conn;
 pub mod discovery;
+pub mod front;
+pub mod http;
+pub mod logging;
+pub mod netns;
+pub mod params;
 pub mod pcapng;
+pub mod privileges;
+pub mod proxy;
+pub mod reactor;
+pub mod session;
 pub mod target;
+pub mod ws;

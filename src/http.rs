@@ -1,0 +1,562 @@
+//! HTTP/1.1 request heads in, response bytes out. No I/O here: the reactor
+//! hands in what it read and writes what these functions return, so every
+//! path is testable and fuzzable with plain bytes.
+//!
+//! Heads are bounded in size ([`MAX_HEAD`]) and header count
+//! ([`MAX_HEADERS`]); anything else malformed is a [`HeadError`] with the
+//! status to answer.
+
+use std::fmt::Write as _;
+
+/// Largest request head accepted. Browsers and proxies send a few KiB at most;
+/// 16 KiB leaves room for a large `Clustershark-Container` header.
+pub const MAX_HEAD: usize = 16 * 1024;
+/// Most header lines accepted in one head; well above what any real client
+/// sends, small enough to keep parsing cheap.
+pub const MAX_HEADERS: usize = 64;
+
+/// One parsed request head.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Request {
+    pub method: String,
+    /// The path of the request target, still percent-encoded.
+    pub path: String,
+    /// The raw query string (after `?`), if any.
+    pub query: Option<String>,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Bytes of the buffer the head took; what follows belongs to the body or
+    /// the next protocol.
+    pub head_len: usize,
+}
+
+/// Why a head was refused, and with which status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeadError {
+    /// Head larger than [`MAX_HEAD`]: 431.
+    TooLarge,
+    /// More than [`MAX_HEADERS`] header lines: 431.
+    TooManyHeaders,
+    /// Not HTTP/1.x: 400, with what was wrong.
+    Malformed(String),
+}
+
+impl HeadError {
+    pub fn status(&self) -> u16 {
+        match self {
+            HeadError::TooLarge | HeadError::TooManyHeaders => 431,
+            HeadError::Malformed(_) => 400,
+        }
+    }
+}
+
+impl std::fmt::Display for HeadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeadError::TooLarge => write!(f, "request head larger than {MAX_HEAD} bytes"),
+            HeadError::TooManyHeaders => write!(f, "more than {MAX_HEADERS} request headers"),
+            HeadError::Malformed(why) => write!(f, "malformed request: {why}"),
+        }
+    }
+}
+
+/// How the request's body is framed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyKind {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// Parses a request head from the start of `buf`. `Ok(None)`: incomplete,
+/// read more (the caller enforces [`MAX_HEAD`] through this function too).
+pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, HeadError> {
+    parse_request_limited(buf, MAX_HEAD, MAX_HEADERS)
+}
+
+/// [`parse_request`] with explicit limits.
+pub fn parse_request_limited(
+    buf: &[u8],
+    max_head: usize,
+    max_headers: usize,
+) -> Result<Option<Request>, HeadError> {
+    // httparse wants a fixed header array; a smaller limit just uses a prefix.
+    let mut storage = [httparse::EMPTY_HEADER; 256];
+    let slots = max_headers.min(storage.len());
+    let mut req = httparse::Request::new(&mut storage[..slots]);
+    let status = match req.parse(buf) {
+        Ok(s) => s,
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
+        Err(e) => {
+            if buf.len() > max_head {
+                return Err(HeadError::TooLarge);
+            }
+            return Err(HeadError::Malformed(e.to_string()));
+        }
+    };
+    let head_len = match status {
+        httparse::Status::Partial => {
+            return if buf.len() >= max_head {
+                Err(HeadError::TooLarge)
+            } else {
+                Ok(None)
+            };
+        }
+        httparse::Status::Complete(n) => n,
+    };
+    if head_len > max_head {
+        return Err(HeadError::TooLarge);
+    }
+    let method = req.method.unwrap_or_default().to_string();
+    let target = req.path.unwrap_or_default();
+    let (path, query) = split_target(target)?;
+    let headers = req
+        .headers
+        .iter()
+        .map(|h| (h.name.to_string(), h.value.to_vec()))
+        .collect();
+    Ok(Some(Request {
+        method,
+        path,
+        query,
+        minor_version: req.version.unwrap_or(1),
+        headers,
+        head_len,
+    }))
+}
+
+/// Splits a request target into path and query, accepting origin form
+/// (`/capture?x`) and absolute form (`http://host/capture?x`), as proxies send.
+fn split_target(target: &str) -> Result<(String, Option<String>), HeadError> {
+    let rest = if target.starts_with('/') {
+        target
+    } else if let Some(after) = target
+        .strip_prefix("http://")
+        .or_else(|| target.strip_prefix("https://"))
+    {
+        match after.find('/') {
+            Some(i) => &after[i..],
+            None => match after.find('?') {
+                Some(i) => &after[i..],
+                None => "/",
+            },
+        }
+    } else if target == "*" {
+        "*"
+    } else {
+        return Err(HeadError::Malformed(format!(
+            "unsupported request target '{}'",
+            truncate(target, 64)
+        )));
+    };
+    // A fragment never belongs in a request; drop it if a client sent one.
+    let rest = rest.split('#').next().unwrap_or(rest);
+    let (path, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q.to_string())),
+        None => (rest, None),
+    };
+    let path = if path.is_empty() { "/" } else { path };
+    Ok((path.to_string(), query))
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+impl Request {
+    /// The first header of that name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The first header of that name as text, if it is UTF-8.
+    pub fn header_str(&self, name: &str) -> Option<&str> {
+        self.header(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// Whether any header of that name lists `token` in its comma-separated
+    /// value (case-insensitive), as `Connection: keep-alive, Upgrade` does.
+    pub fn has_token(&self, name: &str, token: &str) -> bool {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    }
+
+    /// Whether the connection stays open after the response (RFC 9112 9.3).
+    pub fn keep_alive(&self) -> bool {
+        if self.minor_version == 0 {
+            self.has_token("connection", "keep-alive")
+        } else {
+            !self.has_token("connection", "close")
+        }
+    }
+
+    /// How the body is framed (RFC 9112 6.3); conflicting or invalid framing
+    /// is malformed, since it is how requests get smuggled.
+    pub fn body_kind(&self) -> Result<BodyKind, HeadError> {
+        let te: Vec<&[u8]> = self
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"))
+            .map(|(_, v)| v.as_slice())
+            .collect();
+        let cl: Vec<&[u8]> = self
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .map(|(_, v)| v.as_slice())
+            .collect();
+        if !te.is_empty() {
+            if !cl.is_empty() {
+                return Err(HeadError::Malformed(
+                    "both Transfer-Encoding and Content-Length".into(),
+                ));
+            }
+            let last = std::str::from_utf8(te[te.len() - 1])
+                .ok()
+                .and_then(|v| v.split(',').next_back())
+                .map(|t| t.trim().to_ascii_lowercase());
+            return match last.as_deref() {
+                Some("chunked") => Ok(BodyKind::Chunked),
+                _ => Err(HeadError::Malformed("unsupported Transfer-Encoding".into())),
+            };
+        }
+        let mut len = None;
+        for v in cl {
+            let n = std::str::from_utf8(v)
+                .ok()
+                .map(str::trim)
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| HeadError::Malformed("invalid Content-Length".into()))?;
+            if len.is_some_and(|l| l != n) {
+                return Err(HeadError::Malformed("conflicting Content-Length".into()));
+            }
+            len = Some(n);
+        }
+        Ok(match len {
+            None | Some(0) => BodyKind::None,
+            Some(n) => BodyKind::Length(n),
+        })
+    }
+}
+
+/// What a request asks of the websocket protocol.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Upgrade {
+    /// A plain HTTP request.
+    None,
+    /// A valid websocket opening handshake; the value to answer with in
+    /// `Sec-WebSocket-Accept`.
+    WebSocket { accept: String },
+    /// An upgrade request we cannot accept: status and reason.
+    Refused(u16, &'static str),
+}
+
+/// Checks the websocket opening handshake (RFC 6455 4.2.1).
+pub fn websocket_upgrade(req: &Request) -> Upgrade {
+    if !req.has_token("upgrade", "websocket") {
+        return Upgrade::None;
+    }
+    if req.method != "GET" {
+        return Upgrade::Refused(400, "websocket upgrade needs GET");
+    }
+    if req.minor_version == 0 {
+        return Upgrade::Refused(400, "websocket upgrade needs HTTP/1.1");
+    }
+    if !req.has_token("connection", "upgrade") {
+        return Upgrade::Refused(400, "websocket upgrade without 'Connection: Upgrade'");
+    }
+    if req.header_str("sec-websocket-version").map(str::trim) != Some("13") {
+        return Upgrade::Refused(426, "unsupported websocket version, use 13");
+    }
+    match req.header("sec-websocket-key") {
+        Some(key) if valid_key(key) => Upgrade::WebSocket {
+            accept: tungstenite::handshake::derive_accept_key(trim_ascii(key)),
+        },
+        _ => Upgrade::Refused(400, "missing or invalid Sec-WebSocket-Key"),
+    }
+}
+
+fn trim_ascii(v: &[u8]) -> &[u8] {
+    let start = v
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |i| i + 1);
+    &v[start..end]
+}
+
+/// A key is the base64 of 16 bytes: 24 characters ending in "==".
+fn valid_key(key: &[u8]) -> bool {
+    let key = trim_ascii(key);
+    key.len() == 24
+        && key.ends_with(b"==")
+        && key[..22]
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
+}
+
+/// The reason phrase of the statuses this service sends.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        101 => "Switching Protocols",
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        426 => "Upgrade Required",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Unknown",
+    }
+}
+
+/// A complete response with a body. `close` adds `Connection: close`.
+pub fn response(
+    status: u16,
+    extra: &[(&str, &str)],
+    content_type: &str,
+    body: &[u8],
+    close: bool,
+) -> Vec<u8> {
+    let mut head = String::with_capacity(160 + body.len());
+    let _ = write!(head, "HTTP/1.1 {status} {}\r\n", reason_phrase(status));
+    let _ = write!(head, "Server: packetflix/{}\r\n", env!("CARGO_PKG_VERSION"));
+    if !content_type.is_empty() {
+        let _ = write!(head, "Content-Type: {content_type}\r\n");
+    }
+    let _ = write!(head, "Content-Length: {}\r\n", body.len());
+    for (n, v) in extra {
+        let _ = write!(head, "{n}: {v}\r\n");
+    }
+    if close {
+        head.push_str("Connection: close\r\n");
+    }
+    head.push_str("\r\n");
+    let mut out = head.into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// A short `text/plain` response.
+pub fn text_response(status: u16, text: &str, close: bool) -> Vec<u8> {
+    let body = format!("{text}\n");
+    response(
+        status,
+        &[],
+        "text/plain; charset=utf-8",
+        body.as_bytes(),
+        close,
+    )
+}
+
+/// The `101 Switching Protocols` answer to a websocket handshake.
+pub fn switching_protocols(accept: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {accept}\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// The `/version` answer's body.
+pub fn version_body() -> Vec<u8> {
+    serde_json::json!({ "name": "packetflix", "version": env!("CARGO_PKG_VERSION") })
+        .to_string()
+        .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Request {
+        parse_request(s.as_bytes()).unwrap().unwrap()
+    }
+
+    const WS: &str = "GET /capture?netns=1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+        Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n";
+
+    #[test]
+    fn complete_head_splits_path_query_and_headers() {
+        let r = parse("GET /capture?netns=5&nif=eth0 HTTP/1.1\r\nHost: a\r\nX-A: b\r\n\r\nrest");
+        assert_eq!(r.method, "GET");
+        assert_eq!(r.path, "/capture");
+        assert_eq!(r.query.as_deref(), Some("netns=5&nif=eth0"));
+        assert_eq!(r.minor_version, 1);
+        assert_eq!(r.header("x-a"), Some(&b"b"[..]));
+        assert_eq!(
+            r.head_len,
+            "GET /capture?netns=5&nif=eth0 HTTP/1.1\r\nHost: a\r\nX-A: b\r\n\r\n".len()
+        );
+    }
+
+    #[test]
+    fn partial_head_asks_for_more_at_every_split() {
+        for cut in 0..WS.len() {
+            assert_eq!(parse_request(&WS.as_bytes()[..cut]), Ok(None), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn absolute_form_target_is_reduced_to_path_and_query() {
+        let r = parse("GET http://host:5001/version?x=1 HTTP/1.1\r\n\r\n");
+        assert_eq!(
+            (r.path.as_str(), r.query.as_deref()),
+            ("/version", Some("x=1"))
+        );
+        let r = parse("GET http://host:5001 HTTP/1.1\r\n\r\n");
+        assert_eq!(r.path, "/");
+    }
+
+    #[test]
+    fn garbage_is_malformed_with_status_400() {
+        let e = parse_request(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03").unwrap_err();
+        assert_eq!(e.status(), 400);
+        let e = parse_request(b"GET foo HTTP/1.1\r\n\r\n").unwrap_err();
+        assert_eq!(e.status(), 400);
+        let e = parse_request(b"GET / HTTP/2.0\r\n\r\n").unwrap_err();
+        assert_eq!(e.status(), 400);
+    }
+
+    #[test]
+    fn oversized_head_is_431_even_while_incomplete() {
+        let mut big = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
+        big.resize(MAX_HEAD + 10, b'a');
+        assert_eq!(parse_request(&big), Err(HeadError::TooLarge));
+        assert_eq!(HeadError::TooLarge.status(), 431);
+    }
+
+    #[test]
+    fn too_many_headers_is_431() {
+        let mut s = String::from("GET / HTTP/1.1\r\n");
+        for i in 0..(MAX_HEADERS + 1) {
+            s.push_str(&format!("X-{i}: v\r\n"));
+        }
+        s.push_str("\r\n");
+        assert_eq!(parse_request(s.as_bytes()), Err(HeadError::TooManyHeaders));
+    }
+
+    #[test]
+    fn header_lookup_is_case_insensitive_and_token_lists_are_split() {
+        let r = parse(WS);
+        assert_eq!(r.header_str("SEC-websocket-VERSION"), Some("13"));
+        assert!(r.has_token("connection", "upgrade"));
+        assert!(r.has_token("Connection", "KEEP-ALIVE"));
+        assert!(!r.has_token("connection", "close"));
+    }
+
+    #[test]
+    fn valid_handshake_gets_the_rfc_accept_key() {
+        // RFC 6455 section 1.3 gives this key and its accept value.
+        assert_eq!(
+            websocket_upgrade(&parse(WS)),
+            Upgrade::WebSocket {
+                accept: "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".into()
+            }
+        );
+    }
+
+    #[test]
+    fn plain_get_is_no_upgrade() {
+        assert_eq!(
+            websocket_upgrade(&parse("GET /capture HTTP/1.1\r\n\r\n")),
+            Upgrade::None
+        );
+    }
+
+    #[test]
+    fn broken_handshakes_are_refused_with_a_reason() {
+        let no_key = WS.replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "");
+        assert!(matches!(
+            websocket_upgrade(&parse(&no_key)),
+            Upgrade::Refused(400, _)
+        ));
+        let bad_key = WS.replace("dGhlIHNhbXBsZSBub25jZQ==", "short");
+        assert!(matches!(
+            websocket_upgrade(&parse(&bad_key)),
+            Upgrade::Refused(400, _)
+        ));
+        let v8 = WS.replace("Version: 13", "Version: 8");
+        assert!(matches!(
+            websocket_upgrade(&parse(&v8)),
+            Upgrade::Refused(426, _)
+        ));
+        let post = WS.replace("GET", "POST");
+        assert!(matches!(
+            websocket_upgrade(&parse(&post)),
+            Upgrade::Refused(400, _)
+        ));
+        let no_conn = WS.replace("keep-alive, Upgrade", "keep-alive");
+        assert!(matches!(
+            websocket_upgrade(&parse(&no_conn)),
+            Upgrade::Refused(400, _)
+        ));
+    }
+
+    #[test]
+    fn keep_alive_follows_version_and_connection_header() {
+        assert!(parse("GET / HTTP/1.1\r\n\r\n").keep_alive());
+        assert!(!parse("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive());
+        assert!(!parse("GET / HTTP/1.0\r\n\r\n").keep_alive());
+        assert!(parse("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive());
+    }
+
+    #[test]
+    fn body_framing_is_read_and_smuggling_shapes_refused() {
+        assert_eq!(
+            parse("GET / HTTP/1.1\r\n\r\n").body_kind(),
+            Ok(BodyKind::None)
+        );
+        assert_eq!(
+            parse("POST / HTTP/1.1\r\nContent-Length: 12\r\n\r\n").body_kind(),
+            Ok(BodyKind::Length(12))
+        );
+        assert_eq!(
+            parse("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").body_kind(),
+            Ok(BodyKind::Chunked)
+        );
+        for bad in [
+            "POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+        ] {
+            assert!(parse(bad).body_kind().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn responses_carry_length_type_and_close() {
+        let r = String::from_utf8(text_response(426, "use websocket", true)).unwrap();
+        assert!(r.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
+        assert!(r.contains("Content-Length: 14\r\n"));
+        assert!(r.contains("Connection: close\r\n"));
+        assert!(r.ends_with("\r\n\r\nuse websocket\n"));
+        let v: serde_json::Value = serde_json::from_slice(&version_body()).unwrap();
+        assert_eq!(v["name"], "packetflix");
+        assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    }
+}

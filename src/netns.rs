@@ -1,0 +1,138 @@
+//! Finding, checking and holding network namespaces by inode number.
+//!
+//! A namespace is found among the processes' `/proc/PID/ns/net` first, then
+//! among bind-mounted namespaces (`nsfs` mounts in `/proc/self/mountinfo`,
+//! such as `/run/netns/NAME`). The returned descriptor *holds* the namespace:
+//! as long as it is open the inode cannot be reused for another namespace, so
+//! the capture program enters exactly the namespace that was checked.
+//!
+//! Only local procfs reads happen here; nothing waits on the network.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// `NS_GET_NSTYPE` from `<linux/nsfs.h>`: `_IO(0xb7, 0x3)`.
+const NS_GET_NSTYPE: u64 = 0xb703;
+
+/// An open network namespace, held until dropped.
+#[derive(Debug)]
+pub struct Netns {
+    pub file: File,
+    pub inode: u64,
+    /// Where it was found, for logs.
+    pub path: PathBuf,
+}
+
+/// The inode of the namespace a `/proc/PID/ns/net`-like path refers to.
+pub fn inode_of(path: &Path) -> Option<u64> {
+    std::fs::metadata(path).ok().map(|m| m.ino())
+}
+
+/// Locates and opens the network namespace with inode `inode`. `hint_pid`, if
+/// not 0, is tried first (the target's own process usually is in it).
+pub fn locate(inode: u64, hint_pid: u32) -> Result<Netns, String> {
+    if hint_pid != 0 {
+        if let Some(ns) = try_open(&PathBuf::from(format!("/proc/{hint_pid}/ns/net")), inode) {
+            return Ok(ns);
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            else {
+                continue;
+            };
+            let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
+            if inode_of(&path) == Some(inode) {
+                // The process may have exited or moved since the stat; then
+                // keep looking rather than fail.
+                if let Some(ns) = try_open(&path, inode) {
+                    return Ok(ns);
+                }
+            }
+        }
+    }
+    for path in nsfs_mounts() {
+        if inode_of(&path) == Some(inode) {
+            if let Some(ns) = try_open(&path, inode) {
+                return Ok(ns);
+            }
+        }
+    }
+    Err(format!(
+        "no network namespace with inode {inode} exists on this host (neither a process's nor a bind-mounted one)"
+    ))
+}
+
+/// Mount points of `nsfs` mounts, i.e. bind-mounted namespaces.
+fn nsfs_mounts() -> Vec<PathBuf> {
+    procfs::process::Process::myself()
+        .and_then(|p| p.mountinfo())
+        .map(|m| {
+            m.0.into_iter()
+                .filter(|mi| mi.fs_type == "nsfs")
+                .map(|mi| mi.mount_point)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Opens `path` and checks, on the open descriptor, that it is the network
+/// namespace with `inode` (the path may have changed between stat and open).
+fn try_open(path: &Path, inode: u64) -> Option<Netns> {
+    let file = File::open(path).ok()?;
+    let meta = file.metadata().ok()?;
+    if meta.ino() != inode || !is_netns(&file) {
+        return None;
+    }
+    Some(Netns {
+        file,
+        inode,
+        path: path.to_path_buf(),
+    })
+}
+
+fn is_netns(file: &File) -> bool {
+    // SAFETY: NS_GET_NSTYPE takes no argument and only reads the descriptor,
+    // which stays open for the duration of the call.
+    let kind = unsafe { nix::libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
+    kind == nix::libc::CLONE_NEWNET
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_namespace_is_found_and_held() {
+        let Some(ino) = inode_of(Path::new("/proc/self/ns/net")) else {
+            eprintln!("no /proc/self/ns/net here; skipping");
+            return;
+        };
+        let ns = locate(ino, std::process::id()).unwrap();
+        assert_eq!(ns.inode, ino);
+        assert_eq!(ns.file.metadata().unwrap().ino(), ino);
+        // Without a hint the /proc scan finds it too.
+        assert_eq!(locate(ino, 0).unwrap().inode, ino);
+    }
+
+    #[test]
+    fn unknown_inode_is_a_reason_naming_it() {
+        let err = locate(1, 0).unwrap_err();
+        assert!(err.contains("inode 1"), "{err}");
+    }
+
+    #[test]
+    fn other_namespace_types_are_not_taken_for_network_namespaces() {
+        // Our mount namespace's inode must not resolve as a network namespace.
+        let Some(mnt) = inode_of(Path::new("/proc/self/ns/mnt")) else {
+            return;
+        };
+        assert!(try_open(Path::new("/proc/self/ns/mnt"), mnt).is_none());
+    }
+}

@@ -1,0 +1,845 @@
+//! The discovery proxy (`--proxy-discovery`): one HTTP request forwarded to
+//! the discovery service and its response streamed back, or a websocket
+//! upgrade tunnelled both ways.
+//!
+//! The first half of this module is sans-IO: rewriting the request head
+//! (`/discover` prefix removed, `Host` rewritten, `Enable-Monolith` and
+//! `X-Forwarded-For` added, hop-by-hop headers dropped per RFC 9110 7.6.1),
+//! parsing and rewriting the response head, and [`BodyScanner`], which finds
+//! where a body ends without buffering it. The second half, [`Proxy`], moves
+//! the bytes between the client's [`Conn`] and a non-blocking upstream socket,
+//! with bounded queues and backpressure both ways. It never blocks.
+
+use std::io::{self, Read};
+use std::net::{IpAddr, SocketAddr};
+
+use mio::net::TcpStream;
+
+use crate::conn::{Conn, OutQueue};
+use crate::http::{BodyKind, Request};
+
+/// Headers that describe one hop and must not be forwarded (RFC 9110 7.6.1),
+/// plus `Host`, which is rewritten.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+/// Largest response head accepted from the discovery service.
+pub const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+/// Queued bytes in either direction above which the sending side is not
+/// read until the queue drains below [`LOW_WATER`].
+pub const HIGH_WATER: usize = 256 * 1024;
+pub const LOW_WATER: usize = 64 * 1024;
+/// Reads per turn per direction, as for captures.
+const READS_PER_TURN: usize = 16;
+
+fn is_hop_by_hop(name: &str, listed: &[String]) -> bool {
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        || listed.iter().any(|l| name.eq_ignore_ascii_case(l))
+}
+
+/// Header names the `Connection` header lists: also hop-by-hop.
+fn connection_options<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> Vec<String> {
+    headers
+        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+        .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// Whether the request asks for a websocket (or other protocol) upgrade.
+pub fn wants_upgrade(req: &Request) -> bool {
+    req.has_token("connection", "upgrade") && req.header("upgrade").is_some()
+}
+
+/// The request head sent to the discovery service. Upgrades keep their
+/// `Connection: Upgrade` and `Upgrade` headers; every other request is sent
+/// with `Connection: close` (one upstream connection per request).
+pub fn upstream_head(req: &Request, target: &str, host: &str, client: IpAddr) -> Vec<u8> {
+    let listed = connection_options(req.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())));
+    let upgrade = wants_upgrade(req);
+    let mut out = format!("{} {target} HTTP/1.1\r\nHost: {host}\r\n", req.method).into_bytes();
+    let mut forwarded_for = None;
+    for (name, value) in &req.headers {
+        if name.eq_ignore_ascii_case("host") || is_hop_by_hop(name, &listed) {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("x-forwarded-for") {
+            forwarded_for = Some(String::from_utf8_lossy(value).trim().to_string());
+            continue;
+        }
+        if name.eq_ignore_ascii_case("enable-monolith") {
+            continue;
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    let client = match client {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    let xff = match forwarded_for {
+        Some(prev) if !prev.is_empty() => format!("{prev}, {client}"),
+        _ => client.to_string(),
+    };
+    out.extend_from_slice(
+        format!("X-Forwarded-For: {xff}\r\nEnable-Monolith: true\r\n").as_bytes(),
+    );
+    if upgrade {
+        let up = req.header("upgrade").unwrap_or_default();
+        out.extend_from_slice(b"Connection: Upgrade\r\nUpgrade: ");
+        out.extend_from_slice(up);
+        out.extend_from_slice(b"\r\n");
+    } else {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// A parsed response head from the discovery service, rewritten for the
+/// client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResponseHead {
+    pub status: u16,
+    /// Bytes of the upstream buffer the head took.
+    pub head_len: usize,
+    /// How the body that follows is framed.
+    pub body: Framing,
+    /// The head to send to the client.
+    pub rewritten: Vec<u8>,
+}
+
+/// How a response body ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// No body (HEAD, 1xx, 204, 304).
+    None,
+    Length(u64),
+    Chunked,
+    /// Ends when the upstream closes; the client connection closes too.
+    UntilClose,
+    /// 101: from here on both directions are a tunnel.
+    Tunnel,
+}
+
+/// Parses and rewrites a response head. `head_request`: the request was HEAD
+/// (no body whatever the headers say). `keep_alive`: whether the client
+/// connection stays open after this response if the framing allows it.
+pub fn response_head(
+    buf: &[u8],
+    head_request: bool,
+    keep_alive: bool,
+) -> Result<Option<ResponseHead>, String> {
+    let mut headers = [httparse::EMPTY_HEADER; 96];
+    let mut resp = httparse::Response::new(&mut headers);
+    let head_len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD => {
+            return Err("response head too large".into())
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(format!("malformed response head: {e}")),
+    };
+    if head_len > MAX_RESPONSE_HEAD {
+        return Err("response head too large".into());
+    }
+    let status = resp.code.unwrap_or(0);
+    let reason = resp.reason.unwrap_or("");
+    let pairs = || resp.headers.iter().map(|h| (h.name, h.value));
+    let listed = connection_options(pairs());
+    let te_chunked = pairs()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"))
+        .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+        .flat_map(|v| v.split(','))
+        .next_back()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"));
+    let has_te = pairs().any(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"));
+    let mut length = None;
+    for (_, v) in pairs().filter(|(n, _)| n.eq_ignore_ascii_case("content-length")) {
+        let n = std::str::from_utf8(v)
+            .ok()
+            .map(str::trim)
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or("invalid Content-Length in response")?;
+        if length.is_some_and(|l| l != n) {
+            return Err("conflicting Content-Length in response".into());
+        }
+        length = Some(n);
+    }
+    let body = if status == 101 {
+        Framing::Tunnel
+    } else if head_request || (100..200).contains(&status) || status == 204 || status == 304 {
+        Framing::None
+    } else if has_te {
+        if te_chunked {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
+        }
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        Framing::UntilClose
+    };
+    let mut out = format!("HTTP/1.1 {status} {reason}\r\n").into_bytes();
+    for (name, value) in pairs() {
+        let keep_upgrade = status == 101
+            && (name.eq_ignore_ascii_case("upgrade") || name.eq_ignore_ascii_case("connection"));
+        if is_hop_by_hop(name, &listed) && !keep_upgrade {
+            continue;
+        }
+        if has_te && name.eq_ignore_ascii_case("content-length") {
+            continue;
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if status != 101 && (!keep_alive || body == Framing::UntilClose) {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(Some(ResponseHead {
+        status,
+        head_len,
+        body,
+        rewritten: out,
+    }))
+}
+
+/// Finds the end of a message body in a byte stream without buffering it:
+/// [`BodyScanner::feed`] says how many of the given bytes belong to the body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BodyScanner {
+    Length(u64),
+    Chunked(Chunk),
+    UntilClose,
+    Done,
+}
+
+/// Where a chunked body scan stands (RFC 9112 7.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chunk {
+    /// Reading the hex size; `digits` seen so far.
+    Size {
+        size: u64,
+        digits: u8,
+    },
+    /// After the size: extensions until CR.
+    Ext {
+        size: u64,
+    },
+    /// Expecting LF after the size line.
+    SizeLf {
+        size: u64,
+    },
+    Data(u64),
+    DataCr,
+    DataLf,
+    /// At the start of a trailer line (or the final empty line).
+    TrailerStart,
+    /// Inside a trailer line.
+    Trailer,
+    /// Expecting LF after a trailer line's CR.
+    TrailerLf,
+    /// Expecting the LF of the final empty line.
+    FinalLf,
+}
+
+impl BodyScanner {
+    pub fn for_request(kind: BodyKind) -> BodyScanner {
+        match kind {
+            BodyKind::None => BodyScanner::Done,
+            BodyKind::Length(n) => BodyScanner::Length(n),
+            BodyKind::Chunked => BodyScanner::Chunked(Chunk::Size { size: 0, digits: 0 }),
+        }
+    }
+
+    pub fn for_response(f: Framing) -> BodyScanner {
+        match f {
+            Framing::None => BodyScanner::Done,
+            Framing::Length(0) => BodyScanner::Done,
+            Framing::Length(n) => BodyScanner::Length(n),
+            Framing::Chunked => BodyScanner::Chunked(Chunk::Size { size: 0, digits: 0 }),
+            Framing::UntilClose | Framing::Tunnel => BodyScanner::UntilClose,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        *self == BodyScanner::Done
+    }
+
+    /// How many bytes of `data` belong to the body; after the body is
+    /// complete the scanner is `Done` and the rest belongs to what follows.
+    pub fn feed(&mut self, data: &[u8]) -> Result<usize, &'static str> {
+        match self {
+            BodyScanner::Done => Ok(0),
+            BodyScanner::UntilClose => Ok(data.len()),
+            BodyScanner::Length(left) => {
+                let n = (*left).min(data.len() as u64);
+                *left -= n;
+                if *left == 0 {
+                    *self = BodyScanner::Done;
+                }
+                Ok(n as usize)
+            }
+            BodyScanner::Chunked(state) => {
+                let mut i = 0;
+                while i < data.len() {
+                    let b = data[i];
+                    *state = match *state {
+                        Chunk::Size { size, digits } => match (b as char).to_digit(16) {
+                            Some(d) if digits < 15 => Chunk::Size {
+                                size: size * 16 + u64::from(d),
+                                digits: digits + 1,
+                            },
+                            Some(_) => return Err("chunk size too large"),
+                            None if digits == 0 => return Err("missing chunk size"),
+                            None if b == b'\r' => Chunk::SizeLf { size },
+                            None if b == b';' || b == b' ' || b == b'\t' => Chunk::Ext { size },
+                            None => return Err("invalid chunk size"),
+                        },
+                        Chunk::Ext { size } => match b {
+                            b'\r' => Chunk::SizeLf { size },
+                            b'\n' => return Err("bare LF in chunk extension"),
+                            _ => Chunk::Ext { size },
+                        },
+                        Chunk::SizeLf { size } => match (b, size) {
+                            (b'\n', 0) => Chunk::TrailerStart,
+                            (b'\n', n) => Chunk::Data(n),
+                            _ => return Err("expected LF after chunk size"),
+                        },
+                        Chunk::Data(left) => {
+                            let n = left.min((data.len() - i) as u64);
+                            i += n as usize;
+                            *state = if n == left {
+                                Chunk::DataCr
+                            } else {
+                                Chunk::Data(left - n)
+                            };
+                            continue;
+                        }
+                        Chunk::DataCr if b == b'\r' => Chunk::DataLf,
+                        Chunk::DataLf if b == b'\n' => Chunk::Size { size: 0, digits: 0 },
+                        Chunk::DataCr | Chunk::DataLf => {
+                            return Err("expected CRLF after chunk data")
+                        }
+                        Chunk::TrailerStart if b == b'\r' => Chunk::FinalLf,
+                        Chunk::TrailerStart | Chunk::Trailer if b != b'\r' => Chunk::Trailer,
+                        Chunk::TrailerStart | Chunk::Trailer => Chunk::TrailerLf,
+                        Chunk::TrailerLf if b == b'\n' => Chunk::TrailerStart,
+                        Chunk::TrailerLf => return Err("expected LF after trailer"),
+                        Chunk::FinalLf if b == b'\n' => {
+                            *self = BodyScanner::Done;
+                            return Ok(i + 1);
+                        }
+                        Chunk::FinalLf => return Err("expected LF after the last chunk"),
+                    };
+                    i += 1;
+                }
+                Ok(data.len())
+            }
+        }
+    }
+}
+
+// ---- the I/O half ----------------------------------------------------------
+
+/// What the session must do after a proxy step.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Keep going; nothing to change.
+    Continue,
+    /// The exchange is complete and the client connection may carry the next
+    /// request (the proxy's `pending` bytes start it).
+    Done,
+    /// The exchange is over and the client connection must close once its
+    /// queue is flushed.
+    Close,
+    /// Failed before any response byte went to the client: answer with this
+    /// status and text, then close.
+    Fail(u16, String),
+    /// The turn's read budget for the upstream is used up: read it again
+    /// before sleeping.
+    MoreUpstream,
+    /// Same for the client side.
+    MoreClient,
+}
+
+/// One proxied exchange.
+pub struct Proxy {
+    pub up: TcpStream,
+    up_out: OutQueue,
+    connected: bool,
+    /// The rest of the client's request body still to forward.
+    req_body: BodyScanner,
+    /// The response head as it accumulates.
+    head_buf: Vec<u8>,
+    /// The response body, once the head is through.
+    resp_body: Option<BodyScanner>,
+    tunnel: bool,
+    /// Whether a response byte went to the client (errors then close instead
+    /// of answering).
+    answered: bool,
+    head_request: bool,
+    keep_alive: bool,
+    /// Client bytes after this request: the next request, kept for later.
+    pub pending: Vec<u8>,
+    /// Reading the upstream is paused until the client's queue drains.
+    pub up_paused: bool,
+    /// Reading the client is paused until the upstream queue drains.
+    pub client_paused: bool,
+    up_eof: bool,
+}
+
+/// Most client bytes held for the next request while a response streams.
+const MAX_PENDING: usize = crate::http::MAX_HEAD;
+
+impl Proxy {
+    /// Starts the exchange: connects (non-blocking) and queues the request
+    /// head and whatever body bytes already arrived.
+    pub fn start(
+        addr: SocketAddr,
+        head: Vec<u8>,
+        req: &Request,
+        leftover: Vec<u8>,
+    ) -> io::Result<Proxy> {
+        let up = TcpStream::connect(addr)?;
+        let upgrade = wants_upgrade(req);
+        let mut req_body = match req.body_kind() {
+            Ok(k) => BodyScanner::for_request(k),
+            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidInput, e.to_string())),
+        };
+        let mut p = Proxy {
+            up,
+            up_out: OutQueue::default(),
+            connected: false,
+            req_body: BodyScanner::Done,
+            head_buf: Vec::new(),
+            resp_body: None,
+            tunnel: false,
+            answered: false,
+            head_request: req.method == "HEAD",
+            keep_alive: req.keep_alive() && !upgrade,
+            pending: Vec::new(),
+            up_paused: false,
+            client_paused: false,
+            up_eof: false,
+        };
+        p.up_out.push(&head);
+        let used = req_body
+            .feed(&leftover)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        p.up_out.push(&leftover[..used]);
+        p.pending = leftover[used..].to_vec();
+        p.req_body = req_body;
+        if upgrade {
+            // Bytes behind an upgrade request belong to the new protocol.
+            let rest = std::mem::take(&mut p.pending);
+            p.up_out.push(&rest);
+        }
+        Ok(p)
+    }
+
+    fn fail_or_close(&self, status: u16, why: String) -> Step {
+        if self.answered {
+            Step::Close
+        } else {
+            Step::Fail(status, why)
+        }
+    }
+
+    /// The upstream socket is ready.
+    pub fn on_upstream(
+        &mut self,
+        conn: &mut Conn,
+        buf: &mut [u8],
+        readable: bool,
+        writable: bool,
+    ) -> Step {
+        if !self.connected {
+            if let Ok(Some(e)) | Err(e) = self.up.take_error() {
+                return self.fail_or_close(502, format!("discovery service unreachable: {e}"));
+            }
+            match self.up.peer_addr() {
+                Ok(_) => self.connected = true,
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Step::Continue,
+                Err(e) => {
+                    return self.fail_or_close(502, format!("discovery service unreachable: {e}"))
+                }
+            }
+        }
+        if writable || !self.up_out.is_empty() {
+            if let Err(e) = self.up_out.flush(&mut self.up) {
+                return self
+                    .fail_or_close(502, format!("discovery service connection failed: {e}"));
+            }
+        }
+        if readable || !self.up_paused {
+            return self.pump_upstream(conn, buf);
+        }
+        Step::Continue
+    }
+
+    /// Reads upstream bytes and forwards them, within the client's queue.
+    pub fn pump_upstream(&mut self, conn: &mut Conn, buf: &mut [u8]) -> Step {
+        for _ in 0..READS_PER_TURN {
+            if conn.out.len() >= HIGH_WATER {
+                self.up_paused = true;
+                return Step::Continue;
+            }
+            self.up_paused = false;
+            let n = match self.up.read(buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if !self.connected && e.kind() == io::ErrorKind::NotConnected => {
+                    return Step::Continue
+                }
+                Err(e) => {
+                    return self
+                        .fail_or_close(502, format!("discovery service connection failed: {e}"))
+                }
+            };
+            if n == 0 {
+                self.up_eof = true;
+                return match (&self.resp_body, self.tunnel) {
+                    (_, true) => Step::Close,
+                    (None, _) => self.fail_or_close(
+                        502,
+                        "discovery service closed the connection without answering".into(),
+                    ),
+                    (Some(BodyScanner::UntilClose), _) => Step::Close,
+                    // Cut off mid-body: the client must not take it as whole.
+                    (Some(_), _) => Step::Close,
+                };
+            }
+            match self.forward(conn, &buf[..n]) {
+                Ok(Step::Continue) => {}
+                Ok(step) => return step,
+                Err(e) => return self.fail_or_close(502, e),
+            }
+        }
+        // More may be waiting: the session schedules another turn.
+        Step::MoreUpstream
+    }
+
+    fn forward(&mut self, conn: &mut Conn, mut data: &[u8]) -> Result<Step, String> {
+        while !data.is_empty() {
+            if self.tunnel {
+                conn.send(data).map_err(|e| e.to_string())?;
+                return Ok(Step::Continue);
+            }
+            let Some(body) = self.resp_body.as_mut() else {
+                // Still reading the head.
+                let take = data
+                    .len()
+                    .min(MAX_RESPONSE_HEAD + 1 - self.head_buf.len().min(MAX_RESPONSE_HEAD));
+                self.head_buf.extend_from_slice(&data[..take]);
+                match response_head(&self.head_buf, self.head_request, self.keep_alive)? {
+                    None => {
+                        data = &data[take..];
+                        continue;
+                    }
+                    Some(h) => {
+                        let after = self.head_buf.split_off(h.head_len);
+                        self.head_buf.clear();
+                        conn.send(&h.rewritten).map_err(|e| e.to_string())?;
+                        let rest: Vec<u8> = after
+                            .into_iter()
+                            .chain(data[take..].iter().copied())
+                            .collect();
+                        if (100..200).contains(&h.status) && h.status != 101 {
+                            // Interim response: the real head follows.
+                            return self.forward(conn, &rest);
+                        }
+                        self.answered = true;
+                        if h.body == Framing::Tunnel {
+                            self.tunnel = true;
+                            self.req_body = BodyScanner::UntilClose;
+                            let pending = std::mem::take(&mut self.pending);
+                            self.up_out.push(&pending);
+                        }
+                        if h.body == Framing::UntilClose {
+                            self.keep_alive = false;
+                        }
+                        self.resp_body = Some(BodyScanner::for_response(h.body));
+                        return self.forward_body(conn, &rest);
+                    }
+                }
+            };
+            let used = body.feed(data)?;
+            conn.send(&data[..used]).map_err(|e| e.to_string())?;
+            if body.is_done() {
+                return Ok(self.finished());
+            }
+            data = &data[used..];
+        }
+        Ok(Step::Continue)
+    }
+
+    fn forward_body(&mut self, conn: &mut Conn, data: &[u8]) -> Result<Step, String> {
+        if let Some(BodyScanner::Done) = self.resp_body {
+            return Ok(self.finished());
+        }
+        if data.is_empty() {
+            return Ok(Step::Continue);
+        }
+        self.forward(conn, data)
+    }
+
+    fn finished(&self) -> Step {
+        if self.keep_alive && self.req_body.is_done() {
+            Step::Done
+        } else {
+            Step::Close
+        }
+    }
+
+    /// Client bytes arrived while this exchange runs.
+    pub fn on_client(&mut self, conn: &mut Conn, buf: &mut [u8]) -> Step {
+        for _ in 0..READS_PER_TURN {
+            let room_pending = self.req_body.is_done() && !self.tunnel;
+            if self.up_out.len() >= HIGH_WATER
+                || (room_pending && self.pending.len() >= MAX_PENDING)
+            {
+                self.client_paused = true;
+                return Step::Continue;
+            }
+            self.client_paused = false;
+            let n = match conn.sock.read(buf) {
+                Ok(0) => {
+                    // The client is done sending; a tunnel ends, a request
+                    // cut short ends, a finished request still gets its answer.
+                    if self.tunnel || !self.req_body.is_done() {
+                        return Step::Close;
+                    }
+                    return Step::Continue;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Step::Close,
+            };
+            let data = &buf[..n];
+            let used = match self.req_body.feed(data) {
+                Ok(u) => u,
+                Err(e) => return self.fail_or_close(400, format!("malformed request body: {e}")),
+            };
+            self.up_out.push(&data[..used]);
+            self.pending.extend_from_slice(&data[used..]);
+            if self.connected {
+                if let Err(e) = self.up_out.flush(&mut self.up) {
+                    return self
+                        .fail_or_close(502, format!("discovery service connection failed: {e}"));
+                }
+            }
+        }
+        Step::MoreClient
+    }
+
+    /// Whether the client side should be read again once queues drain.
+    pub fn up_queue_low(&self) -> bool {
+        self.up_out.len() <= LOW_WATER
+    }
+
+    pub fn answered(&self) -> bool {
+        self.answered
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::parse_request;
+    use std::net::Ipv4Addr;
+
+    fn req(s: &str) -> Request {
+        parse_request(s.as_bytes()).unwrap().unwrap()
+    }
+
+    fn head_text(r: &Request, target: &str) -> String {
+        String::from_utf8(upstream_head(
+            r,
+            target,
+            "gw:5000",
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9)),
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn request_head_is_rewritten_for_the_discovery_service() {
+        let r = req(
+            "GET /discover/mobyshark?x=1 HTTP/1.1\r\nHost: pfx:5001\r\nAccept: */*\r\n\
+                     Connection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\n\
+                     Proxy-Authorization: Basic abc\r\nTE: trailers\r\n\r\n",
+        );
+        let h = head_text(&r, "/mobyshark?x=1");
+        assert!(
+            h.starts_with("GET /mobyshark?x=1 HTTP/1.1\r\nHost: gw:5000\r\n"),
+            "{h}"
+        );
+        assert!(h.contains("Accept: */*\r\n"));
+        assert!(h.contains("Enable-Monolith: true\r\n"));
+        assert!(h.contains("X-Forwarded-For: 10.0.0.9\r\n"));
+        assert!(h.contains("Connection: close\r\n"));
+        for gone in [
+            "pfx:5001",
+            "X-Secret",
+            "Keep-Alive",
+            "Proxy-Authorization",
+            "TE:",
+        ] {
+            assert!(!h.contains(gone), "{gone} in {h}");
+        }
+        assert!(h.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn forwarded_for_is_appended_and_mapped_addresses_shown_as_ipv4() {
+        let r = req("GET / HTTP/1.1\r\nX-Forwarded-For: 192.0.2.1\r\n\r\n");
+        let h = String::from_utf8(upstream_head(
+            &r,
+            "/",
+            "gw",
+            "::ffff:127.0.0.1".parse().unwrap(),
+        ))
+        .unwrap();
+        assert!(
+            h.contains("X-Forwarded-For: 192.0.2.1, 127.0.0.1\r\n"),
+            "{h}"
+        );
+    }
+
+    #[test]
+    fn upgrade_requests_keep_their_upgrade_headers() {
+        let r = req("GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+                     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+        let h = head_text(&r, "/ws");
+        assert!(
+            h.contains("Connection: Upgrade\r\nUpgrade: websocket\r\n"),
+            "{h}"
+        );
+        assert!(h.contains("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"));
+        assert!(!h.contains("Connection: close"));
+    }
+
+    #[test]
+    fn response_framing_is_recognised() {
+        let f = |s: &str, head: bool| {
+            response_head(s.as_bytes(), head, true)
+                .unwrap()
+                .unwrap()
+                .body
+        };
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false),
+            Framing::Length(5)
+        );
+        assert_eq!(
+            f(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false
+            ),
+            Framing::Chunked
+        );
+        assert_eq!(f("HTTP/1.1 200 OK\r\n\r\n", false), Framing::UntilClose);
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true),
+            Framing::None
+        );
+        assert_eq!(f("HTTP/1.1 204 No Content\r\n\r\n", false), Framing::None);
+        assert_eq!(
+            f(
+                "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+                false
+            ),
+            Framing::None
+        );
+        assert_eq!(f("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", false), Framing::Tunnel);
+        assert!(
+            response_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false, true).is_err()
+        );
+        assert!(
+            response_head(b"HTTP/1.1 200 OK\r\nContent-Len", false, true)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn response_head_drops_hop_by_hop_and_marks_close_delimited_bodies() {
+        let h = response_head(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: 5\r\nX-A: b\r\n\r\nbody",
+            false,
+            true,
+        )
+        .unwrap()
+        .unwrap();
+        let t = String::from_utf8(h.rewritten).unwrap();
+        assert_eq!(t, "HTTP/1.1 200 OK\r\nX-A: b\r\nConnection: close\r\n\r\n");
+        let h = response_head(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", false, false)
+            .unwrap()
+            .unwrap();
+        let t = String::from_utf8(h.rewritten).unwrap();
+        assert!(
+            t.contains("Upgrade: websocket\r\nConnection: Upgrade\r\n"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn chunked_body_end_is_found_at_every_split() {
+        let body = b"4;ext=1\r\nWiki\r\n5\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nX-Trailer: 1\r\n\r\n";
+        let mut all = body.to_vec();
+        all.extend_from_slice(b"NEXT");
+        for cut in 0..all.len() {
+            let mut s = BodyScanner::Chunked(Chunk::Size { size: 0, digits: 0 });
+            let a = s.feed(&all[..cut]).unwrap();
+            let b = if s.is_done() {
+                0
+            } else {
+                s.feed(&all[cut..]).unwrap()
+            };
+            assert!(s.is_done(), "cut {cut}");
+            assert_eq!(a + b, body.len(), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn malformed_chunks_are_errors() {
+        for bad in [
+            &b"x\r\n"[..],
+            b"\r\n",
+            b"4\nWiki",
+            b"4\r\nWikiXX",
+            b"ffffffffffffffffff\r\n",
+        ] {
+            let mut s = BodyScanner::Chunked(Chunk::Size { size: 0, digits: 0 });
+            assert!(s.feed(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn length_body_takes_exactly_its_bytes() {
+        let mut s = BodyScanner::Length(5);
+        assert_eq!(s.feed(b"abc").unwrap(), 3);
+        assert_eq!(s.feed(b"deNEXT").unwrap(), 2);
+        assert!(s.is_done());
+        assert_eq!(s.feed(b"more").unwrap(), 0);
+    }
+}

@@ -1,0 +1,457 @@
+//! The poll loop: one thread, one `mio::Poll`, everything non-blocking.
+//!
+//! It owns the listener, a signalfd (SIGCHLD for reaping, SIGTERM/SIGINT for
+//! shutdown), the slab of sessions, the deadline heap and the pid map, and
+//! nothing else: it routes each event to the session its token names and
+//! sleeps in `poll` until the next event or the nearest deadline. What to do
+//! with bytes is the sessions' business.
+//!
+//! Slab keys are reused, so sessions are removed only at the end of an event
+//! batch: an event still queued for a finished session never reaches a new
+//! one that takes its key within the same batch.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::net::TcpListener;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{self, sockopt};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use slab::Slab;
+
+use crate::config::Config;
+use crate::session::{token, Ctx, Session, Timers, CLIENT, ROLE_BITS};
+
+const LISTENER: Token = Token(usize::MAX);
+const SIGNALS: Token = Token(usize::MAX - 1);
+/// Size of the loop's one read buffer: a full default pipe (64 KiB) per read.
+const READ_BUF: usize = 64 * 1024;
+/// Pause before accepting again after running out of descriptors, so a full
+/// descriptor table does not spin the loop.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// TCP keepalive: a peer silent this long is probed, every interval, this
+/// many times, before its connection (and capture) is declared dead.
+const KEEPALIVE_IDLE: u32 = 60;
+const KEEPALIVE_INTERVAL: u32 = 10;
+const KEEPALIVE_PROBES: u32 = 6;
+/// Extra time, beyond the SIGTERM->SIGKILL deadline, that shutdown gives
+/// clients to take their close frames.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Binds `[::]:port` dual-stack (IPv4 clients as mapped addresses), falling
+/// back to `0.0.0.0:port` on hosts without IPv6.
+pub fn bind(port: u16) -> io::Result<std::net::TcpListener> {
+    use socket::{AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, SockaddrIn6};
+    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+    let fd: OwnedFd = match socket::socket(AddressFamily::Inet6, SockType::Stream, flags, None) {
+        Ok(fd) => {
+            socket::setsockopt(&fd, sockopt::Ipv6V6Only, &false)?;
+            socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+            let any = std::net::SocketAddrV6::new(std::net::Ipv6Addr::UNSPECIFIED, port, 0, 0);
+            socket::bind(fd.as_raw_fd(), &SockaddrIn6::from(any))?;
+            fd
+        }
+        Err(_) => {
+            let fd = socket::socket(AddressFamily::Inet, SockType::Stream, flags, None)?;
+            socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+            let any = std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, port);
+            socket::bind(fd.as_raw_fd(), &SockaddrIn::from(any))?;
+            fd
+        }
+    };
+    socket::listen(&fd, Backlog::new(1024).unwrap_or(Backlog::MAXCONN))?;
+    Ok(std::net::TcpListener::from(fd))
+}
+
+pub struct Reactor {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    signals: SignalFd,
+    sessions: Slab<Session>,
+    timers: Timers,
+    children: HashMap<i32, usize>,
+    again: Vec<(Token, u64)>,
+    buf: Vec<u8>,
+    cfg: Config,
+    discovery: Result<SocketAddr, String>,
+    next_id: u64,
+    accept_paused_until: Option<Instant>,
+    shutdown_deadline: Option<Instant>,
+    /// Keys that saw an event this batch; checked for removal at its end.
+    touched: Vec<usize>,
+    /// Sessions running a capture (see `Session::counted`).
+    captures: usize,
+    privileges: crate::privileges::Privileges,
+}
+
+/// Builds a [`Ctx`] from the reactor's fields, leaving `sessions` free to be
+/// borrowed beside it.
+macro_rules! ctx {
+    ($r:expr, $now:expr) => {
+        Ctx {
+            registry: $r.poll.registry(),
+            cfg: &$r.cfg,
+            timers: &mut $r.timers,
+            children: &mut $r.children,
+            again: &mut $r.again,
+            buf: &mut $r.buf,
+            now: $now,
+            discovery: &$r.discovery,
+            captures: $r.captures,
+            privileges: &$r.privileges,
+        }
+    };
+}
+
+impl Reactor {
+    /// Sets up the loop around a bound listener. Blocks SIGCHLD, SIGTERM and
+    /// SIGINT for this thread so they arrive through the signalfd only.
+    pub fn new(
+        cfg: Config,
+        listener: std::net::TcpListener,
+        discovery: Result<SocketAddr, String>,
+    ) -> io::Result<Reactor> {
+        let poll = Poll::new()?;
+        listener.set_nonblocking(true)?;
+        let mut listener = TcpListener::from_std(listener);
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let mut mask = SigSet::empty();
+        mask.add(Signal::SIGCHLD);
+        mask.add(Signal::SIGTERM);
+        mask.add(Signal::SIGINT);
+        mask.thread_block()?;
+        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+        poll.registry().register(
+            &mut SourceFd(&signals.as_fd().as_raw_fd()),
+            SIGNALS,
+            Interest::READABLE,
+        )?;
+        let privileges = crate::privileges::init();
+        if let Some(why) = privileges.refusal() {
+            warn!("{why}: every capture will be refused");
+        } else if privileges.ambient {
+            info!("not root: capture programs get CAP_NET_ADMIN and CAP_NET_RAW as ambient capabilities");
+        }
+        Ok(Reactor {
+            poll,
+            listener: Some(listener),
+            signals,
+            sessions: Slab::new(),
+            timers: Timers::default(),
+            children: HashMap::new(),
+            again: Vec::new(),
+            buf: vec![0; READ_BUF],
+            cfg,
+            discovery,
+            next_id: 1,
+            accept_paused_until: None,
+            shutdown_deadline: None,
+            touched: Vec::new(),
+            captures: 0,
+            privileges,
+        })
+    }
+
+    /// Runs until shutdown has ended every session and reaped every child.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut ready: Vec<(Token, bool, bool)> = Vec::with_capacity(1024);
+        loop {
+            let timeout = if self.again.is_empty() {
+                self.next_deadline()
+                    .map(|d| d.saturating_duration_since(Instant::now()))
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+            ready.clear();
+            ready.extend(events.iter().map(|e| {
+                let readable = e.is_readable() || e.is_read_closed() || e.is_error();
+                (e.token(), readable, e.is_writable() || e.is_write_closed())
+            }));
+            for &(tok, readable, writable) in &ready {
+                match tok {
+                    LISTENER => self.accept(now),
+                    SIGNALS => self.on_signals(now),
+                    _ => self.dispatch(tok, None, readable, writable, now),
+                }
+            }
+            for (tok, id) in std::mem::take(&mut self.again) {
+                self.dispatch(tok, Some(id), true, false, now);
+            }
+            self.fire_timers(now);
+            self.remove_finished();
+            if self.shutdown_deadline.is_some() {
+                if self.sessions.is_empty() {
+                    info!("shutdown complete");
+                    return Ok(());
+                }
+                if self.shutdown_deadline.is_some_and(|d| d <= now) {
+                    self.kill_all();
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn next_deadline(&mut self) -> Option<Instant> {
+        [
+            self.timers.next(),
+            self.accept_paused_until,
+            self.shutdown_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn dispatch(
+        &mut self,
+        tok: Token,
+        id: Option<u64>,
+        readable: bool,
+        writable: bool,
+        now: Instant,
+    ) {
+        let key = tok.0 >> ROLE_BITS;
+        let role = tok.0 & ((1 << ROLE_BITS) - 1);
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        if id.is_some_and(|id| id != session.id) {
+            return;
+        }
+        let mut ctx = ctx!(self, now);
+        session.on_event(&mut ctx, role, readable, writable);
+        self.touched.push(key);
+        self.account(key);
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        if self.accept_paused_until.is_some_and(|t| t <= now) {
+            self.accept_paused_until = None;
+            self.accept(now);
+        }
+        while let Some((key, id)) = self.timers.pop_due(now) {
+            let Some(session) = self.sessions.get_mut(key) else {
+                continue;
+            };
+            // Stale heap entries (deadline moved or session replaced) are
+            // skipped here rather than searched for when re-armed.
+            if session.id != id || session.deadline().is_none_or(|d| d > now) {
+                continue;
+            }
+            let mut ctx = ctx!(self, now);
+            session.on_timer(&mut ctx);
+            self.touched.push(key);
+            self.account(key);
+        }
+    }
+
+    /// Keeps the count of running captures in step with the session's phase.
+    fn account(&mut self, key: usize) {
+        if let Some(s) = self.sessions.get_mut(key) {
+            let capture = s.is_capture();
+            if capture != s.counted {
+                s.counted = capture;
+                if capture {
+                    self.captures += 1;
+                } else {
+                    self.captures -= 1;
+                }
+            }
+        }
+    }
+
+    fn remove_finished(&mut self) {
+        for key in std::mem::take(&mut self.touched) {
+            if self.sessions.get(key).is_some_and(|s| s.finished()) {
+                let mut s = self.sessions.remove(key);
+                if s.counted {
+                    self.captures -= 1;
+                }
+                let _ = self.poll.registry().deregister(s.socket());
+                debug!("[c{}] connection closed", s.id);
+            }
+        }
+    }
+
+    fn accept(&mut self, now: Instant) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        loop {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            let (mut sock, peer) = match listener.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    match e.raw_os_error() {
+                        Some(
+                            nix::libc::EMFILE
+                            | nix::libc::ENFILE
+                            | nix::libc::ENOBUFS
+                            | nix::libc::ENOMEM,
+                        ) => {
+                            warn!("cannot accept connections: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                            self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                            return;
+                        }
+                        // The connection died in the backlog: next one.
+                        _ => continue,
+                    }
+                }
+            };
+            if self.sessions.len() >= self.cfg.max_connections {
+                refuse_connection(sock, peer, self.cfg.max_connections);
+                continue;
+            }
+            tune_client_socket(&sock);
+            let entry = self.sessions.vacant_entry();
+            let key = entry.key();
+            let id = self.next_id;
+            self.next_id += 1;
+            if let Err(e) = self.poll.registry().register(
+                &mut sock,
+                token(key, CLIENT),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                warn!("[c{id}] cannot watch connection from {peer}: {e}");
+                continue;
+            }
+            debug!("[c{id}] connection from {peer}");
+            let mut ctx = ctx!(self, now);
+            entry.insert(Session::new(id, key, peer, sock, &mut ctx));
+        }
+    }
+
+    fn on_signals(&mut self, now: Instant) {
+        let mut reap = false;
+        loop {
+            match self.signals.read_signal() {
+                Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(Signal::SIGCHLD) => reap = true,
+                    Ok(sig @ (Signal::SIGTERM | Signal::SIGINT)) => self.begin_shutdown(sig, now),
+                    _ => {}
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    warn!("reading the signalfd failed: {e}");
+                    break;
+                }
+            }
+        }
+        // SIGCHLDs coalesce: one may stand for several exits, so reap all.
+        if reap {
+            self.reap(now);
+        }
+    }
+
+    fn reap(&mut self, now: Instant) {
+        loop {
+            let status = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(s) => s,
+            };
+            let Some(pid) = status.pid() else {
+                continue;
+            };
+            let Some(key) = self.children.remove(&pid.as_raw()) else {
+                debug!("reaped unknown child {pid}: {status:?}");
+                continue;
+            };
+            if let Some(session) = self.sessions.get_mut(key) {
+                let mut ctx = ctx!(self, now);
+                session.on_exit(&mut ctx, status);
+                self.touched.push(key);
+                self.account(key);
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self, sig: Signal, now: Instant) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        info!(
+            "{sig} received: shutting down ({} connections, {} capture programs)",
+            self.sessions.len(),
+            self.children.len()
+        );
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        self.accept_paused_until = None;
+        self.shutdown_deadline = Some(now + self.cfg.term_timeout + SHUTDOWN_GRACE);
+        let keys: Vec<usize> = self.sessions.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            if let Some(session) = self.sessions.get_mut(key) {
+                let mut ctx = ctx!(self, now);
+                session.shutdown(&mut ctx);
+                self.touched.push(key);
+                self.account(key);
+            }
+        }
+    }
+
+    /// Last resort at the shutdown deadline: SIGKILL and reap every child.
+    fn kill_all(&mut self) {
+        warn!(
+            "shutdown deadline passed: killing {} capture programs",
+            self.children.len()
+        );
+        for &pid in self.children.keys() {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        for (pid, _) in self.children.drain() {
+            // SIGKILL cannot be ignored; the loop is over, so waiting is fine.
+            let _ = waitpid(Pid::from_raw(pid), None);
+        }
+    }
+}
+
+/// Over the connection limit: a best-effort 503 and close, without a
+/// session (the socket buffer takes these few bytes; if not, the close says
+/// enough).
+fn refuse_connection(mut sock: mio::net::TcpStream, peer: SocketAddr, max: usize) {
+    use std::io::Write;
+    warn!("refusing connection from {peer}: {max} connections are open, the limit");
+    let text = format!("this service has its maximum of {max} connections open; try again later");
+    let resp = crate::http::response(
+        503,
+        &[("Retry-After", "5")],
+        "text/plain; charset=utf-8",
+        format!("{text}\n").as_bytes(),
+        true,
+    );
+    let _ = sock.write(&resp);
+    let _ = sock.shutdown(std::net::Shutdown::Both);
+}
+
+fn tune_client_socket(sock: &mio::net::TcpStream) {
+    // Captures are latency work: never hold a small frame back.
+    let _ = sock.set_nodelay(true);
+    // Dead peers (cable pulled, host gone) end their captures eventually.
+    let _ = socket::setsockopt(sock, sockopt::KeepAlive, &true);
+    let _ = socket::setsockopt(sock, sockopt::TcpKeepIdle, &KEEPALIVE_IDLE);
+    let _ = socket::setsockopt(sock, sockopt::TcpKeepInterval, &KEEPALIVE_INTERVAL);
+    let _ = socket::setsockopt(sock, sockopt::TcpKeepCount, &KEEPALIVE_PROBES);
+}

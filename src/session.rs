@@ -1,0 +1,1345 @@
+//! One client connection and everything it owns, as an explicit state
+//! machine:
+//!
+//! ```text
+//! Head --(/version, 404, ...)--> Head (keep-alive) | Flush -> gone
+//! Head --(/capture + upgrade)--> [Discovering] --> Streaming --> Closing -> gone
+//!                                          \-- refused: 101 + close --> Closing
+//! ```
+//!
+//! The reactor routes each event here by token; every decision about bytes
+//! is made by the no-I/O modules (`http`, `params`, `ws`, `pcapng`, ...). A
+//! session never blocks and never panics on what a client or child does: it
+//! ends itself with a reason and the loop goes on. A session that started a
+//! capture program is not removed before that program is reaped.
+
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use log::{debug, info, warn};
+use mio::net::TcpStream;
+use mio::unix::pipe::Receiver;
+use mio::{Interest, Registry, Token};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::WaitStatus;
+use nix::unistd::Pid;
+
+use crate::capture::{capture_args, spawn};
+use crate::config::Config;
+use crate::conn::Conn;
+use crate::discovery::{find_target, DiscoveryCall, DiscoveryError};
+use crate::front::Route;
+use crate::http::{self, Request};
+use crate::params::{capture_params_limited, CaptureParams, Limits};
+use crate::pcapng::{target_document, ShbEditor, TargetInfo};
+use crate::proxy::{self, Proxy, Step};
+use crate::target::{is_stale, process_starttime};
+use crate::ws::{self, FrameReader, Inbound};
+
+/// Token roles: the low bits of a token say which descriptor of a session
+/// an event is for.
+pub const ROLE_BITS: usize = 2;
+pub const CLIENT: usize = 0;
+pub const STDOUT: usize = 1;
+pub const STDERR: usize = 2;
+pub const UPSTREAM: usize = 3;
+
+pub fn token(key: usize, role: usize) -> Token {
+    Token((key << ROLE_BITS) | role)
+}
+
+/// Time a client has to send a complete request head; ends slowloris
+/// connections that trickle bytes to hold a slot.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle time allowed between two requests on a kept-alive connection.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time the client has to answer our close frame, or to take a final
+/// response, before the connection is dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Output queued for a client above which the capture pipe is not read (the
+/// capture program then blocks and the kernel counts drops); reading resumes
+/// below [`LOW_WATER`]. Bounds a slow client's memory.
+pub const HIGH_WATER: usize = 256 * 1024;
+pub const LOW_WATER: usize = 64 * 1024;
+/// Reads of one descriptor per event before other sessions get their turn;
+/// with 64 KiB reads this is at most 1 MiB per turn.
+const READS_PER_TURN: usize = 16;
+/// Client bytes kept while discovery runs (frames sent behind the
+/// handshake); a well-behaved client sends none or a close frame.
+const MAX_EARLY_FRAMES: usize = 4096;
+/// Longest stderr line kept from the capture program.
+const MAX_ERR_LINE: usize = 1024;
+
+/// Deadlines: a binary heap of (when, key, session id), checked lazily
+/// against the session's current deadline.
+#[derive(Default)]
+pub struct Timers {
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, usize, u64)>>,
+}
+
+impl Timers {
+    pub fn arm(&mut self, when: Instant, key: usize, id: u64) {
+        self.heap.push(std::cmp::Reverse((when, key, id)));
+    }
+
+    /// The earliest pending deadline.
+    pub fn next(&self) -> Option<Instant> {
+        self.heap.peek().map(|r| r.0 .0)
+    }
+
+    /// Removes and returns a deadline due at `now`.
+    pub fn pop_due(&mut self, now: Instant) -> Option<(usize, u64)> {
+        match self.heap.peek() {
+            Some(r) if r.0 .0 <= now => self.heap.pop().map(|r| (r.0 .1, r.0 .2)),
+            _ => None,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+}
+
+/// What a session may use of the reactor while handling an event.
+pub struct Ctx<'a> {
+    pub registry: &'a Registry,
+    pub cfg: &'a Config,
+    pub timers: &'a mut Timers,
+    /// Capture program pid -> slab key, for SIGCHLD.
+    pub children: &'a mut std::collections::HashMap<i32, usize>,
+    /// Descriptors with work left after their turn: handled again before the
+    /// loop sleeps.
+    pub again: &'a mut Vec<(Token, u64)>,
+    /// The loop's one read buffer; nothing read stays in it across events.
+    pub buf: &'a mut [u8],
+    pub now: Instant,
+    /// The discovery service's address, resolved at start-up.
+    pub discovery: &'a Result<SocketAddr, String>,
+    /// Captures running now (the reactor keeps count).
+    pub captures: usize,
+    pub privileges: &'a crate::privileges::Privileges,
+}
+
+/// Why a capture is ending; decides what the client gets at the end.
+#[derive(Clone, Debug, PartialEq)]
+enum Ending {
+    Running,
+    /// The capture program closed its output or exited by itself.
+    ProgramEnded,
+    /// The client sent a close frame with this code.
+    ClientClosed(Option<u16>),
+    /// The client's connection broke: nothing more can be sent.
+    ClientGone,
+    /// The client broke the websocket protocol.
+    Violation(u16, &'static str),
+    /// The service is shutting down.
+    Shutdown,
+}
+
+impl Ending {
+    /// Whether capture output is still relayed to the client.
+    fn forwards(&self) -> bool {
+        matches!(
+            self,
+            Ending::Running | Ending::ProgramEnded | Ending::Shutdown
+        )
+    }
+}
+
+struct Capture {
+    pid: Pid,
+    /// Not yet reaped: the pid is ours and may be signalled.
+    alive: bool,
+    status: Option<WaitStatus>,
+    stdout: Option<Receiver>,
+    stderr: Option<Receiver>,
+    editor: ShbEditor,
+    reader: FrameReader,
+    /// First stderr line starting with `dumpcap: `, prefix removed.
+    errline: Option<String>,
+    /// First stderr line of any kind, the fallback reason.
+    firstline: Option<String>,
+    errpart: Vec<u8>,
+    ending: Ending,
+    paused: bool,
+    term_sent: bool,
+    kill_sent: bool,
+}
+
+struct Discovering {
+    params: CaptureParams,
+    accept: String,
+    leftover: Vec<u8>,
+    call: DiscoveryCall,
+    /// `host:port` of the discovery service, for reasons.
+    service: String,
+}
+
+enum Phase {
+    /// Reading a request head. `paused`: responses to pipelined requests
+    /// filled the output queue, so reading waits for the client to take them.
+    Head {
+        buf: Vec<u8>,
+        first: bool,
+        paused: bool,
+    },
+    /// Waiting for the discovery service before spawning.
+    Discovering(Box<Discovering>),
+    Streaming(Box<Capture>),
+    /// Our close frame is out; waiting for the client's, or EOF.
+    Closing(FrameReader),
+    /// A final response is being flushed; then the connection closes.
+    Flush,
+    /// Forwarding one request to the discovery service (`--proxy-discovery`).
+    Proxy(Box<Proxy>),
+}
+
+pub struct Session {
+    pub id: u64,
+    key: usize,
+    peer: SocketAddr,
+    conn: Conn,
+    phase: Phase,
+    deadline: Option<Instant>,
+    finished: bool,
+    /// Whether the reactor counts this session as a running capture.
+    pub counted: bool,
+}
+
+fn arm(deadline: &mut Option<Instant>, ctx: &mut Ctx, key: usize, id: u64, after: Duration) {
+    let when = ctx.now + after;
+    *deadline = Some(when);
+    ctx.timers.arm(when, key, id);
+}
+
+impl Session {
+    pub fn new(id: u64, key: usize, peer: SocketAddr, sock: TcpStream, ctx: &mut Ctx) -> Self {
+        let mut s = Session {
+            id,
+            key,
+            peer,
+            conn: Conn::new(sock),
+            phase: Phase::Head {
+                buf: Vec::new(),
+                first: true,
+                paused: false,
+            },
+            deadline: None,
+            finished: false,
+            counted: false,
+        };
+        arm(&mut s.deadline, ctx, key, id, HEAD_TIMEOUT);
+        s
+    }
+
+    pub fn socket(&mut self) -> &mut TcpStream {
+        &mut self.conn.sock
+    }
+
+    /// Whether the session can be removed: done, and no child left to reap.
+    pub fn finished(&self) -> bool {
+        self.finished && !matches!(&self.phase, Phase::Streaming(c) if c.alive)
+    }
+
+    /// The live capture program's pid, if any.
+    pub fn child(&self) -> Option<Pid> {
+        match &self.phase {
+            Phase::Streaming(c) if c.alive => Some(c.pid),
+            _ => None,
+        }
+    }
+
+    pub fn is_capture(&self) -> bool {
+        matches!(self.phase, Phase::Streaming(_) | Phase::Discovering(_))
+    }
+
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    // ---- event entry points -------------------------------------------
+
+    pub fn on_event(&mut self, ctx: &mut Ctx, role: usize, readable: bool, writable: bool) {
+        if self.finished {
+            return;
+        }
+        match role {
+            CLIENT => {
+                if writable {
+                    self.on_writable(ctx);
+                }
+                if readable && !self.finished {
+                    self.on_readable(ctx);
+                }
+            }
+            STDOUT => self.pump_stdout(ctx),
+            STDERR => self.pump_stderr(ctx),
+            UPSTREAM if matches!(self.phase, Phase::Proxy(_)) => {
+                self.on_proxy_upstream(ctx, readable, writable)
+            }
+            UPSTREAM => self.on_discovery(ctx),
+            _ => {}
+        }
+    }
+
+    pub fn on_timer(&mut self, ctx: &mut Ctx) {
+        match self.deadline {
+            Some(d) if d <= ctx.now => self.deadline = None,
+            _ => return,
+        }
+        let id = self.id;
+        match &mut self.phase {
+            Phase::Head { buf, first, .. } => {
+                if !buf.is_empty() || *first {
+                    debug!("[c{id}] request head not complete in time");
+                    if !buf.is_empty() {
+                        let _ = self.conn.send(&http::text_response(
+                            408,
+                            "request head not received in time",
+                            true,
+                        ));
+                    }
+                }
+                self.finished = true;
+            }
+            Phase::Discovering(d) => {
+                let reason = DiscoveryError::TimedOut.describe(&d.service);
+                let accept = d.accept.clone();
+                self.refuse(ctx, &accept, ws::INTERNAL_ERROR, &reason);
+            }
+            Phase::Streaming(cap) => {
+                if cap.alive && !cap.kill_sent {
+                    warn!(
+                        "[c{id}] capture program {} ignored SIGTERM for {:?}; killing it",
+                        cap.pid, ctx.cfg.term_timeout
+                    );
+                    let _ = kill(cap.pid, Signal::SIGKILL);
+                    cap.kill_sent = true;
+                }
+            }
+            Phase::Closing(_) | Phase::Flush => {
+                debug!("[c{id}] client did not finish closing in time");
+                self.finished = true;
+            }
+            Phase::Proxy(p) => {
+                if p.answered() {
+                    self.finished = true;
+                } else {
+                    info!("[c{id}] discovery service did not answer in time");
+                    let resp = http::text_response(
+                        504,
+                        "the discovery service did not answer in time",
+                        true,
+                    );
+                    self.respond_close(ctx, resp);
+                }
+            }
+        }
+    }
+
+    /// The capture program was reaped.
+    pub fn on_exit(&mut self, ctx: &mut Ctx, status: WaitStatus) {
+        let Phase::Streaming(cap) = &mut self.phase else {
+            return;
+        };
+        cap.alive = false;
+        cap.status = Some(status);
+        self.deadline = None;
+        debug!(
+            "[c{}] capture program {} reaped: {status:?}",
+            self.id, cap.pid
+        );
+        if !cap.ending.forwards() {
+            // Nobody will read the rest: let the pipes go now.
+            cap.stdout = None;
+            cap.stderr = None;
+        }
+        self.check_end(ctx);
+    }
+
+    /// The service is shutting down: end what can be ended now, terminate
+    /// capture programs (they are answered with 1001 once reaped).
+    pub fn shutdown(&mut self, ctx: &mut Ctx) {
+        match &mut self.phase {
+            Phase::Streaming(cap) => {
+                if cap.ending.forwards() {
+                    cap.ending = Ending::Shutdown;
+                }
+                terminate(cap, &mut self.deadline, ctx, self.key, self.id);
+                self.check_end(ctx);
+            }
+            Phase::Discovering(_) => {
+                let _ = self.conn.send(&http::text_response(
+                    503,
+                    "the capture service is shutting down",
+                    true,
+                ));
+                self.phase = Phase::Flush;
+                self.arm(ctx, CLOSE_TIMEOUT);
+                self.finish_if_flushed();
+            }
+            Phase::Head { .. } | Phase::Closing(_) | Phase::Proxy(_) => self.finished = true,
+            Phase::Flush => {}
+        }
+    }
+
+    // ---- client socket -------------------------------------------------
+
+    fn on_writable(&mut self, ctx: &mut Ctx) {
+        if let Err(e) = self.conn.out.flush(&mut self.conn.sock) {
+            self.client_broke(ctx, e);
+            return;
+        }
+        match &mut self.phase {
+            Phase::Streaming(cap) if cap.paused && self.conn.out.len() <= LOW_WATER => {
+                cap.paused = false;
+                self.pump_stdout(ctx);
+            }
+            Phase::Head { paused: true, .. } if self.conn.out.len() <= LOW_WATER => {
+                if let Phase::Head { paused, .. } = &mut self.phase {
+                    *paused = false;
+                }
+                self.parse_heads(ctx);
+                ctx.again.push((token(self.key, CLIENT), self.id));
+            }
+            Phase::Proxy(p) if p.up_paused && self.conn.out.len() <= proxy::LOW_WATER => {
+                let step = p.pump_upstream(&mut self.conn, ctx.buf);
+                self.proxy_step(ctx, step);
+            }
+            _ => {}
+        }
+        self.finish_if_flushed();
+    }
+
+    fn finish_if_flushed(&mut self) {
+        if matches!(self.phase, Phase::Flush) && self.conn.out.is_empty() {
+            let _ = self.conn.sock.shutdown(std::net::Shutdown::Write);
+            self.finished = true;
+        }
+    }
+
+    /// A read or write on the client socket failed: the peer is gone.
+    fn client_broke(&mut self, ctx: &mut Ctx, e: io::Error) {
+        debug!("[c{}] client connection broke: {e}", self.id);
+        match &mut self.phase {
+            Phase::Streaming(cap) => {
+                cap.ending = Ending::ClientGone;
+                terminate(cap, &mut self.deadline, ctx, self.key, self.id);
+                self.check_end(ctx);
+            }
+            _ => self.finished = true,
+        }
+    }
+
+    fn on_readable(&mut self, ctx: &mut Ctx) {
+        match self.phase {
+            Phase::Head { .. } => self.read_head(ctx),
+            Phase::Streaming(_) => self.read_frames(ctx),
+            Phase::Closing(_) => self.read_closing(ctx),
+            Phase::Discovering(_) | Phase::Flush => self.read_discard(ctx),
+            Phase::Proxy(_) => self.on_proxy_client(ctx),
+        }
+    }
+
+    /// Reads up to a turn's worth from the client. `Ok(0)` is EOF.
+    fn read_client(&mut self, ctx: &mut Ctx, reads: &mut usize) -> io::Result<usize> {
+        if *reads == READS_PER_TURN {
+            ctx.again.push((token(self.key, CLIENT), self.id));
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        *reads += 1;
+        loop {
+            match self.conn.sock.read(ctx.buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+
+    fn read_head(&mut self, ctx: &mut Ctx) {
+        let mut reads = 0;
+        loop {
+            if self.head_backlogged() {
+                return;
+            }
+            match self.read_client(ctx, &mut reads) {
+                Ok(0) => {
+                    self.finished = true;
+                    return;
+                }
+                Ok(n) => {
+                    if let Phase::Head { buf, .. } = &mut self.phase {
+                        // Never hold more than a head's worth plus one read.
+                        buf.extend_from_slice(&ctx.buf[..n]);
+                    }
+                    self.parse_heads(ctx);
+                    if !matches!(self.phase, Phase::Head { .. }) || self.finished {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    self.client_broke(ctx, e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A client that pipelines requests without reading the responses is not
+    /// read further until it takes them: its queue stays bounded.
+    fn head_backlogged(&mut self) -> bool {
+        let full = self.conn.out.len() >= HIGH_WATER;
+        if let Phase::Head { paused, .. } = &mut self.phase {
+            *paused |= full;
+        }
+        full
+    }
+
+    /// Handles every complete head in the buffer (pipelined requests).
+    fn parse_heads(&mut self, ctx: &mut Ctx) {
+        loop {
+            if self.head_backlogged() {
+                return;
+            }
+            let Phase::Head { buf, .. } = &mut self.phase else {
+                return;
+            };
+            if buf.is_empty() {
+                return;
+            }
+            match http::parse_request_limited(buf, ctx.cfg.max_head_bytes, ctx.cfg.max_headers) {
+                Ok(None) => return,
+                Ok(Some(req)) => {
+                    let leftover = buf.split_off(req.head_len);
+                    self.handle_request(ctx, req, leftover);
+                    if self.finished {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    debug!("[c{}] bad request: {e}", self.id);
+                    self.log_line(ctx, None, e.status());
+                    self.respond_close(ctx, http::text_response(e.status(), &e.to_string(), true));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn read_discard(&mut self, ctx: &mut Ctx) {
+        let mut reads = 0;
+        loop {
+            match self.read_client(ctx, &mut reads) {
+                Ok(0) => {
+                    // The client gave up: no one is left to answer.
+                    if matches!(self.phase, Phase::Discovering(_)) {
+                        debug!("[c{}] client left during discovery", self.id);
+                    }
+                    self.finished = true;
+                    return;
+                }
+                Ok(n) => {
+                    // Frames sent right behind the handshake (a close, say)
+                    // are kept for the capture, within a bound.
+                    if let Phase::Discovering(d) = &mut self.phase {
+                        let room = MAX_EARLY_FRAMES.saturating_sub(d.leftover.len());
+                        d.leftover.extend_from_slice(&ctx.buf[..n.min(room)]);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => return self.client_broke(ctx, e),
+            }
+        }
+    }
+
+    fn read_closing(&mut self, ctx: &mut Ctx) {
+        let mut reads = 0;
+        loop {
+            match self.read_client(ctx, &mut reads) {
+                Ok(0) => {
+                    self.finished = true;
+                    return;
+                }
+                Ok(n) => {
+                    let Phase::Closing(reader) = &mut self.phase else {
+                        return;
+                    };
+                    // Pongs are not owed once our close frame is out.
+                    if reader.feed(&ctx.buf[..n], &mut Vec::new()).is_some() {
+                        self.finished = true;
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    self.finished = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn read_frames(&mut self, ctx: &mut Ctx) {
+        let mut reads = 0;
+        loop {
+            let r = self.read_client(ctx, &mut reads);
+            let Phase::Streaming(cap) = &mut self.phase else {
+                return;
+            };
+            match r {
+                Ok(0) => {
+                    if cap.ending.forwards() || matches!(cap.ending, Ending::ClientClosed(_)) {
+                        debug!("[c{}] client closed the connection", self.id);
+                        cap.ending = Ending::ClientGone;
+                    }
+                    terminate(cap, &mut self.deadline, ctx, self.key, self.id);
+                    break;
+                }
+                Ok(n) => {
+                    if cap.reader.is_done() {
+                        continue;
+                    }
+                    let mut replies = Vec::new();
+                    let event = cap.reader.feed(&ctx.buf[..n], &mut replies);
+                    if !replies.is_empty() && cap.ending.forwards() {
+                        if let Err(e) = self.conn.send(&replies) {
+                            return self.client_broke(ctx, e);
+                        }
+                    }
+                    match event {
+                        None => {}
+                        Some(Inbound::Close { code, reason }) => {
+                            info!(
+                                "[c{}] client closed the capture ({}{}{})",
+                                self.id,
+                                code.map_or("no code".to_string(), |c| c.to_string()),
+                                if reason.is_empty() { "" } else { ": " },
+                                reason
+                            );
+                            if cap.ending.forwards() {
+                                cap.ending = Ending::ClientClosed(code);
+                            }
+                            terminate(cap, &mut self.deadline, ctx, self.key, self.id);
+                        }
+                        Some(Inbound::Violation { code, reason }) => {
+                            info!(
+                                "[c{}] client broke the websocket protocol: {reason}",
+                                self.id
+                            );
+                            if cap.ending.forwards() {
+                                cap.ending = Ending::Violation(code, reason);
+                            }
+                            terminate(cap, &mut self.deadline, ctx, self.key, self.id);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return self.client_broke(ctx, e),
+            }
+        }
+        self.check_end(ctx);
+    }
+
+    // ---- requests --------------------------------------------------------
+
+    fn handle_request(&mut self, ctx: &mut Ctx, req: Request, leftover: Vec<u8>) {
+        if ctx.cfg.log_headers {
+            for (n, v) in &req.headers {
+                info!("[c{}] header {n}: {}", self.id, String::from_utf8_lossy(v));
+            }
+        }
+        match crate::front::route(&req, ctx.cfg.proxy_discovery) {
+            Route::Capture { .. } if ctx.captures >= ctx.cfg.max_captures => {
+                info!(
+                    "[c{}] capture refused: {} captures are running, the limit",
+                    self.id, ctx.captures
+                );
+                self.log_line(ctx, Some(&req), 503);
+                let text = format!(
+                    "capture refused: this service is running its maximum of {} captures; try again later",
+                    ctx.cfg.max_captures
+                );
+                let resp = http::response(
+                    503,
+                    &[("Retry-After", "10")],
+                    "text/plain; charset=utf-8",
+                    format!("{text}\n").as_bytes(),
+                    true,
+                );
+                self.respond_close(ctx, resp);
+            }
+            Route::Capture { accept } => {
+                self.log_line(ctx, Some(&req), 101);
+                self.deadline = None;
+                self.start_capture(ctx, &req, accept, leftover);
+            }
+            Route::Respond {
+                status,
+                bytes,
+                keep_alive,
+            } => {
+                self.log_line(ctx, Some(&req), status);
+                if keep_alive {
+                    self.respond(ctx, bytes, leftover);
+                } else {
+                    self.respond_close(ctx, bytes);
+                }
+            }
+            Route::Proxy { target } => self.start_proxy(ctx, &req, &target, leftover),
+        }
+    }
+
+    /// Sends a response and waits for the next request on this connection.
+    fn respond(&mut self, ctx: &mut Ctx, resp: Vec<u8>, leftover: Vec<u8>) {
+        if let Err(e) = self.conn.send(&resp) {
+            return self.client_broke(ctx, e);
+        }
+        self.await_next_request(ctx, leftover);
+    }
+
+    /// Keep-alive: the connection waits for its next request, which may
+    /// already have begun in `buf`.
+    fn await_next_request(&mut self, ctx: &mut Ctx, buf: Vec<u8>) {
+        self.phase = Phase::Head {
+            buf,
+            first: false,
+            paused: false,
+        };
+        self.arm(ctx, KEEPALIVE_TIMEOUT);
+    }
+
+    fn arm(&mut self, ctx: &mut Ctx, after: Duration) {
+        arm(&mut self.deadline, ctx, self.key, self.id, after);
+    }
+
+    fn respond_close(&mut self, ctx: &mut Ctx, resp: Vec<u8>) {
+        if let Err(e) = self.conn.send(&resp) {
+            return self.client_broke(ctx, e);
+        }
+        self.phase = Phase::Flush;
+        self.arm(ctx, CLOSE_TIMEOUT);
+        self.finish_if_flushed();
+    }
+
+    fn log_line(&self, ctx: &Ctx, req: Option<&Request>, status: impl std::fmt::Display) {
+        if !ctx.cfg.log_requests {
+            return;
+        }
+        let line = match req {
+            Some(r) => format!(
+                "{} {}{}{} HTTP/1.{}",
+                r.method,
+                r.path,
+                if r.query.is_some() { "?" } else { "" },
+                r.query.as_deref().unwrap_or(""),
+                r.minor_version
+            ),
+            None => "-".to_string(),
+        };
+        info!(
+            "[c{}] {} - - [{}] \"{}\" {} -",
+            self.id,
+            self.peer.ip(),
+            crate::logging::clf_time(SystemTime::now()),
+            line.escape_default(),
+            status
+        );
+    }
+
+    // ---- the discovery proxy -------------------------------------------
+
+    fn start_proxy(&mut self, ctx: &mut Ctx, req: &Request, target: &str, leftover: Vec<u8>) {
+        let addr = match ctx.discovery {
+            Ok(a) => *a,
+            Err(why) => {
+                self.log_line(ctx, Some(req), 502);
+                let resp = http::text_response(502, why, true);
+                return self.respond_close(ctx, resp);
+            }
+        };
+        let service = service_name(ctx.cfg);
+        let head = proxy::upstream_head(req, target, &service, self.peer.ip());
+        let mut p = match Proxy::start(addr, head, req, leftover) {
+            Ok(p) => p,
+            Err(e) => {
+                let status = match e.kind() {
+                    io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData => 400,
+                    _ => 502,
+                };
+                self.log_line(ctx, Some(req), status);
+                let text = if status == 400 {
+                    format!("malformed request: {e}")
+                } else {
+                    format!("discovery service at {service} unreachable: {e}")
+                };
+                return self.respond_close(ctx, http::text_response(status, &text, true));
+            }
+        };
+        if let Err(e) = ctx.registry.register(
+            &mut p.up,
+            token(self.key, UPSTREAM),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            self.log_line(ctx, Some(req), 502);
+            let resp = http::text_response(502, &format!("cannot proxy: {e}"), true);
+            return self.respond_close(ctx, resp);
+        }
+        self.log_line(ctx, Some(req), "proxied");
+        debug!(
+            "[c{}] proxying {} {target} to {service}",
+            self.id, req.method
+        );
+        self.phase = Phase::Proxy(Box::new(p));
+        // No response head within the discovery deadline: 504.
+        self.arm(ctx, ctx.cfg.discovery_timeout);
+    }
+
+    fn on_proxy_upstream(&mut self, ctx: &mut Ctx, readable: bool, writable: bool) {
+        let Phase::Proxy(p) = &mut self.phase else {
+            return;
+        };
+        let mut step = p.on_upstream(&mut self.conn, ctx.buf, readable, writable);
+        if step == Step::Continue && p.client_paused && p.up_queue_low() {
+            step = p.on_client(&mut self.conn, ctx.buf);
+        }
+        self.proxy_step(ctx, step);
+    }
+
+    fn on_proxy_client(&mut self, ctx: &mut Ctx) {
+        let Phase::Proxy(p) = &mut self.phase else {
+            return;
+        };
+        let step = p.on_client(&mut self.conn, ctx.buf);
+        self.proxy_step(ctx, step);
+    }
+
+    fn proxy_step(&mut self, ctx: &mut Ctx, step: Step) {
+        let Phase::Proxy(p) = &mut self.phase else {
+            return;
+        };
+        if p.answered() {
+            self.deadline = None;
+        }
+        match step {
+            Step::Continue => {}
+            Step::MoreUpstream => ctx.again.push((token(self.key, UPSTREAM), self.id)),
+            Step::MoreClient => ctx.again.push((token(self.key, CLIENT), self.id)),
+            Step::Done => {
+                let pending = std::mem::take(&mut p.pending);
+                let _ = ctx.registry.deregister(&mut p.up);
+                self.await_next_request(ctx, pending);
+                // Bytes that arrived meanwhile were not read (edge-triggered):
+                // look again, and handle a request already buffered.
+                ctx.again.push((token(self.key, CLIENT), self.id));
+                self.parse_heads(ctx);
+            }
+            Step::Close => {
+                let _ = ctx.registry.deregister(&mut p.up);
+                self.phase = Phase::Flush;
+                self.arm(ctx, CLOSE_TIMEOUT);
+                self.finish_if_flushed();
+            }
+            Step::Fail(status, why) => {
+                info!("[c{}] proxy: {why}", self.id);
+                let _ = ctx.registry.deregister(&mut p.up);
+                self.respond_close(ctx, http::text_response(status, &why, true));
+            }
+        }
+    }
+
+    // ---- starting a capture ---------------------------------------------
+
+    fn start_capture(&mut self, ctx: &mut Ctx, req: &Request, accept: String, leftover: Vec<u8>) {
+        let limits = Limits {
+            max_target_json: ctx.cfg.max_target_json,
+            max_filter: ctx.cfg.max_filter,
+        };
+        let mut params = match capture_params_limited(req, &limits) {
+            Ok(p) => p,
+            Err(reason) => {
+                return self.refuse(
+                    ctx,
+                    &accept,
+                    ws::POLICY_VIOLATION,
+                    &format!("capture refused: {reason}"),
+                );
+            }
+        };
+        let t = &mut params.target;
+        if t.netns != 0 && is_stale(t, process_starttime) {
+            info!(
+                "[c{}] reference to pid {} is stale (start time differs or process gone); netns {} is not trusted",
+                self.id, t.pid, t.netns
+            );
+            t.netns = 0;
+        }
+        if t.netns != 0 {
+            return self.spawn_capture(ctx, params, &accept, &leftover);
+        }
+        if !params.described || t.name.is_empty() {
+            return self.refuse(
+                ctx,
+                &accept,
+                ws::POLICY_VIOLATION,
+                "capture refused: the target has no valid netns and no name to look up with the discovery service",
+            );
+        }
+        self.start_discovery(ctx, params, accept, leftover);
+    }
+
+    fn start_discovery(
+        &mut self,
+        ctx: &mut Ctx,
+        params: CaptureParams,
+        accept: String,
+        leftover: Vec<u8>,
+    ) {
+        let service = service_name(ctx.cfg);
+        let addr = match &ctx.discovery {
+            Ok(a) => *a,
+            Err(why) => {
+                let why = why.clone();
+                return self.refuse(ctx, &accept, ws::INTERNAL_ERROR, &why);
+            }
+        };
+        let mut call = match DiscoveryCall::start(addr, &ctx.cfg.discovery_service, ctx.cfg.gw_port)
+        {
+            Ok(c) => c,
+            Err(e) => return self.refuse(ctx, &accept, ws::INTERNAL_ERROR, &e.describe(&service)),
+        };
+        if let Err(e) = ctx.registry.register(
+            call.stream(),
+            token(self.key, UPSTREAM),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            let reason = DiscoveryError::Unreachable(e.to_string()).describe(&service);
+            return self.refuse(ctx, &accept, ws::INTERNAL_ERROR, &reason);
+        }
+        info!(
+            "[c{}] looking up container {:?} (prefix {:?}) with the discovery service at {addr}",
+            self.id, params.target.name, params.target.prefix
+        );
+        self.arm(ctx, ctx.cfg.discovery_timeout);
+        self.phase = Phase::Discovering(Box::new(Discovering {
+            params,
+            accept,
+            leftover,
+            call,
+            service,
+        }));
+    }
+
+    fn on_discovery(&mut self, ctx: &mut Ctx) {
+        let Phase::Discovering(d) = &mut self.phase else {
+            return;
+        };
+        let result = match d.call.on_ready() {
+            std::task::Poll::Pending => return,
+            std::task::Poll::Ready(r) => r,
+        };
+        let Phase::Discovering(d) = std::mem::replace(&mut self.phase, Phase::Flush) else {
+            return;
+        };
+        let Discovering {
+            mut params,
+            accept,
+            leftover,
+            mut call,
+            service,
+        } = *d;
+        let _ = ctx.registry.deregister(call.stream());
+        drop(call);
+        self.deadline = None;
+        let found = result.and_then(|resp| {
+            if resp.status != 200 {
+                return Err(DiscoveryError::BadStatus(resp.status));
+            }
+            find_target(&resp.body, &params.target.name, &params.target.prefix)
+        });
+        match found {
+            Ok(mut t) => {
+                info!(
+                    "[c{}] discovery service names netns {} for {:?}",
+                    self.id, t.netns, t.name
+                );
+                if !params.target.network_interfaces.is_empty() {
+                    t.network_interfaces = std::mem::take(&mut params.target.network_interfaces);
+                }
+                params.target = t;
+                if params.target.netns == 0 {
+                    let reason = format!(
+                        "capture refused: the discovery service lists {:?} without a network namespace",
+                        params.target.name
+                    );
+                    return self.refuse(ctx, &accept, ws::POLICY_VIOLATION, &reason);
+                }
+                self.spawn_capture(ctx, params, &accept, &leftover);
+            }
+            Err(e) => {
+                let code = match e {
+                    DiscoveryError::NotListed { .. } => ws::POLICY_VIOLATION,
+                    _ => ws::INTERNAL_ERROR,
+                };
+                self.refuse(ctx, &accept, code, &e.describe(&service));
+            }
+        }
+    }
+
+    fn spawn_capture(
+        &mut self,
+        ctx: &mut Ctx,
+        params: CaptureParams,
+        accept: &str,
+        leftover: &[u8],
+    ) {
+        let id = self.id;
+        let t = &params.target;
+        if let Some(reason) = ctx.privileges.refusal() {
+            return self.refuse(ctx, accept, ws::INTERNAL_ERROR, &reason);
+        }
+        let ns = match crate::netns::locate(t.netns, t.pid) {
+            Ok(ns) => ns,
+            Err(reason) => {
+                return self.refuse(
+                    ctx,
+                    accept,
+                    ws::POLICY_VIOLATION,
+                    &format!("capture refused: {reason}"),
+                );
+            }
+        };
+        let interfaces = params.interfaces();
+        let args = capture_args(&interfaces, params.filter.as_deref(), params.chaste);
+        let program = &ctx.cfg.capture_program;
+        let spawned = match spawn(program, &args, &ns.file, ctx.privileges.ambient) {
+            Ok(s) => s,
+            Err(e) => {
+                let reason = format!("cannot start capture program {}: {e}", program.display());
+                warn!("[c{id}] {reason}");
+                return self.refuse(ctx, accept, ws::INTERNAL_ERROR, &reason);
+            }
+        };
+        // The child has entered the namespace (spawn returns after exec).
+        drop(ns);
+        ctx.children.insert(spawned.pid.as_raw(), self.key);
+        info!(
+            "[c{id}] capture started: pid {} in netns {} ({}), {} {}",
+            spawned.pid,
+            t.netns,
+            if t.name.is_empty() {
+                "unnamed"
+            } else {
+                t.name.as_str()
+            },
+            program.display(),
+            args.join(" ")
+        );
+        let doc = target_document(&TargetInfo {
+            container_name: &t.name,
+            container_type: &t.kind,
+            node_name: &t.node_name,
+            cluster_uid: t.cluster.as_ref().map(|c| c.uid.as_str()),
+            capture_filter: params.filter.as_deref(),
+            no_promiscuous: params.chaste,
+        });
+        let mut cap = Box::new(Capture {
+            pid: spawned.pid,
+            alive: true,
+            status: None,
+            stdout: Some(spawned.stdout),
+            stderr: Some(spawned.stderr),
+            editor: ShbEditor::new(doc),
+            reader: FrameReader::new(),
+            errline: None,
+            firstline: None,
+            errpart: Vec::new(),
+            ending: Ending::Running,
+            paused: false,
+            term_sent: false,
+            kill_sent: false,
+        });
+        let registered = [(STDOUT, cap.stdout.as_mut()), (STDERR, cap.stderr.as_mut())]
+            .into_iter()
+            .try_for_each(|(role, pipe)| match pipe {
+                Some(p) => ctx
+                    .registry
+                    .register(p, token(self.key, role), Interest::READABLE),
+                None => Ok(()),
+            });
+        let sent = self.conn.send(&http::switching_protocols(accept));
+        self.phase = Phase::Streaming(cap);
+        if let Err(e) = registered {
+            warn!("[c{id}] cannot watch the capture program's output: {e}");
+            if let Phase::Streaming(cap) = &mut self.phase {
+                cap.ending = Ending::Violation(
+                    ws::INTERNAL_ERROR,
+                    "internal error: cannot watch the capture output",
+                );
+                terminate(cap, &mut self.deadline, ctx, self.key, id);
+            }
+            return;
+        }
+        if let Err(e) = sent {
+            return self.client_broke(ctx, e);
+        }
+        if !leftover.is_empty() {
+            // Frames the client sent right behind its handshake.
+            let n = leftover.len().min(ctx.buf.len());
+            ctx.buf[..n].copy_from_slice(&leftover[..n]);
+            if let Phase::Streaming(cap) = &mut self.phase {
+                let mut replies = Vec::new();
+                if let Some(ev) = cap.reader.feed(&ctx.buf[..n], &mut replies) {
+                    cap.ending = match ev {
+                        Inbound::Close { code, .. } => Ending::ClientClosed(code),
+                        Inbound::Violation { code, reason } => Ending::Violation(code, reason),
+                    };
+                    terminate(cap, &mut self.deadline, ctx, self.key, id);
+                } else if !replies.is_empty() {
+                    let _ = self.conn.send(&replies);
+                }
+            }
+        }
+    }
+
+    /// Ends a capture that could not start: the handshake is accepted so that
+    /// the client receives the reason in a close frame.
+    fn refuse(&mut self, ctx: &mut Ctx, accept: &str, code: u16, reason: &str) {
+        info!("[c{}] {reason}", self.id);
+        let mut bytes = http::switching_protocols(accept);
+        bytes.extend_from_slice(&ws::close_frame(code, reason));
+        if let Err(e) = self.conn.send(&bytes) {
+            self.phase = Phase::Flush;
+            return self.client_broke(ctx, e);
+        }
+        self.phase = Phase::Closing(FrameReader::new());
+        self.arm(ctx, CLOSE_TIMEOUT);
+    }
+
+    // ---- capture output ----------------------------------------------------
+
+    fn pump_stdout(&mut self, ctx: &mut Ctx) {
+        let Phase::Streaming(cap) = &mut self.phase else {
+            return;
+        };
+        let conn = &mut self.conn;
+        let mut reads = 0;
+        let mut broke = None;
+        while let Some(pipe) = cap.stdout.as_mut() {
+            let forwarding = cap.ending.forwards();
+            if forwarding && conn.out.len() >= HIGH_WATER {
+                cap.paused = true;
+                break;
+            }
+            if reads == READS_PER_TURN {
+                ctx.again.push((token(self.key, STDOUT), self.id));
+                break;
+            }
+            reads += 1;
+            match pipe.read(ctx.buf) {
+                Ok(0) => {
+                    cap.stdout = None;
+                    if forwarding {
+                        let rest = cap.editor.finish();
+                        if !rest.is_empty() {
+                            broke = send_message(conn, &rest).err();
+                        }
+                    }
+                    break;
+                }
+                Ok(n) => {
+                    if forwarding {
+                        let data = cap.editor.feed(&ctx.buf[..n]);
+                        if !data.is_empty() {
+                            if let Err(e) = send_message(conn, &data) {
+                                broke = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    warn!("[c{}] reading the capture output failed: {e}", self.id);
+                    cap.stdout = None;
+                }
+            }
+        }
+        if let Some(e) = broke {
+            return self.client_broke(ctx, e);
+        }
+        self.check_end(ctx);
+    }
+
+    fn pump_stderr(&mut self, ctx: &mut Ctx) {
+        let Phase::Streaming(cap) = &mut self.phase else {
+            return;
+        };
+        let mut reads = 0;
+        while let Some(pipe) = cap.stderr.as_mut() {
+            if reads == READS_PER_TURN {
+                ctx.again.push((token(self.key, STDERR), self.id));
+                break;
+            }
+            reads += 1;
+            match pipe.read(ctx.buf) {
+                Ok(0) => {
+                    cap.stderr = None;
+                    let rest = std::mem::take(&mut cap.errpart);
+                    stderr_line(cap, self.id, &rest);
+                }
+                Ok(n) => {
+                    for part in ctx.buf[..n].split_inclusive(|b| *b == b'\n') {
+                        if cap.errpart.len() < MAX_ERR_LINE {
+                            let room = MAX_ERR_LINE - cap.errpart.len();
+                            cap.errpart.extend_from_slice(&part[..part.len().min(room)]);
+                        }
+                        if part.ends_with(b"\n") {
+                            let line = std::mem::take(&mut cap.errpart);
+                            stderr_line(cap, self.id, &line);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => cap.stderr = None,
+            }
+        }
+        self.check_end(ctx);
+    }
+
+    /// Decides, after any change, whether the capture is over and what the
+    /// client gets.
+    fn check_end(&mut self, ctx: &mut Ctx) {
+        let Phase::Streaming(cap) = &mut self.phase else {
+            return;
+        };
+        if cap.alive {
+            if cap.stdout.is_none() && cap.ending == Ending::Running {
+                // The program closed its output: nothing more will come.
+                cap.ending = Ending::ProgramEnded;
+                terminate(cap, &mut self.deadline, ctx, self.key, self.id);
+            }
+            return;
+        }
+        let (code, reason) = match &cap.ending {
+            Ending::Running | Ending::ProgramEnded | Ending::Shutdown => {
+                if cap.stdout.is_some() || cap.stderr.is_some() {
+                    // The rest of the output (and the error line) first.
+                    return;
+                }
+                if cap.ending == Ending::Shutdown {
+                    (
+                        ws::GOING_AWAY,
+                        "the capture service is shutting down".to_string(),
+                    )
+                } else {
+                    exit_reason(cap)
+                }
+            }
+            Ending::ClientClosed(code) => {
+                // Answer the client's close handshake, then close.
+                let code = code.unwrap_or(ws::NORMAL);
+                let frame = ws::close_frame(code, "");
+                self.phase = Phase::Flush;
+                self.arm(ctx, CLOSE_TIMEOUT);
+                if let Err(e) = self.conn.send(&frame) {
+                    return self.client_broke(ctx, e);
+                }
+                return self.finish_if_flushed();
+            }
+            Ending::ClientGone => {
+                self.phase = Phase::Flush;
+                self.finished = true;
+                return;
+            }
+            Ending::Violation(code, reason) => (*code, reason.to_string()),
+        };
+        info!("[c{}] capture ended: {code} {reason}", self.id);
+        self.phase = Phase::Closing(FrameReader::new());
+        self.arm(ctx, CLOSE_TIMEOUT);
+        if let Err(e) = self.conn.send(&ws::close_frame(code, &reason)) {
+            self.client_broke(ctx, e);
+        }
+    }
+}
+
+/// Sends one binary message: header from the stack, payload straight from
+/// the read buffer.
+fn send_message(conn: &mut Conn, data: &[u8]) -> io::Result<()> {
+    let mut head = [0u8; ws::MAX_SERVER_HEADER];
+    let n = ws::binary_header(data.len(), &mut head);
+    conn.send_parts(&head[..n], data)
+}
+
+/// SIGTERM once; SIGKILL when the deadline passes (see `on_timer`).
+fn terminate(
+    cap: &mut Capture,
+    deadline: &mut Option<Instant>,
+    ctx: &mut Ctx,
+    key: usize,
+    id: u64,
+) {
+    if !cap.alive || cap.term_sent {
+        return;
+    }
+    cap.term_sent = true;
+    debug!("[c{id}] sending SIGTERM to capture program {}", cap.pid);
+    let _ = kill(cap.pid, Signal::SIGTERM);
+    arm(deadline, ctx, key, id, ctx.cfg.term_timeout);
+}
+
+fn stderr_line(cap: &mut Capture, id: u64, line: &[u8]) {
+    let line = String::from_utf8_lossy(line);
+    let line = line.trim();
+    if line.is_empty() {
+        return;
+    }
+    debug!("[c{id}] capture program: {line}");
+    if cap.errline.is_none() {
+        if let Some(rest) = line.strip_prefix("dumpcap: ") {
+            cap.errline = Some(rest.trim().to_string());
+        }
+    }
+    if cap.firstline.is_none() {
+        cap.firstline = Some(line.to_string());
+    }
+}
+
+/// The close code and reason for a capture program that ended by itself.
+fn exit_reason(cap: &Capture) -> (u16, String) {
+    let detail = cap.errline.clone();
+    match cap.status {
+        Some(WaitStatus::Exited(_, 0)) => (ws::NORMAL, "capture program ended".into()),
+        Some(WaitStatus::Exited(_, code)) => (
+            ws::INTERNAL_ERROR,
+            detail.unwrap_or_else(|| match &cap.firstline {
+                Some(l) => format!("capture program failed ({code}): {l}"),
+                None => format!("capture program exited with status {code}"),
+            }),
+        ),
+        Some(WaitStatus::Signaled(_, sig, _)) => (
+            ws::INTERNAL_ERROR,
+            detail.unwrap_or_else(|| format!("capture program killed by {sig}")),
+        ),
+        _ => (
+            ws::INTERNAL_ERROR,
+            "capture program ended abnormally".into(),
+        ),
+    }
+}
+
+/// `host:port` of the discovery service as the user configured it.
+pub fn service_name(cfg: &Config) -> String {
+    if cfg.discovery_service.contains(':') {
+        format!("[{}]:{}", cfg.discovery_service, cfg.gw_port)
+    } else {
+        format!("{}:{}", cfg.discovery_service, cfg.gw_port)
+    }
+}

@@ -1,0 +1,179 @@
+//! Shared helpers for the end-to-end tests: real network namespaces, the real
+//! service binary, a real websocket client, a pcapng reader, raw HTTP and a
+//! GhostWire stand-in. Every resource made here is owned by a guard whose
+//! `Drop` removes it, also when a test panics; every wait here is bounded so
+//! no test can hang. Nothing here touches the host's own network: traffic only
+//! flows inside namespaces the tests make (documentation address ranges).
+#![allow(dead_code, unused_imports)]
+
+pub mod ghostwire;
+pub mod http;
+pub mod netns;
+pub mod pcapng;
+pub mod procs;
+pub mod service;
+pub mod ws;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub use ghostwire::{mobyshark, target, GhostWire};
+pub use netns::{Netns, NsProcess, VethPair};
+pub use pcapng::{tshark_decode, Pcapng};
+pub use service::Service;
+pub use ws::{connect, Client};
+
+/// Per-process counter that makes names of namespaces, files and addresses
+/// unique among the tests running in parallel in one test binary.
+static COUNTER: AtomicU32 = AtomicU32::new(1);
+
+pub fn next_id() -> u32 {
+    COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A path under /tmp unique to this process and call, for scratch files.
+pub fn scratch_path(what: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!(
+        "/tmp/pfx-test-{}-{}-{what}",
+        std::process::id(),
+        next_id()
+    ))
+}
+
+/// A scratch file removed on drop (also when the test fails).
+pub struct Scratch(pub std::path::PathBuf);
+
+impl Scratch {
+    pub fn new(what: &str) -> Scratch {
+        Scratch(scratch_path(what))
+    }
+
+    /// An executable shell script with `body` after the `#!/bin/sh` line.
+    pub fn script(what: &str, body: &str) -> Scratch {
+        use std::os::unix::fs::PermissionsExt;
+        let s = Scratch::new(what);
+        std::fs::write(&s.0, format!("#!/bin/sh\n{body}")).expect("write script");
+        std::fs::set_permissions(&s.0, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod script");
+        s
+    }
+
+    pub fn path(&self) -> &str {
+        self.0.to_str().expect("scratch paths are UTF-8")
+    }
+
+    pub fn read(&self) -> String {
+        std::fs::read_to_string(&self.0).unwrap_or_default()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Percent-encodes a query parameter value (RFC 3986 unreserved kept).
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Polls `cond` every 50 ms until it holds or `timeout` passes.
+pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Makes traffic with `generate` in rounds and reads until `seen` holds for
+/// what `client` collected, or `timeout` passes. Rounds are needed because a
+/// capture program may be a moment late in attaching its filter.
+pub fn until_seen(
+    client: &mut Client,
+    timeout: Duration,
+    mut generate: impl FnMut(),
+    seen: impl Fn(&Pcapng) -> bool,
+) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        generate();
+        if client.read_until(
+            |c| Pcapng::parse(&c.bytes).is_ok_and(|p| seen(&p)),
+            Duration::from_millis(800),
+        ) {
+            return true;
+        }
+        if client.capture.close.is_some() || client.capture.error.is_some() {
+            return false;
+        }
+    }
+    false
+}
+
+/// Pings `ns`'s identity address until `client` saw an ICMP packet from it.
+pub fn ping_self_until_seen(client: &mut Client, ns: &Netns) -> bool {
+    until_seen(
+        client,
+        TRAFFIC_TIMEOUT,
+        || {
+            ns.ping_self(2);
+        },
+        |p| p.has_icmp_from(ns.addr),
+    )
+}
+
+/// How long a test keeps making traffic waiting to see it captured.
+pub const TRAFFIC_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long a capture may take from upgrade to its first interface block.
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Close codes RFC 6455 (section 7.4) lets an endpoint put in a close frame
+/// to report a failure: the defined ones except 1000 (normal), 1004/1005/1006
+/// (reserved or never sent) and 1015 (TLS), plus the registered and private
+/// ranges.
+pub fn is_error_close_code(code: u16) -> bool {
+    matches!(code, 1001..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// Opens a capture that the service must refuse: the upgrade succeeds and
+/// the service closes with an error code and a reason (returned), then
+/// closes TCP. Panics otherwise.
+pub fn expect_refusal(port: u16, query: &str, headers: &[(&str, &str)]) -> String {
+    let mut c = ws::must_connect(port, query, headers);
+    let close = c.read_to_close(Duration::from_secs(15));
+    let Some((code, reason)) = close else {
+        panic!(
+            "capture {query:?} {headers:?} was not closed: error={:?}, {} bytes streamed",
+            c.capture.error,
+            c.capture.bytes.len()
+        );
+    };
+    assert!(
+        is_error_close_code(code),
+        "refusal of {query:?} closed with code {code} ({reason:?}), not an error code"
+    );
+    assert!(
+        !reason.trim().is_empty(),
+        "refusal of {query:?} has an empty reason"
+    );
+    assert!(
+        c.wait_tcp_closed(Duration::from_secs(5)),
+        "service kept TCP open after refusing {query:?}"
+    );
+    reason
+}

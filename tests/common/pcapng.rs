@@ -1,0 +1,450 @@
+//! A small pcapng reader for checking what the service streams: blocks in
+//! either byte order, SHB options (comments), interface names from IDBs,
+//! and packets from EPBs with a minimal IPv4 decoder for the link types
+//! dumpcap produces here. An incomplete trailing block (a stream cut
+//! mid-block) is left unread; anything malformed before it is an error.
+//! Also decodes through `tshark`, as a second opinion from Wireshark itself.
+
+use std::net::Ipv4Addr;
+
+pub const SHB: u32 = 0x0A0D_0D0A;
+pub const IDB: u32 = 1;
+pub const EPB: u32 = 6;
+const BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
+
+/// Option codes from the pcapng specification.
+pub const OPT_COMMENT: u16 = 1;
+pub const IF_NAME: u16 = 2;
+pub const SHB_USERAPPL: u16 = 4;
+
+/// Link types (tcpdump.org LINKTYPE_*) dumpcap uses on Linux.
+const LINKTYPE_ETHERNET: u16 = 1;
+const LINKTYPE_LINUX_SLL: u16 = 113;
+const LINKTYPE_LINUX_SLL2: u16 = 276;
+
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_TCP: u8 = 6;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Shb {
+    pub big_endian: bool,
+    pub major: u16,
+    pub minor: u16,
+    pub section_length: i64,
+    pub options: Vec<(u16, Vec<u8>)>,
+}
+
+impl Shb {
+    pub fn comments(&self) -> Vec<String> {
+        self.options
+            .iter()
+            .filter(|(c, _)| *c == OPT_COMMENT)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .collect()
+    }
+
+    pub fn option(&self, code: u16) -> Option<&[u8]> {
+        self.options
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Interface {
+    pub linktype: u16,
+    pub name: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Packet {
+    /// Index into the interfaces of the packet's own section.
+    pub interface_id: u32,
+    pub interface_name: Option<String>,
+    pub linktype: u16,
+    pub data: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ipv4Packet {
+    pub interface_name: Option<String>,
+    pub proto: u8,
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    /// ICMP type, if ICMP.
+    pub icmp_type: Option<u8>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Pcapng {
+    pub shbs: Vec<Shb>,
+    /// Interfaces of each section, in order (what EPBs refer to).
+    pub sections_interfaces: Vec<Vec<Interface>>,
+    pub packets: Vec<Packet>,
+    /// Block types in stream order.
+    pub block_types: Vec<u32>,
+    /// Bytes making up complete blocks; the rest is an unfinished block.
+    pub complete_len: usize,
+}
+
+fn u16_at(b: &[u8], at: usize, be: bool) -> u16 {
+    let a = [b[at], b[at + 1]];
+    if be {
+        u16::from_be_bytes(a)
+    } else {
+        u16::from_le_bytes(a)
+    }
+}
+
+fn u32_at(b: &[u8], at: usize, be: bool) -> u32 {
+    let a = [b[at], b[at + 1], b[at + 2], b[at + 3]];
+    if be {
+        u32::from_be_bytes(a)
+    } else {
+        u32::from_le_bytes(a)
+    }
+}
+
+fn pad4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+fn parse_options(b: &[u8], be: bool) -> Result<Vec<(u16, Vec<u8>)>, String> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 4 <= b.len() {
+        let code = u16_at(b, at, be);
+        let len = u16_at(b, at + 2, be) as usize;
+        if code == 0 {
+            return Ok(out);
+        }
+        let end = at + 4 + len;
+        if end > b.len() {
+            return Err(format!("option {code} of length {len} overruns its block"));
+        }
+        out.push((code, b[at + 4..end].to_vec()));
+        at += 4 + pad4(len);
+    }
+    if at != b.len() {
+        return Err("options do not end on a 4-byte boundary".into());
+    }
+    Ok(out)
+}
+
+impl Pcapng {
+    pub fn parse(bytes: &[u8]) -> Result<Pcapng, String> {
+        let mut out = Pcapng::default();
+        let mut be = false;
+        let mut at = 0;
+        while bytes.len() - at >= 12 {
+            let raw_type = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+            if raw_type == SHB {
+                // The byte-order magic decides the order of this section.
+                let magic = &bytes[at + 8..at + 12];
+                be = match u32::from_le_bytes(magic.try_into().unwrap()) {
+                    BYTE_ORDER_MAGIC => false,
+                    m if m.swap_bytes() == BYTE_ORDER_MAGIC => true,
+                    m => return Err(format!("SHB at {at} has bad byte-order magic {m:#x}")),
+                };
+            } else if out.shbs.is_empty() {
+                return Err(format!("block type {raw_type:#x} at {at} before any SHB"));
+            }
+            let btype = u32_at(bytes, at, be);
+            let total = u32_at(bytes, at + 4, be) as usize;
+            if total < 12 || total % 4 != 0 {
+                return Err(format!("block {btype:#x} at {at} has bad length {total}"));
+            }
+            if bytes.len() - at < total {
+                break; // unfinished block: more bytes to come
+            }
+            let trailer = u32_at(bytes, at + total - 4, be) as usize;
+            if trailer != total {
+                return Err(format!(
+                    "block {btype:#x} at {at}: leading length {total} != trailing {trailer}"
+                ));
+            }
+            let body = &bytes[at + 8..at + total - 4];
+            out.read_block(btype, body, be)
+                .map_err(|e| format!("block {btype:#x} at {at}: {e}"))?;
+            out.block_types.push(btype);
+            at += total;
+            out.complete_len = at;
+        }
+        Ok(out)
+    }
+
+    fn read_block(&mut self, btype: u32, body: &[u8], be: bool) -> Result<(), String> {
+        match btype {
+            SHB => {
+                if body.len() < 16 {
+                    return Err("SHB too short".into());
+                }
+                self.shbs.push(Shb {
+                    big_endian: be,
+                    major: u16_at(body, 4, be),
+                    minor: u16_at(body, 6, be),
+                    section_length: {
+                        let a: [u8; 8] = body[8..16].try_into().unwrap();
+                        if be {
+                            i64::from_be_bytes(a)
+                        } else {
+                            i64::from_le_bytes(a)
+                        }
+                    },
+                    options: parse_options(&body[16..], be)?,
+                });
+                self.sections_interfaces.push(Vec::new());
+            }
+            IDB => {
+                if body.len() < 8 {
+                    return Err("IDB too short".into());
+                }
+                let name = parse_options(&body[8..], be)?
+                    .into_iter()
+                    .find(|(c, _)| *c == IF_NAME)
+                    .map(|(_, v)| {
+                        String::from_utf8_lossy(&v)
+                            .trim_end_matches('\0')
+                            .to_string()
+                    });
+                self.sections_interfaces
+                    .last_mut()
+                    .expect("SHB came first")
+                    .push(Interface {
+                        linktype: u16_at(body, 0, be),
+                        name,
+                    });
+            }
+            EPB => {
+                if body.len() < 20 {
+                    return Err("EPB too short".into());
+                }
+                let interface_id = u32_at(body, 0, be);
+                let caplen = u32_at(body, 12, be) as usize;
+                if 20 + pad4(caplen) > body.len() {
+                    return Err(format!("EPB caplen {caplen} overruns its block"));
+                }
+                parse_options(&body[20 + pad4(caplen)..], be)?;
+                let iface = self
+                    .sections_interfaces
+                    .last()
+                    .and_then(|s| s.get(interface_id as usize))
+                    .ok_or_else(|| format!("EPB names undefined interface {interface_id}"))?;
+                self.packets.push(Packet {
+                    interface_id,
+                    interface_name: iface.name.clone(),
+                    linktype: iface.linktype,
+                    data: body[20..20 + caplen].to_vec(),
+                });
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    pub fn first_shb(&self) -> Option<&Shb> {
+        self.shbs.first()
+    }
+
+    /// Interfaces of the first section.
+    pub fn interfaces(&self) -> Vec<Interface> {
+        self.sections_interfaces
+            .first()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn interface_names(&self) -> Vec<String> {
+        self.interfaces()
+            .into_iter()
+            .map(|i| i.name.unwrap_or_default())
+            .collect()
+    }
+
+    pub fn ipv4(&self) -> Vec<Ipv4Packet> {
+        self.packets.iter().filter_map(decode_ipv4).collect()
+    }
+
+    pub fn icmp(&self) -> Vec<Ipv4Packet> {
+        self.ipv4()
+            .into_iter()
+            .filter(|p| p.proto == IPPROTO_ICMP)
+            .collect()
+    }
+
+    pub fn tcp(&self) -> Vec<Ipv4Packet> {
+        self.ipv4()
+            .into_iter()
+            .filter(|p| p.proto == IPPROTO_TCP)
+            .collect()
+    }
+
+    /// True if an ICMP packet from `src` was captured.
+    pub fn has_icmp_from(&self, src: Ipv4Addr) -> bool {
+        self.icmp().iter().any(|p| p.src == src)
+    }
+}
+
+fn decode_ipv4(p: &Packet) -> Option<Ipv4Packet> {
+    let d = &p.data;
+    let (ethertype, l3) = match p.linktype {
+        LINKTYPE_ETHERNET => (u16::from_be_bytes([*d.get(12)?, *d.get(13)?]), 14),
+        LINKTYPE_LINUX_SLL => (u16::from_be_bytes([*d.get(14)?, *d.get(15)?]), 16),
+        LINKTYPE_LINUX_SLL2 => (u16::from_be_bytes([*d.first()?, *d.get(1)?]), 20),
+        _ => return None,
+    };
+    if ethertype != ETHERTYPE_IPV4 {
+        return None;
+    }
+    let ip = d.get(l3..)?;
+    if ip.len() < 20 || ip[0] >> 4 != 4 {
+        return None;
+    }
+    let ihl = (ip[0] & 0x0f) as usize * 4;
+    let proto = ip[9];
+    Some(Ipv4Packet {
+        interface_name: p.interface_name.clone(),
+        proto,
+        src: Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]),
+        dst: Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]),
+        icmp_type: if proto == IPPROTO_ICMP {
+            ip.get(ihl).copied()
+        } else {
+            None
+        },
+    })
+}
+
+/// One packet as tshark decodes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TsharkRow {
+    pub interface: String,
+    pub src: String,
+    pub dst: String,
+    pub icmp_type: String,
+}
+
+/// Decodes the complete blocks of `bytes` with tshark; panics if tshark
+/// cannot read them (so it also checks the stream is valid pcapng).
+pub fn tshark_decode(bytes: &[u8]) -> Vec<TsharkRow> {
+    let complete = Pcapng::parse(bytes).expect("valid pcapng").complete_len;
+    let path = super::scratch_path("capture.pcapng");
+    std::fs::write(&path, &bytes[..complete]).expect("write capture file");
+    let out = std::process::Command::new("tshark")
+        .arg("-r")
+        .arg(&path)
+        .args(["-T", "fields", "-E", "separator=\t"])
+        .args(["-e", "frame.interface_name", "-e", "ip.src", "-e", "ip.dst"])
+        .args(["-e", "icmp.type"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run tshark");
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        out.status.success(),
+        "tshark could not read the stream: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let mut f = l.split('\t').map(str::to_string);
+            TsharkRow {
+                interface: f.next().unwrap_or_default(),
+                src: f.next().unwrap_or_default(),
+                dst: f.next().unwrap_or_default(),
+                icmp_type: f.next().unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+/// The YAML document the service put into the first SHB comment, from the
+/// marker on; `None` without one.
+pub fn target_yaml(p: &Pcapng) -> Option<String> {
+    let marker = "---\n# capture target information\n";
+    p.first_shb()?
+        .comments()
+        .into_iter()
+        .find_map(|c| c.find(marker).map(|i| c[i..].to_string()))
+}
+
+/// The value text after `key:` on the document's line for `key`, if any.
+pub fn yaml_value(yaml: &str, key: &str) -> Option<String> {
+    yaml.lines().find_map(|l| {
+        l.strip_prefix(key)
+            .and_then(|r| r.strip_prefix(':'))
+            .map(|v| v.trim().to_string())
+    })
+}
+
+/// Builds pcapng blocks in either byte order, to check this reader itself.
+pub mod build {
+    fn put16(out: &mut Vec<u8>, v: u16, be: bool) {
+        out.extend_from_slice(&if be { v.to_be_bytes() } else { v.to_le_bytes() });
+    }
+    fn put32(out: &mut Vec<u8>, v: u32, be: bool) {
+        out.extend_from_slice(&if be { v.to_be_bytes() } else { v.to_le_bytes() });
+    }
+
+    pub fn options(opts: &[(u16, &[u8])], be: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (code, v) in opts {
+            put16(&mut out, *code, be);
+            put16(&mut out, v.len() as u16, be);
+            out.extend_from_slice(v);
+            out.resize(super::pad4(out.len()), 0);
+        }
+        if !opts.is_empty() {
+            out.extend_from_slice(&[0; 4]);
+        }
+        out
+    }
+
+    pub fn block(btype: u32, body: &[u8], be: bool) -> Vec<u8> {
+        let total = 12 + body.len() as u32;
+        let mut out = Vec::new();
+        put32(&mut out, btype, be);
+        put32(&mut out, total, be);
+        out.extend_from_slice(body);
+        put32(&mut out, total, be);
+        out
+    }
+
+    pub fn shb(opts: &[(u16, &[u8])], be: bool) -> Vec<u8> {
+        let mut body = Vec::new();
+        put32(&mut body, super::BYTE_ORDER_MAGIC, be);
+        put16(&mut body, 1, be);
+        put16(&mut body, 0, be);
+        body.extend_from_slice(&if be {
+            (-1i64).to_be_bytes()
+        } else {
+            (-1i64).to_le_bytes()
+        });
+        body.extend(options(opts, be));
+        block(super::SHB, &body, be)
+    }
+
+    pub fn idb(linktype: u16, name: &str, be: bool) -> Vec<u8> {
+        let mut body = Vec::new();
+        put16(&mut body, linktype, be);
+        put16(&mut body, 0, be);
+        put32(&mut body, 262144, be);
+        body.extend(options(&[(super::IF_NAME, name.as_bytes())], be));
+        block(super::IDB, &body, be)
+    }
+
+    pub fn epb(interface_id: u32, data: &[u8], be: bool) -> Vec<u8> {
+        let mut body = Vec::new();
+        put32(&mut body, interface_id, be);
+        put32(&mut body, 0, be);
+        put32(&mut body, 0, be);
+        put32(&mut body, data.len() as u32, be);
+        put32(&mut body, data.len() as u32, be);
+        body.extend_from_slice(data);
+        body.resize(super::pad4(body.len()), 0);
+        block(super::EPB, &body, be)
+    }
+}
