@@ -70,6 +70,7 @@ pub struct ConnResult {
     /// CLOCK_MONOTONIC of the start of `connect` and of the first byte.
     pub start_mono_ns: u64,
     pub first_byte_mono_ns: Option<u64>,
+    pub first_packet_mono_ns: Option<u64>,
     pub end_mono_ns: Option<u64>,
     pub close: Option<(Option<u16>, String)>,
     pub error: Option<String>,
@@ -326,6 +327,7 @@ impl Client {
                 c.res.blocks = c.check.blocks();
                 c.res.messages = c.frames.messages();
                 c.res.latencies_ns = c.check.take_latencies();
+                c.res.first_packet_mono_ns = c.check.first_packet_ns();
                 if c.res.error.is_none() {
                     c.res.error = c.check.error().map(str::to_string);
                 }
@@ -382,7 +384,7 @@ fn complete(c: &mut Conn) {
     if let Some(want) = c.spec.expect_packets {
         if c.check.packets() != want {
             let got = c.check.packets();
-            return fail(c, format!("stream ended after {got} of {want} packets"));
+            fail(c, format!("stream ended after {got} of {want} packets"));
         }
     }
 }

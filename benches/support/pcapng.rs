@@ -58,6 +58,7 @@ pub struct StreamCheck {
     error: Option<String>,
     record_latency: bool,
     latencies_ns: Vec<u64>,
+    first_packet_ns: Option<u64>,
 }
 
 impl StreamCheck {
@@ -186,6 +187,7 @@ impl StreamCheck {
         }
         self.next_seq += 1;
         self.packets += 1;
+        self.first_packet_ns.get_or_insert(now_ns);
         if self.record_latency {
             self.latencies_ns
                 .push(now_ns.saturating_sub(le64(d, OFF_STAMP)));
@@ -226,6 +228,10 @@ impl StreamCheck {
     pub fn error(&self) -> Option<&str> {
         self.error.as_deref()
     }
+    /// The `now_ns` of the feed that completed the first packet.
+    pub fn first_packet_ns(&self) -> Option<u64> {
+        self.first_packet_ns
+    }
     pub fn take_latencies(&mut self) -> Vec<u64> {
         std::mem::take(&mut self.latencies_ns)
     }
@@ -256,7 +262,8 @@ pub mod tests {
     }
 
     pub fn epb(seq: u64, stamp: u64) -> Vec<u8> {
-        let mut body = vec![0u8; 16];
+        // interface id, timestamp high and low; then both lengths
+        let mut body = vec![0u8; 12];
         body.extend_from_slice(&64u32.to_le_bytes());
         body.extend_from_slice(&64u32.to_le_bytes());
         let mut data = vec![0u8; 64];

@@ -64,6 +64,9 @@ pub fn raise_nofile() -> u64 {
 pub struct ProcSample {
     /// utime + stime, in clock ticks.
     pub cpu_ticks: u64,
+    /// cutime + cstime: CPU of children it has waited for (its capture
+    /// programs), in clock ticks.
+    pub children_cpu_ticks: u64,
     pub rss_kib: u64,
     pub fds: u64,
     pub ctx_switches: u64,
@@ -83,6 +86,7 @@ pub fn sample(pid: u32) -> io::Result<ProcSample> {
     };
     let mut s = ProcSample {
         cpu_ticks: num(14) + num(15),
+        children_cpu_ticks: num(16) + num(17),
         threads: num(20),
         ..Default::default()
     };
@@ -101,9 +105,32 @@ pub fn sample(pid: u32) -> io::Result<ProcSample> {
     Ok(s)
 }
 
-/// Processes running `exe` whose parent is `ppid` (e.g. the service's capture
-/// programs).
+/// The whole machine's CPU: (busy, total)
+/// jiffies summed over all cores, from the first line of `/proc/stat`.
+pub fn machine_cpu() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let f = |i: usize| v.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal (guest time is already
+    // inside user and nice).
+    let busy = f(0) + f(1) + f(2) + f(5) + f(6) + f(7);
+    (busy, busy + f(3) + f(4))
+}
+
+/// Children of `ppid` running `exe`, zombies included (a zombie is a
+/// capture its parent has not reaped yet: not finished from our side).
 pub fn children_running(ppid: u32, exe: &Path) -> u64 {
+    // The kernel's comm: the file name, cut to TASK_COMM_LEN - 1 bytes.
+    const COMM_LEN: usize = 15;
+    let name = exe.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let comm = &name.as_bytes()[..name.len().min(COMM_LEN)];
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return 0;
     };
@@ -113,12 +140,17 @@ pub fn children_running(ppid: u32, exe: &Path) -> u64 {
         let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        if parent_of(pid) == Some(ppid)
-            && std::fs::read_link(format!("/proc/{pid}/exe"))
-                .ok()
-                .as_deref()
-                == Some(exe)
-        {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let parent = stat[close + 1..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse::<u32>().ok());
+        if parent == Some(ppid) && stat.as_bytes()[open + 1..close] == *comm {
             n += 1;
         }
     }
@@ -139,12 +171,6 @@ pub fn processes_running(exe: &Path) -> u64 {
                 == Some(exe)
         })
         .count() as u64
-}
-
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Field 22 of `/proc/PID/stat`: start time in clock ticks since boot.

@@ -7,7 +7,9 @@ pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
     if sorted.is_empty() {
         return None;
     }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    // The epsilon keeps p99.9 of 1000 values at rank 999 despite 0.999
+    // not being exact in binary.
+    let rank = ((p / 100.0) * sorted.len() as f64 - 1e-9).ceil() as usize;
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 

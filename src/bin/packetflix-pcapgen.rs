@@ -14,6 +14,7 @@
 //! | `PFX_GEN_COUNT` | 0 | packets to write, then exit 0; 0 = until the reader goes away |
 //! | `PFX_GEN_RATE` | 0 | packets per second, each written on its own; 0 = full speed, written in chunks |
 //! | `PFX_GEN_CHUNK` | 65536 | bytes per `write` at full speed |
+//! | `PFX_GEN_DELAY_MS` | 0 | wait this long after the header blocks before the first packet, so many captures opened together can all be set up before any streams |
 //! | `PFX_GEN_CORRUPT` | unset | `seq` (or `1`): skip one sequence number; `len`: write one block with a wrong trailing length. Halfway through the count (packet 1000 without a count). Lets tests prove the reader notices |
 //! | `PFX_GEN_IDLE_MAX_SECS` | 600 | an idle generator exits after this long even if nobody closed its stdout, so a crashed run leaves nothing behind |
 //!
@@ -107,6 +108,7 @@ struct Settings {
     chunk: usize,
     corrupt: Corrupt,
     idle_max: Duration,
+    delay: Duration,
 }
 
 fn env_u64(name: &str, default: u64) -> Result<u64, String> {
@@ -149,6 +151,7 @@ fn settings_from_env() -> Result<Settings, String> {
         chunk,
         corrupt,
         idle_max: Duration::from_secs(env_u64("PFX_GEN_IDLE_MAX_SECS", DEFAULT_IDLE_MAX_SECS)?),
+        delay: Duration::from_millis(env_u64("PFX_GEN_DELAY_MS", 0)?),
     })
 }
 
@@ -396,8 +399,14 @@ fn main() -> ExitCode {
             run_idle(&out, &settings);
             Ok(())
         }
-        Mode::Stream if settings.rate == 0 => run_full_speed(&mut out, &settings),
-        Mode::Stream => run_paced(&mut out, &settings),
+        Mode::Stream => {
+            std::thread::sleep(settings.delay);
+            if settings.rate == 0 {
+                run_full_speed(&mut out, &settings)
+            } else {
+                run_paced(&mut out, &settings)
+            }
+        }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -423,6 +432,7 @@ mod tests {
             chunk: DEFAULT_CHUNK,
             corrupt,
             idle_max: Duration::from_secs(1),
+            delay: Duration::ZERO,
         }
     }
 
