@@ -336,6 +336,14 @@ impl Client {
             .collect()
     }
 
+    /// Ends every stream still running with `why`.
+    pub fn fail_all(&mut self, why: &str) {
+        for c in self.conns.iter_mut().filter(|c| c.phase != Phase::Done) {
+            fail(c, why.to_string());
+        }
+        self.queue.clear();
+    }
+
     /// Streams currently open (connected and not ended).
     pub fn open_streams(&self) -> usize {
         self.conns

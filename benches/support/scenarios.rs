@@ -56,9 +56,6 @@ pub struct BenchConfig {
     pub latency_rounds: u32,
     /// (captures, packets per second per capture) points to measure.
     pub latency_points: Vec<(usize, u64)>,
-    /// Generators of concurrent runs wait this long after their header, so
-    /// every capture is set up before any streams.
-    pub start_delay_ms: u64,
     pub setups: usize,
     pub density: usize,
     pub density_idle_s: f64,
@@ -113,7 +110,6 @@ impl BenchConfig {
                 .ok()
                 .map(|v| parse_points(&v))
                 .unwrap_or_else(|| vec![(1, 1000), (100, 1000), (100, 100)]),
-            start_delay_ms: env_num("PFX_BENCH_START_DELAY_MS", 1000),
             setups: env_num("PFX_BENCH_SETUPS", s(200.0) as usize),
             density: env_num("PFX_BENCH_DENSITY", 1000),
             density_idle_s: env_num("PFX_BENCH_DENSITY_IDLE_S", 10.0 * scale).max(1.0),
@@ -133,7 +129,6 @@ impl BenchConfig {
             latency_round_s: 0.1,
             latency_rounds: 2,
             latency_points: vec![(1, 1000), (3, 1000)],
-            start_delay_ms: 300,
             setups: 5,
             density: 20,
             density_idle_s: 1.0,
@@ -178,8 +173,9 @@ pub struct GenSettings {
     pub rate: u64,
     pub idle: bool,
     pub corrupt: Option<&'static str>,
-    /// Pause between header and first packet (all captures set up first).
-    pub delay_ms: u64,
+    /// Hold every generator after its header until all captures of a run
+    /// are set up, then start them together (a FIFO the bench opens).
+    pub synced: bool,
 }
 
 impl GenSettings {
@@ -190,11 +186,11 @@ impl GenSettings {
             rate: 0,
             idle: false,
             corrupt: None,
-            delay_ms: 0,
+            synced: false,
         }
     }
 
-    pub fn env(&self) -> Vec<(String, String)> {
+    pub fn env(&self, start_fifo: Option<&Path>) -> Vec<(String, String)> {
         let mut v = vec![
             (
                 "PFX_GEN_MODE".to_string(),
@@ -203,8 +199,10 @@ impl GenSettings {
             ("PFX_GEN_SIZE".to_string(), self.size.to_string()),
             ("PFX_GEN_COUNT".to_string(), self.count.to_string()),
             ("PFX_GEN_RATE".to_string(), self.rate.to_string()),
-            ("PFX_GEN_DELAY_MS".to_string(), self.delay_ms.to_string()),
         ];
+        if let Some(f) = start_fifo {
+            v.push(("PFX_GEN_START_FIFO".to_string(), f.display().to_string()));
+        }
         if let Some(c) = self.corrupt {
             v.push(("PFX_GEN_CORRUPT".to_string(), c.to_string()));
         }
@@ -228,6 +226,39 @@ pub struct Sut {
     kind: SutKind,
     generator: PathBuf,
     addressing: Addressing,
+    start_fifo: Option<StartFifo>,
+}
+
+/// The FIFO synced generators wait on; removed with its system.
+struct StartFifo(PathBuf);
+
+impl StartFifo {
+    fn create(dir: &Path, tag: &str, system: System) -> std::io::Result<StartFifo> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(format!(
+            "start-{tag}-{}-{}.fifo",
+            system.name(),
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&path);
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
+        Ok(StartFifo(path))
+    }
+
+    /// Releases every generator waiting now and, while the returned handle
+    /// lives, any that arrives late. Read+write never blocks on a FIFO.
+    fn open(&self) -> std::io::Result<std::fs::File> {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.0)
+    }
+}
+
+impl Drop for StartFifo {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 enum SutKind {
@@ -244,8 +275,13 @@ impl Sut {
         addressing: Addressing,
         discovery: Option<&Discovery>,
     ) -> Result<Sut, (Status, String)> {
-        let env = gen.env();
         let failed = |e: std::io::Error| (Status::Failed, e.to_string());
+        let start_fifo = if gen.synced {
+            Some(StartFifo::create(&paths.out_dir, tag, system).map_err(failed)?)
+        } else {
+            None
+        };
+        let env = gen.env(start_fifo.as_ref().map(|f| f.0.as_path()));
         let kind = match system {
             System::Raw => SutKind::Raw(RawRelay::start(&paths.generator, &env).map_err(failed)?),
             System::Packetflix => {
@@ -300,6 +336,7 @@ impl Sut {
             kind,
             generator: paths.generator.clone(),
             addressing,
+            start_fifo,
         })
     }
 
@@ -405,6 +442,15 @@ impl Sut {
         let t0 = mono_ns();
         let (results, first_finish) = match Client::new(specs, DEFAULT_MAX_SETUPS) {
             Ok(mut c) => {
+                let mut _starter = None;
+                if let Some(fifo) = &self.start_fifo {
+                    // Every capture set up (SHB and IDB in), then all go.
+                    c.run(Until::AllHaveBlocks(2), limit);
+                    match fifo.open() {
+                        Ok(f) => _starter = Some(f),
+                        Err(e) => c.fail_all(&format!("start FIFO: {e}")),
+                    }
+                }
                 c.run(Until::AllDone, limit);
                 let ff = c.bytes_at_first_finish.take();
                 (c.finish(), ff)
@@ -711,7 +757,7 @@ fn throughput_concurrent(cfg: &BenchConfig, paths: &Paths, addr: &Addressing) ->
     let n = cfg.concurrent;
     let id = format!("throughput-{n}x1500");
     let gen = GenSettings {
-        delay_ms: cfg.start_delay_ms,
+        synced: true,
         ..GenSettings::stream(1500, cfg.concurrent_packets)
     };
     let rounds = interleaved(cfg, paths, &gen, n, &id, addr, &concurrent_metrics);
@@ -719,8 +765,10 @@ fn throughput_concurrent(cfg: &BenchConfig, paths: &Paths, addr: &Addressing) ->
         title: format!("2. Throughput, {n} concurrent captures, 1500 B packets"),
         method: format!(
             "{n} captures of {} packets each, opened together (at most {DEFAULT_MAX_SETUPS} setups \
-             in flight), read on one client thread; aggregate MB/s = all bytes / (first byte of any \
-             → last byte of all); per capture MB/s over its own first→last byte; fairness = min/max \
+             in flight); each generator waits after its header until all {n} are set up, then all \
+             start at once; read on one client thread; aggregate MB/s = all bytes / (first packet \
+             of any → last byte of all); per capture MB/s over its own first packet → last byte; \
+             fairness = min/max \
              per-capture MB/s; progress = min/max bytes received by each capture when the first one \
              completed; median of {} interleaved rounds",
             cfg.concurrent_packets, cfg.rounds
@@ -750,7 +798,7 @@ fn latency(cfg: &BenchConfig, paths: &Paths, addr: &Addressing, n: usize, rate: 
         rate,
         idle: false,
         corrupt: None,
-        delay_ms: if n > 1 { cfg.start_delay_ms } else { 0 },
+        synced: n > 1,
     };
     let mut rounds = Rounds::default();
     let mut pooled: BTreeMap<System, Vec<u64>> = BTreeMap::new();
@@ -829,8 +877,7 @@ fn latency(cfg: &BenchConfig, paths: &Paths, addr: &Addressing, n: usize, rate: 
         title: format!("3. Latency at {rate} pkt/s per capture, {n} capture(s)"),
         method: format!(
             "{} interleaved rounds; in each, each of {n} generators writes {packets} packets of 64 B, \
-             one write per packet, on an absolute {rate}/s schedule (clock_nanosleep), starting \
-             {} ms after its header so all captures are set up first; each packet \
+             one write per packet, on an absolute {rate}/s schedule (clock_nanosleep){}; each packet \
              carries CLOCK_MONOTONIC at its write; latency = client's CLOCK_MONOTONIC right after \
              the read() that returned it − that stamp; percentiles (nearest rank) of all packets of \
              all captures and rounds pooled; added = median over rounds of (system − raw relay) \
@@ -838,7 +885,12 @@ fn latency(cfg: &BenchConfig, paths: &Paths, addr: &Addressing, n: usize, rate: 
              round's wall time (generators: all of them together, in % of one core; machine: all \
              cores, everyone's load, from /proc/stat) — a busy machine inflates every row alike",
             cfg.latency_rounds.max(1),
-            if n > 1 { cfg.start_delay_ms } else { 0 }
+            if n > 1 {
+                ", all held after their header until every capture is set up, then released \
+                 together"
+            } else {
+                ""
+            }
         ),
         columns: cols(&[
             ("p50_us", "p50 µs"),
@@ -898,7 +950,7 @@ fn setup_scenarios(cfg: &BenchConfig, paths: &Paths, ino: u64) -> Vec<Scenario> 
         rate: 0,
         idle: true,
         corrupt: None,
-        delay_ms: 0,
+        synced: false,
     };
     let n = cfg.setups;
     let columns = cols(&[
@@ -1023,7 +1075,7 @@ fn density_one(cfg: &BenchConfig, paths: &Paths, sys: System, ino: u64) -> Measu
         rate: 0,
         idle: true,
         corrupt: None,
-        delay_ms: 0,
+        synced: false,
     };
     let sut = match Sut::start(sys, paths, &gen, id, Addressing::Netns(ino), None) {
         Ok(s) => s,
@@ -1054,6 +1106,10 @@ fn density_one(cfg: &BenchConfig, paths: &Paths, sys: System, ino: u64) -> Measu
     let idle = Duration::from_secs_f64(cfg.density_idle_s);
     std::thread::sleep(idle);
     let s2 = procs::sample(pid);
+    // A second window tells a one-time transient (deadlines armed during
+    // setup) from steady idle cost.
+    std::thread::sleep(idle);
+    let s2b = procs::sample(pid);
     let t_close = Instant::now();
     let results = client.finish(); // closes every connection
     let failed = results.iter().filter(|r| !r.ok()).count();
@@ -1067,7 +1123,7 @@ fn density_one(cfg: &BenchConfig, paths: &Paths, sys: System, ino: u64) -> Measu
         s3 = procs::sample(pid);
     }
     let close_secs = t_close.elapsed().as_secs_f64();
-    let (Ok(s1), Ok(s2), Ok(s3)) = (s1, s2, s3) else {
+    let (Ok(s1), Ok(s2), Ok(s2b), Ok(s3)) = (s1, s2, s2b, s3) else {
         return Measurement::failed(
             id,
             sys.name(),
@@ -1109,6 +1165,14 @@ fn density_one(cfg: &BenchConfig, paths: &Paths, sys: System, ino: u64) -> Measu
         "idle_wakeups_per_s".into(),
         (s2.ctx_switches - s1.ctx_switches) as f64 / secs,
     );
+    mm.insert(
+        "idle_cpu_pct_later".into(),
+        (s2b.cpu_ticks - s2.cpu_ticks) as f64 / tck / secs * 100.0,
+    );
+    mm.insert(
+        "idle_wakeups_per_s_later".into(),
+        (s2b.ctx_switches - s2.ctx_switches) as f64 / secs,
+    );
     mm.insert("fds_left_after_close".into(), s3.fds as f64 - s0.fds as f64);
     mm.insert("close_s".into(), close_secs);
     mm.insert("rss_after_close_kib".into(), s3.rss_kib as f64);
@@ -1130,7 +1194,7 @@ fn density(cfg: &BenchConfig, paths: &Paths, ino: u64) -> Scenario {
              captures ({DEFAULT_MAX_SETUPS} setups in flight) and wait until each delivered both \
              blocks, wait {:.0} s, sample; per capture = difference / {n}; idle CPU = utime+stime \
              ticks over the next {:.0} s; wakeups = voluntary+involuntary context switches in that \
-             window; then close all (TCP close, no close frame) and count descriptors left over \
+             window; \"later\" = the same over the following window of that length; then close all (TCP close, no close frame) and count descriptors left over \
              once the count stops falling (close s = time until then, at most {:.0} s). The raw relay is threads of \
              the bench process, so it has no row here",
             DENSITY_SETTLE.as_secs_f64(),
@@ -1142,6 +1206,8 @@ fn density(cfg: &BenchConfig, paths: &Paths, ino: u64) -> Scenario {
             ("fds_per_capture", "fds/cap"),
             ("idle_cpu_pct", "idle CPU%"),
             ("idle_wakeups_per_s", "wakeups/s"),
+            ("idle_cpu_pct_later", "later CPU%"),
+            ("idle_wakeups_per_s_later", "later wk/s"),
             ("rss_idle_kib", "RSS KiB"),
             ("capture_programs_running", "programs"),
             ("fds_left_after_close", "fds leaked"),

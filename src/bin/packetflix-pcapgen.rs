@@ -14,7 +14,7 @@
 //! | `PFX_GEN_COUNT` | 0 | packets to write, then exit 0; 0 = until the reader goes away |
 //! | `PFX_GEN_RATE` | 0 | packets per second, each written on its own; 0 = full speed, written in chunks |
 //! | `PFX_GEN_CHUNK` | 65536 | bytes per `write` at full speed |
-//! | `PFX_GEN_DELAY_MS` | 0 | wait this long after the header blocks before the first packet, so many captures opened together can all be set up before any streams |
+//! | `PFX_GEN_START_FIFO` | unset | after the header blocks, open this FIFO for reading before the first packet: the open returns when someone opens it for writing, so many captures can be set up first and then all start at once |
 //! | `PFX_GEN_CORRUPT` | unset | `seq` (or `1`): skip one sequence number; `len`: write one block with a wrong trailing length. Halfway through the count (packet 1000 without a count). Lets tests prove the reader notices |
 //! | `PFX_GEN_IDLE_MAX_SECS` | 600 | an idle generator exits after this long even if nobody closed its stdout, so a crashed run leaves nothing behind |
 //!
@@ -108,7 +108,7 @@ struct Settings {
     chunk: usize,
     corrupt: Corrupt,
     idle_max: Duration,
-    delay: Duration,
+    start_fifo: Option<std::path::PathBuf>,
 }
 
 fn env_u64(name: &str, default: u64) -> Result<u64, String> {
@@ -151,7 +151,7 @@ fn settings_from_env() -> Result<Settings, String> {
         chunk,
         corrupt,
         idle_max: Duration::from_secs(env_u64("PFX_GEN_IDLE_MAX_SECS", DEFAULT_IDLE_MAX_SECS)?),
-        delay: Duration::from_millis(env_u64("PFX_GEN_DELAY_MS", 0)?),
+        start_fifo: std::env::var_os("PFX_GEN_START_FIFO").map(Into::into),
     })
 }
 
@@ -400,7 +400,12 @@ fn main() -> ExitCode {
             Ok(())
         }
         Mode::Stream => {
-            std::thread::sleep(settings.delay);
+            if let Some(fifo) = &settings.start_fifo {
+                // Blocks until the starter opens the FIFO for writing.
+                File::open(fifo).map_err(|e| {
+                    io::Error::new(e.kind(), format!("start FIFO {}: {e}", fifo.display()))
+                })?;
+            }
             if settings.rate == 0 {
                 run_full_speed(&mut out, &settings)
             } else {
@@ -432,7 +437,7 @@ mod tests {
             chunk: DEFAULT_CHUNK,
             corrupt,
             idle_max: Duration::from_secs(1),
-            delay: Duration::ZERO,
+            start_fifo: None,
         }
     }
 
