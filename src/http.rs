@@ -34,10 +34,11 @@ pub struct Request {
 /// Why a head was refused, and with which status.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HeadError {
-    /// Head larger than [`MAX_HEAD`]: 431.
-    TooLarge,
-    /// More than [`MAX_HEADERS`] header lines: 431.
-    TooManyHeaders,
+    /// Head larger than the limit in force (by default [`MAX_HEAD`]): 431.
+    TooLarge { max: usize },
+    /// More header lines than the limit in force (by default
+    /// [`MAX_HEADERS`]): 431.
+    TooManyHeaders { max: usize },
     /// Not HTTP/1.x: 400, with what was wrong.
     Malformed(String),
 }
@@ -45,7 +46,7 @@ pub enum HeadError {
 impl HeadError {
     pub fn status(&self) -> u16 {
         match self {
-            HeadError::TooLarge | HeadError::TooManyHeaders => 431,
+            HeadError::TooLarge { .. } | HeadError::TooManyHeaders { .. } => 431,
             HeadError::Malformed(_) => 400,
         }
     }
@@ -54,8 +55,8 @@ impl HeadError {
 impl std::fmt::Display for HeadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            HeadError::TooLarge => write!(f, "request head larger than {MAX_HEAD} bytes"),
-            HeadError::TooManyHeaders => write!(f, "more than {MAX_HEADERS} request headers"),
+            HeadError::TooLarge { max } => write!(f, "request head larger than {max} bytes"),
+            HeadError::TooManyHeaders { max } => write!(f, "more than {max} request headers"),
             HeadError::Malformed(why) => write!(f, "malformed request: {why}"),
         }
     }
@@ -87,10 +88,12 @@ pub fn parse_request_limited(
     let mut req = httparse::Request::new(&mut storage[..slots]);
     let status = match req.parse(buf) {
         Ok(s) => s,
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HeadError::TooManyHeaders { max: slots })
+        }
         Err(e) => {
             if buf.len() > max_head {
-                return Err(HeadError::TooLarge);
+                return Err(HeadError::TooLarge { max: max_head });
             }
             return Err(HeadError::Malformed(e.to_string()));
         }
@@ -98,7 +101,7 @@ pub fn parse_request_limited(
     let head_len = match status {
         httparse::Status::Partial => {
             return if buf.len() >= max_head {
-                Err(HeadError::TooLarge)
+                Err(HeadError::TooLarge { max: max_head })
             } else {
                 Ok(None)
             };
@@ -106,7 +109,7 @@ pub fn parse_request_limited(
         httparse::Status::Complete(n) => n,
     };
     if head_len > max_head {
-        return Err(HeadError::TooLarge);
+        return Err(HeadError::TooLarge { max: max_head });
     }
     let method = req.method.unwrap_or_default().to_string();
     let target = req.path.unwrap_or_default();
@@ -444,8 +447,11 @@ mod tests {
     fn oversized_head_is_431_even_while_incomplete() {
         let mut big = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
         big.resize(MAX_HEAD + 10, b'a');
-        assert_eq!(parse_request(&big), Err(HeadError::TooLarge));
-        assert_eq!(HeadError::TooLarge.status(), 431);
+        assert_eq!(
+            parse_request(&big),
+            Err(HeadError::TooLarge { max: MAX_HEAD })
+        );
+        assert_eq!(HeadError::TooLarge { max: MAX_HEAD }.status(), 431);
     }
 
     #[test]
@@ -455,7 +461,26 @@ mod tests {
             s.push_str(&format!("X-{i}: v\r\n"));
         }
         s.push_str("\r\n");
-        assert_eq!(parse_request(s.as_bytes()), Err(HeadError::TooManyHeaders));
+        assert_eq!(
+            parse_request(s.as_bytes()),
+            Err(HeadError::TooManyHeaders { max: MAX_HEADERS })
+        );
+    }
+
+    #[test]
+    fn limit_errors_name_the_configured_limits_not_the_defaults() {
+        let big = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(600));
+        let e = parse_request_limited(big.as_bytes(), 256, 8).unwrap_err();
+        assert_eq!(e, HeadError::TooLarge { max: 256 });
+        assert_eq!(e.to_string(), "request head larger than 256 bytes");
+        let mut many = String::from("GET / HTTP/1.1\r\n");
+        for i in 0..5 {
+            many.push_str(&format!("X-{i}: v\r\n"));
+        }
+        many.push_str("\r\n");
+        let e = parse_request_limited(many.as_bytes(), 1024, 4).unwrap_err();
+        assert_eq!(e, HeadError::TooManyHeaders { max: 4 });
+        assert_eq!(e.to_string(), "more than 4 request headers");
     }
 
     #[test]

@@ -43,17 +43,28 @@ pub struct CaptureParams {
 
 impl CaptureParams {
     /// The interfaces to pass to the capture program; empty means all.
-    pub fn interfaces(&self) -> Vec<String> {
+    /// Names in the target's own list that cannot be passed safely are
+    /// skipped; if that leaves none of a non-empty list, the capture is
+    /// refused rather than widened to all interfaces.
+    pub fn interfaces(&self) -> Result<Vec<String>, String> {
         match &self.nifs {
-            Nifs::All => Vec::new(),
-            Nifs::List(l) => l.clone(),
-            Nifs::Unspecified => self
-                .target
-                .network_interfaces
-                .iter()
-                .filter(|n| valid_ifname(n).is_ok())
-                .cloned()
-                .collect(),
+            Nifs::All => Ok(Vec::new()),
+            Nifs::List(l) => Ok(l.clone()),
+            Nifs::Unspecified => {
+                let listed = &self.target.network_interfaces;
+                let usable: Vec<String> = listed
+                    .iter()
+                    .filter(|n| valid_ifname(n).is_ok())
+                    .cloned()
+                    .collect();
+                if usable.is_empty() && !listed.is_empty() {
+                    return Err(format!(
+                        "none of the target's interfaces ({}) can be captured; name them with nif",
+                        shorten(&listed.join("/"))
+                    ));
+                }
+                Ok(usable)
+            }
         }
     }
 }
@@ -340,11 +351,14 @@ mod tests {
     fn nif_splits_on_slash_and_any_or_all_mean_every_interface() {
         let p = params("/capture?netns=1&nif=eth0/lo/eth0", &[]).unwrap();
         assert_eq!(p.nifs, Nifs::List(vec!["eth0".into(), "lo".into()]));
-        assert_eq!(p.interfaces(), vec!["eth0".to_string(), "lo".to_string()]);
+        assert_eq!(
+            p.interfaces().unwrap(),
+            vec!["eth0".to_string(), "lo".to_string()]
+        );
         for all in ["any", "all", "eth0/any"] {
             let p = params(&format!("/capture?netns=1&nif={all}"), &[]).unwrap();
             assert_eq!(p.nifs, Nifs::All);
-            assert!(p.interfaces().is_empty());
+            assert!(p.interfaces().unwrap().is_empty());
         }
         // Commas are legal in Linux interface names: no splitting there.
         let p = params("/capture?netns=1&nif=we%2Cird", &[]).unwrap();
@@ -412,7 +426,32 @@ mod tests {
             )],
         )
         .unwrap();
-        assert_eq!(p.interfaces(), vec!["eth1".to_string(), "lo".to_string()]);
+        assert_eq!(
+            p.interfaces().unwrap(),
+            vec!["eth1".to_string(), "lo".to_string()]
+        );
+    }
+
+    #[test]
+    fn target_listing_only_unusable_interfaces_is_refused_not_widened() {
+        let p = params(
+            "/capture",
+            &[(
+                "Clustershark-Container",
+                r#"{"netns":3,"network-interfaces":["-x"]}"#,
+            )],
+        )
+        .unwrap();
+        assert!(p.interfaces().unwrap_err().contains("nif"));
+        let p = params(
+            "/capture?nif=lo",
+            &[(
+                "Clustershark-Container",
+                r#"{"netns":3,"network-interfaces":["-x"]}"#,
+            )],
+        )
+        .unwrap();
+        assert_eq!(p.interfaces().unwrap(), vec!["lo".to_string()]);
     }
 
     #[test]

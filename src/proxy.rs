@@ -402,6 +402,8 @@ pub struct Proxy {
     pub up_paused: bool,
     /// Reading the client is paused until the upstream queue drains.
     pub client_paused: bool,
+    /// The response deadline was restarted when the request was complete.
+    pub clock_restarted: bool,
     up_eof: bool,
 }
 
@@ -437,6 +439,7 @@ impl Proxy {
             pending: Vec::new(),
             up_paused: false,
             client_paused: false,
+            clock_restarted: false,
             up_eof: false,
         };
         p.up_out.push(&head);
@@ -658,6 +661,12 @@ impl Proxy {
 
     pub fn answered(&self) -> bool {
         self.answered
+    }
+
+    /// Whether the whole request (head and body) is with the upstream: only
+    /// then does waiting for its answer start to count.
+    pub fn request_sent(&self) -> bool {
+        self.connected && self.req_body.is_done() && self.up_out.is_empty()
     }
 }
 

@@ -70,6 +70,12 @@ const READS_PER_TURN: usize = 16;
 const MAX_EARLY_FRAMES: usize = 4096;
 /// Longest stderr line kept from the capture program.
 const MAX_ERR_LINE: usize = 1024;
+/// How often SIGTERM is repeated to a capture program that has not exited,
+/// until the kill deadline. dumpcap loses a SIGTERM that arrives while it
+/// starts up: its handler only clears a flag that its capture loop then
+/// sets again. A client that closes right after the upgrade would otherwise
+/// wait for the kill deadline (10 s) and hold a capture slot meanwhile.
+const TERM_REPEAT: Duration = Duration::from_secs(1);
 
 /// Deadlines: a binary heap of (when, key, session id), checked lazily
 /// against the session's current deadline.
@@ -168,6 +174,8 @@ struct Capture {
     ending: Ending,
     paused: bool,
     term_sent: bool,
+    /// When SIGTERM gives way to SIGKILL (set by the first SIGTERM).
+    kill_at: Option<Instant>,
     kill_sent: bool,
 }
 
@@ -314,12 +322,24 @@ impl Session {
             }
             Phase::Streaming(cap) => {
                 if cap.alive && !cap.kill_sent {
-                    warn!(
-                        "[c{id}] capture program {} ignored SIGTERM for {:?}; killing it",
-                        cap.pid, ctx.cfg.term_timeout
-                    );
-                    let _ = kill(cap.pid, Signal::SIGKILL);
-                    cap.kill_sent = true;
+                    match term_step(cap.kill_at.unwrap_or(ctx.now), ctx.now) {
+                        TermStep::Repeat(next) => {
+                            debug!(
+                                "[c{id}] capture program {} still running; repeating SIGTERM",
+                                cap.pid
+                            );
+                            let _ = kill(cap.pid, Signal::SIGTERM);
+                            arm(&mut self.deadline, ctx, self.key, id, next - ctx.now);
+                        }
+                        TermStep::Kill => {
+                            warn!(
+                                "[c{id}] capture program {} ignored SIGTERM for {:?}; killing it",
+                                cap.pid, ctx.cfg.term_timeout
+                            );
+                            let _ = kill(cap.pid, Signal::SIGKILL);
+                            cap.kill_sent = true;
+                        }
+                    }
                 }
             }
             Phase::Closing(_) | Phase::Flush => {
@@ -329,6 +349,10 @@ impl Session {
             Phase::Proxy(p) => {
                 if p.answered() {
                     self.finished = true;
+                } else if !p.request_sent() {
+                    // The client is still sending its request: the discovery
+                    // service cannot be late yet.
+                    self.arm(ctx, ctx.cfg.discovery_timeout);
                 } else {
                     info!("[c{id}] discovery service did not answer in time");
                     let resp = http::text_response(
@@ -825,6 +849,11 @@ impl Session {
         };
         if p.answered() {
             self.deadline = None;
+        } else if !p.clock_restarted && p.request_sent() {
+            // The answer is due within the deadline from here on.
+            p.clock_restarted = true;
+            let after = ctx.cfg.discovery_timeout;
+            arm(&mut self.deadline, ctx, self.key, self.id, after);
         }
         match step {
             Step::Continue => {}
@@ -1014,7 +1043,13 @@ impl Session {
                 );
             }
         };
-        let interfaces = params.interfaces();
+        let interfaces = match params.interfaces() {
+            Ok(i) => i,
+            Err(reason) => {
+                let reason = format!("capture refused: {reason}");
+                return self.refuse(ctx, accept, ws::POLICY_VIOLATION, &reason);
+            }
+        };
         let args = capture_args(&interfaces, params.filter.as_deref(), params.chaste);
         let program = &ctx.cfg.capture_program;
         let spawned = match spawn(program, &args, &ns.file, ctx.privileges.ambient) {
@@ -1062,6 +1097,7 @@ impl Session {
             ending: Ending::Running,
             paused: false,
             term_sent: false,
+            kill_at: None,
             kill_sent: false,
         });
         let registered = [(STDOUT, cap.stdout.as_mut()), (STDERR, cap.stderr.as_mut())]
@@ -1278,7 +1314,8 @@ fn send_message(conn: &mut Conn, data: &[u8]) -> io::Result<()> {
     conn.send_parts(&head[..n], data)
 }
 
-/// SIGTERM once; SIGKILL when the deadline passes (see `on_timer`).
+/// SIGTERM now, repeated every [`TERM_REPEAT`]; SIGKILL when the term
+/// timeout has passed (see `on_timer` and [`term_step`]).
 fn terminate(
     cap: &mut Capture,
     deadline: &mut Option<Instant>,
@@ -1292,7 +1329,27 @@ fn terminate(
     cap.term_sent = true;
     debug!("[c{id}] sending SIGTERM to capture program {}", cap.pid);
     let _ = kill(cap.pid, Signal::SIGTERM);
-    arm(deadline, ctx, key, id, ctx.cfg.term_timeout);
+    let kill_at = ctx.now + ctx.cfg.term_timeout;
+    cap.kill_at = Some(kill_at);
+    if let TermStep::Repeat(next) = term_step(kill_at, ctx.now) {
+        arm(deadline, ctx, key, id, next - ctx.now);
+    }
+}
+
+/// What a terminating capture program gets when its timer fires.
+#[derive(Debug, PartialEq)]
+enum TermStep {
+    /// SIGTERM again; look again at this time.
+    Repeat(Instant),
+    Kill,
+}
+
+fn term_step(kill_at: Instant, now: Instant) -> TermStep {
+    if now >= kill_at {
+        TermStep::Kill
+    } else {
+        TermStep::Repeat((now + TERM_REPEAT).min(kill_at))
+    }
 }
 
 fn stderr_line(cap: &mut Capture, id: u64, line: &[u8]) {
@@ -1341,5 +1398,28 @@ pub fn service_name(cfg: &Config) -> String {
         format!("[{}]:{}", cfg.discovery_service, cfg.gw_port)
     } else {
         format!("{}:{}", cfg.discovery_service, cfg.gw_port)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sigterm_is_repeated_until_the_kill_deadline_then_sigkill() {
+        let start = Instant::now();
+        let kill_at = start + Duration::from_millis(2500);
+        let mut now = start;
+        let mut repeats = 0;
+        while let TermStep::Repeat(next) = term_step(kill_at, now) {
+            assert!(next > now && next <= kill_at);
+            assert!(next - now <= TERM_REPEAT);
+            now = next;
+            repeats += 1;
+            assert!(repeats < 10, "never reaches the kill deadline");
+        }
+        assert_eq!(now, kill_at);
+        assert_eq!(repeats, 3);
+        assert_eq!(term_step(kill_at, kill_at + TERM_REPEAT), TermStep::Kill);
     }
 }

@@ -18,13 +18,6 @@ fn netns_q(ns: &Netns) -> String {
     format!("netns={}", ns.inode())
 }
 
-/// Starts a capture and waits until the capture program is capturing.
-fn start(svc: &Service, query: &str, headers: &[(&str, &str)]) -> Client {
-    let mut c = must_connect(svc.port(), query, headers);
-    c.wait_capturing(START_TIMEOUT);
-    c
-}
-
 fn ping_across_until_seen(c: &mut Client, pair: &VethPair) -> bool {
     let target = pair.b_addr.to_string();
     until_seen(
@@ -104,15 +97,17 @@ fn harness_direct_dumpcap_stream_shows_ping_to_reader_and_tshark() {
     use std::io::Read;
     use std::sync::{Arc, Mutex};
     let pair = VethPair::new();
-    let mut child = pair
-        .a
-        .command(&["dumpcap", "-w", "-", "-n", "-q", "-i", "any"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let _kill = procs_guard(child.id() as i32);
-    let mut out = child.stdout.take().unwrap();
+    // Guarded: killed and reaped even if an assertion below fails.
+    let mut dumpcap = NsProcess {
+        child: pair
+            .a
+            .command(&["dumpcap", "-w", "-", "-n", "-q", "-i", "any"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    };
+    let mut out = dumpcap.child.stdout.take().unwrap();
     let bytes = Arc::new(Mutex::new(Vec::new()));
     let b2 = bytes.clone();
     let reader = std::thread::spawn(move || {
@@ -132,8 +127,7 @@ fn harness_direct_dumpcap_stream_shows_ping_to_reader_and_tshark() {
         pair.a.ping(&pair.b_addr.to_string(), 2);
         parsed().icmp().iter().any(|i| i.src == pair.a_addr)
     });
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(dumpcap);
     let _ = reader.join();
     assert!(seen, "ICMP not seen in dumpcap's own stream");
     let p = parsed();
@@ -144,20 +138,6 @@ fn harness_direct_dumpcap_stream_shows_ping_to_reader_and_tshark() {
         && r.src == pair.a_addr.to_string()
         && r.dst == pair.b_addr.to_string()
         && r.icmp_type == "8"));
-}
-
-/// Kills a process on drop (for the harness test's own dumpcap).
-struct KillOnDrop(i32);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-}
-fn procs_guard(pid: i32) -> KillOnDrop {
-    KillOnDrop(pid)
 }
 
 /// Runs `serve` on one connection accepted on a fresh loopback port.
@@ -494,7 +474,7 @@ fn filter_header_wins_over_query() {
 fn client_close_reaps_capture_before_answer_and_closes_tcp() {
     let ns = Netns::new();
     let svc = Service::start(&[]);
-    let fds_before = svc.open_fds();
+    let fds_before = svc.settled_fds();
     let mut c = start(&svc, &netns_q(&ns), &[]);
     let caps = svc.wait_dumpcaps(1, Duration::from_secs(5));
     assert_eq!(caps.len(), 1, "one dumpcap child: {:?}", svc.children());
@@ -512,8 +492,7 @@ fn client_close_reaps_capture_before_answer_and_closes_tcp() {
     assert!(c.wait_tcp_closed(Duration::from_secs(5)), "TCP left open");
     assert!(svc.children().is_empty(), "children: {:?}", svc.children());
     assert!(
-        // `<=`: the readiness probe's connection may still have been open
-        // when the baseline was taken.
+        // A leak shows as more descriptors than the settled baseline.
         wait_for(Duration::from_secs(3), || svc.open_fds() <= fds_before),
         "descriptors leaked: {} before, {} after",
         fds_before,
@@ -740,12 +719,21 @@ fn three_concurrent_captures_see_only_their_own_namespace() {
 fn service_shutdown_ends_and_reaps_running_captures() {
     let ns = Netns::new();
     let mut svc = Service::start(&[]);
-    let _c = start(&svc, &netns_q(&ns), &[]);
+    let mut c = start(&svc, &netns_q(&ns), &[]);
     let caps = svc.wait_dumpcaps(1, Duration::from_secs(5));
     assert_eq!(caps.len(), 1);
+    svc.send_sigterm();
+    // The client takes part in the close handshake, as a real one would.
+    let close = c.read_to_close(Duration::from_secs(12));
+    c.wait_tcp_closed(Duration::from_secs(5));
     assert!(
-        svc.terminate(Duration::from_secs(12)),
+        svc.wait_exit(Duration::from_secs(12)),
         "service ignored SIGTERM"
+    );
+    assert!(
+        close.is_some(),
+        "client got no close frame at shutdown: error={:?}",
+        c.capture.error
     );
     assert!(
         !procs::exists(caps[0].pid),
@@ -781,4 +769,99 @@ fn capture_program_ignoring_sigterm_is_killed_and_reaped() {
     assert!(!procs::exists(pid), "stubborn capture program {pid} left");
     assert!(c.wait_tcp_closed(Duration::from_secs(5)));
     assert!(svc.children().is_empty());
+}
+
+/// A capture program that writes the bytes of `data` one at a time, a
+/// moment apart, so the service reads them in many small pieces, then exits.
+fn trickling_program(data: &[u8]) -> (Scratch, Scratch, Scratch) {
+    let bytes = Scratch::new("stream.bin");
+    std::fs::write(&bytes.0, data).unwrap();
+    let py = Scratch::new("trickle.py");
+    std::fs::write(
+        &py.0,
+        "import os, sys, time\n\
+         data = open(sys.argv[1], 'rb').read()\n\
+         for i in range(len(data)):\n\
+         \x20   os.write(1, data[i:i + 1])\n\
+         \x20   time.sleep(0.002)\n",
+    )
+    .unwrap();
+    let script = Scratch::script(
+        "trickle.sh",
+        &format!("exec python3 {} {}\n", py.path(), bytes.path()),
+    );
+    (script, py, bytes)
+}
+
+#[test]
+fn big_endian_shb_split_across_reads_is_edited_and_rest_relayed_unchanged() {
+    let ns = Netns::new();
+    let old_doc = "---\n# capture target information\ncontainer-name: stale-old\n";
+    let mut shb = build::shb(
+        &[
+            (
+                pcapng::OPT_COMMENT,
+                format!("hand-made\n{old_doc}").as_bytes(),
+            ),
+            (pcapng::OPT_COMMENT, b"second comment"),
+            (pcapng::SHB_USERAPPL, b"trickle"),
+        ],
+        true,
+    );
+    // A known section length, which the service must turn into -1.
+    shb[16..24].copy_from_slice(&1234i64.to_be_bytes());
+    let mut rest = build::idb(1, "eth0", true);
+    rest.extend(build::epb(0, &[0x5a; 42], true));
+    let mut input = shb.clone();
+    input.extend(&rest);
+    let (script, _py, _bytes) = trickling_program(&input);
+    let svc = Service::start(&["--capture-program", script.path()]);
+    let mut c = must_connect(svc.port(), &format!("{}&filter=icmp", netns_q(&ns)), &[]);
+    let close = c.read_to_close(Duration::from_secs(10));
+    assert_eq!(
+        close.map(|c| c.0),
+        Some(1000),
+        "error={:?}",
+        c.capture.error
+    );
+    let out = c.capture.bytes.clone();
+    let p = Pcapng::parse(&out).expect("valid pcapng");
+    assert_eq!(p.complete_len, out.len());
+    let shb_out = p.first_shb().unwrap();
+    assert!(shb_out.big_endian, "byte order changed");
+    assert_eq!(shb_out.section_length, -1);
+    let comments = shb_out.comments();
+    assert_eq!(comments.len(), 2, "{comments:?}");
+    assert!(comments[0].starts_with("hand-made\n"), "{:?}", comments[0]);
+    assert_eq!(
+        comments[0].matches("# capture target information").count(),
+        1,
+        "earlier document not replaced: {:?}",
+        comments[0]
+    );
+    assert!(!comments[0].contains("stale-old"), "{:?}", comments[0]);
+    let yaml = target_yaml(&p).unwrap();
+    assert!(yaml_value(&yaml, "capture-filter").is_some_and(|v| v.contains("icmp")));
+    assert_eq!(comments[1], "second comment");
+    assert_eq!(shb_out.option(pcapng::SHB_USERAPPL), Some(&b"trickle"[..]));
+    // Everything after the SHB is relayed byte for byte.
+    let shb_out_len = u32::from_be_bytes(out[4..8].try_into().unwrap()) as usize;
+    assert_eq!(&out[shb_out_len..], &rest[..]);
+}
+
+#[test]
+fn stream_without_shb_is_relayed_unedited() {
+    let ns = Netns::new();
+    let input = b"this is not pcapng at all, but it is what the program wrote\n".to_vec();
+    let (script, _py, _bytes) = trickling_program(&input);
+    let svc = Service::start(&["--capture-program", script.path()]);
+    let mut c = must_connect(svc.port(), &netns_q(&ns), &[]);
+    let close = c.read_to_close(Duration::from_secs(10));
+    assert_eq!(
+        close.map(|c| c.0),
+        Some(1000),
+        "error={:?}",
+        c.capture.error
+    );
+    assert_eq!(c.capture.bytes, input);
 }

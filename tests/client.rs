@@ -656,9 +656,11 @@ fn non_websocket_answer_is_reported_with_its_status() {
     let gw = GhostWire::start(Vec::new());
     let run = client(&[&url(gw.port()), "--netns", "1", "-w", "-"]);
     assert_eq!(run.status.code(), Some(1));
+    // The body ("not found") is shown when it arrives before the stand-in's
+    // close; a reset may swallow it, so only the status is certain.
     assert!(
         run.stderr
-            .contains("refused the capture request: HTTP 404 Not Found: not found"),
+            .contains("refused the capture request: HTTP 404 Not Found"),
         "{}",
         run.stderr
     );

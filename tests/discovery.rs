@@ -18,12 +18,6 @@ fn container_q(target: &Value) -> String {
     format!("container={}", urlencode(&target.to_string()))
 }
 
-fn start(svc: &Service, query: &str, headers: &[(&str, &str)]) -> Client {
-    let mut c = must_connect(svc.port(), query, headers);
-    c.wait_capturing(START_TIMEOUT);
-    c
-}
-
 /// Checks that `c` captures from `want` and not from `other`: `other`'s
 /// traffic happens first, so it would be in the stream ahead of `want`'s.
 fn assert_captures_from(c: &mut Client, want: &Netns, other: &Netns) {

@@ -85,10 +85,6 @@ impl GhostWire {
         self.port
     }
 
-    pub fn set_config(&self, config: GwConfig) {
-        *self.shared.config.lock().unwrap() = Some(config);
-    }
-
     pub fn requests(&self) -> Vec<GwRequest> {
         self.shared.requests.lock().unwrap().clone()
     }
@@ -123,8 +119,9 @@ fn serve(mut conn: TcpStream, s: &Shared) {
     let mut buf = [0u8; 2048];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
         match conn.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
+            Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            _ => return,
         }
         if head.len() > MAX_HEAD {
             return;

@@ -93,7 +93,12 @@ pub fn send_raw(port: u16, raw: &[u8], wait_close: bool, timeout: Duration) -> R
         match s.read(&mut chunk) {
             Ok(0) => closed = true,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            // EINTR: a timed socket read reports any interruption.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
             Err(_) => closed = true,
         }
     }

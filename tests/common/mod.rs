@@ -8,10 +8,12 @@
 
 pub mod ghostwire;
 pub mod http;
+pub mod load;
 pub mod netns;
 pub mod pcapng;
 pub mod procs;
 pub mod service;
+pub mod upstream;
 pub mod ws;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -141,6 +143,13 @@ pub fn ping_self_until_seen(client: &mut Client, ns: &Netns) -> bool {
 pub const TRAFFIC_TIMEOUT: Duration = Duration::from_secs(8);
 /// How long a capture may take from upgrade to its first interface block.
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Starts a capture and waits until the capture program is capturing.
+pub fn start(svc: &Service, query: &str, headers: &[(&str, &str)]) -> Client {
+    let mut c = ws::must_connect(svc.port(), query, headers);
+    c.wait_capturing(START_TIMEOUT);
+    c
+}
 
 /// Close codes RFC 6455 (section 7.4) lets an endpoint put in a close frame
 /// to report a failure: the defined ones except 1000 (normal), 1004/1005/1006

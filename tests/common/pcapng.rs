@@ -73,8 +73,6 @@ pub struct Ipv4Packet {
     pub proto: u8,
     pub src: Ipv4Addr,
     pub dst: Ipv4Addr,
-    /// ICMP type, if ICMP.
-    pub icmp_type: Option<u8>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -83,8 +81,6 @@ pub struct Pcapng {
     /// Interfaces of each section, in order (what EPBs refer to).
     pub sections_interfaces: Vec<Vec<Interface>>,
     pub packets: Vec<Packet>,
-    /// Block types in stream order.
-    pub block_types: Vec<u32>,
     /// Bytes making up complete blocks; the rest is an unfinished block.
     pub complete_len: usize,
 }
@@ -168,7 +164,6 @@ impl Pcapng {
             let body = &bytes[at + 8..at + total - 4];
             out.read_block(btype, body, be)
                 .map_err(|e| format!("block {btype:#x} at {at}: {e}"))?;
-            out.block_types.push(btype);
             at += total;
             out.complete_len = at;
         }
@@ -302,18 +297,12 @@ fn decode_ipv4(p: &Packet) -> Option<Ipv4Packet> {
     if ip.len() < 20 || ip[0] >> 4 != 4 {
         return None;
     }
-    let ihl = (ip[0] & 0x0f) as usize * 4;
     let proto = ip[9];
     Some(Ipv4Packet {
         interface_name: p.interface_name.clone(),
         proto,
         src: Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]),
         dst: Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]),
-        icmp_type: if proto == IPPROTO_ICMP {
-            ip.get(ihl).copied()
-        } else {
-            None
-        },
     })
 }
 

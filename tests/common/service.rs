@@ -18,6 +18,8 @@ use super::procs::{self, ProcStat};
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the service may take to exit after SIGTERM before SIGKILL.
 const TERM_TIMEOUT: Duration = Duration::from_secs(5);
+/// Tries at picking a free port before giving up (see [`Service::start`]).
+const BIND_ATTEMPTS: usize = 3;
 
 /// A port nothing listens on right now (dual-stack, as the service binds).
 pub fn free_port() -> u16 {
@@ -34,6 +36,18 @@ pub struct Service {
 impl Service {
     /// Starts `packetflix --port P ARGS...` and waits until it accepts.
     pub fn start(args: &[&str]) -> Service {
+        // The free port may be taken by a parallel test before the service
+        // binds it; then a fresh one is tried.
+        for _ in 1..BIND_ATTEMPTS {
+            if let Some(svc) = Service::try_start(args) {
+                return svc;
+            }
+        }
+        Service::try_start(args).expect("port in use on every attempt")
+    }
+
+    /// `None` only if the port was taken meanwhile; panics on other failures.
+    fn try_start(args: &[&str]) -> Option<Service> {
         let port = free_port();
         let stderr_path = super::scratch_path("service.stderr");
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
@@ -61,6 +75,9 @@ impl Service {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Ok(Some(status)) = svc.child.try_wait() {
+                if svc.stderr().contains("Address already in use") {
+                    return None;
+                }
                 panic!(
                     "packetflix {args:?} exited before accepting ({status}); stderr:\n{}",
                     svc.stderr()
@@ -68,7 +85,7 @@ impl Service {
             }
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return svc;
+                return Some(svc);
             }
             if Instant::now() >= deadline {
                 panic!(
@@ -123,6 +140,22 @@ impl Service {
         procs::open_fds(self.pid())
     }
 
+    /// The descriptor count once it has stopped changing (the readiness
+    /// probe's connection, say, has been closed by the service): a baseline
+    /// to compare with after a capture.
+    pub fn settled_fds(&self) -> usize {
+        let mut last = self.open_fds();
+        let mut same = 0;
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while same < 5 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = self.open_fds();
+            same = if now == last { same + 1 } else { 0 };
+            last = now;
+        }
+        last
+    }
+
     /// The service's children running the capture program `comm`.
     pub fn captures(&self, comm: &str) -> Vec<ProcStat> {
         self.children()
@@ -144,7 +177,20 @@ impl Service {
     /// Sends SIGTERM and waits (bounded) for the service to exit; returns
     /// whether it exited by itself within `timeout`.
     pub fn terminate(&mut self, timeout: Duration) -> bool {
-        let _ = kill(Pid::from_raw(self.pid()), Signal::SIGTERM);
+        self.send_sigterm();
+        self.wait_exit(timeout)
+    }
+
+    /// Signals the service unless it has been reaped already (its pid may
+    /// then belong to another process).
+    pub fn send_sigterm(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = kill(Pid::from_raw(self.pid()), Signal::SIGTERM);
+        }
+    }
+
+    /// Waits (bounded) for the service to exit; true if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -158,7 +204,11 @@ impl Service {
 
 impl Drop for Service {
     fn drop(&mut self) {
-        let leftovers = procs::descendants(self.pid());
+        // Once reaped, the pid may be another process's: look no further.
+        let leftovers = match self.child.try_wait() {
+            Ok(None) => procs::descendants(self.pid()),
+            _ => Vec::new(),
+        };
         if !self.terminate(TERM_TIMEOUT) {
             let _ = self.child.kill();
             let _ = self.child.wait();

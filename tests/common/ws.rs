@@ -3,7 +3,7 @@
 //! messages, the close frame, and whether TCP reached EOF. Every read is
 //! bounded by a socket timeout plus an overall deadline.
 
-use std::io::{ErrorKind, Read};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -34,8 +34,6 @@ pub struct Capture {
     pub close: Option<(u16, String)>,
     /// A read error other than a timeout (protocol error, reset, ...).
     pub error: Option<String>,
-    /// When the first binary message arrived.
-    pub first_bytes_at: Option<Instant>,
 }
 
 impl Capture {
@@ -48,6 +46,39 @@ impl Capture {
     }
 }
 
+/// The client's socket, retrying reads and writes that fail with EINTR. A
+/// socket read with a timeout (SO_RCVTIMEO) fails with EINTR on any
+/// interruption, even without a signal handler (the process being stopped
+/// and continued, say), and tungstenite abandons a handshake on any error
+/// but WouldBlock: without this, such a hiccup fails a test.
+pub struct Stream(pub TcpStream);
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            match self.0.read(buf) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        loop {
+            match self.0.write(buf) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
 #[derive(Debug)]
 pub enum ConnectError {
     /// The server answered the upgrade with a plain HTTP response.
@@ -56,7 +87,7 @@ pub enum ConnectError {
 }
 
 pub struct Client {
-    pub ws: WebSocket<TcpStream>,
+    pub ws: WebSocket<Stream>,
     pub capture: Capture,
 }
 
@@ -86,7 +117,7 @@ pub fn connect_path(
     stream.set_read_timeout(Some(POLL)).map_err(|e| other(&e))?;
     stream.set_nodelay(true).map_err(|e| other(&e))?;
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-    let mut attempt = tungstenite::client::client(req, stream);
+    let mut attempt = tungstenite::client::client(req, Stream(stream));
     loop {
         match attempt {
             Ok((ws, _response)) => {
@@ -172,9 +203,6 @@ impl Client {
     fn read_one(&mut self) {
         match self.ws.read() {
             Ok(Message::Binary(b)) => {
-                if self.capture.first_bytes_at.is_none() {
-                    self.capture.first_bytes_at = Some(Instant::now());
-                }
                 self.capture.bytes.extend_from_slice(&b);
                 self.capture.binary_messages += 1;
             }
@@ -245,6 +273,6 @@ impl Client {
 
     /// Breaks the TCP connection without a close frame.
     pub fn drop_tcp(self) {
-        let _ = self.ws.get_ref().shutdown(std::net::Shutdown::Both);
+        let _ = self.ws.get_ref().0.shutdown(std::net::Shutdown::Both);
     }
 }

@@ -1,0 +1,606 @@
+//! Helpers for the robustness tests: a launcher for the service that can
+//! lower its descriptor limit or run another copy of the binary as another
+//! user, readers of a process's memory, CPU time and network namespace from
+//! /proc, raw idle connections, and a synthetic capture program whose
+//! numbered packets are checked as they stream in (so a 100 MiB stream is
+//! never held in memory). Like the rest of `common`, every process started
+//! here is killed and reaped on drop, and every wait is bounded.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::procs::{self, ProcStat};
+
+/// How long the service may take to accept connections after exec.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a dropped daemon gets to exit after SIGTERM before SIGKILL
+/// (the same bound `Service` uses); a test that cares waits itself.
+const DROP_TERM_TIMEOUT: Duration = Duration::from_secs(5);
+
+// ---- /proc readers -----------------------------------------------------
+
+/// Resident set size in KiB (`VmRSS` of /proc/PID/status).
+pub fn rss_kib(pid: i32) -> Option<u64> {
+    status_field(pid, "VmRSS")?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A field of /proc/PID/status, value text trimmed.
+pub fn status_field(pid: i32, key: &str) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .map(|v| v.trim().to_string())
+}
+
+/// The real uid of a process (first number of `Uid:`).
+pub fn uid(pid: i32) -> Option<u32> {
+    status_field(pid, "Uid")?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// CPU time used so far, utime + stime (fields 14 and 15 of
+/// /proc/PID/stat), in clock ticks.
+pub fn cpu_ticks(pid: i32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest: Vec<&str> = text[text.rfind(')')? + 1..].split_whitespace().collect();
+    // rest[0] is field 3, so field N is rest[N - 3].
+    let utime: u64 = rest.get(11)?.parse().ok()?;
+    let stime: u64 = rest.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`), the unit of
+/// [`cpu_ticks`].
+pub fn clock_ticks_per_second() -> u64 {
+    match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
+        Ok(Some(t)) if t > 0 => t as u64,
+        // Linux has used 100 for user space since 2.6 on every architecture.
+        _ => 100,
+    }
+}
+
+/// The inode of the network namespace a process is in.
+pub fn netns_of(pid: i32) -> Option<u64> {
+    std::fs::metadata(format!("/proc/{pid}/ns/net"))
+        .ok()
+        .map(|m| m.ino())
+}
+
+/// Every live process named `comm` inside one of the network namespaces
+/// `inodes`, whoever its parent is.
+pub fn in_namespaces(comm: &str, inodes: &[u64]) -> Vec<ProcStat> {
+    procs::all()
+        .into_iter()
+        .filter(|p| p.comm == comm && p.state != 'Z')
+        .filter(|p| netns_of(p.pid).is_some_and(|ino| inodes.contains(&ino)))
+        .collect()
+}
+
+/// True while the process that had `starttime` still exists under `pid`.
+pub fn still_there(p: &ProcStat) -> bool {
+    procs::stat(p.pid).is_some_and(|now| now.starttime == p.starttime)
+}
+
+// ---- a service launched with options Service::start does not have --------
+
+/// How to launch a service binary.
+#[derive(Clone, Debug, Default)]
+pub struct Launch {
+    /// The binary; `None` is the one cargo built.
+    pub program: Option<PathBuf>,
+    pub args: Vec<String>,
+    /// RLIMIT_NOFILE set to this (soft and hard) before exec.
+    pub nofile: Option<u64>,
+    /// Run as this user (and its primary group), without supplementary
+    /// groups, through `setpriv`; file capabilities of `program` apply.
+    pub user: Option<String>,
+}
+
+/// A running service started by [`Launch`], with its exit status available.
+pub struct Daemon {
+    child: Child,
+    port: u16,
+    stderr_path: PathBuf,
+    exited: Option<ExitStatus>,
+}
+
+impl Launch {
+    pub fn args(mut self, args: &[&str]) -> Launch {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// Starts the service on a free port and waits until it accepts.
+    pub fn start(self) -> Daemon {
+        let port = super::service::free_port();
+        let stderr_path = super::scratch_path("daemon.stderr");
+        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        let program = self
+            .program
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_packetflix")));
+        let mut cmd = match &self.user {
+            Some(user) => {
+                let mut c = Command::new("setpriv");
+                c.arg(format!("--reuid={user}"))
+                    .arg(format!("--regid={}", primary_group(user)))
+                    .arg("--clear-groups")
+                    .arg("--")
+                    .arg(&program);
+                c
+            }
+            None => Command::new(&program),
+        };
+        cmd.arg("--port")
+            .arg(port.to_string())
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        let nofile = self.nofile;
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if let Some(n) = nofile {
+                    nix::sys::resource::setrlimit(
+                        nix::sys::resource::Resource::RLIMIT_NOFILE,
+                        n,
+                        n,
+                    )
+                    .map_err(std::io::Error::from)?;
+                }
+                // As in Service: a dying test still stops the service (a
+                // change of user clears this; the guard's drop remains).
+                nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)
+            });
+        }
+        let child = cmd.spawn().expect("spawn the service");
+        let mut d = Daemon {
+            child,
+            port,
+            stderr_path,
+            exited: None,
+        };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = d.exit_status() {
+                panic!(
+                    "service {self:?} exited before accepting ({status}); stderr:\n{}",
+                    d.stderr()
+                );
+            }
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return d;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "service {self:?} did not accept on port {port} within {READY_TIMEOUT:?}; stderr:\n{}",
+                d.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn primary_group(user: &str) -> String {
+    let out = Command::new("id")
+        .args(["-gn", user])
+        .output()
+        .expect("run id");
+    assert!(out.status.success(), "no user {user}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+impl Daemon {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn children(&self) -> Vec<ProcStat> {
+        procs::children(self.pid())
+    }
+
+    pub fn open_fds(&self) -> usize {
+        procs::open_fds(self.pid())
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        if self.exited.is_none() {
+            let _ = kill(Pid::from_raw(self.pid()), sig);
+        }
+    }
+
+    /// The exit status, once the process has exited (it is reaped here).
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        if self.exited.is_none() {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                self.exited = Some(s);
+            }
+        }
+        self.exited
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.exit_status() {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let leftovers = procs::descendants(self.pid());
+        self.signal(Signal::SIGTERM);
+        if self.wait_exit(DROP_TERM_TIMEOUT).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        for p in leftovers.iter().filter(|p| still_there(p)) {
+            let _ = kill(Pid::from_raw(p.pid), Signal::SIGKILL);
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- service stderr (port {}) ----\n{}---- end ----",
+                self.port,
+                self.stderr()
+            );
+        }
+        let _ = std::fs::remove_file(&self.stderr_path);
+    }
+}
+
+/// A directory under /tmp that any user may traverse (mode 0755), removed
+/// with its contents on drop.
+pub struct ScratchDir(pub PathBuf);
+
+impl ScratchDir {
+    pub fn new(what: &str) -> ScratchDir {
+        use std::os::unix::fs::PermissionsExt;
+        let d = ScratchDir(super::scratch_path(what));
+        std::fs::create_dir(&d.0).expect("create scratch dir");
+        std::fs::set_permissions(&d.0, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod scratch dir");
+        d
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// ---- raw connections ---------------------------------------------------
+
+/// A TCP connection to the service that sends nothing.
+pub fn idle_conn(port: u16) -> TcpStream {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
+    s
+}
+
+/// What arrived on a connection until EOF (or reset) or `timeout`.
+#[derive(Debug)]
+pub struct Received {
+    pub bytes: Vec<u8>,
+    /// The server closed (EOF or reset) within the timeout.
+    pub closed: bool,
+}
+
+impl Received {
+    /// The status code of an HTTP response at the start, if any.
+    pub fn status(&self) -> Option<u16> {
+        let mut hdrs = [httparse::EMPTY_HEADER; 32];
+        let mut resp = httparse::Response::new(&mut hdrs);
+        match resp.parse(&self.bytes) {
+            Ok(httparse::Status::Complete(_)) => resp.code,
+            _ => None,
+        }
+    }
+
+    /// The body of an HTTP response at the start (everything after the head).
+    pub fn body(&self) -> String {
+        let at = self
+            .bytes
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(self.bytes.len(), |i| i + 4);
+        String::from_utf8_lossy(&self.bytes[at..]).into_owned()
+    }
+}
+
+/// Reads whatever the server sends on `s` until it closes or `timeout`.
+pub fn read_to_eof(s: &mut TcpStream, timeout: Duration) -> Received {
+    let _ = s.set_read_timeout(Some(Duration::from_millis(50)));
+    let deadline = Instant::now() + timeout;
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => {
+                return Received {
+                    bytes,
+                    closed: true,
+                }
+            }
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => {
+                return Received {
+                    bytes,
+                    closed: true,
+                }
+            }
+        }
+    }
+    Received {
+        bytes,
+        closed: false,
+    }
+}
+
+/// True if nothing (no byte, no EOF) arrives on `s` within `wait`: the
+/// service holds the connection open and silent.
+pub fn is_silent(s: &mut TcpStream, wait: Duration) -> bool {
+    let r = read_to_eof(s, wait);
+    r.bytes.is_empty() && !r.closed
+}
+
+/// `GET /version` with `Connection: close`: the service, not the client,
+/// ends the connection, so it is gone from the service before this returns.
+pub fn version_status(port: u16) -> Option<u16> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.write_all(b"GET /version HTTP/1.1\r\nHost: pfx\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let r = read_to_eof(&mut s, Duration::from_secs(5));
+    if r.closed {
+        r.status()
+    } else {
+        None
+    }
+}
+
+// ---- a synthetic capture program and its checker --------------------------
+
+/// Link type of the synthetic packets: LINKTYPE_USER0 (147), reserved for
+/// private use, so nothing tries to decode them as real traffic.
+pub const SYNTH_LINKTYPE: u16 = 147;
+/// The comment the synthetic SHB carries before the service edits it.
+pub const SYNTH_COMMENT: &str = "synthetic capture for the robustness tests";
+const BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
+const SHB: u32 = 0x0A0D_0D0A;
+const IDB: u32 = 1;
+const EPB: u32 = 6;
+/// EPB fixed fields before the packet data: interface id, two timestamp
+/// words, captured and original length.
+const EPB_FIXED: usize = 20;
+/// Block type and two length words around each block's body.
+const BLOCK_OVERHEAD: usize = 12;
+
+/// Writes a python3 script that ignores its arguments and writes, as fast
+/// as the pipe takes it, a little-endian pcapng stream: an SHB with
+/// [`SYNTH_COMMENT`], one IDB, then `packets` EPBs of `payload` bytes whose
+/// payload starts and ends with the packet's sequence number (u64 LE). It
+/// gives up after `max_secs` and exits 0 when done.
+pub fn synthetic_capture_program(
+    dir: &ScratchDir,
+    packets: u64,
+    payload: usize,
+    max_secs: u64,
+) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    assert!(payload % 4 == 0 && payload >= 16);
+    let script = format!(
+        r#"#!/usr/bin/python3
+import os, struct, sys, time
+PACKETS = {packets}
+PAYLOAD = {payload}
+DEADLINE = time.monotonic() + {max_secs}
+def block(btype, body):
+    n = 12 + len(body)
+    return struct.pack('<II', btype, n) + body + struct.pack('<I', n)
+def opt(code, value):
+    return struct.pack('<HH', code, len(value)) + value + b'\0' * (-len(value) % 4)
+def write(b):
+    view = memoryview(b)
+    while len(view):
+        view = view[os.write(1, view):]
+try:
+    shb = block(0x0A0D0D0A, struct.pack('<IHHq', 0x1A2B3C4D, 1, 0, -1)
+                + opt(1, b'{comment}') + opt(0, b''))
+    idb = block(1, struct.pack('<HHI', {linktype}, 0, 0) + opt(2, b'synth0') + opt(0, b''))
+    write(shb + idb)
+    epb = block(6, struct.pack('<IIIII', 0, 0, 0, PAYLOAD, PAYLOAD) + bytes(PAYLOAD))
+    size = len(epb)
+    first = 8 + 20
+    last = first + PAYLOAD - 8
+    BATCH = 128
+    buf = bytearray(epb * BATCH)
+    seq = 0
+    while seq < PACKETS and time.monotonic() < DEADLINE:
+        n = min(BATCH, PACKETS - seq)
+        for i in range(n):
+            struct.pack_into('<Q', buf, i * size + first, seq + i)
+            struct.pack_into('<Q', buf, i * size + last, seq + i)
+        write(buf[:n * size])
+        seq += n
+except BrokenPipeError:
+    pass
+os._exit(0)
+"#,
+        comment = SYNTH_COMMENT,
+        linktype = SYNTH_LINKTYPE,
+    );
+    let path = dir.join("synthetic-capture");
+    std::fs::write(&path, script).expect("write synthetic capture program");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        .expect("chmod synthetic capture program");
+    path
+}
+
+/// The size of one synthetic EPB with `payload` bytes of data.
+pub fn synthetic_epb_len(payload: usize) -> usize {
+    BLOCK_OVERHEAD + EPB_FIXED + payload
+}
+
+/// Checks a synthetic stream as it arrives, holding at most one unfinished
+/// block: first an SHB (kept for inspection), then an IDB, then EPBs
+/// numbered 0, 1, 2, ... with the number at both ends of their payload.
+/// The first problem is kept and stops the checking.
+#[derive(Debug, Default)]
+pub struct SeqChecker {
+    pending: Vec<u8>,
+    pub shb_comments: Option<Vec<String>>,
+    pub interfaces: usize,
+    /// The next sequence number expected; also the count of good packets.
+    pub next_seq: u64,
+    pub bytes: u64,
+    pub problem: Option<String>,
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn le64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+impl SeqChecker {
+    pub fn feed(&mut self, data: &[u8]) {
+        self.bytes += data.len() as u64;
+        if self.problem.is_some() {
+            return;
+        }
+        self.pending.extend_from_slice(data);
+        let mut at = 0;
+        while self.pending.len() - at >= 8 {
+            let total = le32(&self.pending, at + 4) as usize;
+            if total < BLOCK_OVERHEAD || total % 4 != 0 {
+                self.problem = Some(format!("block of bad length {total}"));
+                return;
+            }
+            if self.pending.len() - at < total {
+                break;
+            }
+            let block = self.pending[at..at + total].to_vec();
+            at += total;
+            if let Err(e) = self.block(&block) {
+                self.problem = Some(e);
+                return;
+            }
+        }
+        self.pending.drain(..at);
+    }
+
+    fn block(&mut self, b: &[u8]) -> Result<(), String> {
+        let btype = le32(b, 0);
+        let total = b.len();
+        if le32(b, total - 4) as usize != total {
+            return Err(format!("block {btype:#x}: trailing length differs"));
+        }
+        match (btype, self.shb_comments.is_some(), self.interfaces) {
+            (SHB, false, 0) => {
+                if le32(b, 8) != BYTE_ORDER_MAGIC {
+                    return Err("first SHB is not little-endian".into());
+                }
+                self.shb_comments = Some(comments(&b[24..total - 4]));
+                Ok(())
+            }
+            (IDB, true, 0) => {
+                self.interfaces = 1;
+                Ok(())
+            }
+            (EPB, true, 1) => {
+                let caplen = le32(b, 20) as usize;
+                if caplen < 16 || EPB_FIXED + caplen + BLOCK_OVERHEAD > total {
+                    return Err(format!("EPB {} has caplen {caplen}", self.next_seq));
+                }
+                let data = &b[8 + EPB_FIXED..8 + EPB_FIXED + caplen];
+                let (head, tail) = (le64(data, 0), le64(data, caplen - 8));
+                if head != self.next_seq || tail != self.next_seq {
+                    return Err(format!(
+                        "expected packet {}, got one numbered {head} (tail {tail})",
+                        self.next_seq
+                    ));
+                }
+                self.next_seq += 1;
+                Ok(())
+            }
+            _ => Err(format!(
+                "unexpected block {btype:#x} after {} packets",
+                self.next_seq
+            )),
+        }
+    }
+
+    /// Bytes received that do not (yet) make a complete block.
+    pub fn unfinished(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+/// The comment options (code 1) of little-endian SHB options.
+fn comments(mut opts: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    while opts.len() >= 4 {
+        let code = u16::from_le_bytes([opts[0], opts[1]]);
+        let len = u16::from_le_bytes([opts[2], opts[3]]) as usize;
+        if code == 0 || 4 + len > opts.len() {
+            break;
+        }
+        if code == 1 {
+            out.push(String::from_utf8_lossy(&opts[4..4 + len]).into_owned());
+        }
+        opts = &opts[((4 + len).div_ceil(4) * 4).min(opts.len())..];
+    }
+    out
+}
+
+/// Whether `path` is an executable file (for optional tools like setcap).
+pub fn executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}

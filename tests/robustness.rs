@@ -1,0 +1,942 @@
+//! End-to-end tests of the service's limits and of how it holds up under
+//! abuse and load: connection and capture limits, request-head limits,
+//! parameter limits and interface-name rules, a client that stops reading,
+//! slowloris, shutdown with live captures, a soak of capture cycles,
+//! descriptor exhaustion, and running as a non-root user with file
+//! capabilities. Everything is real: the service binary, `dumpcap`,
+//! namespaces made here, websocket and raw TCP clients; the one stand-in is
+//! a synthetic capture program where a test needs more data, faster, than
+//! real traffic gives. Every wait is bounded; the slowest test (the soak)
+//! stops after [`SOAK_TIME`].
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::http::{self, send_raw};
+use common::load::{self, Daemon, Launch, ScratchDir, SeqChecker};
+use common::procs::{self, ProcStat};
+use common::ws::must_connect;
+use common::*;
+use nix::sys::signal::Signal;
+use tungstenite::Message;
+
+/// The marker that starts the target document in the first SHB comment
+/// (API.md: clients search for it byte for byte).
+const TARGET_MARKER: &str = "---\n# capture target information\n";
+/// What a websocket upgrade request needs besides its path, for sending it
+/// over raw TCP (the key is RFC 6455's example).
+const UPGRADE_HEADERS: &str = "Upgrade: websocket\r\nConnection: Upgrade\r\n\
+    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+
+fn netns_q(ns: &Netns) -> String {
+    format!("netns={}", ns.inode())
+}
+
+/// Starts a capture and waits until the capture program is capturing.
+fn start(port: u16, query: &str) -> Client {
+    let mut c = must_connect(port, query, &[]);
+    c.wait_capturing(START_TIMEOUT);
+    c
+}
+
+/// Closes a capture from the client side and waits for the whole exchange.
+fn close_capture(c: &mut Client) {
+    let reply = c.close(Duration::from_secs(15));
+    assert!(
+        reply.is_some(),
+        "no close answer: error={:?}",
+        c.capture.error
+    );
+    assert!(c.wait_tcp_closed(Duration::from_secs(5)));
+}
+
+/// A capture program that records its arguments, one per line, into
+/// `args`, then waits to be stopped.
+fn recorder(args: &Scratch) -> Scratch {
+    Scratch::script(
+        "recorder.sh",
+        &format!("printf '%s\\n' \"$@\" > {}\nexec sleep 30\n", args.path()),
+    )
+}
+
+// ---- limits ----
+
+#[test]
+fn connection_limit_answers_503_and_serves_again_once_connections_close() {
+    const MAX: usize = 4;
+    let svc = Service::start(&["--max-connections", &MAX.to_string()]);
+    let port = svc.port();
+    // Answered and closed by the service itself: when this returns, no
+    // earlier connection (the readiness probe, this one) is still counted.
+    assert_eq!(load::version_status(port), Some(200));
+
+    let mut idle: Vec<TcpStream> = Vec::new();
+    for i in 0..MAX {
+        let mut s = load::idle_conn(port);
+        assert!(
+            load::is_silent(&mut s, Duration::from_millis(200)),
+            "idle connection {i} of {MAX} was not held open"
+        );
+        idle.push(s);
+    }
+    for extra in 0..2 {
+        let mut s = load::idle_conn(port);
+        let r = load::read_to_eof(&mut s, Duration::from_secs(3));
+        assert_eq!(r.status(), Some(503), "connection {extra} over the limit");
+        assert!(r.closed, "connection over the limit was left open");
+        assert!(
+            r.body().contains(&format!("maximum of {MAX} connections")),
+            "503 body gives no reason: {:?}",
+            r.body()
+        );
+    }
+    for (i, s) in idle.iter_mut().enumerate() {
+        assert!(
+            load::is_silent(s, Duration::from_millis(50)),
+            "idle connection {i} was dropped when others were refused"
+        );
+    }
+    idle.truncate(MAX - 2);
+    assert!(
+        wait_for(Duration::from_secs(5), || load::version_status(port)
+            == Some(200)),
+        "no request served after closing connections"
+    );
+    // Two slots were freed: two new connections are taken again.
+    let mut again: Vec<TcpStream> = (0..2).map(|_| load::idle_conn(port)).collect();
+    for s in &mut again {
+        assert!(load::is_silent(s, Duration::from_millis(200)));
+    }
+}
+
+#[test]
+fn capture_limit_answers_503_before_the_upgrade_until_a_capture_ends() {
+    let ns = Netns::new();
+    let svc = Service::start(&["--max-captures", "2"]);
+    let port = svc.port();
+    let q = netns_q(&ns);
+    let mut c1 = start(port, &q);
+    let _c2 = start(port, &q);
+    assert_eq!(svc.wait_dumpcaps(2, Duration::from_secs(5)).len(), 2);
+
+    let req = format!("GET /capture?{q} HTTP/1.1\r\nHost: pfx\r\n{UPGRADE_HEADERS}\r\n");
+    let r = send_raw(port, req.as_bytes(), true, Duration::from_secs(5));
+    assert_eq!(r.status, 503, "third capture: {}", r.body_text());
+    assert!(r.closed, "the refused capture's connection stayed open");
+    assert!(
+        r.body_text().contains("maximum of 2 captures"),
+        "no reason in the 503: {:?}",
+        r.body_text()
+    );
+    assert!(r.header("Upgrade").is_none() && r.header("Sec-WebSocket-Accept").is_none());
+    assert_eq!(
+        svc.captures("dumpcap").len(),
+        2,
+        "a capture program was started for the refused capture"
+    );
+
+    close_capture(&mut c1);
+    let mut c3 = start(port, &q);
+    assert!(
+        ping_self_until_seen(&mut c3, &ns),
+        "new capture saw nothing"
+    );
+}
+
+#[test]
+fn oversized_heads_and_too_many_headers_get_431_and_the_service_serves_on() {
+    let svc = Service::start(&["--max-head-bytes", "1024", "--max-headers", "8"]);
+    let port = svc.port();
+    let head = |extra: &str| format!("GET /version HTTP/1.1\r\nHost: pfx\r\n{extra}\r\n");
+    let wait = Duration::from_secs(5);
+
+    // Within both limits (8 headers, about 900 bytes): served.
+    let mut fits = String::new();
+    for i in 0..7 {
+        fits.push_str(&format!("X-Fill-{i}: {}\r\n", "f".repeat(110)));
+    }
+    assert!(head(&fits).len() < 1024);
+    let r = send_raw(port, head(&fits).as_bytes(), false, wait);
+    assert_eq!(r.status, 200, "a head within the limits was refused");
+
+    // One header making the head 2000 bytes (the default limit would take it).
+    let big = format!("X-Big: {}\r\n", "b".repeat(2000));
+    let r = send_raw(port, head(&big).as_bytes(), true, wait);
+    assert_eq!(r.status, 431, "oversized head: {}", r.body_text());
+    assert!(r.closed, "connection left open after 431");
+    assert!(
+        r.body_text().contains("1024 bytes"),
+        "431 reason does not name the limit in force: {:?}",
+        r.body_text()
+    );
+
+    // An oversized head that never ends is cut as soon as it is too big,
+    // not at the head deadline.
+    let t = Instant::now();
+    let endless = format!("GET /version HTTP/1.1\r\nX-Big: {}", "e".repeat(1100));
+    let r = send_raw(port, endless.as_bytes(), true, wait);
+    assert_eq!(r.status, 431, "unfinished oversized head");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "cut only after {:?}",
+        t.elapsed()
+    );
+
+    // Nine short headers (the default limit would take them).
+    let mut many = String::new();
+    for i in 0..8 {
+        many.push_str(&format!("X-H{i}: {i}\r\n"));
+    }
+    let r = send_raw(port, head(&many).as_bytes(), true, wait);
+    assert_eq!(r.status, 431, "too many headers: {}", r.body_text());
+    assert!(r.closed);
+    assert!(
+        r.body_text().contains("8 request headers"),
+        "431 reason does not name the header limit in force: {:?}",
+        r.body_text()
+    );
+
+    let r = http::get(port, "/version");
+    assert_eq!(r.status, 200, "service stopped serving after 431s");
+}
+
+#[test]
+fn oversized_target_json_and_filter_are_refused_with_a_reason() {
+    let ns = Netns::new();
+    let args = Scratch::new("args");
+    let prog = recorder(&args);
+    let svc = Service::start(&[
+        "--capture-program",
+        prog.path(),
+        "--max-target-json",
+        "64",
+        "--max-filter",
+        "16",
+    ]);
+    let port = svc.port();
+    let small = format!("{{\"netns\":{}}}", ns.inode());
+    let big = format!(
+        "{{\"netns\":{},\"name\":\"{}\"}}",
+        ns.inode(),
+        "n".repeat(60)
+    );
+    assert!(small.len() <= 64 && big.len() > 64);
+
+    let reason = expect_refusal(port, &format!("container={}", urlencode(&big)), &[]);
+    assert!(reason.contains("more than the 64 allowed"), "{reason}");
+    let reason = expect_refusal(port, "", &[("Clustershark-Container", &big)]);
+    assert!(reason.contains("more than the 64 allowed"), "{reason}");
+    let long_filter = "icmp or tcp or arp"; // 18 bytes
+    let reason = expect_refusal(
+        port,
+        &format!("{}&filter={}", netns_q(&ns), urlencode(long_filter)),
+        &[],
+    );
+    assert!(reason.contains("longer than 16 bytes"), "{reason}");
+    let reason = expect_refusal(port, &netns_q(&ns), &[("Clustershark-Filter", long_filter)]);
+    assert!(reason.contains("longer than 16 bytes"), "{reason}");
+    assert!(svc.children().is_empty() && args.read().is_empty());
+
+    // Within both limits the capture starts, with the filter as one argument.
+    let mut c = must_connect(
+        port,
+        &format!(
+            "container={}&filter={}",
+            urlencode(&small),
+            urlencode("icmp or arp")
+        ),
+        &[],
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || args
+            .read()
+            .contains("-f\nicmp or arp\n")),
+        "capture within the limits did not start: args {:?}",
+        args.read()
+    );
+    close_capture(&mut c);
+}
+
+#[test]
+fn bad_interface_names_are_refused_and_no_capture_program_starts() {
+    let ns = Netns::new();
+    let args = Scratch::new("args");
+    let prog = recorder(&args);
+    let svc = Service::start(&["--capture-program", prog.path()]);
+    let port = svc.port();
+    let q = netns_q(&ns);
+
+    let too_long = "abcdefghijklmnop"; // 16 bytes; IFNAMSIZ allows 15
+    for (nif, why) in [
+        (too_long, "longer than 15 bytes"),
+        ("lo/-i", "must not start with '-'"),
+        ("-w", "must not start with '-'"),
+        ("eth 0", "whitespace"),
+        ("eth\t0", "whitespace"),
+        ("lo//eth0", "empty interface name"),
+        ("/lo", "empty interface name"),
+    ] {
+        let reason = expect_refusal(port, &format!("{q}&nif={}", urlencode(nif)), &[]);
+        assert!(reason.contains(why), "nif {nif:?}: {reason}");
+    }
+    let reason = expect_refusal(port, &q, &[("Clustershark-Nif", "lo/e th0")]);
+    assert!(reason.contains("whitespace"), "{reason}");
+    // A '/' cannot hide in nif (it separates names), but the container
+    // description lists names as JSON strings.
+    for bad in ["a/b", "e th0", too_long] {
+        let target = serde_json::json!({"netns": ns.inode(), "network-interfaces": ["lo", bad]});
+        let reason = expect_refusal(
+            port,
+            &format!("container={}", urlencode(&target.to_string())),
+            &[],
+        );
+        assert!(
+            reason.contains("network-interfaces"),
+            "target names {bad:?}: {reason}"
+        );
+    }
+    assert!(
+        svc.children().is_empty(),
+        "capture program running: {:?}",
+        svc.children()
+    );
+    assert!(
+        args.read().is_empty(),
+        "capture program ran: {:?}",
+        args.read()
+    );
+
+    // A name starting with '-' is a valid Linux name, so a container may
+    // list one; it is left out rather than passed where it reads as an option.
+    let target = serde_json::json!({"netns": ns.inode(), "network-interfaces": ["-i", "lo"]});
+    let mut c = must_connect(
+        port,
+        &format!("container={}", urlencode(&target.to_string())),
+        &[],
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || !args.read().is_empty()),
+        "capture with a listed '-i' did not start"
+    );
+    assert_eq!(args.read(), "-w\n-\n-n\n-q\n-i\nlo\n");
+    close_capture(&mut c);
+
+    // The longest valid name passes the rules: the program gets it.
+    let longest = "abcdefghijklmno";
+    let mut c = must_connect(port, &format!("{q}&nif=lo/{longest}"), &[]);
+    assert!(
+        wait_for(Duration::from_secs(5), || args
+            .read()
+            .contains(&format!("-i\nlo\n-i\n{longest}\n"))),
+        "args {:?}",
+        args.read()
+    );
+    close_capture(&mut c);
+}
+
+// ---- a client that stops reading ----
+
+/// Payload of each synthetic packet; with the block framing each EPB is
+/// exactly 4 KiB.
+const SYNTH_PAYLOAD: usize = 4064;
+/// 160 MiB of packets: far more than the kernel's socket and pipe buffers
+/// hold (tcp_wmem/rmem max here are 4 and 32 MiB), so a service without a
+/// bound on its queue would have to hold most of it.
+const SYNTH_PACKETS: u64 = 40 * 1024;
+/// How long the client reads nothing.
+const STALL: Duration = Duration::from_secs(3);
+/// The service's queue stops growing at 256 KiB (session::HIGH_WATER); the
+/// service itself takes a few MiB. 64 MiB is far above both and far below
+/// what an unbounded queue would hold after the stall.
+const RSS_BOUND_KIB: u64 = 64 * 1024;
+
+#[test]
+fn slow_client_keeps_service_memory_bounded_then_gets_the_stream_intact() {
+    let dir = ScratchDir::new("synth");
+    let program = load::synthetic_capture_program(&dir, SYNTH_PACKETS, SYNTH_PAYLOAD, 120);
+    let ns = Netns::new();
+    let svc = Service::start(&["--capture-program", program.to_str().unwrap()]);
+    let pid = svc.pid();
+    let rss = || load::rss_kib(pid).expect("service RSS");
+    let before = rss();
+
+    let mut c = must_connect(svc.port(), &netns_q(&ns), &[]);
+    let mut peak = before;
+    let stall_end = Instant::now() + STALL;
+    while Instant::now() < stall_end {
+        peak = peak.max(rss());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !svc.children().is_empty(),
+        "the capture program finished while nobody read: nothing was held back"
+    );
+    assert!(
+        peak < RSS_BOUND_KIB,
+        "service RSS reached {peak} KiB (from {before} KiB) while the client did not read"
+    );
+
+    let mut check = SeqChecker::default();
+    let mut close = None;
+    let reading = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut messages = 0u64;
+    while close.is_none() && Instant::now() < deadline {
+        match c.ws.read() {
+            Ok(Message::Binary(b)) => {
+                check.feed(&b);
+                messages += 1;
+                if messages % 256 == 0 {
+                    peak = peak.max(rss());
+                }
+            }
+            Ok(Message::Close(f)) => {
+                close = Some(f.map_or((1005, String::new()), |f| {
+                    (u16::from(f.code), f.reason.to_string())
+                }))
+            }
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("stream broke after {} packets: {e}", check.next_seq),
+        }
+    }
+    eprintln!(
+        "slow client: RSS {before} KiB before, peak {peak} KiB; then {} bytes in {messages} messages in {:?}",
+        check.bytes,
+        reading.elapsed()
+    );
+    assert_eq!(check.problem, None, "stream damaged");
+    let (code, reason) = close.expect("no close frame after the stream");
+    assert_eq!(code, 1000, "capture ended with {code} {reason:?}");
+    assert_eq!(check.next_seq, SYNTH_PACKETS, "packets missing at the end");
+    assert_eq!(check.unfinished(), 0, "stream ends mid-block");
+    let comments = check.shb_comments.expect("no SHB");
+    let first = comments.first().expect("SHB lost its comment");
+    assert!(
+        first.starts_with(load::SYNTH_COMMENT) && first.contains(TARGET_MARKER),
+        "first SHB comment not edited: {first:?}"
+    );
+    assert!(peak < RSS_BOUND_KIB, "service RSS reached {peak} KiB");
+}
+
+// ---- slowloris ----
+
+/// A request head long enough to take half a minute at one byte a second.
+const SLOW_HEAD: &[u8] =
+    b"GET /version HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: slowloris/1.0\r\n\r\n";
+
+/// Sends [`SLOW_HEAD`] a byte a second until the service closes the
+/// connection (or 20 s pass). Returns how long the service took, what it
+/// sent, and how many bytes went out.
+fn trickle(port: u16) -> (Duration, load::Received, usize) {
+    let mut s = load::idle_conn(port);
+    let t = Instant::now();
+    for (sent, b) in SLOW_HEAD.iter().enumerate() {
+        if s.write_all(&[*b]).is_err() {
+            let r = load::read_to_eof(&mut s, Duration::from_millis(100));
+            return (t.elapsed(), r, sent);
+        }
+        let r = load::read_to_eof(&mut s, Duration::from_secs(1));
+        if r.closed || !r.bytes.is_empty() || t.elapsed() > Duration::from_secs(20) {
+            let more = load::read_to_eof(&mut s, Duration::from_secs(1));
+            let bytes = [r.bytes, more.bytes].concat();
+            return (
+                t.elapsed(),
+                load::Received {
+                    bytes,
+                    closed: r.closed || more.closed,
+                },
+                sent + 1,
+            );
+        }
+    }
+    panic!("the whole slow head went out: the service never cut it");
+}
+
+#[test]
+fn slowloris_is_cut_at_the_head_deadline_while_others_are_served() {
+    let svc = Service::start(&[]);
+    let port = svc.port();
+    let slow: Vec<_> = (0..3)
+        .map(|_| std::thread::spawn(move || trickle(port)))
+        .collect();
+    let t = Instant::now();
+    let mut served = 0;
+    while slow.iter().any(|h| !h.is_finished()) && t.elapsed() < Duration::from_secs(25) {
+        let asked = Instant::now();
+        assert_eq!(
+            load::version_status(port),
+            Some(200),
+            "served {served} so far"
+        );
+        assert!(
+            asked.elapsed() < Duration::from_secs(2),
+            "a request took {:?} beside slow clients",
+            asked.elapsed()
+        );
+        served += 1;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(served >= 10, "only {served} requests served meanwhile");
+    for h in slow {
+        let (took, r, sent) = h.join().unwrap();
+        assert!(r.closed, "slow connection not closed after {took:?}");
+        assert!(
+            (Duration::from_secs(9)..=Duration::from_millis(12_500)).contains(&took),
+            "slow connection closed after {took:?} (head deadline 10 s)"
+        );
+        assert!(sent < SLOW_HEAD.len());
+        assert_eq!(
+            r.status(),
+            Some(408),
+            "got {:?}",
+            String::from_utf8_lossy(&r.bytes)
+        );
+    }
+}
+
+// ---- shutdown ----
+
+/// Several live captures in two namespaces; `sig` to the service.
+fn shutdown_with_live_captures(sig: Signal) {
+    let n1 = Netns::new();
+    let n2 = Netns::new();
+    let inodes = [n1.inode(), n2.inode()];
+    let mut svc = Launch::default().start();
+    let port = svc.port();
+    let mut clients = [
+        start(port, &netns_q(&n1)),
+        start(port, &netns_q(&n1)),
+        start(port, &netns_q(&n2)),
+    ];
+    let mut dumpcaps = Vec::new();
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            dumpcaps = dumpcaps_of(&svc);
+            dumpcaps.len() == 3
+        }),
+        "expected 3 dumpcap children: {:?}",
+        svc.children()
+    );
+    assert_eq!(load::in_namespaces("dumpcap", &inodes).len(), 3);
+    let descendants = procs::descendants(svc.pid());
+
+    svc.signal(sig);
+    for (i, c) in clients.iter_mut().enumerate() {
+        let close = c.read_to_close(Duration::from_secs(15));
+        let (code, reason) = close.unwrap_or_else(|| {
+            panic!("client {i} got no close frame: error={:?}", c.capture.error)
+        });
+        assert_eq!(code, 1001, "client {i}: {reason:?}");
+        assert!(reason.contains("shutting down"), "client {i}: {reason:?}");
+        // Our close answer goes out; the service then closes TCP.
+        assert!(c.wait_tcp_closed(Duration::from_secs(5)), "client {i}");
+    }
+    // Every client answered, so the service need not wait out its close
+    // deadline (5 s): it exits at once.
+    let status = svc
+        .wait_exit(Duration::from_secs(3))
+        .unwrap_or_else(|| panic!("service did not exit after {sig}"));
+    assert_eq!(status.code(), Some(0), "service exit after {sig}: {status}");
+    for d in &descendants {
+        assert!(!load::still_there(d), "{d:?} outlived the service");
+    }
+    let left = load::in_namespaces("dumpcap", &inodes);
+    assert!(
+        left.is_empty(),
+        "dumpcap left in the test namespaces: {left:?}"
+    );
+}
+
+fn dumpcaps_of(svc: &Daemon) -> Vec<ProcStat> {
+    svc.children()
+        .into_iter()
+        .filter(|p| p.comm == "dumpcap" && p.state != 'Z')
+        .collect()
+}
+
+#[test]
+fn sigterm_closes_live_captures_with_1001_and_leaves_no_child() {
+    shutdown_with_live_captures(Signal::SIGTERM);
+}
+
+#[test]
+fn sigint_closes_live_captures_with_1001_and_leaves_no_child() {
+    shutdown_with_live_captures(Signal::SIGINT);
+}
+
+// ---- a lost SIGTERM ----
+
+#[test]
+fn capture_program_that_misses_a_sigterm_is_stopped_by_the_next_one() {
+    // Like dumpcap while it starts up: the first SIGTERM is noted and lost.
+    let log = Scratch::new("terms");
+    let prog = Scratch::script(
+        "deaf-once.sh",
+        &format!(
+            "n=0\ntrap 'n=$((n+1)); echo TERM >> {log}; [ $n -ge 2 ] && exit 0' TERM\n\
+             while :; do sleep 0.1; done\n",
+            log = log.path()
+        ),
+    );
+    let ns = Netns::new();
+    let svc = Service::start(&["--capture-program", prog.path()]);
+    let mut c = must_connect(svc.port(), &netns_q(&ns), &[]);
+    assert!(wait_for(Duration::from_secs(5), || !svc
+        .children()
+        .is_empty()));
+    let t = Instant::now();
+    let reply = c.close(Duration::from_secs(15));
+    let took = t.elapsed();
+    assert!(reply.is_some(), "no close answer: {:?}", c.capture.error);
+    assert_eq!(log.read(), "TERM\nTERM\n", "SIGTERMs the program saw");
+    // The kill deadline is 10 s; a repeated SIGTERM comes within about 1 s.
+    assert!(
+        took < Duration::from_secs(5),
+        "close answered after {took:?}"
+    );
+    assert!(c.wait_tcp_closed(Duration::from_secs(5)));
+    assert!(svc.children().is_empty());
+    assert!(
+        !svc.stderr().contains("killing it"),
+        "the program was killed instead"
+    );
+}
+
+// ---- soak ----
+
+/// Cycles in the soak, spread over [`SOAK_CLIENTS`] parallel clients.
+const SOAK_CYCLES: usize = 300;
+const SOAK_WARMUP: usize = 24;
+const SOAK_CLIENTS: usize = 4;
+/// The soak stops starting cycles after this long, done or not.
+const SOAK_TIME: Duration = Duration::from_secs(60);
+/// Fewer cycles than this in [`SOAK_TIME`] is not a soak.
+const SOAK_MIN_CYCLES: usize = 150;
+/// Descriptors the service may hold beyond its count after the warm-up
+/// (e.g. a connection whose close is still in flight when sampled).
+const FD_SLACK: usize = 2;
+
+/// One connect/capture/close cycle; the kind rotates through the ways a
+/// capture can end.
+fn soak_cycle(port: u16, q: &str, i: usize) -> Result<(), String> {
+    match i % 4 {
+        // Capture running, client closes.
+        0 => {
+            let mut c = start(port, q);
+            c.close(Duration::from_secs(10))
+                .ok_or_else(|| format!("cycle {i}: no close answer"))?;
+            if !c.wait_tcp_closed(Duration::from_secs(5)) {
+                return Err(format!("cycle {i}: TCP left open"));
+            }
+        }
+        // Capture running, connection breaks without a close frame.
+        1 => start(port, q).drop_tcp(),
+        // Client closes before the capture program has produced anything.
+        2 => {
+            let mut c = must_connect(port, q, &[]);
+            c.close(Duration::from_secs(10))
+                .ok_or_else(|| format!("cycle {i}: no close answer"))?;
+        }
+        // Refused: an inode no namespace has.
+        _ => {
+            let reason = expect_refusal(port, "netns=1", &[]);
+            if reason.is_empty() {
+                return Err(format!("cycle {i}: empty reason"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs cycles `from..to` over the parallel clients; returns how many ran.
+fn soak_run(port: u16, q: &str, from: usize, to: usize, until: Instant) -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(from);
+    let done = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..SOAK_CLIENTS {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= to || Instant::now() >= until {
+                    return;
+                }
+                if let Err(e) = soak_cycle(port, q, i) {
+                    panic!("{e}");
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            });
+        }
+    });
+    done.into_inner()
+}
+
+/// Waits until the service has no children and its descriptor count holds
+/// still; returns that count.
+fn settled_fds(svc: &Service) -> usize {
+    assert!(
+        wait_for(Duration::from_secs(15), || svc.children().is_empty()),
+        "children left: {:?}",
+        svc.children()
+    );
+    let mut last = svc.open_fds();
+    let mut steady = 0;
+    wait_for(Duration::from_secs(5), || {
+        let now = svc.open_fds();
+        steady = if now == last { steady + 1 } else { 0 };
+        last = now;
+        steady >= 3
+    });
+    last
+}
+
+#[test]
+fn soak_of_capture_cycles_grows_no_descriptors_children_or_zombies() {
+    let ns = Netns::new();
+    let svc = Service::start(&[]);
+    let port = svc.port();
+    let q = netns_q(&ns);
+    let t = Instant::now();
+    let until = t + SOAK_TIME;
+    let warm = soak_run(port, &q, 0, SOAK_WARMUP, until);
+    assert_eq!(warm, SOAK_WARMUP, "warm-up did not finish in time");
+    let base = settled_fds(&svc);
+    let rss_base = load::rss_kib(svc.pid()).unwrap_or(0);
+    let rest = soak_run(port, &q, SOAK_WARMUP, SOAK_CYCLES, until);
+    let end = settled_fds(&svc);
+    let cycles = warm + rest;
+    eprintln!(
+        "soak: {cycles} cycles in {:?}; descriptors {base} after warm-up, {end} at the end; RSS {rss_base} -> {} KiB",
+        t.elapsed(),
+        load::rss_kib(svc.pid()).unwrap_or(0)
+    );
+    assert!(
+        end <= base + FD_SLACK,
+        "descriptors grew from {base} to {end} over {cycles} cycles"
+    );
+    assert!(svc.zombies().is_empty(), "zombies: {:?}", svc.zombies());
+    assert!(svc.children().is_empty());
+    assert!(
+        cycles >= SOAK_MIN_CYCLES,
+        "only {cycles} cycles in {SOAK_TIME:?}"
+    );
+    assert_eq!(load::version_status(port), Some(200));
+}
+
+// ---- descriptor exhaustion ----
+
+/// RLIMIT_NOFILE for the service: a few dozen connections fill it.
+const LOW_NOFILE: u64 = 64;
+/// Connections opened against it: well past the limit; the rest wait in
+/// the listen backlog.
+const FLOOD: usize = 100;
+
+#[test]
+fn descriptor_exhaustion_pauses_accepts_without_spinning_and_recovers() {
+    let svc = Launch {
+        nofile: Some(LOW_NOFILE),
+        ..Launch::default()
+    }
+    .start();
+    let (pid, port) = (svc.pid(), svc.port());
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    assert!(
+        limits
+            .lines()
+            .any(|l| l.starts_with("Max open files") && l.split_whitespace().nth(3) == Some("64")),
+        "limit not applied:\n{limits}"
+    );
+    let mut conns: Vec<TcpStream> = (0..FLOOD).map(|_| load::idle_conn(port)).collect();
+    assert!(
+        wait_for(Duration::from_secs(3), || svc.open_fds() as u64
+            >= LOW_NOFILE),
+        "service holds only {} descriptors",
+        svc.open_fds()
+    );
+    assert!(
+        wait_for(Duration::from_secs(2), || svc
+            .stderr()
+            .contains("cannot accept connections")),
+        "no accept failure logged"
+    );
+
+    let ticks = load::clock_ticks_per_second() as f64;
+    let (cpu0, wall0) = (load::cpu_ticks(pid).unwrap(), Instant::now());
+    std::thread::sleep(Duration::from_secs(2));
+    let cpu = (load::cpu_ticks(pid).unwrap() - cpu0) as f64 / ticks;
+    let wall = wall0.elapsed().as_secs_f64();
+    eprintln!("descriptor exhaustion: {cpu:.2} s CPU in {wall:.2} s");
+    assert!(
+        cpu < 0.2 * wall,
+        "service spun: {cpu:.2} s CPU in {wall:.2} s"
+    );
+
+    // A connection accepted before the table filled is still served.
+    conns[0]
+        .write_all(b"GET /version HTTP/1.1\r\nHost: pfx\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let r = load::read_to_eof(&mut conns[0], Duration::from_secs(5));
+    assert_eq!(r.status(), Some(200), "accepted connection not served");
+
+    drop(conns);
+    assert!(
+        wait_for(Duration::from_secs(10), || load::version_status(port)
+            == Some(200)),
+        "service does not serve after the connections closed"
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || svc.open_fds() < 16),
+        "descriptors not released: {}",
+        svc.open_fds()
+    );
+}
+
+// ---- privileges ----
+
+const SETCAP: &str = "/usr/sbin/setcap";
+/// Capability numbers from <linux/capability.h>.
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_NET_RAW: u32 = 13;
+const CAP_SYS_PTRACE: u32 = 19;
+const CAP_SYS_ADMIN: u32 = 21;
+/// The unprivileged user the copies run as.
+const NOBODY: &str = "nobody";
+
+/// A copy of the service binary in a directory anyone may traverse.
+fn binary_copy(dir: &ScratchDir) -> PathBuf {
+    let bin = dir.join("packetflix");
+    std::fs::copy(env!("CARGO_BIN_EXE_packetflix"), &bin).expect("copy the service binary");
+    bin
+}
+
+fn cap_mask(pid: i32, key: &str) -> u64 {
+    let v = load::status_field(pid, key).unwrap_or_default();
+    u64::from_str_radix(&v, 16).unwrap_or(0)
+}
+
+fn nobody_uid() -> u32 {
+    let out = std::process::Command::new("id")
+        .args(["-u", NOBODY])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+fn as_nobody(program: &Path) -> Daemon {
+    Launch {
+        program: Some(program.to_path_buf()),
+        user: Some(NOBODY.into()),
+        ..Launch::default()
+    }
+    .start()
+}
+
+#[test]
+fn non_root_service_with_file_capabilities_captures() {
+    if !load::executable(Path::new(SETCAP)) {
+        eprintln!("note: {SETCAP} is not installed (package libcap2-bin); test skipped");
+        return;
+    }
+    let dir = ScratchDir::new("caps");
+    let bin = binary_copy(&dir);
+    let out = std::process::Command::new(SETCAP)
+        .arg("cap_sys_admin,cap_sys_ptrace,cap_net_admin,cap_net_raw+ep")
+        .arg(&bin)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "setcap failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ns = Netns::new();
+    let svc = as_nobody(&bin);
+    let nobody = nobody_uid();
+    assert_eq!(
+        load::uid(svc.pid()),
+        Some(nobody),
+        "service not running as nobody"
+    );
+    let needed = [CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_NET_ADMIN, CAP_NET_RAW]
+        .iter()
+        .fold(0u64, |m, c| m | 1 << c);
+    assert_eq!(cap_mask(svc.pid(), "CapEff") & needed, needed);
+
+    let mut c = start(svc.port(), &netns_q(&ns));
+    assert!(
+        ping_self_until_seen(&mut c, &ns),
+        "no packets captured by the non-root service"
+    );
+    let rows = tshark_decode(&c.capture.bytes);
+    assert!(
+        rows.iter().any(|r| r.src == ns.addr.to_string()),
+        "tshark decodes no packet from {}: {rows:?}",
+        ns.addr
+    );
+    let dumpcap = dumpcaps_of(&svc);
+    assert_eq!(dumpcap.len(), 1, "{:?}", svc.children());
+    let d = dumpcap[0].pid;
+    assert_eq!(load::uid(d), Some(nobody), "dumpcap not running as nobody");
+    // dumpcap drops what it was given once its sockets are open, so only
+    // the upper bound can be seen: nothing beyond the network capabilities
+    // was passed on.
+    let net = (1u64 << CAP_NET_ADMIN) | (1u64 << CAP_NET_RAW);
+    for set in ["CapPrm", "CapEff", "CapInh", "CapAmb"] {
+        let mask = cap_mask(d, set);
+        assert_eq!(mask & !net, 0, "dumpcap's {set} is {mask:#x}");
+    }
+    assert_eq!(load::netns_of(d), Some(ns.inode()));
+    close_capture(&mut c);
+}
+
+#[test]
+fn non_root_service_without_capabilities_refuses_captures_naming_them() {
+    let dir = ScratchDir::new("nocaps");
+    let bin = binary_copy(&dir);
+    let ns = Netns::new();
+    let svc = as_nobody(&bin);
+    assert_eq!(load::uid(svc.pid()), Some(nobody_uid()));
+    assert_eq!(cap_mask(svc.pid(), "CapEff"), 0);
+    let reason = expect_refusal(svc.port(), &netns_q(&ns), &[]);
+    for cap in [
+        "CAP_SYS_ADMIN",
+        "CAP_SYS_PTRACE",
+        "CAP_NET_ADMIN",
+        "CAP_NET_RAW",
+    ] {
+        assert!(reason.contains(cap), "reason does not name {cap}: {reason}");
+    }
+    assert!(svc.children().is_empty(), "{:?}", svc.children());
+    assert_eq!(load::version_status(svc.port()), Some(200));
+}
+
+/// Dead peers (a host that vanished without a FIN) are found by TCP
+/// keepalive, which ends their captures; its timers run in the kernel, so
+/// the test checks the service arms them on a live capture's connection
+/// (the probes themselves take minutes).
+#[test]
+fn capture_connections_are_probed_by_tcp_keepalive() {
+    let ns = Netns::new();
+    let svc = Service::start(&[]);
+    let mut c = start(svc.port(), &netns_q(&ns));
+    let filter = format!("( sport = :{} )", svc.port());
+    let out = std::process::Command::new("ss")
+        .args(["-tnoH", "state", "established", &filter])
+        .output()
+        .expect("ss (iproute2) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().next().unwrap_or_default();
+    assert!(
+        line.contains("timer:(keepalive,"),
+        "no keepalive timer on the capture connection: {text:?}"
+    );
+    close_capture(&mut c);
+}
