@@ -325,10 +325,23 @@ fn run_full_speed(out: &mut File, s: &Settings) -> io::Result<()> {
     }
 }
 
+/// A well-mixed value in `0..period` from `seed` (splitmix64's finaliser);
+/// no randomness crate needed for spreading start times.
+fn phase(seed: u64, period: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) % period.max(1)
+}
+
 fn run_paced(out: &mut File, s: &Settings) -> io::Result<()> {
     let mut epb = epb_template(s.size);
     let period = NANOS_PER_SEC / s.rate.max(1);
-    let start = now_ns(ClockId::CLOCK_MONOTONIC);
+    let now = now_ns(ClockId::CLOCK_MONOTONIC);
+    // A random phase within the first period: generators released together
+    // must not tick in lockstep, or a hundred captures would arrive as one
+    // burst every period instead of as independent streams.
+    let start = now + phase(now ^ u64::from(std::process::id()), period);
     let mut seqs = Sequencer::new(s);
     let mut i: u64 = 0;
     while s.count == 0 || i < s.count {
@@ -488,6 +501,24 @@ mod tests {
             u64::from_le_bytes(d[OFF_STAMP..OFF_STAMP + 8].try_into().unwrap()),
             123_456_789
         );
+    }
+
+    #[test]
+    fn phases_stay_inside_the_period_and_spread_over_it() {
+        let period = 10_000_000;
+        let phases: Vec<u64> = (0..1000)
+            .map(|pid| phase(123_456_789 ^ pid, period))
+            .collect();
+        assert!(phases.iter().all(|&p| p < period));
+        // Each tenth of the period gets some of a thousand seeds.
+        for tenth in 0..10 {
+            let lo = tenth * period / 10;
+            let n = phases
+                .iter()
+                .filter(|&&p| p >= lo && p < lo + period / 10)
+                .count();
+            assert!(n > 50, "tenth {tenth}: {n}");
+        }
     }
 
     #[test]
