@@ -64,6 +64,12 @@ pub fn raise_nofile() -> u64 {
 pub struct ProcSample {
     /// utime + stime, in clock ticks.
     pub cpu_ticks: u64,
+    /// CPU time in nanoseconds: the tasks' scheduler run time
+    /// (`/proc/PID/task/*/schedstat`) where that accounts for everything,
+    /// else utime + stime. Ticks (10 ms) are too coarse for a sub-second
+    /// run; the per-task sum misses threads that have exited, which the
+    /// tick count then reveals.
+    pub cpu_ns: u64,
     /// cutime + cstime: CPU of children it has waited for (its capture
     /// programs), in clock ticks.
     pub children_cpu_ticks: u64,
@@ -102,6 +108,13 @@ pub fn sample(pid: u32) -> io::Result<ProcSample> {
         }
     }
     s.fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64;
+    let tck = clk_tck();
+    let ticks_ns = s.cpu_ticks * 1_000_000_000 / tck;
+    let tick_ns = 1_000_000_000 / tck;
+    s.cpu_ns = match tasks_run_ns(pid) {
+        Some(run) if run.abs_diff(ticks_ns) <= 2 * tick_ns => run,
+        _ => ticks_ns,
+    };
     Ok(s)
 }
 
@@ -154,6 +167,19 @@ pub fn children_running(ppid: u32, exe: &Path) -> u64 {
         }
     }
     n
+}
+
+/// Sum of the first field (time on CPU, ns) of every task's schedstat.
+fn tasks_run_ns(pid: u32) -> Option<u64> {
+    let mut sum = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let text = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+        sum += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(sum)
 }
 
 /// Processes running `exe` anywhere on the host.

@@ -383,10 +383,7 @@ impl Sut {
     pub fn cpu_ns(&self) -> u64 {
         match &self.kind {
             SutKind::Raw(r) => r.cpu_ns(),
-            SutKind::Server(s) => s
-                .sample()
-                .map(|p| p.cpu_ticks * 1_000_000_000 / procs::clk_tck())
-                .unwrap_or(0),
+            SutKind::Server(s) => s.sample().map(|p| p.cpu_ns).unwrap_or(0),
         }
     }
 
@@ -715,8 +712,9 @@ fn throughput_single(
         method: format!(
             "generator at full speed writes {count} packets of {size} B ({} B EPBs, 64 KiB writes); \
              one client reads to the end and checks every block and sequence number; MB/s = 10^6 \
-             stream bytes / (last byte − first byte); CPU = relay's utime+stime (service, websocat: \
-             /proc/PID/stat; raw relay: its thread's CLOCK_THREAD_CPUTIME_ID), generator excluded; \
+             stream bytes / (last byte − first byte); CPU = relay's own CPU time (service, websocat: \
+             sum of /proc/PID/task/*/schedstat run time, utime+stime if threads exited; raw \
+             relay: its thread's CLOCK_THREAD_CPUTIME_ID), generator excluded; \
              median of {} interleaved rounds, ratios taken per round",
             32 + size.div_ceil(4) * 4,
             cfg.rounds
@@ -1158,7 +1156,6 @@ fn density_one(cfg: &BenchConfig, paths: &Paths, sys: System, ino: u64) -> Measu
         let e = format!("{open} of {n} captures open, {failed} failed; first: {first}");
         return Measurement::failed(id, sys.name(), Status::Failed, with_log(e, &sut));
     }
-    let tck = procs::clk_tck() as f64;
     let secs = idle.as_secs_f64();
     let mut m = Measurement::new(id, sys.name());
     let mm = &mut m.metrics;
@@ -1178,7 +1175,7 @@ fn density_one(cfg: &BenchConfig, paths: &Paths, sys: System, ino: u64) -> Measu
     mm.insert("threads".into(), s1.threads as f64);
     mm.insert(
         "idle_cpu_pct".into(),
-        (s2.cpu_ticks - s1.cpu_ticks) as f64 / tck / secs * 100.0,
+        s2.cpu_ns.saturating_sub(s1.cpu_ns) as f64 / 1e9 / secs * 100.0,
     );
     mm.insert(
         "idle_wakeups_per_s".into(),
@@ -1186,7 +1183,7 @@ fn density_one(cfg: &BenchConfig, paths: &Paths, sys: System, ino: u64) -> Measu
     );
     mm.insert(
         "idle_cpu_pct_later".into(),
-        (s2b.cpu_ticks - s2.cpu_ticks) as f64 / tck / secs * 100.0,
+        s2b.cpu_ns.saturating_sub(s2.cpu_ns) as f64 / 1e9 / secs * 100.0,
     );
     mm.insert(
         "idle_wakeups_per_s_later".into(),
@@ -1211,8 +1208,8 @@ fn density(cfg: &BenchConfig, paths: &Paths, ino: u64) -> Scenario {
             "generators write SHB+IDB then wait (poll with no events, no timer); one warm-up capture, \
              then sample the server (VmRSS from /proc/PID/status, entries of /proc/PID/fd), open {n} \
              captures ({DEFAULT_MAX_SETUPS} setups in flight) and wait until each delivered both \
-             blocks, wait {:.0} s, sample; per capture = difference / {n}; idle CPU = utime+stime \
-             ticks over the next {:.0} s; wakeups = voluntary+involuntary context switches in that \
+             blocks, wait {:.0} s, sample; per capture = difference / {n}; idle CPU = the server's \
+             CPU time (scheduler run time of its threads) over the next {:.0} s; wakeups = voluntary+involuntary context switches in that \
              window; \"later\" = the same over the following window of that length; then close all (TCP close, no close frame) and count descriptors left over \
              once the count stops falling (close s = time until then, at most {:.0} s). The raw relay is threads of \
              the bench process, so it has no row here",
@@ -1430,7 +1427,7 @@ fn targets(report: &Report, cfg: &BenchConfig) -> Vec<TargetCheck> {
         "density-idle",
         Source::Metric("idle_cpu_pct"),
         |v| v <= 0.1,
-        "utime+stime over the idle window",
+        "server CPU time over the idle window",
     ));
     t.push(target(
         report,
