@@ -99,6 +99,20 @@ impl Timers {
         self.heap.peek().map(|r| r.0 .0)
     }
 
+    /// The earliest deadline that `live` still holds (given when, key and
+    /// session id); stale entries on top are dropped on the way, so the
+    /// loop never wakes for a deadline a session has already cleared (an
+    /// idle capture's spent head deadline, say).
+    pub fn next_live(&mut self, live: impl Fn(Instant, usize, u64) -> bool) -> Option<Instant> {
+        while let Some(&std::cmp::Reverse((when, key, id))) = self.heap.peek() {
+            if live(when, key, id) {
+                return Some(when);
+            }
+            self.heap.pop();
+        }
+        None
+    }
+
     /// Removes and returns a deadline due at `now`.
     pub fn pop_due(&mut self, now: Instant) -> Option<(usize, u64)> {
         match self.heap.peek() {
