@@ -94,11 +94,6 @@ impl Timers {
         self.heap.push(std::cmp::Reverse((when, key, id)));
     }
 
-    /// The earliest pending deadline.
-    pub fn next(&self) -> Option<Instant> {
-        self.heap.peek().map(|r| r.0 .0)
-    }
-
     /// The earliest deadline that `live` still holds (given when, key and
     /// session id); stale entries on top are dropped on the way, so the
     /// loop never wakes for a deadline a session has already cleared (an
@@ -119,14 +114,6 @@ impl Timers {
             Some(r) if r.0 .0 <= now => self.heap.pop().map(|r| (r.0 .1, r.0 .2)),
             _ => None,
         }
-    }
-
-    pub fn len(&self) -> usize {
-        self.heap.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
     }
 }
 
@@ -271,14 +258,6 @@ impl Session {
     /// Whether the session can be removed: done, and no child left to reap.
     pub fn finished(&self) -> bool {
         self.finished && !matches!(&self.phase, Phase::Streaming(c) if c.alive)
-    }
-
-    /// The live capture program's pid, if any.
-    pub fn child(&self) -> Option<Pid> {
-        match &self.phase {
-            Phase::Streaming(c) if c.alive => Some(c.pid),
-            _ => None,
-        }
     }
 
     pub fn is_capture(&self) -> bool {
