@@ -210,14 +210,16 @@ impl Reactor {
     }
 
     fn next_deadline(&mut self) -> Option<Instant> {
-        [
-            self.timers.next(),
-            self.accept_paused_until,
-            self.shutdown_deadline,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        let sessions = &self.sessions;
+        let timer = self.timers.next_live(|when, key, id| {
+            sessions
+                .get(key)
+                .is_some_and(|s| s.id == id && s.deadline() == Some(when))
+        });
+        [timer, self.accept_paused_until, self.shutdown_deadline]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn dispatch(

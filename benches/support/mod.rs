@@ -1,0 +1,42 @@
+//! The measurement harness shared by `benches/relay.rs` and
+//! `tests/bench_harness.rs`: start the systems under test on the synthetic
+//! capture program, read their streams, check them, measure, report.
+//!
+//! Modules: [`pcapng`] and [`ws`] decide about bytes (no I/O); [`client`]
+//! reads many streams on one thread; [`baseline`] is the raw relay;
+//! [`procs`] starts and inspects processes; [`scenarios`] runs the issue's
+//! measurements; [`report`] prints and serialises them; [`stats`] holds the
+//! percentile rules. Nothing here asserts a timing: numbers are reported,
+//! never judged pass/fail, except against the targets in the report.
+
+// Each including crate (the bench, the harness test) uses a different subset.
+#![allow(dead_code)]
+
+pub mod baseline;
+pub mod client;
+pub mod pcapng;
+pub mod procs;
+pub mod report;
+pub mod scenarios;
+pub mod stats;
+pub mod ws;
+
+use nix::time::{clock_gettime, ClockId};
+
+fn clock_ns(id: ClockId) -> u64 {
+    match clock_gettime(id) {
+        Ok(t) => t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64,
+        // These clocks cannot fail on Linux; 0 would show as an absurd value.
+        Err(_) => 0,
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock the generator stamps packets with.
+pub fn mono_ns() -> u64 {
+    clock_ns(ClockId::CLOCK_MONOTONIC)
+}
+
+/// CPU time of the calling thread in nanoseconds.
+pub fn thread_cpu_ns() -> u64 {
+    clock_ns(ClockId::CLOCK_THREAD_CPUTIME_ID)
+}

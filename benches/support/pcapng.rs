@@ -1,0 +1,382 @@
+//! The reader's integrity check of a `packetflix-pcapgen` stream, sans-IO.
+//!
+//! Bytes go in as they arrive (split anywhere: across reads, websocket
+//! messages, blocks); out come counts, per-packet latencies and the first
+//! sign of damage: a block whose leading and trailing lengths disagree, a
+//! block that is not SHB → IDB → EPB…, a packet without the generator's magic,
+//! or a sequence number that is not exactly the previous one plus one. It
+//! accepts an SHB of any length, because the service rewrites the SHB.
+//!
+//! The packet layout mirrors `src/bin/packetflix-pcapgen.rs`; the test suite
+//! runs the real generator through this checker, so the two cannot drift
+//! apart unnoticed. It does no I/O and never allocates per packet: the client
+//! must not be the bottleneck of what it measures.
+
+/// pcapng Section Header Block type.
+const SHB_TYPE: u32 = 0x0A0D_0D0A;
+/// Byte-order magic as read by a little-endian reader of a little-endian file.
+const BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
+/// pcapng Interface Description Block type.
+const IDB_TYPE: u32 = 1;
+/// pcapng Enhanced Packet Block type.
+const EPB_TYPE: u32 = 6;
+/// Bytes of an EPB before its packet data.
+const EPB_HEAD: usize = 28;
+/// Smallest legal block: type, length, trailing length.
+const MIN_BLOCK: usize = 12;
+/// Larger blocks than this cannot come from the generator (65535-byte packets
+/// plus headers, or an SHB with the service's YAML comment): a length beyond
+/// it means the stream lost its framing.
+const MAX_BLOCK: usize = 1 << 20;
+/// The generator's payload magic, after the 14-byte Ethernet header.
+const PAYLOAD_MAGIC: &[u8; 4] = b"PFXG";
+const OFF_MAGIC: usize = 14;
+const OFF_SEQ: usize = 18;
+const OFF_STAMP: usize = 26;
+/// Smallest generator packet (Ethernet header, magic, sequence, stamp).
+const MIN_PACKET: usize = 34;
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn le64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// Incremental checker of one stream.
+#[derive(Debug, Default)]
+pub struct StreamCheck {
+    carry: Vec<u8>,
+    bytes: u64,
+    blocks: u64,
+    packets: u64,
+    next_seq: u64,
+    seen_idb: bool,
+    error: Option<String>,
+    record_latency: bool,
+    latencies_ns: Vec<u64>,
+    first_packet_ns: Option<u64>,
+}
+
+impl StreamCheck {
+    pub fn new(record_latency: bool) -> Self {
+        StreamCheck {
+            record_latency,
+            ..Default::default()
+        }
+    }
+
+    /// Feeds the next bytes of the stream, read at CLOCK_MONOTONIC `now_ns`.
+    /// After the first error the rest of the stream is only counted.
+    pub fn feed(&mut self, mut data: &[u8], now_ns: u64) {
+        self.bytes += data.len() as u64;
+        if self.error.is_some() {
+            return;
+        }
+        if !self.carry.is_empty() {
+            let mut carry = std::mem::take(&mut self.carry);
+            if carry.len() < 8 {
+                let take = (8 - carry.len()).min(data.len());
+                carry.extend_from_slice(&data[..take]);
+                data = &data[take..];
+                if carry.len() < 8 {
+                    self.carry = carry;
+                    return;
+                }
+            }
+            let len = match self.block_len(&carry) {
+                Some(len) => len,
+                None => return,
+            };
+            let take = (len - carry.len()).min(data.len());
+            carry.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if carry.len() < len {
+                self.carry = carry;
+                return;
+            }
+            self.block(&carry, now_ns);
+            carry.clear();
+            self.carry = carry; // keeps the allocation
+            if self.error.is_some() {
+                return;
+            }
+        }
+        while data.len() >= 8 {
+            let len = match self.block_len(data) {
+                Some(len) => len,
+                None => return,
+            };
+            if data.len() < len {
+                break;
+            }
+            self.block(&data[..len], now_ns);
+            if self.error.is_some() {
+                return;
+            }
+            data = &data[len..];
+        }
+        self.carry.extend_from_slice(data);
+    }
+
+    /// The total length of the block starting at `b` (8+ bytes available).
+    fn block_len(&mut self, b: &[u8]) -> Option<usize> {
+        let len = le32(b, 4) as usize;
+        if len < MIN_BLOCK || len % 4 != 0 || len > MAX_BLOCK {
+            self.fail(format!(
+                "bad block length {len} (type {:#x}) after {} blocks",
+                le32(b, 0),
+                self.blocks
+            ));
+            return None;
+        }
+        Some(len)
+    }
+
+    fn block(&mut self, b: &[u8], now_ns: u64) {
+        let len = b.len();
+        let btype = le32(b, 0);
+        if le32(b, len - 4) as usize != len {
+            return self.fail(format!(
+                "block {} (type {btype:#x}): trailing length {} != leading length {len}",
+                self.blocks,
+                le32(b, len - 4)
+            ));
+        }
+        let first = self.blocks == 0;
+        self.blocks += 1;
+        match btype {
+            SHB_TYPE if first => {
+                if len < 28 || le32(b, 8) != BYTE_ORDER_MAGIC {
+                    self.fail("first block is not a little-endian SHB".into());
+                }
+            }
+            _ if first => self.fail(format!(
+                "stream starts with block type {btype:#x}, not an SHB"
+            )),
+            IDB_TYPE if !self.seen_idb => self.seen_idb = true,
+            EPB_TYPE if self.seen_idb => self.packet(b, now_ns),
+            _ => self.fail(format!(
+                "unexpected block type {btype:#x} as block {}",
+                self.blocks - 1
+            )),
+        }
+    }
+
+    fn packet(&mut self, b: &[u8], now_ns: u64) {
+        let caplen = le32(b, 20) as usize;
+        if caplen < MIN_PACKET || EPB_HEAD + caplen + 4 > b.len() {
+            return self.fail(format!(
+                "packet {}: captured length {caplen} does not fit",
+                self.packets
+            ));
+        }
+        let d = &b[EPB_HEAD..EPB_HEAD + caplen];
+        if &d[OFF_MAGIC..OFF_MAGIC + 4] != PAYLOAD_MAGIC {
+            return self.fail(format!("packet {}: not a generator packet", self.packets));
+        }
+        let seq = le64(d, OFF_SEQ);
+        if seq != self.next_seq {
+            return self.fail(format!(
+                "sequence gap: expected packet {} but got {seq}",
+                self.next_seq
+            ));
+        }
+        self.next_seq += 1;
+        self.packets += 1;
+        self.first_packet_ns.get_or_insert(now_ns);
+        if self.record_latency {
+            self.latencies_ns
+                .push(now_ns.saturating_sub(le64(d, OFF_STAMP)));
+        }
+    }
+
+    fn fail(&mut self, why: String) {
+        if self.error.is_none() {
+            self.error = Some(why);
+        }
+    }
+
+    /// The verdict once the stream ended: damage seen, or a block cut short.
+    pub fn finish(&mut self) -> Result<(), String> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        if !self.carry.is_empty() {
+            let e = format!(
+                "stream ended inside a block ({} bytes pending)",
+                self.carry.len()
+            );
+            self.error = Some(e.clone());
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+    pub fn blocks(&self) -> u64 {
+        self.blocks
+    }
+    pub fn packets(&self) -> u64 {
+        self.packets
+    }
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+    /// The `now_ns` of the feed that completed the first packet.
+    pub fn first_packet_ns(&self) -> Option<u64> {
+        self.first_packet_ns
+    }
+    pub fn take_latencies(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.latencies_ns)
+    }
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+
+    fn block(btype: u32, body: &[u8]) -> Vec<u8> {
+        let len = (12 + body.len()) as u32;
+        let mut v = btype.to_le_bytes().to_vec();
+        v.extend_from_slice(&len.to_le_bytes());
+        v.extend_from_slice(body);
+        v.extend_from_slice(&len.to_le_bytes());
+        v
+    }
+
+    pub fn shb() -> Vec<u8> {
+        let mut body = BYTE_ORDER_MAGIC.to_le_bytes().to_vec();
+        body.extend_from_slice(&[1, 0, 0, 0]);
+        body.extend_from_slice(&(-1i64).to_le_bytes());
+        block(SHB_TYPE, &body)
+    }
+
+    pub fn idb() -> Vec<u8> {
+        block(IDB_TYPE, &[1, 0, 0, 0, 0, 0, 4, 0])
+    }
+
+    pub fn epb(seq: u64, stamp: u64) -> Vec<u8> {
+        // interface id, timestamp high and low; then both lengths
+        let mut body = vec![0u8; 12];
+        body.extend_from_slice(&64u32.to_le_bytes());
+        body.extend_from_slice(&64u32.to_le_bytes());
+        let mut data = vec![0u8; 64];
+        data[OFF_MAGIC..OFF_MAGIC + 4].copy_from_slice(PAYLOAD_MAGIC);
+        data[OFF_SEQ..OFF_SEQ + 8].copy_from_slice(&seq.to_le_bytes());
+        data[OFF_STAMP..OFF_STAMP + 8].copy_from_slice(&stamp.to_le_bytes());
+        body.extend_from_slice(&data);
+        block(EPB_TYPE, &body)
+    }
+
+    fn stream(n: u64) -> Vec<u8> {
+        let mut s = shb();
+        s.extend(idb());
+        for i in 0..n {
+            s.extend(epb(i, 1000 + i));
+        }
+        s
+    }
+
+    #[test]
+    fn intact_stream_split_at_every_offset_gives_the_same_counts() {
+        let s = stream(3);
+        for cut in 0..=s.len() {
+            let mut c = StreamCheck::new(true);
+            c.feed(&s[..cut], 5000);
+            c.feed(&s[cut..], 5000);
+            assert_eq!(c.finish(), Ok(()), "cut at {cut}");
+            assert_eq!((c.blocks(), c.packets(), c.bytes()), (5, 3, s.len() as u64));
+            assert_eq!(c.take_latencies(), vec![4000, 3999, 3998]);
+        }
+    }
+
+    #[test]
+    fn byte_by_byte_feeding_is_accepted() {
+        let s = stream(2);
+        let mut c = StreamCheck::new(false);
+        for b in &s {
+            c.feed(std::slice::from_ref(b), 0);
+        }
+        assert_eq!(c.finish(), Ok(()));
+        assert_eq!(c.packets(), 2);
+    }
+
+    #[test]
+    fn sequence_gap_is_reported_with_both_numbers() {
+        let mut s = shb();
+        s.extend(idb());
+        s.extend(epb(0, 0));
+        s.extend(epb(2, 0));
+        let mut c = StreamCheck::new(false);
+        c.feed(&s, 0);
+        let e = c.finish().unwrap_err();
+        assert!(e.contains("expected packet 1 but got 2"), "{e}");
+    }
+
+    #[test]
+    fn mismatched_trailing_length_is_reported() {
+        let mut s = stream(2);
+        let n = s.len();
+        s[n - 4] ^= 4;
+        let mut c = StreamCheck::new(false);
+        c.feed(&s, 0);
+        assert!(c.finish().unwrap_err().contains("trailing length"));
+    }
+
+    #[test]
+    fn lost_bytes_break_the_framing() {
+        let mut s = stream(3);
+        let cut = shb().len() + idb().len() + 10;
+        s.drain(cut..cut + 4);
+        let mut c = StreamCheck::new(false);
+        c.feed(&s, 0);
+        assert!(c.finish().is_err());
+    }
+
+    #[test]
+    fn stream_cut_inside_a_block_is_reported_at_the_end() {
+        let s = stream(1);
+        let mut c = StreamCheck::new(false);
+        c.feed(&s[..s.len() - 1], 0);
+        assert!(c.finish().unwrap_err().contains("inside a block"));
+    }
+
+    #[test]
+    fn stream_not_starting_with_shb_is_rejected() {
+        let mut c = StreamCheck::new(false);
+        c.feed(&idb(), 0);
+        assert!(c.finish().unwrap_err().contains("not an SHB"));
+    }
+
+    #[test]
+    fn packet_before_idb_is_rejected() {
+        let mut s = shb();
+        s.extend(epb(0, 0));
+        let mut c = StreamCheck::new(false);
+        c.feed(&s, 0);
+        assert!(c.finish().is_err());
+    }
+
+    #[test]
+    fn longer_shb_from_the_service_edit_is_accepted() {
+        let mut body = BYTE_ORDER_MAGIC.to_le_bytes().to_vec();
+        body.extend_from_slice(&[1, 0, 0, 0]);
+        body.extend_from_slice(&(-1i64).to_le_bytes());
+        body.extend_from_slice(&[1, 0, 8, 0]);
+        body.extend_from_slice(b"---\n# ca");
+        body.extend_from_slice(&[0, 0, 0, 0]);
+        let mut s = block(SHB_TYPE, &body);
+        s.extend(idb());
+        s.extend(epb(0, 0));
+        let mut c = StreamCheck::new(false);
+        c.feed(&s, 0);
+        assert_eq!(c.finish(), Ok(()));
+        assert_eq!(c.packets(), 1);
+    }
+}
