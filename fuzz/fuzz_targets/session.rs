@@ -3,7 +3,7 @@
 //! pipelined, a websocket upgrade, then websocket frames), split into reads
 //! where the fuzzer chooses.
 //!
-//! The model follows `session.rs` (`parse_heads`, `handle_request`,
+//! The model follows `src/session/` (`parse_heads`, `handle_request`,
 //! `start_capture`, `read_frames`, `read_closing`) step for step, with the
 //! parts that need the kernel (namespaces, the capture program, the discovery
 //! service) replaced by their outcome. Input layout: one flag byte (bit 0:
@@ -17,7 +17,7 @@
 //! bytes with a UTF-8 reason; pongs are well-formed; and what the server
 //! writes does not depend on how the client's bytes were split into reads.
 //!
-//! Where the model knowingly differs from session.rs, the difference is
+//! Where the model knowingly differs from `src/session/`, the difference is
 //! named at the place (see `refuse`).
 
 #![no_main]
@@ -248,7 +248,7 @@ impl Session {
         }
     }
 
-    /// Deviation from session.rs as of this writing: there, `refuse` drops
+    /// Deviation from session/capture.rs as of this writing: its `refuse` drops
     /// the bytes that came in the same read as the head (`leftover`), so a
     /// close frame sent right behind the handshake is seen or not depending
     /// on how TCP split the bytes. The model feeds them to the closing
