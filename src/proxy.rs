@@ -267,7 +267,7 @@ pub enum Chunk {
 impl BodyScanner {
     pub fn for_request(kind: BodyKind) -> BodyScanner {
         match kind {
-            BodyKind::None => BodyScanner::Done,
+            BodyKind::None | BodyKind::Length(0) => BodyScanner::Done,
             BodyKind::Length(n) => BodyScanner::Length(n),
             BodyKind::Chunked => BodyScanner::Chunked(Chunk::Size { size: 0, digits: 0 }),
         }

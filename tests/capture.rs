@@ -865,3 +865,29 @@ fn stream_without_shb_is_relayed_unedited() {
     );
     assert_eq!(c.capture.bytes, input);
 }
+
+/// A client may send its close frame in the same write as the handshake
+/// (a script that only wants the refusal reason). The service must take it
+/// as the answer to its own close, not wait out the close deadline (5 s).
+#[test]
+fn close_frame_behind_the_handshake_ends_a_refused_capture_at_once() {
+    let svc = Service::start(&[]);
+    let mut raw = b"GET /capture?netns=1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n"
+        .to_vec();
+    // A masked close frame with code 1000 (mask of zeros keeps it readable).
+    raw.extend_from_slice(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]);
+    let started = std::time::Instant::now();
+    let r = http::send_raw(svc.port(), &raw, true, Duration::from_secs(8));
+    assert_eq!(r.status, 101);
+    assert!(r.closed, "connection left open");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "closed only after {:?}: the early close frame was ignored",
+        started.elapsed()
+    );
+    // The refusal's close frame (with its reason) came before the close.
+    assert!(r.body.first() == Some(&0x88), "no close frame: {:02x?}", r.body);
+    assert!(String::from_utf8_lossy(&r.body).contains("inode 1"));
+}

@@ -14,6 +14,7 @@ impl Session {
         accept: String,
         leftover: Vec<u8>,
     ) {
+        self.early = leftover;
         let limits = Limits {
             max_target_json: ctx.cfg.max_target_json,
             max_filter: ctx.cfg.max_filter,
@@ -38,7 +39,7 @@ impl Session {
             t.netns = 0;
         }
         if t.netns != 0 {
-            return self.spawn_capture(ctx, params, &accept, &leftover);
+            return self.spawn_capture(ctx, params, &accept);
         }
         if !params.described || t.name.is_empty() {
             return self.refuse(
@@ -48,16 +49,10 @@ impl Session {
                 "capture refused: the target has no valid netns and no name to look up with the discovery service",
             );
         }
-        self.start_discovery(ctx, params, accept, leftover);
+        self.start_discovery(ctx, params, accept);
     }
 
-    pub(super) fn start_discovery(
-        &mut self,
-        ctx: &mut Ctx,
-        params: CaptureParams,
-        accept: String,
-        leftover: Vec<u8>,
-    ) {
+    pub(super) fn start_discovery(&mut self, ctx: &mut Ctx, params: CaptureParams, accept: String) {
         let service = service_name(ctx.cfg);
         let addr = match &ctx.discovery {
             Ok(a) => *a,
@@ -87,7 +82,6 @@ impl Session {
         self.phase = Phase::Discovering(Box::new(Discovering {
             params,
             accept,
-            leftover,
             call,
             service,
         }));
@@ -107,7 +101,6 @@ impl Session {
         let Discovering {
             mut params,
             accept,
-            leftover,
             mut call,
             service,
         } = *d;
@@ -137,7 +130,7 @@ impl Session {
                     );
                     return self.refuse(ctx, &accept, ws::POLICY_VIOLATION, &reason);
                 }
-                self.spawn_capture(ctx, params, &accept, &leftover);
+                self.spawn_capture(ctx, params, &accept);
             }
             Err(e) => {
                 let code = match e {
@@ -149,13 +142,7 @@ impl Session {
         }
     }
 
-    pub(super) fn spawn_capture(
-        &mut self,
-        ctx: &mut Ctx,
-        params: CaptureParams,
-        accept: &str,
-        leftover: &[u8],
-    ) {
+    pub(super) fn spawn_capture(&mut self, ctx: &mut Ctx, params: CaptureParams, accept: &str) {
         let id = self.id;
         let t = &params.target;
         if let Some(reason) = ctx.privileges.refusal() {
@@ -253,13 +240,11 @@ impl Session {
         if let Err(e) = sent {
             return self.client_broke(ctx, e);
         }
-        if !leftover.is_empty() {
-            // Frames the client sent right behind its handshake.
-            let n = leftover.len().min(ctx.buf.len());
-            ctx.buf[..n].copy_from_slice(&leftover[..n]);
+        let early = std::mem::take(&mut self.early);
+        if !early.is_empty() {
             if let Phase::Streaming(cap) = &mut self.phase {
                 let mut replies = Vec::new();
-                if let Some(ev) = cap.reader.feed(&ctx.buf[..n], &mut replies) {
+                if let Some(ev) = cap.reader.feed(&early, &mut replies) {
                     cap.ending = match ev {
                         Inbound::Close { code, .. } => Ending::ClientClosed(code),
                         Inbound::Violation { code, reason } => Ending::Violation(code, reason),
@@ -284,6 +269,14 @@ impl Session {
         }
         self.phase = Phase::Closing(FrameReader::new());
         self.arm(ctx, CLOSE_TIMEOUT);
+        // A close frame the client sent right behind its handshake answers
+        // ours already.
+        let early = std::mem::take(&mut self.early);
+        if let Phase::Closing(reader) = &mut self.phase {
+            if !early.is_empty() && reader.feed(&early, &mut Vec::new()).is_some() {
+                self.close_handshake_done();
+            }
+        }
     }
 
     // ---- capture output ----------------------------------------------------

@@ -188,7 +188,6 @@ struct Capture {
 struct Discovering {
     params: CaptureParams,
     accept: String,
-    leftover: Vec<u8>,
     call: DiscoveryCall,
     /// `host:port` of the discovery service, for reasons.
     service: String,
@@ -223,6 +222,10 @@ pub struct Session {
     finished: bool,
     /// Whether the reactor counts this session as a running capture.
     pub counted: bool,
+    /// Client bytes that arrived behind the websocket handshake before a
+    /// capture could read them (a close frame, say): fed to the capture's
+    /// frame reader, or to the closing one if the capture is refused.
+    early: Vec<u8>,
 }
 
 fn arm(deadline: &mut Option<Instant>, ctx: &mut Ctx, key: usize, id: u64, after: Duration) {
@@ -246,6 +249,7 @@ impl Session {
             deadline: None,
             finished: false,
             counted: false,
+            early: Vec::new(),
         };
         arm(&mut s.deadline, ctx, key, id, HEAD_TIMEOUT);
         s
@@ -438,6 +442,12 @@ impl Session {
         self.finish_if_flushed();
     }
 
+    /// The client answered our close frame: close once it is all out.
+    fn close_handshake_done(&mut self) {
+        self.phase = Phase::Flush;
+        self.finish_if_flushed();
+    }
+
     fn finish_if_flushed(&mut self) {
         if matches!(self.phase, Phase::Flush) && self.conn.out.is_empty() {
             let _ = self.conn.sock.shutdown(std::net::Shutdown::Write);
@@ -569,9 +579,9 @@ impl Session {
                 Ok(n) => {
                     // Frames sent right behind the handshake (a close, say)
                     // are kept for the capture, within a bound.
-                    if let Phase::Discovering(d) = &mut self.phase {
-                        let room = MAX_EARLY_FRAMES.saturating_sub(d.leftover.len());
-                        d.leftover.extend_from_slice(&ctx.buf[..n.min(room)]);
+                    if matches!(self.phase, Phase::Discovering(_)) {
+                        let room = MAX_EARLY_FRAMES.saturating_sub(self.early.len());
+                        self.early.extend_from_slice(&ctx.buf[..n.min(room)]);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -594,8 +604,7 @@ impl Session {
                     };
                     // Pongs are not owed once our close frame is out.
                     if reader.feed(&ctx.buf[..n], &mut Vec::new()).is_some() {
-                        self.finished = true;
-                        return;
+                        return self.close_handshake_done();
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
