@@ -888,6 +888,10 @@ fn close_frame_behind_the_handshake_ends_a_refused_capture_at_once() {
         started.elapsed()
     );
     // The refusal's close frame (with its reason) came before the close.
-    assert!(r.body.first() == Some(&0x88), "no close frame: {:02x?}", r.body);
+    assert!(
+        r.body.first() == Some(&0x88),
+        "no close frame: {:02x?}",
+        r.body
+    );
     assert!(String::from_utf8_lossy(&r.body).contains("inode 1"));
 }
