@@ -15,7 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use mio::net::TcpStream;
 
-use crate::conn::{Conn, OutQueue};
+use crate::conn::{Conn, OutQueue, HIGH_WATER, LOW_WATER, READS_PER_TURN};
 use crate::http::{BodyKind, Request};
 
 /// Headers that describe one hop and must not be forwarded (RFC 9110 7.6.1),
@@ -32,12 +32,6 @@ const HOP_BY_HOP: [&str; 8] = [
 ];
 /// Largest response head accepted from the discovery service.
 pub const MAX_RESPONSE_HEAD: usize = 16 * 1024;
-/// Queued bytes in either direction above which the sending side is not
-/// read until the queue drains below [`LOW_WATER`].
-pub const HIGH_WATER: usize = 256 * 1024;
-pub const LOW_WATER: usize = 64 * 1024;
-/// Reads per turn per direction, as for captures.
-const READS_PER_TURN: usize = 16;
 
 fn is_hop_by_hop(name: &str, listed: &[String]) -> bool {
     HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))

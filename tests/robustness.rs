@@ -349,7 +349,7 @@ const SYNTH_PAYLOAD: usize = 4064;
 const SYNTH_PACKETS: u64 = 40 * 1024;
 /// How long the client reads nothing.
 const STALL: Duration = Duration::from_secs(3);
-/// The service's queue stops growing at 256 KiB (session::HIGH_WATER); the
+/// The service's queue stops growing at 256 KiB (conn::HIGH_WATER); the
 /// service itself takes a few MiB. 64 MiB is far above both and far below
 /// what an unbounded queue would hold after the stall.
 const RSS_BOUND_KIB: u64 = 64 * 1024;

@@ -27,7 +27,7 @@ use nix::unistd::Pid;
 
 use crate::capture::{capture_args, spawn};
 use crate::config::Config;
-use crate::conn::Conn;
+use crate::conn::{Conn, HIGH_WATER, LOW_WATER, READS_PER_TURN};
 use crate::discovery::{find_target, DiscoveryCall, DiscoveryError};
 use crate::front::Route;
 use crate::http::{self, Request};
@@ -62,14 +62,6 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time the client has to answer our close frame, or to take a final
 /// response, before the connection is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Output queued for a client above which the capture pipe is not read (the
-/// capture program then blocks and the kernel counts drops); reading resumes
-/// below [`LOW_WATER`]. Bounds a slow client's memory.
-pub const HIGH_WATER: usize = 256 * 1024;
-pub const LOW_WATER: usize = 64 * 1024;
-/// Reads of one descriptor per event before other sessions get their turn;
-/// with 64 KiB reads this is at most 1 MiB per turn.
-const READS_PER_TURN: usize = 16;
 /// Client bytes kept while discovery runs (frames sent behind the
 /// handshake); a well-behaved client sends none or a close frame.
 const MAX_EARLY_FRAMES: usize = 4096;
@@ -433,7 +425,7 @@ impl Session {
                 self.parse_heads(ctx);
                 ctx.again.push((token(self.key, CLIENT), self.id));
             }
-            Phase::Proxy(p) if p.up_paused && self.conn.out.len() <= proxy::LOW_WATER => {
+            Phase::Proxy(p) if p.up_paused && self.conn.out.len() <= LOW_WATER => {
                 let step = p.pump_upstream(&mut self.conn, ctx.buf);
                 self.proxy_step(ctx, step);
             }
