@@ -7,10 +7,8 @@
 //! websocket upgrades.
 
 use crate::http::Request;
-use crate::target::{parse_target_limited, Target, MAX_TARGET_JSON};
+use crate::target::{parse_target_limited, Target, MAX_INTERFACE_NAME_LEN, MAX_TARGET_JSON};
 
-/// Linux interface names are at most `IFNAMSIZ - 1` = 15 bytes.
-pub const MAX_IFNAME: usize = 15;
 /// More interfaces than this in one capture is a mistake, not a use case.
 pub const MAX_INTERFACES: usize = 64;
 /// Longest capture filter accepted. Real pcap filters are a few hundred bytes;
@@ -190,7 +188,7 @@ pub fn parse_nifs(v: &str) -> Result<Nifs, String> {
 pub fn valid_ifname(n: &str) -> Result<(), String> {
     let why = if n.is_empty() {
         "empty interface name in nif (names are separated by '/')"
-    } else if n.len() > MAX_IFNAME {
+    } else if n.len() > MAX_INTERFACE_NAME_LEN {
         "interface name longer than 15 bytes"
     } else if n == "." || n == ".." {
         "'.' and '..' are not interface names"
