@@ -13,6 +13,7 @@ pub mod conn;
 pub mod discovery;
 pub mod front;
 pub mod http;
+pub mod links;
 pub mod logging;
 pub mod netns;
 pub mod params;

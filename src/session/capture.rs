@@ -159,12 +159,25 @@ impl Session {
                 );
             }
         };
-        let interfaces = match params.interfaces() {
+        let wanted = match params.interfaces() {
             Ok(i) => i,
             Err(reason) => {
                 let reason = format!("capture refused: {reason}");
                 return self.refuse(ctx, accept, ws::POLICY_VIOLATION, &reason);
             }
+        };
+        let interfaces = match check_interfaces(&ns, &wanted, &params) {
+            Ok(c) => {
+                if !c.skipped.is_empty() {
+                    info!(
+                        "[c{id}] skipping interfaces of the target's list that do not exist in netns {}: {}",
+                        t.netns,
+                        c.skipped.join("/")
+                    );
+                }
+                c.interfaces
+            }
+            Err((code, reason)) => return self.refuse(ctx, accept, code, &reason),
         };
         let args = capture_args(&interfaces, params.filter.as_deref(), params.chaste);
         let program = &ctx.cfg.capture_program;
@@ -428,6 +441,30 @@ impl Session {
     }
 }
 
+/// Every interface name must exist in the target namespace before anything
+/// is spawned (see `crate::links`): the close code and reason otherwise.
+fn check_interfaces(
+    ns: &crate::netns::Netns,
+    wanted: &[String],
+    params: &CaptureParams,
+) -> Result<crate::links::Checked, (u16, String)> {
+    if wanted.is_empty() {
+        return Ok(crate::links::Checked {
+            interfaces: Vec::new(),
+            skipped: Vec::new(),
+        });
+    }
+    let existing = crate::links::names_in(&ns.file).map_err(|e| {
+        (
+            ws::INTERNAL_ERROR,
+            format!("cannot list the interfaces of the target's network namespace: {e}"),
+        )
+    })?;
+    let explicit = matches!(params.nifs, crate::params::Nifs::List(_));
+    crate::links::check(wanted, explicit, &existing)
+        .map_err(|why| (ws::POLICY_VIOLATION, format!("capture refused: {why}")))
+}
+
 /// Sends one binary message: header from the stack, payload straight from
 /// the read buffer.
 pub(super) fn send_message(conn: &mut Conn, data: &[u8]) -> io::Result<()> {
@@ -495,7 +532,12 @@ pub(super) fn stderr_line(cap: &mut Capture, id: u64, line: &[u8]) {
 pub(super) fn exit_reason(cap: &Capture) -> (u16, String) {
     let detail = cap.errline.clone();
     match cap.status {
-        Some(WaitStatus::Exited(_, 0)) => (ws::NORMAL, "capture program ended".into()),
+        // dumpcap exits 0 also when it stops by itself for a reason the user
+        // should see (a captured interface was deleted, say).
+        Some(WaitStatus::Exited(_, 0)) => (
+            ws::NORMAL,
+            detail.unwrap_or_else(|| "capture program ended".into()),
+        ),
         Some(WaitStatus::Exited(_, code)) => (
             ws::INTERNAL_ERROR,
             detail.unwrap_or_else(|| match &cap.firstline {

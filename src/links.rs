@@ -1,0 +1,168 @@
+//! Which of the requested interface names are real network interfaces of the
+//! target namespace.
+//!
+//! The capture program takes more than interfaces as capture sources:
+//! dumpcap reads `TCP@host:port` as "connect there and read pcap", and a
+//! name that is a FIFO, socket or file path as "read from it". A client must
+//! never reach those, so every name is checked against the kernel's own list
+//! of links in the target namespace before anything is spawned (API.md,
+//! "Resolving the target", step 5).
+//!
+//! [`check`] decides, without I/O. [`names_in`] asks the kernel: the loop
+//! thread enters the namespace, lists its links (`if_nameindex`, a netlink
+//! link dump the kernel answers from memory: nothing outside the kernel is
+//! waited on), and returns to its own namespace at once. It never leaves
+//! the thread in another namespace: if it cannot return, the service stops,
+//! because every socket it made afterwards would be made in the wrong one.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsFd;
+
+use nix::sched::{setns, CloneFlags};
+
+/// The interfaces to capture from, after the check.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Checked {
+    /// Passed to the capture program in this order; empty means `-i any`.
+    pub interfaces: Vec<String>,
+    /// Names of the target's own list that do not exist (for a log line).
+    pub skipped: Vec<String>,
+}
+
+/// Checks `wanted` against the names that exist. `explicit`: the client
+/// named them (`nif`), so a missing one refuses the capture; otherwise they
+/// are the target's own list, whose missing names are skipped (a container
+/// description can be older than its interfaces), unless none is left.
+/// An empty `wanted` is dumpcap's `any` and needs no check.
+pub fn check(
+    wanted: &[String],
+    explicit: bool,
+    existing: &HashSet<String>,
+) -> Result<Checked, String> {
+    let (found, missing): (Vec<String>, Vec<String>) =
+        wanted.iter().cloned().partition(|n| existing.contains(n));
+    if explicit && !missing.is_empty() {
+        return Err(format!(
+            "no interface {} in the target's network namespace; it has: {}",
+            quoted(&missing),
+            sorted(existing)
+        ));
+    }
+    if !wanted.is_empty() && found.is_empty() {
+        return Err(format!(
+            "none of the target's interfaces ({}) exists in its network namespace; it has: {}",
+            wanted.join("/"),
+            sorted(existing)
+        ));
+    }
+    Ok(Checked {
+        interfaces: found,
+        skipped: missing,
+    })
+}
+
+/// `'a', 'b'`: names a client chose, quoted so that odd ones read as names.
+fn quoted(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("{:?}", n))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The existing names, sorted so that reasons are stable, `/`-separated as
+/// `nif` takes them. Reasons are cut to the close-reason limit later; the
+/// list comes last so that cutting only shortens it.
+fn sorted(existing: &HashSet<String>) -> String {
+    let mut names: Vec<&str> = existing.iter().map(String::as_str).collect();
+    names.sort_unstable();
+    names.join("/")
+}
+
+/// The names of the network interfaces in the namespace `netns`.
+pub fn names_in(netns: &impl AsFd) -> io::Result<HashSet<String>> {
+    // This thread's own namespace, to return to (the process's may differ
+    // from the thread's only if someone else moved this thread).
+    let own = File::open("/proc/thread-self/ns/net")?;
+    setns(netns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+    let listed = nix::net::if_::if_nameindex();
+    if let Err(e) = setns(own.as_fd(), CloneFlags::CLONE_NEWNET) {
+        log::error!(
+            "cannot return to the service's own network namespace after listing interfaces: {e}; stopping"
+        );
+        std::process::abort();
+    }
+    let listed = listed.map_err(io::Error::from)?;
+    Ok(listed
+        .iter()
+        .map(|i| i.name().to_string_lossy().into_owned())
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(names: &[&str]) -> HashSet<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn v(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn requested_names_that_exist_are_kept_in_order() {
+        let c = check(&v(&["lo", "eth0"]), true, &set(&["eth0", "lo", "eth1"])).unwrap();
+        assert_eq!(c.interfaces, v(&["lo", "eth0"]));
+        assert!(c.skipped.is_empty());
+    }
+
+    #[test]
+    fn a_requested_name_that_does_not_exist_is_refused_naming_those_that_do() {
+        for bad in ["TCP@127.1:5555", "pipe.fifo", "/tmp/x", "eth9"] {
+            let e = check(&v(&["lo", bad]), true, &set(&["lo", "eth0"])).unwrap_err();
+            assert!(e.contains(&format!("{bad:?}")), "{e}");
+            assert!(e.ends_with("it has: eth0/lo"), "{e}");
+        }
+    }
+
+    #[test]
+    fn missing_names_of_the_targets_list_are_skipped() {
+        let c = check(&v(&["eth0", "gone0", "lo"]), false, &set(&["lo", "eth0"])).unwrap();
+        assert_eq!(c.interfaces, v(&["eth0", "lo"]));
+        assert_eq!(c.skipped, v(&["gone0"]));
+    }
+
+    #[test]
+    fn a_target_list_with_none_left_is_refused_not_widened() {
+        let e = check(&v(&["gone0", "gone1"]), false, &set(&["lo"])).unwrap_err();
+        assert!(
+            e.contains("gone0/gone1") && e.ends_with("it has: lo"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn no_names_means_any_and_needs_no_check() {
+        let c = check(&[], true, &HashSet::new()).unwrap();
+        assert!(c.interfaces.is_empty());
+    }
+
+    #[test]
+    fn own_namespace_lists_loopback_and_the_thread_comes_back() {
+        let before = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+        let ns = File::open("/proc/self/ns/net").unwrap();
+        let Ok(names) = names_in(&ns) else {
+            eprintln!("setns not permitted here; skipping");
+            return;
+        };
+        assert!(names.contains("lo"), "{names:?}");
+        assert_eq!(
+            std::fs::read_link("/proc/thread-self/ns/net").unwrap(),
+            before
+        );
+    }
+}
