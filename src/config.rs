@@ -77,9 +77,9 @@ Options:
       --term-timeout SECS        SIGTERM -> SIGKILL deadline for captures [default: 10]
       --max-connections N        open connections; more get 503 [default: 4096]
       --max-captures N           running captures; more get 503 [default: 1024]
-      --max-head-bytes N         request head size; larger get 431 [default: 16384]
+      --max-head-bytes N         request head size; larger get 431 [default: 1048576]
       --max-headers N            request header count; more get 431 [default: 64]
-      --max-target-json N        container description size [default: 16384]
+      --max-target-json N        container description size [default: 262144]
       --max-filter N             capture filter length [default: 4096]
       --debug                    debug logging
       --log-requests             log each request (common log format)
@@ -243,7 +243,8 @@ mod tests {
     fn limits_have_defaults_and_flags() {
         let c = run(&[]).unwrap();
         assert_eq!((c.max_connections, c.max_captures), (4096, 1024));
-        assert_eq!((c.max_head_bytes, c.max_headers), (16384, 64));
+        assert_eq!((c.max_head_bytes, c.max_headers), (1 << 20, 64));
+        assert_eq!(c.max_target_json, 256 * 1024);
         let c = run(&[
             "--max-captures",
             "3",

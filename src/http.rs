@@ -8,9 +8,19 @@
 
 use std::fmt::Write as _;
 
-/// Largest request head accepted. Browsers and proxies send a few KiB at most;
-/// 16 KiB leaves room for a large `Clustershark-Container` header.
-pub const MAX_HEAD: usize = 16 * 1024;
+/// Largest request head accepted: 1 MiB, what the original service accepts
+/// (Go's `http.DefaultMaxHeaderBytes`). csharg sends a target description
+/// and its interface list twice (query and headers), so a target with
+/// hundreds of interfaces makes heads of tens of KiB.
+pub const MAX_HEAD: usize = 1024 * 1024;
+/// Heads up to this size are parsed again after every read, so that
+/// garbage is answered at once. Beyond it a head is parsed again only when a
+/// read may have ended it ([`worth_parsing`]), so that a client trickling a
+/// large head cannot make the loop re-scan it byte by byte.
+pub const EAGER_PARSE: usize = 16 * 1024;
+/// Beyond [`EAGER_PARSE`], a head is also parsed at each such step of
+/// growth, so a malformed one is refused before it reaches the limit.
+const PARSE_STEP: usize = 64 * 1024;
 /// Most header lines accepted in one head; well above what any real client
 /// sends, small enough to keep parsing cheap.
 pub const MAX_HEADERS: usize = 64;
@@ -74,6 +84,21 @@ pub enum BodyKind {
 /// read more (the caller enforces [`MAX_HEAD`] through this function too).
 pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, HeadError> {
     parse_request_limited(buf, MAX_HEAD, MAX_HEADERS)
+}
+
+/// Whether `buf`, whose last `new` bytes just arrived, is worth handing to
+/// [`parse_request_limited`] again: it is small, or the new bytes may end
+/// the head (a blank line), or it crossed a [`PARSE_STEP`] or the limit.
+/// Parsing only then bounds the work per head to a few passes over it.
+pub fn worth_parsing(buf: &[u8], new: usize, max_head: usize) -> bool {
+    let len = buf.len();
+    let before = len.saturating_sub(new);
+    if len <= EAGER_PARSE || len >= max_head || before / PARSE_STEP != len / PARSE_STEP {
+        return true;
+    }
+    // Three bytes of overlap catch a `\r\n\r\n` split across reads.
+    let from = before.saturating_sub(3);
+    buf[from..].windows(2).any(|w| w == b"\n\n" || w == b"\n\r")
 }
 
 /// [`parse_request`] with explicit limits.
@@ -593,5 +618,36 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&version_body()).unwrap();
         assert_eq!(v["name"], "packetflix");
         assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    }
+
+    #[test]
+    fn large_heads_are_parsed_again_only_when_a_read_may_end_them() {
+        let max = MAX_HEAD;
+        let mut buf = b"GET /capture?x HTTP/1.1\r\nA: ".to_vec();
+        buf.resize(EAGER_PARSE - 10, b'a');
+        // Small heads: every read.
+        assert!(worth_parsing(&buf, 5, max));
+        buf.resize(EAGER_PARSE + 100, b'a');
+        // A large head growing inside a line: not yet.
+        assert!(!worth_parsing(&buf, 50, max));
+        // A blank line arrived, also split across two reads.
+        buf.extend_from_slice(b"\r\n\r\n");
+        assert!(worth_parsing(&buf, 4, max));
+        assert!(worth_parsing(&buf, 1, max));
+        // Crossing a parse step or reaching the limit: parse.
+        let mut big = vec![b'a'; PARSE_STEP + 1];
+        assert!(worth_parsing(&big, 2, max));
+        big.resize(max, b'a');
+        assert!(worth_parsing(&big, 1, max));
+        // A head built a byte at a time is parsed a bounded number of times.
+        let mut head = b"GET / HTTP/1.1\r\n".to_vec();
+        let mut parses = 0;
+        while head.len() < 300 * 1024 {
+            head.push(if head.len() % 80 == 0 { b'\n' } else { b'a' });
+            if worth_parsing(&head, 1, max) {
+                parses += 1;
+            }
+        }
+        assert!(parses <= EAGER_PARSE + 8, "{parses} parses");
     }
 }

@@ -6,21 +6,25 @@
 //! some proxies (the Kubernetes API server's pod proxy) drop query strings on
 //! websocket upgrades.
 
+use std::collections::HashSet;
+
 use crate::http::Request;
 use crate::target::{parse_target_limited, Target, MAX_INTERFACE_NAME_LEN, MAX_TARGET_JSON};
 
-/// More interfaces than this in one capture is a mistake, not a use case.
-pub const MAX_INTERFACES: usize = 64;
 /// Longest capture filter accepted. Real pcap filters are a few hundred bytes;
 /// the bound keeps argv and the SHB comment small.
 pub const MAX_FILTER: usize = 4096;
 
-/// Which interfaces to capture from.
+/// Which interfaces to capture from. There is no bound on the count here: a
+/// host namespace or a router may have hundreds, and the request head limit
+/// already bounds what a client can send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Nifs {
     /// Not said by the request: the target's own list, else all.
     Unspecified,
-    /// `any`/`all`: every interface (`-i any`).
+    /// `any`/`all`: the target's own interfaces, exactly as if `nif` were not
+    /// given (the ClusterShark extcap sends `any` by default, csharg `all`
+    /// when it knows no list).
     All,
     List(Vec<String>),
 }
@@ -40,19 +44,22 @@ pub struct CaptureParams {
 }
 
 impl CaptureParams {
-    /// The interfaces to pass to the capture program; empty means all.
-    /// Names in the target's own list that cannot be passed safely are
-    /// skipped; if that leaves none of a non-empty list, the capture is
-    /// refused rather than widened to all interfaces.
+    /// The interfaces to pass to the capture program; empty means dumpcap's
+    /// pseudo-interface `any`. `nif` if it names interfaces, else the
+    /// target's own list (API.md, "Resolving the target", step 5). Names in
+    /// the target's own list that cannot be passed safely are skipped; if
+    /// that leaves none of a non-empty list, the capture is refused rather
+    /// than widened to all interfaces. Whether the names exist is checked
+    /// later, against the target namespace (`crate::links`).
     pub fn interfaces(&self) -> Result<Vec<String>, String> {
         match &self.nifs {
-            Nifs::All => Ok(Vec::new()),
             Nifs::List(l) => Ok(l.clone()),
-            Nifs::Unspecified => {
+            Nifs::All | Nifs::Unspecified => {
                 let listed = &self.target.network_interfaces;
+                let mut seen = HashSet::new();
                 let usable: Vec<String> = listed
                     .iter()
-                    .filter(|n| valid_ifname(n).is_ok())
+                    .filter(|n| valid_ifname(n).is_ok() && seen.insert(n.as_str()))
                     .cloned()
                     .collect();
                 if usable.is_empty() && !listed.is_empty() {
@@ -160,7 +167,8 @@ fn parse_inode(v: &str) -> Result<u64, String> {
     }
 }
 
-/// `a/b/c` -> interfaces; `any` or `all` anywhere means all interfaces.
+/// `a/b/c` -> interfaces, duplicates dropped; `any` or `all` anywhere means
+/// the target's own interfaces.
 pub fn parse_nifs(v: &str) -> Result<Nifs, String> {
     let v = v.trim();
     if v.is_empty() {
@@ -170,13 +178,13 @@ pub fn parse_nifs(v: &str) -> Result<Nifs, String> {
     if names.iter().any(|n| *n == "any" || *n == "all") {
         return Ok(Nifs::All);
     }
-    if names.len() > MAX_INTERFACES {
-        return Err(format!("more than {MAX_INTERFACES} interfaces in nif"));
-    }
+    // A set, not a scan of the list: a head may carry tens of thousands of
+    // names, and a quadratic check would let one request stall the loop.
+    let mut seen = HashSet::with_capacity(names.len());
     let mut list: Vec<String> = Vec::with_capacity(names.len());
     for n in names {
         valid_ifname(n)?;
-        if !list.iter().any(|l| l == n) {
+        if seen.insert(n) {
             list.push(n.to_string());
         }
     }
@@ -356,6 +364,7 @@ mod tests {
         for all in ["any", "all", "eth0/any"] {
             let p = params(&format!("/capture?netns=1&nif={all}"), &[]).unwrap();
             assert_eq!(p.nifs, Nifs::All);
+            // A bare netns has no list of its own: dumpcap's `any`.
             assert!(p.interfaces().unwrap().is_empty());
         }
         // Commas are legal in Linux interface names: no splitting there.
@@ -371,8 +380,52 @@ mod tests {
                 "{bad}"
             );
         }
-        let many = vec!["e"; MAX_INTERFACES + 1].join("/");
-        assert!(params(&format!("/capture?netns=1&nif={many}"), &[]).is_err());
+    }
+
+    #[test]
+    fn any_and_all_mean_the_targets_own_interfaces() {
+        let c = r#"{"netns":3,"network-interfaces":["eth0","eth1"]}"#;
+        for all in ["any", "all", "lo/all"] {
+            let p = params(
+                &format!("/capture?nif={all}"),
+                &[("Clustershark-Container", c)],
+            )
+            .unwrap();
+            assert_eq!(
+                p.interfaces().unwrap(),
+                vec!["eth0".to_string(), "eth1".to_string()],
+                "{all}"
+            );
+        }
+        // Without a list of the target's own: dumpcap's pseudo-interface.
+        let p = params(
+            "/capture?nif=any",
+            &[("Clustershark-Container", r#"{"netns":3}"#)],
+        )
+        .unwrap();
+        assert!(p.interfaces().unwrap().is_empty());
+    }
+
+    #[test]
+    fn hundreds_of_interfaces_are_accepted_without_a_count_limit() {
+        let names: Vec<String> = (0..3000).map(|i| format!("veth{i}")).collect();
+        let joined = names.join("/");
+        let p = params(&format!("/capture?netns=1&nif={joined}/{joined}"), &[]).unwrap();
+        assert_eq!(
+            p.interfaces().unwrap(),
+            names,
+            "duplicates dropped, order kept"
+        );
+        let json = serde_json::json!({"netns": 3, "network-interfaces": names}).to_string();
+        let p = params(
+            "/capture?nif=all",
+            &[
+                ("Clustershark-Container", &json),
+                ("Clustershark-Nif", "all"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(p.interfaces().unwrap().len(), 3000);
     }
 
     #[test]

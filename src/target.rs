@@ -13,11 +13,12 @@ use serde_json::{Map, Value};
 use std::fmt;
 
 /// Largest `container` description we accept from a client, in bytes of JSON.
-/// A real description is a few hundred bytes; 16 KiB still fits a bind-mount
-/// path of `PATH_MAX` plus several hundred interface names, and it is as much
-/// as common HTTP servers and proxies allow for a whole request head, which
-/// is where this value travels (query string or `Clustershark-Container`).
-pub const MAX_TARGET_JSON: usize = 16 * 1024;
+/// A real description is a few hundred bytes, but a host namespace or a
+/// router lists hundreds or thousands of interfaces (about 20 bytes each):
+/// 256 KiB fits a bind-mount path of `PATH_MAX` plus ten thousand names, and
+/// still leaves room in a [`crate::http::MAX_HEAD`] head for csharg's second
+/// copy (query string and `Clustershark-Container`).
+pub const MAX_TARGET_JSON: usize = 256 * 1024;
 
 /// Longest text field (`name`, `prefix`, `type`, `node-name`, `cluster.uid`).
 /// Bind-mounted namespaces are named by their path, so the longest legitimate

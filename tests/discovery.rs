@@ -293,8 +293,11 @@ fn target_interface_list_chooses_interfaces_unless_nif_given() {
     let svc = Service::start(&[]);
     let c = start(&svc, &container_q(&t), &[]);
     assert_eq!(c.capture.pcapng().interface_names(), vec!["lo"]);
+    // `any` (the extcap's default) means the target's own list too.
     let c = start(&svc, &format!("{}&nif=any", container_q(&t)), &[]);
-    assert_eq!(c.capture.pcapng().interface_names(), vec!["any"]);
+    assert_eq!(c.capture.pcapng().interface_names(), vec!["lo"]);
+    let c = start(&svc, &format!("{}&nif=eth0/any", container_q(&t)), &[]);
+    assert_eq!(c.capture.pcapng().interface_names(), vec!["lo"]);
 }
 
 #[test]

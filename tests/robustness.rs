@@ -325,8 +325,20 @@ fn bad_interface_names_are_refused_and_no_capture_program_starts() {
     assert_eq!(args.read(), "-w\n-\n-n\n-q\n-i\nlo\n");
     close_capture(&mut c);
 
-    // The longest valid name passes the rules: the program gets it.
+    // The longest valid name passes the rules; it is then refused only
+    // because the namespace has no such interface.
     let longest = "abcdefghijklmno";
+    let reason = expect_refusal(port, &format!("{q}&nif=lo/{longest}"), &[]);
+    assert!(
+        reason.contains(&format!("no interface \"{longest}\"")),
+        "{reason}"
+    );
+    // Once it exists, the program gets it.
+    let peer = format!("pfxpeer{}", next_id());
+    let made = ns.exec(&[
+        "ip", "link", "add", longest, "type", "veth", "peer", "name", &peer,
+    ]);
+    assert!(made.status.success(), "{made:?}");
     let mut c = must_connect(port, &format!("{q}&nif=lo/{longest}"), &[]);
     assert!(
         wait_for(Duration::from_secs(5), || args

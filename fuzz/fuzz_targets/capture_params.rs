@@ -20,7 +20,7 @@ use fuzz_support::{check_close_frame, check_shaped};
 use libfuzzer_sys::fuzz_target;
 use packetflix::http::Request;
 use packetflix::params::{
-    capture_params, parse_query, valid_ifname, CaptureParams, Nifs, MAX_FILTER, MAX_INTERFACES,
+    capture_params, parse_query, valid_ifname, CaptureParams, Nifs, MAX_FILTER,
 };
 use packetflix::pcapng::{target_document, TargetInfo, TARGET_MARKER};
 use packetflix::target::{
@@ -94,21 +94,25 @@ fn check_params(req: &Request, p: &CaptureParams) {
     check_target(&p.target);
     match &p.nifs {
         Nifs::List(l) => {
-            assert!(!l.is_empty() && l.len() <= MAX_INTERFACES);
+            assert!(!l.is_empty());
             for (i, n) in l.iter().enumerate() {
                 assert!(valid_ifname(n).is_ok(), "accepted interface {n:?}");
                 assert!(!l[..i].contains(n), "duplicate interface {n:?}");
             }
             assert_eq!(p.interfaces().as_ref(), Ok(l));
         }
-        Nifs::All => assert_eq!(p.interfaces(), Ok(Vec::new())),
-        Nifs::Unspecified => {}
+        // `any`/`all` mean the target's own list, as if nif were not given.
+        Nifs::All | Nifs::Unspecified => {
+            let mut unsaid = p.clone();
+            unsaid.nifs = Nifs::Unspecified;
+            assert_eq!(p.interfaces(), unsaid.interfaces());
+        }
     }
     let interfaces = match p.interfaces() {
         Ok(i) => i,
         Err(reason) => {
             // Only a target whose own list is all unusable; never widened.
-            assert!(p.nifs == Nifs::Unspecified && !p.target.network_interfaces.is_empty());
+            assert!(!matches!(p.nifs, Nifs::List(_)) && !p.target.network_interfaces.is_empty());
             let reason = format!("capture refused: {reason}");
             check_close_frame(&ws::close_frame(ws::POLICY_VIOLATION, &reason));
             Vec::new()

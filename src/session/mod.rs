@@ -497,11 +497,15 @@ impl Session {
                     return;
                 }
                 Ok(n) => {
+                    let mut worth = true;
                     if let Phase::Head { buf, .. } = &mut self.phase {
                         // Never hold more than a head's worth plus one read.
                         buf.extend_from_slice(&ctx.buf[..n]);
+                        worth = http::worth_parsing(buf, n, ctx.cfg.max_head_bytes);
                     }
-                    self.parse_heads(ctx);
+                    if worth {
+                        self.parse_heads(ctx);
+                    }
                     if !matches!(self.phase, Phase::Head { .. }) || self.finished {
                         return;
                     }
