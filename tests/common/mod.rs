@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 pub use ghostwire::{mobyshark, target, GhostWire};
 pub use netns::{Netns, NsProcess, VethPair};
 pub use pcapng::{tshark_decode, Pcapng};
-pub use service::Service;
+pub use service::{Launch, Service};
 pub use ws::{connect, Client};
 
 /// Per-process counter that makes names of namespaces, files and addresses

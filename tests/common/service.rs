@@ -27,6 +27,15 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
+/// How to run the service: from another working directory, or through a
+/// wrapper command that ends by exec'ing the binary with its arguments
+/// appended (so the child's pid stays the service's own).
+#[derive(Clone, Debug, Default)]
+pub struct Launch {
+    pub cwd: Option<PathBuf>,
+    pub wrapper: Vec<String>,
+}
+
 pub struct Service {
     child: Child,
     port: u16,
@@ -36,22 +45,38 @@ pub struct Service {
 impl Service {
     /// Starts `packetflix --port P ARGS...` and waits until it accepts.
     pub fn start(args: &[&str]) -> Service {
+        Service::start_with(&Launch::default(), args)
+    }
+
+    /// [`Service::start`], run through `launch`.
+    pub fn start_with(launch: &Launch, args: &[&str]) -> Service {
         // The free port may be taken by a parallel test before the service
         // binds it; then a fresh one is tried.
         for _ in 1..BIND_ATTEMPTS {
-            if let Some(svc) = Service::try_start(args) {
+            if let Some(svc) = Service::try_start(launch, args) {
                 return svc;
             }
         }
-        Service::try_start(args).expect("port in use on every attempt")
+        Service::try_start(launch, args).expect("port in use on every attempt")
     }
 
     /// `None` only if the port was taken meanwhile; panics on other failures.
-    fn try_start(args: &[&str]) -> Option<Service> {
+    fn try_start(launch: &Launch, args: &[&str]) -> Option<Service> {
         let port = free_port();
         let stderr_path = super::scratch_path("service.stderr");
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_packetflix"));
+        let bin = env!("CARGO_BIN_EXE_packetflix");
+        let mut cmd = match launch.wrapper.split_first() {
+            None => Command::new(bin),
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+        };
+        if let Some(dir) = &launch.cwd {
+            cmd.current_dir(dir);
+        }
         cmd.arg("--port")
             .arg(port.to_string())
             .args(args)
