@@ -810,6 +810,31 @@ fn packetflix_url_from_the_discovery_ui_captures_its_target() {
     assert_eq!(seen.header("Clustershark-Nif"), Some("eth0"));
 }
 
+#[test]
+fn ghostwire_ui_link_with_a_base_path_and_raw_slashes_in_nif_captures() {
+    let (port, service) = fake_service(|ws, _| {
+        send(ws, stream_head());
+        ws.close(None).unwrap();
+        After::AwaitClose
+    });
+    // As the UI writes it: encodeURIComponent(JSON), then a raw `nif`.
+    let link = format!(
+        "packetflix:ws://127.0.0.1:{port}/gw/capture?container=%7B%22netns%22%3A4026532777%2C%22network-interfaces%22%3A%5B%22eth0%22%2C%22lo%22%5D%2C%22name%22%3A%22web%22%2C%22type%22%3A%22docker%22%2C%22prefix%22%3A%22%22%7D&nif=eth0/lo"
+    );
+    let run = client(&[&link, "-w", "-"]);
+    let seen = service.join().unwrap();
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(seen.uri.starts_with("/gw/capture?"), "{}", seen.uri);
+    assert!(seen.query().contains("nif=eth0%2Flo"), "{}", seen.uri);
+    assert_eq!(
+        seen.header("Clustershark-Container"),
+        Some(
+            r#"{"netns":4026532777,"network-interfaces":["eth0","lo"],"name":"web","type":"docker","prefix":""}"#
+        )
+    );
+    assert_eq!(seen.header("Clustershark-Nif"), Some("eth0/lo"));
+}
+
 // ---------------------------------------------------------------- extcap
 
 #[test]

@@ -1,8 +1,9 @@
 //! Service and discovery URLs, and the capture request built from them.
 //!
 //! Users name the service as `http://host:5001`, `ws://host:5001`, a bare
-//! `host[:port]`, or a `packetflix://host:port/capture?container=…` URL that
-//! GhostWire's capture buttons produce (its query names the target). This
+//! `host[:port]`, or a `packetflix:ws://host:port[/base]/capture?container=…&nif=eth0/lo`
+//! (or `packetflix://…`) URL that GhostWire's capture buttons produce (its
+//! query names the target; `nif` may carry raw slashes). This
 //! module turns those into the websocket URL, query and `Clustershark-*`
 //! headers the service expects, and the discovery URL to list targets. No I/O
 //! here, and no TLS: `https`/`wss` are refused with a reason, not downgraded.
@@ -197,8 +198,9 @@ pub struct ServiceUrl {
 
 impl ServiceUrl {
     pub fn parse(text: &str) -> Result<ServiceUrl, String> {
-        // GhostWire writes `packetflix://host:port/…`; the original plugin also
-        // took `packetflix:ws://…`. Both mean a websocket URL.
+        // GhostWire's UI writes `packetflix:ws://host:port/…` (or
+        // `packetflix:wss://…` over HTTPS); `packetflix://…` is the short
+        // form. Both mean a websocket URL.
         let inner = text.trim().strip_prefix("packetflix:");
         let mut url = match inner {
             Some(rest) if rest.starts_with("//") => Url::parse(&format!("ws:{rest}"), "ws")?,
@@ -386,6 +388,52 @@ mod tests {
         );
         assert_eq!(s.params.nif.as_deref(), Some("eth0/lo"));
         assert!(!s.params.chaste);
+    }
+
+    /// JavaScript's `encodeURIComponent`, as the GhostWire UI escapes the
+    /// JSON in its capture links.
+    fn encode_uri_component(s: &str) -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ghostwire_ui_link_with_raw_slashes_in_nif_is_read() {
+        let json = r#"{"netns":4026532777,"network-interfaces":["eth0","lo"],"name":"web (1)","type":"docker","prefix":""}"#;
+        let text = format!(
+            "packetflix:ws://edge:5001/gw/base/capture?container={}&nif=eth0/lo",
+            encode_uri_component(json)
+        );
+        let s = ServiceUrl::parse(&text).unwrap();
+        assert_eq!(s.authority(), "edge:5001");
+        assert_eq!(s.url.path, "/gw/base");
+        assert_eq!(s.params.nif.as_deref(), Some("eth0/lo"));
+        assert_eq!(s.params.target, Some(Target::Container(json.to_string())));
+        assert_eq!(
+            s.capture_url(&s.params),
+            format!(
+                "ws://edge:5001/gw/base/capture?container={}&nif=eth0%2Flo",
+                percent_encode(json)
+            )
+        );
+        // The same link as packetflix://, and with a raw slash also in
+        // the JSON (a bind-mount path as the name).
+        let json = r#"{"netns":1,"name":"/run/netns/x"}"#;
+        let s = ServiceUrl::parse(&format!(
+            "packetflix://edge:5001/capture?nif=eth0/lo&container={}",
+            json.replace('"', "%22")
+        ))
+        .unwrap();
+        assert_eq!(s.url.path, "");
+        assert_eq!(s.params.nif.as_deref(), Some("eth0/lo"));
+        assert_eq!(s.params.target, Some(Target::Container(json.to_string())));
     }
 
     #[test]
