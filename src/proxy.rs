@@ -406,8 +406,11 @@ pub struct Proxy {
     up_eof: bool,
 }
 
-/// Most client bytes held for the next request while a response streams.
-const MAX_PENDING: usize = crate::http::MAX_HEAD;
+/// Most client bytes held for the next request while a response streams;
+/// beyond it the client is not read until the response is done (a larger
+/// head is then read as usual). Not tied to the 1 MiB head limit, so that
+/// each proxied connection holds no more than before that limit grew.
+const MAX_PENDING: usize = 16 * 1024;
 
 impl Proxy {
     /// Starts the exchange: connects (non-blocking) and queues the request
