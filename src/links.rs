@@ -45,15 +45,15 @@ pub fn check(
         wanted.iter().cloned().partition(|n| existing.contains(n));
     if explicit && !missing.is_empty() {
         return Err(format!(
-            "no interface {} in the target's network namespace; it has: {}",
-            quoted(&missing),
+            "no interface {} in the target's namespace; it has: {}",
+            first_of(&missing),
             sorted(existing)
         ));
     }
     if !wanted.is_empty() && found.is_empty() {
         return Err(format!(
-            "none of the target's interfaces ({}) exists in its network namespace; it has: {}",
-            wanted.join("/"),
+            "none of the target's interfaces ({}) is in its namespace; it has: {}",
+            first_of(wanted),
             sorted(existing)
         ));
     }
@@ -63,13 +63,15 @@ pub fn check(
     })
 }
 
-/// `'a', 'b'`: names a client chose, quoted so that odd ones read as names.
-fn quoted(names: &[String]) -> String {
-    names
-        .iter()
-        .map(|n| format!("{:?}", n))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// The first name, quoted so that an odd one reads as a name, and how many
+/// more there are: close reasons are short (123 bytes), and the names that
+/// do exist must still fit after it.
+fn first_of(names: &[String]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => format!("{one:?}"),
+        [first, rest @ ..] => format!("{first:?} and {} more", rest.len()),
+    }
 }
 
 /// The existing names, sorted so that reasons are stable, `/`-separated as
@@ -130,6 +132,24 @@ mod tests {
     }
 
     #[test]
+    fn the_reason_keeps_room_for_the_existing_names() {
+        let many: Vec<String> = (0..300).map(|i| format!("nosuch{i}")).collect();
+        let e = check(&many, true, &set(&["lo", "eth0"])).unwrap_err();
+        assert_eq!(
+            e,
+            "no interface \"nosuch0\" and 299 more in the target's namespace; it has: eth0/lo"
+        );
+        let e = check(&many, false, &set(&["lo"])).unwrap_err();
+        assert!(
+            e.starts_with("none of the target's interfaces (\"nosuch0\" and 299 more)"),
+            "{e}"
+        );
+        // With the prefix a refusal gets, the list still fits the limit.
+        let reason = format!("capture refused: {e}");
+        assert!(reason.len() <= 123, "{} bytes: {reason}", reason.len());
+    }
+
+    #[test]
     fn missing_names_of_the_targets_list_are_skipped() {
         let c = check(&v(&["eth0", "gone0", "lo"]), false, &set(&["lo", "eth0"])).unwrap();
         assert_eq!(c.interfaces, v(&["eth0", "lo"]));
@@ -140,7 +160,7 @@ mod tests {
     fn a_target_list_with_none_left_is_refused_not_widened() {
         let e = check(&v(&["gone0", "gone1"]), false, &set(&["lo"])).unwrap_err();
         assert!(
-            e.contains("gone0/gone1") && e.ends_with("it has: lo"),
+            e.contains("\"gone0\" and 1 more") && e.ends_with("it has: lo"),
             "{e}"
         );
     }
