@@ -606,6 +606,65 @@ pub(super) fn exit_reason(cap: &Capture) -> (u16, String) {
 mod tests {
     use super::*;
 
+    fn ended(status: WaitStatus, stderr: &[&str]) -> Capture {
+        let mut cap = Capture {
+            pid: Pid::from_raw(4242),
+            alive: false,
+            status: Some(status),
+            stdout: None,
+            stderr: None,
+            editor: ShbEditor::new(String::new()),
+            reader: FrameReader::new(),
+            errline: None,
+            firstline: None,
+            errpart: Vec::new(),
+            ending: Ending::ProgramEnded,
+            paused: false,
+            term_sent: false,
+            kill_at: None,
+            kill_sent: false,
+        };
+        for line in stderr {
+            stderr_line(&mut cap, 1, line.as_bytes());
+        }
+        cap
+    }
+
+    #[test]
+    fn dumpcaps_line_is_the_reason_also_when_it_exits_0() {
+        let pid = Pid::from_raw(4242);
+        let gone =
+            "dumpcap: The network adapter \"eth0\" is no longer attached; the capture has stopped.";
+        let cap = ended(
+            WaitStatus::Exited(pid, 0),
+            &["Capturing on 'eth0'", gone, "Packets captured: 10"],
+        );
+        assert_eq!(
+            exit_reason(&cap),
+            (
+                ws::NORMAL,
+                "The network adapter \"eth0\" is no longer attached; the capture has stopped."
+                    .into()
+            )
+        );
+        let cap = ended(WaitStatus::Exited(pid, 0), &["Packets captured: 3"]);
+        assert_eq!(
+            exit_reason(&cap),
+            (ws::NORMAL, "capture program ended".into())
+        );
+        let cap = ended(
+            WaitStatus::Exited(pid, 1),
+            &["dumpcap: Invalid capture filter \"x\" for interface 'lo'."],
+        );
+        assert_eq!(
+            exit_reason(&cap),
+            (
+                ws::INTERNAL_ERROR,
+                "Invalid capture filter \"x\" for interface 'lo'.".into()
+            )
+        );
+    }
+
     #[test]
     pub(super) fn sigterm_is_repeated_until_the_kill_deadline_then_sigkill() {
         let start = Instant::now();
