@@ -60,14 +60,6 @@ fn rewrite(file: &Scratch, text: &str) {
     f.write_all(text.as_bytes()).expect("rewrite");
 }
 
-/// `GET /discover/mobyshark` through the service's proxy, allowing for a
-/// lookup that takes the resolver's whole timeout.
-fn proxied_list(port: u16) -> common::http::Response {
-    let req = format!("GET /discover/mobyshark HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
-    let wait = Duration::from_secs(u64::from(DNS_TIMEOUT_SECS) * 4);
-    common::http::send_raw(port, req.as_bytes(), false, wait)
-}
-
 #[test]
 fn a_discovery_name_that_resolves_after_start_up_works_without_a_restart() {
     let ns = Netns::new();
@@ -135,8 +127,7 @@ fn a_discovery_name_that_resolves_after_start_up_works_without_a_restart() {
         reason.contains(&format!("discovery service name {name} does not resolve")),
         "{reason}"
     );
-    // Another lookup, which again waits for the resolver's timeout.
-    let r = proxied_list(port);
+    let r = common::http::get(port, "/discover/mobyshark");
     assert_eq!(r.status, 502, "{}", r.body_text());
     assert!(
         r.body_text().contains("does not resolve"),
@@ -162,7 +153,7 @@ fn a_discovery_name_that_resolves_after_start_up_works_without_a_restart() {
         ns.name
     );
     assert_eq!(gw.mobyshark_requests(), 1);
-    let r = proxied_list(port);
+    let r = common::http::get(port, "/discover/mobyshark");
     assert_eq!(r.status, 200, "{}", r.body_text());
     assert!(r.body_text().contains(&container), "{}", r.body_text());
     assert!(svc.stderr().contains("stale"), "{}", svc.stderr());
