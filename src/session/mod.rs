@@ -5,12 +5,7 @@
 //! Head --(/version, 404, ...)--> Head (keep-alive) | Flush -> gone
 //! Head --(/capture + upgrade)--> [Discovering] --> Streaming --> Closing -> gone
 //!                                          \-- refused: 101 + close --> Closing
-//! Head --(proxied)--> [ProxyResolving] --> Proxy --> Head (keep-alive) | Flush
 //! ```
-//!
-//! Discovering and ProxyResolving may first wait for the discovery
-//! service's name to be looked up (`crate::resolver`); the reactor wakes
-//! them with the answer.
 //!
 //! The reactor routes each event here by token; every decision about bytes
 //! is made by the no-I/O modules (`http`, `params`, `ws`, `pcapng`, ...). A
