@@ -288,7 +288,6 @@ impl Reactor {
         for key in std::mem::take(&mut self.touched) {
             if self.sessions.get(key).is_some_and(|s| s.finished()) {
                 let mut s = self.sessions.remove(key);
-                self.resolver.names.cancel(key, s.id);
                 if s.counted {
                     self.captures -= 1;
                 }

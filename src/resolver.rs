@@ -103,12 +103,6 @@ impl Names {
         std::mem::take(&mut self.waiting)
     }
 
-    /// Session (`key`, `id`) is gone: it waits no more. Keeps the list of
-    /// waiters bounded by the sessions alive, however long a lookup takes.
-    pub fn cancel(&mut self, key: usize, id: u64) {
-        self.waiting.retain(|w| *w != (key, id));
-    }
-
     /// The address stopped answering: ask again next time.
     pub fn forget(&mut self) {
         self.cached = None;
@@ -254,18 +248,6 @@ mod tests {
         n.answered(later, &Ok(addr));
         n.forget();
         assert_eq!(n.lookup(later, 1, 3), (Answer::Pending, true));
-    }
-
-    #[test]
-    fn sessions_that_left_wait_no_more() {
-        let now = Instant::now();
-        let mut n = Names::new("ghostwire", 5000);
-        n.lookup(now, 1, 10);
-        n.lookup(now, 2, 20);
-        n.cancel(1, 10);
-        n.cancel(7, 70);
-        let addr: SocketAddr = "192.0.2.7:5000".parse().unwrap();
-        assert_eq!(n.answered(now, &Ok(addr)), vec![(2, 20)]);
     }
 
     #[test]
