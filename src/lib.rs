@@ -21,7 +21,6 @@ pub mod pcapng;
 pub mod privileges;
 pub mod proxy;
 pub mod reactor;
-pub mod resolver;
 pub mod session;
 pub mod target;
 pub mod ws;

@@ -28,13 +28,10 @@ use nix::unistd::Pid;
 use slab::Slab;
 
 use crate::config::Config;
-use crate::resolver::Resolver;
 use crate::session::{token, Ctx, Session, Timers, CLIENT, ROLE_BITS};
 
 const LISTENER: Token = Token(usize::MAX);
 const SIGNALS: Token = Token(usize::MAX - 1);
-/// The resolver thread has an answer (see `crate::resolver`).
-const WAKER: Token = Token(usize::MAX - 2);
 /// Size of the loop's one read buffer: a full default pipe (64 KiB) per read.
 const READ_BUF: usize = 64 * 1024;
 /// Pause before accepting again after running out of descriptors, so a full
@@ -84,7 +81,7 @@ pub struct Reactor {
     again: Vec<(Token, u64)>,
     buf: Vec<u8>,
     cfg: Config,
-    resolver: Resolver,
+    discovery: Result<SocketAddr, String>,
     next_id: u64,
     accept_paused_until: Option<Instant>,
     shutdown_deadline: Option<Instant>,
@@ -107,7 +104,7 @@ macro_rules! ctx {
             again: &mut $r.again,
             buf: &mut $r.buf,
             now: $now,
-            resolver: &mut $r.resolver,
+            discovery: &$r.discovery,
             captures: $r.captures,
             privileges: &$r.privileges,
         }
@@ -117,7 +114,11 @@ macro_rules! ctx {
 impl Reactor {
     /// Sets up the loop around a bound listener. Blocks SIGCHLD, SIGTERM and
     /// SIGINT for this thread so they arrive through the signalfd only.
-    pub fn new(cfg: Config, listener: std::net::TcpListener) -> io::Result<Reactor> {
+    pub fn new(
+        cfg: Config,
+        listener: std::net::TcpListener,
+        discovery: Result<SocketAddr, String>,
+    ) -> io::Result<Reactor> {
         let poll = Poll::new()?;
         listener.set_nonblocking(true)?;
         let mut listener = TcpListener::from_std(listener);
@@ -134,10 +135,6 @@ impl Reactor {
             SIGNALS,
             Interest::READABLE,
         )?;
-        // After the signals are blocked: the resolver thread inherits the
-        // mask, so SIGCHLD/SIGTERM/SIGINT still reach only the signalfd.
-        let waker = mio::Waker::new(poll.registry(), WAKER)?;
-        let resolver = Resolver::new(&cfg.discovery_service, cfg.gw_port, waker)?;
         let privileges = crate::privileges::init();
         if let Some(why) = privileges.refusal() {
             warn!("{why}: every capture will be refused");
@@ -154,7 +151,7 @@ impl Reactor {
             again: Vec::new(),
             buf: vec![0; READ_BUF],
             cfg,
-            resolver,
+            discovery,
             next_id: 1,
             accept_paused_until: None,
             shutdown_deadline: None,
@@ -191,7 +188,6 @@ impl Reactor {
                 match tok {
                     LISTENER => self.accept(now),
                     SIGNALS => self.on_signals(now),
-                    WAKER => self.on_resolved(now),
                     _ => self.dispatch(tok, None, readable, writable, now),
                 }
             }
@@ -346,21 +342,6 @@ impl Reactor {
             debug!("[c{id}] connection from {peer}");
             let mut ctx = ctx!(self, now);
             entry.insert(Session::new(id, key, peer, sock, &mut ctx));
-        }
-    }
-
-    /// Hands the resolver's answer to the sessions that wait for it.
-    fn on_resolved(&mut self, now: Instant) {
-        while let Some((result, waiting)) = self.resolver.take_answer(now) {
-            for (key, id) in waiting {
-                let Some(session) = self.sessions.get_mut(key).filter(|s| s.id == id) else {
-                    continue;
-                };
-                let mut ctx = ctx!(self, now);
-                session.on_resolved(&mut ctx, &result);
-                self.touched.push(key);
-                self.account(key);
-            }
         }
     }
 

@@ -3,7 +3,6 @@
 //! output, and deciding how the capture ends and what the client is told.
 
 use super::*;
-use crate::resolver::{Answer, Resolved};
 
 impl Session {
     // ---- starting a capture ---------------------------------------------
@@ -55,84 +54,44 @@ impl Session {
 
     pub(super) fn start_discovery(&mut self, ctx: &mut Ctx, params: CaptureParams, accept: String) {
         let service = service_name(ctx.cfg);
-        info!(
-            "[c{}] looking up container {:?} (prefix {:?}) with the discovery service at {service}",
-            self.id, params.target.name, params.target.prefix
-        );
-        // One deadline for the whole exchange, name lookup included.
-        self.arm(ctx, ctx.cfg.discovery_timeout);
-        self.phase = Phase::Discovering(Box::new(Discovering {
-            params,
-            accept,
-            call: None,
-            service,
-        }));
-        match ctx.resolver.lookup(ctx.now, self.key, self.id) {
-            Answer::Ready(addr) => self.connect_discovery(ctx, addr),
-            Answer::Pending => debug!(
-                "[c{}] waiting for the name {} to be looked up",
-                self.id,
-                ctx.resolver.names.host()
-            ),
-            Answer::Failed(why) => self.discovery_failed(ctx, ws::INTERNAL_ERROR, &why),
-        }
-    }
-
-    /// The lookup this session waited for has ended.
-    pub(super) fn resolved_discovery(&mut self, ctx: &mut Ctx, result: &Resolved) {
-        match result {
-            Ok(addr) => self.connect_discovery(ctx, *addr),
+        let addr = match &ctx.discovery {
+            Ok(a) => *a,
             Err(why) => {
-                let reason = ctx.resolver.names.failure(why);
-                self.discovery_failed(ctx, ws::INTERNAL_ERROR, &reason);
+                let why = why.clone();
+                return self.refuse(ctx, &accept, ws::INTERNAL_ERROR, &why);
             }
-        }
-    }
-
-    fn discovery_failed(&mut self, ctx: &mut Ctx, code: u16, reason: &str) {
-        let Phase::Discovering(d) = std::mem::replace(&mut self.phase, Phase::Flush) else {
-            return;
-        };
-        self.deadline = None;
-        self.refuse(ctx, &d.accept, code, reason);
-    }
-
-    /// Opens the discovery exchange with the service at `addr`.
-    fn connect_discovery(&mut self, ctx: &mut Ctx, addr: std::net::SocketAddr) {
-        let Phase::Discovering(d) = &mut self.phase else {
-            return;
         };
         let mut call = match DiscoveryCall::start(addr, &ctx.cfg.discovery_service, ctx.cfg.gw_port)
         {
             Ok(c) => c,
-            Err(e) => {
-                let reason = e.describe(&d.service);
-                return self.discovery_failed(ctx, ws::INTERNAL_ERROR, &reason);
-            }
+            Err(e) => return self.refuse(ctx, &accept, ws::INTERNAL_ERROR, &e.describe(&service)),
         };
         if let Err(e) = ctx.registry.register(
             call.stream(),
             token(self.key, UPSTREAM),
             Interest::READABLE | Interest::WRITABLE,
         ) {
-            let reason = DiscoveryError::Unreachable(e.to_string()).describe(&d.service);
-            return self.discovery_failed(ctx, ws::INTERNAL_ERROR, &reason);
+            let reason = DiscoveryError::Unreachable(e.to_string()).describe(&service);
+            return self.refuse(ctx, &accept, ws::INTERNAL_ERROR, &reason);
         }
-        debug!(
-            "[c{}] connecting to the discovery service at {addr}",
-            self.id
+        info!(
+            "[c{}] looking up container {:?} (prefix {:?}) with the discovery service at {addr}",
+            self.id, params.target.name, params.target.prefix
         );
-        d.call = Some(call);
+        self.arm(ctx, ctx.cfg.discovery_timeout);
+        self.phase = Phase::Discovering(Box::new(Discovering {
+            params,
+            accept,
+            call,
+            service,
+        }));
     }
 
     pub(super) fn on_discovery(&mut self, ctx: &mut Ctx) {
         let Phase::Discovering(d) = &mut self.phase else {
             return;
         };
-        let Some(call) = d.call.as_mut() else {
-            return;
-        };
-        let result = match call.on_ready() {
+        let result = match d.call.on_ready() {
             std::task::Poll::Pending => return,
             std::task::Poll::Ready(r) => r,
         };
@@ -142,17 +101,12 @@ impl Session {
         let Discovering {
             mut params,
             accept,
-            call,
+            mut call,
             service,
         } = *d;
-        if let Some(mut call) = call {
-            let _ = ctx.registry.deregister(call.stream());
-        }
+        let _ = ctx.registry.deregister(call.stream());
+        drop(call);
         self.deadline = None;
-        if matches!(result, Err(DiscoveryError::Unreachable(_))) {
-            // The name may point elsewhere by now (a restarted service).
-            ctx.resolver.names.forget();
-        }
         let found = result.and_then(|resp| {
             if resp.status != 200 {
                 return Err(DiscoveryError::BadStatus(resp.status));

@@ -122,8 +122,8 @@ pub struct Ctx<'a> {
     /// The loop's one read buffer; nothing read stays in it across events.
     pub buf: &'a mut [u8],
     pub now: Instant,
-    /// The discovery service's address, looked up when needed.
-    pub resolver: &'a mut crate::resolver::Resolver,
+    /// The discovery service's address, resolved at start-up.
+    pub discovery: &'a Result<SocketAddr, String>,
     /// Captures running now (the reactor keeps count).
     pub captures: usize,
     pub privileges: &'a crate::privileges::Privileges,
@@ -180,8 +180,7 @@ struct Capture {
 struct Discovering {
     params: CaptureParams,
     accept: String,
-    /// `None` while the discovery service's name is being looked up.
-    call: Option<DiscoveryCall>,
+    call: DiscoveryCall,
     /// `host:port` of the discovery service, for reasons.
     service: String,
 }
@@ -203,17 +202,6 @@ enum Phase {
     Flush,
     /// Forwarding one request to the discovery service (`--proxy-discovery`).
     Proxy(Box<Proxy>),
-    /// A request to forward, waiting for the discovery service's name to be
-    /// looked up. The client is not read meanwhile.
-    ProxyResolving(Box<ProxyWait>),
-}
-
-/// What a proxied request needs once the discovery service's address is
-/// known.
-struct ProxyWait {
-    req: Request,
-    target: String,
-    leftover: Vec<u8>,
 }
 
 pub struct Session {
@@ -322,26 +310,9 @@ impl Session {
                 self.finished = true;
             }
             Phase::Discovering(d) => {
-                let reason = match d.call {
-                    Some(_) => DiscoveryError::TimedOut.describe(&d.service),
-                    None => ctx
-                        .resolver
-                        .names
-                        .failure(&format!("no answer within {:?}", ctx.cfg.discovery_timeout)),
-                };
+                let reason = DiscoveryError::TimedOut.describe(&d.service);
                 let accept = d.accept.clone();
                 self.refuse(ctx, &accept, ws::INTERNAL_ERROR, &reason);
-            }
-            Phase::ProxyResolving(_) => {
-                let why = ctx
-                    .resolver
-                    .names
-                    .failure(&format!("no answer within {:?}", ctx.cfg.discovery_timeout));
-                info!("[c{id}] proxy: {why}");
-                if let Phase::ProxyResolving(w) = std::mem::replace(&mut self.phase, Phase::Flush) {
-                    self.log_line(ctx, Some(&w.req), 504);
-                }
-                self.respond_close(ctx, http::text_response(504, &why, true));
             }
             Phase::Streaming(cap) => {
                 if cap.alive && !cap.kill_sent {
@@ -389,16 +360,6 @@ impl Session {
         }
     }
 
-    /// The discovery service's name was looked up, for this session among
-    /// others.
-    pub fn on_resolved(&mut self, ctx: &mut Ctx, result: &crate::resolver::Resolved) {
-        match &self.phase {
-            Phase::Discovering(d) if d.call.is_none() => self.resolved_discovery(ctx, result),
-            Phase::ProxyResolving(_) => self.resolved_proxy(ctx, result),
-            _ => {}
-        }
-    }
-
     /// The capture program was reaped.
     pub fn on_exit(&mut self, ctx: &mut Ctx, status: WaitStatus) {
         let Phase::Streaming(cap) = &mut self.phase else {
@@ -440,9 +401,7 @@ impl Session {
                 self.arm(ctx, CLOSE_TIMEOUT);
                 self.finish_if_flushed();
             }
-            Phase::Head { .. } | Phase::Closing(_) | Phase::Proxy(_) | Phase::ProxyResolving(_) => {
-                self.finished = true
-            }
+            Phase::Head { .. } | Phase::Closing(_) | Phase::Proxy(_) => self.finished = true,
             Phase::Flush => {}
         }
     }
@@ -508,8 +467,6 @@ impl Session {
             Phase::Closing(_) => self.read_closing(ctx),
             Phase::Discovering(_) | Phase::Flush => self.read_discard(ctx),
             Phase::Proxy(_) => self.on_proxy_client(ctx),
-            // Read once the request is on its way (see `on_resolved`).
-            Phase::ProxyResolving(_) => {}
         }
     }
 

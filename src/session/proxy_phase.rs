@@ -3,7 +3,6 @@
 //! phase. The byte moving itself lives in `crate::proxy`.
 
 use super::*;
-use crate::resolver::{Answer, Resolved};
 
 impl Session {
     // ---- the discovery proxy -------------------------------------------
@@ -15,55 +14,14 @@ impl Session {
         target: &str,
         leftover: Vec<u8>,
     ) {
-        let addr = match ctx.resolver.lookup(ctx.now, self.key, self.id) {
-            Answer::Ready(addr) => addr,
-            Answer::Pending => {
-                self.phase = Phase::ProxyResolving(Box::new(ProxyWait {
-                    req: req.clone(),
-                    target: target.to_string(),
-                    leftover,
-                }));
-                self.arm(ctx, ctx.cfg.discovery_timeout);
-                return;
-            }
-            Answer::Failed(why) => return self.proxy_unresolved(ctx, req, &why),
-        };
-        self.proxy_to(ctx, req, target, leftover, addr);
-    }
-
-    /// The lookup this request waited for has ended.
-    pub(super) fn resolved_proxy(&mut self, ctx: &mut Ctx, result: &Resolved) {
-        let Phase::ProxyResolving(w) = std::mem::replace(&mut self.phase, Phase::Flush) else {
-            return;
-        };
-        self.deadline = None;
-        match result {
-            Ok(addr) => {
-                self.proxy_to(ctx, &w.req, &w.target, w.leftover, *addr);
-                // Client bytes that came meanwhile were left unread.
-                ctx.again.push((token(self.key, CLIENT), self.id));
-            }
+        let addr = match ctx.discovery {
+            Ok(a) => *a,
             Err(why) => {
-                let why = ctx.resolver.names.failure(why);
-                self.proxy_unresolved(ctx, &w.req, &why);
+                self.log_line(ctx, Some(req), 502);
+                let resp = http::text_response(502, why, true);
+                return self.respond_close(ctx, resp);
             }
-        }
-    }
-
-    fn proxy_unresolved(&mut self, ctx: &mut Ctx, req: &Request, why: &str) {
-        info!("[c{}] proxy: {why}", self.id);
-        self.log_line(ctx, Some(req), 502);
-        self.respond_close(ctx, http::text_response(502, why, true));
-    }
-
-    fn proxy_to(
-        &mut self,
-        ctx: &mut Ctx,
-        req: &Request,
-        target: &str,
-        leftover: Vec<u8>,
-        addr: std::net::SocketAddr,
-    ) {
+        };
         let service = service_name(ctx.cfg);
         let head = proxy::upstream_head(req, target, &service, self.peer.ip());
         let mut p = match Proxy::start(addr, head, req, leftover) {
