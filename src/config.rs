@@ -28,6 +28,8 @@ pub struct Config {
     /// Size of a target description and of a capture filter.
     pub max_target_json: usize,
     pub max_filter: usize,
+    /// Targets in one capture (`container=[...]`); each counts as a capture.
+    pub max_targets: usize,
 }
 
 impl Default for Config {
@@ -49,6 +51,7 @@ impl Default for Config {
             max_headers: crate::http::MAX_HEADERS,
             max_target_json: crate::target::MAX_TARGET_JSON,
             max_filter: crate::params::MAX_FILTER,
+            max_targets: crate::multi::DEFAULT_MAX_TARGETS,
         }
     }
 }
@@ -81,6 +84,8 @@ Options:
       --max-headers N            request header count; more get 431 [default: 64]
       --max-target-json N        container description size [default: 16384]
       --max-filter N             capture filter length [default: 4096]
+      --max-targets N            targets in one capture, each counting as a
+                                 capture [default: 16, at most 126]
       --debug                    debug logging
       --log-requests             log each request (common log format)
       --log-headers              also log request headers
@@ -125,6 +130,10 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             "--max-headers" => cfg.max_headers = count(&flag, &value(&flag)?, 4, 256)?,
             "--max-target-json" => cfg.max_target_json = count(&flag, &value(&flag)?, 2, 1 << 20)?,
             "--max-filter" => cfg.max_filter = count(&flag, &value(&flag)?, 1, 1 << 16)?,
+            "--max-targets" => {
+                let max = crate::multi::MAX_TARGETS_LIMIT;
+                cfg.max_targets = count(&flag, &value(&flag)?, 1, max)?;
+            }
             "--proxy-discovery" | "--debug" | "--log-requests" | "--log-headers"
                 if inline.is_some() =>
             {

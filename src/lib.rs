@@ -14,6 +14,8 @@ pub mod discovery;
 pub mod front;
 pub mod http;
 pub mod logging;
+pub mod merge;
+pub mod multi;
 pub mod netns;
 pub mod params;
 pub mod pcapng;
