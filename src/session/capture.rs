@@ -19,6 +19,14 @@ impl Session {
             max_target_json: ctx.cfg.max_target_json,
             max_filter: ctx.cfg.max_filter,
         };
+        match crate::multi::multi_params(req, &limits, ctx.cfg.max_targets) {
+            Ok(Some(several)) => return self.start_multi(ctx, several, accept),
+            Ok(None) => {}
+            Err(reason) => {
+                let reason = format!("capture refused: {reason}");
+                return self.refuse(ctx, &accept, ws::POLICY_VIOLATION, &reason);
+            }
+        }
         let mut params = match capture_params_limited(req, &limits) {
             Ok(p) => p,
             Err(reason) => {
