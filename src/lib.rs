@@ -22,6 +22,7 @@ pub mod pcapng;
 pub mod privileges;
 pub mod proxy;
 pub mod reactor;
+pub mod selfexcl;
 pub mod session;
 pub mod target;
 pub mod ws;

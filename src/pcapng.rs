@@ -85,6 +85,12 @@ pub fn targets_document(
     doc
 }
 
+/// Appends one more `key: "value"` line to a document built by
+/// [`target_document`] or [`targets_document`], escaped the same way.
+pub fn push_document_key(doc: &mut String, key: &str, value: &str) {
+    push_string_key(doc, key, value);
+}
+
 fn push_string_key(doc: &mut String, key: &str, value: &str) {
     doc.push_str(key);
     doc.push_str(": ");

@@ -3,6 +3,8 @@
 //! output, and deciding how the capture ends and what the client is told.
 
 use super::*;
+use crate::pcapng::push_document_key;
+use crate::selfexcl::combined_filter;
 
 impl Session {
     // ---- starting a capture ---------------------------------------------
@@ -174,7 +176,14 @@ impl Session {
                 return self.refuse(ctx, accept, ws::POLICY_VIOLATION, &reason);
             }
         };
-        let args = capture_args(&interfaces, params.filter.as_deref(), params.chaste);
+        // The document shows the user's filter; the program also excludes
+        // this capture's own connection when it runs in our namespace.
+        let exclusion = own_exclusion(ctx.cfg, &self.conn, self.peer, t.netns);
+        let filter = match &exclusion {
+            Some((own, _)) => Some(combined_filter(params.filter.as_deref(), own)),
+            None => params.filter.clone(),
+        };
+        let args = capture_args(&interfaces, filter.as_deref(), params.chaste);
         let program = &ctx.cfg.capture_program;
         let spawned = match spawn(program, &args, &ns.file, ctx.privileges.ambient) {
             Ok(s) => s,
@@ -199,7 +208,7 @@ impl Session {
             program.display(),
             args.join(" ")
         );
-        let doc = target_document(&TargetInfo {
+        let mut doc = target_document(&TargetInfo {
             container_name: &t.name,
             container_type: &t.kind,
             node_name: &t.node_name,
@@ -207,6 +216,9 @@ impl Session {
             capture_filter: params.filter.as_deref(),
             no_promiscuous: params.chaste,
         });
+        if let Some((_, what)) = &exclusion {
+            push_document_key(&mut doc, crate::selfexcl::DOCUMENT_KEY, what);
+        }
         let mut cap = Box::new(Capture {
             pid: spawned.pid,
             alive: true,

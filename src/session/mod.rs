@@ -815,6 +815,30 @@ impl Session {
     }
 }
 
+/// When the target namespace `netns` is the service's own (and
+/// `--no-self-exclusion` is not given): the filter clause that keeps this
+/// session's own connection out of the capture, and how the document
+/// describes it.
+fn own_exclusion(
+    cfg: &Config,
+    conn: &Conn,
+    peer: SocketAddr,
+    netns: u64,
+) -> Option<(String, String)> {
+    if cfg.no_self_exclusion {
+        return None;
+    }
+    let own = crate::netns::inode_of(std::path::Path::new("/proc/self/ns/net"))?;
+    if own != netns {
+        return None;
+    }
+    let local = conn.sock.local_addr().ok()?;
+    Some((
+        crate::selfexcl::own_connection_filter(local, peer),
+        crate::selfexcl::describe(local, peer),
+    ))
+}
+
 /// `host:port` of the discovery service as the user configured it.
 pub fn service_name(cfg: &Config) -> String {
     if cfg.discovery_service.contains(':') {

@@ -307,6 +307,8 @@ impl Session {
         // Labels after discovery: a looked-up target may have got its name.
         let labels = target_labels(&params.targets);
         let mut located = Vec::with_capacity(params.targets.len());
+        // What was kept out of a target in the service's own namespace.
+        let mut excluded = None;
         for (t, label) in params.targets.iter().zip(&labels) {
             let ns = match crate::netns::locate(t.netns, t.pid) {
                 Ok(ns) => ns,
@@ -333,9 +335,19 @@ impl Session {
                     return self.refuse(ctx, accept, ws::POLICY_VIOLATION, &reason);
                 }
             };
+            let filter = match own_exclusion(ctx.cfg, &self.conn, self.peer, t.netns) {
+                Some((own, what)) => {
+                    excluded = Some(what);
+                    Some(crate::selfexcl::combined_filter(
+                        params.filter.as_deref(),
+                        &own,
+                    ))
+                }
+                None => params.filter.clone(),
+            };
             located.push((
                 ns,
-                capture_args(&interfaces, params.filter.as_deref(), params.chaste),
+                capture_args(&interfaces, filter.as_deref(), params.chaste),
             ));
         }
         let infos: Vec<(String, &Target)> = labels
@@ -343,7 +355,7 @@ impl Session {
             .map(|l| format!("{l}/"))
             .zip(&params.targets)
             .collect();
-        let doc = targets_document(
+        let mut doc = targets_document(
             &infos
                 .iter()
                 .map(|(prefix, t)| {
@@ -362,6 +374,9 @@ impl Session {
             params.filter.as_deref(),
             params.chaste,
         );
+        if let Some(what) = &excluded {
+            crate::pcapng::push_document_key(&mut doc, crate::selfexcl::DOCUMENT_KEY, what);
+        }
         let mut multi = Box::new(MultiCapture {
             programs: Vec::with_capacity(located.len()),
             merger: Merger::new(labels.iter().cloned(), doc),
