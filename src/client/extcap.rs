@@ -17,8 +17,6 @@ pub const HELP_URL: &str = "https://github.com/siemens/packetflix";
 pub const TARGETS_OPTION: &str = "targets";
 /// The number of the `--targets` argument in [`config`].
 const TARGETS_ARG: usize = 7;
-/// The number of the `--nif` argument in [`config`].
-const NIF_ARG: usize = 3;
 
 /// The link type announced to Wireshark. The stream is pcapng with its own
 /// Interface Description Blocks, whose link types Wireshark uses, so this is
@@ -50,8 +48,10 @@ pub fn config() -> String {
         "{call=--target}{display=Target}{type=string}\
          {tooltip=network namespace inode, container JSON, or container name as the discovery service lists it}{group=Target}",
         "{call=--prefix}{display=Name prefix}{type=string}{tooltip=prefix of a target named by name (e.g. a Docker-in-Docker host)}{group=Target}",
-        "{call=--nif}{display=Interfaces}{type=editselector}\
-         {tooltip=interfaces separated by /, or all; empty: the target's own, else all (several targets: all only)}{group=Capture}",
+        // A string, not an editselector: Wireshark 4.0 makes no preference
+        // of an editselector, so tshark's -o could not set it.
+        "{call=--nif}{display=Interfaces}{type=string}\
+         {tooltip=interfaces separated by /, or all; empty: the target's own, else all (several targets: empty or all)}{group=Capture}",
         "{call=--filter}{display=Capture filter}{type=string}{tooltip=pcap-filter expression applied by the service}{group=Capture}",
         "{call=--chaste}{display=Avoid promiscuous mode}{type=boolflag}{default=false}{group=Capture}",
         "{call=--discovery}{display=Discovery URL}{type=string}\
@@ -59,15 +59,10 @@ pub fn config() -> String {
         "{call=--targets}{display=Targets}{type=multicheck}{reload=true}{placeholder=Load the targets}\
          {tooltip=targets listed by the discovery service; press reload to fetch them; several make one capture}{group=Target}",
     ];
-    let mut out: String = args
-        .iter()
+    args.iter()
         .enumerate()
         .map(|(i, a)| format!("arg {{number={i}}}{a}\n"))
-        .collect();
-    out.push_str(&format!(
-        "value {{arg={NIF_ARG}}}{{value=all}}{{display=all}}{{default=false}}\n"
-    ));
-    out
+        .collect()
 }
 
 /// `--extcap-config --extcap-reload-option targets`: the selector's values,
@@ -248,10 +243,8 @@ mod tests {
             .find(|(_, f)| field(f, "call") == Some("--nif"))
             .unwrap()
             .1;
-        assert_eq!(field(nif, "type"), Some("editselector"));
-        assert!(s.iter().any(|(k, f)| k == "value"
-            && field(f, "arg") == Some("3")
-            && field(f, "value") == Some("all")));
+        assert_eq!(field(nif, "type"), Some("string"));
+        assert!(field(nif, "tooltip").unwrap().contains("or all"));
         let t = &s[TARGETS_ARG].1;
         assert_eq!(field(t, "call"), Some("--targets"));
         assert_eq!(field(t, "type"), Some("multicheck"));
