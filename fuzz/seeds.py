@@ -261,6 +261,31 @@ def proxy():
     write(t, "body-length", b"\x13" + chunks([2]) + b"\x05" + b"abcdefgh")
 
 
+def merge():
+    t = "merge"
+    # Built mode (bit 0), byte orders in bits 1-4; script then feeding,
+    # split in halves: [inputs-1, (who, op[, iface])...], [(pick, len)...].
+    def built(mode, script, feeding):
+        pad = max(0, len(script) - len(feeding))
+        return bytes([mode]) + bytes(script) + bytes(feeding) + bytes(pad)
+    # Two inputs, both little-endian: IDBs, EPBs, an ISB, an SPB.
+    write(t, "two-le", built(0x01, [1, 0, 0, 1, 0, 1, 0, 0, 1, 1, 0, 0, 1, 1, 1, 0, 2, 1, 3],
+                             [0, 3, 1, 1, 0, 0, 1, 200]))
+    # Four inputs, mixed byte orders, unknown blocks, a second section.
+    write(t, "four-mixed", built(0x0b, [3, 0, 0, 1, 0, 2, 0, 3, 0, 0, 1, 0, 1, 1, 0, 2, 4, 3, 4,
+                                        1, 5, 1, 0, 1, 1, 0, 3, 2, 2, 3, 3],
+                                 [0, 0, 1, 1, 2, 2, 3, 3, 0, 9, 1, 9]))
+    # Big-endian only, byte-sized reads.
+    write(t, "one-be", built(0x03, [0, 0, 0, 0, 0, 0, 1, 1, 0, 1, 1, 0, 2, 0, 3], [0, 0] * 8))
+    # Raw mode: a real little-endian stream cut into two inputs.
+    shb = struct.pack("<IIIHHq", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1) + struct.pack("<I", 28)
+    idb = struct.pack("<IIHHI", 1, 20, 1, 0, 262144) + struct.pack("<I", 20)
+    epb = struct.pack("<IIIIIII", 6, 36, 0, 0, 1, 4, 4) + b"abcd" + struct.pack("<I", 36)
+    one = shb + idb + epb
+    write(t, "raw-two", bytes([0x02]) + one + one + bytes([0, 10, 1, 10] * 10))
+    write(t, "raw-garbage", bytes([0x00]) + b"not pcapng at all" + bytes(17))
+
+
 if __name__ == "__main__":
     session()
     http_head()
@@ -269,3 +294,4 @@ if __name__ == "__main__":
     discovery()
     ws_frames()
     proxy()
+    merge()

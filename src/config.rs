@@ -28,6 +28,10 @@ pub struct Config {
     /// Size of a target description and of a capture filter.
     pub max_target_json: usize,
     pub max_filter: usize,
+    /// Targets in one capture (`container=[...]`); each counts as a capture.
+    pub max_targets: usize,
+    /// Captures of the service's own namespace include its own connection.
+    pub no_self_exclusion: bool,
 }
 
 impl Default for Config {
@@ -49,6 +53,8 @@ impl Default for Config {
             max_headers: crate::http::MAX_HEADERS,
             max_target_json: crate::target::MAX_TARGET_JSON,
             max_filter: crate::params::MAX_FILTER,
+            max_targets: crate::multi::DEFAULT_MAX_TARGETS,
+            no_self_exclusion: false,
         }
     }
 }
@@ -81,6 +87,10 @@ Options:
       --max-headers N            request header count; more get 431 [default: 64]
       --max-target-json N        container description size [default: 262144]
       --max-filter N             capture filter length [default: 4096]
+      --max-targets N            targets in one capture, each counting as a
+                                 capture [default: 16, at most 126]
+      --no-self-exclusion        let captures of the service's own namespace
+                                 include their own connection
       --debug                    debug logging
       --log-requests             log each request (common log format)
       --log-headers              also log request headers
@@ -125,13 +135,22 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             "--max-headers" => cfg.max_headers = count(&flag, &value(&flag)?, 4, 256)?,
             "--max-target-json" => cfg.max_target_json = count(&flag, &value(&flag)?, 2, 1 << 20)?,
             "--max-filter" => cfg.max_filter = count(&flag, &value(&flag)?, 1, 1 << 16)?,
-            "--proxy-discovery" | "--debug" | "--log-requests" | "--log-headers"
+            "--max-targets" => {
+                let max = crate::multi::MAX_TARGETS_LIMIT;
+                cfg.max_targets = count(&flag, &value(&flag)?, 1, max)?;
+            }
+            "--proxy-discovery"
+            | "--debug"
+            | "--log-requests"
+            | "--log-headers"
+            | "--no-self-exclusion"
                 if inline.is_some() =>
             {
                 return Err(format!("{flag} takes no value"));
             }
             "--proxy-discovery" => cfg.proxy_discovery = true,
             "--debug" => cfg.debug = true,
+            "--no-self-exclusion" => cfg.no_self_exclusion = true,
             "--log-requests" => cfg.log_requests = true,
             "--log-headers" => cfg.log_headers = true,
             _ => return Err(format!("unknown option '{arg}'")),

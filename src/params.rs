@@ -213,7 +213,7 @@ pub fn valid_ifname(n: &str) -> Result<(), String> {
     Err(format!("{why}: '{}'", shorten(n)))
 }
 
-fn check_filter(f: &str, max: usize) -> Result<String, String> {
+pub fn check_filter(f: &str, max: usize) -> Result<String, String> {
     if f.len() > max {
         return Err(format!("capture filter longer than {max} bytes"));
     }

@@ -51,6 +51,46 @@ pub fn target_document(info: &TargetInfo) -> String {
     doc
 }
 
+/// Builds the YAML document for a capture of several targets merged into
+/// one section (see `docs/multi-target.md`): the same marker, then one
+/// entry per target under `targets:` with the keys of a single target's
+/// document plus `interface-prefix` (what its interface names start with),
+/// then the capture-wide `capture-filter` and `no-promiscuous-mode`. The
+/// per-target `capture_filter` and `no_promiscuous` of `targets` are not
+/// used. Escaping is the same as in [`target_document`].
+pub fn targets_document(
+    targets: &[(&str, TargetInfo)],
+    capture_filter: Option<&str>,
+    no_promiscuous: bool,
+) -> String {
+    let mut doc = String::with_capacity(TARGET_MARKER.len() + 160 * targets.len().max(1));
+    doc.push_str(TARGET_MARKER);
+    doc.push_str("targets:\n");
+    for (prefix, info) in targets {
+        push_string_key(&mut doc, "  - container-name", info.container_name);
+        push_string_key(&mut doc, "    container-type", info.container_type);
+        push_string_key(&mut doc, "    node-name", info.node_name);
+        if let Some(uid) = info.cluster_uid {
+            doc.push_str("    cluster:\n");
+            push_string_key(&mut doc, "      uid", uid);
+        }
+        push_string_key(&mut doc, "    interface-prefix", prefix);
+    }
+    if let Some(filter) = capture_filter {
+        push_string_key(&mut doc, "capture-filter", filter);
+    }
+    if no_promiscuous {
+        doc.push_str("no-promiscuous-mode: true\n");
+    }
+    doc
+}
+
+/// Appends one more `key: "value"` line to a document built by
+/// [`target_document`] or [`targets_document`], escaped the same way.
+pub fn push_document_key(doc: &mut String, key: &str, value: &str) {
+    push_string_key(doc, key, value);
+}
+
 fn push_string_key(doc: &mut String, key: &str, value: &str) {
     doc.push_str(key);
     doc.push_str(": ");
@@ -678,6 +718,38 @@ mod tests {
             target_document(&info),
             format!(
                 "{SAMPLE_DOC}cluster:\n  uid: \"c-42\"\ncapture-filter: \"tcp port 80\"\nno-promiscuous-mode: true\n"
+            )
+        );
+    }
+
+    #[test]
+    fn targets_document_lists_every_target_with_its_prefix() {
+        let a = TargetInfo {
+            cluster_uid: Some("u1"),
+            ..sample_info()
+        };
+        let b = TargetInfo {
+            container_name: "db\n---\nx: y",
+            ..TargetInfo::default()
+        };
+        let doc = targets_document(&[("web/", a), ("db/", b)], Some("tcp"), true);
+        assert_eq!(
+            doc,
+            concat!(
+                "---\n# capture target information\n",
+                "targets:\n",
+                "  - container-name: \"web\"\n",
+                "    container-type: \"docker\"\n",
+                "    node-name: \"n1\"\n",
+                "    cluster:\n",
+                "      uid: \"u1\"\n",
+                "    interface-prefix: \"web/\"\n",
+                "  - container-name: \"db\\n---\\nx: y\"\n",
+                "    container-type: \"\"\n",
+                "    node-name: \"\"\n",
+                "    interface-prefix: \"db/\"\n",
+                "capture-filter: \"tcp\"\n",
+                "no-promiscuous-mode: true\n",
             )
         );
     }

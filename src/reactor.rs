@@ -268,14 +268,11 @@ impl Reactor {
     /// Keeps the count of running captures in step with the session's phase.
     fn account(&mut self, key: usize) {
         if let Some(s) = self.sessions.get_mut(key) {
-            let capture = s.is_capture();
-            if capture != s.counted {
-                s.counted = capture;
-                if capture {
-                    self.captures += 1;
-                } else {
-                    self.captures -= 1;
-                }
+            // A capture of several targets counts once per target.
+            let weight = s.capture_weight();
+            if weight != s.counted {
+                self.captures = self.captures + weight - s.counted;
+                s.counted = weight;
             }
         }
     }
@@ -284,9 +281,7 @@ impl Reactor {
         for key in std::mem::take(&mut self.touched) {
             if self.sessions.get(key).is_some_and(|s| s.finished()) {
                 let mut s = self.sessions.remove(key);
-                if s.counted {
-                    self.captures -= 1;
-                }
+                self.captures -= s.counted;
                 let _ = self.poll.registry().deregister(s.socket());
                 debug!("[c{}] connection closed", s.id);
             }

@@ -1307,3 +1307,111 @@ fn demo_without_a_service_fails_before_making_a_namespace() {
     );
     assert!(!netns_exists(&format!("pfdemo-{demo_pid}")));
 }
+
+// ------------------------------------------ extcap: the target selector
+
+/// The `value` sentences for `arg` in an extcap answer: (value, display).
+fn selector_values(text: &str, arg: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter(|l| l.starts_with("value ") && l.contains(&format!("{{arg={arg}}}")))
+        .filter_map(|l| {
+            let field = |k: &str| {
+                let start = l.find(&format!("{{{k}="))? + k.len() + 2;
+                let end = start + l[start..].find('}')?;
+                Some(l[start..end].to_string())
+            };
+            Some((field("value")?, field("display")?))
+        })
+        .collect()
+}
+
+#[test]
+fn extcap_config_offers_a_reloadable_multi_target_selector_and_all_interfaces() {
+    let run = client(&["--extcap-interface", "packetflix", "--extcap-config"]);
+    assert!(run.status.success(), "{}", run.stderr);
+    let text = String::from_utf8(run.stdout).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("{call=--targets}"))
+        .unwrap_or_else(|| panic!("no target selector in {text}"));
+    assert!(
+        line.contains("{type=multicheck}") && line.contains("{reload=true}"),
+        "{line}"
+    );
+    let nif = text.lines().find(|l| l.contains("{call=--nif}")).unwrap();
+    assert!(nif.contains("or all"), "{nif}");
+    let run = client(&["--extcap-interfaces"]);
+    let text = String::from_utf8(run.stdout).unwrap();
+    assert!(
+        text.lines().next().unwrap().contains("{help=https://"),
+        "{text}"
+    );
+}
+
+#[test]
+fn tshark_captures_two_targets_picked_in_the_reloaded_selector() {
+    let dir = TempDir::new();
+    let pair = VethPair::new();
+    let _ping = pings(&pair);
+    let (na, nb) = (
+        format!("sel-a-{}", pair.a.name),
+        format!("sel-b-{}", pair.b.name),
+    );
+    let mut ta = common::target(&na, "", pair.a.inode(), 0, 0);
+    ta["network-interfaces"] = serde_json::json!([pair.a_if]);
+    let mut tb = common::target(&nb, "", pair.b.inode(), 0, 0);
+    tb["network-interfaces"] = serde_json::json!([pair.b_if]);
+    let gw = GhostWire::start(mobyshark(&[ta, tb]));
+    let service = Service::with_discovery(gw.port(), 5, &["--proxy-discovery"]);
+    // What Wireshark runs when the selector's reload button is pressed.
+    let run = client(&[
+        "--extcap-interface",
+        "packetflix",
+        "--extcap-config",
+        "--extcap-reload-option",
+        "targets",
+        "--url",
+        &service_url(&service),
+    ]);
+    assert!(run.status.success(), "{}", run.stderr);
+    let text = String::from_utf8(run.stdout).unwrap();
+    let values = selector_values(&text, "7");
+    let displays: Vec<&str> = values.iter().map(|(_, d)| d.as_str()).collect();
+    assert_eq!(
+        displays,
+        [format!("{na} (proc)"), format!("{nb} (proc)")],
+        "{text}"
+    );
+    let picked: Vec<&str> = values.iter().map(|(v, _)| v.as_str()).collect();
+
+    let config = install_extcap(&dir);
+    let out = dir.join("two-targets.pcapng");
+    let run = finish(
+        spawn(
+            "tshark",
+            &[
+                "-i",
+                "packetflix",
+                "-o",
+                &format!("extcap.packetflix.url:{}", service_url(&service)),
+                "-o",
+                &format!("extcap.packetflix.targets:{}", picked.join(",")),
+                "-a",
+                "duration:3",
+                "-w",
+                out.to_str().unwrap(),
+            ],
+            &[("XDG_CONFIG_HOME", &config)],
+        ),
+        STEP_LIMIT,
+    );
+    assert!(run.status.success(), "tshark: {}", run.stderr);
+    let lines = tshark_lines(&out, &["-T", "fields", "-e", "frame.interface_name"]);
+    for name in [format!("{na}/{}", pair.a_if), format!("{nb}/{}", pair.b_if)] {
+        assert!(lines.contains(&name), "no packet on {name}: {lines:?}");
+    }
+    assert!(
+        service.wait_dumpcaps(0, Duration::from_secs(15)).is_empty(),
+        "the service stopped and reaped both dumpcaps"
+    );
+}

@@ -39,6 +39,8 @@ TARGET (exactly one, unless the URL names it):
   --container JSON        target description as the discovery service lists it
   --name NAME [--prefix P]  look the target up by name in the discovery service
   --target T              INODE, JSON or NAME, whichever T looks like
+  --container '[JSON,…]'  several targets in one capture (interfaces named
+                          <target>/<interface>)
 
 Options:
   -i, --nif IF[/IF…]      interfaces to capture from (repeatable; default: the
@@ -106,6 +108,13 @@ pub enum Extcap {
     Interfaces,
     Dlts,
     Config,
+    /// `--extcap-config --extcap-reload-option NAME`: the values of one
+    /// selector, fetched afresh.
+    Reload {
+        option: String,
+        service: Box<ServiceUrl>,
+        discovery: Option<Url>,
+    },
     Capture(Box<CaptureArgs>),
 }
 
@@ -130,6 +139,8 @@ struct Raw {
     name: Option<String>,
     prefix: Option<String>,
     target: Option<String>,
+    /// Several targets picked in the extcap's selector (`--targets`).
+    targets: Option<String>,
     nifs: Vec<String>,
     filter: Option<String>,
     chaste: bool,
@@ -148,6 +159,7 @@ struct Raw {
     extcap_capture: bool,
     fifo: Option<String>,
     extcap_filter: Option<String>,
+    reload_option: Option<String>,
 }
 
 /// Parses the arguments after the program name.
@@ -178,6 +190,10 @@ where
             Long("target") => {
                 raw.target = capture_opt(&mut raw.capture_only, "--target", string(&mut p)?)
             }
+            Long("targets") => {
+                raw.targets = capture_opt(&mut raw.capture_only, "--targets", string(&mut p)?)
+            }
+            Long("extcap-reload-option") => raw.reload_option = Some(string(&mut p)?),
             Short('i') | Long("nif") => {
                 if let Some(nif) = capture_opt(&mut raw.capture_only, "--nif", string(&mut p)?) {
                     raw.nifs.push(nif);
@@ -324,6 +340,13 @@ fn extcap(raw: Raw) -> Result<Command, String> {
         return Ok(Command::Extcap(Extcap::Dlts));
     }
     if raw.extcap_config {
+        if let Some(option) = raw.reload_option.clone() {
+            return Ok(Command::Extcap(Extcap::Reload {
+                option,
+                service: Box::new(service(&raw)?),
+                discovery: discovery(&raw)?,
+            }));
+        }
         return Ok(Command::Extcap(Extcap::Config));
     }
     let fifo = raw.fifo.clone().ok_or("--capture needs --fifo")?;
@@ -344,6 +367,7 @@ fn capture(raw: &Raw, output: Output) -> Result<CaptureArgs, String> {
         ("--container", &raw.container),
         ("--name", &raw.name),
         ("--target", &raw.target),
+        ("--targets", &raw.targets),
     ]
     .iter()
     .filter(|(_, v)| v.is_some())
@@ -367,6 +391,8 @@ fn capture(raw: &Raw, output: Output) -> Result<CaptureArgs, String> {
         }
     } else if let Some(t) = &raw.target {
         target_from_text(t, &prefix)?
+    } else if let Some(list) = &raw.targets {
+        Wanted::Given(Target::Container(super::extcap::decode_targets(list)?))
     } else if let Some(t) = params.target.take() {
         Wanted::Given(t)
     } else {

@@ -85,6 +85,20 @@ fn run(command: Command) -> Result<(), Failure> {
         Command::Extcap(Extcap::Interfaces) => print!("{}", extcap::interfaces()),
         Command::Extcap(Extcap::Dlts) => print!("{}", extcap::dlts()),
         Command::Extcap(Extcap::Config) => print!("{}", extcap::config()),
+        Command::Extcap(Extcap::Reload {
+            option,
+            service,
+            discovery,
+        }) => {
+            // Only the target selector is filled from outside; any other
+            // option has no values to reload.
+            if option == extcap::TARGETS_OPTION {
+                install_signals(true)?;
+                if let Some(list) = fetch_targets(&service, discovery.as_ref(), &signals::STOP)? {
+                    print!("{}", extcap::target_values(&list));
+                }
+            }
+        }
         Command::Extcap(Extcap::Capture(args)) => extcap_capture(*args)?,
         Command::Capture(args) => cli_capture(args)?,
         Command::Targets(args) => {

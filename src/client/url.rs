@@ -300,7 +300,14 @@ pub fn discovery_url(text: &str) -> Result<Url, String> {
 pub fn compact_json(json: &str) -> Result<String, String> {
     match serde_json::from_str::<serde_json::Value>(json) {
         Ok(serde_json::Value::Object(_)) => {}
-        Ok(_) => return Err("the container description must be a JSON object".into()),
+        // Several targets in one capture.
+        Ok(serde_json::Value::Array(items))
+            if !items.is_empty() && items.iter().all(serde_json::Value::is_object) => {}
+        Ok(_) => {
+            return Err(
+                "the container description must be a JSON object, or an array of them".into(),
+            )
+        }
         Err(e) => return Err(format!("the container description is not valid JSON: {e}")),
     }
     let mut out = String::with_capacity(json.len());

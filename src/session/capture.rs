@@ -3,6 +3,8 @@
 //! output, and deciding how the capture ends and what the client is told.
 
 use super::*;
+use crate::pcapng::push_document_key;
+use crate::selfexcl::combined_filter;
 
 impl Session {
     // ---- starting a capture ---------------------------------------------
@@ -19,6 +21,14 @@ impl Session {
             max_target_json: ctx.cfg.max_target_json,
             max_filter: ctx.cfg.max_filter,
         };
+        match crate::multi::multi_params(req, &limits, ctx.cfg.max_targets) {
+            Ok(Some(several)) => return self.start_multi(ctx, several, accept),
+            Ok(None) => {}
+            Err(reason) => {
+                let reason = format!("capture refused: {reason}");
+                return self.refuse(ctx, &accept, ws::POLICY_VIOLATION, &reason);
+            }
+        }
         let mut params = match capture_params_limited(req, &limits) {
             Ok(p) => p,
             Err(reason) => {
@@ -179,7 +189,14 @@ impl Session {
             }
             Err((code, reason)) => return self.refuse(ctx, accept, code, &reason),
         };
-        let args = capture_args(&interfaces, params.filter.as_deref(), params.chaste);
+        // The document shows the user's filter; the program also excludes
+        // this capture's own connection when it runs in our namespace.
+        let exclusion = own_exclusion(ctx.cfg, &self.conn, self.peer, t.netns);
+        let filter = match &exclusion {
+            Some((own, _)) => Some(combined_filter(params.filter.as_deref(), own)),
+            None => params.filter.clone(),
+        };
+        let args = capture_args(&interfaces, filter.as_deref(), params.chaste);
         let program = &ctx.cfg.capture_program;
         let spawned = match spawn(program, &args, &ns.file, ctx.privileges.ambient) {
             Ok(s) => s,
@@ -204,7 +221,7 @@ impl Session {
             program.display(),
             args.join(" ")
         );
-        let doc = target_document(&TargetInfo {
+        let mut doc = target_document(&TargetInfo {
             container_name: &t.name,
             container_type: &t.kind,
             node_name: &t.node_name,
@@ -212,6 +229,9 @@ impl Session {
             capture_filter: params.filter.as_deref(),
             no_promiscuous: params.chaste,
         });
+        if let Some((_, what)) = &exclusion {
+            push_document_key(&mut doc, crate::selfexcl::DOCUMENT_KEY, what);
+        }
         let mut cap = Box::new(Capture {
             pid: spawned.pid,
             alive: true,
@@ -443,7 +463,7 @@ impl Session {
 
 /// Every interface name must exist in the target namespace before anything
 /// is spawned (see `crate::links`): the close code and reason otherwise.
-fn check_interfaces(
+pub(super) fn check_interfaces(
     ns: &crate::netns::Netns,
     wanted: &[String],
     params: &CaptureParams,

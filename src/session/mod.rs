@@ -38,13 +38,15 @@ use crate::target::{is_stale, process_starttime};
 use crate::ws::{self, FrameReader, Inbound};
 
 mod capture;
+mod multi;
 mod proxy_phase;
 
 use capture::{term_step, terminate, TermStep};
 
 /// Token roles: the low bits of a token say which descriptor of a session
-/// an event is for.
-pub const ROLE_BITS: usize = 2;
+/// an event is for. Eight bits: a capture of several targets has two pipes
+/// per target from `multi::MULTI_ROLES` on.
+pub const ROLE_BITS: usize = 8;
 pub const CLIENT: usize = 0;
 pub const STDOUT: usize = 1;
 pub const STDERR: usize = 2;
@@ -196,6 +198,10 @@ enum Phase {
     /// Waiting for the discovery service before spawning.
     Discovering(Box<Discovering>),
     Streaming(Box<Capture>),
+    /// Waiting for the discovery service before spawning, several targets.
+    MultiDiscovering(Box<multi::MultiDiscovering>),
+    /// Relaying the merged capture of several targets.
+    Multi(Box<multi::MultiCapture>),
     /// Our close frame is out; waiting for the client's, or EOF.
     Closing(FrameReader),
     /// A final response is being flushed; then the connection closes.
@@ -212,8 +218,9 @@ pub struct Session {
     phase: Phase,
     deadline: Option<Instant>,
     finished: bool,
-    /// Whether the reactor counts this session as a running capture.
-    pub counted: bool,
+    /// How many running captures the reactor counts for this session (one
+    /// per target).
+    pub counted: usize,
     /// Client bytes that arrived behind the websocket handshake before a
     /// capture could read them (a close frame, say): fed to the capture's
     /// frame reader, or to the closing one if the capture is refused.
@@ -240,7 +247,7 @@ impl Session {
             },
             deadline: None,
             finished: false,
-            counted: false,
+            counted: 0,
             early: Vec::new(),
         };
         arm(&mut s.deadline, ctx, key, id, HEAD_TIMEOUT);
@@ -253,11 +260,23 @@ impl Session {
 
     /// Whether the session can be removed: done, and no child left to reap.
     pub fn finished(&self) -> bool {
-        self.finished && !matches!(&self.phase, Phase::Streaming(c) if c.alive)
+        self.finished
+            && !matches!(&self.phase, Phase::Streaming(c) if c.alive)
+            && !matches!(&self.phase, Phase::Multi(m) if m.any_alive())
     }
 
     pub fn is_capture(&self) -> bool {
         matches!(self.phase, Phase::Streaming(_) | Phase::Discovering(_))
+    }
+
+    /// How many captures this session counts for against `--max-captures`:
+    /// one per target.
+    pub fn capture_weight(&self) -> usize {
+        match &self.phase {
+            Phase::Multi(m) => m.weight(),
+            Phase::MultiDiscovering(d) => d.weight(),
+            _ => usize::from(self.is_capture()),
+        }
     }
 
     pub fn deadline(&self) -> Option<Instant> {
@@ -284,7 +303,11 @@ impl Session {
             UPSTREAM if matches!(self.phase, Phase::Proxy(_)) => {
                 self.on_proxy_upstream(ctx, readable, writable)
             }
+            UPSTREAM if matches!(self.phase, Phase::MultiDiscovering(_)) => {
+                self.on_multi_discovery(ctx)
+            }
             UPSTREAM => self.on_discovery(ctx),
+            r if r >= multi::MULTI_ROLES => self.on_multi_pipe(ctx, r),
             _ => {}
         }
     }
@@ -336,6 +359,7 @@ impl Session {
                     }
                 }
             }
+            Phase::Multi(_) | Phase::MultiDiscovering(_) => self.multi_timer(ctx),
             Phase::Closing(_) | Phase::Flush => {
                 debug!("[c{id}] client did not finish closing in time");
                 self.finished = true;
@@ -362,6 +386,9 @@ impl Session {
 
     /// The capture program was reaped.
     pub fn on_exit(&mut self, ctx: &mut Ctx, status: WaitStatus) {
+        if matches!(self.phase, Phase::Multi(_)) {
+            return self.on_multi_exit(ctx, status.pid(), status);
+        }
         let Phase::Streaming(cap) = &mut self.phase else {
             return;
         };
@@ -391,7 +418,8 @@ impl Session {
                 terminate(cap, &mut self.deadline, ctx, self.key, self.id);
                 self.check_end(ctx);
             }
-            Phase::Discovering(_) => {
+            Phase::Multi(_) => self.shutdown_multi(ctx),
+            Phase::Discovering(_) | Phase::MultiDiscovering(_) => {
                 let _ = self.conn.send(&http::text_response(
                     503,
                     "the capture service is shutting down",
@@ -425,6 +453,7 @@ impl Session {
                 self.parse_heads(ctx);
                 ctx.again.push((token(self.key, CLIENT), self.id));
             }
+            Phase::Multi(_) => self.resume_multi(ctx),
             Phase::Proxy(p) if p.up_paused && self.conn.out.len() <= LOW_WATER => {
                 let step = p.pump_upstream(&mut self.conn, ctx.buf);
                 self.proxy_step(ctx, step);
@@ -456,6 +485,7 @@ impl Session {
                 terminate(cap, &mut self.deadline, ctx, self.key, self.id);
                 self.check_end(ctx);
             }
+            Phase::Multi(_) => self.multi_client_broke(ctx),
             _ => self.finished = true,
         }
     }
@@ -465,7 +495,10 @@ impl Session {
             Phase::Head { .. } => self.read_head(ctx),
             Phase::Streaming(_) => self.read_frames(ctx),
             Phase::Closing(_) => self.read_closing(ctx),
-            Phase::Discovering(_) | Phase::Flush => self.read_discard(ctx),
+            Phase::Multi(_) => self.read_frames_multi(ctx),
+            Phase::Discovering(_) | Phase::MultiDiscovering(_) | Phase::Flush => {
+                self.read_discard(ctx)
+            }
             Phase::Proxy(_) => self.on_proxy_client(ctx),
         }
     }
@@ -566,7 +599,10 @@ impl Session {
             match self.read_client(ctx, &mut reads) {
                 Ok(0) => {
                     // The client gave up: no one is left to answer.
-                    if matches!(self.phase, Phase::Discovering(_)) {
+                    if matches!(
+                        self.phase,
+                        Phase::Discovering(_) | Phase::MultiDiscovering(_)
+                    ) {
                         debug!("[c{}] client left during discovery", self.id);
                     }
                     self.finished = true;
@@ -575,7 +611,10 @@ impl Session {
                 Ok(n) => {
                     // Frames sent right behind the handshake (a close, say)
                     // are kept for the capture, within a bound.
-                    if matches!(self.phase, Phase::Discovering(_)) {
+                    if matches!(
+                        self.phase,
+                        Phase::Discovering(_) | Phase::MultiDiscovering(_)
+                    ) {
                         let room = MAX_EARLY_FRAMES.saturating_sub(self.early.len());
                         self.early.extend_from_slice(&ctx.buf[..n.min(room)]);
                     }
@@ -778,6 +817,30 @@ impl Session {
             status
         );
     }
+}
+
+/// When the target namespace `netns` is the service's own (and
+/// `--no-self-exclusion` is not given): the filter clause that keeps this
+/// session's own connection out of the capture, and how the document
+/// describes it.
+fn own_exclusion(
+    cfg: &Config,
+    conn: &Conn,
+    peer: SocketAddr,
+    netns: u64,
+) -> Option<(String, String)> {
+    if cfg.no_self_exclusion {
+        return None;
+    }
+    let own = crate::netns::inode_of(std::path::Path::new("/proc/self/ns/net"))?;
+    if own != netns {
+        return None;
+    }
+    let local = conn.sock.local_addr().ok()?;
+    Some((
+        crate::selfexcl::own_connection_filter(local, peer),
+        crate::selfexcl::describe(local, peer),
+    ))
 }
 
 /// `host:port` of the discovery service as the user configured it.

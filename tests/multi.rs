@@ -1,0 +1,315 @@
+//! End-to-end tests of captures of several targets in one stream: the real
+//! `packetflix` binary, one real `dumpcap` per target, namespaces made by
+//! each test, a real websocket client, tshark reading the merged stream.
+//! Every wait is bounded; every namespace and process is removed by guards.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::load::netns_of;
+use common::pcapng::target_yaml;
+use common::procs;
+use common::*;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+fn targets_q(targets: &serde_json::Value) -> String {
+    format!("container={}", urlencode(&targets.to_string()))
+}
+
+/// `tshark -r` on the complete blocks: (interface id, interface name,
+/// source address) per packet, and the number of sections tshark saw.
+fn tshark_ids_and_names(bytes: &[u8]) -> Vec<(u32, String, String)> {
+    let complete = Pcapng::parse(bytes).expect("valid pcapng").complete_len;
+    let path = scratch_path("multi.pcapng");
+    std::fs::write(&path, &bytes[..complete]).expect("write capture");
+    let out = std::process::Command::new("tshark")
+        .arg("-r")
+        .arg(&path)
+        .args(["-T", "fields", "-E", "separator=\t"])
+        .args(["-e", "frame.interface_id", "-e", "frame.interface_name"])
+        .args(["-e", "ip.src"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run tshark");
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        out.status.success(),
+        "tshark could not read the merged stream: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            let id = f.next()?.parse().ok()?;
+            Some((
+                id,
+                f.next()?.to_string(),
+                f.next().unwrap_or("").to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// The two targets of most tests: `a` on its `lo`, `b` on its `lo` and its
+/// veth end, joined by a veth pair.
+fn two_targets(pair: &VethPair) -> serde_json::Value {
+    serde_json::json!([
+        {"netns": pair.a.inode(), "name": "a", "type": "proc", "network-interfaces": ["lo"]},
+        {"netns": pair.b.inode(), "name": "b", "type": "proc",
+         "network-interfaces": ["lo", pair.b_if]},
+    ])
+}
+
+/// The dumpcap of the service running in namespace `inode`.
+fn dumpcap_in(svc: &Service, inode: u64) -> Option<i32> {
+    svc.captures("dumpcap")
+        .into_iter()
+        .find(|p| netns_of(p.pid) == Some(inode))
+        .map(|p| p.pid)
+}
+
+#[test]
+fn two_targets_stream_in_one_section_with_named_interfaces() {
+    let pair = VethPair::new();
+    let svc = Service::start(&[]);
+    let mut c = ws::must_connect(svc.port(), &targets_q(&two_targets(&pair)), &[]);
+    let want = [
+        "a/lo".to_string(),
+        "b/lo".into(),
+        format!("b/{}", pair.b_if),
+    ];
+    let ok = c.read_until(
+        |cap| Pcapng::parse(&cap.bytes).is_ok_and(|p| p.interfaces().len() == 3),
+        START_TIMEOUT,
+    );
+    assert!(ok, "three interfaces not described: {:?}", c.capture.close);
+    let b_addr = pair.b_addr.to_string();
+    let seen = until_seen(
+        &mut c,
+        TRAFFIC_TIMEOUT,
+        || {
+            pair.a.ping_self(1);
+            pair.b.ping_self(1);
+            pair.a.ping(&b_addr, 1);
+        },
+        |p| {
+            let icmp = p.icmp();
+            let on = |name: &str, src| {
+                icmp.iter()
+                    .any(|i| i.interface_name.as_deref() == Some(name) && i.src == src)
+            };
+            on("a/lo", pair.a.addr) && on("b/lo", pair.b.addr) && on(&want[2], pair.a_addr)
+        },
+    );
+    assert!(seen, "not every target's traffic was seen");
+    let close = c.close(Duration::from_secs(15));
+    let (code, reason) = close.expect("close answered");
+    assert_eq!(code, 1000);
+    assert!(reason.contains("a: ") && reason.contains("b: "), "{reason}");
+
+    let p = c.capture.pcapng();
+    assert_eq!(p.shbs.len(), 1, "one section header");
+    let mut names = p.interface_names();
+    names.sort();
+    assert_eq!(names, want);
+    // Each interface keeps the link type its own dumpcap described.
+    assert!(
+        p.interfaces().iter().all(|i| i.linktype == 1),
+        "{:?}",
+        p.interfaces()
+    );
+    let yaml = target_yaml(&p).expect("target document");
+    for key in [
+        "container-name: \"a\"",
+        "container-name: \"b\"",
+        "interface-prefix: \"b/\"",
+    ] {
+        assert!(yaml.contains(key), "{key} missing from {yaml}");
+    }
+    // tshark agrees: ids consistent with names, both targets' packets.
+    let rows = tshark_ids_and_names(&c.capture.bytes);
+    let mut by_id: BTreeMap<u32, String> = BTreeMap::new();
+    for (id, name, _) in &rows {
+        let prev = by_id.insert(*id, name.clone());
+        assert!(
+            prev.is_none_or(|n| &n == name),
+            "interface {id} has two names"
+        );
+        assert_eq!(
+            p.interfaces()[*id as usize].name.as_deref(),
+            Some(name.as_str()),
+            "tshark's interface {id} is not the IDB's"
+        );
+    }
+    for name in &want {
+        assert!(
+            by_id.values().any(|n| n == name),
+            "no packet on {name}: {by_id:?}"
+        );
+    }
+    assert!(rows
+        .iter()
+        .any(|r| r.1 == "a/lo" && r.2 == pair.a.addr.to_string()));
+}
+
+#[test]
+fn a_killed_program_leaves_the_other_streaming_and_the_close_names_both() {
+    let pair = VethPair::new();
+    let svc = Service::start(&[]);
+    let mut c = ws::must_connect(svc.port(), &targets_q(&two_targets(&pair)), &[]);
+    assert!(c.read_until(
+        |cap| Pcapng::parse(&cap.bytes).is_ok_and(|p| p.interfaces().len() == 3),
+        START_TIMEOUT,
+    ));
+    assert_eq!(svc.wait_dumpcaps(2, Duration::from_secs(5)).len(), 2);
+    let a_pid = dumpcap_in(&svc, pair.a.inode()).expect("a's dumpcap");
+    kill(Pid::from_raw(a_pid), Signal::SIGKILL).expect("kill a's dumpcap");
+    assert!(
+        wait_for(Duration::from_secs(5), || !procs::exists(a_pid)),
+        "a's dumpcap not reaped"
+    );
+    let before = c.capture.pcapng().icmp().len();
+    let seen = until_seen(
+        &mut c,
+        TRAFFIC_TIMEOUT,
+        || {
+            pair.b.ping_self(1);
+        },
+        |p| {
+            p.icmp().len() > before
+                && p.icmp()
+                    .iter()
+                    .skip(before)
+                    .any(|i| i.interface_name.as_deref() == Some("b/lo"))
+        },
+    );
+    assert!(
+        seen,
+        "b stopped streaming when a's program died: {:?}",
+        c.capture.close
+    );
+    assert!(
+        c.capture.close.is_none(),
+        "the stream ended with a's program"
+    );
+    let (_, reason) = c.close(Duration::from_secs(15)).expect("close answered");
+    assert!(reason.contains("a: killed by SIGKILL"), "{reason}");
+    assert!(reason.contains("b: "), "{reason}");
+    assert!(c.wait_tcp_closed(Duration::from_secs(5)));
+}
+
+#[test]
+fn client_close_reaps_every_program_before_the_answer() {
+    let pair = VethPair::new();
+    let svc = Service::start(&[]);
+    let mut c = ws::must_connect(svc.port(), &targets_q(&two_targets(&pair)), &[]);
+    assert!(c.read_until(
+        |cap| Pcapng::parse(&cap.bytes).is_ok_and(|p| p.interfaces().len() == 3),
+        START_TIMEOUT,
+    ));
+    let pids: Vec<i32> = svc
+        .wait_dumpcaps(2, Duration::from_secs(5))
+        .iter()
+        .map(|p| p.pid)
+        .collect();
+    assert_eq!(pids.len(), 2);
+    let (code, reason) = c.close(Duration::from_secs(15)).expect("close answered");
+    assert_eq!(code, 1000);
+    for pid in &pids {
+        assert!(!procs::exists(*pid), "{pid} not reaped before the answer");
+    }
+    assert!(
+        reason.contains("a: stopped") && reason.contains("b: stopped"),
+        "{reason}"
+    );
+    assert!(c.wait_tcp_closed(Duration::from_secs(5)));
+    assert!(
+        svc.children().is_empty(),
+        "children left: {:?}",
+        svc.children()
+    );
+}
+
+#[test]
+fn one_unknown_target_refuses_the_whole_request_and_spawns_nothing() {
+    let ns = Netns::new();
+    let svc = Service::start(&[]);
+    // An inode no namespace has: 2^32 + 7 is above every procfs inode.
+    let targets = serde_json::json!([
+        {"netns": ns.inode(), "name": "good", "network-interfaces": ["lo"]},
+        {"netns": 4_294_967_303u64},
+    ]);
+    let reason = expect_refusal(svc.port(), &targets_q(&targets), &[]);
+    assert!(reason.contains("netns-4294967303"), "{reason}");
+    assert!(svc.children().is_empty(), "spawned: {:?}", svc.children());
+    assert!(
+        !svc.stderr().contains("started: pid"),
+        "a capture program was started: {}",
+        svc.stderr()
+    );
+}
+
+#[test]
+fn an_interface_list_and_too_many_targets_are_refused() {
+    let ns = Netns::new();
+    let svc = Service::start(&["--max-targets", "2"]);
+    let one = serde_json::json!({"netns": ns.inode()});
+    let reason = expect_refusal(
+        svc.port(),
+        &format!("{}&nif=lo", targets_q(&serde_json::json!([one, one]))),
+        &[],
+    );
+    assert!(reason.contains("nif may only be"), "{reason}");
+    let reason = expect_refusal(
+        svc.port(),
+        &targets_q(&serde_json::json!([one, one, one])),
+        &[],
+    );
+    assert!(reason.contains("at most 2"), "{reason}");
+    assert!(svc.children().is_empty());
+}
+
+#[test]
+fn stale_targets_are_resolved_by_one_discovery_exchange() {
+    let pair = VethPair::new();
+    let gw = GhostWire::start(mobyshark(&[
+        target("a", "", pair.a.inode(), 0, 0),
+        target("b", "", pair.b.inode(), 0, 0),
+    ]));
+    let svc = Service::with_discovery(gw.port(), 5, &[]);
+    // No netns at all: both must come from the listing.
+    let targets = serde_json::json!([
+        {"name": "a", "network-interfaces": ["lo"]},
+        {"name": "b", "network-interfaces": ["lo"]},
+    ]);
+    let mut c = ws::must_connect(svc.port(), &targets_q(&targets), &[]);
+    assert!(
+        c.read_until(
+            |cap| Pcapng::parse(&cap.bytes).is_ok_and(|p| p.interfaces().len() == 2),
+            START_TIMEOUT,
+        ),
+        "not started: {:?}",
+        c.capture.close
+    );
+    assert_eq!(gw.mobyshark_requests(), 1, "one exchange for both targets");
+    let ns: Vec<u64> = svc
+        .wait_dumpcaps(2, Duration::from_secs(5))
+        .iter()
+        .filter_map(|p| netns_of(p.pid))
+        .collect();
+    assert!(
+        ns.contains(&pair.a.inode()) && ns.contains(&pair.b.inode()),
+        "{ns:?}"
+    );
+    assert!(c.close(Duration::from_secs(15)).is_some());
+
+    // A name the listing lacks refuses the whole request, naming it.
+    let targets = serde_json::json!([{"name": "a"}, {"name": "ghost"}]);
+    let reason = expect_refusal(svc.port(), &targets_q(&targets), &[]);
+    assert!(reason.contains("ghost"), "{reason}");
+    assert!(svc.wait_dumpcaps(0, Duration::from_secs(5)).is_empty());
+}
