@@ -14,6 +14,7 @@ pub mod discovery;
 pub mod front;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod netns;
 pub mod params;
 pub mod pcapng;
