@@ -9,6 +9,15 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v python3 >/dev/null || need+=(python3)
 command -v curl >/dev/null || need+=(curl)
+# The deployment tests: Docker and its compose, a Debian root to build the
+# image on, busybox to capture from, the Prometheus and systemd checkers.
+command -v dockerd >/dev/null || need+=(docker.io)
+command -v docker-compose >/dev/null || need+=(docker-compose)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+command -v promtool >/dev/null || need+=(prometheus)
+command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v setpriv >/dev/null || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   # Do not ask whether non-root users may capture: the service runs as root.
@@ -23,3 +32,6 @@ fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
+# Docker without systemd: started here if it is not running, and the local
+# base images made once per machine (a few minutes the first time).
+"$(dirname "$0")/docker-images.sh"
