@@ -120,6 +120,40 @@ fn metrics_pass_promtool_and_count_captures_refusals_bytes_and_lookups() {
     assert!(s["packetflix_connections_open"] >= 1.0);
 }
 
+/// Payload of each synthetic packet (4 KiB blocks with the framing).
+const SYNTH_PAYLOAD: usize = 4064;
+/// 160 MiB: more than socket buffers and the output queue hold, so a
+/// client that reads nothing pauses the capture for as long as it stalls.
+const SYNTH_PACKETS: u64 = 40 * 1024;
+/// How long the client reads nothing.
+const STALL: Duration = Duration::from_millis(1500);
+
+#[test]
+fn time_paused_by_a_client_that_does_not_read_is_counted() {
+    let dir = common::load::ScratchDir::new("synth");
+    let program = common::load::synthetic_capture_program(&dir, SYNTH_PACKETS, SYNTH_PAYLOAD, 30);
+    let ns = Netns::new();
+    let svc = Service::start(&["--capture-program", program.to_str().expect("UTF-8")]);
+    let c = common::ws::must_connect(svc.port(), &format!("netns={}", ns.inode()), &[]);
+    std::thread::sleep(STALL);
+    // The connection breaks with the capture paused: the pause still counts.
+    c.drop_tcp();
+    let ended = common::wait_for(Duration::from_secs(10), || {
+        scrape(svc.port()).1["packetflix_captures_ended_total{cause=\"client_gone\"}"] == 1.0
+    });
+    assert!(ended, "capture not counted as ended by the client going");
+    let (text, s) = scrape(svc.port());
+    let paused = s["packetflix_capture_paused_seconds_total"];
+    eprintln!("paused {paused} s in a {STALL:?} stall");
+    // The queue fills within a fraction of the stall; the rest is paused.
+    assert!(
+        paused > STALL.as_secs_f64() / 3.0 && paused < 10.0,
+        "paused {paused} s in a {STALL:?} stall"
+    );
+    let (ok, said) = promtool(&text);
+    assert!(ok, "{said}");
+}
+
 #[test]
 fn promtool_rejects_what_the_format_forbids() {
     // The checker is not a rubber stamp: a counter without the _total
