@@ -103,7 +103,7 @@ macro_rules! labelled {
             }
         }
 
-        static $store: [Counter; [$($label),+].len()] = [$({ let _ = $label; Counter::new() }),+];
+        static $store: [Counter; $name::ALL.len()] = [const { Counter::new() }; $name::ALL.len()];
     };
 }
 
@@ -235,15 +235,6 @@ fn micros(d: Duration) -> u64 {
 
 fn seconds(micros: u64) -> f64 {
     micros as f64 / 1e6
-}
-
-/// The count of one labelled value (tests, and callers that report).
-pub fn refused_count(why: Refusal) -> u64 {
-    REFUSED[why as usize].get()
-}
-
-pub fn ended_count(why: End) -> u64 {
-    ENDED[why as usize].get()
 }
 
 /// One metric family: its HELP and TYPE lines.
