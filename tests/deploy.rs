@@ -5,7 +5,10 @@
 //! from a busybox container (`--network none`, pinging its own loopback) by
 //! `netns` and by `container=` with pid and start time, as root and as the
 //! image's user 65534 with file capabilities; the health check turns
-//! healthy; the profile denies what the service does without.
+//! healthy; the profile denies what the service does without. And the
+//! systemd unit as shipped, under a real systemd (in a container, since
+//! this host has none running): it captures as a dynamic user with ambient
+//! capabilities and is restarted when it fails.
 //!
 //! Needs root and Docker (`scripts/deps.sh` installs it, `scripts/dockerd.sh`
 //! starts it). Every container is removed on drop.
@@ -15,7 +18,7 @@ mod common;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use common::docker::{docker, project_image, unique_name, Container, BUSYBOX_TAG};
+use common::docker::{docker, project_image, systemd_image, unique_name, Container, BUSYBOX_TAG};
 use common::pcapng::target_yaml;
 use common::{tshark_decode, urlencode, Pcapng, START_TIMEOUT, TRAFFIC_TIMEOUT};
 
@@ -247,4 +250,132 @@ fn seccomp_profile_denies_new_namespaces_that_dockers_default_allows() {
     assert!(!ours.status.success());
     let err = String::from_utf8_lossy(&ours.stderr);
     assert!(err.contains("Operation not permitted"), "{err}");
+}
+
+/// How long systemd may take to boot in its container, and the unit to
+/// (re)start.
+const SYSTEMD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `sh -c SCRIPT` inside `c`, which must succeed; its stdout.
+fn sh(c: &Container, script: &str) -> Vec<u8> {
+    let out = c.exec(&[], &["sh", "-c", script]);
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn sh_text(c: &Container, script: &str) -> String {
+    String::from_utf8_lossy(&sh(c, script)).trim().to_string()
+}
+
+#[test]
+fn unit_under_systemd_captures_as_a_dynamic_user_and_restarts_on_failure() {
+    let image = systemd_image();
+    // systemd as the container's init: it needs to mount (the unit's
+    // Protect*= and Private*= options), the capabilities the unit grants,
+    // and the cgroup tree; its own network namespace stays empty.
+    let mut args = vec!["--network", "none"];
+    for cap in CAPS {
+        args.extend(["--cap-add", cap]);
+    }
+    args.extend([
+        "--security-opt",
+        "seccomp=unconfined",
+        "--tmpfs",
+        "/run",
+        "--tmpfs",
+        "/run/lock",
+        "-v",
+        "/sys/fs/cgroup:/sys/fs/cgroup:ro",
+        image,
+    ]);
+    let host = Container::run("systemd", &args);
+    let booted = common::wait_for(SYSTEMD_TIMEOUT, || {
+        let out = host.exec(&[], &["systemctl", "is-system-running"]);
+        matches!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "running" | "degraded"
+        )
+    });
+    assert!(booted, "systemd did not boot: {}", host.logs());
+    sh(&host, "systemctl start packetflix");
+    let main_pid = || sh_text(&host, "systemctl show -p MainPID --value packetflix");
+    let serving = || {
+        host.exec(
+            &[],
+            &[
+                "curl",
+                "-fsS",
+                "-o",
+                "/dev/null",
+                "http://127.0.0.1:5001/version",
+            ],
+        )
+        .status
+        .success()
+    };
+    assert!(
+        common::wait_for(SYSTEMD_TIMEOUT, serving),
+        "unit not serving"
+    );
+    let first = main_pid();
+
+    // Not root, exactly the four capabilities, no_new_privs.
+    let status = sh_text(&host, &format!("cat /proc/{first}/status"));
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix(':'))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no {k} in {status}"))
+    };
+    let uid = field("Uid");
+    assert!(
+        !uid.split_whitespace().any(|u| u == "0"),
+        "runs as root: {uid}"
+    );
+    assert_eq!(
+        u64::from_str_radix(&field("CapEff"), 16).unwrap(),
+        CAPS_MASK
+    );
+    assert_eq!(field("NoNewPrivs"), "1");
+
+    // A namespace with traffic, made inside that host; captured through the
+    // unit's service with the project's client, decoded here with tshark.
+    sh(
+        &host,
+        "ip netns add t1 && ip -n t1 link set lo up && \
+         (ip netns exec t1 ping -c 150 -i 0.2 127.0.0.1 >/dev/null 2>&1 &)",
+    );
+    let inode = sh_text(&host, "stat -L -c %i /run/netns/t1");
+    let pcap = sh(
+        &host,
+        &format!("timeout 20 packetflix-capture --netns {inode} -i lo -c 4 -w -"),
+    );
+    let rows = tshark_decode(&pcap);
+    assert!(
+        rows.iter()
+            .any(|r| r.icmp_type == ECHO_REQUEST && r.src == "127.0.0.1"),
+        "{rows:?}"
+    );
+
+    // Restart=on-failure: a killed service comes back. (Not SIGSEGV: Rust's
+    // stack-overflow handler lets a process survive one sent by kill.)
+    sh(&host, &format!("kill -KILL {first}"));
+    let restarted = common::wait_for(SYSTEMD_TIMEOUT, || {
+        let now = main_pid();
+        now != "0" && now != first && serving()
+    });
+    assert!(restarted, "not restarted after a crash");
+    // Its lines are in the journal, from both runs.
+    let journal = sh_text(&host, "journalctl -u packetflix --no-pager -o cat");
+    assert_eq!(
+        journal.matches("listening on port 5001").count(),
+        2,
+        "{journal}"
+    );
+    assert!(journal.contains("capture started"), "{journal}");
 }

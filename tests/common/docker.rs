@@ -1,8 +1,9 @@
 //! Docker for the deployment tests: the daemon and the local base images
 //! (`scripts/docker-images.sh`, once per machine), the project's image (built
 //! from `deploy/Dockerfile` once per set of inputs, under a file lock, since
-//! nextest runs every test in a process of its own), and containers owned by
-//! guards that remove them on drop, also when a test fails.
+//! nextest runs every test in a process of its own), a systemd host to run
+//! the unit in, and containers owned by guards that remove them on drop,
+//! also when a test fails.
 //!
 //! Containers get names unique to the process and call; test containers run
 //! with `--network none`, so their traffic stays on their own loopback.
@@ -19,6 +20,8 @@ pub const BASE_TAG: &str = "packetflix-base:bookworm";
 pub const BUSYBOX_TAG: &str = "packetflix-busybox:test";
 /// The project's image as the tests build it.
 pub const IMAGE_TAG: &str = "packetflix:test";
+/// A systemd host for the unit (tests/fixtures/systemd.Dockerfile).
+pub const SYSTEMD_TAG: &str = "packetflix-systemd:test";
 /// Label on [`IMAGE_TAG`] holding a hash of what it was built from.
 const INPUTS_LABEL: &str = "packetflix.test-inputs";
 /// Bound on one docker command (an image build with apt included).
@@ -76,72 +79,89 @@ pub fn ensure_base_images() {
 /// processes wait on the lock and find it built.
 pub fn project_image() -> &'static str {
     static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        ensure_base_images();
-        let bin = Path::new(env!("CARGO_BIN_EXE_packetflix"));
-        let client = Path::new(env!("CARGO_BIN_EXE_packetflix-capture"));
-        let dir = bin.parent().expect("binary directory");
-        let bin_dir = dir
-            .strip_prefix(repo())
-            .expect("cargo's target directory must be inside the checkout (the build context)")
-            .to_str()
-            .expect("UTF-8 path")
-            .to_string();
-        let inputs = inputs_hash(&[
-            &repo().join("deploy/Dockerfile"),
-            &repo().join(".dockerignore"),
-            bin,
-            client,
-        ]);
-        let lock = std::fs::File::create(BUILD_LOCK).expect("create the build lock");
-        let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| e)
-            .expect("take the build lock");
-        let label = docker(&[
-            "image",
-            "inspect",
-            "-f",
-            &format!("{{{{index .Config.Labels \"{INPUTS_LABEL}\"}}}}"),
-            IMAGE_TAG,
-        ]);
-        if String::from_utf8_lossy(&label.stdout).trim() == inputs {
-            return;
-        }
-        let repo = repo();
-        let out = Command::new("timeout")
-            .arg(DOCKER_TIMEOUT.as_secs().to_string())
-            .args(["docker", "build", "--network", "host", "-q"])
-            .args(["-f", "deploy/Dockerfile"])
-            .args(["--build-arg", &format!("BASE={BASE_TAG}")])
-            .args(["--build-arg", &format!("BIN_DIR={bin_dir}")])
-            .args(["--label", &format!("{INPUTS_LABEL}={inputs}")])
-            .args(["-t", IMAGE_TAG, "."])
-            .current_dir(&repo)
-            // The daemon's classic builder: needs no buildx plugin.
-            .env("DOCKER_BUILDKIT", "0")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run docker build");
-        assert!(
-            out.status.success(),
-            "docker build failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // Earlier builds of the test image, untagged now: not kept.
-        let _ = docker(&[
-            "image",
-            "prune",
-            "-f",
-            "--filter",
-            &format!("label={INPUTS_LABEL}"),
-        ]);
-    });
+    BUILT.get_or_init(|| build_cached(IMAGE_TAG, "deploy/Dockerfile", &[]));
     IMAGE_TAG
 }
 
+/// A Debian host with systemd and the test run's binaries, to run
+/// `deploy/packetflix.service` as shipped.
+pub fn systemd_image() -> &'static str {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        build_cached(
+            SYSTEMD_TAG,
+            "tests/fixtures/systemd.Dockerfile",
+            &["deploy/packetflix.service"],
+        )
+    });
+    SYSTEMD_TAG
+}
+
+/// Builds `dockerfile` (relative to the checkout, the build context) as
+/// `tag` on [`BASE_TAG`] unless `tag` was built from the same inputs: the
+/// Dockerfile, `.dockerignore`, the binaries and `more` files.
+fn build_cached(tag: &str, dockerfile: &str, more: &[&str]) {
+    ensure_base_images();
+    let repo = repo();
+    let bin = Path::new(env!("CARGO_BIN_EXE_packetflix"));
+    let client = Path::new(env!("CARGO_BIN_EXE_packetflix-capture"));
+    let dir = bin.parent().expect("binary directory");
+    let bin_dir = dir
+        .strip_prefix(&repo)
+        .expect("cargo's target directory must be inside the checkout (the build context)")
+        .to_str()
+        .expect("UTF-8 path")
+        .to_string();
+    let mut paths = vec![repo.join(dockerfile), repo.join(".dockerignore")];
+    paths.extend(more.iter().map(|m| repo.join(m)));
+    paths.extend([bin.to_path_buf(), client.to_path_buf()]);
+    let inputs = inputs_hash(&paths);
+    let lock = std::fs::File::create(BUILD_LOCK).expect("create the build lock");
+    let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("take the build lock");
+    let label = docker(&[
+        "image",
+        "inspect",
+        "-f",
+        &format!("{{{{index .Config.Labels \"{INPUTS_LABEL}\"}}}}"),
+        tag,
+    ]);
+    if String::from_utf8_lossy(&label.stdout).trim() == inputs {
+        return;
+    }
+    let out = Command::new("timeout")
+        .arg(DOCKER_TIMEOUT.as_secs().to_string())
+        .args(["docker", "build", "--network", "host", "-q"])
+        .args(["-f", dockerfile])
+        .args(["--build-arg", &format!("BASE={BASE_TAG}")])
+        .args(["--build-arg", &format!("BIN_DIR={bin_dir}")])
+        .args(["--label", &format!("{INPUTS_LABEL}={inputs}")])
+        .args(["-t", tag, "."])
+        .current_dir(&repo)
+        // The daemon's classic builder: needs no buildx plugin.
+        .env("DOCKER_BUILDKIT", "0")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run docker build");
+    assert!(
+        out.status.success(),
+        "docker build -f {dockerfile} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Earlier builds of the test images, untagged now: not kept.
+    let _ = docker(&[
+        "image",
+        "prune",
+        "-f",
+        "--filter",
+        &format!("label={INPUTS_LABEL}"),
+    ]);
+}
+
 /// Size and modification time of the binaries, content of the rest.
-fn inputs_hash(paths: &[&Path]) -> String {
+fn inputs_hash(paths: &[PathBuf]) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     for p in paths {
         let meta = std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
