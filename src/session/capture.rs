@@ -458,8 +458,9 @@ impl Session {
 pub(super) fn send_message(conn: &mut Conn, data: &[u8]) -> io::Result<()> {
     let mut head = [0u8; ws::MAX_SERVER_HEADER];
     let n = ws::binary_header(data.len(), &mut head);
+    conn.send_parts(&head[..n], data)?;
     metrics::BYTES_RELAYED.add(data.len() as u64);
-    conn.send_parts(&head[..n], data)
+    Ok(())
 }
 
 /// Adds a finished pause of the capture pipe to the paused-time metric.
