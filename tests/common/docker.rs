@@ -18,11 +18,12 @@ use std::time::Duration;
 pub const BASE_TAG: &str = "packetflix-base:bookworm";
 /// The small image to capture from.
 pub const BUSYBOX_TAG: &str = "packetflix-busybox:test";
-/// The project's image as the tests build it.
-pub const IMAGE_TAG: &str = "packetflix:test";
+/// The project's image as the tests build it; tagged per checkout (see
+/// [`checkout_tag`]).
+const IMAGE_REPO: &str = "packetflix";
 /// A systemd host for the unit (tests/fixtures/systemd.Dockerfile).
-pub const SYSTEMD_TAG: &str = "packetflix-systemd:test";
-/// Label on [`IMAGE_TAG`] holding a hash of what it was built from.
+const SYSTEMD_REPO: &str = "packetflix-systemd";
+/// Label on the test images holding a hash of what each was built from.
 const INPUTS_LABEL: &str = "packetflix.test-inputs";
 /// Bound on one docker command (an image build with apt included).
 const DOCKER_TIMEOUT: Duration = Duration::from_secs(600);
@@ -78,23 +79,35 @@ pub fn ensure_base_images() {
 /// suite needs no release build). Built once per set of inputs; other test
 /// processes wait on the lock and find it built.
 pub fn project_image() -> &'static str {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| build_cached(IMAGE_TAG, "deploy/Dockerfile", &[]));
-    IMAGE_TAG
+    static BUILT: OnceLock<String> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let tag = checkout_tag(IMAGE_REPO);
+        build_cached(&tag, "deploy/Dockerfile", &[]);
+        tag
+    })
 }
 
 /// A Debian host with systemd and the test run's binaries, to run
 /// `deploy/packetflix.service` as shipped.
 pub fn systemd_image() -> &'static str {
-    static BUILT: OnceLock<()> = OnceLock::new();
+    static BUILT: OnceLock<String> = OnceLock::new();
     BUILT.get_or_init(|| {
+        let tag = checkout_tag(SYSTEMD_REPO);
         build_cached(
-            SYSTEMD_TAG,
+            &tag,
             "tests/fixtures/systemd.Dockerfile",
             &["deploy/packetflix.service"],
-        )
-    });
-    SYSTEMD_TAG
+        );
+        tag
+    })
+}
+
+/// `REPO:test-<hash of the checkout's path>`: image tags are machine-wide,
+/// and two checkouts testing at once must not run each other's binaries.
+fn checkout_tag(repo_name: &str) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    repo().hash(&mut h);
+    format!("{repo_name}:test-{:08x}", h.finish() as u32)
 }
 
 /// Builds `dockerfile` (relative to the checkout, the build context) as
