@@ -31,8 +31,10 @@ if ! docker image inspect "$BASE_TAG" >/dev/null 2>&1; then
   root=$(mktemp -d /tmp/packetflix-base.XXXXXX)
   trap 'rm -rf "$root"' EXIT
   echo "debootstrap bookworm from $(mirror) (once per machine)" >&2
-  debootstrap --variant=minbase bookworm "$root" "$(mirror)" >/tmp/packetflix-debootstrap.log 2>&1 ||
-    { tail -20 /tmp/packetflix-debootstrap.log >&2; exit 1; }
+  log=/tmp/packetflix-debootstrap.log
+  debootstrap --variant=minbase bookworm "$root" "$(mirror)" >"$log" 2>&1 ||
+    { tail -20 "$log" >&2; echo "(whole log: $log)" >&2; exit 1; }
+  rm -f "$log"
   # What a registry's debian:bookworm-slim would hold: no cached packages.
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
   tar -C "$root" -c . | docker import -c 'CMD ["/bin/bash"]' - "$BASE_TAG" >/dev/null
