@@ -112,7 +112,7 @@ fn checkout_tag(repo_name: &str) -> String {
 
 /// Builds `dockerfile` (relative to the checkout, the build context) as
 /// `tag` on [`BASE_TAG`] unless `tag` was built from the same inputs: the
-/// Dockerfile, `.dockerignore`, the binaries and `more` files.
+/// Dockerfile, `.dockerignore`, the binaries, `more` files and the base.
 fn build_cached(tag: &str, dockerfile: &str, more: &[&str]) {
     ensure_base_images();
     let repo = repo();
@@ -128,7 +128,15 @@ fn build_cached(tag: &str, dockerfile: &str, more: &[&str]) {
     let mut paths = vec![repo.join(dockerfile), repo.join(".dockerignore")];
     paths.extend(more.iter().map(|m| repo.join(m)));
     paths.extend([bin.to_path_buf(), client.to_path_buf()]);
-    let inputs = inputs_hash(&paths);
+    // A new base (made again on this machine) also calls for a rebuild.
+    let base = docker_ok(&["image", "inspect", "-f", "{{.Id}}", BASE_TAG]);
+    let inputs = format!(
+        "{}-{}",
+        inputs_hash(&paths),
+        base.trim_start_matches("sha256:")
+            .get(..12)
+            .unwrap_or(&base)
+    );
     let lock = std::fs::File::create(BUILD_LOCK).expect("create the build lock");
     let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| e)
