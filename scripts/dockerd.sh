@@ -7,8 +7,10 @@
 # Log: /var/log/packetflix-dockerd.log. Needs root.
 set -euo pipefail
 LOG=/var/log/packetflix-dockerd.log
-# How long dockerd may take to answer after start (it sets up containerd).
-WAIT_SECONDS=60
+PIDFILES=(/var/run/docker.pid /var/run/docker/containerd/containerd.pid)
+# How long dockerd may take to answer after start (it starts containerd,
+# which waits for what a killed one left behind).
+WAIT_SECONDS=120
 if docker info >/dev/null 2>&1; then
   exit 0
 fi
@@ -20,7 +22,17 @@ fi
 exec 9>/run/packetflix-dockerd.lock
 flock 9
 if ! docker info >/dev/null 2>&1; then
-  if ! pgrep -x dockerd >/dev/null; then
+  # A dockerd that is starting counts; a killed one not yet reaped (a
+  # zombie, where nothing reaps orphans) does not.
+  if ! ps -C dockerd -o stat= 2>/dev/null | grep -qv '^Z'; then
+    # Pid files of a killed dockerd and its containerd (gone, or zombies
+    # where nothing reaps orphans) stop new ones from starting.
+    for pidfile in "${PIDFILES[@]}"; do
+      pid=$(cat "$pidfile" 2>/dev/null || true)
+      case "$(ps -o stat= -p "${pid:-0}" 2>/dev/null || true)" in
+        "" | Z*) rm -f "$pidfile" ;;
+      esac
+    done
     nohup dockerd --bridge=none --iptables=false >>"$LOG" 2>&1 </dev/null &
   fi
   for _ in $(seq $((WAIT_SECONDS * 2))); do
