@@ -33,7 +33,8 @@ if ! docker info >/dev/null 2>&1; then
         "" | Z*) rm -f "$pidfile" ;;
       esac
     done
-    nohup dockerd --bridge=none --iptables=false >>"$LOG" 2>&1 </dev/null &
+    # Not holding the lock (fd 9) for as long as it runs.
+    nohup dockerd --bridge=none --iptables=false >>"$LOG" 2>&1 </dev/null 9>&- &
   fi
   for _ in $(seq $((WAIT_SECONDS * 2))); do
     docker info >/dev/null 2>&1 && exit 0
