@@ -12,6 +12,15 @@ command -v curl >/dev/null || need+=(curl)
 # unshare and mount: tests run the service in a mount namespace of its own.
 command -v unshare >/dev/null || need+=(util-linux)
 command -v mount >/dev/null || need+=(mount)
+# The deployment tests: Docker and its compose, a Debian root to build the
+# image on, busybox to capture from, the Prometheus and systemd checkers.
+command -v dockerd >/dev/null || need+=(docker.io)
+command -v docker-compose >/dev/null || need+=(docker-compose)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+command -v promtool >/dev/null || need+=(prometheus)
+command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v setpriv >/dev/null || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   # Do not ask whether non-root users may capture: the service runs as root.
@@ -26,3 +35,6 @@ fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
+# Docker without systemd: started here if it is not running, and the local
+# base images made once per machine (a few minutes the first time).
+"$(dirname "$0")/docker-images.sh"

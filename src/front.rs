@@ -25,6 +25,7 @@ pub fn route(req: &Request, proxy: bool) -> Route {
     let mut route = match req.path.as_str() {
         "/capture" => capture(req),
         "/version" => version(req),
+        "/metrics" => metrics(req),
         _ if proxy => Route::Proxy {
             target: proxied_target(req),
         },
@@ -73,6 +74,28 @@ fn version(req: &Request) -> Route {
     match req.method.as_str() {
         // HEAD loses the body in `route`.
         "GET" | "HEAD" => json(req, &http::version_body()),
+        _ => plain(req, 405, &[("Allow", "GET, HEAD")], b"use GET\n"),
+    }
+}
+
+/// Prometheus' scrape of [`crate::metrics`]; open like `/version`.
+fn metrics(req: &Request) -> Route {
+    match req.method.as_str() {
+        "GET" | "HEAD" => {
+            let keep_alive = reusable(req);
+            let body = crate::metrics::render();
+            Route::Respond {
+                status: 200,
+                bytes: http::response(
+                    200,
+                    &[],
+                    crate::metrics::CONTENT_TYPE,
+                    body.as_bytes(),
+                    !keep_alive,
+                ),
+                keep_alive,
+            }
+        }
         _ => plain(req, 405, &[("Allow", "GET, HEAD")], b"use GET\n"),
     }
 }
@@ -189,6 +212,26 @@ mod tests {
             assert!(text.ends_with("\r\n\r\n"), "{head}: {text:?}");
             assert!(!text.contains("Content-Length: 0\r\n"), "{head}: {text:?}");
         }
+    }
+
+    #[test]
+    fn metrics_answers_the_prometheus_text_format() {
+        let Route::Respond {
+            status,
+            bytes,
+            keep_alive,
+        } = route(&req("GET /metrics HTTP/1.1\r\n\r\n"), true)
+        else {
+            panic!("/metrics must not be proxied")
+        };
+        assert_eq!((status, keep_alive), (200, true));
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.contains("Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"));
+        assert!(text.contains("\r\n\r\n# HELP packetflix_"));
+        assert_eq!(
+            self::status(&route(&req("POST /metrics HTTP/1.1\r\n\r\n"), false)),
+            405
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod http;
 pub mod links;
 pub mod logging;
 pub mod merge;
+pub mod metrics;
 pub mod multi;
 pub mod netns;
 pub mod params;

@@ -122,7 +122,23 @@ fn make_inheritable(caps: &[u32]) -> std::io::Result<()> {
 
 /// Raises the passed-on capabilities into the ambient set. Called in the
 /// child between fork and exec: only the prctl syscall, no allocation.
+/// The ambient set is cleared first: a service started with ambient
+/// capabilities (systemd's AmbientCapabilities=) would otherwise hand all of
+/// them, CAP_SYS_ADMIN too, to the capture program.
 pub fn raise_ambient() -> std::io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    let r = unsafe {
+        nix::libc::prctl(
+            nix::libc::PR_CAP_AMBIENT,
+            nix::libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0 as nix::libc::c_ulong,
+            0 as nix::libc::c_ulong,
+            0 as nix::libc::c_ulong,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
     for cap in PASSED_ON {
         // SAFETY: prctl with integer arguments only.
         let r = unsafe {

@@ -28,6 +28,7 @@ use nix::unistd::Pid;
 use slab::Slab;
 
 use crate::config::Config;
+use crate::metrics;
 use crate::session::{token, Ctx, Session, Timers, CLIENT, ROLE_BITS};
 
 const LISTENER: Token = Token(usize::MAX);
@@ -273,6 +274,7 @@ impl Reactor {
             if weight != s.counted {
                 self.captures = self.captures + weight - s.counted;
                 s.counted = weight;
+                metrics::CAPTURES_RUNNING.set(self.captures as i64);
             }
         }
     }
@@ -281,7 +283,9 @@ impl Reactor {
         for key in std::mem::take(&mut self.touched) {
             if self.sessions.get(key).is_some_and(|s| s.finished()) {
                 let mut s = self.sessions.remove(key);
+                metrics::CONNECTIONS_OPEN.dec();
                 self.captures -= s.counted;
+                metrics::CAPTURES_RUNNING.set(self.captures as i64);
                 let _ = self.poll.registry().deregister(s.socket());
                 debug!("[c{}] connection closed", s.id);
             }
@@ -337,6 +341,7 @@ impl Reactor {
             debug!("[c{id}] connection from {peer}");
             let mut ctx = ctx!(self, now);
             entry.insert(Session::new(id, key, peer, sock, &mut ctx));
+            metrics::CONNECTIONS_OPEN.inc();
         }
     }
 
@@ -375,6 +380,7 @@ impl Reactor {
                 debug!("reaped unknown child {pid}: {status:?}");
                 continue;
             };
+            metrics::exited(metrics::Exit::of(&status));
             if let Some(session) = self.sessions.get_mut(key) {
                 let mut ctx = ctx!(self, now);
                 session.on_exit(&mut ctx, status);

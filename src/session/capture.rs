@@ -32,6 +32,7 @@ impl Session {
         let mut params = match capture_params_limited(req, &limits) {
             Ok(p) => p,
             Err(reason) => {
+                metrics::refused(Refusal::Parameters);
                 return self.refuse(
                     ctx,
                     &accept,
@@ -52,6 +53,7 @@ impl Session {
             return self.spawn_capture(ctx, params, &accept);
         }
         if !params.described || t.name.is_empty() {
+            metrics::refused(Refusal::Parameters);
             return self.refuse(
                 ctx,
                 &accept,
@@ -68,13 +70,18 @@ impl Session {
             Ok(a) => *a,
             Err(why) => {
                 let why = why.clone();
+                metrics::refused(Refusal::Discovery);
                 return self.refuse(ctx, &accept, ws::INTERNAL_ERROR, &why);
             }
         };
         let mut call = match DiscoveryCall::start(addr, &ctx.cfg.discovery_service, ctx.cfg.gw_port)
         {
             Ok(c) => c,
-            Err(e) => return self.refuse(ctx, &accept, ws::INTERNAL_ERROR, &e.describe(&service)),
+            Err(e) => {
+                metrics::lookup(metrics::Lookup::Unreachable, Duration::ZERO);
+                metrics::refused(Refusal::Discovery);
+                return self.refuse(ctx, &accept, ws::INTERNAL_ERROR, &e.describe(&service));
+            }
         };
         if let Err(e) = ctx.registry.register(
             call.stream(),
@@ -82,6 +89,8 @@ impl Session {
             Interest::READABLE | Interest::WRITABLE,
         ) {
             let reason = DiscoveryError::Unreachable(e.to_string()).describe(&service);
+            metrics::lookup(metrics::Lookup::Unreachable, Duration::ZERO);
+            metrics::refused(Refusal::Discovery);
             return self.refuse(ctx, &accept, ws::INTERNAL_ERROR, &reason);
         }
         info!(
@@ -94,6 +103,7 @@ impl Session {
             accept,
             call,
             service,
+            started: ctx.now,
         }));
     }
 
@@ -113,6 +123,7 @@ impl Session {
             accept,
             mut call,
             service,
+            started,
         } = *d;
         let _ = ctx.registry.deregister(call.stream());
         drop(call);
@@ -123,6 +134,7 @@ impl Session {
             }
             find_target(&resp.body, &params.target.name, &params.target.prefix)
         });
+        metrics::lookup(lookup_outcome(&found), ctx.now - started);
         match found {
             Ok(mut t) => {
                 info!(
@@ -138,6 +150,7 @@ impl Session {
                         "capture refused: the discovery service lists {:?} without a network namespace",
                         params.target.name
                     );
+                    metrics::refused(Refusal::Discovery);
                     return self.refuse(ctx, &accept, ws::POLICY_VIOLATION, &reason);
                 }
                 self.spawn_capture(ctx, params, &accept);
@@ -147,6 +160,7 @@ impl Session {
                     DiscoveryError::NotListed { .. } => ws::POLICY_VIOLATION,
                     _ => ws::INTERNAL_ERROR,
                 };
+                metrics::refused(Refusal::Discovery);
                 self.refuse(ctx, &accept, code, &e.describe(&service));
             }
         }
@@ -156,11 +170,13 @@ impl Session {
         let id = self.id;
         let t = &params.target;
         if let Some(reason) = ctx.privileges.refusal() {
+            metrics::refused(Refusal::Privileges);
             return self.refuse(ctx, accept, ws::INTERNAL_ERROR, &reason);
         }
         let ns = match crate::netns::locate(t.netns, t.pid) {
             Ok(ns) => ns,
             Err(reason) => {
+                metrics::refused(Refusal::Namespace);
                 return self.refuse(
                     ctx,
                     accept,
@@ -173,6 +189,7 @@ impl Session {
             Ok(i) => i,
             Err(reason) => {
                 let reason = format!("capture refused: {reason}");
+                metrics::refused(Refusal::Namespace);
                 return self.refuse(ctx, accept, ws::POLICY_VIOLATION, &reason);
             }
         };
@@ -203,12 +220,14 @@ impl Session {
             Err(e) => {
                 let reason = format!("cannot start capture program {}: {e}", program.display());
                 warn!("[c{id}] {reason}");
+                metrics::refused(Refusal::Program);
                 return self.refuse(ctx, accept, ws::INTERNAL_ERROR, &reason);
             }
         };
         // The child has entered the namespace (spawn returns after exec).
         drop(ns);
         ctx.children.insert(spawned.pid.as_raw(), self.key);
+        metrics::CAPTURES_STARTED.inc();
         info!(
             "[c{id}] capture started: pid {} in netns {} ({}), {} {}",
             spawned.pid,
@@ -245,6 +264,7 @@ impl Session {
             errpart: Vec::new(),
             ending: Ending::Running,
             paused: false,
+            paused_since: None,
             term_sent: false,
             kill_at: None,
             kill_sent: false,
@@ -325,6 +345,7 @@ impl Session {
             let forwarding = cap.ending.forwards();
             if forwarding && conn.out.len() >= HIGH_WATER {
                 cap.paused = true;
+                cap.paused_since.get_or_insert(ctx.now);
                 break;
             }
             if reads == READS_PER_TURN {
@@ -419,6 +440,10 @@ impl Session {
             }
             return;
         }
+        let draining = cap.ending.forwards() && (cap.stdout.is_some() || cap.stderr.is_some());
+        if !draining {
+            record_end(cap, ctx.now);
+        }
         let (code, reason) = match &cap.ending {
             Ending::Running | Ending::ProgramEnded | Ending::Shutdown => {
                 if cap.stdout.is_some() || cap.stderr.is_some() {
@@ -490,7 +515,41 @@ pub(super) fn check_interfaces(
 pub(super) fn send_message(conn: &mut Conn, data: &[u8]) -> io::Result<()> {
     let mut head = [0u8; ws::MAX_SERVER_HEADER];
     let n = ws::binary_header(data.len(), &mut head);
-    conn.send_parts(&head[..n], data)
+    conn.send_parts(&head[..n], data)?;
+    metrics::BYTES_RELAYED.add(data.len() as u64);
+    Ok(())
+}
+
+/// Adds a finished pause of the capture pipe to the paused-time metric.
+pub(super) fn pause_ended(cap: &mut Capture, now: Instant) {
+    if let Some(since) = cap.paused_since.take() {
+        metrics::paused_for(now.saturating_duration_since(since));
+    }
+}
+
+/// Counts a capture's end by cause (once: the session leaves `Streaming`
+/// right after), with a pause still open at the end.
+fn record_end(cap: &mut Capture, now: Instant) {
+    pause_ended(cap, now);
+    metrics::ended(match cap.ending {
+        Ending::Running | Ending::ProgramEnded => metrics::End::ProgramEnded,
+        Ending::ClientClosed(_) => metrics::End::ClientClosed,
+        Ending::ClientGone => metrics::End::ClientGone,
+        Ending::Violation(..) => metrics::End::Violation,
+        Ending::Shutdown => metrics::End::Shutdown,
+    });
+}
+
+/// The lookup metric's outcome for a finished discovery exchange.
+fn lookup_outcome(found: &Result<crate::target::Target, DiscoveryError>) -> metrics::Lookup {
+    use metrics::Lookup;
+    match found {
+        Ok(_) => Lookup::Found,
+        Err(DiscoveryError::NotListed { .. }) => Lookup::NotListed,
+        Err(DiscoveryError::Unreachable(_)) => Lookup::Unreachable,
+        Err(DiscoveryError::TimedOut) => Lookup::TimedOut,
+        Err(_) => Lookup::BadResponse,
+    }
 }
 
 /// SIGTERM now, repeated every [`TERM_REPEAT`]; SIGKILL when the term
@@ -594,6 +653,7 @@ mod tests {
             errpart: Vec::new(),
             ending: Ending::ProgramEnded,
             paused: false,
+            paused_since: None,
             term_sent: false,
             kill_at: None,
             kill_sent: false,

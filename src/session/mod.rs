@@ -31,6 +31,7 @@ use crate::conn::{Conn, HIGH_WATER, LOW_WATER, READS_PER_TURN};
 use crate::discovery::{find_target, DiscoveryCall, DiscoveryError};
 use crate::front::Route;
 use crate::http::{self, Request};
+use crate::metrics::{self, Refusal};
 use crate::params::{capture_params_limited, CaptureParams, Limits};
 use crate::pcapng::{target_document, ShbEditor, TargetInfo};
 use crate::proxy::{self, Proxy, Step};
@@ -173,6 +174,8 @@ struct Capture {
     errpart: Vec<u8>,
     ending: Ending,
     paused: bool,
+    /// When the current pause began, for the paused-time metric.
+    paused_since: Option<Instant>,
     term_sent: bool,
     /// When SIGTERM gives way to SIGKILL (set by the first SIGTERM).
     kill_at: Option<Instant>,
@@ -185,6 +188,8 @@ struct Discovering {
     call: DiscoveryCall,
     /// `host:port` of the discovery service, for reasons.
     service: String,
+    /// When the lookup began, for the lookup duration metric.
+    started: Instant,
 }
 
 enum Phase {
@@ -333,6 +338,8 @@ impl Session {
                 self.finished = true;
             }
             Phase::Discovering(d) => {
+                metrics::lookup(metrics::Lookup::TimedOut, ctx.now - d.started);
+                metrics::refused(Refusal::Discovery);
                 let reason = DiscoveryError::TimedOut.describe(&d.service);
                 let accept = d.accept.clone();
                 self.refuse(ctx, &accept, ws::INTERNAL_ERROR, &reason);
@@ -444,6 +451,7 @@ impl Session {
         match &mut self.phase {
             Phase::Streaming(cap) if cap.paused && self.conn.out.len() <= LOW_WATER => {
                 cap.paused = false;
+                capture::pause_ended(cap, ctx.now);
                 self.pump_stdout(ctx);
             }
             Phase::Head { paused: true, .. } if self.conn.out.len() <= LOW_WATER => {
@@ -726,6 +734,7 @@ impl Session {
                     "[c{}] capture refused: {} captures are running, the limit",
                     self.id, ctx.captures
                 );
+                metrics::refused(Refusal::Limit);
                 self.log_line(ctx, Some(&req), 503);
                 let text = format!(
                     "capture refused: this service is running its maximum of {} captures; try again later",

@@ -178,6 +178,7 @@ impl Session {
                 "capture refused: {n} targets would exceed this service's maximum of {} captures",
                 ctx.cfg.max_captures
             );
+            metrics::refused(Refusal::Limit);
             return self.refuse(ctx, &accept, ws::TRY_AGAIN_LATER, &reason);
         }
         let labels = target_labels(&params.targets);
@@ -187,6 +188,7 @@ impl Session {
                 Resolution::Ready => {}
                 Resolution::Lookup => lookup = true,
                 Resolution::Refused(reason) => {
+                    metrics::refused(Refusal::Parameters);
                     return self.refuse(ctx, &accept, ws::POLICY_VIOLATION, &reason);
                 }
             }
@@ -200,13 +202,17 @@ impl Session {
             Ok(a) => *a,
             Err(why) => {
                 let why = why.clone();
+                metrics::refused(Refusal::Discovery);
                 return self.refuse(ctx, &accept, ws::INTERNAL_ERROR, &why);
             }
         };
         let mut call = match DiscoveryCall::start(addr, &ctx.cfg.discovery_service, ctx.cfg.gw_port)
         {
             Ok(c) => c,
-            Err(e) => return self.refuse(ctx, &accept, ws::INTERNAL_ERROR, &e.describe(&service)),
+            Err(e) => {
+                metrics::refused(Refusal::Discovery);
+                return self.refuse(ctx, &accept, ws::INTERNAL_ERROR, &e.describe(&service));
+            }
         };
         if let Err(e) = ctx.registry.register(
             call.stream(),
@@ -214,6 +220,7 @@ impl Session {
             Interest::READABLE | Interest::WRITABLE,
         ) {
             let reason = DiscoveryError::Unreachable(e.to_string()).describe(&service);
+            metrics::refused(Refusal::Discovery);
             return self.refuse(ctx, &accept, ws::INTERNAL_ERROR, &reason);
         }
         info!(
@@ -301,6 +308,7 @@ impl Session {
     fn spawn_multi(&mut self, ctx: &mut Ctx, params: MultiParams, accept: &str) {
         let id = self.id;
         if let Some(reason) = ctx.privileges.refusal() {
+            metrics::refused(Refusal::Privileges);
             return self.refuse(ctx, accept, ws::INTERNAL_ERROR, &reason);
         }
         // Labels after discovery: a looked-up target may have got its name.
@@ -313,6 +321,7 @@ impl Session {
                 Ok(ns) => ns,
                 Err(reason) => {
                     let reason = format!("capture refused: target {label}: {reason}");
+                    metrics::refused(Refusal::Namespace);
                     return self.refuse(ctx, accept, ws::POLICY_VIOLATION, &reason);
                 }
             };
@@ -329,6 +338,7 @@ impl Session {
                 Ok(i) => i,
                 Err(reason) => {
                     let reason = format!("capture refused: target {label}: {reason}");
+                    metrics::refused(Refusal::Parameters);
                     return self.refuse(ctx, accept, ws::POLICY_VIOLATION, &reason);
                 }
             };
@@ -349,6 +359,7 @@ impl Session {
                         &format!("capture refused: target {label}: "),
                         1,
                     );
+                    metrics::refused(Refusal::Namespace);
                     return self.refuse(ctx, accept, code, &reason);
                 }
             };
@@ -476,6 +487,7 @@ impl Session {
             self.terminate_all(ctx);
             return self.check_end_multi(ctx);
         }
+        metrics::CAPTURES_STARTED.add(multi.programs.len() as u64);
         // The merged SHB goes out at once: the client has a valid section
         // before the first packet.
         if let Some(header) = multi.merger.take_header() {

@@ -6,6 +6,7 @@
 //! flows inside namespaces the tests make (documentation address ranges).
 #![allow(dead_code, unused_imports)]
 
+pub mod docker;
 pub mod ghostwire;
 pub mod http;
 pub mod load;
