@@ -6,6 +6,7 @@
 //! [`params`], [`target`], [`pcapng`], [`ws`], the parsers in [`discovery`]),
 //! so unit tests and fuzz targets drive them with plain bytes.
 
+pub mod background;
 pub mod capture;
 pub mod client;
 pub mod config;

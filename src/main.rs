@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         Ok(l) => l,
         Err(e) => {
             log::error!("cannot listen on port {}: {e}", cfg.port);
+            log::logger().flush();
             return ExitCode::FAILURE;
         }
     };
@@ -46,16 +47,20 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             log::error!("cannot set up the event loop: {e}");
+            log::logger().flush();
             return ExitCode::FAILURE;
         }
     };
-    match reactor.run() {
+    let code = match reactor.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("event loop failed: {e}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // The last lines (shutdown complete) are still with the log writer.
+    log::logger().flush();
+    code
 }
 
 /// Each capture holds three descriptors (socket, stdout, stderr): lift the

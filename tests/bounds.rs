@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::http::send_raw;
 use common::load;
+use common::ws;
 use common::*;
 
 /// A websocket upgrade's headers besides path and Host (RFC 6455's example
@@ -243,5 +244,166 @@ fn frame_length_with_top_bit_set_is_closed_with_1002() {
             .captures("dumpcap")
             .is_empty()),
         "capture program left running"
+    );
+}
+
+// ---- a stderr nobody drains ----
+
+/// The service with its stderr a pipe this test holds and does not read
+/// until the end. Killed and reaped on drop.
+struct UndrainedStderr {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl UndrainedStderr {
+    fn start(args: &[&str]) -> UndrainedStderr {
+        let port = common::service::free_port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_packetflix"))
+            .arg("--port")
+            .arg(port.to_string())
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn packetflix");
+        let svc = UndrainedStderr { child, port };
+        assert!(
+            wait_for(Duration::from_secs(10), || load::version_status(port)
+                == Some(200)),
+            "service did not start"
+        );
+        svc
+    }
+
+    /// Stops the service and reads everything it wrote to stderr.
+    fn stop_and_read(&mut self) -> String {
+        let mut err = self.child.stderr.take().expect("stderr pipe");
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let _ = err.read_to_end(&mut all);
+            String::from_utf8_lossy(&all).into_owned()
+        });
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let exited = wait_for(Duration::from_secs(15), || {
+            self.child.try_wait().ok().flatten().is_some()
+        });
+        if !exited {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        reader.join().unwrap_or_default()
+    }
+}
+
+impl Drop for UndrainedStderr {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// How long the heavy logging runs.
+const LOG_FLOOD_TIME: Duration = Duration::from_secs(10);
+/// Slowest `/version` answer accepted while the log floods (the target is
+/// that it answers at all; a frozen loop would take the whole flood).
+const FLOOD_VERSION_BUDGET: Duration = Duration::from_millis(1000);
+
+/// One `/version` on a fresh connection, timed.
+fn timed_version(port: u16) -> Option<Duration> {
+    let t = Instant::now();
+    (load::version_status(port) == Some(200)).then(|| t.elapsed())
+}
+
+#[test]
+fn undrained_stderr_does_not_stall_captures_or_version_and_drops_are_reported() {
+    let ns = Netns::new();
+    let mut svc = UndrainedStderr::start(&["--debug", "--log-requests", "--log-headers"]);
+    let port = svc.port;
+    let mut c = ws::must_connect(port, &format!("netns={}&nif=lo", ns.inode()), &[]);
+    c.wait_capturing(START_TIMEOUT);
+
+    // Heavy logging: requests with many headers, each logged line by line.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooder = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut headers = String::new();
+            for i in 0..40 {
+                headers.push_str(&format!("X-Log-{i}: {}\r\n", "l".repeat(100)));
+            }
+            let req = format!("GET /nothing HTTP/1.1\r\nHost: pfx\r\n{headers}\r\n");
+            let mut sent = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok(mut s) = TcpStream::connect_timeout(
+                    &SocketAddr::from(([127, 0, 0, 1], port)),
+                    Duration::from_secs(1),
+                ) else {
+                    continue;
+                };
+                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                for _ in 0..50 {
+                    if s.write_all(req.as_bytes()).is_err() {
+                        break;
+                    }
+                    let mut b = [0u8; 4096];
+                    if !matches!(s.read(&mut b), Ok(n) if n > 0) {
+                        break;
+                    }
+                    sent += 1;
+                }
+            }
+            sent
+        })
+    };
+    let start = Instant::now();
+    let mut worst = Duration::ZERO;
+    let mut answered = 0;
+    let mut failed = 0;
+    while start.elapsed() < LOG_FLOOD_TIME {
+        match timed_version(port) {
+            Some(d) => {
+                worst = worst.max(d);
+                answered += 1;
+            }
+            None => failed += 1,
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let captured = ping_self_until_seen(&mut c, &ns);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let requests = flooder.join().expect("flooder");
+    drop(c);
+    let log = svc.stop_and_read();
+    let report = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("log lines dropped"))
+        .unwrap_or("")
+        .to_string();
+    println!(
+        "{LOG_FLOOD_TIME:?} of logging into an undrained pipe: {requests} logged requests, /version answered {answered} times (failed {failed}), slowest {worst:?} (budget {FLOOD_VERSION_BUDGET:?}); capture still delivering: {captured}; {} bytes of log read afterwards; report: {report:?}",
+        log.len()
+    );
+    assert_eq!(failed, 0, "/version went unanswered while stderr was full");
+    assert!(answered > 0);
+    assert!(worst < FLOOD_VERSION_BUDGET, "/version took {worst:?}");
+    assert!(
+        captured,
+        "the capture stopped delivering while stderr was full"
+    );
+    assert!(
+        requests > 200,
+        "too little logging to fill the pipe: {requests} requests"
+    );
+    assert!(
+        !report.is_empty(),
+        "no dropped-lines report once stderr drained"
     );
 }
