@@ -407,3 +407,122 @@ fn undrained_stderr_does_not_stall_captures_or_version_and_drops_are_reported() 
         "no dropped-lines report once stderr drained"
     );
 }
+
+// ---- an upstream that floods interim heads ----
+
+/// What the flooding upstream sends: 4 MiB of `100 Continue` heads.
+const INTERIM_FLOOD_BYTES: usize = 4 * 1024 * 1024;
+/// `/version` budget while the proxy deals with the flood.
+const VERSION_BUDGET: Duration = Duration::from_millis(100);
+
+/// A stand-in discovery service that answers every request with a flood of
+/// interim heads and nothing else. Stops (and its threads end) on drop.
+struct InterimFlood {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<usize>>,
+}
+
+impl InterimFlood {
+    fn start() -> InterimFlood {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.set_nonblocking(true).expect("nonblocking");
+        let port = l.local_addr().expect("addr").port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let st = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut flooded = 0;
+            while !st.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+                let Ok((mut s, _)) = l.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let _ = s.set_nonblocking(false);
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
+                let mut b = [0u8; 4096];
+                let _ = s.read(&mut b);
+                let head = b"HTTP/1.1 100 Continue\r\n\r\n";
+                let block: Vec<u8> = head
+                    .iter()
+                    .cycle()
+                    .take(head.len() * 4096)
+                    .copied()
+                    .collect();
+                let mut sent = 0;
+                while sent < INTERIM_FLOOD_BYTES {
+                    match s.write(&block) {
+                        Ok(n) if n > 0 => sent += n,
+                        _ => break,
+                    }
+                }
+                flooded += 1;
+            }
+            flooded
+        });
+        InterimFlood {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for InterimFlood {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn interim_head_flood_from_upstream_gets_502_and_the_loop_serves_on() {
+    let up = InterimFlood::start();
+    let svc = Service::with_discovery(up.port, 10, &["--proxy-discovery"]);
+    let port = svc.port();
+    let prober = std::thread::spawn(move || {
+        let mut worst = Duration::ZERO;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(2) {
+            if let Some(d) = timed_version(port) {
+                worst = worst.max(d);
+            } else {
+                worst = Duration::MAX;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        worst
+    });
+    let t = Instant::now();
+    let mut s = connect(port);
+    s.write_all(b"GET /discover/mobyshark HTTP/1.1\r\nHost: f\r\n\r\n")
+        .expect("send");
+    let got = load::read_to_eof(&mut s, Duration::from_secs(10));
+    let took = t.elapsed();
+    let worst = prober.join().expect("prober");
+    // The proxy passes the first interim heads on (RFC 9110 15.2), up to
+    // its cap; the final answer follows them.
+    let interim = b"HTTP/1.1 100 Continue\r\n\r\n";
+    let mut rest = &got.bytes[..];
+    let mut passed = 0;
+    while rest.starts_with(interim) {
+        rest = &rest[interim.len()..];
+        passed += 1;
+    }
+    let text = String::from_utf8_lossy(rest);
+    println!(
+        "interim-head flood: {passed} interim heads passed on, then {:?} in {took:?}; slowest /version meanwhile {worst:?} (budget {VERSION_BUDGET:?})",
+        text.lines().next().unwrap_or("")
+    );
+    assert!(got.closed, "connection left open after the flood");
+    assert!(text.starts_with("HTTP/1.1 502"), "{text}");
+    assert!(text.contains("interim"), "{text}");
+    assert!(
+        passed <= packetflix::proxy::MAX_INTERIM,
+        "{passed} interim heads passed on"
+    );
+    assert!(worst < VERSION_BUDGET, "/version took {worst:?}");
+}
