@@ -89,6 +89,9 @@ pub struct Reactor {
     touched: Vec<usize>,
     /// Sessions running a capture (see `Session::counted`).
     captures: usize,
+    /// Sessions ended this batch to make room for new connections; still
+    /// in the slab until the batch ends.
+    displaced: usize,
     privileges: crate::privileges::Privileges,
 }
 
@@ -157,6 +160,7 @@ impl Reactor {
             shutdown_deadline: None,
             touched: Vec::new(),
             captures: 0,
+            displaced: 0,
             privileges,
         })
     }
@@ -281,6 +285,7 @@ impl Reactor {
     }
 
     fn remove_finished(&mut self) {
+        self.displaced = 0;
         for key in std::mem::take(&mut self.touched) {
             if self.sessions.get(key).is_some_and(|s| s.finished()) {
                 let mut s = self.sessions.remove(key);
@@ -322,7 +327,9 @@ impl Reactor {
                     }
                 }
             };
-            if self.sessions.len() >= self.cfg.max_connections {
+            if self.sessions.len() - self.displaced >= self.cfg.max_connections
+                && !self.displace_oldest_idle()
+            {
                 refuse_connection(sock, peer, self.cfg.max_connections);
                 continue;
             }
@@ -343,6 +350,31 @@ impl Reactor {
             let mut ctx = ctx!(self, now);
             entry.insert(Session::new(id, key, peer, sock, &mut ctx));
         }
+    }
+
+    /// The table is full: ends the oldest connection still waiting for a
+    /// request head, so idle connections cannot lock every client out (as
+    /// nginx and HAProxy do). False if every connection is doing work. The
+    /// scan is linear in the table, which is bounded by
+    /// `--max-connections`, and happens only when the table is full.
+    fn displace_oldest_idle(&mut self) -> bool {
+        let oldest = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.displaceable())
+            .min_by_key(|(_, s)| s.id)
+            .map(|(k, _)| k);
+        let Some(key) = oldest else {
+            return false;
+        };
+        if let Some(s) = self.sessions.get_mut(key) {
+            s.displace();
+        }
+        // Removed at the end of the batch, like every finished session; it
+        // no longer counts against the limit meanwhile.
+        self.touched.push(key);
+        self.displaced += 1;
+        true
     }
 
     fn on_signals(&mut self, now: Instant) {

@@ -526,3 +526,67 @@ fn interim_head_flood_from_upstream_gets_502_and_the_loop_serves_on() {
     );
     assert!(worst < VERSION_BUDGET, "/version took {worst:?}");
 }
+
+// ---- a full connection table ----
+
+#[test]
+fn full_table_of_idle_connections_displaces_the_oldest_and_a_capture_starts() {
+    const MAX: usize = 6;
+    let ns = Netns::new();
+    let svc = Service::start(&["--max-connections", &MAX.to_string()]);
+    let port = svc.port();
+    assert_eq!(load::version_status(port), Some(200));
+    let mut idle: Vec<TcpStream> = Vec::new();
+    for i in 0..MAX {
+        let mut s = load::idle_conn(port);
+        assert!(
+            load::is_silent(&mut s, Duration::from_millis(100)),
+            "idle connection {i} was not held"
+        );
+        idle.push(s);
+    }
+    // The table is full of connections that sent nothing: a capture still
+    // starts, and so does a /version, each taking the oldest idle slot.
+    let t = Instant::now();
+    let mut c = ws::must_connect(port, &format!("netns={}&nif=lo", ns.inode()), &[]);
+    c.wait_capturing(START_TIMEOUT);
+    let capture_took = t.elapsed();
+    let version = timed_version(port);
+    let mut closed = Vec::new();
+    for (i, s) in idle.iter_mut().enumerate() {
+        if load::read_to_eof(s, Duration::from_millis(200)).closed {
+            closed.push(i);
+        }
+    }
+    println!(
+        "table of {MAX} idle connections: capture capturing after {capture_took:?}, /version {version:?}; idle connections closed to make room: {closed:?}"
+    );
+    assert!(version.is_some(), "/version not served with a full table");
+    assert!(ping_self_until_seen(&mut c, &ns), "capture saw nothing");
+    // The two oldest made room; the younger ones are still open.
+    assert_eq!(closed, vec![0, 1]);
+}
+
+#[test]
+fn full_table_of_working_connections_answers_503() {
+    const MAX: usize = 3;
+    let ns = Netns::new();
+    let sleeper = Scratch::script("sleeper.sh", "exec sleep 30\n");
+    let svc = Service::start(&[
+        "--max-connections",
+        &MAX.to_string(),
+        "--capture-program",
+        sleeper.path(),
+    ]);
+    let port = svc.port();
+    let q = format!("netns={}&nif=lo", ns.inode());
+    let _captures: Vec<Client> = (0..MAX).map(|_| ws::must_connect(port, &q, &[])).collect();
+    assert!(wait_for(WAIT, || svc.captures("sleep").len() == MAX));
+    // Nothing to displace: a new connection is refused with a reason.
+    let mut s = load::idle_conn(port);
+    let r = load::read_to_eof(&mut s, Duration::from_secs(3));
+    println!("table full of captures: {:?} {:?}", r.status(), r.body());
+    assert_eq!(r.status(), Some(503));
+    assert!(r.closed);
+    assert!(r.body().contains(&format!("maximum of {MAX} connections")));
+}

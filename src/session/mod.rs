@@ -268,6 +268,23 @@ impl Session {
         self.deadline
     }
 
+    /// Whether a full connection table may give this session's slot to a
+    /// new connection: it is waiting for a request head (its first, or the
+    /// next on a kept-alive connection), so it holds nothing but the slot.
+    pub fn displaceable(&self) -> bool {
+        !self.finished && matches!(self.phase, Phase::Head { .. })
+    }
+
+    /// Ends a [`displaceable`](Self::displaceable) session to make room.
+    pub fn displace(&mut self) {
+        debug!(
+            "[c{}] closed to make room: the connection table is full and this connection sent no request",
+            self.id
+        );
+        let _ = self.conn.sock.shutdown(std::net::Shutdown::Both);
+        self.finished = true;
+    }
+
     // ---- event entry points -------------------------------------------
 
     pub fn on_event(&mut self, ctx: &mut Ctx, role: usize, readable: bool, writable: bool) {
