@@ -683,6 +683,108 @@ fn entry_matches(entry: &Value, name: &str, prefix: &str) -> bool {
     entry.is_object() && text("name") == Some(name) && text("prefix") == Some(prefix)
 }
 
+/// A `/mobyshark` answer parsed once, to serve every lookup made while it is
+/// fresh: the body is kept, and each `(name, prefix)` maps to where its first
+/// entry lies in it. A lookup then parses only that one entry, so a listing
+/// of thousands of containers costs its size plus a small index, however
+/// many captures ask.
+#[derive(Debug)]
+pub struct ParsedListing {
+    body: Vec<u8>,
+    /// `(name, prefix)` -> (index in `containers`, byte range of the entry).
+    first: std::collections::HashMap<(String, String), (usize, std::ops::Range<usize>)>,
+}
+
+/// The top-level object; only `containers` matters, its entries kept raw.
+#[derive(serde::Deserialize)]
+struct RawListing<'a> {
+    #[serde(borrow, default)]
+    containers: Option<Vec<&'a serde_json::value::RawValue>>,
+}
+
+/// The two fields an entry is matched by; anything else in it is skipped.
+#[derive(serde::Deserialize)]
+struct Names {
+    #[serde(default)]
+    name: Option<Value>,
+    #[serde(default)]
+    prefix: Option<Value>,
+}
+
+impl ParsedListing {
+    /// Parses a `/mobyshark` body. Errors are what [`find_target`] reports
+    /// for a body without a usable `containers` list.
+    pub fn parse(body: Vec<u8>) -> Result<ParsedListing, DiscoveryError> {
+        let mut first = std::collections::HashMap::new();
+        {
+            let raw: RawListing = serde_json::from_slice(&body)
+                .map_err(|e| DiscoveryError::BadJson(e.to_string()))?;
+            let entries = raw
+                .containers
+                .ok_or_else(|| DiscoveryError::BadJson("it has no \"containers\" list".into()))?;
+            let base = body.as_ptr() as usize;
+            for (index, entry) in entries.iter().enumerate() {
+                let text = entry.get();
+                // A derived struct would also take an array; only objects
+                // are entries.
+                if !text.starts_with('{') {
+                    continue;
+                }
+                // Entries that are not objects, or whose name or prefix is
+                // not a string (or missing/null, which means empty), match
+                // nothing, as in `find_target`.
+                let Ok(names) = serde_json::from_str::<Names>(text) else {
+                    continue;
+                };
+                let as_text = |v: Option<Value>| match v {
+                    None | Some(Value::Null) => Some(String::new()),
+                    Some(Value::String(s)) => Some(s),
+                    Some(_) => None,
+                };
+                let (Some(name), Some(prefix)) = (as_text(names.name), as_text(names.prefix))
+                else {
+                    continue;
+                };
+                let start = text.as_ptr() as usize - base;
+                first
+                    .entry((name, prefix))
+                    .or_insert((index, start..start + text.len()));
+            }
+        }
+        first.shrink_to_fit();
+        Ok(ParsedListing { body, first })
+    }
+
+    /// The first target named `name` with `prefix`, as [`find_target`]
+    /// would pick it from the same body.
+    pub fn find(&self, name: &str, prefix: &str) -> Result<Target, DiscoveryError> {
+        let Some((index, range)) = self.first.get(&(name.to_owned(), prefix.to_owned())) else {
+            return Err(DiscoveryError::NotListed {
+                name: name.to_owned(),
+                prefix: prefix.to_owned(),
+            });
+        };
+        let entry: Value = serde_json::from_slice(&self.body[range.clone()])
+            .map_err(|e| DiscoveryError::BadJson(format!("containers[{index}]: {e}")))?;
+        Target::try_from(entry)
+            .map_err(|e| DiscoveryError::BadJson(format!("containers[{index}]: {e}")))
+    }
+
+    /// Containers listed under distinct (name, prefix) pairs.
+    pub fn len(&self) -> usize {
+        self.first.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.first.is_empty()
+    }
+
+    /// Bytes of the body kept.
+    pub fn body_len(&self) -> usize {
+        self.body.len()
+    }
+}
+
 /// A user-facing reason for a socket error: the C library's wording
 /// ("connection refused"), without Rust's "(os error 111)" suffix.
 fn io_reason(e: &io::Error) -> String {
@@ -1572,5 +1674,62 @@ mod tests {
         assert_eq!(Driver::new(&mut call).finish(&mut call), ok(b"{}"));
         assert!(matches!(call.on_ready(), Poll::Ready(Err(_))));
         server.request();
+    }
+}
+
+#[cfg(test)]
+mod listing_tests {
+    use super::*;
+
+    /// Bodies that exercise every matching rule of `find_target`.
+    const BODIES: [&str; 7] = [
+        r#"{"containers":[{"name":"a","prefix":"","netns":5,"pid":1,"starttime":2},{"name":"a","prefix":"","netns":6}]}"#,
+        r#"{"x":[1,2],"containers":[["a",""],{"name":"a","prefix":null,"netns":7},{"name":"b","prefix":"p","netns":8}],"y":{}}"#,
+        r#"{"containers":[{"name":"a","prefix":5},{"name":"a","netns":"bad"},{"name":"a","netns":9}]}"#,
+        r#"{"containers":[]}"#,
+        r#"{"nothing":1}"#,
+        r#"{"containers":[{"name":"a"}],"containers":[]}"#,
+        r#"{"containers":[{"name":"a","netns":1}"#,
+    ];
+
+    #[test]
+    fn parsed_listing_finds_what_find_target_finds() {
+        for body in BODIES {
+            let parsed = ParsedListing::parse(body.as_bytes().to_vec());
+            for (name, prefix) in [("a", ""), ("b", "p"), ("b", ""), ("zz", "")] {
+                let direct = find_target(body.as_bytes(), name, prefix);
+                match &parsed {
+                    Ok(l) => {
+                        let via = l.find(name, prefix);
+                        match (&direct, &via) {
+                            (Ok(d), Ok(v)) => assert_eq!(d, v, "{body} {name}"),
+                            (Err(d), Err(v)) => assert_eq!(
+                                std::mem::discriminant(d),
+                                std::mem::discriminant(v),
+                                "{body} {name}: {d} / {v}"
+                            ),
+                            _ => panic!("{body} {name}: {direct:?} vs {via:?}"),
+                        }
+                    }
+                    Err(e) => {
+                        assert!(matches!(e, DiscoveryError::BadJson(_)), "{body}: {e}");
+                        assert!(direct.is_err(), "{body}: {direct:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn first_listed_entry_wins_and_an_invalid_first_match_is_reported() {
+        let l = ParsedListing::parse(BODIES[0].as_bytes().to_vec()).unwrap();
+        assert_eq!(l.find("a", "").unwrap().netns, 5);
+        assert_eq!(l.len(), 1);
+        let l = ParsedListing::parse(BODIES[2].as_bytes().to_vec()).unwrap();
+        let e = l.find("a", "").unwrap_err();
+        assert!(
+            matches!(e, DiscoveryError::BadJson(ref w) if w.starts_with("containers[1]")),
+            "{e}"
+        );
     }
 }
