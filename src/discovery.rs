@@ -56,6 +56,9 @@ const MOBYSHARK_PATH: &str = "/mobyshark";
 pub enum DiscoveryError {
     /// Connecting or sending the request failed; carries the reason.
     Unreachable(String),
+    /// The configured host name does not resolve (yet): the system
+    /// resolver's reason.
+    Unresolved { host: String, why: String },
     /// The reactor's deadline passed before the answer was complete.
     TimedOut,
     /// The service answered with a status other than 200 OK.
@@ -109,6 +112,9 @@ impl fmt::Display for Described<'_> {
         };
         match self.error {
             DiscoveryError::Unreachable(why) => write!(f, "{who} is unreachable: {why}"),
+            DiscoveryError::Unresolved { host, why } => {
+                write!(f, "discovery service name {host:?} does not resolve ({why})")
+            }
             DiscoveryError::TimedOut => write!(f, "{who} timed out: no complete answer within the discovery deadline (--discovery-timeout)"),
             DiscoveryError::BadStatus(status) => {
                 write!(

@@ -15,6 +15,7 @@ pub mod discovery;
 pub mod front;
 pub mod http;
 pub mod logging;
+pub mod lookup;
 pub mod netns;
 pub mod params;
 pub mod pcapng;

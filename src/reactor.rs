@@ -28,6 +28,7 @@ use nix::unistd::Pid;
 use slab::Slab;
 
 use crate::config::Config;
+use crate::lookup::{Delivery, Discovery, Waiter};
 use crate::session::{token, Ctx, Session, Timers, CLIENT, ROLE_BITS};
 
 const LISTENER: Token = Token(usize::MAX);
@@ -81,7 +82,7 @@ pub struct Reactor {
     again: Vec<(Token, u64)>,
     buf: Vec<u8>,
     cfg: Config,
-    discovery: Result<SocketAddr, String>,
+    discovery: Discovery,
     next_id: u64,
     accept_paused_until: Option<Instant>,
     shutdown_deadline: Option<Instant>,
@@ -107,7 +108,7 @@ macro_rules! ctx {
             again: &mut $r.again,
             buf: &mut $r.buf,
             now: $now,
-            discovery: &$r.discovery,
+            discovery: &mut $r.discovery,
             captures: $r.captures,
             privileges: &$r.privileges,
         }
@@ -117,12 +118,15 @@ macro_rules! ctx {
 impl Reactor {
     /// Sets up the loop around a bound listener. Blocks SIGCHLD, SIGTERM and
     /// SIGINT for this thread so they arrive through the signalfd only.
-    pub fn new(
-        cfg: Config,
-        listener: std::net::TcpListener,
-        discovery: Result<SocketAddr, String>,
-    ) -> io::Result<Reactor> {
+    pub fn new(cfg: Config, listener: std::net::TcpListener) -> io::Result<Reactor> {
         let poll = Poll::new()?;
+        let waker = mio::Waker::new(poll.registry(), crate::lookup::WAKE)?;
+        let discovery = Discovery::new(
+            &cfg.discovery_service,
+            cfg.gw_port,
+            cfg.discovery_timeout,
+            waker,
+        );
         listener.set_nonblocking(true)?;
         let mut listener = TcpListener::from_std(listener);
         poll.registry()
@@ -165,6 +169,11 @@ impl Reactor {
         })
     }
 
+    /// The discovery service as start-up reports it.
+    pub fn discovery_service(&self) -> String {
+        self.discovery.describe()
+    }
+
     /// Runs until shutdown has ended every session and reaped every child.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
@@ -192,6 +201,14 @@ impl Reactor {
                 match tok {
                     LISTENER => self.accept(now),
                     SIGNALS => self.on_signals(now),
+                    crate::lookup::WAKE => {
+                        let d = self.discovery.on_wake(self.poll.registry(), now);
+                        self.deliver(d, now);
+                    }
+                    crate::lookup::CALL => {
+                        let d = self.discovery.on_call_ready(self.poll.registry(), now);
+                        self.deliver(d, now);
+                    }
                     _ => self.dispatch(tok, None, readable, writable, now),
                 }
             }
@@ -220,10 +237,15 @@ impl Reactor {
                 .get(key)
                 .is_some_and(|s| s.id == id && s.deadline() == Some(when))
         });
-        [timer, self.accept_paused_until, self.shutdown_deadline]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            timer,
+            self.accept_paused_until,
+            self.shutdown_deadline,
+            self.discovery.deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn dispatch(
@@ -253,6 +275,10 @@ impl Reactor {
             self.accept_paused_until = None;
             self.accept(now);
         }
+        if self.discovery.deadline().is_some_and(|t| t <= now) {
+            let d = self.discovery.on_timer(self.poll.registry(), now);
+            self.deliver(d, now);
+        }
         while let Some((key, id)) = self.timers.pop_due(now) {
             let Some(session) = self.sessions.get_mut(key) else {
                 continue;
@@ -264,6 +290,23 @@ impl Reactor {
             }
             let mut ctx = ctx!(self, now);
             session.on_timer(&mut ctx);
+            self.touched.push(key);
+            self.account(key);
+        }
+    }
+
+    /// Hands the shared discovery work's results to the sessions waiting for
+    /// them; a session that ended or moved on meanwhile ignores its own.
+    fn deliver(&mut self, deliveries: Vec<(Waiter, Delivery)>, now: Instant) {
+        for ((key, id), delivery) in deliveries {
+            let Some(session) = self.sessions.get_mut(key) else {
+                continue;
+            };
+            if session.id != id {
+                continue;
+            }
+            let mut ctx = ctx!(self, now);
+            session.on_delivery(&mut ctx, delivery);
             self.touched.push(key);
             self.account(key);
         }

@@ -54,65 +54,68 @@ impl Session {
 
     pub(super) fn start_discovery(&mut self, ctx: &mut Ctx, params: CaptureParams, accept: String) {
         let service = service_name(ctx.cfg);
-        let addr = match &ctx.discovery {
-            Ok(a) => *a,
-            Err(why) => {
-                let why = why.clone();
-                return self.refuse(ctx, &accept, ws::INTERNAL_ERROR, &why);
-            }
-        };
-        let mut call = match DiscoveryCall::start(addr, &ctx.cfg.discovery_service, ctx.cfg.gw_port)
-        {
-            Ok(c) => c,
-            Err(e) => return self.refuse(ctx, &accept, ws::INTERNAL_ERROR, &e.describe(&service)),
-        };
-        if let Err(e) = ctx.registry.register(
-            call.stream(),
-            token(self.key, UPSTREAM),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            let reason = DiscoveryError::Unreachable(e.to_string()).describe(&service);
-            return self.refuse(ctx, &accept, ws::INTERNAL_ERROR, &reason);
-        }
         info!(
-            "[c{}] looking up container {:?} (prefix {:?}) with the discovery service at {addr}",
+            "[c{}] looking up container {:?} (prefix {:?}) with the discovery service at {service}",
             self.id, params.target.name, params.target.prefix
         );
-        self.arm(ctx, ctx.cfg.discovery_timeout);
-        self.phase = Phase::Discovering(Box::new(Discovering {
+        let d = Discovering {
             params,
             accept,
-            call,
             service,
-        }));
+        };
+        match ctx
+            .discovery
+            .want_listing(ctx.registry, ctx.now, (self.key, self.id))
+        {
+            Some(listing) => self.discovered(ctx, d, listing),
+            None => {
+                self.arm(ctx, ctx.cfg.discovery_timeout);
+                self.phase = Phase::Discovering(Box::new(d));
+            }
+        }
     }
 
-    pub(super) fn on_discovery(&mut self, ctx: &mut Ctx) {
-        let Phase::Discovering(d) = &mut self.phase else {
-            return;
-        };
-        let result = match d.call.on_ready() {
-            std::task::Poll::Pending => return,
-            std::task::Poll::Ready(r) => r,
-        };
-        let Phase::Discovering(d) = std::mem::replace(&mut self.phase, Phase::Flush) else {
-            return;
-        };
+    /// The shared discovery work this session waited for is done.
+    pub fn on_delivery(&mut self, ctx: &mut Ctx, delivery: Delivery) {
+        match (delivery, &self.phase) {
+            (Delivery::Listing(listing), Phase::Discovering(_)) => {
+                let Phase::Discovering(d) = std::mem::replace(&mut self.phase, Phase::Flush) else {
+                    return;
+                };
+                self.deadline = None;
+                self.discovered(ctx, *d, listing);
+            }
+            (Delivery::Address(addr), Phase::ProxyResolving(_)) => {
+                let Phase::ProxyResolving(p) = std::mem::replace(&mut self.phase, Phase::Flush)
+                else {
+                    return;
+                };
+                self.deadline = None;
+                let ProxyResolving {
+                    req,
+                    target,
+                    leftover,
+                } = *p;
+                self.proxy_to(ctx, &req, &target, leftover, addr);
+                // Client bytes that arrived meanwhile were left unread.
+                ctx.again.push((token(self.key, CLIENT), self.id));
+            }
+            _ => {}
+        }
+    }
+
+    fn discovered(
+        &mut self,
+        ctx: &mut Ctx,
+        d: Discovering,
+        listing: Result<std::sync::Arc<crate::discovery::ParsedListing>, DiscoveryError>,
+    ) {
         let Discovering {
             mut params,
             accept,
-            mut call,
             service,
-        } = *d;
-        let _ = ctx.registry.deregister(call.stream());
-        drop(call);
-        self.deadline = None;
-        let found = result.and_then(|resp| {
-            if resp.status != 200 {
-                return Err(DiscoveryError::BadStatus(resp.status));
-            }
-            find_target(&resp.body, &params.target.name, &params.target.prefix)
-        });
+        } = d;
+        let found = listing.and_then(|l| l.find(&params.target.name, &params.target.prefix));
         match found {
             Ok(mut t) => {
                 info!(

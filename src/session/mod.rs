@@ -28,9 +28,10 @@ use nix::unistd::Pid;
 use crate::capture::{capture_args, spawn};
 use crate::config::Config;
 use crate::conn::{Conn, HIGH_WATER, LOW_WATER, READS_PER_TURN};
-use crate::discovery::{find_target, DiscoveryCall, DiscoveryError};
+use crate::discovery::DiscoveryError;
 use crate::front::Route;
 use crate::http::{self, Request};
+use crate::lookup::Delivery;
 use crate::params::{capture_params_limited, CaptureParams, Limits};
 use crate::pcapng::{target_document, ShbEditor, TargetInfo};
 use crate::proxy::{self, Proxy, Step};
@@ -122,8 +123,8 @@ pub struct Ctx<'a> {
     /// The loop's one read buffer; nothing read stays in it across events.
     pub buf: &'a mut [u8],
     pub now: Instant,
-    /// The discovery service's address, resolved at start-up.
-    pub discovery: &'a Result<SocketAddr, String>,
+    /// The discovery service: its address and the shared listing.
+    pub discovery: &'a mut crate::lookup::Discovery,
     /// Captures running now (the reactor keeps count).
     pub captures: usize,
     pub privileges: &'a crate::privileges::Privileges,
@@ -184,9 +185,15 @@ struct Capture {
 struct Discovering {
     params: CaptureParams,
     accept: String,
-    call: DiscoveryCall,
     /// `host:port` of the discovery service, for reasons.
     service: String,
+}
+
+/// A proxied request waiting for the discovery service's address.
+struct ProxyResolving {
+    req: Request,
+    target: String,
+    leftover: Vec<u8>,
 }
 
 enum Phase {
@@ -206,6 +213,9 @@ enum Phase {
     Flush,
     /// Forwarding one request to the discovery service (`--proxy-discovery`).
     Proxy(Box<Proxy>),
+    /// A request to forward, waiting for the discovery service's name to
+    /// be looked up. The client is not read meanwhile.
+    ProxyResolving(Box<ProxyResolving>),
 }
 
 pub struct Session {
@@ -305,7 +315,6 @@ impl Session {
             UPSTREAM if matches!(self.phase, Phase::Proxy(_)) => {
                 self.on_proxy_upstream(ctx, readable, writable)
             }
-            UPSTREAM => self.on_discovery(ctx),
             _ => {}
         }
     }
@@ -360,6 +369,15 @@ impl Session {
             Phase::Closing(_) | Phase::Flush => {
                 debug!("[c{id}] client did not finish closing in time");
                 self.finished = true;
+            }
+            Phase::ProxyResolving(_) => {
+                info!("[c{id}] discovery service name not looked up in time");
+                let resp = http::text_response(
+                    504,
+                    "the discovery service's name was not looked up in time",
+                    true,
+                );
+                self.respond_close(ctx, resp);
             }
             Phase::Proxy(p) => {
                 if p.answered() {
@@ -422,7 +440,9 @@ impl Session {
                 self.arm(ctx, CLOSE_TIMEOUT);
                 self.finish_if_flushed();
             }
-            Phase::Head { .. } | Phase::Closing(_) | Phase::Proxy(_) => self.finished = true,
+            Phase::Head { .. } | Phase::Closing(_) | Phase::Proxy(_) | Phase::ProxyResolving(_) => {
+                self.finished = true
+            }
             Phase::Flush => {}
         }
     }
@@ -496,6 +516,8 @@ impl Session {
             Phase::Closing(_) => self.read_closing(ctx),
             Phase::Discovering(_) | Phase::Flush => self.read_discard(ctx),
             Phase::Proxy(_) => self.on_proxy_client(ctx),
+            // Read once the request can be forwarded.
+            Phase::ProxyResolving(_) => {}
         }
     }
 
