@@ -16,13 +16,10 @@ use std::time::{Duration, Instant};
 
 use common::http::send_raw;
 use common::load;
+use common::rawws::{raw_capture, read_close, UPGRADE_HEADERS};
 use common::ws;
 use common::*;
 
-/// A websocket upgrade's headers besides path and Host (RFC 6455's example
-/// key).
-const UPGRADE_HEADERS: &str = "Upgrade: websocket\r\nConnection: Upgrade\r\n\
-    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
 const WAIT: Duration = Duration::from_secs(5);
 /// How much the service's RSS may grow while a client pings without reading
 /// (the issue's target): the output bound is 256 KiB plus one read.
@@ -37,33 +34,6 @@ fn connect(port: u16) -> TcpStream {
     TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect")
 }
 
-/// Sends a capture upgrade for `ns` on raw TCP and reads up to the end of
-/// the 101 head; panics on anything else.
-fn raw_capture(port: u16, ns: &Netns) -> TcpStream {
-    let mut s = connect(port);
-    let req = format!(
-        "GET /capture?netns={}&nif=lo HTTP/1.1\r\nHost: pfx\r\n{UPGRADE_HEADERS}\r\n",
-        ns.inode()
-    );
-    s.write_all(req.as_bytes()).expect("send upgrade");
-    s.set_read_timeout(Some(WAIT)).expect("timeout");
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert!(head.len() < 4096, "no end of the upgrade response head");
-        match s.read(&mut b) {
-            Ok(1) => head.push(b[0]),
-            other => panic!("upgrade response cut: {other:?} after {head:?}"),
-        }
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    s
-}
-
 /// A masked client ping frame carrying the 125 bytes a control frame may.
 fn ping_frame() -> Vec<u8> {
     let mask = [1u8, 2, 3, 4];
@@ -73,58 +43,13 @@ fn ping_frame() -> Vec<u8> {
     f
 }
 
-/// Reads frames from a server stream until a close frame; its code.
-fn read_close_code(s: &mut TcpStream, timeout: Duration) -> Option<u16> {
-    let deadline = Instant::now() + timeout;
-    let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 65536];
-    while Instant::now() < deadline {
-        match s.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => break,
-        }
-        // Walk the unmasked server frames.
-        let mut at = 0;
-        while buf.len() >= at + 2 {
-            let op = buf[at] & 0x0f;
-            let (len, hl) = match buf[at + 1] & 0x7f {
-                126 if buf.len() >= at + 4 => {
-                    (u16::from_be_bytes([buf[at + 2], buf[at + 3]]) as usize, 4)
-                }
-                127 if buf.len() >= at + 10 => {
-                    let mut l = [0u8; 8];
-                    l.copy_from_slice(&buf[at + 2..at + 10]);
-                    (u64::from_be_bytes(l) as usize, 10)
-                }
-                126 | 127 => break,
-                n => (n as usize, 2),
-            };
-            if buf.len() < at + hl + len {
-                break;
-            }
-            if op == 8 && len >= 2 {
-                return Some(u16::from_be_bytes([buf[at + hl], buf[at + hl + 1]]));
-            }
-            at += hl + len;
-        }
-    }
-    None
-}
-
 // ---- generated answers count against the output bound ----
 
 #[test]
 fn unread_pongs_do_not_grow_service_memory() {
     let ns = Netns::new();
     let svc = Service::start(&[]);
-    let mut s = raw_capture(svc.port(), &ns);
+    let mut s = raw_capture(svc.port(), &format!("netns={}&nif=lo", ns.inode()));
     // The client never reads: small receive buffer so the service's socket
     // fills early and the queue, not the kernel, has to hold the pongs.
     common::upstream::small_buffers(&s);
@@ -230,13 +155,13 @@ fn two_websocket_keys_get_400_and_no_capture() {
 fn frame_length_with_top_bit_set_is_closed_with_1002() {
     let ns = Netns::new();
     let svc = Service::start(&[]);
-    let mut s = raw_capture(svc.port(), &ns);
+    let mut s = raw_capture(svc.port(), &format!("netns={}&nif=lo", ns.inode()));
     assert_eq!(svc.wait_dumpcaps(1, WAIT).len(), 1);
     let mut frame = vec![0x82, 0x80 | 127];
     frame.extend_from_slice(&(1u64 << 63).to_be_bytes());
     frame.extend_from_slice(&[9, 9, 9, 9]);
     s.write_all(&frame).expect("send frame");
-    let code = read_close_code(&mut s, Duration::from_secs(15));
+    let code = read_close(&mut s, Duration::from_secs(15)).map(|(c, _)| c);
     println!("close code after a 2^63 frame length: {code:?}");
     assert_eq!(code, Some(1002));
     assert!(

@@ -12,6 +12,7 @@ pub mod load;
 pub mod netns;
 pub mod pcapng;
 pub mod procs;
+pub mod rawws;
 pub mod service;
 pub mod upstream;
 pub mod ws;
