@@ -17,6 +17,7 @@ pub mod http;
 pub mod logging;
 pub mod lookup;
 pub mod netns;
+pub mod nscache;
 pub mod params;
 pub mod pcapng;
 pub mod privileges;

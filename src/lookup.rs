@@ -58,6 +58,8 @@ pub type Waiter = (usize, u64);
 pub enum Delivery {
     Listing(Result<Arc<ParsedListing>, DiscoveryError>),
     Address(Result<SocketAddr, String>),
+    /// The namespace scan a lookup waited for ran (see `nscache`): ask again.
+    Rescanned,
 }
 
 /// Results the helper threads hand back.

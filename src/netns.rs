@@ -64,9 +64,48 @@ pub fn locate(inode: u64, hint_pid: u32) -> Result<Netns, String> {
             }
         }
     }
-    Err(format!(
+    Err(not_found(inode))
+}
+
+/// Every network namespace visible now, inode -> one place it was seen
+/// (a process's `ns/net` link, else an `nsfs` mount point). Stats every
+/// process's link: see `nscache` for how often this may run.
+pub fn scan() -> std::collections::HashMap<u64, PathBuf> {
+    let mut seen = std::collections::HashMap::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            else {
+                continue;
+            };
+            let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
+            if let Some(ino) = inode_of(&path) {
+                seen.entry(ino).or_insert(path);
+            }
+        }
+    }
+    for path in nsfs_mounts() {
+        if let Some(ino) = inode_of(&path) {
+            seen.entry(ino).or_insert(path);
+        }
+    }
+    seen
+}
+
+/// The reason given when no namespace has `inode`.
+pub fn not_found(inode: u64) -> String {
+    format!(
         "no network namespace with inode {inode} exists on this host (neither a process's nor a bind-mounted one)"
-    ))
+    )
+}
+
+/// Opens `path` if it is, on the opened descriptor, the network namespace
+/// `inode`: how a remembered place is checked before it is trusted.
+pub fn open_checked(path: &Path, inode: u64) -> Option<Netns> {
+    try_open(path, inode)
 }
 
 /// Mount points of `nsfs` mounts, i.e. bind-mounted namespaces.

@@ -83,6 +83,7 @@ pub struct Reactor {
     buf: Vec<u8>,
     cfg: Config,
     discovery: Discovery,
+    namespaces: crate::nscache::Namespaces,
     next_id: u64,
     accept_paused_until: Option<Instant>,
     shutdown_deadline: Option<Instant>,
@@ -109,6 +110,7 @@ macro_rules! ctx {
             buf: &mut $r.buf,
             now: $now,
             discovery: &mut $r.discovery,
+            namespaces: &mut $r.namespaces,
             captures: $r.captures,
             privileges: &$r.privileges,
         }
@@ -159,6 +161,7 @@ impl Reactor {
             buf: vec![0; READ_BUF],
             cfg,
             discovery,
+            namespaces: Default::default(),
             next_id: 1,
             accept_paused_until: None,
             shutdown_deadline: None,
@@ -242,6 +245,7 @@ impl Reactor {
             self.accept_paused_until,
             self.shutdown_deadline,
             self.discovery.deadline(),
+            self.namespaces.deadline(),
         ]
         .into_iter()
         .flatten()
@@ -278,6 +282,16 @@ impl Reactor {
         if self.discovery.deadline().is_some_and(|t| t <= now) {
             let d = self.discovery.on_timer(self.poll.registry(), now);
             self.deliver(d, now);
+        }
+        if self.namespaces.deadline().is_some_and(|t| t <= now) {
+            let waiters = self.namespaces.on_timer(now);
+            self.deliver(
+                waiters
+                    .into_iter()
+                    .map(|w| (w, Delivery::Rescanned))
+                    .collect(),
+                now,
+            );
         }
         while let Some((key, id)) = self.timers.pop_due(now) {
             let Some(session) = self.sessions.get_mut(key) else {

@@ -515,3 +515,99 @@ fn full_table_of_working_connections_answers_503() {
     assert!(r.closed);
     assert!(r.body().contains(&format!("maximum of {MAX} connections")));
 }
+
+// ---- namespace lookups on a host with many processes ----
+
+/// Extra processes the test runs, so that a scan of every process's
+/// namespace costs what it does on a busy host.
+const EXTRA_PROCESSES: usize = 3000;
+/// Requests for inodes no namespace has, sent at once.
+const UNKNOWN_INODE_REQUESTS: usize = 100;
+
+/// `sleep` children, each bounded in time, killed and reaped on drop.
+struct Sleepers(Vec<std::process::Child>);
+
+impl Sleepers {
+    fn start(n: usize) -> Sleepers {
+        let mut s = Sleepers(Vec::with_capacity(n));
+        for _ in 0..n {
+            let c = std::process::Command::new("sleep")
+                .arg("120")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn sleep");
+            s.0.push(c);
+        }
+        s
+    }
+}
+
+impl Drop for Sleepers {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+        }
+        for c in &mut self.0 {
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn unknown_inode_lookups_on_a_busy_host_do_not_stall_version() {
+    let sleepers = Sleepers::start(EXTRA_PROCESSES);
+    let svc = Service::start(&["--debug"]);
+    let port = svc.port();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let prober = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut worst, mut n) = (Duration::ZERO, 0);
+            let until = Instant::now() + Duration::from_secs(60);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < until {
+                worst = worst.max(timed_version(port).unwrap_or(Duration::MAX));
+                n += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (worst, n)
+        })
+    };
+    let t = Instant::now();
+    let base = 4_000_000_000u64 + u64::from(std::process::id()) * 1000;
+    let clients: Vec<_> = (0..UNKNOWN_INODE_REQUESTS as u64)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut s = raw_capture(port, &format!("netns={}", base + i));
+                read_close(&mut s, Duration::from_secs(30))
+            })
+        })
+        .collect();
+    let closes: Vec<_> = clients
+        .into_iter()
+        .map(|c| c.join().unwrap_or(None))
+        .collect();
+    let took = t.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (worst, probes) = prober.join().expect("prober");
+    let refused = closes
+        .iter()
+        .filter(|c| {
+            c.as_ref()
+                .is_some_and(|(code, why)| *code == 1008 && why.contains("no network namespace"))
+        })
+        .count();
+    let scans = svc.stderr().matches("namespace scan:").count();
+    println!(
+        "{UNKNOWN_INODE_REQUESTS} unknown-inode requests with {} extra processes: {refused} refused in {took:?} by {scans} scan(s); /version slowest {worst:?} over {probes} probes (budget {VERSION_BUDGET:?})",
+        sleepers.0.len()
+    );
+    drop(sleepers);
+    assert_eq!(refused, UNKNOWN_INODE_REQUESTS);
+    assert!(worst < VERSION_BUDGET, "/version took {worst:?}");
+    assert!(
+        (1..UNKNOWN_INODE_REQUESTS / 4).contains(&scans),
+        "{scans} scans"
+    );
+}

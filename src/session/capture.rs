@@ -62,6 +62,7 @@ impl Session {
             params,
             accept,
             service,
+            locating: None,
         };
         match ctx
             .discovery
@@ -78,12 +79,19 @@ impl Session {
     /// The shared discovery work this session waited for is done.
     pub fn on_delivery(&mut self, ctx: &mut Ctx, delivery: Delivery) {
         match (delivery, &self.phase) {
-            (Delivery::Listing(listing), Phase::Discovering(_)) => {
+            (Delivery::Listing(listing), Phase::Discovering(d)) if d.locating.is_none() => {
                 let Phase::Discovering(d) = std::mem::replace(&mut self.phase, Phase::Flush) else {
                     return;
                 };
                 self.deadline = None;
                 self.discovered(ctx, *d, listing);
+            }
+            (Delivery::Rescanned, Phase::Discovering(d)) if d.locating.is_some() => {
+                let Phase::Discovering(d) = std::mem::replace(&mut self.phase, Phase::Flush) else {
+                    return;
+                };
+                let asked_at = d.locating.unwrap_or(ctx.now);
+                self.spawn_capture_at(ctx, d.params, &d.accept, asked_at);
             }
             (Delivery::Address(addr), Phase::ProxyResolving(_)) => {
                 let Phase::ProxyResolving(p) = std::mem::replace(&mut self.phase, Phase::Flush)
@@ -114,6 +122,7 @@ impl Session {
             mut params,
             accept,
             service,
+            ..
         } = d;
         let found = listing.and_then(|l| l.find(&params.target.name, &params.target.prefix));
         match found {
@@ -146,20 +155,43 @@ impl Session {
     }
 
     pub(super) fn spawn_capture(&mut self, ctx: &mut Ctx, params: CaptureParams, accept: &str) {
+        self.spawn_capture_at(ctx, params, accept, ctx.now);
+    }
+
+    /// `asked_at`: when the namespace was first looked for (see `nscache`).
+    fn spawn_capture_at(
+        &mut self,
+        ctx: &mut Ctx,
+        params: CaptureParams,
+        accept: &str,
+        asked_at: Instant,
+    ) {
         let id = self.id;
         let t = &params.target;
         if let Some(reason) = ctx.privileges.refusal() {
             return self.refuse(ctx, accept, ws::INTERNAL_ERROR, &reason);
         }
-        let ns = match crate::netns::locate(t.netns, t.pid) {
-            Ok(ns) => ns,
-            Err(reason) => {
+        let found = ctx
+            .namespaces
+            .find(t.netns, t.pid, asked_at, ctx.now, (self.key, self.id));
+        let ns = match found {
+            Found::Held(ns) => ns,
+            Found::Missing(reason) => {
                 return self.refuse(
                     ctx,
                     accept,
                     ws::POLICY_VIOLATION,
                     &format!("capture refused: {reason}"),
                 );
+            }
+            Found::Wait => {
+                self.phase = Phase::Discovering(Box::new(Discovering {
+                    params,
+                    accept: accept.to_string(),
+                    service: service_name(ctx.cfg),
+                    locating: Some(asked_at),
+                }));
+                return;
             }
         };
         let interfaces = match params.interfaces() {

@@ -32,6 +32,7 @@ use crate::discovery::DiscoveryError;
 use crate::front::Route;
 use crate::http::{self, Request};
 use crate::lookup::Delivery;
+use crate::nscache::Found;
 use crate::params::{capture_params_limited, CaptureParams, Limits};
 use crate::pcapng::{target_document, ShbEditor, TargetInfo};
 use crate::proxy::{self, Proxy, Step};
@@ -125,6 +126,8 @@ pub struct Ctx<'a> {
     pub now: Instant,
     /// The discovery service: its address and the shared listing.
     pub discovery: &'a mut crate::lookup::Discovery,
+    /// What namespace scans learned, and when the next may run.
+    pub namespaces: &'a mut crate::nscache::Namespaces,
     /// Captures running now (the reactor keeps count).
     pub captures: usize,
     pub privileges: &'a crate::privileges::Privileges,
@@ -187,6 +190,9 @@ struct Discovering {
     accept: String,
     /// `host:port` of the discovery service, for reasons.
     service: String,
+    /// Not waiting for the discovery service but for the next namespace
+    /// scan, for a lookup first asked at this instant (see `nscache`).
+    locating: Option<Instant>,
 }
 
 /// A proxied request waiting for the discovery service's address.
