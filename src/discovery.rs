@@ -43,6 +43,11 @@ const MAX_CHUNK_SIZE_LINE: usize = 4 * 1024;
 /// in a loop, so this only trades stack space for system calls.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// Reads per [`DiscoveryCall::on_ready`] before it yields the loop to other
+/// clients (1 MiB at [`READ_CHUNK`]): an 8 MiB answer arriving at once is
+/// taken over several loop turns, not in one.
+const READS_PER_TURN: usize = 64;
+
 /// How the discovery service is named in every message a user sees.
 const SERVICE: &str = "discovery service (GhostWire)";
 
@@ -825,6 +830,9 @@ pub struct DiscoveryCall {
     phase: Phase,
     request: Vec<u8>,
     parser: ResponseParser,
+    /// The last `on_ready` stopped at its read budget with data left:
+    /// call it again before the loop sleeps (no new event will come).
+    more: bool,
 }
 
 impl DiscoveryCall {
@@ -838,6 +846,7 @@ impl DiscoveryCall {
             phase: Phase::Connecting,
             request: mobyshark_request(host_header, port),
             parser: ResponseParser::new(MAX_DISCOVERY_BODY),
+            more: false,
         })
     }
 
@@ -851,6 +860,7 @@ impl DiscoveryCall {
     /// Registration is edge-triggered, so every step runs until the socket
     /// says `WouldBlock`. `Ready(Ok)` only for a complete `200 OK` response.
     pub fn on_ready(&mut self) -> Poll<Result<Response, DiscoveryError>> {
+        self.more = false;
         let outcome = self.advance();
         if outcome.is_ready() {
             self.phase = Phase::Done;
@@ -858,7 +868,14 @@ impl DiscoveryCall {
         outcome
     }
 
+    /// Whether the last [`on_ready`](Self::on_ready) left readable data
+    /// for another turn.
+    pub fn more(&self) -> bool {
+        self.more
+    }
+
     fn advance(&mut self) -> Poll<Result<Response, DiscoveryError>> {
+        let mut reads = 0;
         loop {
             match self.phase {
                 Phase::Connecting => match self.connected() {
@@ -883,6 +900,11 @@ impl DiscoveryCall {
                     Err(e) => return Poll::Ready(Err(DiscoveryError::Unreachable(io_reason(&e)))),
                 },
                 Phase::Receiving => {
+                    if reads == READS_PER_TURN {
+                        self.more = true;
+                        return Poll::Pending;
+                    }
+                    reads += 1;
                     let mut buf = [0u8; READ_CHUNK];
                     match self.stream.read(&mut buf) {
                         Ok(0) => return Poll::Ready(self.parser.eof().and_then(accept_status)),

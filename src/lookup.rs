@@ -284,6 +284,12 @@ impl Discovery {
         }
     }
 
+    /// The exchange stopped at its read budget with data left: the loop
+    /// calls [`Discovery::on_call_ready`] again before it sleeps.
+    pub fn call_has_more(&self) -> bool {
+        matches!(&self.exchange, Exchange::Calling { call, .. } if call.more())
+    }
+
     /// The loop's clock passed [`Discovery::deadline`].
     pub fn on_timer(&mut self, registry: &Registry, now: Instant) -> Vec<(Waiter, Delivery)> {
         if self.deadline().is_none_or(|d| d > now) {

@@ -208,15 +208,16 @@ impl Reactor {
                         let d = self.discovery.on_wake(self.poll.registry(), now);
                         self.deliver(d, now);
                     }
-                    crate::lookup::CALL => {
-                        let d = self.discovery.on_call_ready(self.poll.registry(), now);
-                        self.deliver(d, now);
-                    }
+                    crate::lookup::CALL => self.on_discovery_call(now),
                     _ => self.dispatch(tok, None, readable, writable, now),
                 }
             }
             for (tok, id) in std::mem::take(&mut self.again) {
-                self.dispatch(tok, Some(id), true, false, now);
+                if tok == crate::lookup::CALL {
+                    self.on_discovery_call(now);
+                } else {
+                    self.dispatch(tok, Some(id), true, false, now);
+                }
             }
             self.fire_timers(now);
             self.remove_finished();
@@ -307,6 +308,16 @@ impl Reactor {
             self.touched.push(key);
             self.account(key);
         }
+    }
+
+    /// The shared discovery exchange's socket is ready (or has data left
+    /// from its last turn).
+    fn on_discovery_call(&mut self, now: Instant) {
+        let d = self.discovery.on_call_ready(self.poll.registry(), now);
+        if self.discovery.call_has_more() {
+            self.again.push((crate::lookup::CALL, 0));
+        }
+        self.deliver(d, now);
     }
 
     /// Hands the shared discovery work's results to the sessions waiting for
