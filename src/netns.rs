@@ -67,32 +67,28 @@ pub fn locate(inode: u64, hint_pid: u32) -> Result<Netns, String> {
     Err(not_found(inode))
 }
 
-/// Every network namespace visible now, inode -> one place it was seen
-/// (a process's `ns/net` link, else an `nsfs` mount point). Stats every
-/// process's link: see `nscache` for how often this may run.
-pub fn scan() -> std::collections::HashMap<u64, PathBuf> {
-    let mut seen = std::collections::HashMap::new();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for entry in dir.flatten() {
-            let name = entry.file_name();
-            let Some(pid) = name
-                .to_str()
-                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-            else {
-                continue;
-            };
-            let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
-            if let Some(ino) = inode_of(&path) {
-                seen.entry(ino).or_insert(path);
-            }
-        }
+/// Notes where the namespace of the `/proc` entry `name` (if it is a pid)
+/// is, inode -> path; the first place seen is kept.
+pub fn note_process(name: &std::ffi::OsStr, seen: &mut std::collections::HashMap<u64, PathBuf>) {
+    let Some(pid) = name
+        .to_str()
+        .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+    else {
+        return;
+    };
+    let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
+    if let Some(ino) = inode_of(&path) {
+        seen.entry(ino).or_insert(path);
     }
+}
+
+/// Notes the bind-mounted namespaces (`nsfs` mounts), inode -> mount point.
+pub fn note_mounts(seen: &mut std::collections::HashMap<u64, PathBuf>) {
     for path in nsfs_mounts() {
         if let Some(ino) = inode_of(&path) {
             seen.entry(ino).or_insert(path);
         }
     }
-    seen
 }
 
 /// The reason given when no namespace has `inode`.
