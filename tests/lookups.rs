@@ -16,13 +16,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::latency::{baseline, Prober};
 use common::load;
 use common::rawws::{raw_capture, read_close};
 use common::ws;
 use common::*;
 use serde_json::json;
 
-/// `/version` budget while lookups run (the figure).
+/// `/version` budget while lookups run (the figure), on top of the
+/// slowest answer of the idle service in the same run.
 const VERSION_BUDGET: Duration = Duration::from_millis(100);
 /// Captures asking for the same stale target at once.
 const CONCURRENT_LOOKUPS: usize = 150;
@@ -30,57 +32,6 @@ const CONCURRENT_LOOKUPS: usize = 150;
 const LISTING_BYTES: usize = 8_000_000;
 /// Peak service memory allowed, as a multiple of the listing.
 const RSS_PER_LISTING: u64 = 3;
-
-/// One `/version` on a fresh connection, timed.
-fn timed_version(port: u16) -> Option<Duration> {
-    let t = Instant::now();
-    (load::version_status(port) == Some(200)).then(|| t.elapsed())
-}
-
-/// Probes `/version` every 20 ms until stopped; the slowest answer (an
-/// unanswered probe counts as `Duration::MAX`) and the count.
-struct Prober {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<(Duration, usize)>>,
-}
-
-impl Prober {
-    fn start(port: u16) -> Prober {
-        let stop = Arc::new(AtomicBool::new(false));
-        let st = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let (mut worst, mut n) = (Duration::ZERO, 0);
-            let until = Instant::now() + Duration::from_secs(60);
-            while !st.load(Ordering::Relaxed) && Instant::now() < until {
-                worst = worst.max(timed_version(port).unwrap_or(Duration::MAX));
-                n += 1;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            (worst, n)
-        });
-        Prober {
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn finish(mut self) -> (Duration, usize) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread
-            .take()
-            .and_then(|t| t.join().ok())
-            .unwrap_or((Duration::MAX, 0))
-    }
-}
-
-impl Drop for Prober {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 /// A listing of about `bytes` bytes: filler containers, none of them named
 /// `wanted`.
@@ -120,6 +71,7 @@ fn concurrent_stale_lookups_share_one_exchange_and_its_parsed_answer() {
     let stale = json!({"name": name, "netns": 4_026_531_999u64, "pid": dead_pid(), "starttime": 1});
     let q = format!("container={}", urlencode(&stale.to_string()));
     let base_kib = load::rss_kib(svc.pid()).expect("rss");
+    let idle = baseline(port);
     let prober = Prober::start(port);
     let t = Instant::now();
     let clients: Vec<_> = (0..CONCURRENT_LOOKUPS)
@@ -149,7 +101,7 @@ fn concurrent_stale_lookups_share_one_exchange_and_its_parsed_answer() {
         })
         .count();
     println!(
-        "{CONCURRENT_LOOKUPS} concurrent stale lookups against a {listing_len}-byte listing: {asked} upstream request(s), {refused} answered 'not listed' in {took:?}; /version slowest {worst:?} over {probes} probes (budget {VERSION_BUDGET:?}); service RSS {base_kib} KiB before, peak {peak_kib} KiB (budget {} KiB)",
+        "{CONCURRENT_LOOKUPS} concurrent stale lookups against a {listing_len}-byte listing: {asked} upstream request(s), {refused} answered 'not listed' in {took:?}; /version slowest {worst:?} over {probes} probes (budget {VERSION_BUDGET:?} + idle {idle:?}); service RSS {base_kib} KiB before, peak {peak_kib} KiB (budget {} KiB)",
         RSS_PER_LISTING * listing_len as u64 / 1024
     );
     assert_eq!(asked, 1, "lookups were not shared");
@@ -361,6 +313,7 @@ fn discovery_name_that_resolves_after_start_up_is_looked_up_when_needed() {
 
     // A capture needing discovery: the lookup reaches the silent name
     // server and stays pending; the loop serves /version meanwhile.
+    let idle = baseline(port);
     let prober = Prober::start(port);
     let t = Instant::now();
     let mut s = raw_capture(port, &q);
@@ -368,7 +321,7 @@ fn discovery_name_that_resolves_after_start_up_is_looked_up_when_needed() {
     let pending_for = t.elapsed();
     let (worst, probes) = prober.finish();
     println!(
-        "before the name resolves: capture closed with {refused:?} after {pending_for:?} ({} DNS queries seen); /version slowest {worst:?} over {probes} probes while the lookup was pending",
+        "before the name resolves: capture closed with {refused:?} after {pending_for:?} ({} DNS queries seen); /version slowest {worst:?} over {probes} probes while the lookup was pending (idle: {idle:?})",
         dns.queries()
     );
     let (code, reason) = refused.expect("no close frame");

@@ -8,6 +8,7 @@
 
 pub mod ghostwire;
 pub mod http;
+pub mod latency;
 pub mod load;
 pub mod netns;
 pub mod pcapng;
