@@ -440,3 +440,81 @@ fn parser(jobs: Receiver<Vec<u8>>, slots: Arc<Mutex<Slots>>, waker: Arc<Waker>) 
         let _ = waker.wake();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn discovery(host: &str) -> (mio::Poll, Discovery) {
+        let poll = mio::Poll::new().unwrap();
+        let waker = Waker::new(poll.registry(), WAKE).unwrap();
+        (
+            poll,
+            Discovery::new(host, 5000, Duration::from_secs(5), waker),
+        )
+    }
+
+    #[test]
+    fn ip_literals_need_no_lookup() {
+        for (host, want) in [
+            ("127.0.0.1", "127.0.0.1:5000"),
+            ("[::1]", "[::1]:5000"),
+            ("::1", "[::1]:5000"),
+        ] {
+            let (_poll, mut d) = discovery(host);
+            let got = d.want_address(Instant::now(), (0, 1));
+            assert_eq!(got.map(|r| r.map(|a| a.to_string())), Some(Ok(want.into())));
+            assert!(d.resolve_jobs.is_none(), "{host}: a resolver was started");
+        }
+    }
+
+    #[test]
+    fn a_name_is_looked_up_off_the_loop_and_handed_to_every_waiter() {
+        let (mut poll, mut d) = discovery("localhost");
+        let now = Instant::now();
+        assert!(d.want_address(now, (0, 1)).is_none());
+        assert!(d.want_address(now, (1, 2)).is_none());
+        let mut events = mio::Events::with_capacity(4);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut delivered = Vec::new();
+        while delivered.is_empty() && Instant::now() < deadline {
+            poll.poll(&mut events, Some(Duration::from_millis(100)))
+                .unwrap();
+            if events.iter().any(|e| e.token() == WAKE) {
+                delivered = d.on_wake(poll.registry(), Instant::now());
+            }
+        }
+        let waiters: Vec<Waiter> = delivered.iter().map(|(w, _)| *w).collect();
+        assert_eq!(waiters, vec![(0, 1), (1, 2)]);
+        for (_, got) in &delivered {
+            assert!(
+                matches!(got, Delivery::Address(Ok(a)) if a.ip().is_loopback() && a.port() == 5000),
+                "{got:?}"
+            );
+        }
+        // Cached now: answered at once.
+        assert!(matches!(
+            d.want_address(Instant::now(), (2, 3)),
+            Some(Ok(_))
+        ));
+    }
+
+    #[test]
+    fn a_fresh_listing_serves_new_lookups_and_a_stale_one_does_not() {
+        let (poll, mut d) = discovery("127.0.0.1");
+        let listing = ParsedListing::parse(br#"{"containers":[]}"#.to_vec()).unwrap();
+        let at = Instant::now();
+        d.fresh = Some((at, Arc::new(listing)));
+        let young = at + FRESH_FOR / 2;
+        assert!(matches!(
+            d.want_listing(poll.registry(), young, (0, 1)),
+            Some(Ok(_))
+        ));
+        // Older than FRESH_FOR: a new exchange starts (the connect to
+        // port 5000 is non-blocking) and the caller waits for it.
+        let old = at + FRESH_FOR;
+        assert!(d.want_listing(poll.registry(), old, (0, 2)).is_none());
+        assert!(d.fresh.is_none());
+        assert!(d.deadline().is_some());
+    }
+}
