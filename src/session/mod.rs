@@ -286,9 +286,10 @@ impl Session {
 
     /// Whether a full connection table may give this session's slot to a
     /// new connection: it is waiting for a request head (its first, or the
-    /// next on a kept-alive connection), so it holds nothing but the slot.
+    /// next on a kept-alive connection) with no answer still queued, so it
+    /// holds nothing but the slot.
     pub fn displaceable(&self) -> bool {
-        !self.finished && matches!(self.phase, Phase::Head { .. })
+        !self.finished && matches!(self.phase, Phase::Head { .. }) && self.conn.out.is_empty()
     }
 
     /// Ends a [`displaceable`](Self::displaceable) session to make room.
