@@ -724,7 +724,9 @@ struct Names {
 
 impl ParsedListing {
     /// Parses a `/mobyshark` body. Errors are what [`find_target`] reports
-    /// for a body without a usable `containers` list.
+    /// for a body without a usable `containers` list; unlike it, this also
+    /// refuses a body that is not UTF-8 in parts no lookup reads (JSON is
+    /// UTF-8, RFC 8259 8.1, and every part is indexed here).
     pub fn parse(body: Vec<u8>) -> Result<ParsedListing, DiscoveryError> {
         let mut first = std::collections::HashMap::new();
         {
@@ -1719,6 +1721,16 @@ mod listing_tests {
         r#"{"containers":[{"name":"a"}],"containers":[]}"#,
         r#"{"containers":[{"name":"a","netns":1}"#,
     ];
+
+    #[test]
+    fn a_body_that_is_not_utf8_is_refused() {
+        let mut body = br#"{"containers":[{"name":"a","netns":1},{"x":"#.to_vec();
+        body.extend_from_slice(b"\"\xff\"}]}");
+        assert!(matches!(
+            ParsedListing::parse(body),
+            Err(DiscoveryError::BadJson(_))
+        ));
+    }
 
     #[test]
     fn parsed_listing_finds_what_find_target_finds() {
