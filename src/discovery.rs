@@ -713,15 +713,6 @@ struct RawListing<'a> {
     containers: Option<Vec<&'a serde_json::value::RawValue>>,
 }
 
-/// The two fields an entry is matched by; anything else in it is skipped.
-#[derive(serde::Deserialize)]
-struct Names {
-    #[serde(default)]
-    name: Option<Value>,
-    #[serde(default)]
-    prefix: Option<Value>,
-}
-
 impl ParsedListing {
     /// Parses a `/mobyshark` body. Errors are what [`find_target`] reports
     /// for a body without a usable `containers` list; unlike it, this also
@@ -738,24 +729,19 @@ impl ParsedListing {
             let base = body.as_ptr() as usize;
             for (index, entry) in entries.iter().enumerate() {
                 let text = entry.get();
-                // A derived struct would also take an array; only objects
-                // are entries.
-                if !text.starts_with('{') {
-                    continue;
-                }
-                // Entries that are not objects, or whose name or prefix is
-                // not a string (or missing/null, which means empty), match
-                // nothing, as in `find_target`.
-                let Ok(names) = serde_json::from_str::<Names>(text) else {
+                // Read as `find_target` reads entries (a `Value`: the last of
+                // duplicate keys wins); not objects, or a name or prefix
+                // that is not a string (missing/null means empty), match
+                // nothing.
+                let Ok(Value::Object(map)) = serde_json::from_str::<Value>(text) else {
                     continue;
                 };
-                let as_text = |v: Option<Value>| match v {
+                let as_text = |key| match map.get(key) {
                     None | Some(Value::Null) => Some(String::new()),
-                    Some(Value::String(s)) => Some(s),
+                    Some(Value::String(s)) => Some(s.clone()),
                     Some(_) => None,
                 };
-                let (Some(name), Some(prefix)) = (as_text(names.name), as_text(names.prefix))
-                else {
+                let (Some(name), Some(prefix)) = (as_text("name"), as_text("prefix")) else {
                     continue;
                 };
                 let start = text.as_ptr() as usize - base;
@@ -1721,6 +1707,14 @@ mod listing_tests {
         r#"{"containers":[{"name":"a"}],"containers":[]}"#,
         r#"{"containers":[{"name":"a","netns":1}"#,
     ];
+
+    #[test]
+    fn duplicate_keys_in_an_entry_are_read_as_find_target_reads_them() {
+        let body = br#"{"containers":[{"name":"x","prefix":"p","prefix":"","netns":3},{"name":"x","netns":4}]}"#;
+        let l = ParsedListing::parse(body.to_vec()).unwrap();
+        assert_eq!(l.find("x", "").unwrap().netns, 3);
+        assert_eq!(find_target(body, "x", "").unwrap().netns, 3);
+    }
 
     #[test]
     fn a_body_that_is_not_utf8_is_refused() {
