@@ -45,9 +45,13 @@ const MAX_BUFFERED: usize = 125;
 /// The reactor's read buffer (reactor.rs `READ_BUF`): the most one read of
 /// the client socket takes.
 const READ_BUF: usize = 64 * 1024;
+/// Bytes of a frame the reader may hold from earlier reads: a header (at
+/// most 14 bytes) or a control payload (at most 125).
+const CARRIED: usize = 14 + MAX_BUFFERED;
 /// What the queue may reach: the bound, one read's answers (a pong is never
-/// longer than the ping it answers), and a close frame.
-const MAX_QUEUED: usize = HIGH_WATER + READ_BUF + 127;
+/// longer than the ping it answers, part of which may have come in earlier
+/// reads), and a close frame.
+const MAX_QUEUED: usize = HIGH_WATER + READ_BUF + CARRIED + 127;
 
 enum Phase {
     Head(Vec<u8>),
@@ -118,7 +122,10 @@ impl Session {
                     let ev = reader.feed(data, &mut replies);
                     assert!(reader.buffered() <= MAX_BUFFERED);
                     check_pongs(&replies);
-                    assert!(replies.len() <= data.len(), "answers longer than the read");
+                    assert!(
+                        replies.len() <= data.len() + CARRIED,
+                        "answers longer than the read"
+                    );
                     self.t.out.extend_from_slice(&replies);
                     if let Some(ev) = ev {
                         self.inbound_end(&ev);
