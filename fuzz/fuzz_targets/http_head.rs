@@ -79,10 +79,9 @@ fuzz_target!(|data: &[u8]| {
                         .flatten()
                 })
                 .collect();
-            let lengths_ok = lengths.iter().all(Option::is_some)
-                && lengths.windows(2).all(|w| w[0] == w[1]);
-            let expect_ok =
-                hosts <= 1 && (hosts == 1 || req.minor_version == 0) && lengths_ok;
+            let lengths_ok =
+                lengths.iter().all(Option::is_some) && lengths.windows(2).all(|w| w[0] == w[1]);
+            let expect_ok = hosts <= 1 && (hosts == 1 || req.minor_version == 0) && lengths_ok;
             match req.check_rules() {
                 Ok(()) => assert!(expect_ok, "head rules passed: {req:?}"),
                 Err(e) => {

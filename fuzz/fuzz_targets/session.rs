@@ -427,7 +427,10 @@ fuzz_target!(|data: &[u8]| {
         } else {
             (&whole, &chunked)
         };
-        assert!(long.out.starts_with(&short.out), "answers diverge before the bound");
+        assert!(
+            long.out.starts_with(&short.out),
+            "answers diverge before the bound"
+        );
         assert!(long.log.starts_with(&short.log) || short.log.starts_with(&long.log));
     } else {
         assert_eq!(chunked, whole, "answer depends on how the reads were split");

@@ -70,7 +70,13 @@ fuzz_target!(|data: &[u8]| {
     if stream.len() >= header && stream[1] & 0x7f == 127 && stream[2] & 0x80 != 0 {
         let (event, _) = read(&[stream]);
         assert!(
-            matches!(event, Some(Inbound::Violation { code: ws::PROTOCOL_ERROR, .. })),
+            matches!(
+                event,
+                Some(Inbound::Violation {
+                    code: ws::PROTOCOL_ERROR,
+                    ..
+                })
+            ),
             "top-bit length gave {event:?}"
         );
     }
