@@ -74,10 +74,10 @@ def session():
     t = "session"
     ping_close = frame(0x89, b"hi") + frame(0x82, b"x" * 300) + close(1000, b"bye")
     write(t, "version-pipelined", b"\0" + chunks() +
-          b"GET /version HTTP/1.1\r\nHost: a\r\n\r\nHEAD /version HTTP/1.1\r\n\r\n"
+          b"GET /version HTTP/1.1\r\nHost: a\r\n\r\nHEAD /version HTTP/1.1\r\nHost: a\r\n\r\n"
           b"GET /nope HTTP/1.0\r\n\r\n")
     write(t, "version-trickled", b"\0" + chunks([1, 2, 3, 5, 8]) +
-          b"GET /version HTTP/1.1\r\nConnection: keep-alive\r\n\r\n")
+          b"GET /version HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n")
     write(t, "capture-netns", b"\0" + chunks([7, 0x81]) +
           upgrade("/capture?netns=4026532601&nif=eth0/lo&filter=tcp+port+80&chaste") + ping_close)
     write(t, "capture-container-headers", b"\0" + chunks() + upgrade(
@@ -92,19 +92,29 @@ def session():
           upgrade("/capture?netns=0&nif=-i") + close(1000, b"ok"))
     write(t, "capture-violation", b"\0" + chunks() +
           upgrade("/capture?netns=1") + b"\x82\x01\x00")
-    write(t, "capture-no-upgrade", b"\0" + chunks() + b"GET /capture?netns=1 HTTP/1.1\r\n\r\n")
+    write(t, "capture-no-upgrade", b"\0" + chunks() +
+          b"GET /capture?netns=1 HTTP/1.1\r\nHost: a\r\n\r\n")
     write(t, "bad-handshake", b"\0" + chunks() +
           upgrade("/capture?netns=1").replace(b"Version: 13", b"Version: 8"))
     write(t, "proxy", b"\1" + chunks() +
-          b"GET /discover/mobyshark?x=1 HTTP/1.1\r\n\r\n")
+          b"GET /discover/mobyshark?x=1 HTTP/1.1\r\nHost: a\r\n\r\n")
     write(t, "absolute-form", b"\0" + chunks() +
-          b"GET http://host:5001/version HTTP/1.1\r\n\r\nPOST /version HTTP/1.1\r\n"
-          b"Content-Length: 3\r\n\r\nabc")
+          b"GET http://host:5001/version HTTP/1.1\r\nHost: host\r\n\r\nPOST /version HTTP/1.1\r\n"
+          b"Host: host\r\nContent-Length: 3\r\n\r\nabc")
     write(t, "garbage", b"\0" + chunks() + b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
     # Flag bit 1: the smallest --max-head-bytes (256) and --max-headers (4).
     write(t, "small-limits-upgrade", b"\2" + chunks([40]) + upgrade("/capture?netns=1"))
-    write(t, "small-limits-ok", b"\2" + chunks() + b"GET /version HTTP/1.1\r\nA: 1\r\n\r\n"
-          b"GET /version HTTP/1.1\r\n\r\n")
+    write(t, "small-limits-ok", b"\2" + chunks() + b"GET /version HTTP/1.1\r\nHost: a\r\n\r\n"
+          b"GET /version HTTP/1.1\r\nHost: a\r\n\r\n")
+    # The head rules: no Host, two Host, conflicting Content-Length, two
+    # websocket keys.
+    write(t, "head-rules", b"\0" + chunks() + b"GET /version HTTP/1.1\r\nHost: a\r\n\r\n"
+          b"GET /version HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+    write(t, "no-host", b"\0" + chunks() + b"GET /version HTTP/1.1\r\n\r\n")
+    write(t, "two-keys", b"\0" + chunks() +
+          upgrade("/capture?netns=1", [("Sec-WebSocket-Key", KEY)]))
+    # Flag bit 2: pings worth twice the output bound follow, never read.
+    write(t, "ping-flood", b"\4" + chunks([0x40]) + upgrade("/capture?netns=1") + frame(0x89, b"p"))
     big = b"GET / HTTP/1.1\r\nX-Big: " + b"a" * (16 * 1024 + 100) + b"\r\n\r\n"
     write(t, "oversized-head", b"\0" + chunks([0xFF]) + big)
 
@@ -222,6 +232,9 @@ def discovery():
     write(t, "find-invalid-entry", lookup("x", "", b'{"containers":[{"name":"x","netns":"1"}]}'))
     write(t, "find-duplicate", lookup("x", "", b'{"containers":[],"containers":[]}'))
     write(t, "find-no-list", lookup("x", "", b'{"pods":[]}'))
+    write(t, "find-duplicate-keys",
+          lookup("x", "", b'{"containers":[{"name":"x","prefix":"p","prefix":"","netns":3}]}'))
+    write(t, "find-not-utf8", lookup("web", "", listing[:-1] + b',"x":"\xff"}'))
 
 
 def ws_frames():
@@ -235,6 +248,8 @@ def ws_frames():
     # A 64-bit length (RFC 6455 5.2) whose payload never comes.
     write(t, "huge-length", head + chunks() + b"\x82\xff" + struct.pack(">Q", 1 << 40) + MASK + b"xy")
     write(t, "empty-close", head + chunks() + frame(0x88, b""))
+    # A 64-bit length with its top bit set (RFC 6455 5.2): 1002.
+    write(t, "top-bit-length", head + chunks() + b"\x82\xff" + struct.pack(">Q", 1 << 63) + MASK)
     write(t, "violations", b"\x03\xee\x00" + chunks() + frame(0x82, b"a") + frame(0xC2, b"x"))
     write(t, "unmasked", b"\x03\xe8\x00" + chunks() + b"\x82\x01\x00")
     write(t, "bad-close", b"\x03\xed\x00" + chunks() + close(1005))

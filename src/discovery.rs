@@ -43,6 +43,11 @@ const MAX_CHUNK_SIZE_LINE: usize = 4 * 1024;
 /// in a loop, so this only trades stack space for system calls.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// Reads per [`DiscoveryCall::on_ready`] before it yields the loop to other
+/// clients (1 MiB at [`READ_CHUNK`]): an 8 MiB answer arriving at once is
+/// taken over several loop turns, not in one.
+const READS_PER_TURN: usize = 64;
+
 /// How the discovery service is named in every message a user sees.
 const SERVICE: &str = "discovery service (GhostWire)";
 
@@ -56,6 +61,9 @@ const MOBYSHARK_PATH: &str = "/mobyshark";
 pub enum DiscoveryError {
     /// Connecting or sending the request failed; carries the reason.
     Unreachable(String),
+    /// The configured host name does not resolve (yet): the system
+    /// resolver's reason.
+    Unresolved { host: String, why: String },
     /// The reactor's deadline passed before the answer was complete.
     TimedOut,
     /// The service answered with a status other than 200 OK.
@@ -109,6 +117,9 @@ impl fmt::Display for Described<'_> {
         };
         match self.error {
             DiscoveryError::Unreachable(why) => write!(f, "{who} is unreachable: {why}"),
+            DiscoveryError::Unresolved { host, why } => {
+                write!(f, "discovery service name {host:?} does not resolve ({why})")
+            }
             DiscoveryError::TimedOut => write!(f, "{who} timed out: no complete answer within the discovery deadline (--discovery-timeout)"),
             DiscoveryError::BadStatus(status) => {
                 write!(
@@ -683,6 +694,96 @@ fn entry_matches(entry: &Value, name: &str, prefix: &str) -> bool {
     entry.is_object() && text("name") == Some(name) && text("prefix") == Some(prefix)
 }
 
+/// A `/mobyshark` answer parsed once, to serve every lookup made while it is
+/// fresh: the body is kept, and each `(name, prefix)` maps to where its first
+/// entry lies in it. A lookup then parses only that one entry, so a listing
+/// of thousands of containers costs its size plus a small index, however
+/// many captures ask.
+#[derive(Debug)]
+pub struct ParsedListing {
+    body: Vec<u8>,
+    /// `(name, prefix)` -> (index in `containers`, byte range of the entry).
+    first: std::collections::HashMap<(String, String), (usize, std::ops::Range<usize>)>,
+}
+
+/// The top-level object; only `containers` matters, its entries kept raw.
+#[derive(serde::Deserialize)]
+struct RawListing<'a> {
+    #[serde(borrow, default)]
+    containers: Option<Vec<&'a serde_json::value::RawValue>>,
+}
+
+impl ParsedListing {
+    /// Parses a `/mobyshark` body. Errors are what [`find_target`] reports
+    /// for a body without a usable `containers` list; unlike it, this also
+    /// refuses a body that is not UTF-8 in parts no lookup reads (JSON is
+    /// UTF-8, RFC 8259 8.1, and every part is indexed here).
+    pub fn parse(body: Vec<u8>) -> Result<ParsedListing, DiscoveryError> {
+        let mut first = std::collections::HashMap::new();
+        {
+            let raw: RawListing = serde_json::from_slice(&body)
+                .map_err(|e| DiscoveryError::BadJson(e.to_string()))?;
+            let entries = raw
+                .containers
+                .ok_or_else(|| DiscoveryError::BadJson("it has no \"containers\" list".into()))?;
+            let base = body.as_ptr() as usize;
+            for (index, entry) in entries.iter().enumerate() {
+                let text = entry.get();
+                // Read as `find_target` reads entries (a `Value`: the last of
+                // duplicate keys wins); not objects, or a name or prefix
+                // that is not a string (missing/null means empty), match
+                // nothing.
+                let Ok(Value::Object(map)) = serde_json::from_str::<Value>(text) else {
+                    continue;
+                };
+                let as_text = |key| match map.get(key) {
+                    None | Some(Value::Null) => Some(String::new()),
+                    Some(Value::String(s)) => Some(s.clone()),
+                    Some(_) => None,
+                };
+                let (Some(name), Some(prefix)) = (as_text("name"), as_text("prefix")) else {
+                    continue;
+                };
+                let start = text.as_ptr() as usize - base;
+                first
+                    .entry((name, prefix))
+                    .or_insert((index, start..start + text.len()));
+            }
+        }
+        first.shrink_to_fit();
+        Ok(ParsedListing { body, first })
+    }
+
+    /// The first target named `name` with `prefix`, as [`find_target`]
+    /// would pick it from the same body.
+    pub fn find(&self, name: &str, prefix: &str) -> Result<Target, DiscoveryError> {
+        let Some((index, range)) = self.first.get(&(name.to_owned(), prefix.to_owned())) else {
+            return Err(DiscoveryError::NotListed {
+                name: name.to_owned(),
+                prefix: prefix.to_owned(),
+            });
+        };
+        let entry: Value = serde_json::from_slice(&self.body[range.clone()])
+            .map_err(|e| DiscoveryError::BadJson(format!("containers[{index}]: {e}")))?;
+        Target::try_from(entry)
+            .map_err(|e| DiscoveryError::BadJson(format!("containers[{index}]: {e}")))
+    }
+
+    /// Containers listed under distinct (name, prefix) pairs.
+    pub fn len(&self) -> usize {
+        self.first.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.first.is_empty()
+    }
+
+    /// Bytes of the body kept.
+    pub fn body_len(&self) -> usize {
+        self.body.len()
+    }
+}
+
 /// A user-facing reason for a socket error: the C library's wording
 /// ("connection refused"), without Rust's "(os error 111)" suffix.
 fn io_reason(e: &io::Error) -> String {
@@ -717,6 +818,9 @@ pub struct DiscoveryCall {
     phase: Phase,
     request: Vec<u8>,
     parser: ResponseParser,
+    /// The last `on_ready` stopped at its read budget with data left:
+    /// call it again before the loop sleeps (no new event will come).
+    more: bool,
 }
 
 impl DiscoveryCall {
@@ -730,6 +834,7 @@ impl DiscoveryCall {
             phase: Phase::Connecting,
             request: mobyshark_request(host_header, port),
             parser: ResponseParser::new(MAX_DISCOVERY_BODY),
+            more: false,
         })
     }
 
@@ -743,6 +848,7 @@ impl DiscoveryCall {
     /// Registration is edge-triggered, so every step runs until the socket
     /// says `WouldBlock`. `Ready(Ok)` only for a complete `200 OK` response.
     pub fn on_ready(&mut self) -> Poll<Result<Response, DiscoveryError>> {
+        self.more = false;
         let outcome = self.advance();
         if outcome.is_ready() {
             self.phase = Phase::Done;
@@ -750,7 +856,14 @@ impl DiscoveryCall {
         outcome
     }
 
+    /// Whether the last [`on_ready`](Self::on_ready) left readable data
+    /// for another turn.
+    pub fn more(&self) -> bool {
+        self.more
+    }
+
     fn advance(&mut self) -> Poll<Result<Response, DiscoveryError>> {
+        let mut reads = 0;
         loop {
             match self.phase {
                 Phase::Connecting => match self.connected() {
@@ -775,6 +888,11 @@ impl DiscoveryCall {
                     Err(e) => return Poll::Ready(Err(DiscoveryError::Unreachable(io_reason(&e)))),
                 },
                 Phase::Receiving => {
+                    if reads == READS_PER_TURN {
+                        self.more = true;
+                        return Poll::Pending;
+                    }
+                    reads += 1;
                     let mut buf = [0u8; READ_CHUNK];
                     match self.stream.read(&mut buf) {
                         Ok(0) => return Poll::Ready(self.parser.eof().and_then(accept_status)),
@@ -1572,5 +1690,80 @@ mod tests {
         assert_eq!(Driver::new(&mut call).finish(&mut call), ok(b"{}"));
         assert!(matches!(call.on_ready(), Poll::Ready(Err(_))));
         server.request();
+    }
+}
+
+#[cfg(test)]
+mod listing_tests {
+    use super::*;
+
+    /// Bodies that exercise every matching rule of `find_target`.
+    const BODIES: [&str; 7] = [
+        r#"{"containers":[{"name":"a","prefix":"","netns":5,"pid":1,"starttime":2},{"name":"a","prefix":"","netns":6}]}"#,
+        r#"{"x":[1,2],"containers":[["a",""],{"name":"a","prefix":null,"netns":7},{"name":"b","prefix":"p","netns":8}],"y":{}}"#,
+        r#"{"containers":[{"name":"a","prefix":5},{"name":"a","netns":"bad"},{"name":"a","netns":9}]}"#,
+        r#"{"containers":[]}"#,
+        r#"{"nothing":1}"#,
+        r#"{"containers":[{"name":"a"}],"containers":[]}"#,
+        r#"{"containers":[{"name":"a","netns":1}"#,
+    ];
+
+    #[test]
+    fn duplicate_keys_in_an_entry_are_read_as_find_target_reads_them() {
+        let body = br#"{"containers":[{"name":"x","prefix":"p","prefix":"","netns":3},{"name":"x","netns":4}]}"#;
+        let l = ParsedListing::parse(body.to_vec()).unwrap();
+        assert_eq!(l.find("x", "").unwrap().netns, 3);
+        assert_eq!(find_target(body, "x", "").unwrap().netns, 3);
+    }
+
+    #[test]
+    fn a_body_that_is_not_utf8_is_refused() {
+        let mut body = br#"{"containers":[{"name":"a","netns":1},{"x":"#.to_vec();
+        body.extend_from_slice(b"\"\xff\"}]}");
+        assert!(matches!(
+            ParsedListing::parse(body),
+            Err(DiscoveryError::BadJson(_))
+        ));
+    }
+
+    #[test]
+    fn parsed_listing_finds_what_find_target_finds() {
+        for body in BODIES {
+            let parsed = ParsedListing::parse(body.as_bytes().to_vec());
+            for (name, prefix) in [("a", ""), ("b", "p"), ("b", ""), ("zz", "")] {
+                let direct = find_target(body.as_bytes(), name, prefix);
+                match &parsed {
+                    Ok(l) => {
+                        let via = l.find(name, prefix);
+                        match (&direct, &via) {
+                            (Ok(d), Ok(v)) => assert_eq!(d, v, "{body} {name}"),
+                            (Err(d), Err(v)) => assert_eq!(
+                                std::mem::discriminant(d),
+                                std::mem::discriminant(v),
+                                "{body} {name}: {d} / {v}"
+                            ),
+                            _ => panic!("{body} {name}: {direct:?} vs {via:?}"),
+                        }
+                    }
+                    Err(e) => {
+                        assert!(matches!(e, DiscoveryError::BadJson(_)), "{body}: {e}");
+                        assert!(direct.is_err(), "{body}: {direct:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn first_listed_entry_wins_and_an_invalid_first_match_is_reported() {
+        let l = ParsedListing::parse(BODIES[0].as_bytes().to_vec()).unwrap();
+        assert_eq!(l.find("a", "").unwrap().netns, 5);
+        assert_eq!(l.len(), 1);
+        let l = ParsedListing::parse(BODIES[2].as_bytes().to_vec()).unwrap();
+        let e = l.find("a", "").unwrap_err();
+        assert!(
+            matches!(e, DiscoveryError::BadJson(ref w) if w.starts_with("containers[1]")),
+            "{e}"
+        );
     }
 }

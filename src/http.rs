@@ -259,24 +259,57 @@ impl Request {
                 _ => Err(HeadError::Malformed("unsupported Transfer-Encoding".into())),
             };
         }
-        let mut len = None;
-        for v in cl {
-            let n = std::str::from_utf8(v)
-                .ok()
-                .map(str::trim)
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or_else(|| HeadError::Malformed("invalid Content-Length".into()))?;
-            if len.is_some_and(|l| l != n) {
-                return Err(HeadError::Malformed("conflicting Content-Length".into()));
-            }
-            len = Some(n);
-        }
-        Ok(match len {
+        Ok(match content_length(cl)? {
             None | Some(0) => BodyKind::None,
             Some(n) => BodyKind::Length(n),
         })
     }
+
+    /// The head rules every request must hold whatever it asks for, checked
+    /// before it is routed: HTTP/1.1 needs exactly one `Host` and HTTP/1.0
+    /// at most one (RFC 9112 3.2); `Content-Length` values must be decimal
+    /// and agree (RFC 9112 6.3). Anything else is answered 400, since a
+    /// proxy in front of us may read such a head differently than we do.
+    pub fn check_rules(&self) -> Result<(), HeadError> {
+        let hosts = self
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("host"))
+            .count();
+        if hosts > 1 {
+            return Err(HeadError::Malformed("more than one Host header".into()));
+        }
+        if hosts == 0 && self.minor_version >= 1 {
+            return Err(HeadError::Malformed("HTTP/1.1 request without Host".into()));
+        }
+        content_length(
+            self.headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                .map(|(_, v)| v.as_slice()),
+        )
+        .map(|_| ())
+    }
+}
+
+/// The one length all `Content-Length` values state, if any.
+fn content_length<'a>(
+    values: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<Option<u64>, HeadError> {
+    let mut len = None;
+    for v in values {
+        let n = std::str::from_utf8(v)
+            .ok()
+            .map(str::trim)
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or_else(|| HeadError::Malformed("invalid Content-Length".into()))?;
+        if len.is_some_and(|l| l != n) {
+            return Err(HeadError::Malformed("conflicting Content-Length".into()));
+        }
+        len = Some(n);
+    }
+    Ok(len)
 }
 
 /// What a request asks of the websocket protocol.
@@ -307,6 +340,15 @@ pub fn websocket_upgrade(req: &Request) -> Upgrade {
     }
     if req.header_str("sec-websocket-version").map(str::trim) != Some("13") {
         return Upgrade::Refused(426, "unsupported websocket version, use 13");
+    }
+    // RFC 6455 11.3.1: the key must not appear more than once.
+    let keys = req
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-key"))
+        .count();
+    if keys > 1 {
+        return Upgrade::Refused(400, "more than one Sec-WebSocket-Key");
     }
     match req.header("sec-websocket-key") {
         Some(key) if valid_key(key) => Upgrade::WebSocket {
@@ -573,6 +615,52 @@ mod tests {
             websocket_upgrade(&parse(&no_conn)),
             Upgrade::Refused(400, _)
         ));
+    }
+
+    #[test]
+    fn second_websocket_key_is_refused() {
+        let two = WS.replace(
+            "Sec-WebSocket-Version",
+            "sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version",
+        );
+        assert_eq!(
+            websocket_upgrade(&parse(&two)),
+            Upgrade::Refused(400, "more than one Sec-WebSocket-Key")
+        );
+    }
+
+    #[test]
+    fn http11_without_host_or_with_two_is_malformed() {
+        assert_eq!(parse(WS).check_rules(), Ok(()));
+        let none = parse("GET /version HTTP/1.1\r\nX: y\r\n\r\n").check_rules();
+        assert!(matches!(none, Err(HeadError::Malformed(ref w)) if w.contains("without Host")));
+        let two = parse("GET /version HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n");
+        assert_eq!(two.check_rules().map_err(|e| e.status()), Err(400));
+        // HTTP/1.0 may omit Host, but not repeat it.
+        assert_eq!(parse("GET /version HTTP/1.0\r\n\r\n").check_rules(), Ok(()));
+        let two10 = parse("GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n");
+        assert!(two10.check_rules().is_err());
+    }
+
+    #[test]
+    fn invalid_or_conflicting_content_length_is_malformed_for_any_request() {
+        let ok = parse("GET /version HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(ok.check_rules(), Ok(()));
+        let same = "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n";
+        assert_eq!(parse(same).check_rules(), Ok(()));
+        for bad in [
+            "Content-Length: 3\r\nContent-Length: 4",
+            "Content-Length: x",
+            "Content-Length: 3, 3",
+            "Content-Length: -0",
+            "Content-Length: ",
+            "Content-Length: 99999999999999999999999",
+        ] {
+            let r = parse(&format!(
+                "GET /version HTTP/1.1\r\nHost: a\r\n{bad}\r\n\r\n"
+            ));
+            assert_eq!(r.check_rules().map_err(|e| e.status()), Err(400), "{bad}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! [`params`], [`target`], [`pcapng`], [`ws`], the parsers in [`discovery`]),
 //! so unit tests and fuzz targets drive them with plain bytes.
 
+pub mod background;
 pub mod capture;
 pub mod client;
 pub mod config;
@@ -15,10 +16,12 @@ pub mod front;
 pub mod http;
 pub mod links;
 pub mod logging;
+pub mod lookup;
 pub mod merge;
 pub mod metrics;
 pub mod multi;
 pub mod netns;
+pub mod nscache;
 pub mod params;
 pub mod pcapng;
 pub mod privileges;

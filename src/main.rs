@@ -1,9 +1,8 @@
 //! The `packetflix` service binary: command line -> config -> reactor.
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 
-use packetflix::config::{parse_args, Command, Config, USAGE};
+use packetflix::config::{parse_args, Command, USAGE};
 use packetflix::{logging, reactor};
 
 fn main() -> ExitCode {
@@ -24,38 +23,39 @@ fn main() -> ExitCode {
     };
     logging::init(cfg.debug);
     raise_fd_limit();
-    let discovery = resolve_discovery(&cfg);
     let listener = match reactor::bind(cfg.port) {
         Ok(l) => l,
         Err(e) => {
             log::error!("cannot listen on port {}: {e}", cfg.port);
+            log::logger().flush();
+            return ExitCode::FAILURE;
+        }
+    };
+    let port = cfg.port;
+    let program = cfg.capture_program.display().to_string();
+    let mut reactor = match reactor::Reactor::new(cfg, listener) {
+        Ok(r) => r,
+        Err(e) => {
+            log::error!("cannot set up the event loop: {e}");
+            log::logger().flush();
             return ExitCode::FAILURE;
         }
     };
     log::info!(
-        "packetflix {} listening on port {}, capture program {}, discovery service {}",
+        "packetflix {} listening on port {port}, capture program {program}, discovery service {}",
         env!("CARGO_PKG_VERSION"),
-        cfg.port,
-        cfg.capture_program.display(),
-        match &discovery {
-            Ok(a) => a.to_string(),
-            Err(e) => e.clone(),
-        }
+        reactor.discovery_service()
     );
-    let mut reactor = match reactor::Reactor::new(cfg, listener, discovery) {
-        Ok(r) => r,
-        Err(e) => {
-            log::error!("cannot set up the event loop: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match reactor.run() {
+    let code = match reactor.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("event loop failed: {e}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // The last lines (shutdown complete) are still with the log writer.
+    log::logger().flush();
+    code
 }
 
 /// Each capture holds three descriptors (socket, stdout, stderr): lift the
@@ -67,26 +67,5 @@ fn raise_fd_limit() {
         if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
             log::warn!("cannot raise the open file limit from {soft} to {hard}");
         }
-    }
-}
-
-/// The discovery service's address. An IP literal (the default) needs no
-/// lookup; a host name is resolved here, once, at start-up, because the loop
-/// must never wait on DNS.
-fn resolve_discovery(cfg: &Config) -> Result<SocketAddr, String> {
-    let host = cfg
-        .discovery_service
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-        return Ok(SocketAddr::new(ip, cfg.gw_port));
-    }
-    match (host, cfg.gw_port).to_socket_addrs() {
-        Ok(mut addrs) => addrs.next().ok_or_else(|| {
-            format!("discovery service host {host:?} has no address (resolved at start-up)")
-        }),
-        Err(e) => Err(format!(
-            "discovery service host {host:?} could not be resolved at start-up: {e}"
-        )),
     }
 }

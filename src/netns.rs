@@ -64,9 +64,44 @@ pub fn locate(inode: u64, hint_pid: u32) -> Result<Netns, String> {
             }
         }
     }
-    Err(format!(
+    Err(not_found(inode))
+}
+
+/// Notes where the namespace of the `/proc` entry `name` (if it is a pid)
+/// is, inode -> path; the first place seen is kept.
+pub fn note_process(name: &std::ffi::OsStr, seen: &mut std::collections::HashMap<u64, PathBuf>) {
+    let Some(pid) = name
+        .to_str()
+        .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+    else {
+        return;
+    };
+    let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
+    if let Some(ino) = inode_of(&path) {
+        seen.entry(ino).or_insert(path);
+    }
+}
+
+/// Notes the bind-mounted namespaces (`nsfs` mounts), inode -> mount point.
+pub fn note_mounts(seen: &mut std::collections::HashMap<u64, PathBuf>) {
+    for path in nsfs_mounts() {
+        if let Some(ino) = inode_of(&path) {
+            seen.entry(ino).or_insert(path);
+        }
+    }
+}
+
+/// The reason given when no namespace has `inode`.
+pub fn not_found(inode: u64) -> String {
+    format!(
         "no network namespace with inode {inode} exists on this host (neither a process's nor a bind-mounted one)"
-    ))
+    )
+}
+
+/// Opens `path` if it is, on the opened descriptor, the network namespace
+/// `inode`: how a remembered place is checked before it is trusted.
+pub fn open_checked(path: &Path, inode: u64) -> Option<Netns> {
+    try_open(path, inode)
 }
 
 /// Mount points of `nsfs` mounts, i.e. bind-mounted namespaces.

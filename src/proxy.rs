@@ -404,7 +404,14 @@ pub struct Proxy {
     /// The response deadline was restarted when the request was complete.
     pub clock_restarted: bool,
     up_eof: bool,
+    /// Interim (1xx) heads seen before the final one.
+    interim: usize,
 }
+
+/// Interim responses one response may have before it is refused with 502.
+/// A real server sends one `100 Continue`, maybe a `103 Early Hints`; a
+/// stream of them is a broken or hostile upstream.
+pub const MAX_INTERIM: usize = 16;
 
 /// Most client bytes held for the next request while a response streams;
 /// beyond it the client is not read until the response is done (a larger
@@ -443,6 +450,7 @@ impl Proxy {
             client_paused: false,
             clock_restarted: false,
             up_eof: false,
+            interim: 0,
         };
         p.up_out.push(&head);
         let used = req_body
@@ -554,23 +562,33 @@ impl Proxy {
                     .len()
                     .min(MAX_RESPONSE_HEAD + 1 - self.head_buf.len().min(MAX_RESPONSE_HEAD));
                 self.head_buf.extend_from_slice(&data[..take]);
-                match response_head(&self.head_buf, self.head_request, self.keep_alive)? {
-                    None => {
-                        data = &data[take..];
-                        continue;
+                data = &data[take..];
+                // Interim (1xx) heads precede the final one: each is passed
+                // on and dropped from the buffer, up to a cap, in a loop (an
+                // upstream may send thousands in one read).
+                let h = loop {
+                    match response_head(&self.head_buf, self.head_request, self.keep_alive)? {
+                        None => break None,
+                        Some(h) if (100..200).contains(&h.status) && h.status != 101 => {
+                            self.interim += 1;
+                            if self.interim > MAX_INTERIM {
+                                return Err(format!(
+                                    "discovery service sent more than {MAX_INTERIM} interim responses"
+                                ));
+                            }
+                            conn.send(&h.rewritten).map_err(|e| e.to_string())?;
+                            self.head_buf.drain(..h.head_len);
+                        }
+                        Some(h) => break Some(h),
                     }
+                };
+                match h {
+                    None => continue,
                     Some(h) => {
                         let after = self.head_buf.split_off(h.head_len);
                         self.head_buf.clear();
                         conn.send(&h.rewritten).map_err(|e| e.to_string())?;
-                        let rest: Vec<u8> = after
-                            .into_iter()
-                            .chain(data[take..].iter().copied())
-                            .collect();
-                        if (100..200).contains(&h.status) && h.status != 101 {
-                            // Interim response: the real head follows.
-                            return self.forward(conn, &rest);
-                        }
+                        let rest: Vec<u8> = after.into_iter().chain(data.iter().copied()).collect();
                         self.answered = true;
                         if h.body == Framing::Tunnel {
                             self.tunnel = true;

@@ -28,6 +28,7 @@ use nix::unistd::Pid;
 use slab::Slab;
 
 use crate::config::Config;
+use crate::lookup::{Delivery, Discovery, Waiter};
 use crate::metrics;
 use crate::session::{token, Ctx, Session, Timers, CLIENT, ROLE_BITS};
 
@@ -82,7 +83,8 @@ pub struct Reactor {
     again: Vec<(Token, u64)>,
     buf: Vec<u8>,
     cfg: Config,
-    discovery: Result<SocketAddr, String>,
+    discovery: Discovery,
+    namespaces: crate::nscache::Namespaces,
     next_id: u64,
     accept_paused_until: Option<Instant>,
     shutdown_deadline: Option<Instant>,
@@ -90,6 +92,9 @@ pub struct Reactor {
     touched: Vec<usize>,
     /// Sessions running a capture (see `Session::counted`).
     captures: usize,
+    /// Sessions ended this batch to make room for new connections; still
+    /// in the slab until the batch ends.
+    displaced: usize,
     privileges: crate::privileges::Privileges,
 }
 
@@ -105,7 +110,8 @@ macro_rules! ctx {
             again: &mut $r.again,
             buf: &mut $r.buf,
             now: $now,
-            discovery: &$r.discovery,
+            discovery: &mut $r.discovery,
+            namespaces: &mut $r.namespaces,
             captures: $r.captures,
             privileges: &$r.privileges,
         }
@@ -115,12 +121,15 @@ macro_rules! ctx {
 impl Reactor {
     /// Sets up the loop around a bound listener. Blocks SIGCHLD, SIGTERM and
     /// SIGINT for this thread so they arrive through the signalfd only.
-    pub fn new(
-        cfg: Config,
-        listener: std::net::TcpListener,
-        discovery: Result<SocketAddr, String>,
-    ) -> io::Result<Reactor> {
+    pub fn new(cfg: Config, listener: std::net::TcpListener) -> io::Result<Reactor> {
         let poll = Poll::new()?;
+        let waker = mio::Waker::new(poll.registry(), crate::lookup::WAKE)?;
+        let discovery = Discovery::new(
+            &cfg.discovery_service,
+            cfg.gw_port,
+            cfg.discovery_timeout,
+            waker,
+        );
         listener.set_nonblocking(true)?;
         let mut listener = TcpListener::from_std(listener);
         poll.registry()
@@ -153,13 +162,20 @@ impl Reactor {
             buf: vec![0; READ_BUF],
             cfg,
             discovery,
+            namespaces: Default::default(),
             next_id: 1,
             accept_paused_until: None,
             shutdown_deadline: None,
             touched: Vec::new(),
             captures: 0,
+            displaced: 0,
             privileges,
         })
+    }
+
+    /// The discovery service as start-up reports it.
+    pub fn discovery_service(&self) -> String {
+        self.discovery.describe()
     }
 
     /// Runs until shutdown has ended every session and reaped every child.
@@ -189,11 +205,20 @@ impl Reactor {
                 match tok {
                     LISTENER => self.accept(now),
                     SIGNALS => self.on_signals(now),
+                    crate::lookup::WAKE => {
+                        let d = self.discovery.on_wake(self.poll.registry(), now);
+                        self.deliver(d, now);
+                    }
+                    crate::lookup::CALL => self.on_discovery_call(now),
                     _ => self.dispatch(tok, None, readable, writable, now),
                 }
             }
             for (tok, id) in std::mem::take(&mut self.again) {
-                self.dispatch(tok, Some(id), true, false, now);
+                if tok == crate::lookup::CALL {
+                    self.on_discovery_call(now);
+                } else {
+                    self.dispatch(tok, Some(id), true, false, now);
+                }
             }
             self.fire_timers(now);
             self.remove_finished();
@@ -217,10 +242,16 @@ impl Reactor {
                 .get(key)
                 .is_some_and(|s| s.id == id && s.deadline() == Some(when))
         });
-        [timer, self.accept_paused_until, self.shutdown_deadline]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            timer,
+            self.accept_paused_until,
+            self.shutdown_deadline,
+            self.discovery.deadline(),
+            self.namespaces.deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn dispatch(
@@ -250,6 +281,20 @@ impl Reactor {
             self.accept_paused_until = None;
             self.accept(now);
         }
+        if self.discovery.deadline().is_some_and(|t| t <= now) {
+            let d = self.discovery.on_timer(self.poll.registry(), now);
+            self.deliver(d, now);
+        }
+        if self.namespaces.deadline().is_some_and(|t| t <= now) {
+            let waiters = self.namespaces.on_timer(now);
+            self.deliver(
+                waiters
+                    .into_iter()
+                    .map(|w| (w, Delivery::Rescanned))
+                    .collect(),
+                now,
+            );
+        }
         while let Some((key, id)) = self.timers.pop_due(now) {
             let Some(session) = self.sessions.get_mut(key) else {
                 continue;
@@ -261,6 +306,33 @@ impl Reactor {
             }
             let mut ctx = ctx!(self, now);
             session.on_timer(&mut ctx);
+            self.touched.push(key);
+            self.account(key);
+        }
+    }
+
+    /// The shared discovery exchange's socket is ready (or has data left
+    /// from its last turn).
+    fn on_discovery_call(&mut self, now: Instant) {
+        let d = self.discovery.on_call_ready(self.poll.registry(), now);
+        if self.discovery.call_has_more() {
+            self.again.push((crate::lookup::CALL, 0));
+        }
+        self.deliver(d, now);
+    }
+
+    /// Hands the shared discovery work's results to the sessions waiting for
+    /// them; a session that ended or moved on meanwhile ignores its own.
+    fn deliver(&mut self, deliveries: Vec<(Waiter, Delivery)>, now: Instant) {
+        for ((key, id), delivery) in deliveries {
+            let Some(session) = self.sessions.get_mut(key) else {
+                continue;
+            };
+            if session.id != id {
+                continue;
+            }
+            let mut ctx = ctx!(self, now);
+            session.on_delivery(&mut ctx, delivery);
             self.touched.push(key);
             self.account(key);
         }
@@ -280,6 +352,7 @@ impl Reactor {
     }
 
     fn remove_finished(&mut self) {
+        self.displaced = 0;
         for key in std::mem::take(&mut self.touched) {
             if self.sessions.get(key).is_some_and(|s| s.finished()) {
                 let mut s = self.sessions.remove(key);
@@ -321,7 +394,9 @@ impl Reactor {
                     }
                 }
             };
-            if self.sessions.len() >= self.cfg.max_connections {
+            if self.sessions.len() - self.displaced >= self.cfg.max_connections
+                && !self.displace_oldest_idle()
+            {
                 refuse_connection(sock, peer, self.cfg.max_connections);
                 continue;
             }
@@ -343,6 +418,31 @@ impl Reactor {
             entry.insert(Session::new(id, key, peer, sock, &mut ctx));
             metrics::CONNECTIONS_OPEN.inc();
         }
+    }
+
+    /// The table is full: ends the oldest connection still waiting for a
+    /// request head, so idle connections cannot lock every client out (as
+    /// nginx and HAProxy do). False if every connection is doing work. The
+    /// scan is linear in the table, which is bounded by
+    /// `--max-connections`, and happens only when the table is full.
+    fn displace_oldest_idle(&mut self) -> bool {
+        let oldest = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.displaceable())
+            .min_by_key(|(_, s)| s.id)
+            .map(|(k, _)| k);
+        let Some(key) = oldest else {
+            return false;
+        };
+        if let Some(s) = self.sessions.get_mut(key) {
+            s.displace();
+        }
+        // Removed at the end of the batch, like every finished session; it
+        // no longer counts against the limit meanwhile.
+        self.touched.push(key);
+        self.displaced += 1;
+        true
     }
 
     fn on_signals(&mut self, now: Instant) {

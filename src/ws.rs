@@ -155,6 +155,11 @@ impl FrameReader {
     }
 
     fn start_frame(&mut self, h: &FrameHeader, len: u64, replies: &mut Vec<u8>) -> Option<Inbound> {
+        // RFC 6455 5.2: the most significant bit of a 64-bit length must
+        // be 0.
+        if len > i64::MAX as u64 {
+            return self.violate(PROTOCOL_ERROR, "frame length with its top bit set");
+        }
         if h.rsv1 || h.rsv2 || h.rsv3 {
             return self.violate(PROTOCOL_ERROR, "reserved bits set without an extension");
         }
@@ -348,6 +353,31 @@ mod tests {
         );
         assert!(r.is_done());
         assert!(replies.is_empty());
+    }
+
+    #[test]
+    fn length_with_top_bit_set_is_a_protocol_error() {
+        for len in [1u64 << 63, u64::MAX] {
+            let mut bytes = vec![0x82, 0x80 | 127];
+            bytes.extend_from_slice(&len.to_be_bytes());
+            bytes.extend_from_slice(&[1, 2, 3, 4]);
+            let got = FrameReader::new().feed(&bytes, &mut Vec::new());
+            assert!(
+                matches!(
+                    got,
+                    Some(Inbound::Violation {
+                        code: PROTOCOL_ERROR,
+                        ..
+                    })
+                ),
+                "{len:#x}: {got:?}"
+            );
+        }
+        // The largest legal length is skipped, not refused.
+        let mut bytes = vec![0x82, 0x80 | 127];
+        bytes.extend_from_slice(&(i64::MAX as u64).to_be_bytes());
+        bytes.extend_from_slice(&[1, 2, 3, 4]);
+        assert_eq!(FrameReader::new().feed(&bytes, &mut Vec::new()), None);
     }
 
     #[test]

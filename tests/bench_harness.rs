@@ -139,7 +139,14 @@ fn short_run_yields_a_well_formed_report_with_every_scenario() {
     );
     assert!(lat.metrics.contains_key("added_p99_us"));
     let stale = back.find("setup-stale-container", "packetflix").unwrap();
-    assert_eq!(stale.get("discovery_requests"), Some(cfg.setups as f64));
+    // Setups within a second of each other share the discovery answer
+    // (lookup::FRESH_FOR): at least one request, at most one per setup.
+    let asked = stale.get("discovery_requests").unwrap_or(0.0);
+    assert!(
+        (1.0..=cfg.setups as f64).contains(&asked),
+        "{asked} discovery requests for {} setups",
+        cfg.setups
+    );
     let dens = back.find("density-idle", "packetflix").unwrap();
     assert_eq!(dens.get("captures"), Some(cfg.density as f64));
     assert_eq!(

@@ -316,7 +316,10 @@ fn discovered_interfaces_apply_only_when_request_has_none() {
         c.capture.pcapng().interface_names(),
         vec![pair.a_if.clone()]
     );
-    assert_eq!(gw.mobyshark_requests(), 2);
+    // The second lookup shares the first answer if it comes within a
+    // second of it (lookup::FRESH_FOR), else asks again.
+    let asked = gw.mobyshark_requests();
+    assert!((1..=2).contains(&asked), "{asked} listing requests");
 }
 
 #[test]

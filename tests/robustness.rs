@@ -66,54 +66,6 @@ fn recorder(args: &Scratch) -> Scratch {
 // ---- limits ----
 
 #[test]
-fn connection_limit_answers_503_and_serves_again_once_connections_close() {
-    const MAX: usize = 4;
-    let svc = Service::start(&["--max-connections", &MAX.to_string()]);
-    let port = svc.port();
-    // Answered and closed by the service itself: when this returns, no
-    // earlier connection (the readiness probe, this one) is still counted.
-    assert_eq!(load::version_status(port), Some(200));
-
-    let mut idle: Vec<TcpStream> = Vec::new();
-    for i in 0..MAX {
-        let mut s = load::idle_conn(port);
-        assert!(
-            load::is_silent(&mut s, Duration::from_millis(200)),
-            "idle connection {i} of {MAX} was not held open"
-        );
-        idle.push(s);
-    }
-    for extra in 0..2 {
-        let mut s = load::idle_conn(port);
-        let r = load::read_to_eof(&mut s, Duration::from_secs(3));
-        assert_eq!(r.status(), Some(503), "connection {extra} over the limit");
-        assert!(r.closed, "connection over the limit was left open");
-        assert!(
-            r.body().contains(&format!("maximum of {MAX} connections")),
-            "503 body gives no reason: {:?}",
-            r.body()
-        );
-    }
-    for (i, s) in idle.iter_mut().enumerate() {
-        assert!(
-            load::is_silent(s, Duration::from_millis(50)),
-            "idle connection {i} was dropped when others were refused"
-        );
-    }
-    idle.truncate(MAX - 2);
-    assert!(
-        wait_for(Duration::from_secs(5), || load::version_status(port)
-            == Some(200)),
-        "no request served after closing connections"
-    );
-    // Two slots were freed: two new connections are taken again.
-    let mut again: Vec<TcpStream> = (0..2).map(|_| load::idle_conn(port)).collect();
-    for s in &mut again {
-        assert!(load::is_silent(s, Duration::from_millis(200)));
-    }
-}
-
-#[test]
 fn capture_limit_answers_503_before_the_upgrade_until_a_capture_ends() {
     let ns = Netns::new();
     let svc = Service::start(&["--max-captures", "2"]);

@@ -61,6 +61,42 @@ fuzz_target!(|data: &[u8]| {
 
             let _ = req.keep_alive();
             let _ = req.body_kind();
+            // The head rules: Host once on HTTP/1.1 (at most once on 1.0),
+            // Content-Length decimal and agreeing; else 400.
+            let hosts = req
+                .headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("host"))
+                .count();
+            let lengths: Vec<Option<u64>> = req
+                .headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                .map(|(_, v)| {
+                    let t = std::str::from_utf8(v).ok()?.trim();
+                    (!t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+                        .then(|| t.parse().ok())
+                        .flatten()
+                })
+                .collect();
+            let lengths_ok =
+                lengths.iter().all(Option::is_some) && lengths.windows(2).all(|w| w[0] == w[1]);
+            let expect_ok = hosts <= 1 && (hosts == 1 || req.minor_version == 0) && lengths_ok;
+            match req.check_rules() {
+                Ok(()) => assert!(expect_ok, "head rules passed: {req:?}"),
+                Err(e) => {
+                    assert!(!expect_ok, "head rules refused {e}: {req:?}");
+                    assert_eq!(e.status(), 400);
+                }
+            }
+            let keys = req
+                .headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-key"))
+                .count();
+            if keys > 1 {
+                assert!(!matches!(websocket_upgrade(req), Upgrade::WebSocket { .. }));
+            }
             let _ = req.header_str("host");
             let head = req.method == "HEAD";
             match websocket_upgrade(req) {

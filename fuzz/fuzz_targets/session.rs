@@ -8,14 +8,20 @@
 //! parts that need the kernel (namespaces, the capture program, the discovery
 //! service) replaced by their outcome. Input layout: one flag byte (bit 0:
 //! `--proxy-discovery`; bit 1: the smallest `--max-head-bytes` and
-//! `--max-headers`, 256 and 4, so that oversized heads are in reach), then
-//! the read sizes (see `fuzz_support::Chunker`), then the client's bytes.
+//! `--max-headers`, 256 and 4, so that oversized heads are in reach; bit 2:
+//! the client follows its bytes with pings worth twice the output bound,
+//! so that the bound is in reach), then the read sizes (see
+//! `fuzz_support::Chunker`), then the client's bytes.
 //!
 //! Invariants: no panic; every response is well-formed HTTP/1.1 starting with
 //! `HTTP/1.1 `; a head is never held past `MAX_HEAD`; the frame reader never
 //! buffers more than 125 bytes; every close frame carries at most 125 payload
-//! bytes with a UTF-8 reason; pongs are well-formed; and what the server
-//! writes does not depend on how the client's bytes were split into reads.
+//! bytes with a UTF-8 reason; pongs are well-formed; a client that never
+//! reads (the model's client never does) cannot make the server queue more
+//! than `conn::HIGH_WATER` plus one read's worth of answers, because the
+//! server stops reading it there; and what the server writes does not depend
+//! on how the client's bytes were split into reads (up to where it stopped
+//! reading, the shorter answer is the start of the longer).
 //!
 //! Where the model knowingly differs from `src/session/`, the difference is
 //! named at the place (see `refuse`).
@@ -24,6 +30,7 @@
 
 use fuzz_support::{check_close_frame, check_pongs, check_response, check_shaped, split_input};
 use libfuzzer_sys::fuzz_target;
+use packetflix::conn::HIGH_WATER;
 use packetflix::front::{route, Route};
 use packetflix::http::{self, parse_request_limited, MAX_HEAD, MAX_HEADERS};
 use packetflix::params::{capture_params, CaptureParams};
@@ -35,6 +42,16 @@ use std::net::IpAddr;
 /// Control frames carry at most 125 bytes of payload (RFC 6455 5.5): the most
 /// a frame reader may ever hold.
 const MAX_BUFFERED: usize = 125;
+/// The reactor's read buffer (reactor.rs `READ_BUF`): the most one read of
+/// the client socket takes.
+const READ_BUF: usize = 64 * 1024;
+/// Bytes of a frame the reader may hold from earlier reads: a header (at
+/// most 14 bytes) or a control payload (at most 125).
+const CARRIED: usize = 14 + MAX_BUFFERED;
+/// What the queue may reach: the bound, one read's answers (a pong is never
+/// longer than the ping it answers, part of which may have come in earlier
+/// reads), and a close frame.
+const MAX_QUEUED: usize = HIGH_WATER + READ_BUF + CARRIED + 127;
 
 enum Phase {
     Head(Vec<u8>),
@@ -53,6 +70,8 @@ enum Phase {
 struct Transcript {
     out: Vec<u8>,
     log: Vec<String>,
+    /// The server stopped reading the client (output bound reached).
+    stopped: bool,
 }
 
 /// The smallest limits the command line allows (`--max-head-bytes`,
@@ -77,7 +96,20 @@ impl Session {
         }
     }
 
+    /// One socket read at most `READ_BUF` bytes long, as the reactor reads.
     fn read(&mut self, data: &[u8]) {
+        for piece in data.chunks(READ_BUF) {
+            self.read_one(piece);
+        }
+    }
+
+    fn read_one(&mut self, data: &[u8]) {
+        // session/mod.rs `read_frames`: above the high watermark a streaming
+        // client is not read until it takes what it is owed.
+        if matches!(self.phase, Phase::Streaming(_)) && self.t.out.len() >= HIGH_WATER {
+            self.t.stopped = true;
+            return;
+        }
         match std::mem::replace(&mut self.phase, Phase::Done) {
             Phase::Head(mut buf) => {
                 buf.extend_from_slice(data);
@@ -90,10 +122,19 @@ impl Session {
                     let ev = reader.feed(data, &mut replies);
                     assert!(reader.buffered() <= MAX_BUFFERED);
                     check_pongs(&replies);
+                    assert!(
+                        replies.len() <= data.len() + CARRIED,
+                        "answers longer than the read"
+                    );
                     self.t.out.extend_from_slice(&replies);
                     if let Some(ev) = ev {
                         self.inbound_end(&ev);
                     }
+                    assert!(
+                        self.t.out.len() <= MAX_QUEUED,
+                        "{} bytes queued for a client that never reads",
+                        self.t.out.len()
+                    );
                 }
                 self.phase = Phase::Streaming(reader);
             }
@@ -125,7 +166,13 @@ impl Session {
                 return;
             }
             let (max_head, max_headers) = self.limits;
-            match parse_request_limited(buf, max_head, max_headers) {
+            // session/mod.rs `parse_heads`: the head rules (Host,
+            // Content-Length) hold for every request.
+            let parsed = parse_request_limited(buf, max_head, max_headers).and_then(|r| match r {
+                Some(req) => req.check_rules().map(|()| Some(req)),
+                None => Ok(None),
+            });
+            match parsed {
                 Ok(None) => {
                     assert!(buf.len() < max_head, "{} bytes held for a head", buf.len());
                     return;
@@ -358,9 +405,47 @@ fuzz_target!(|data: &[u8]| {
         (MAX_HEAD, MAX_HEADERS)
     };
     let (mut chunker, stream) = split_input(rest, 1);
-    let chunked = run(&chunker.split(stream), proxy, limits);
+    let mut reads = chunker.split(stream);
+    let mut all = stream.to_vec();
+    let pings = if flags & 4 != 0 {
+        flood_of_pings(stream)
+    } else {
+        Vec::new()
+    };
+    if !pings.is_empty() {
+        reads.push(&pings);
+        all.extend_from_slice(&pings);
+    }
+    let chunked = run(&reads, proxy, limits);
     // The same bytes in one read: the answer must not depend on how TCP
     // happened to split them.
-    let whole = run(&[stream], proxy, limits);
-    assert_eq!(chunked, whole, "answer depends on how the reads were split");
+    let whole = run(&[&all], proxy, limits);
+    if chunked.stopped || whole.stopped {
+        // Where reading stopped depends on the reads; before that, the same.
+        let (short, long) = if chunked.out.len() <= whole.out.len() {
+            (&chunked, &whole)
+        } else {
+            (&whole, &chunked)
+        };
+        assert!(
+            long.out.starts_with(&short.out),
+            "answers diverge before the bound"
+        );
+        assert!(long.log.starts_with(&short.log) || short.log.starts_with(&long.log));
+    } else {
+        assert_eq!(chunked, whole, "answer depends on how the reads were split");
+    }
 });
+
+/// Masked pings carrying the first bytes of `seed` (at most 125), enough of
+/// them for twice the output bound.
+fn flood_of_pings(seed: &[u8]) -> Vec<u8> {
+    let payload = &seed[..seed.len().min(125)];
+    let mask = [0x5a, 0x0f, 0xc3, 0x81];
+    let mut frame = vec![0x89, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    let pong = 2 + payload.len();
+    let count = 2 * HIGH_WATER / pong + 1;
+    frame.repeat(count)
+}

@@ -63,6 +63,23 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let (mut chunker, stream) = split_input(rest, 0);
+    // RFC 6455 5.2: a 64-bit length with its top bit set is a protocol
+    // error, whatever follows.
+    let masked = stream.get(1).is_some_and(|b| b & 0x80 != 0);
+    let header = 10 + if masked { 4 } else { 0 };
+    if stream.len() >= header && stream[1] & 0x7f == 127 && stream[2] & 0x80 != 0 {
+        let (event, _) = read(&[stream]);
+        assert!(
+            matches!(
+                event,
+                Some(Inbound::Violation {
+                    code: ws::PROTOCOL_ERROR,
+                    ..
+                })
+            ),
+            "top-bit length gave {event:?}"
+        );
+    }
     let (event, replies) = read(&chunker.split(stream));
     check_pongs(&replies);
     let (event1, replies1) = read(&[stream]);

@@ -66,74 +66,85 @@ impl Session {
 
     pub(super) fn start_discovery(&mut self, ctx: &mut Ctx, params: CaptureParams, accept: String) {
         let service = service_name(ctx.cfg);
-        let addr = match &ctx.discovery {
-            Ok(a) => *a,
-            Err(why) => {
-                let why = why.clone();
-                metrics::refused(Refusal::Discovery);
-                return self.refuse(ctx, &accept, ws::INTERNAL_ERROR, &why);
-            }
-        };
-        let mut call = match DiscoveryCall::start(addr, &ctx.cfg.discovery_service, ctx.cfg.gw_port)
-        {
-            Ok(c) => c,
-            Err(e) => {
-                metrics::lookup(metrics::Lookup::Unreachable, Duration::ZERO);
-                metrics::refused(Refusal::Discovery);
-                return self.refuse(ctx, &accept, ws::INTERNAL_ERROR, &e.describe(&service));
-            }
-        };
-        if let Err(e) = ctx.registry.register(
-            call.stream(),
-            token(self.key, UPSTREAM),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            let reason = DiscoveryError::Unreachable(e.to_string()).describe(&service);
-            metrics::lookup(metrics::Lookup::Unreachable, Duration::ZERO);
-            metrics::refused(Refusal::Discovery);
-            return self.refuse(ctx, &accept, ws::INTERNAL_ERROR, &reason);
-        }
         info!(
-            "[c{}] looking up container {:?} (prefix {:?}) with the discovery service at {addr}",
+            "[c{}] looking up container {:?} (prefix {:?}) with the discovery service at {service}",
             self.id, params.target.name, params.target.prefix
         );
-        self.arm(ctx, ctx.cfg.discovery_timeout);
-        self.phase = Phase::Discovering(Box::new(Discovering {
+        let d = Discovering {
             params,
             accept,
-            call,
             service,
             started: ctx.now,
-        }));
+            locating: None,
+        };
+        match ctx
+            .discovery
+            .want_listing(ctx.registry, ctx.now, (self.key, self.id))
+        {
+            Some(listing) => self.discovered(ctx, d, listing),
+            None => {
+                self.arm(ctx, ctx.cfg.discovery_timeout);
+                self.phase = Phase::Discovering(Box::new(d));
+            }
+        }
     }
 
-    pub(super) fn on_discovery(&mut self, ctx: &mut Ctx) {
-        let Phase::Discovering(d) = &mut self.phase else {
-            return;
-        };
-        let result = match d.call.on_ready() {
-            std::task::Poll::Pending => return,
-            std::task::Poll::Ready(r) => r,
-        };
-        let Phase::Discovering(d) = std::mem::replace(&mut self.phase, Phase::Flush) else {
-            return;
-        };
+    /// The shared discovery work this session waited for is done.
+    pub fn on_delivery(&mut self, ctx: &mut Ctx, delivery: Delivery) {
+        match (delivery, &self.phase) {
+            (Delivery::Listing(listing), Phase::Discovering(d)) if d.locating.is_none() => {
+                let Phase::Discovering(d) = std::mem::replace(&mut self.phase, Phase::Flush) else {
+                    return;
+                };
+                self.deadline = None;
+                self.discovered(ctx, *d, listing);
+            }
+            (Delivery::Rescanned, Phase::Discovering(d)) if d.locating.is_some() => {
+                let Phase::Discovering(d) = std::mem::replace(&mut self.phase, Phase::Flush) else {
+                    return;
+                };
+                let asked_at = d.locating.unwrap_or(ctx.now);
+                self.spawn_capture_at(ctx, d.params, &d.accept, asked_at);
+            }
+            (Delivery::Listing(listing), Phase::MultiDiscovering(d)) if d.locating().is_none() => {
+                self.on_multi_listing(ctx, listing);
+            }
+            (Delivery::Rescanned, Phase::MultiDiscovering(d)) if d.locating().is_some() => {
+                self.on_multi_rescanned(ctx);
+            }
+            (Delivery::Address(addr), Phase::ProxyResolving(_)) => {
+                let Phase::ProxyResolving(p) = std::mem::replace(&mut self.phase, Phase::Flush)
+                else {
+                    return;
+                };
+                self.deadline = None;
+                let ProxyResolving {
+                    req,
+                    target,
+                    leftover,
+                } = *p;
+                self.proxy_to(ctx, &req, &target, leftover, addr);
+                // Client bytes that arrived meanwhile were left unread.
+                ctx.again.push((token(self.key, CLIENT), self.id));
+            }
+            _ => {}
+        }
+    }
+
+    fn discovered(
+        &mut self,
+        ctx: &mut Ctx,
+        d: Discovering,
+        listing: Result<std::sync::Arc<crate::discovery::ParsedListing>, DiscoveryError>,
+    ) {
         let Discovering {
             mut params,
             accept,
-            mut call,
             service,
             started,
-        } = *d;
-        let _ = ctx.registry.deregister(call.stream());
-        drop(call);
-        self.deadline = None;
-        let found = result.and_then(|resp| {
-            if resp.status != 200 {
-                return Err(DiscoveryError::BadStatus(resp.status));
-            }
-            find_target(&resp.body, &params.target.name, &params.target.prefix)
-        });
+            ..
+        } = d;
+        let found = listing.and_then(|l| l.find(&params.target.name, &params.target.prefix));
         metrics::lookup(lookup_outcome(&found), ctx.now - started);
         match found {
             Ok(mut t) => {
@@ -167,15 +178,29 @@ impl Session {
     }
 
     pub(super) fn spawn_capture(&mut self, ctx: &mut Ctx, params: CaptureParams, accept: &str) {
+        self.spawn_capture_at(ctx, params, accept, ctx.now);
+    }
+
+    /// `asked_at`: when the namespace was first looked for (see `nscache`).
+    fn spawn_capture_at(
+        &mut self,
+        ctx: &mut Ctx,
+        params: CaptureParams,
+        accept: &str,
+        asked_at: Instant,
+    ) {
         let id = self.id;
         let t = &params.target;
         if let Some(reason) = ctx.privileges.refusal() {
             metrics::refused(Refusal::Privileges);
             return self.refuse(ctx, accept, ws::INTERNAL_ERROR, &reason);
         }
-        let ns = match crate::netns::locate(t.netns, t.pid) {
-            Ok(ns) => ns,
-            Err(reason) => {
+        let found = ctx
+            .namespaces
+            .find(t.netns, t.pid, asked_at, ctx.now, (self.key, self.id));
+        let ns = match found {
+            Found::Held(ns) => ns,
+            Found::Missing(reason) => {
                 metrics::refused(Refusal::Namespace);
                 return self.refuse(
                     ctx,
@@ -183,6 +208,16 @@ impl Session {
                     ws::POLICY_VIOLATION,
                     &format!("capture refused: {reason}"),
                 );
+            }
+            Found::Wait => {
+                self.phase = Phase::Discovering(Box::new(Discovering {
+                    params,
+                    accept: accept.to_string(),
+                    service: service_name(ctx.cfg),
+                    started: ctx.now,
+                    locating: Some(asked_at),
+                }));
+                return;
             }
         };
         let wanted = match params.interfaces() {
@@ -265,6 +300,7 @@ impl Session {
             ending: Ending::Running,
             paused: false,
             paused_since: None,
+            client_paused: false,
             term_sent: false,
             kill_at: None,
             kill_sent: false,
@@ -541,7 +577,9 @@ fn record_end(cap: &mut Capture, now: Instant) {
 }
 
 /// The lookup metric's outcome for a finished discovery exchange.
-fn lookup_outcome(found: &Result<crate::target::Target, DiscoveryError>) -> metrics::Lookup {
+pub(super) fn lookup_outcome(
+    found: &Result<crate::target::Target, DiscoveryError>,
+) -> metrics::Lookup {
     use metrics::Lookup;
     match found {
         Ok(_) => Lookup::Found,
@@ -654,6 +692,7 @@ mod tests {
             ending: Ending::ProgramEnded,
             paused: false,
             paused_since: None,
+            client_paused: false,
             term_sent: false,
             kill_at: None,
             kill_sent: false,

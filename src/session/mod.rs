@@ -28,10 +28,12 @@ use nix::unistd::Pid;
 use crate::capture::{capture_args, spawn};
 use crate::config::Config;
 use crate::conn::{Conn, HIGH_WATER, LOW_WATER, READS_PER_TURN};
-use crate::discovery::{find_target, DiscoveryCall, DiscoveryError};
+use crate::discovery::DiscoveryError;
 use crate::front::Route;
 use crate::http::{self, Request};
+use crate::lookup::Delivery;
 use crate::metrics::{self, Refusal};
+use crate::nscache::Found;
 use crate::params::{capture_params_limited, CaptureParams, Limits};
 use crate::pcapng::{target_document, ShbEditor, TargetInfo};
 use crate::proxy::{self, Proxy, Step};
@@ -125,8 +127,10 @@ pub struct Ctx<'a> {
     /// The loop's one read buffer; nothing read stays in it across events.
     pub buf: &'a mut [u8],
     pub now: Instant,
-    /// The discovery service's address, resolved at start-up.
-    pub discovery: &'a Result<SocketAddr, String>,
+    /// The discovery service: its address and the shared listing.
+    pub discovery: &'a mut crate::lookup::Discovery,
+    /// What namespace scans learned, and when the next may run.
+    pub namespaces: &'a mut crate::nscache::Namespaces,
     /// Captures running now (the reactor keeps count).
     pub captures: usize,
     pub privileges: &'a crate::privileges::Privileges,
@@ -176,6 +180,10 @@ struct Capture {
     paused: bool,
     /// When the current pause began, for the paused-time metric.
     paused_since: Option<Instant>,
+    /// The client's frames are not read: what the service owes it (pongs)
+    /// would grow the output queue past [`HIGH_WATER`]. Resumes below
+    /// [`LOW_WATER`], like the capture pipe.
+    client_paused: bool,
     term_sent: bool,
     /// When SIGTERM gives way to SIGKILL (set by the first SIGTERM).
     kill_at: Option<Instant>,
@@ -185,11 +193,20 @@ struct Capture {
 struct Discovering {
     params: CaptureParams,
     accept: String,
-    call: DiscoveryCall,
     /// `host:port` of the discovery service, for reasons.
     service: String,
     /// When the lookup began, for the lookup duration metric.
     started: Instant,
+    /// Not waiting for the discovery service but for the next namespace
+    /// scan, for a lookup first asked at this instant (see `nscache`).
+    locating: Option<Instant>,
+}
+
+/// A proxied request waiting for the discovery service's address.
+struct ProxyResolving {
+    req: Request,
+    target: String,
+    leftover: Vec<u8>,
 }
 
 enum Phase {
@@ -213,6 +230,9 @@ enum Phase {
     Flush,
     /// Forwarding one request to the discovery service (`--proxy-discovery`).
     Proxy(Box<Proxy>),
+    /// A request to forward, waiting for the discovery service's name to
+    /// be looked up. The client is not read meanwhile.
+    ProxyResolving(Box<ProxyResolving>),
 }
 
 pub struct Session {
@@ -288,6 +308,24 @@ impl Session {
         self.deadline
     }
 
+    /// Whether a full connection table may give this session's slot to a
+    /// new connection: it is waiting for a request head (its first, or the
+    /// next on a kept-alive connection) with no answer still queued, so it
+    /// holds nothing but the slot.
+    pub fn displaceable(&self) -> bool {
+        !self.finished && matches!(self.phase, Phase::Head { .. }) && self.conn.out.is_empty()
+    }
+
+    /// Ends a [`displaceable`](Self::displaceable) session to make room.
+    pub fn displace(&mut self) {
+        debug!(
+            "[c{}] closed to make room: the connection table is full and this connection sent no request",
+            self.id
+        );
+        let _ = self.conn.sock.shutdown(std::net::Shutdown::Both);
+        self.finished = true;
+    }
+
     // ---- event entry points -------------------------------------------
 
     pub fn on_event(&mut self, ctx: &mut Ctx, role: usize, readable: bool, writable: bool) {
@@ -308,10 +346,6 @@ impl Session {
             UPSTREAM if matches!(self.phase, Phase::Proxy(_)) => {
                 self.on_proxy_upstream(ctx, readable, writable)
             }
-            UPSTREAM if matches!(self.phase, Phase::MultiDiscovering(_)) => {
-                self.on_multi_discovery(ctx)
-            }
-            UPSTREAM => self.on_discovery(ctx),
             r if r >= multi::MULTI_ROLES => self.on_multi_pipe(ctx, r),
             _ => {}
         }
@@ -370,6 +404,15 @@ impl Session {
             Phase::Closing(_) | Phase::Flush => {
                 debug!("[c{id}] client did not finish closing in time");
                 self.finished = true;
+            }
+            Phase::ProxyResolving(_) => {
+                info!("[c{id}] discovery service name not looked up in time");
+                let resp = http::text_response(
+                    504,
+                    "the discovery service's name was not looked up in time",
+                    true,
+                );
+                self.respond_close(ctx, resp);
             }
             Phase::Proxy(p) => {
                 if p.answered() {
@@ -436,7 +479,9 @@ impl Session {
                 self.arm(ctx, CLOSE_TIMEOUT);
                 self.finish_if_flushed();
             }
-            Phase::Head { .. } | Phase::Closing(_) | Phase::Proxy(_) => self.finished = true,
+            Phase::Head { .. } | Phase::Closing(_) | Phase::Proxy(_) | Phase::ProxyResolving(_) => {
+                self.finished = true
+            }
             Phase::Flush => {}
         }
     }
@@ -449,10 +494,18 @@ impl Session {
             return;
         }
         match &mut self.phase {
-            Phase::Streaming(cap) if cap.paused && self.conn.out.len() <= LOW_WATER => {
-                cap.paused = false;
-                capture::pause_ended(cap, ctx.now);
-                self.pump_stdout(ctx);
+            Phase::Streaming(cap)
+                if (cap.paused || cap.client_paused) && self.conn.out.len() <= LOW_WATER =>
+            {
+                if cap.client_paused {
+                    cap.client_paused = false;
+                    ctx.again.push((token(self.key, CLIENT), self.id));
+                }
+                if cap.paused {
+                    cap.paused = false;
+                    capture::pause_ended(cap, ctx.now);
+                    self.pump_stdout(ctx);
+                }
             }
             Phase::Head { paused: true, .. } if self.conn.out.len() <= LOW_WATER => {
                 if let Phase::Head { paused, .. } = &mut self.phase {
@@ -508,6 +561,8 @@ impl Session {
                 self.read_discard(ctx)
             }
             Phase::Proxy(_) => self.on_proxy_client(ctx),
+            // Read once the request can be forwarded.
+            Phase::ProxyResolving(_) => {}
         }
     }
 
@@ -582,7 +637,13 @@ impl Session {
             if buf.is_empty() {
                 return;
             }
-            match http::parse_request_limited(buf, ctx.cfg.max_head_bytes, ctx.cfg.max_headers) {
+            let parsed =
+                http::parse_request_limited(buf, ctx.cfg.max_head_bytes, ctx.cfg.max_headers)
+                    .and_then(|r| match r {
+                        Some(req) => req.check_rules().map(|()| Some(req)),
+                        None => Ok(None),
+                    });
+            match parsed {
                 Ok(None) => return,
                 Ok(Some(req)) => {
                     let leftover = buf.split_off(req.head_len);
@@ -662,6 +723,14 @@ impl Session {
     fn read_frames(&mut self, ctx: &mut Ctx) {
         let mut reads = 0;
         loop {
+            // Pongs count against the same bound as the stream: a client
+            // that pings without reading is not read until it takes them.
+            if self.conn.out.len() >= HIGH_WATER {
+                if let Phase::Streaming(cap) = &mut self.phase {
+                    cap.client_paused = true;
+                }
+                break;
+            }
             let r = self.read_client(ctx, &mut reads);
             let Phase::Streaming(cap) = &mut self.phase else {
                 return;

@@ -12,10 +12,12 @@
 
 use super::capture::{send_message, term_step, TermStep};
 use super::*;
+use crate::discovery::ParsedListing;
 use crate::merge::Merger;
 use crate::multi::{outcomes_reason, target_labels, MultiParams};
 use crate::pcapng::targets_document;
 use crate::target::Target;
+use std::sync::Arc;
 
 /// First token role of the per-target pipes: target `i`'s stdout is
 /// `MULTI_ROLES + 2 i`, its stderr the next one.
@@ -102,6 +104,9 @@ pub(super) struct MultiCapture {
     reader: FrameReader,
     ending: MultiEnding,
     paused: bool,
+    /// The client is not read: pongs owed to it would grow the output
+    /// queue past [`HIGH_WATER`]. Resumes below [`LOW_WATER`], like the pipes.
+    client_paused: bool,
     /// Merged blocks of one read, before they go out as one message.
     scratch: Vec<u8>,
 }
@@ -120,8 +125,12 @@ impl MultiCapture {
 pub(super) struct MultiDiscovering {
     params: MultiParams,
     accept: String,
-    call: DiscoveryCall,
     service: String,
+    /// When the lookup began, for the lookup duration metric.
+    started: Instant,
+    /// Not waiting for the discovery service but for the next namespace
+    /// scan, for a location first asked at this instant (see `nscache`).
+    locating: Option<Instant>,
 }
 
 impl MultiDiscovering {
@@ -135,6 +144,10 @@ impl MultiDiscovering {
 
     pub(super) fn accept(&self) -> &str {
         &self.accept
+    }
+
+    pub(super) fn locating(&self) -> Option<Instant> {
+        self.locating
     }
 }
 
@@ -194,85 +207,92 @@ impl Session {
             }
         }
         if !lookup {
-            return self.spawn_multi(ctx, params, &accept);
+            let now = ctx.now;
+            return self.spawn_multi_at(ctx, params, &accept, now);
         }
-        // One exchange answers every stale target: the listing holds them all.
+        // One listing answers every stale target: it holds them all, and
+        // the exchange is shared with every other capture asking meanwhile.
         let service = service_name(ctx.cfg);
-        let addr = match &ctx.discovery {
-            Ok(a) => *a,
-            Err(why) => {
-                let why = why.clone();
-                metrics::refused(Refusal::Discovery);
-                return self.refuse(ctx, &accept, ws::INTERNAL_ERROR, &why);
-            }
-        };
-        let mut call = match DiscoveryCall::start(addr, &ctx.cfg.discovery_service, ctx.cfg.gw_port)
-        {
-            Ok(c) => c,
-            Err(e) => {
-                metrics::refused(Refusal::Discovery);
-                return self.refuse(ctx, &accept, ws::INTERNAL_ERROR, &e.describe(&service));
-            }
-        };
-        if let Err(e) = ctx.registry.register(
-            call.stream(),
-            token(self.key, UPSTREAM),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            let reason = DiscoveryError::Unreachable(e.to_string()).describe(&service);
-            metrics::refused(Refusal::Discovery);
-            return self.refuse(ctx, &accept, ws::INTERNAL_ERROR, &reason);
-        }
         info!(
-            "[c{}] looking up {} targets with the discovery service at {addr}",
+            "[c{}] looking up {} targets with the discovery service at {service}",
             self.id,
             params.targets.iter().filter(|t| t.netns == 0).count()
         );
-        self.arm(ctx, ctx.cfg.discovery_timeout);
-        self.phase = Phase::MultiDiscovering(Box::new(MultiDiscovering {
+        let d = MultiDiscovering {
             params,
             accept,
-            call,
             service,
-        }));
+            started: ctx.now,
+            locating: None,
+        };
+        match ctx
+            .discovery
+            .want_listing(ctx.registry, ctx.now, (self.key, self.id))
+        {
+            Some(listing) => self.multi_discovered(ctx, d, listing),
+            None => {
+                self.arm(ctx, ctx.cfg.discovery_timeout);
+                self.phase = Phase::MultiDiscovering(Box::new(d));
+            }
+        }
     }
 
-    pub(super) fn on_multi_discovery(&mut self, ctx: &mut Ctx) {
-        let Phase::MultiDiscovering(d) = &mut self.phase else {
-            return;
-        };
-        let result = match d.call.on_ready() {
-            std::task::Poll::Pending => return,
-            std::task::Poll::Ready(r) => r,
-        };
+    /// The shared listing this multi-target capture waited for is here.
+    pub(super) fn on_multi_listing(
+        &mut self,
+        ctx: &mut Ctx,
+        listing: Result<Arc<ParsedListing>, DiscoveryError>,
+    ) {
         let Phase::MultiDiscovering(d) = std::mem::replace(&mut self.phase, Phase::Flush) else {
             return;
         };
+        self.deadline = None;
+        self.multi_discovered(ctx, *d, listing);
+    }
+
+    /// The namespace scan a multi-target capture waited for has run.
+    pub(super) fn on_multi_rescanned(&mut self, ctx: &mut Ctx) {
+        let Phase::MultiDiscovering(d) = std::mem::replace(&mut self.phase, Phase::Flush) else {
+            return;
+        };
+        let asked_at = d.locating.unwrap_or(ctx.now);
+        self.spawn_multi_at(ctx, d.params, &d.accept, asked_at);
+    }
+
+    fn multi_discovered(
+        &mut self,
+        ctx: &mut Ctx,
+        d: MultiDiscovering,
+        listing: Result<Arc<ParsedListing>, DiscoveryError>,
+    ) {
         let MultiDiscovering {
             mut params,
             accept,
-            mut call,
             service,
-        } = *d;
-        let _ = ctx.registry.deregister(call.stream());
-        drop(call);
-        self.deadline = None;
-        let body = match result.and_then(|resp| {
-            if resp.status == 200 {
-                Ok(resp.body)
-            } else {
-                Err(DiscoveryError::BadStatus(resp.status))
+            started,
+            ..
+        } = d;
+        let listing = match listing {
+            Ok(l) => l,
+            Err(e) => {
+                metrics::lookup(
+                    super::capture::lookup_outcome(&Err(e.clone())),
+                    ctx.now - started,
+                );
+                metrics::refused(Refusal::Discovery);
+                return self.refuse(ctx, &accept, ws::INTERNAL_ERROR, &e.describe(&service));
             }
-        }) {
-            Ok(b) => b,
-            Err(e) => return self.refuse(ctx, &accept, ws::INTERNAL_ERROR, &e.describe(&service)),
         };
         let labels = target_labels(&params.targets);
         for (t, label) in params.targets.iter_mut().zip(&labels) {
             if t.netns != 0 {
                 continue;
             }
-            match find_target(&body, &t.name, &t.prefix) {
+            let found = listing.find(&t.name, &t.prefix);
+            if found.is_err() {
+                metrics::lookup(super::capture::lookup_outcome(&found), ctx.now - started);
+            }
+            match found {
                 Ok(mut found) if found.netns != 0 => {
                     info!(
                         "[c{}] discovery service names netns {} for target {label}",
@@ -287,6 +307,7 @@ impl Session {
                     let reason = format!(
                         "capture refused: the discovery service lists target {label} without a network namespace"
                     );
+                    metrics::refused(Refusal::Discovery);
                     return self.refuse(ctx, &accept, ws::POLICY_VIOLATION, &reason);
                 }
                 Err(e) => {
@@ -295,17 +316,25 @@ impl Session {
                         _ => ws::INTERNAL_ERROR,
                     };
                     let reason = format!("target {label}: {}", e.describe(&service));
+                    metrics::refused(Refusal::Discovery);
                     return self.refuse(ctx, &accept, code, &reason);
                 }
             }
         }
-        self.spawn_multi(ctx, params, &accept);
+        metrics::lookup(metrics::Lookup::Found, ctx.now - started);
+        self.spawn_multi_at(ctx, params, &accept, ctx.now);
     }
 
     /// Locates every namespace first (all held until their program has
     /// entered them), then starts every program; a target that cannot be
     /// located refuses the request before anything is spawned.
-    fn spawn_multi(&mut self, ctx: &mut Ctx, params: MultiParams, accept: &str) {
+    fn spawn_multi_at(
+        &mut self,
+        ctx: &mut Ctx,
+        params: MultiParams,
+        accept: &str,
+        asked_at: Instant,
+    ) {
         let id = self.id;
         if let Some(reason) = ctx.privileges.refusal() {
             metrics::refused(Refusal::Privileges);
@@ -317,9 +346,24 @@ impl Session {
         // What was kept out of a target in the service's own namespace.
         let mut excluded = None;
         for (t, label) in params.targets.iter().zip(&labels) {
-            let ns = match crate::netns::locate(t.netns, t.pid) {
-                Ok(ns) => ns,
-                Err(reason) => {
+            let found = ctx
+                .namespaces
+                .find(t.netns, t.pid, asked_at, ctx.now, (self.key, self.id));
+            let ns = match found {
+                Found::Held(ns) => ns,
+                Found::Wait => {
+                    // Not found where it was last seen: every target waits
+                    // for the next namespace scan, then all are located again.
+                    self.phase = Phase::MultiDiscovering(Box::new(MultiDiscovering {
+                        params,
+                        accept: accept.to_string(),
+                        service: service_name(ctx.cfg),
+                        started: ctx.now,
+                        locating: Some(asked_at),
+                    }));
+                    return;
+                }
+                Found::Missing(reason) => {
                     let reason = format!("capture refused: target {label}: {reason}");
                     metrics::refused(Refusal::Namespace);
                     return self.refuse(ctx, accept, ws::POLICY_VIOLATION, &reason);
@@ -411,6 +455,7 @@ impl Session {
             reader: FrameReader::new(),
             ending: MultiEnding::Running,
             paused: false,
+            client_paused: false,
             scratch: Vec::new(),
         });
         let program = &ctx.cfg.capture_program;
@@ -639,9 +684,17 @@ impl Session {
     /// The client took enough of its queue: every pipe is read again.
     pub(super) fn resume_multi(&mut self, ctx: &mut Ctx) {
         let n = match &mut self.phase {
-            Phase::Multi(m) if m.paused && self.conn.out.len() <= LOW_WATER => {
-                m.paused = false;
-                m.programs.len()
+            Phase::Multi(m)
+                if (m.paused || m.client_paused) && self.conn.out.len() <= LOW_WATER =>
+            {
+                if std::mem::take(&mut m.client_paused) {
+                    ctx.again.push((token(self.key, CLIENT), self.id));
+                }
+                if std::mem::take(&mut m.paused) {
+                    m.programs.len()
+                } else {
+                    0
+                }
             }
             _ => return,
         };
@@ -656,6 +709,14 @@ impl Session {
     pub(super) fn read_frames_multi(&mut self, ctx: &mut Ctx) {
         let mut reads = 0;
         loop {
+            // Pongs count against the same bound as the stream: a client
+            // that pings without reading is not read until it takes them.
+            if self.conn.out.len() >= HIGH_WATER {
+                if let Phase::Multi(m) = &mut self.phase {
+                    m.client_paused = true;
+                }
+                break;
+            }
             match self.read_client(ctx, &mut reads) {
                 Ok(0) => {
                     if let Phase::Multi(m) = &mut self.phase {

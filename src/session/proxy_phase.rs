@@ -14,11 +14,33 @@ impl Session {
         target: &str,
         leftover: Vec<u8>,
     ) {
-        let addr = match ctx.discovery {
-            Ok(a) => *a,
+        match ctx.discovery.want_address(ctx.now, (self.key, self.id)) {
+            Some(addr) => self.proxy_to(ctx, req, target, leftover, addr),
+            None => {
+                self.phase = Phase::ProxyResolving(Box::new(ProxyResolving {
+                    req: req.clone(),
+                    target: target.to_string(),
+                    leftover,
+                }));
+                self.arm(ctx, ctx.cfg.discovery_timeout);
+            }
+        }
+    }
+
+    /// Forwards the request once the discovery service's address is known.
+    pub(super) fn proxy_to(
+        &mut self,
+        ctx: &mut Ctx,
+        req: &Request,
+        target: &str,
+        leftover: Vec<u8>,
+        addr: Result<SocketAddr, String>,
+    ) {
+        let addr = match addr {
+            Ok(a) => a,
             Err(why) => {
                 self.log_line(ctx, Some(req), 502);
-                let resp = http::text_response(502, why, true);
+                let resp = http::text_response(502, &why, true);
                 return self.respond_close(ctx, resp);
             }
         };

@@ -9,10 +9,12 @@
 pub mod docker;
 pub mod ghostwire;
 pub mod http;
+pub mod latency;
 pub mod load;
 pub mod netns;
 pub mod pcapng;
 pub mod procs;
+pub mod rawws;
 pub mod service;
 pub mod upstream;
 pub mod ws;

@@ -1,0 +1,88 @@
+//! A websocket capture client on raw TCP, for tests that must control every
+//! byte (send malformed frames, never read, read only the close): the
+//! upgrade written by hand, server frames walked without a library.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// A websocket upgrade's headers besides path and Host (RFC 6455's example
+/// key).
+pub const UPGRADE_HEADERS: &str = "Upgrade: websocket\r\nConnection: Upgrade\r\n\
+    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+/// Longest upgrade response head read.
+const MAX_RESPONSE_HEAD: usize = 4096;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends `GET /capture?<query>` with a websocket upgrade and reads up to the
+/// end of the 101 head; panics on anything else.
+pub fn raw_capture(port: u16, query: &str) -> TcpStream {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
+    let req = format!("GET /capture?{query} HTTP/1.1\r\nHost: pfx\r\n{UPGRADE_HEADERS}\r\n");
+    s.write_all(req.as_bytes()).expect("send upgrade");
+    s.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+        .expect("timeout");
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert!(
+            head.len() < MAX_RESPONSE_HEAD,
+            "no end of the upgrade response head"
+        );
+        match s.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            other => panic!("upgrade response cut: {other:?} after {head:?}"),
+        }
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s
+}
+
+/// Reads server frames until a close frame: its code and reason. `None` if
+/// the connection ends or `timeout` passes first.
+pub fn read_close(s: &mut TcpStream, timeout: Duration) -> Option<(u16, String)> {
+    let deadline = Instant::now() + timeout;
+    let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    let mut at = 0;
+    while Instant::now() < deadline {
+        match s.read(&mut chunk) {
+            Ok(0) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return None,
+        }
+        // Walk the unmasked server frames.
+        while buf.len() >= at + 2 {
+            let op = buf[at] & 0x0f;
+            let (len, hl) = match buf[at + 1] & 0x7f {
+                126 if buf.len() >= at + 4 => {
+                    (u16::from_be_bytes([buf[at + 2], buf[at + 3]]) as usize, 4)
+                }
+                127 if buf.len() >= at + 10 => {
+                    let mut l = [0u8; 8];
+                    l.copy_from_slice(&buf[at + 2..at + 10]);
+                    (u64::from_be_bytes(l) as usize, 10)
+                }
+                126 | 127 => break,
+                n => (n as usize, 2),
+            };
+            if buf.len() < at + hl + len {
+                break;
+            }
+            if op == 8 && len >= 2 {
+                let p = &buf[at + hl..at + hl + len];
+                let reason = String::from_utf8_lossy(&p[2..]).into_owned();
+                return Some((u16::from_be_bytes([p[0], p[1]]), reason));
+            }
+            at += hl + len;
+        }
+    }
+    None
+}
