@@ -28,6 +28,15 @@ pub struct Config {
     /// Size of a target description and of a capture filter.
     pub max_target_json: usize,
     pub max_filter: usize,
+    /// Address to listen on; `None`: `[::]` dual-stack.
+    pub listen: Option<std::net::IpAddr>,
+    /// Browser origins admitted for upgrades besides the request's own.
+    pub allow_origins: Vec<String>,
+    /// Bearer tokens, one per line; `None`: no token needed.
+    pub token_file: Option<PathBuf>,
+    /// PEM certificate chain and private key: serve HTTPS/wss.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -49,6 +58,11 @@ impl Default for Config {
             max_headers: crate::http::MAX_HEADERS,
             max_target_json: crate::target::MAX_TARGET_JSON,
             max_filter: crate::params::MAX_FILTER,
+            listen: None,
+            allow_origins: Vec::new(),
+            token_file: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -81,6 +95,14 @@ Options:
       --max-headers N            request header count; more get 431 [default: 64]
       --max-target-json N        container description size [default: 16384]
       --max-filter N             capture filter length [default: 4096]
+      --listen ADDR              address to listen on [default: [::], dual-stack]
+      --token-file FILE          bearer tokens, one per line: /capture and proxied
+                                 requests need one (reloaded on SIGHUP)
+      --allow-origin ORIGIN      also admit websocket upgrades from this browser
+                                 origin (repeatable)
+      --tls-cert FILE            PEM certificate chain: serve HTTPS and wss://
+                                 (reloaded on SIGHUP)
+      --tls-key FILE             PEM private key for --tls-cert
       --debug                    debug logging
       --log-requests             log each request (common log format)
       --log-headers              also log request headers
@@ -125,6 +147,17 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             "--max-headers" => cfg.max_headers = count(&flag, &value(&flag)?, 4, 256)?,
             "--max-target-json" => cfg.max_target_json = count(&flag, &value(&flag)?, 2, 1 << 20)?,
             "--max-filter" => cfg.max_filter = count(&flag, &value(&flag)?, 1, 1 << 16)?,
+            "--listen" => {
+                let v = value(&flag)?;
+                let bare = v.trim_start_matches('[').trim_end_matches(']');
+                cfg.listen = Some(bare.parse().map_err(|_| {
+                    format!("{flag}: '{v}' is not an IP address (e.g. 127.0.0.1 or [::1])")
+                })?);
+            }
+            "--allow-origin" => cfg.allow_origins.push(value(&flag)?),
+            "--token-file" => cfg.token_file = Some(PathBuf::from(value(&flag)?)),
+            "--tls-cert" => cfg.tls_cert = Some(PathBuf::from(value(&flag)?)),
+            "--tls-key" => cfg.tls_key = Some(PathBuf::from(value(&flag)?)),
             "--proxy-discovery" | "--debug" | "--log-requests" | "--log-headers"
                 if inline.is_some() =>
             {
@@ -136,6 +169,9 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             "--log-headers" => cfg.log_headers = true,
             _ => return Err(format!("unknown option '{arg}'")),
         }
+    }
+    if cfg.tls_cert.is_some() != cfg.tls_key.is_some() {
+        return Err("--tls-cert and --tls-key go together".into());
     }
     Ok(Command::Run(Box::new(cfg)))
 }
@@ -237,6 +273,38 @@ mod tests {
             .unwrap_err()
             .contains("--max-captures"));
         assert!(run(&["--max-headers", "1000"]).is_err());
+    }
+
+    #[test]
+    fn security_flags_parse_and_pair() {
+        let c = run(&[]).unwrap();
+        assert!(c.listen.is_none() && c.token_file.is_none() && c.tls_cert.is_none());
+        let c = run(&[
+            "--listen",
+            "[::1]",
+            "--allow-origin",
+            "https://a",
+            "--allow-origin=https://b",
+            "--token-file",
+            "/t",
+            "--tls-cert",
+            "/c",
+            "--tls-key",
+            "/k",
+        ])
+        .unwrap();
+        assert_eq!(c.listen, Some("::1".parse().unwrap()));
+        assert_eq!(c.allow_origins, ["https://a", "https://b"]);
+        assert_eq!(c.token_file, Some(PathBuf::from("/t")));
+        assert_eq!(c.tls_key, Some(PathBuf::from("/k")));
+        assert_eq!(
+            run(&["--listen", "127.0.0.1"]).unwrap().listen,
+            Some("127.0.0.1".parse().unwrap())
+        );
+        assert!(run(&["--listen", "localhost"])
+            .unwrap_err()
+            .contains("--listen"));
+        assert!(run(&["--tls-cert", "/c"]).unwrap_err().contains("together"));
     }
 
     #[test]

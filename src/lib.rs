@@ -6,6 +6,7 @@
 //! [`params`], [`target`], [`pcapng`], [`ws`], the parsers in [`discovery`]),
 //! so unit tests and fuzz targets drive them with plain bytes.
 
+pub mod auth;
 pub mod capture;
 pub mod client;
 pub mod config;
@@ -20,6 +21,8 @@ pub mod pcapng;
 pub mod privileges;
 pub mod proxy;
 pub mod reactor;
+pub mod security;
 pub mod session;
 pub mod target;
+pub mod tls;
 pub mod ws;

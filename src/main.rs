@@ -25,7 +25,15 @@ fn main() -> ExitCode {
     logging::init(cfg.debug);
     raise_fd_limit();
     let discovery = resolve_discovery(&cfg);
-    let listener = match reactor::bind(cfg.port) {
+    // Refuse to start, saying why, before anything listens.
+    let security = match packetflix::security::Security::load(&cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match reactor::bind_on(cfg.listen, cfg.port) {
         Ok(l) => l,
         Err(e) => {
             log::error!("cannot listen on port {}: {e}", cfg.port);
@@ -33,9 +41,11 @@ fn main() -> ExitCode {
         }
     };
     log::info!(
-        "packetflix {} listening on port {}, capture program {}, discovery service {}",
+        "packetflix {} listening on {}port {} ({}), capture program {}, discovery service {}",
         env!("CARGO_PKG_VERSION"),
+        cfg.listen.map(|a| format!("{a} ")).unwrap_or_default(),
         cfg.port,
+        security.describe(),
         cfg.capture_program.display(),
         match &discovery {
             Ok(a) => a.to_string(),

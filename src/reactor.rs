@@ -1,7 +1,7 @@
 //! The poll loop: one thread, one `mio::Poll`, everything non-blocking.
 //!
 //! It owns the listener, a signalfd (SIGCHLD for reaping, SIGTERM/SIGINT for
-//! shutdown), the slab of sessions, the deadline heap and the pid map, and
+//! shutdown, SIGHUP for reloading tokens and certificate), the slab of sessions, the deadline heap and the pid map, and
 //! nothing else: it routes each event to the session its token names and
 //! sleeps in `poll` until the next event or the nearest deadline. What to do
 //! with bytes is the sessions' business.
@@ -45,6 +45,17 @@ const KEEPALIVE_PROBES: u32 = 6;
 /// Extra time, beyond the SIGTERM->SIGKILL deadline, that shutdown gives
 /// clients to take their close frames.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Binds `addr:port` when an address is given (`--listen`), else
+/// `[::]:port` dual-stack as [`bind`] does.
+pub fn bind_on(addr: Option<std::net::IpAddr>, port: u16) -> io::Result<std::net::TcpListener> {
+    let Some(ip) = addr else {
+        return bind(port);
+    };
+    let l = std::net::TcpListener::bind(SocketAddr::new(ip, port))?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
 
 /// Binds `[::]:port` dual-stack (IPv4 clients as mapped addresses), falling
 /// back to `0.0.0.0:port` on hosts without IPv6.
@@ -90,6 +101,8 @@ pub struct Reactor {
     /// Sessions running a capture (see `Session::counted`).
     captures: usize,
     privileges: crate::privileges::Privileges,
+    /// Tokens, origins and TLS config for new connections; SIGHUP reloads.
+    security: crate::security::Security,
 }
 
 /// Builds a [`Ctx`] from the reactor's fields, leaving `sessions` free to be
@@ -107,13 +120,15 @@ macro_rules! ctx {
             discovery: &$r.discovery,
             captures: $r.captures,
             privileges: &$r.privileges,
+            policy: &$r.security.policy,
         }
     };
 }
 
 impl Reactor {
-    /// Sets up the loop around a bound listener. Blocks SIGCHLD, SIGTERM and
-    /// SIGINT for this thread so they arrive through the signalfd only.
+    /// Sets up the loop around a bound listener. Blocks SIGCHLD, SIGTERM,
+    /// SIGINT and SIGHUP for this thread so they arrive through the signalfd
+    /// only. Loads tokens and certificate; failing that, it fails.
     pub fn new(
         cfg: Config,
         listener: std::net::TcpListener,
@@ -128,6 +143,8 @@ impl Reactor {
         mask.add(Signal::SIGCHLD);
         mask.add(Signal::SIGTERM);
         mask.add(Signal::SIGINT);
+        mask.add(Signal::SIGHUP);
+        let security = crate::security::Security::load(&cfg).map_err(io::Error::other)?;
         mask.thread_block()?;
         let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
         poll.registry().register(
@@ -158,6 +175,7 @@ impl Reactor {
             touched: Vec::new(),
             captures: 0,
             privileges,
+            security,
         })
     }
 
@@ -339,9 +357,19 @@ impl Reactor {
                 warn!("[c{id}] cannot watch connection from {peer}: {e}");
                 continue;
             }
+            let transport = match &self.security.tls {
+                None => crate::tls::Transport::Plain(sock),
+                Some(config) => match crate::tls::Transport::tls(sock, config.clone()) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        warn!("[c{id}] cannot start TLS with {peer}: {e}");
+                        continue;
+                    }
+                },
+            };
             debug!("[c{id}] connection from {peer}");
             let mut ctx = ctx!(self, now);
-            entry.insert(Session::new(id, key, peer, sock, &mut ctx));
+            entry.insert(Session::new(id, key, peer, transport, &mut ctx));
         }
     }
 
@@ -352,6 +380,7 @@ impl Reactor {
                 Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
                     Ok(Signal::SIGCHLD) => reap = true,
                     Ok(sig @ (Signal::SIGTERM | Signal::SIGINT)) => self.begin_shutdown(sig, now),
+                    Ok(Signal::SIGHUP) => self.reload(),
                     _ => {}
                 },
                 Ok(None) => break,
@@ -364,6 +393,20 @@ impl Reactor {
         // SIGCHLDs coalesce: one may stand for several exits, so reap all.
         if reap {
             self.reap(now);
+        }
+    }
+
+    /// SIGHUP: new tokens and certificate for new connections; running
+    /// sessions keep what they started with. A failed load changes nothing.
+    fn reload(&mut self) {
+        match crate::security::Security::load(&self.cfg) {
+            Ok(s) => {
+                info!("SIGHUP: reloaded: {}", s.describe());
+                self.security = s;
+            }
+            Err(e) => {
+                warn!("SIGHUP: reload failed, keeping the previous tokens and certificate: {e}")
+            }
         }
     }
 
