@@ -9,6 +9,10 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v python3 >/dev/null || need+=(python3)
 command -v curl >/dev/null || need+=(curl)
+# Test certificates are made with the openssl command.
+command -v openssl >/dev/null || need+=(openssl)
+# The venv for the third-party wss client the TLS tests use.
+python3 -c "import venv, ensurepip" 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   # Do not ask whether non-root users may capture: the service runs as root.
@@ -22,4 +26,12 @@ if ! command -v cargo >/dev/null; then
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
+fi
+# Python websockets (a third-party wss client for tests/security.rs), in a
+# venv under target/ so the system Python stays untouched.
+here="$(cd "$(dirname "$0")/.." && pwd)"
+venv="$here/target/tls-venv"
+if ! "$venv/bin/python" -c "import websockets" 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "websockets>=13"
 fi

@@ -31,8 +31,9 @@ Usage:
   packetflix-capture --extcap-interfaces | --extcap-dlts | --extcap-config | --capture …
 
 URL is the Packetflix service: http://HOST:PORT, ws://HOST:PORT, HOST[:PORT]
-(port 5001), or a packetflix://HOST:PORT/capture?container=… URL from the
-discovery UI; default http://127.0.0.1:5001. Also --url URL.
+(port 5001), https:// or wss:// for TLS (port 443), or a packetflix:ws[s]://
+or packetflix://HOST:PORT/capture?container=… URL from the discovery UI;
+default http://127.0.0.1:5001. Also --url URL.
 
 TARGET (exactly one, unless the URL names it):
   --netns INODE           network namespace inode
@@ -51,6 +52,10 @@ Options:
       --discovery URL     discovery service (GhostWire) for --name and targets;
                           default: the service's /discover proxy
       --json              targets: print JSON instead of a table
+      --token TOKEN       send Authorization: Bearer TOKEN (service --token-file)
+      --token-file FILE   the same, the first token line of FILE
+      --ca FILE           trust this CA (PEM) for https/wss instead of the system's
+      --insecure          do not verify the service's certificate (warns)
   -h, --help              this help;  -V, --version  the version
 
 Stops on the count, the duration, Ctrl-C or SIGTERM, and ends cleanly (exit 0).
@@ -148,6 +153,7 @@ struct Raw {
     extcap_capture: bool,
     fifo: Option<String>,
     extcap_filter: Option<String>,
+    access: super::tls::Access,
 }
 
 /// Parses the arguments after the program name.
@@ -211,6 +217,12 @@ where
             }
             Long("discovery") => raw.discovery = nonempty(string(&mut p)?),
             Long("json") => raw.json = true,
+            Long("token") => raw.access.token = nonempty(string(&mut p)?),
+            Long("token-file") => {
+                raw.access.token_file = nonempty(string(&mut p)?).map(PathBuf::from)
+            }
+            Long("ca") => raw.access.ca = nonempty(string(&mut p)?).map(PathBuf::from),
+            Long("insecure") => raw.access.insecure = true,
             Long("extcap-interfaces") => raw.extcap_interfaces = true,
             Long("extcap-dlts") => raw.extcap_dlts = true,
             Long("extcap-config") => raw.extcap_config = true,
@@ -417,7 +429,9 @@ fn target_from_text(t: &str, prefix: &str) -> Result<Wanted, String> {
 }
 
 fn service(raw: &Raw) -> Result<ServiceUrl, String> {
-    ServiceUrl::parse(raw.url.as_deref().unwrap_or(DEFAULT_URL))
+    let mut s = ServiceUrl::parse(raw.url.as_deref().unwrap_or(DEFAULT_URL))?;
+    s.url.access = raw.access.clone();
+    Ok(s)
 }
 
 fn discovery(raw: &Raw) -> Result<Option<Url>, String> {

@@ -19,6 +19,7 @@ pub mod output;
 pub mod session;
 pub mod signals;
 pub mod targets;
+pub mod tls;
 pub mod url;
 
 use std::ffi::OsString;

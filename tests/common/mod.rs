@@ -13,6 +13,7 @@ pub mod netns;
 pub mod pcapng;
 pub mod procs;
 pub mod service;
+pub mod tls;
 pub mod upstream;
 pub mod ws;
 
