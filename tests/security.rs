@@ -595,3 +595,99 @@ fn project_client_captures_over_wss_with_its_ca_and_token() {
         "no ICMP from {me} in the client's capture"
     );
 }
+
+#[test]
+fn listen_binds_only_the_given_address() {
+    let svc = Service::start(&["--listen", "127.0.0.1"]);
+    assert_eq!(http::get(svc.port(), "/version").status, 200);
+    let v6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, svc.port()));
+    assert!(
+        TcpStream::connect_timeout(&v6, T).is_err(),
+        "--listen 127.0.0.1 also accepted on [::1]"
+    );
+    assert!(
+        svc.stderr().contains("listening on 127.0.0.1 port"),
+        "{}",
+        svc.stderr()
+    );
+}
+
+/// 4 KiB blocks (see tests/robustness.rs): 160 MiB, far beyond what the
+/// kernel's socket and pipe buffers hold.
+const SYNTH_PAYLOAD: usize = 4064;
+const SYNTH_PACKETS: u64 = 40 * 1024;
+/// The service's queue plus what rustls may hold stays near 320 KiB; the
+/// service takes a few MiB. Far below what an unbounded relay would hold.
+const RSS_BOUND_KIB: u64 = 64 * 1024;
+
+#[test]
+fn slow_tls_reader_keeps_service_memory_bounded_then_gets_the_stream_intact() {
+    use tungstenite::Message;
+    let pki = Pki::new();
+    let dir = common::load::ScratchDir::new("synth-tls");
+    let program = common::load::synthetic_capture_program(&dir, SYNTH_PACKETS, SYNTH_PAYLOAD, 120);
+    let mut args = pki.service_args();
+    args.extend(["--capture-program".into(), program.display().to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let svc = Service::start(&args);
+    let ns = Netns::new();
+    let rss = || common::load::rss_kib(svc.pid()).expect("service RSS");
+    let before = rss();
+    let stream = common::tls::tls_connect(svc.port(), &pki.ca).expect("TLS");
+    stream
+        .sock
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let url = format!(
+        "wss://127.0.0.1:{}/capture?netns={}",
+        svc.port(),
+        ns.inode()
+    );
+    let (mut ws, _) = tungstenite::client::client(url, stream).expect("wss upgrade");
+    // Read nothing for a while: the service must hold back, not buffer.
+    let mut peak = before;
+    let stall_end = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < stall_end {
+        peak = peak.max(rss());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !svc.children().is_empty(),
+        "nothing was held back: the program ended"
+    );
+    assert!(
+        peak < RSS_BOUND_KIB,
+        "service RSS reached {peak} KiB while the TLS client stalled"
+    );
+    let mut check = common::load::SeqChecker::default();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut close = None;
+    let mut messages = 0u64;
+    while close.is_none() && Instant::now() < deadline {
+        match ws.read() {
+            Ok(Message::Binary(b)) => {
+                check.feed(&b);
+                messages += 1;
+                if messages % 256 == 0 {
+                    peak = peak.max(rss());
+                }
+            }
+            Ok(Message::Close(f)) => close = Some(f.map_or(1005, |f| u16::from(f.code))),
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("wss stream broke after {} packets: {e}", check.next_seq),
+        }
+    }
+    eprintln!(
+        "slow TLS client: RSS {before} KiB before, peak {peak} KiB, {} bytes",
+        check.bytes
+    );
+    assert_eq!(check.problem, None, "stream damaged");
+    assert_eq!(close, Some(1000));
+    assert_eq!(check.next_seq, SYNTH_PACKETS, "packets missing");
+    assert!(peak < RSS_BOUND_KIB, "service RSS reached {peak} KiB");
+}
