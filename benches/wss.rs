@@ -9,7 +9,8 @@
 //! interleaved (plain, tls, then tls, plain, ...), the median of per-round
 //! ratios reported. Throughput = stream bytes / (upgrade answered -> last
 //! byte); the service's CPU = its scheduler run time over the round
-//! (`/proc/PID/task/*/schedstat`). The client's own decryption runs on the
+//! (`/proc/PID/task/*/schedstat`); the client's CPU (its thread's CPU
+//! clock) is printed beside it. The client's own decryption runs on the
 //! same two cores, as a real client's would (its socket reads are buffered,
 //! 256 KiB, as rustls reads 4 KiB at a time). Every stream is checked
 //! (blocks, sequence numbers) and a damaged one fails the run.
@@ -178,6 +179,7 @@ struct RoundOut {
     bytes: u64,
     secs: f64,
     server_cpu_ns: u64,
+    client_cpu_ns: u64,
 }
 
 /// Reads one whole capture from `ws`, checking it.
@@ -212,6 +214,7 @@ fn round(
     let path = format!("/capture?netns={ino}");
     let port = server.addr.port();
     let t0 = Instant::now();
+    let c0 = support::thread_cpu_ns();
     let bytes = match tls {
         None => {
             let (ws, _) = tungstenite::client::client(format!("ws://127.0.0.1:{port}{path}"), sock)
@@ -233,6 +236,7 @@ fn round(
         }
     };
     let secs = t0.elapsed().as_secs_f64();
+    let client_cpu_ns = support::thread_cpu_ns().saturating_sub(c0);
     // Let the service reap the generator so its CPU is all counted.
     std::thread::sleep(Duration::from_millis(200));
     let cpu1 = server.sample().map_err(|e| e.to_string())?.cpu_ns;
@@ -240,6 +244,7 @@ fn round(
         bytes,
         secs,
         server_cpu_ns: cpu1.saturating_sub(cpu0),
+        client_cpu_ns,
     })
 }
 
@@ -302,8 +307,8 @@ fn run() -> Result<(), String> {
          throughput = stream bytes / (connect -> last byte), server CPU = scheduler run time"
     );
     println!(
-        "{:>5} {:>6} {:>10} {:>12}",
-        "round", "mode", "MB/s", "CPU s/GB"
+        "{:>5} {:>6} {:>10} {:>12} {:>15}",
+        "round", "mode", "MB/s", "CPU s/GB", "client CPU s/GB"
     );
     let (mut ratios, mut cpu_ratios) = (Vec::new(), Vec::new());
     let (mut tp_plain, mut tp_tls, mut cpu_plain, mut cpu_tls) = (vec![], vec![], vec![], vec![]);
@@ -325,8 +330,9 @@ fn run() -> Result<(), String> {
                 Ok(o) => {
                     let mbps = o.bytes as f64 / o.secs / 1e6;
                     let cpu_gb = o.server_cpu_ns as f64 / 1e9 / (o.bytes as f64 / GB);
+                    let client_gb = o.client_cpu_ns as f64 / 1e9 / (o.bytes as f64 / GB);
                     println!(
-                        "{r:>5} {:>6} {mbps:>10.1} {cpu_gb:>12.3}",
+                        "{r:>5} {:>6} {mbps:>10.1} {cpu_gb:>12.3} {client_gb:>15.3}",
                         if is_tls { "wss" } else { "ws" }
                     );
                     got[usize::from(is_tls)] = Some((mbps, cpu_gb));
