@@ -20,15 +20,17 @@
 
 mod support;
 
+/// The test suite's certificate maker (CA + server chain via `openssl`).
+#[path = "../tests/common/pki.rs"]
+mod pki;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use support::pcapng::StreamCheck;
 use support::procs::{self, Server};
 use support::scenarios::GenSettings;
@@ -44,110 +46,6 @@ fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn openssl(dir: &Path, args: &[&str]) -> Result<(), String> {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .map_err(|e| format!("openssl: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-/// A CA and a certificate for 127.0.0.1 it signed, in `dir`:
-/// (CA, served certificate, key).
-fn make_cert(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf), String> {
-    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend_from_slice(&ec);
-    ca.extend_from_slice(&[
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=bench CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign",
-    ]);
-    openssl(dir, &ca)?;
-    let mut csr = vec!["req"];
-    csr.extend_from_slice(&ec);
-    csr.extend_from_slice(&[
-        "-keyout",
-        "key.pem",
-        "-out",
-        "srv.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    openssl(dir, &csr)?;
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .map_err(|e| e.to_string())?;
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "srv.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "cert.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
-    )?;
-    Ok((
-        dir.join("ca.pem"),
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
-    ))
-}
-
-fn client_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(ca).map_err(|e| e.to_string())? {
-        roots
-            .add(c.map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    ))
 }
 
 /// Client socket reads for TLS: rustls asks for at most 4 KiB per read, so
@@ -273,8 +171,9 @@ fn run() -> Result<(), String> {
         .map(|t| t.join("bench"))
         .unwrap_or_else(|| PathBuf::from("target/bench"));
     let pki = out.join(format!("wss-pki-{}", std::process::id()));
-    let (ca, cert, key) = make_cert(&pki)?;
-    let tls_cfg = client_config(&ca)?;
+    std::fs::create_dir_all(&pki).map_err(|e| e.to_string())?;
+    let pki::PkiFiles { ca, cert, key } = pki::make(&pki)?;
+    let tls_cfg = pki::client_config(&ca)?;
     let env = GenSettings::stream(size, packets).env(None);
     let ino = procs::own_netns_inode().map_err(|e| e.to_string())?;
     let start = |tls: bool| -> Result<Server, String> {

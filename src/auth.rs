@@ -142,7 +142,8 @@ fn split_host_port(authority: &str, default: u16) -> Option<(String, u16)> {
         None => default,
         Some(p) => p.parse::<u16>().ok()?,
     };
-    if host.is_empty() || host.contains(':') && !host.starts_with('[') {
+    let delimiter = host.contains(['/', '@', '?', '#']);
+    if host.is_empty() || delimiter || host.contains(':') && !host.starts_with('[') {
         return None;
     }
     Some((host.to_ascii_lowercase(), port))
@@ -394,6 +395,8 @@ mod tests {
         assert!(p.origin_ok(r.header("origin"), r.header("host")));
         assert!(!p.origin_ok(Some(b"http://h"), Some(b"h:8080")));
         assert!(!p.origin_ok(Some(b"http://h"), None));
+        // A Host with URL delimiters is nobody's origin.
+        assert!(!p.origin_ok(Some(b"http://h"), Some(b"h/")));
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! The poll loop: one thread, one `mio::Poll`, everything non-blocking.
 //!
 //! It owns the listener, a signalfd (SIGCHLD for reaping, SIGTERM/SIGINT for
-//! shutdown, SIGHUP for reloading tokens and certificate), the slab of sessions, the deadline heap and the pid map, and
-//! nothing else: it routes each event to the session its token names and
-//! sleeps in `poll` until the next event or the nearest deadline. What to do
-//! with bytes is the sessions' business.
+//! shutdown, SIGHUP for reloading tokens and certificate), the slab of
+//! sessions, the deadline heap, the pid map and the security settings for new
+//! connections, and nothing else: it routes each event to the session its
+//! token names and sleeps in `poll` until the next event or the nearest
+//! deadline. What to do with bytes is the sessions' business. The one file
+//! read in the loop is a SIGHUP reload (see `security`).
 //!
 //! Slab keys are reused, so sessions are removed only at the end of an event
 //! batch: an event still queued for a finished session never reaches a new

@@ -10,6 +10,9 @@
 //! `--proxy-discovery`; bit 1: the smallest `--max-head-bytes` and
 //! `--max-headers`, 256 and 4, so that oversized heads are in reach), then
 //! the read sizes (see `fuzz_support::Chunker`), then the client's bytes.
+//! Bit 2 of the flag byte turns on the access gate's token check (token
+//! `fuzz-token`) and admits the origin `https://ui.example`; without it the
+//! gate still refuses foreign `Origin`s on upgrades, as the service does.
 //!
 //! Invariants: no panic; every response is well-formed HTTP/1.1 starting with
 //! `HTTP/1.1 `; a head is never held past `MAX_HEAD`; the frame reader never
@@ -63,6 +66,8 @@ struct Session {
     proxy: bool,
     /// `--max-head-bytes` and `--max-headers`.
     limits: (usize, usize),
+    /// Tokens and admitted origins (`--token-file`, `--allow-origin`).
+    policy: packetflix::auth::Policy,
     phase: Phase,
     t: Transcript,
 }
@@ -72,6 +77,7 @@ impl Session {
         Session {
             proxy,
             limits,
+            policy: packetflix::auth::Policy::default(),
             phase: Phase::Head(Vec::new()),
             t: Transcript::default(),
         }
@@ -152,7 +158,17 @@ impl Session {
     }
 
     fn handle_request(&mut self, req: http::Request, leftover: Vec<u8>) {
-        match route(&req, self.proxy) {
+        let route = route(&req, self.proxy);
+        // The access gate (`auth::check`) comes before everything else.
+        if let Err(refusal) = packetflix::auth::check(&self.policy, &req, &route) {
+            let resp = refusal.response();
+            assert_eq!(check_response(&resp, false), refusal.status());
+            self.t.out.extend_from_slice(&resp);
+            self.t.log.push(format!("refused {}", refusal.status()));
+            self.phase = Phase::Discard;
+            return;
+        }
+        match route {
             Route::Respond {
                 status,
                 bytes,
@@ -339,8 +355,13 @@ fn check_document(p: &CaptureParams) {
     assert_eq!(doc.lines().count(), lines, "document lines: {doc:?}");
 }
 
-fn run(reads: &[&[u8]], proxy: bool, limits: (usize, usize)) -> Transcript {
+fn run(reads: &[&[u8]], proxy: bool, limits: (usize, usize), secured: bool) -> Transcript {
     let mut s = Session::new(proxy, limits);
+    if secured {
+        let tokens = packetflix::auth::TokenSet::parse("fuzz-token\n").ok();
+        s.policy = packetflix::auth::Policy::new(&["https://ui.example".to_string()], tokens)
+            .expect("fixed policy parses");
+    }
     for r in reads {
         s.read(r);
     }
@@ -358,9 +379,10 @@ fuzz_target!(|data: &[u8]| {
         (MAX_HEAD, MAX_HEADERS)
     };
     let (mut chunker, stream) = split_input(rest, 1);
-    let chunked = run(&chunker.split(stream), proxy, limits);
+    let secured = flags & 4 != 0;
+    let chunked = run(&chunker.split(stream), proxy, limits, secured);
     // The same bytes in one read: the answer must not depend on how TCP
     // happened to split them.
-    let whole = run(&[stream], proxy, limits);
+    let whole = run(&[stream], proxy, limits, secured);
     assert_eq!(chunked, whole, "answer depends on how the reads were split");
 });

@@ -11,6 +11,7 @@ pub mod http;
 pub mod load;
 pub mod netns;
 pub mod pcapng;
+pub mod pki;
 pub mod procs;
 pub mod service;
 pub mod tls;

@@ -11,16 +11,12 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 
 use super::load::ScratchDir;
 
-/// Days the test certificates are valid; they live for one test.
-const CERT_DAYS: &str = "2";
-
-/// A CA, and a server certificate chain (leaf, then CA) for 127.0.0.1, ::1
-/// and localhost signed by it.
+/// A CA and a server certificate chain (leaf, then CA) for 127.0.0.1, ::1
+/// and localhost signed by it, in a scratch directory.
 pub struct Pki {
     pub dir: ScratchDir,
     pub ca: PathBuf,
@@ -28,96 +24,14 @@ pub struct Pki {
     pub key: PathBuf,
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run openssl (apt-get install openssl)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 impl Pki {
     pub fn new() -> Pki {
         let dir = ScratchDir::new("pki");
-        let d = dir.0.clone();
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ];
-        let mut ca_args = vec!["req", "-x509"];
-        ca_args.extend_from_slice(&ec);
-        ca_args.extend_from_slice(&[
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            CERT_DAYS,
-            "-subj",
-            "/CN=packetflix test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
-        openssl(&d, &ca_args);
-        let mut csr_args = vec!["req"];
-        csr_args.extend_from_slice(&ec);
-        csr_args.extend_from_slice(&[
-            "-keyout",
-            "key.pem",
-            "-out",
-            "srv.csr",
-            "-subj",
-            "/CN=localhost",
-        ]);
-        openssl(&d, &csr_args);
-        std::fs::write(
-            d.join("ext.cnf"),
-            "subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost\n\
-             basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-        )
-        .expect("write ext.cnf");
-        openssl(
-            &d,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "srv.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "leaf.pem",
-                "-days",
-                CERT_DAYS,
-                "-extfile",
-                "ext.cnf",
-            ],
-        );
-        // Served as a chain: leaf first, then the CA.
-        let chain = [
-            std::fs::read(d.join("leaf.pem")).expect("leaf"),
-            std::fs::read(d.join("ca.pem")).expect("ca"),
-        ]
-        .concat();
-        std::fs::write(d.join("cert.pem"), chain).expect("write chain");
+        let files = super::pki::make(&dir.0).unwrap_or_else(|e| panic!("{e}"));
         Pki {
-            ca: d.join("ca.pem"),
-            cert: d.join("cert.pem"),
-            key: d.join("key.pem"),
+            ca: files.ca,
+            cert: files.cert,
+            key: files.key,
             dir,
         }
     }
@@ -139,18 +53,7 @@ impl Pki {
 
 /// A client config trusting only `ca`.
 pub fn client_config(ca: &Path) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(ca).expect("read CA") {
-        roots.add(c.expect("CA PEM")).expect("add CA");
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
+    super::pki::client_config(ca).unwrap_or_else(|e| panic!("client config: {e}"))
 }
 
 /// A TLS connection to 127.0.0.1:`port` (handshake done), trusting `ca`.
