@@ -343,7 +343,16 @@ impl Reactor {
                 }
             };
             if self.sessions.len() >= self.cfg.max_connections {
-                refuse_connection(sock, peer, self.cfg.max_connections);
+                // A TLS client could not read a plaintext 503: it gets the
+                // close alone.
+                if self.security.tls.is_none() {
+                    refuse_connection(sock, peer, self.cfg.max_connections);
+                } else {
+                    warn!(
+                        "refusing TLS connection from {peer}: {} connections are open, the limit",
+                        self.cfg.max_connections
+                    );
+                }
                 continue;
             }
             tune_client_socket(&sock);

@@ -234,6 +234,9 @@ impl Write for Transport {
         let n = t.tls.writer().write_vectored(bufs)?;
         if n == 0 && bufs.iter().any(|b| !b.is_empty()) {
             // rustls is full, so the socket is: its writable edge resumes us.
+            // (Before the handshake ends rustls holds plaintext instead,
+            // uncounted; the service writes only after it has read a
+            // request, which comes after the handshake.)
             return Err(io::ErrorKind::WouldBlock.into());
         }
         t.write_pending()?;

@@ -691,3 +691,117 @@ fn slow_tls_reader_keeps_service_memory_bounded_then_gets_the_stream_intact() {
     assert_eq!(check.next_seq, SYNTH_PACKETS, "packets missing");
     assert!(peak < RSS_BOUND_KIB, "service RSS reached {peak} KiB");
 }
+
+/// The service's TLS transport over a real loopback socket, driven as the
+/// session drives it: what rustls holds stays within its bound and counts
+/// in `Conn::pending`, the queue takes the rest, and a reader that comes
+/// back gets every byte in order.
+#[test]
+fn tls_transport_bounds_ciphertext_and_loses_nothing() {
+    use packetflix::conn::{Conn, HIGH_WATER};
+    use packetflix::tls::{server_config, Transport, TLS_BUFFER};
+    /// Per-record overhead TLS 1.3 adds (header, tag, content type), times
+    /// the records a full buffer holds, rounded up generously.
+    const RECORD_SLACK: usize = 1024;
+    const CHUNK: usize = 64 * 1024;
+    const SMALL_SNDBUF: usize = 64 * 1024;
+    /// Far more than the kernel's buffers hold with the small send buffer.
+    const MAX_CHUNKS: usize = 256;
+    let pki = Pki::new();
+    let cfg = server_config(&pki.cert, &pki.key).expect("server config");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let ca = pki.ca.clone();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (hs_tx, hs_rx) = std::sync::mpsc::channel::<()>();
+    // The client: handshake, then wait for the go, then read to EOF.
+    let client = std::thread::spawn(move || -> Result<Vec<u8>, String> {
+        let mut s = common::tls::tls_connect(port, &ca)?;
+        // One byte of data after the handshake, as a request would follow.
+        s.write_all(b"x").map_err(|e| e.to_string())?;
+        hs_tx.send(()).map_err(|e| e.to_string())?;
+        rx.recv_timeout(Duration::from_secs(20))
+            .map_err(|e| e.to_string())?;
+        s.sock
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| e.to_string())?;
+        let mut got = Vec::new();
+        match s.read_to_end(&mut got) {
+            Ok(_) => Ok(got),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(got),
+            Err(e) => Err(format!("{e} after {} bytes", got.len())),
+        }
+    });
+    let (srv, _) = listener.accept().expect("accept");
+    srv.set_nonblocking(true).expect("nonblocking");
+    // A small kernel send buffer, so backpressure comes within a few MiB.
+    nix::sys::socket::setsockopt(&srv, nix::sys::socket::sockopt::SndBuf, &SMALL_SNDBUF)
+        .expect("SO_SNDBUF");
+    let mut conn =
+        Conn::over(Transport::tls(mio::net::TcpStream::from_std(srv), cfg).expect("tls"));
+    // Drive the handshake from the server side until the client's first
+    // byte arrives, as the service reads a request before it writes
+    // (bounded).
+    let deadline = Instant::now() + T;
+    let mut buf = [0u8; 4096];
+    loop {
+        assert!(Instant::now() < deadline, "TLS handshake did not finish");
+        match conn.sock.read(&mut buf) {
+            Ok(1) if buf[0] == b'x' => break,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("handshake read: {other:?}"),
+        }
+        conn.flush().expect("handshake flush");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    hs_rx
+        .recv_timeout(T)
+        .expect("client finished its handshake");
+    // The session's rule: produce while pending() is below the high mark.
+    let mut sent = Vec::new();
+    let mut seq = 0u32;
+    let mut max_tls = 0;
+    while conn.pending() < HIGH_WATER && sent.len() < MAX_CHUNKS * CHUNK {
+        let chunk: Vec<u8> = (0..CHUNK / 4)
+            .flat_map(|_| {
+                seq += 1;
+                seq.to_le_bytes()
+            })
+            .collect();
+        conn.send(&chunk).expect("send");
+        sent.extend_from_slice(&chunk);
+        max_tls = max_tls.max(conn.sock.buffered());
+        assert!(
+            conn.sock.buffered() <= TLS_BUFFER + RECORD_SLACK,
+            "rustls holds {}",
+            conn.sock.buffered()
+        );
+    }
+    assert!(
+        conn.pending() >= HIGH_WATER,
+        "the kernel took {} bytes: no backpressure reached",
+        sent.len()
+    );
+    assert!(conn.pending() < HIGH_WATER + CHUNK + TLS_BUFFER + RECORD_SLACK);
+    assert!(
+        max_tls > 0,
+        "rustls never held ciphertext: the count was not exercised"
+    );
+    eprintln!(
+        "stalled reader: {} bytes accepted, pending {} (rustls {})",
+        sent.len(),
+        conn.pending(),
+        conn.sock.buffered()
+    );
+    tx.send(()).expect("go");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !conn.flush().expect("flush") {
+        assert!(Instant::now() < deadline, "could not flush");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(conn.pending(), 0);
+    conn.sock.shutdown_write();
+    let got = client.join().expect("client thread").expect("client read");
+    assert_eq!(got.len(), sent.len(), "bytes lost or added");
+    assert!(got == sent, "bytes reordered or damaged");
+}

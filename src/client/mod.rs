@@ -207,7 +207,7 @@ pub fn fetch_targets(
     let url = discovery
         .cloned()
         .unwrap_or_else(|| service.discovery_url());
-    let where_ = format!("http://{}{}", url.authority(80), url.path);
+    let where_ = format!("{}://{}{}", url.scheme, url.authority(80), url.path);
     let response = match http::get(&url, DISCOVERY_TIMEOUT, stop) {
         Ok(Some(r)) => r,
         Ok(None) => return Ok(None),
