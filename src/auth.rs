@@ -340,7 +340,13 @@ mod tests {
         );
         assert_eq!(verdict(&p, "Authorization: Bearer s3cret\r\n"), Ok(()));
         let resp = String::from_utf8(Refusal::NoToken.response()).unwrap();
-        assert!(resp.starts_with("HTTP/1.1 401 "), "{resp}");
+        // Fuzz finding: the status line once said "401 Unknown".
+        assert!(resp.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{resp}");
+        let forbidden = String::from_utf8(Refusal::ForeignOrigin.response()).unwrap();
+        assert!(
+            forbidden.starts_with("HTTP/1.1 403 Forbidden\r\n"),
+            "{forbidden}"
+        );
         assert!(resp.contains("WWW-Authenticate: Bearer"), "{resp}");
     }
 
@@ -395,8 +401,10 @@ mod tests {
         assert!(p.origin_ok(r.header("origin"), r.header("host")));
         assert!(!p.origin_ok(Some(b"http://h"), Some(b"h:8080")));
         assert!(!p.origin_ok(Some(b"http://h"), None));
-        // A Host with URL delimiters is nobody's origin.
+        // A Host with URL delimiters is nobody's origin (fuzz finding: Host `a/`
+        // against Origin `http://a/`).
         assert!(!p.origin_ok(Some(b"http://h"), Some(b"h/")));
+        assert!(!p.origin_ok(Some(b"http://a/"), Some(b"a/")));
     }
 
     #[test]
