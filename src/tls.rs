@@ -20,9 +20,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ServerConfig, ServerConnection};
 
 /// Most application bytes rustls holds (encrypted, unsent) per connection;
-/// beyond it the session's own queue takes over. One pipe read (64 KiB)
-/// fits, so a chunk is encrypted in one go.
-pub const TLS_BUFFER: usize = 64 * 1024;
+/// beyond it the session's own queue takes over. A frame of a full pipe
+/// read (64 KiB and its header) fits, so it is encrypted and written with
+/// one `writev`; at 64 KiB its last bytes would need a second.
+pub const TLS_BUFFER: usize = 128 * 1024;
 /// Cipher suites offered first (TLS 1.3, then TLS 1.2), see [`server_config`].
 const PREFERRED_SUITES: [rustls::CipherSuite; 3] = [
     rustls::CipherSuite::TLS13_AES_128_GCM_SHA256,
