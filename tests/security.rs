@@ -562,11 +562,11 @@ fn project_client_captures_over_wss_with_its_ca_and_token() {
     let svc = tls_service(&pki, &["--token-file", tokens.path()]);
     let ns = Netns::new();
     let out = Scratch::new("client.pcapng");
-    let pinger = ns.spawn(&["ping", "-i", "0.2", "-c", "40", &ns.addr.to_string()]);
+    let pinger = ns.spawn(&["ping", "-i", "0.2", "-c", "80", &ns.addr.to_string()]);
     let url = format!("wss://127.0.0.1:{}", svc.port());
     let run = |extra: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_packetflix-capture"))
-            .args(["--url", &url, "--ca", pki.ca_str()])
+            .args(["--url", &url])
             .args(extra)
             .args(["capture", "--netns", &ns.inode().to_string(), "--nif", "lo"])
             .args(["--duration", "3", "-w", out.path()])
@@ -574,13 +574,24 @@ fn project_client_captures_over_wss_with_its_ca_and_token() {
             .output()
             .expect("run packetflix-capture")
     };
-    let refused = run(&[]);
+    let ca = pki.ca_str();
+    let refused = run(&["--ca", ca]);
     assert!(!refused.status.success());
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("401"),
         "{refused:?}"
     );
-    let ok = run(&["--token", &secret]);
+    // Without --ca the system's CAs do not know the test CA.
+    let untrusted = run(&["--token", &secret]);
+    assert!(!untrusted.status.success(), "an unknown CA was trusted");
+    // --insecure connects, and says so.
+    let insecure = run(&["--insecure", "--token", &secret]);
+    let warned = String::from_utf8_lossy(&insecure.stderr).into_owned();
+    assert!(insecure.status.success(), "{warned}");
+    assert!(warned.contains("not verified"), "{warned}");
+    // The token from a file, the service's own format.
+    let client_tokens = token_file(&format!("# mine\n\n{secret}\n"));
+    let ok = run(&["--ca", ca, "--token-file", client_tokens.path()]);
     assert!(
         ok.status.success(),
         "{}",
