@@ -275,6 +275,18 @@ pub fn check(policy: &Policy, req: &Request, route: &Route) -> Result<(), Refusa
     Ok(())
 }
 
+/// The request as it goes on to the discovery service when this service
+/// checked a token: its `Authorization` was meant for us, so it does not
+/// travel further (the discovery service has no use for it and should not
+/// learn it).
+pub fn without_our_credentials(policy: &Policy, mut req: Request) -> Request {
+    if policy.tokens.is_some() {
+        req.headers
+            .retain(|(name, _)| !name.eq_ignore_ascii_case("authorization"));
+    }
+    req
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,6 +376,16 @@ mod tests {
         // Without the proxy an unknown path is a plain 404 for everyone.
         let d = req("GET /x HTTP/1.1\r\nHost: h\r\n\r\n");
         assert_eq!(check(&p, &d, &crate::front::route(&d, false)), Ok(()));
+    }
+
+    #[test]
+    fn checked_token_is_not_forwarded_but_others_are_kept() {
+        let raw = "GET /discover/mobyshark HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer t\r\nX-Other: 1\r\n\r\n";
+        let guarded = without_our_credentials(&policy(&[], Some("t\n")), req(raw));
+        assert!(guarded.header("authorization").is_none());
+        assert!(guarded.header("x-other").is_some());
+        let open = without_our_credentials(&Policy::default(), req(raw));
+        assert!(open.header("authorization").is_some(), "not ours to drop");
     }
 
     #[test]

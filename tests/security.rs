@@ -608,6 +608,32 @@ fn project_client_captures_over_wss_with_its_ca_and_token() {
 }
 
 #[test]
+fn the_checked_token_does_not_travel_on_to_the_discovery_service() {
+    let up = common::upstream::Upstream::start(|_| common::upstream::Answer::text("listed"));
+    let secret = format!("fwd-{}", next_id());
+    let tokens = token_file(&format!("{secret}\n"));
+    let svc = Service::with_discovery(
+        up.port(),
+        5,
+        &["--proxy-discovery", "--token-file", tokens.path()],
+    );
+    let raw = format!(
+        "GET /discover/mobyshark HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret}\r\n\
+         X-Kept: yes\r\nConnection: close\r\n\r\n"
+    );
+    let r = send_raw(svc.port(), raw.as_bytes(), true, T);
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let got = up.wait_requests(1, T);
+    assert_eq!(got.len(), 1);
+    assert!(
+        !got[0].has("authorization"),
+        "the token was forwarded: {:?}",
+        got[0].headers
+    );
+    assert_eq!(got[0].header("x-kept"), Some("yes"));
+}
+
+#[test]
 fn listen_binds_only_the_given_address() {
     let svc = Service::start(&["--listen", "127.0.0.1"]);
     assert_eq!(http::get(svc.port(), "/version").status, 200);

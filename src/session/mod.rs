@@ -739,7 +739,10 @@ impl Session {
                     self.respond_close(ctx, bytes);
                 }
             }
-            Route::Proxy { target } => self.start_proxy(ctx, &req, &target, leftover),
+            Route::Proxy { target } => {
+                let req = crate::auth::without_our_credentials(ctx.policy, req);
+                self.start_proxy(ctx, &req, &target, leftover)
+            }
         }
     }
 
