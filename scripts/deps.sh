@@ -21,6 +21,10 @@ dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v setpriv >/dev/null || need+=(util-linux)
+# Test certificates are made with the openssl command.
+command -v openssl >/dev/null || need+=(openssl)
+# The venv for the third-party wss client the TLS tests use.
+python3 -c "import venv, ensurepip" 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   # Do not ask whether non-root users may capture: the service runs as root.
@@ -38,3 +42,11 @@ fi
 # Docker without systemd: started here if it is not running, and the local
 # base images made once per machine (a few minutes the first time).
 "$(dirname "$0")/docker-images.sh"
+# Python websockets (a third-party wss client for tests/security.rs), in a
+# venv under target/ so the system Python stays untouched.
+here="$(cd "$(dirname "$0")/.." && pwd)"
+venv="$here/target/tls-venv"
+if ! "$venv/bin/python" -c "import websockets" 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "websockets>=13"
+fi

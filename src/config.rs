@@ -32,6 +32,15 @@ pub struct Config {
     pub max_targets: usize,
     /// Captures of the service's own namespace include its own connection.
     pub no_self_exclusion: bool,
+    /// Address to listen on; `None`: `[::]` dual-stack.
+    pub listen: Option<std::net::IpAddr>,
+    /// Browser origins admitted for upgrades besides the request's own.
+    pub allow_origins: Vec<String>,
+    /// Bearer tokens, one per line; `None`: no token needed.
+    pub token_file: Option<PathBuf>,
+    /// PEM certificate chain and private key: serve HTTPS/wss.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -55,6 +64,11 @@ impl Default for Config {
             max_filter: crate::params::MAX_FILTER,
             max_targets: crate::multi::DEFAULT_MAX_TARGETS,
             no_self_exclusion: false,
+            listen: None,
+            allow_origins: Vec::new(),
+            token_file: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -91,6 +105,14 @@ Options:
                                  capture [default: 16, at most 126]
       --no-self-exclusion        let captures of the service's own namespace
                                  include their own connection
+      --listen ADDR              address to listen on [default: [::], dual-stack]
+      --token-file FILE          bearer tokens, one per line: /capture and proxied
+                                 requests need one (reloaded on SIGHUP)
+      --allow-origin ORIGIN      also admit websocket upgrades from this browser
+                                 origin (repeatable)
+      --tls-cert FILE            PEM certificate chain: serve HTTPS and wss://
+                                 (reloaded on SIGHUP)
+      --tls-key FILE             PEM private key for --tls-cert
       --debug                    debug logging
       --log-requests             log each request (common log format)
       --log-headers              also log request headers
@@ -139,6 +161,17 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
                 let max = crate::multi::MAX_TARGETS_LIMIT;
                 cfg.max_targets = count(&flag, &value(&flag)?, 1, max)?;
             }
+            "--listen" => {
+                let v = value(&flag)?;
+                let bare = v.trim_start_matches('[').trim_end_matches(']');
+                cfg.listen = Some(bare.parse().map_err(|_| {
+                    format!("{flag}: '{v}' is not an IP address (e.g. 127.0.0.1 or [::1])")
+                })?);
+            }
+            "--allow-origin" => cfg.allow_origins.push(value(&flag)?),
+            "--token-file" => cfg.token_file = Some(PathBuf::from(value(&flag)?)),
+            "--tls-cert" => cfg.tls_cert = Some(PathBuf::from(value(&flag)?)),
+            "--tls-key" => cfg.tls_key = Some(PathBuf::from(value(&flag)?)),
             "--proxy-discovery"
             | "--debug"
             | "--log-requests"
@@ -155,6 +188,9 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             "--log-headers" => cfg.log_headers = true,
             _ => return Err(format!("unknown option '{arg}'")),
         }
+    }
+    if cfg.tls_cert.is_some() != cfg.tls_key.is_some() {
+        return Err("--tls-cert and --tls-key go together".into());
     }
     Ok(Command::Run(Box::new(cfg)))
 }
@@ -256,6 +292,38 @@ mod tests {
             .unwrap_err()
             .contains("--max-captures"));
         assert!(run(&["--max-headers", "1000"]).is_err());
+    }
+
+    #[test]
+    fn security_flags_parse_and_pair() {
+        let c = run(&[]).unwrap();
+        assert!(c.listen.is_none() && c.token_file.is_none() && c.tls_cert.is_none());
+        let c = run(&[
+            "--listen",
+            "[::1]",
+            "--allow-origin",
+            "https://a",
+            "--allow-origin=https://b",
+            "--token-file",
+            "/t",
+            "--tls-cert",
+            "/c",
+            "--tls-key",
+            "/k",
+        ])
+        .unwrap();
+        assert_eq!(c.listen, Some("::1".parse().unwrap()));
+        assert_eq!(c.allow_origins, ["https://a", "https://b"]);
+        assert_eq!(c.token_file, Some(PathBuf::from("/t")));
+        assert_eq!(c.tls_key, Some(PathBuf::from("/k")));
+        assert_eq!(
+            run(&["--listen", "127.0.0.1"]).unwrap().listen,
+            Some("127.0.0.1".parse().unwrap())
+        );
+        assert!(run(&["--listen", "localhost"])
+            .unwrap_err()
+            .contains("--listen"));
+        assert!(run(&["--tls-cert", "/c"]).unwrap_err().contains("together"));
     }
 
     #[test]

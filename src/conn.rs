@@ -11,6 +11,8 @@ use std::io::{self, IoSlice, Write};
 
 use mio::net::TcpStream;
 
+use crate::tls::Transport;
+
 /// Queued output above which a connection's source (the capture pipe, the
 /// proxied peer, pipelined requests) is not read; reading resumes below
 /// [`LOW_WATER`]. Bounds a slow reader's memory.
@@ -98,18 +100,36 @@ impl OutQueue {
     }
 }
 
-/// The client socket with its queue.
+/// The client socket (plain or TLS) with its queue.
 pub struct Conn {
-    pub sock: TcpStream,
+    pub sock: Transport,
     pub out: OutQueue,
 }
 
 impl Conn {
     pub fn new(sock: TcpStream) -> Self {
+        Conn::over(Transport::Plain(sock))
+    }
+
+    pub fn over(sock: Transport) -> Self {
         Conn {
             sock,
             out: OutQueue::default(),
         }
+    }
+
+    /// Output not yet in the kernel: the queue plus what TLS holds
+    /// encrypted. The watermarks compare against this.
+    pub fn pending(&self) -> usize {
+        self.out.len() + self.sock.buffered()
+    }
+
+    /// Writes what waits (TLS's ciphertext first, then the queue) as far as
+    /// the socket takes it. `Ok(true)`: nothing is left.
+    pub fn flush(&mut self) -> io::Result<bool> {
+        let tls_done = self.sock.flush_pending()?;
+        let queue_done = self.out.flush(&mut self.sock)?;
+        Ok(tls_done && queue_done && self.sock.buffered() == 0)
     }
 
     /// Queues `bytes` behind whatever waits, then writes what the socket takes.

@@ -6,6 +6,7 @@
 //! [`params`], [`target`], [`pcapng`], [`ws`], the parsers in [`discovery`]),
 //! so unit tests and fuzz targets drive them with plain bytes.
 
+pub mod auth;
 pub mod background;
 pub mod capture;
 pub mod client;
@@ -27,7 +28,9 @@ pub mod pcapng;
 pub mod privileges;
 pub mod proxy;
 pub mod reactor;
+pub mod security;
 pub mod selfexcl;
 pub mod session;
 pub mod target;
+pub mod tls;
 pub mod ws;

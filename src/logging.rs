@@ -12,6 +12,10 @@
 //! belongs to the open file description, which a terminal shares with the
 //! shell and every other process writing to it, so it would change their
 //! stderr too (and outlive us).
+//!
+//! Every message is escaped here, once, by [`escape_controls`]: whatever a
+//! client put into it (paths, headers, filters, close reasons, names), it
+//! stays on its one line and cannot forge another.
 
 use std::collections::VecDeque;
 use std::io::Write as _;
@@ -50,6 +54,7 @@ impl LineQueue {
         if self.bytes + line.len() > cap {
             self.unreported += 1;
             DROPPED.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::log_line_dropped();
             return false;
         }
         self.bytes += line.len();
@@ -135,7 +140,7 @@ impl log::Log for Stderr {
             "{} {:5} {}\n",
             iso8601(SystemTime::now()),
             record.level(),
-            record.args()
+            escape_controls(&record.args().to_string())
         );
         match &self.shared {
             Some(shared) => {
@@ -164,6 +169,43 @@ impl log::Log for Stderr {
             .changed
             .wait_timeout_while(q, EXIT_FLUSH, |q| !q.idle());
     }
+}
+
+/// `s` with every control character (C0 including CR, LF and TAB, DEL, C1)
+/// and the Unicode line and paragraph separators written as visible escapes
+/// (`\r`, `\n`, `\t`, `\u{1b}`), so one message is one line.
+pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() || c == '\u{2028}' || c == '\u{2029}';
+    if !s.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\r' => out.push_str("\\r"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if unsafe_char(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Headers whose values are credentials: logged as `<redacted>`.
+const SECRET_HEADERS: [&str; 3] = ["authorization", "proxy-authorization", "cookie"];
+
+/// `Name: value` for the header log, credentials redacted, the value
+/// escaped (it is bytes from the client, not necessarily UTF-8).
+pub fn header_line(name: &str, value: &[u8]) -> String {
+    if SECRET_HEADERS.iter().any(|h| name.eq_ignore_ascii_case(h)) {
+        return format!("{}: <redacted>", escape_controls(name));
+    }
+    format!(
+        "{}: {}",
+        escape_controls(name),
+        escape_controls(&String::from_utf8_lossy(value))
+    )
 }
 
 /// Installs the logger; `debug` lowers the threshold from info to debug.
@@ -248,6 +290,34 @@ mod tests {
         assert_eq!(q.take().len(), 2);
         // Taken lines free the room.
         assert!(q.push("e".repeat(100), 100));
+    }
+
+    #[test]
+    fn control_characters_cannot_start_a_new_line() {
+        assert!(matches!(
+            escape_controls("plain text"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        let e = escape_controls("a\r\nINFO forged\u{1b}[31m\u{7f}\u{85}\u{2028}\tz");
+        assert_eq!(
+            e,
+            "a\\r\\nINFO forged\\u{1b}[31m\\u{7f}\\u{85}\\u{2028}\\tz"
+        );
+        assert!(!e.chars().any(|c| c.is_control()));
+    }
+
+    #[test]
+    fn credential_headers_are_redacted_others_escaped() {
+        assert_eq!(
+            header_line("Authorization", b"Bearer s3"),
+            "Authorization: <redacted>"
+        );
+        assert_eq!(
+            header_line("proxy-authorization", b"x"),
+            "proxy-authorization: <redacted>"
+        );
+        assert_eq!(header_line("COOKIE", b"sid=1"), "COOKIE: <redacted>");
+        assert_eq!(header_line("X-A", b"v\r\nFake: 1"), "X-A: v\\r\\nFake: 1");
     }
 
     #[test]

@@ -23,7 +23,16 @@ fn main() -> ExitCode {
     };
     logging::init(cfg.debug);
     raise_fd_limit();
-    let listener = match reactor::bind(cfg.port) {
+    // Refuse to start, saying why, before anything listens.
+    let security = match packetflix::security::Security::load(&cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot start: {e}");
+            log::logger().flush();
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match reactor::bind_on(cfg.listen, cfg.port) {
         Ok(l) => l,
         Err(e) => {
             log::error!("cannot listen on port {}: {e}", cfg.port);
@@ -32,6 +41,7 @@ fn main() -> ExitCode {
         }
     };
     let port = cfg.port;
+    let listen = cfg.listen.map(|a| format!("{a} ")).unwrap_or_default();
     let program = cfg.capture_program.display().to_string();
     let mut reactor = match reactor::Reactor::new(cfg, listener) {
         Ok(r) => r,
@@ -42,8 +52,9 @@ fn main() -> ExitCode {
         }
     };
     log::info!(
-        "packetflix {} listening on port {port}, capture program {program}, discovery service {}",
+        "packetflix {} listening on {listen}port {port} ({}), capture program {program}, discovery service {}",
         env!("CARGO_PKG_VERSION"),
+        security.describe(),
         reactor.discovery_service()
     );
     let code = match reactor.run() {

@@ -510,7 +510,7 @@ impl Proxy {
     /// Reads upstream bytes and forwards them, within the client's queue.
     pub fn pump_upstream(&mut self, conn: &mut Conn, buf: &mut [u8]) -> Step {
         for _ in 0..READS_PER_TURN {
-            if conn.out.len() >= HIGH_WATER {
+            if conn.pending() >= HIGH_WATER {
                 self.up_paused = true;
                 return Step::Continue;
             }

@@ -1,10 +1,12 @@
 //! The poll loop: one thread, one `mio::Poll`, everything non-blocking.
 //!
 //! It owns the listener, a signalfd (SIGCHLD for reaping, SIGTERM/SIGINT for
-//! shutdown), the slab of sessions, the deadline heap and the pid map, and
-//! nothing else: it routes each event to the session its token names and
-//! sleeps in `poll` until the next event or the nearest deadline. What to do
-//! with bytes is the sessions' business.
+//! shutdown, SIGHUP for reloading tokens and certificate), the slab of
+//! sessions, the deadline heap, the pid map and the security settings for new
+//! connections, and nothing else: it routes each event to the session its
+//! token names and sleeps in `poll` until the next event or the nearest
+//! deadline. What to do with bytes is the sessions' business. The one file
+//! read in the loop is a SIGHUP reload (see `security`).
 //!
 //! Slab keys are reused, so sessions are removed only at the end of an event
 //! batch: an event still queued for a finished session never reaches a new
@@ -47,6 +49,17 @@ const KEEPALIVE_PROBES: u32 = 6;
 /// Extra time, beyond the SIGTERM->SIGKILL deadline, that shutdown gives
 /// clients to take their close frames.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Binds `addr:port` when an address is given (`--listen`), else
+/// `[::]:port` dual-stack as [`bind`] does.
+pub fn bind_on(addr: Option<std::net::IpAddr>, port: u16) -> io::Result<std::net::TcpListener> {
+    let Some(ip) = addr else {
+        return bind(port);
+    };
+    let l = std::net::TcpListener::bind(SocketAddr::new(ip, port))?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
 
 /// Binds `[::]:port` dual-stack (IPv4 clients as mapped addresses), falling
 /// back to `0.0.0.0:port` on hosts without IPv6.
@@ -96,6 +109,8 @@ pub struct Reactor {
     /// in the slab until the batch ends.
     displaced: usize,
     privileges: crate::privileges::Privileges,
+    /// Tokens, origins and TLS config for new connections; SIGHUP reloads.
+    security: crate::security::Security,
 }
 
 /// Builds a [`Ctx`] from the reactor's fields, leaving `sessions` free to be
@@ -114,13 +129,15 @@ macro_rules! ctx {
             namespaces: &mut $r.namespaces,
             captures: $r.captures,
             privileges: &$r.privileges,
+            policy: &$r.security.policy,
         }
     };
 }
 
 impl Reactor {
-    /// Sets up the loop around a bound listener. Blocks SIGCHLD, SIGTERM and
-    /// SIGINT for this thread so they arrive through the signalfd only.
+    /// Sets up the loop around a bound listener. Blocks SIGCHLD, SIGTERM,
+    /// SIGINT and SIGHUP for this thread so they arrive through the signalfd
+    /// only. Loads tokens and certificate; failing that, it fails.
     pub fn new(cfg: Config, listener: std::net::TcpListener) -> io::Result<Reactor> {
         let poll = Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), crate::lookup::WAKE)?;
@@ -138,6 +155,8 @@ impl Reactor {
         mask.add(Signal::SIGCHLD);
         mask.add(Signal::SIGTERM);
         mask.add(Signal::SIGINT);
+        mask.add(Signal::SIGHUP);
+        let security = crate::security::Security::load(&cfg).map_err(io::Error::other)?;
         mask.thread_block()?;
         let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
         poll.registry().register(
@@ -170,6 +189,7 @@ impl Reactor {
             captures: 0,
             displaced: 0,
             privileges,
+            security,
         })
     }
 
@@ -397,7 +417,16 @@ impl Reactor {
             if self.sessions.len() - self.displaced >= self.cfg.max_connections
                 && !self.displace_oldest_idle()
             {
-                refuse_connection(sock, peer, self.cfg.max_connections);
+                // A TLS client could not read a plaintext 503: it gets the
+                // close alone.
+                if self.security.tls.is_none() {
+                    refuse_connection(sock, peer, self.cfg.max_connections);
+                } else {
+                    warn!(
+                        "refusing TLS connection from {peer}: {} connections are open, the limit",
+                        self.cfg.max_connections
+                    );
+                }
                 continue;
             }
             tune_client_socket(&sock);
@@ -413,9 +442,19 @@ impl Reactor {
                 warn!("[c{id}] cannot watch connection from {peer}: {e}");
                 continue;
             }
+            let transport = match &self.security.tls {
+                None => crate::tls::Transport::Plain(sock),
+                Some(config) => match crate::tls::Transport::tls(sock, config.clone()) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        warn!("[c{id}] cannot start TLS with {peer}: {e}");
+                        continue;
+                    }
+                },
+            };
             debug!("[c{id}] connection from {peer}");
             let mut ctx = ctx!(self, now);
-            entry.insert(Session::new(id, key, peer, sock, &mut ctx));
+            entry.insert(Session::new(id, key, peer, transport, &mut ctx));
             metrics::CONNECTIONS_OPEN.inc();
         }
     }
@@ -452,6 +491,7 @@ impl Reactor {
                 Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
                     Ok(Signal::SIGCHLD) => reap = true,
                     Ok(sig @ (Signal::SIGTERM | Signal::SIGINT)) => self.begin_shutdown(sig, now),
+                    Ok(Signal::SIGHUP) => self.reload(),
                     _ => {}
                 },
                 Ok(None) => break,
@@ -464,6 +504,20 @@ impl Reactor {
         // SIGCHLDs coalesce: one may stand for several exits, so reap all.
         if reap {
             self.reap(now);
+        }
+    }
+
+    /// SIGHUP: new tokens and certificate for new connections; running
+    /// sessions keep what they started with. A failed load changes nothing.
+    fn reload(&mut self) {
+        match crate::security::Security::load(&self.cfg) {
+            Ok(s) => {
+                info!("SIGHUP: reloaded: {}", s.describe());
+                self.security = s;
+            }
+            Err(e) => {
+                warn!("SIGHUP: reload failed, keeping the previous tokens and certificate: {e}")
+            }
         }
     }
 

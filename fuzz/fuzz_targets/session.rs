@@ -12,6 +12,9 @@
 //! the client follows its bytes with pings worth twice the output bound,
 //! so that the bound is in reach), then the read sizes (see
 //! `fuzz_support::Chunker`), then the client's bytes.
+//! Bit 3 of the flag byte turns on the access gate's token check (token
+//! `fuzz-token`) and admits the origin `https://ui.example`; without it the
+//! gate still refuses foreign `Origin`s on upgrades, as the service does.
 //!
 //! Invariants: no panic; every response is well-formed HTTP/1.1 starting with
 //! `HTTP/1.1 `; a head is never held past `MAX_HEAD`; the frame reader never
@@ -82,6 +85,8 @@ struct Session {
     proxy: bool,
     /// `--max-head-bytes` and `--max-headers`.
     limits: (usize, usize),
+    /// Tokens and admitted origins (`--token-file`, `--allow-origin`).
+    policy: packetflix::auth::Policy,
     phase: Phase,
     t: Transcript,
 }
@@ -91,6 +96,7 @@ impl Session {
         Session {
             proxy,
             limits,
+            policy: packetflix::auth::Policy::default(),
             phase: Phase::Head(Vec::new()),
             t: Transcript::default(),
         }
@@ -199,7 +205,17 @@ impl Session {
     }
 
     fn handle_request(&mut self, req: http::Request, leftover: Vec<u8>) {
-        match route(&req, self.proxy) {
+        let route = route(&req, self.proxy);
+        // The access gate (`auth::check`) comes before everything else.
+        if let Err(refusal) = packetflix::auth::check(&self.policy, &req, &route) {
+            let resp = refusal.response();
+            assert_eq!(check_response(&resp, false), refusal.status());
+            self.t.out.extend_from_slice(&resp);
+            self.t.log.push(format!("refused {}", refusal.status()));
+            self.phase = Phase::Discard;
+            return;
+        }
+        match route {
             Route::Respond {
                 status,
                 bytes,
@@ -386,8 +402,13 @@ fn check_document(p: &CaptureParams) {
     assert_eq!(doc.lines().count(), lines, "document lines: {doc:?}");
 }
 
-fn run(reads: &[&[u8]], proxy: bool, limits: (usize, usize)) -> Transcript {
+fn run(reads: &[&[u8]], proxy: bool, limits: (usize, usize), secured: bool) -> Transcript {
     let mut s = Session::new(proxy, limits);
+    if secured {
+        let tokens = packetflix::auth::TokenSet::parse("fuzz-token\n").ok();
+        s.policy = packetflix::auth::Policy::new(&["https://ui.example".to_string()], tokens)
+            .expect("fixed policy parses");
+    }
     for r in reads {
         s.read(r);
     }
@@ -405,6 +426,7 @@ fuzz_target!(|data: &[u8]| {
         (MAX_HEAD, MAX_HEADERS)
     };
     let (mut chunker, stream) = split_input(rest, 1);
+    let secured = flags & 8 != 0;
     let mut reads = chunker.split(stream);
     let mut all = stream.to_vec();
     let pings = if flags & 4 != 0 {
@@ -416,10 +438,10 @@ fuzz_target!(|data: &[u8]| {
         reads.push(&pings);
         all.extend_from_slice(&pings);
     }
-    let chunked = run(&reads, proxy, limits);
+    let chunked = run(&reads, proxy, limits, secured);
     // The same bytes in one read: the answer must not depend on how TCP
     // happened to split them.
-    let whole = run(&[&all], proxy, limits);
+    let whole = run(&[&all], proxy, limits, secured);
     if chunked.stopped || whole.stopped {
         // Where reading stopped depends on the reads; before that, the same.
         let (short, long) = if chunked.out.len() <= whole.out.len() {

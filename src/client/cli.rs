@@ -31,8 +31,9 @@ Usage:
   packetflix-capture --extcap-interfaces | --extcap-dlts | --extcap-config | --capture …
 
 URL is the Packetflix service: http://HOST:PORT, ws://HOST:PORT, HOST[:PORT]
-(port 5001), or a packetflix://HOST:PORT/capture?container=… URL from the
-discovery UI; default http://127.0.0.1:5001. Also --url URL.
+(port 5001), https:// or wss:// for TLS (port 443), or a packetflix:ws[s]://
+or packetflix://HOST:PORT/capture?container=… URL from the discovery UI;
+default http://127.0.0.1:5001. Also --url URL.
 
 TARGET (exactly one, unless the URL names it):
   --netns INODE           network namespace inode
@@ -53,6 +54,10 @@ Options:
       --discovery URL     discovery service (GhostWire) for --name and targets;
                           default: the service's /discover proxy
       --json              targets: print JSON instead of a table
+      --token TOKEN       send Authorization: Bearer TOKEN (service --token-file)
+      --token-file FILE   the same, the first token line of FILE
+      --ca FILE           trust this CA (PEM) for https/wss instead of the system's
+      --insecure          do not verify the service's certificate (warns)
   -h, --help              this help;  -V, --version  the version
 
 Stops on the count, the duration, Ctrl-C or SIGTERM, and ends cleanly (exit 0).
@@ -113,7 +118,7 @@ pub enum Extcap {
     Reload {
         option: String,
         service: Box<ServiceUrl>,
-        discovery: Option<Url>,
+        discovery: Option<Box<Url>>,
     },
     Capture(Box<CaptureArgs>),
 }
@@ -160,6 +165,7 @@ struct Raw {
     fifo: Option<String>,
     extcap_filter: Option<String>,
     reload_option: Option<String>,
+    access: super::tls::Access,
 }
 
 /// Parses the arguments after the program name.
@@ -227,6 +233,12 @@ where
             }
             Long("discovery") => raw.discovery = nonempty(string(&mut p)?),
             Long("json") => raw.json = true,
+            Long("token") => raw.access.token = nonempty(string(&mut p)?),
+            Long("token-file") => {
+                raw.access.token_file = nonempty(string(&mut p)?).map(PathBuf::from)
+            }
+            Long("ca") => raw.access.ca = nonempty(string(&mut p)?).map(PathBuf::from),
+            Long("insecure") => raw.access.insecure = true,
             Long("extcap-interfaces") => raw.extcap_interfaces = true,
             Long("extcap-dlts") => raw.extcap_dlts = true,
             Long("extcap-config") => raw.extcap_config = true,
@@ -344,7 +356,7 @@ fn extcap(raw: Raw) -> Result<Command, String> {
             return Ok(Command::Extcap(Extcap::Reload {
                 option,
                 service: Box::new(service(&raw)?),
-                discovery: discovery(&raw)?,
+                discovery: discovery(&raw)?.map(Box::new),
             }));
         }
         return Ok(Command::Extcap(Extcap::Config));
@@ -443,7 +455,9 @@ fn target_from_text(t: &str, prefix: &str) -> Result<Wanted, String> {
 }
 
 fn service(raw: &Raw) -> Result<ServiceUrl, String> {
-    ServiceUrl::parse(raw.url.as_deref().unwrap_or(DEFAULT_URL))
+    let mut s = ServiceUrl::parse(raw.url.as_deref().unwrap_or(DEFAULT_URL))?;
+    s.url.access = raw.access.clone();
+    Ok(s)
 }
 
 fn discovery(raw: &Raw) -> Result<Option<Url>, String> {

@@ -42,9 +42,9 @@ pub fn dlts() -> String {
 /// `--capture` as `--call value` (a `boolflag` as the bare `--call`). In
 /// tshark they are set as `-o extcap.packetflix.<call>:<value>`.
 pub fn config() -> String {
-    let args: [&str; 8] = [
+    let args: [&str; 11] = [
         "{call=--url}{display=Service URL}{type=string}{required=true}{default=http://127.0.0.1:5001}\
-         {tooltip=http://HOST:PORT of the Packetflix service, or a packetflix:// URL from the discovery UI}{group=Target}",
+         {tooltip=http(s)://HOST:PORT of the Packetflix service, or a packetflix:// URL from the discovery UI}{group=Target}",
         "{call=--target}{display=Target}{type=string}\
          {tooltip=network namespace inode, container JSON, or container name as the discovery service lists it}{group=Target}",
         "{call=--prefix}{display=Name prefix}{type=string}{tooltip=prefix of a target named by name (e.g. a Docker-in-Docker host)}{group=Target}",
@@ -58,6 +58,11 @@ pub fn config() -> String {
          {tooltip=GhostWire URL to look names up; empty: the service's /discover proxy}{group=Target}",
         "{call=--targets}{display=Targets}{type=multicheck}{reload=true}{placeholder=Load the targets}\
          {tooltip=targets listed by the discovery service; press reload to fetch them; several make one capture}{group=Target}",
+        "{call=--token}{display=Bearer token}{type=password}\
+         {tooltip=token the service requires (its --token-file); sent as Authorization: Bearer}{group=Security}",
+        "{call=--insecure}{display=Do not verify the certificate}{type=boolflag}{default=false}{group=Security}",
+        "{call=--ca}{display=CA certificate}{type=fileselect}{mustexist=true}\
+         {tooltip=PEM file of the CA that signed the service's certificate; empty: the system's CAs}{group=Security}",
     ];
     args.iter()
         .enumerate()
@@ -191,7 +196,10 @@ mod tests {
                 "--filter",
                 "--chaste",
                 "--discovery",
-                "--targets"
+                "--targets",
+                "--token",
+                "--insecure",
+                "--ca"
             ]
         );
         for (i, (kind, f)) in s.iter().filter(|(k, _)| k == "arg").enumerate() {
@@ -210,7 +218,7 @@ mod tests {
         .to_vec();
         for call in calls {
             args.push(call.to_string());
-            if call != "--chaste" {
+            if call != "--chaste" && call != "--insecure" {
                 args.push(if call == "--target" {
                     "1".into()
                 } else if call == "--targets" {

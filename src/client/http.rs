@@ -11,6 +11,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use super::tls::Stream;
 use super::url::Url;
 use crate::discovery::{DiscoveryError, Response, ResponseParser, MAX_DISCOVERY_BODY};
 
@@ -51,6 +52,17 @@ pub fn connect(host: &str, port: u16) -> Result<TcpStream, String> {
     Err(last)
 }
 
+/// Connects to `url` (default port `default_port`): TLS when its scheme
+/// says so, verified as its access settings say.
+pub fn open(url: &Url, default_port: u16) -> Result<Stream, String> {
+    let tcp = connect(&url.host, url.port.unwrap_or(default_port))?;
+    if url.is_tls() {
+        Stream::tls(tcp, &url.host, &url.access)
+    } else {
+        Ok(Stream::Plain(tcp))
+    }
+}
+
 /// The first non-blank line of a body, shortened, for error messages.
 pub fn first_line(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
@@ -67,9 +79,14 @@ pub fn first_line(body: &[u8]) -> String {
 pub fn get(url: &Url, timeout: Duration, stop: &AtomicBool) -> Result<Option<Response>, String> {
     let deadline = Instant::now() + timeout;
     let port = url.port.unwrap_or(80);
-    let mut stream = connect(&url.host, port)?;
+    let mut stream = open(url, port)?;
+    let auth = match url.access.authorization()? {
+        Some(a) if a.contains(['\r', '\n']) => return Err("the token holds a line break".into()),
+        Some(a) => format!("Authorization: {a}\r\n"),
+        None => String::new(),
+    };
     let request = format!(
-        "GET {}{} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\nUser-Agent: packetflix-capture/{}\r\nConnection: close\r\n\r\n",
+        "GET {}{} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\nUser-Agent: packetflix-capture/{}\r\n{auth}Connection: close\r\n\r\n",
         if url.path.is_empty() { "/" } else { &url.path },
         query_suffix(url),
         url.authority(port),

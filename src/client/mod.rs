@@ -19,6 +19,7 @@ pub mod output;
 pub mod session;
 pub mod signals;
 pub mod targets;
+pub mod tls;
 pub mod url;
 
 use std::ffi::OsString;
@@ -94,7 +95,7 @@ fn run(command: Command) -> Result<(), Failure> {
             // option has no values to reload.
             if option == extcap::TARGETS_OPTION {
                 install_signals(true)?;
-                if let Some(list) = fetch_targets(&service, discovery.as_ref(), &signals::STOP)? {
+                if let Some(list) = fetch_targets(&service, discovery.as_deref(), &signals::STOP)? {
                     print!("{}", extcap::target_values(&list));
                 }
             }
@@ -220,7 +221,7 @@ pub fn fetch_targets(
     let url = discovery
         .cloned()
         .unwrap_or_else(|| service.discovery_url());
-    let where_ = format!("http://{}{}", url.authority(80), url.path);
+    let where_ = format!("{}://{}{}", url.scheme, url.authority(80), url.path);
     let response = match http::get(&url, DISCOVERY_TIMEOUT, stop) {
         Ok(Some(r)) => r,
         Ok(None) => return Ok(None),

@@ -9,7 +9,6 @@
 //! service's own reason. This module is only for the client process; the
 //! service's reactor never blocks like this.
 
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -21,8 +20,9 @@ use tungstenite::protocol::CloseFrame;
 use tungstenite::{Error as WsError, Message, WebSocket};
 
 use super::blocks::BlockCutter;
-use super::http::connect;
+use super::http::open;
 use super::output::{BlockSink, Written};
+use super::tls::Stream;
 use super::url::{CaptureParams, ServiceUrl};
 
 /// The service may finish a target lookup through the discovery service
@@ -73,7 +73,7 @@ pub fn capture(
     stop: &AtomicBool,
 ) -> Result<Summary, String> {
     let authority = service.authority();
-    let stream = connect(&service.url.host, service.url.port.unwrap_or(80))
+    let stream = open(&service.url, 80)
         .map_err(|e| format!("cannot reach the Packetflix service at {authority}: {e}"))?;
     let Some(mut ws) = handshake(service, params, stream, stop)? else {
         return Ok(Summary {
@@ -191,9 +191,9 @@ pub fn capture(
 fn handshake(
     service: &ServiceUrl,
     params: &CaptureParams,
-    stream: TcpStream,
+    stream: Stream,
     stop: &AtomicBool,
-) -> Result<Option<WebSocket<TcpStream>>, String> {
+) -> Result<Option<WebSocket<Stream>>, String> {
     let url = service.capture_url(params);
     let mut request = url
         .as_str()
@@ -206,6 +206,13 @@ fn handshake(
         let name =
             HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("header {name}: {e}"))?;
         request.headers_mut().insert(name, value);
+    }
+    if let Some(auth) = service.url.access.authorization()? {
+        let value = HeaderValue::from_str(&auth)
+            .map_err(|_| "the token cannot be sent as a header".to_string())?;
+        request
+            .headers_mut()
+            .insert(tungstenite::http::header::AUTHORIZATION, value);
     }
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     let mut attempt = tungstenite::client::client(request, stream);
@@ -258,7 +265,7 @@ fn handshake(
     }
 }
 
-fn start_close(ws: &mut WebSocket<TcpStream>, cause: StopCause) -> (Ending, Instant) {
+fn start_close(ws: &mut WebSocket<Stream>, cause: StopCause) -> (Ending, Instant) {
     // A close that cannot be written now stays queued in tungstenite and goes
     // out with the next read; one that fails outright shows up as the read
     // error that ends the wait.

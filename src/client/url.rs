@@ -6,7 +6,8 @@
 //! query names the target; `nif` may carry raw slashes). This
 //! module turns those into the websocket URL, query and `Clustershark-*`
 //! headers the service expects, and the discovery URL to list targets. No I/O
-//! here, and no TLS: `https`/`wss` are refused with a reason, not downgraded.
+//! here. `https`, `wss` and `packetflix:wss` keep TLS all the way: the
+//! capture URL is `wss://`, the discovery proxy `https://`, never downgraded.
 
 /// The service's default port (`packetflix --port`), used when a bare host is
 /// given without a scheme.
@@ -15,6 +16,8 @@ pub const DEFAULT_SERVICE_PORT: u16 = 5001;
 pub const DEFAULT_DISCOVERY_PORT: u16 = 5000;
 /// The port an `http`/`ws` URL without one means (RFC 9110, RFC 6455).
 const HTTP_PORT: u16 = 80;
+/// The port an `https`/`wss` URL without one means.
+const HTTPS_PORT: u16 = 443;
 
 /// A URL split into the parts this client uses.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +30,8 @@ pub struct Url {
     pub path: String,
     /// Decoded query parameters in order; a bare key has an empty value.
     pub query: Vec<(String, String)>,
+    /// CA, verification and token settings for connecting to it.
+    pub access: super::tls::Access,
 }
 
 impl Url {
@@ -63,7 +68,13 @@ impl Url {
             port,
             path: path.trim_end_matches('/').to_string(),
             query: crate::params::parse_query(raw_query).map_err(|e| format!("{text}: {e}"))?,
+            access: Default::default(),
         })
+    }
+
+    /// Whether connecting means TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.scheme.as_str(), "https" | "wss")
     }
 
     /// `host:port` for connecting and for the `Host` header (IPv6 bracketed).
@@ -210,13 +221,12 @@ impl ServiceUrl {
         match url.scheme.as_str() {
             "http" | "ws" => url.port = url.port.or(Some(HTTP_PORT)),
             "bare" => url.port = url.port.or(Some(DEFAULT_SERVICE_PORT)),
-            "https" | "wss" => {
+            "https" | "wss" => url.port = url.port.or(Some(HTTPS_PORT)),
+            other => {
                 return Err(format!(
-                    "{text}: TLS ({}) is not supported; connect to the service's own port or through a tunnel",
-                    url.scheme
+                    "{text}: unsupported scheme {other:?} (use http, https, ws, wss or packetflix)"
                 ))
             }
-            other => return Err(format!("{text}: unsupported scheme {other:?} (use http, ws or packetflix)")),
         }
         if let Some(base) = url.path.strip_suffix("/capture") {
             url.path = base.to_string();
@@ -231,7 +241,8 @@ impl ServiceUrl {
         let query = params.query();
         let sep = if query.is_empty() { "" } else { "?" };
         format!(
-            "ws://{}{}/capture{sep}{query}",
+            "{}://{}{}/capture{sep}{query}",
+            if self.url.is_tls() { "wss" } else { "ws" },
             self.authority(),
             self.url.path
         )
@@ -241,11 +252,12 @@ impl ServiceUrl {
     /// target list.
     pub fn discovery_url(&self) -> Url {
         Url {
-            scheme: "http".into(),
+            scheme: if self.url.is_tls() { "https" } else { "http" }.into(),
             host: self.url.host.clone(),
             port: self.url.port,
             path: format!("{}/discover/mobyshark", self.url.path),
             query: Vec::new(),
+            access: self.url.access.clone(),
         }
     }
 
@@ -452,11 +464,25 @@ mod tests {
     }
 
     #[test]
-    fn tls_urls_are_refused_with_a_reason() {
-        for u in ["https://h", "wss://h:1", "packetflix:wss://h/capture"] {
-            let e = ServiceUrl::parse(u).unwrap_err();
-            assert!(e.contains("TLS"), "{u}: {e}");
-        }
+    fn tls_urls_stay_tls_with_port_443_by_default() {
+        let s = ServiceUrl::parse("https://h").unwrap();
+        assert_eq!(
+            s.capture_url(&CaptureParams::default()),
+            "wss://h:443/capture"
+        );
+        assert_eq!(s.discovery_url().scheme, "https");
+        let s = ServiceUrl::parse("wss://h:1/base").unwrap();
+        assert_eq!(
+            s.capture_url(&CaptureParams::default()),
+            "wss://h:1/base/capture"
+        );
+        let s = ServiceUrl::parse("packetflix:wss://h:7/capture?netns=42").unwrap();
+        assert!(s.url.is_tls());
+        assert_eq!(s.params.target, Some(Target::Netns(42)));
+        assert!(!ServiceUrl::parse("packetflix:ws://h:7")
+            .unwrap()
+            .url
+            .is_tls());
     }
 
     #[test]

@@ -379,7 +379,7 @@ impl Session {
         let mut broke = None;
         while let Some(pipe) = cap.stdout.as_mut() {
             let forwarding = cap.ending.forwards();
-            if forwarding && conn.out.len() >= HIGH_WATER {
+            if forwarding && conn.pending() >= HIGH_WATER {
                 cap.paused = true;
                 cap.paused_since.get_or_insert(ctx.now);
                 break;

@@ -18,7 +18,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, info, warn};
-use mio::net::TcpStream;
 use mio::unix::pipe::Receiver;
 use mio::{Interest, Registry, Token};
 use nix::sys::signal::{kill, Signal};
@@ -134,6 +133,8 @@ pub struct Ctx<'a> {
     /// Captures running now (the reactor keeps count).
     pub captures: usize,
     pub privileges: &'a crate::privileges::Privileges,
+    /// Who may capture: origins and tokens in force (reloaded on SIGHUP).
+    pub policy: &'a crate::auth::Policy,
 }
 
 /// Why a capture is ending; decides what the client gets at the end.
@@ -259,12 +260,18 @@ fn arm(deadline: &mut Option<Instant>, ctx: &mut Ctx, key: usize, id: u64, after
 }
 
 impl Session {
-    pub fn new(id: u64, key: usize, peer: SocketAddr, sock: TcpStream, ctx: &mut Ctx) -> Self {
+    pub fn new(
+        id: u64,
+        key: usize,
+        peer: SocketAddr,
+        sock: crate::tls::Transport,
+        ctx: &mut Ctx,
+    ) -> Self {
         let mut s = Session {
             id,
             key,
             peer,
-            conn: Conn::new(sock),
+            conn: Conn::over(sock),
             phase: Phase::Head {
                 buf: Vec::new(),
                 first: true,
@@ -279,8 +286,8 @@ impl Session {
         s
     }
 
-    pub fn socket(&mut self) -> &mut TcpStream {
-        &mut self.conn.sock
+    pub fn socket(&mut self) -> &mut mio::net::TcpStream {
+        self.conn.sock.tcp()
     }
 
     /// Whether the session can be removed: done, and no child left to reap.
@@ -313,7 +320,7 @@ impl Session {
     /// next on a kept-alive connection) with no answer still queued, so it
     /// holds nothing but the slot.
     pub fn displaceable(&self) -> bool {
-        !self.finished && matches!(self.phase, Phase::Head { .. }) && self.conn.out.is_empty()
+        !self.finished && matches!(self.phase, Phase::Head { .. }) && self.conn.pending() == 0
     }
 
     /// Ends a [`displaceable`](Self::displaceable) session to make room.
@@ -322,7 +329,7 @@ impl Session {
             "[c{}] closed to make room: the connection table is full and this connection sent no request",
             self.id
         );
-        let _ = self.conn.sock.shutdown(std::net::Shutdown::Both);
+        let _ = self.conn.sock.tcp().shutdown(std::net::Shutdown::Both);
         self.finished = true;
     }
 
@@ -489,13 +496,13 @@ impl Session {
     // ---- client socket -------------------------------------------------
 
     fn on_writable(&mut self, ctx: &mut Ctx) {
-        if let Err(e) = self.conn.out.flush(&mut self.conn.sock) {
+        if let Err(e) = self.conn.flush() {
             self.client_broke(ctx, e);
             return;
         }
         match &mut self.phase {
             Phase::Streaming(cap)
-                if (cap.paused || cap.client_paused) && self.conn.out.len() <= LOW_WATER =>
+                if (cap.paused || cap.client_paused) && self.conn.pending() <= LOW_WATER =>
             {
                 if cap.client_paused {
                     cap.client_paused = false;
@@ -507,7 +514,7 @@ impl Session {
                     self.pump_stdout(ctx);
                 }
             }
-            Phase::Head { paused: true, .. } if self.conn.out.len() <= LOW_WATER => {
+            Phase::Head { paused: true, .. } if self.conn.pending() <= LOW_WATER => {
                 if let Phase::Head { paused, .. } = &mut self.phase {
                     *paused = false;
                 }
@@ -515,7 +522,7 @@ impl Session {
                 ctx.again.push((token(self.key, CLIENT), self.id));
             }
             Phase::Multi(_) => self.resume_multi(ctx),
-            Phase::Proxy(p) if p.up_paused && self.conn.out.len() <= LOW_WATER => {
+            Phase::Proxy(p) if p.up_paused && self.conn.pending() <= LOW_WATER => {
                 let step = p.pump_upstream(&mut self.conn, ctx.buf);
                 self.proxy_step(ctx, step);
             }
@@ -531,8 +538,8 @@ impl Session {
     }
 
     fn finish_if_flushed(&mut self) {
-        if matches!(self.phase, Phase::Flush) && self.conn.out.is_empty() {
-            let _ = self.conn.sock.shutdown(std::net::Shutdown::Write);
+        if matches!(self.phase, Phase::Flush) && self.conn.pending() == 0 {
+            self.conn.sock.shutdown_write();
             self.finished = true;
         }
     }
@@ -618,7 +625,7 @@ impl Session {
     /// A client that pipelines requests without reading the responses is not
     /// read further until it takes them: its queue stays bounded.
     fn head_backlogged(&mut self) -> bool {
-        let full = self.conn.out.len() >= HIGH_WATER;
+        let full = self.conn.pending() >= HIGH_WATER;
         if let Phase::Head { paused, .. } = &mut self.phase {
             *paused |= full;
         }
@@ -725,7 +732,7 @@ impl Session {
         loop {
             // Pongs count against the same bound as the stream: a client
             // that pings without reading is not read until it takes them.
-            if self.conn.out.len() >= HIGH_WATER {
+            if self.conn.pending() >= HIGH_WATER {
                 if let Phase::Streaming(cap) = &mut self.phase {
                     cap.client_paused = true;
                 }
@@ -794,10 +801,28 @@ impl Session {
     fn handle_request(&mut self, ctx: &mut Ctx, req: Request, leftover: Vec<u8>) {
         if ctx.cfg.log_headers {
             for (n, v) in &req.headers {
-                info!("[c{}] header {n}: {}", self.id, String::from_utf8_lossy(v));
+                info!(
+                    "[c{}] header {}",
+                    self.id,
+                    crate::logging::header_line(n, v)
+                );
             }
         }
-        match crate::front::route(&req, ctx.cfg.proxy_discovery) {
+        let route = crate::front::route(&req, ctx.cfg.proxy_discovery);
+        if let Err(refusal) = crate::auth::check(ctx.policy, &req, &route) {
+            info!(
+                "[c{}] {} refused: {}",
+                self.id,
+                req.path,
+                match refusal {
+                    crate::auth::Refusal::ForeignOrigin => "foreign Origin",
+                    crate::auth::Refusal::NoToken => "no valid bearer token",
+                }
+            );
+            self.log_line(ctx, Some(&req), refusal.status());
+            return self.respond_close(ctx, refusal.response());
+        }
+        match route {
             Route::Capture { .. } if ctx.captures >= ctx.cfg.max_captures => {
                 info!(
                     "[c{}] capture refused: {} captures are running, the limit",
@@ -835,7 +860,10 @@ impl Session {
                     self.respond_close(ctx, bytes);
                 }
             }
-            Route::Proxy { target } => self.start_proxy(ctx, &req, &target, leftover),
+            Route::Proxy { target } => {
+                let req = crate::auth::without_our_credentials(ctx.policy, req);
+                self.start_proxy(ctx, &req, &target, leftover)
+            }
         }
     }
 

@@ -577,7 +577,7 @@ impl Session {
         let mut broke = None;
         let mut ended = false;
         while let Some(pipe) = m.programs.get_mut(i).and_then(|p| p.stdout.as_mut()) {
-            if forwarding && conn.out.len() >= HIGH_WATER {
+            if forwarding && conn.pending() >= HIGH_WATER {
                 // Every pipe of the capture waits for the client.
                 m.paused = true;
                 break;
@@ -685,7 +685,7 @@ impl Session {
     pub(super) fn resume_multi(&mut self, ctx: &mut Ctx) {
         let n = match &mut self.phase {
             Phase::Multi(m)
-                if (m.paused || m.client_paused) && self.conn.out.len() <= LOW_WATER =>
+                if (m.paused || m.client_paused) && self.conn.pending() <= LOW_WATER =>
             {
                 if std::mem::take(&mut m.client_paused) {
                     ctx.again.push((token(self.key, CLIENT), self.id));
@@ -711,7 +711,7 @@ impl Session {
         loop {
             // Pongs count against the same bound as the stream: a client
             // that pings without reading is not read until it takes them.
-            if self.conn.out.len() >= HIGH_WATER {
+            if self.conn.pending() >= HIGH_WATER {
                 if let Phase::Multi(m) = &mut self.phase {
                     m.client_paused = true;
                 }

@@ -13,9 +13,11 @@ pub mod latency;
 pub mod load;
 pub mod netns;
 pub mod pcapng;
+pub mod pki;
 pub mod procs;
 pub mod rawws;
 pub mod service;
+pub mod tls;
 pub mod upstream;
 pub mod ws;
 

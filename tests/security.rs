@@ -1,0 +1,844 @@
+//! End-to-end tests of who may capture: bearer tokens (also through the
+//! discovery proxy), the same-origin rule, TLS (with a third-party client
+//! and the project's client), SIGHUP reloads, and logs no client can forge.
+//! Real service binary, real dumpcap, namespaces and certificates made by
+//! each test; every wait is bounded.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::http::send_raw;
+use common::tls::{https_raw, python_wss_capture, Pki};
+use common::ws::{connect, ConnectError};
+use common::*;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+const T: Duration = Duration::from_secs(5);
+
+fn token_file(text: &str) -> Scratch {
+    let f = Scratch::new("tokens");
+    std::fs::write(&f.0, text).expect("write token file");
+    f
+}
+
+fn upgrade_request(port: u16, path: &str, extra: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
+    )
+}
+
+fn status_of(e: Result<Client, ConnectError>) -> u16 {
+    match e {
+        Ok(_) => 101,
+        Err(ConnectError::Http(s, _)) => s,
+        Err(ConnectError::Other(o)) => panic!("upgrade failed without a status: {o}"),
+    }
+}
+
+fn sighup(svc: &Service) {
+    kill(Pid::from_raw(svc.pid()), Signal::SIGHUP).expect("send SIGHUP");
+}
+
+/// Waits until the service log has `n` lines containing `what`.
+fn wait_log(svc: &Service, what: &str, n: usize) -> bool {
+    wait_for(T, || svc.stderr().matches(what).count() >= n)
+}
+
+#[test]
+fn tokens_gate_captures_and_the_discovery_proxy_but_not_version() {
+    let gw = GhostWire::start(mobyshark(&[]));
+    let secret = format!("tok-{}-{}", std::process::id(), next_id());
+    let tokens = token_file(&format!("# team\n\n{secret}\n"));
+    let svc = Service::with_discovery(
+        gw.port(),
+        5,
+        &[
+            "--proxy-discovery",
+            "--token-file",
+            tokens.path(),
+            "--log-requests",
+            "--log-headers",
+        ],
+    );
+    let ns = Netns::new();
+    let q = format!("netns={}&nif=lo", ns.inode());
+    let port = svc.port();
+
+    // Missing and wrong token: 401 with the challenge, before any upgrade.
+    let r = send_raw(
+        port,
+        upgrade_request(port, &format!("/capture?{q}"), "").as_bytes(),
+        true,
+        T,
+    );
+    assert_eq!(r.status, 401, "{}", r.body_text());
+    assert!(r
+        .header("WWW-Authenticate")
+        .is_some_and(|h| h.starts_with("Bearer")));
+    let wrong = upgrade_request(
+        port,
+        &format!("/capture?{q}"),
+        "Authorization: Bearer nope\r\n",
+    );
+    assert_eq!(send_raw(port, wrong.as_bytes(), true, T).status, 401);
+    assert!(
+        svc.captures("dumpcap").is_empty(),
+        "a refused request spawned a capture"
+    );
+
+    // The right one: a capture that sees traffic.
+    let auth = format!("Bearer {secret}");
+    let mut c = start(&svc, &q, &[("Authorization", &auth)]);
+    assert!(
+        ping_self_until_seen(&mut c, &ns),
+        "no traffic captured with the token"
+    );
+    c.close(T);
+
+    // The discovery proxy: the same rule, and refused requests never reach it.
+    let list = "GET /discover/mobyshark HTTP/1.1\r\nHost: x\r\nConnection: close\r\n";
+    assert_eq!(
+        send_raw(port, format!("{list}\r\n").as_bytes(), true, T).status,
+        401
+    );
+    let bad = format!("{list}Authorization: Bearer {secret}x\r\n\r\n");
+    assert_eq!(send_raw(port, bad.as_bytes(), true, T).status, 401);
+    assert_eq!(gw.mobyshark_requests(), 0, "a refused request was proxied");
+    let good = format!("{list}Authorization: Bearer {secret}\r\n\r\n");
+    let r = send_raw(port, good.as_bytes(), true, T);
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    assert_eq!(gw.mobyshark_requests(), 1);
+
+    // /version stays open for probes.
+    assert_eq!(http::get(port, "/version").status, 200);
+
+    let log = svc.stderr();
+    assert!(log.contains(" 401 -"), "request log lacks the 401s:\n{log}");
+    assert!(log.contains("Authorization: <redacted>"), "{log}");
+    assert!(!log.contains(&secret), "the token reached the log:\n{log}");
+}
+
+/// Runs the service with `args` and expects it to exit non-zero quickly.
+fn must_refuse_to_start(args: &[&str]) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_packetflix"))
+        .args(["--port", &service::free_port().to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn service");
+    let deadline = Instant::now() + T;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("service with {args:?} started instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read");
+    assert!(!status.success(), "{args:?}: exit {status}");
+    err
+}
+
+#[test]
+fn unusable_token_file_or_certificate_keeps_the_service_from_starting() {
+    let err = must_refuse_to_start(&["--token-file", "/nonexistent/pfx-tokens"]);
+    assert!(err.contains("/nonexistent/pfx-tokens"), "{err}");
+    let empty = token_file("# no tokens yet\n\n");
+    let err = must_refuse_to_start(&["--token-file", empty.path()]);
+    assert!(err.contains("no token"), "{err}");
+    let pki = Pki::new();
+    let key = pki.key.display().to_string();
+    let err = must_refuse_to_start(&["--tls-cert", &key, "--tls-key", &key]);
+    assert!(err.contains("certificate"), "{err}");
+}
+
+#[test]
+fn foreign_origin_is_refused_same_or_no_origin_or_allowed_ones_pass() {
+    let svc = Service::start(&["--allow-origin", "https://ui.example"]);
+    let ns = Netns::new();
+    let q = format!("netns={}&nif=lo", ns.inode());
+    let port = svc.port();
+    let foreign = upgrade_request(
+        port,
+        &format!("/capture?{q}"),
+        "Origin: http://evil.example\r\n",
+    );
+    let r = send_raw(port, foreign.as_bytes(), true, T);
+    assert_eq!(r.status, 403, "{}", r.body_text());
+    assert!(r.closed);
+    assert!(svc.captures("dumpcap").is_empty());
+    let own = format!("http://127.0.0.1:{port}");
+    for origin in [None, Some(own.as_str()), Some("https://ui.example")] {
+        let headers: Vec<(&str, &str)> = origin.iter().map(|o| ("Origin", *o)).collect();
+        let mut c = match connect(port, &q, &headers) {
+            Ok(c) => c,
+            Err(e) => panic!("origin {origin:?}: {e:?}"),
+        };
+        assert!(
+            ping_self_until_seen(&mut c, &ns),
+            "origin {origin:?}: no capture"
+        );
+        c.close(T);
+    }
+    // Another port on our host is another origin.
+    let other = format!("http://127.0.0.1:{}", port.wrapping_add(1).max(1));
+    assert_eq!(status_of(connect(port, &q, &[("Origin", &other)])), 403);
+}
+
+/// Pings until `c` has captured more ICMP packets than it had before.
+fn more_pings_seen(c: &mut Client, ns: &Netns) -> bool {
+    let before = Pcapng::parse(&c.capture.bytes).map_or(0, |p| p.icmp().len());
+    until_seen(
+        c,
+        TRAFFIC_TIMEOUT,
+        || {
+            ns.ping_self(2);
+        },
+        |p| p.icmp().len() > before,
+    ) && c.capture.close.is_none()
+}
+
+#[test]
+fn sighup_swaps_tokens_keeps_captures_and_survives_a_broken_file() {
+    let (old, new) = (format!("old-{}", next_id()), format!("new-{}", next_id()));
+    let tokens = token_file(&format!("{old}\n"));
+    let svc = Service::start(&["--token-file", tokens.path()]);
+    let ns = Netns::new();
+    let q = format!("netns={}&nif=lo", ns.inode());
+    let bearer = |t: &str| format!("Bearer {t}");
+    let mut running = start(&svc, &q, &[("Authorization", &bearer(&old))]);
+    assert!(ping_self_until_seen(&mut running, &ns));
+
+    std::fs::write(&tokens.0, format!("{new}\n")).expect("rewrite tokens");
+    sighup(&svc);
+    assert!(wait_log(&svc, "SIGHUP: reloaded", 1), "{}", svc.stderr());
+    let port = svc.port();
+    assert_eq!(
+        status_of(connect(port, &q, &[("Authorization", &bearer(&old))])),
+        401
+    );
+    let mut fresh = start(&svc, &q, &[("Authorization", &bearer(&new))]);
+    assert!(ping_self_until_seen(&mut fresh, &ns));
+    fresh.close(T);
+    // The capture opened with the old token goes on.
+    assert!(
+        more_pings_seen(&mut running, &ns),
+        "running capture stalled after SIGHUP"
+    );
+
+    // A broken file: the reload fails, says why, and the new token stays.
+    std::fs::write(&tokens.0, "# emptied by mistake\n").expect("empty tokens");
+    sighup(&svc);
+    assert!(
+        wait_log(&svc, "SIGHUP: reload failed", 1),
+        "{}",
+        svc.stderr()
+    );
+    assert!(svc.stderr().contains("no token"));
+    let mut again = start(&svc, &q, &[("Authorization", &bearer(&new))]);
+    again.close(T);
+    assert_eq!(
+        http::get(port, "/version").status,
+        200,
+        "SIGHUP ended the service"
+    );
+    assert!(
+        more_pings_seen(&mut running, &ns),
+        "running capture was hurt"
+    );
+    running.close(T);
+    assert!(!svc.stderr().contains(&old) && !svc.stderr().contains(&new));
+}
+
+const FORGED_STAMP: &str = "2026-01-01T00:00:00.000Z";
+
+/// Every line the service logged starts with its timestamp: nothing a
+/// client sent made a line of its own.
+fn assert_no_forged_lines(log: &str) {
+    for line in log.lines() {
+        let b = line.as_bytes();
+        let stamped = b.len() > 24 && b[4] == b'-' && b[10] == b'T' && b[23] == b'Z';
+        assert!(
+            stamped,
+            "a log line does not start with a timestamp: {line:?}\n{log}"
+        );
+        // The payloads carry this fake stamp: a line starting with it is forged.
+        assert!(!line.starts_with(FORGED_STAMP), "forged line: {line:?}");
+        assert!(
+            !line.chars().any(|c| c.is_control()),
+            "control character in {line:?}"
+        );
+    }
+}
+
+#[test]
+fn crlf_in_every_client_text_cannot_forge_a_log_line() {
+    let gw = GhostWire::start(mobyshark(&[]));
+    let svc = Service::with_discovery(
+        gw.port(),
+        5,
+        &["--log-requests", "--log-headers", "--debug"],
+    );
+    let ns = Netns::new();
+    let port = svc.port();
+    let evil = "x\r\n2026-01-01T00:00:00.000Z INFO  FORGED\u{1b}[2K\u{85}";
+    let e = urlencode(evil);
+    // Query values: interface names, filter, netns, container names, paths.
+    for q in [
+        format!("netns={}&nif={e}", ns.inode()),
+        format!("netns={}&nif=lo&filter={e}", ns.inode()),
+        format!("netns={e}"),
+        format!(
+            "container={}",
+            urlencode(&format!(
+                "{{\"name\":\"{}\",\"prefix\":\"{}\"}}",
+                evil.replace('\r', "\\r")
+                    .replace('\n', "\\n")
+                    .replace('\u{1b}', "\\u001b")
+                    .replace('\u{85}', "\\u0085"),
+                "p\\nFORGED"
+            ))
+        ),
+    ] {
+        let _ = expect_refusal(port, &q, &[]);
+    }
+    let raw = format!("GET /{e}?{e} HTTP/1.1\r\nHost: h\r\nX-Evil: a\u{1b}FORGED\u{7f}\r\nConnection: close\r\n\r\n");
+    let status = send_raw(port, raw.as_bytes(), true, T).status;
+    assert!(matches!(status, 400 | 404), "{status}");
+    // A header value with obs-fold continuation is refused or kept on one line.
+    let fold =
+        "GET /version HTTP/1.1\r\nHost: h\r\nX-Fold: a\r\n FORGED\r\nConnection: close\r\n\r\n";
+    let _ = send_raw(port, fold.as_bytes(), true, T);
+    // A close reason with CR/LF.
+    let mut c = start(&svc, &format!("netns={}&nif=lo", ns.inode()), &[]);
+    let frame = tungstenite::protocol::CloseFrame {
+        code: tungstenite::protocol::frame::coding::CloseCode::Normal,
+        reason: "bye\r\n2026-01-01T00:00:00.000Z INFO  FORGED".into(),
+    };
+    let _ = c.ws.close(Some(frame));
+    let _ = c.read_to_close(T);
+    assert!(
+        wait_log(&svc, "client closed the capture", 1),
+        "{}",
+        svc.stderr()
+    );
+    let log = svc.stderr();
+    assert!(log.contains("\\r\\n"), "escapes not visible:\n{log}");
+    assert_no_forged_lines(&log);
+}
+
+#[test]
+fn log_headers_redacts_credentials() {
+    let svc = Service::start(&["--log-headers"]);
+    let raw = "GET /version HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer sekrit-a\r\n\
+               Proxy-Authorization: Basic sekrit-b\r\nCookie: sid=sekrit-c\r\n\
+               X-Visible: shown-value\r\nConnection: close\r\n\r\n";
+    assert_eq!(send_raw(svc.port(), raw.as_bytes(), true, T).status, 200);
+    assert!(
+        wait_log(&svc, "X-Visible: shown-value", 1),
+        "{}",
+        svc.stderr()
+    );
+    let log = svc.stderr();
+    for h in ["Authorization", "Proxy-Authorization", "Cookie"] {
+        assert!(
+            log.contains(&format!("header {h}: <redacted>")),
+            "{h}:\n{log}"
+        );
+    }
+    assert!(
+        !log.contains("sekrit"),
+        "a credential reached the log:\n{log}"
+    );
+}
+
+// ---- TLS ---------------------------------------------------------------
+
+fn tls_service(pki: &Pki, extra: &[&str]) -> Service {
+    let mut args: Vec<String> = pki.service_args();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Service::start(&args)
+}
+
+#[test]
+fn wss_capture_with_python_websockets_decodes_in_tshark() {
+    let pki = Pki::new();
+    let svc = tls_service(&pki, &[]);
+    let ns = Netns::new();
+    let url = format!(
+        "wss://127.0.0.1:{}/capture?netns={}&nif=lo",
+        svc.port(),
+        ns.inode()
+    );
+    let pinger = std::thread::spawn({
+        let name = ns.name.clone();
+        let addr = ns.addr.to_string();
+        move || {
+            // Traffic for the whole capture window, bounded in count.
+            let _ = Command::new("ip")
+                .args([
+                    "netns", "exec", &name, "ping", "-c", "25", "-i", "0.2", &addr,
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    });
+    let bytes = python_wss_capture(&url, &pki.ca, &[], 4.0).expect("wss capture");
+    let _ = pinger.join();
+    let rows = tshark_decode(&bytes);
+    let me = ns.addr.to_string();
+    assert!(
+        rows.iter().any(|r| r.src == me && !r.icmp_type.is_empty()),
+        "tshark found no ICMP from {me} in {} bytes over wss",
+        bytes.len()
+    );
+    let p = Pcapng::parse(&bytes).expect("pcapng");
+    assert!(
+        pcapng::target_yaml(&p).is_some(),
+        "SHB target document missing"
+    );
+}
+
+#[test]
+fn https_speaks_tls12_and_tls13_and_plaintext_is_told_to_use_tls() {
+    let pki = Pki::new();
+    let svc = tls_service(&pki, &[]);
+    let port = svc.port();
+    for v in [
+        ["--tlsv1.2", "--tls-max", "1.2"],
+        ["--tlsv1.3", "--tls-max", "1.3"],
+    ] {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "5", "--cacert", pki.ca_str()])
+            .args(v)
+            .arg(format!("https://127.0.0.1:{port}/version"))
+            .output()
+            .expect("curl");
+        let body = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && body.contains("\"name\":\"packetflix\""),
+            "curl {v:?}: {body} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let r = send_raw(port, b"GET /version HTTP/1.1\r\nHost: h\r\n\r\n", true, T);
+    assert_eq!(r.status, 400);
+    assert!(
+        r.body_text().contains("TLS") && r.closed,
+        "{}",
+        r.body_text()
+    );
+    let (status, _) = https_raw(
+        port,
+        &pki.ca,
+        "GET /version HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+        T,
+    )
+    .expect("https after plaintext");
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn slow_tls_handshake_is_cut_at_the_head_deadline_while_others_are_served() {
+    let pki = Pki::new();
+    let svc = tls_service(&pki, &[]);
+    let port = svc.port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut slow = TcpStream::connect_timeout(&addr, T).expect("connect");
+    // The start of a ClientHello record, then nothing.
+    slow.write_all(&[0x16, 0x03, 0x01, 0x02]).expect("send");
+    slow.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let opened = Instant::now();
+    // Meanwhile others get their answers.
+    for _ in 0..3 {
+        let (status, _) = https_raw(
+            port,
+            &pki.ca,
+            "GET /version HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+            T,
+        )
+        .expect("https while a handshake stalls");
+        assert_eq!(status, 200);
+    }
+    // The service cuts it (head deadline, 10 s); bounded wait.
+    let mut buf = [0u8; 256];
+    let closed = loop {
+        match slow.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break true,
+        }
+        if opened.elapsed() > Duration::from_secs(25) {
+            break false;
+        }
+    };
+    assert!(closed, "a stalled TLS handshake was never cut");
+    println!(
+        "stalled handshake cut after {:?} (head deadline 10 s)",
+        opened.elapsed()
+    );
+    assert_eq!(
+        https_raw(
+            port,
+            &pki.ca,
+            "GET /version HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+            T
+        )
+        .expect("https after")
+        .0,
+        200
+    );
+}
+
+#[test]
+fn sighup_reloads_the_certificate_for_new_connections() {
+    let (a, b) = (Pki::new(), Pki::new());
+    // The service reads its certificate from one place; swap the files.
+    let live = common::load::ScratchDir::new("live-cert");
+    let (cert, key) = (live.join("cert.pem"), live.join("key.pem"));
+    std::fs::copy(&a.cert, &cert).expect("copy");
+    std::fs::copy(&a.key, &key).expect("copy");
+    let (c, k) = (cert.display().to_string(), key.display().to_string());
+    let svc = Service::start(&["--tls-cert", &c, "--tls-key", &k]);
+    let port = svc.port();
+    let get = "GET /version HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n";
+    assert_eq!(https_raw(port, &a.ca, get, T).expect("with CA a").0, 200);
+    assert!(
+        https_raw(port, &b.ca, get, T).is_err(),
+        "CA b trusted before the swap"
+    );
+    std::fs::copy(&b.cert, &cert).expect("copy");
+    std::fs::copy(&b.key, &key).expect("copy");
+    sighup(&svc);
+    assert!(wait_log(&svc, "SIGHUP: reloaded", 1), "{}", svc.stderr());
+    assert_eq!(https_raw(port, &b.ca, get, T).expect("with CA b").0, 200);
+    assert!(
+        https_raw(port, &a.ca, get, T).is_err(),
+        "old certificate still served"
+    );
+    // A key that does not fit: the reload fails and b stays.
+    std::fs::copy(&a.key, &key).expect("copy");
+    sighup(&svc);
+    assert!(
+        wait_log(&svc, "SIGHUP: reload failed", 1),
+        "{}",
+        svc.stderr()
+    );
+    assert_eq!(https_raw(port, &b.ca, get, T).expect("b kept").0, 200);
+}
+
+#[test]
+fn project_client_captures_over_wss_with_its_ca_and_token() {
+    let pki = Pki::new();
+    let secret = format!("cli-{}", next_id());
+    let tokens = token_file(&format!("{secret}\n"));
+    let svc = tls_service(&pki, &["--token-file", tokens.path()]);
+    let ns = Netns::new();
+    let out = Scratch::new("client.pcapng");
+    let pinger = ns.spawn(&["ping", "-i", "0.2", "-c", "80", &ns.addr.to_string()]);
+    let url = format!("wss://127.0.0.1:{}", svc.port());
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_packetflix-capture"))
+            .args(["--url", &url])
+            .args(extra)
+            .args(["capture", "--netns", &ns.inode().to_string(), "--nif", "lo"])
+            .args(["--duration", "3", "-w", out.path()])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run packetflix-capture")
+    };
+    let ca = pki.ca_str();
+    let refused = run(&["--ca", ca]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("401"),
+        "{refused:?}"
+    );
+    // Without --ca the system's CAs do not know the test CA.
+    let untrusted = run(&["--token", &secret]);
+    assert!(!untrusted.status.success(), "an unknown CA was trusted");
+    // --insecure connects, and says so.
+    let insecure = run(&["--insecure", "--token", &secret]);
+    let warned = String::from_utf8_lossy(&insecure.stderr).into_owned();
+    assert!(insecure.status.success(), "{warned}");
+    assert!(warned.contains("not verified"), "{warned}");
+    // The token from a file, the service's own format.
+    let client_tokens = token_file(&format!("# mine\n\n{secret}\n"));
+    let ok = run(&["--ca", ca, "--token-file", client_tokens.path()]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    drop(pinger);
+    let bytes = std::fs::read(&out.0).expect("capture file");
+    let rows = tshark_decode(&bytes);
+    let me = ns.addr.to_string();
+    assert!(
+        rows.iter().any(|r| r.src == me && !r.icmp_type.is_empty()),
+        "no ICMP from {me} in the client's capture"
+    );
+}
+
+#[test]
+fn the_checked_token_does_not_travel_on_to_the_discovery_service() {
+    let up = common::upstream::Upstream::start(|_| common::upstream::Answer::text("listed"));
+    let secret = format!("fwd-{}", next_id());
+    let tokens = token_file(&format!("{secret}\n"));
+    let svc = Service::with_discovery(
+        up.port(),
+        5,
+        &["--proxy-discovery", "--token-file", tokens.path()],
+    );
+    let raw = format!(
+        "GET /discover/mobyshark HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret}\r\n\
+         X-Kept: yes\r\nConnection: close\r\n\r\n"
+    );
+    let r = send_raw(svc.port(), raw.as_bytes(), true, T);
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let got = up.wait_requests(1, T);
+    assert_eq!(got.len(), 1);
+    assert!(
+        !got[0].has("authorization"),
+        "the token was forwarded: {:?}",
+        got[0].headers
+    );
+    assert_eq!(got[0].header("x-kept"), Some("yes"));
+}
+
+#[test]
+fn listen_binds_only_the_given_address() {
+    let svc = Service::start(&["--listen", "127.0.0.1"]);
+    assert_eq!(http::get(svc.port(), "/version").status, 200);
+    let v6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, svc.port()));
+    assert!(
+        TcpStream::connect_timeout(&v6, T).is_err(),
+        "--listen 127.0.0.1 also accepted on [::1]"
+    );
+    assert!(
+        svc.stderr().contains("listening on 127.0.0.1 port"),
+        "{}",
+        svc.stderr()
+    );
+}
+
+/// 4 KiB blocks (see tests/robustness.rs): 160 MiB, far beyond what the
+/// kernel's socket and pipe buffers hold.
+const SYNTH_PAYLOAD: usize = 4064;
+const SYNTH_PACKETS: u64 = 40 * 1024;
+/// The service's queue plus what rustls may hold stays near 320 KiB; the
+/// service takes a few MiB. Far below what an unbounded relay would hold.
+const RSS_BOUND_KIB: u64 = 64 * 1024;
+
+#[test]
+fn slow_tls_reader_keeps_service_memory_bounded_then_gets_the_stream_intact() {
+    use tungstenite::Message;
+    let pki = Pki::new();
+    let dir = common::load::ScratchDir::new("synth-tls");
+    let program = common::load::synthetic_capture_program(&dir, SYNTH_PACKETS, SYNTH_PAYLOAD, 120);
+    let mut args = pki.service_args();
+    args.extend(["--capture-program".into(), program.display().to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let svc = Service::start(&args);
+    let ns = Netns::new();
+    let rss = || common::load::rss_kib(svc.pid()).expect("service RSS");
+    let before = rss();
+    let stream = common::tls::tls_connect(svc.port(), &pki.ca).expect("TLS");
+    stream
+        .sock
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let url = format!(
+        "wss://127.0.0.1:{}/capture?netns={}",
+        svc.port(),
+        ns.inode()
+    );
+    let (mut ws, _) = tungstenite::client::client(url, stream).expect("wss upgrade");
+    // Read nothing for a while: the service must hold back, not buffer.
+    let mut peak = before;
+    let stall_end = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < stall_end {
+        peak = peak.max(rss());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !svc.children().is_empty(),
+        "nothing was held back: the program ended"
+    );
+    assert!(
+        peak < RSS_BOUND_KIB,
+        "service RSS reached {peak} KiB while the TLS client stalled"
+    );
+    let mut check = common::load::SeqChecker::default();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut close = None;
+    let mut messages = 0u64;
+    while close.is_none() && Instant::now() < deadline {
+        match ws.read() {
+            Ok(Message::Binary(b)) => {
+                check.feed(&b);
+                messages += 1;
+                if messages % 256 == 0 {
+                    peak = peak.max(rss());
+                }
+            }
+            Ok(Message::Close(f)) => close = Some(f.map_or(1005, |f| u16::from(f.code))),
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("wss stream broke after {} packets: {e}", check.next_seq),
+        }
+    }
+    eprintln!(
+        "slow TLS client: RSS {before} KiB before, peak {peak} KiB, {} bytes",
+        check.bytes
+    );
+    assert_eq!(check.problem, None, "stream damaged");
+    assert_eq!(close, Some(1000));
+    assert_eq!(check.next_seq, SYNTH_PACKETS, "packets missing");
+    assert!(peak < RSS_BOUND_KIB, "service RSS reached {peak} KiB");
+}
+
+/// The service's TLS transport over a real loopback socket, driven as the
+/// session drives it: what rustls holds stays within its bound and counts
+/// in `Conn::pending`, the queue takes the rest, and a reader that comes
+/// back gets every byte in order.
+#[test]
+fn tls_transport_bounds_ciphertext_and_loses_nothing() {
+    use packetflix::conn::{Conn, HIGH_WATER};
+    use packetflix::tls::{server_config, Transport, TLS_BUFFER};
+    /// Per-record overhead TLS 1.3 adds (header, tag, content type), times
+    /// the records a full buffer holds, rounded up generously.
+    const RECORD_SLACK: usize = 1024;
+    const CHUNK: usize = 64 * 1024;
+    const SMALL_SNDBUF: usize = 64 * 1024;
+    /// Far more than the kernel's buffers hold with the small send buffer.
+    const MAX_CHUNKS: usize = 256;
+    let pki = Pki::new();
+    let cfg = server_config(&pki.cert, &pki.key).expect("server config");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let ca = pki.ca.clone();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (hs_tx, hs_rx) = std::sync::mpsc::channel::<()>();
+    // The client: handshake, then wait for the go, then read to EOF.
+    let client = std::thread::spawn(move || -> Result<Vec<u8>, String> {
+        let mut s = common::tls::tls_connect(port, &ca)?;
+        // One byte of data after the handshake, as a request would follow.
+        s.write_all(b"x").map_err(|e| e.to_string())?;
+        hs_tx.send(()).map_err(|e| e.to_string())?;
+        rx.recv_timeout(Duration::from_secs(20))
+            .map_err(|e| e.to_string())?;
+        s.sock
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| e.to_string())?;
+        let mut got = Vec::new();
+        match s.read_to_end(&mut got) {
+            Ok(_) => Ok(got),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(got),
+            Err(e) => Err(format!("{e} after {} bytes", got.len())),
+        }
+    });
+    let (srv, _) = listener.accept().expect("accept");
+    srv.set_nonblocking(true).expect("nonblocking");
+    // A small kernel send buffer, so backpressure comes within a few MiB.
+    nix::sys::socket::setsockopt(&srv, nix::sys::socket::sockopt::SndBuf, &SMALL_SNDBUF)
+        .expect("SO_SNDBUF");
+    let mut conn =
+        Conn::over(Transport::tls(mio::net::TcpStream::from_std(srv), cfg).expect("tls"));
+    // Drive the handshake from the server side until the client's first
+    // byte arrives, as the service reads a request before it writes
+    // (bounded).
+    let deadline = Instant::now() + T;
+    let mut buf = [0u8; 4096];
+    loop {
+        assert!(Instant::now() < deadline, "TLS handshake did not finish");
+        match conn.sock.read(&mut buf) {
+            Ok(1) if buf[0] == b'x' => break,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("handshake read: {other:?}"),
+        }
+        conn.flush().expect("handshake flush");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    hs_rx
+        .recv_timeout(T)
+        .expect("client finished its handshake");
+    // The session's rule: produce while pending() is below the high mark.
+    let mut sent = Vec::new();
+    let mut seq = 0u32;
+    let mut max_tls = 0;
+    while conn.pending() < HIGH_WATER && sent.len() < MAX_CHUNKS * CHUNK {
+        let chunk: Vec<u8> = (0..CHUNK / 4)
+            .flat_map(|_| {
+                seq += 1;
+                seq.to_le_bytes()
+            })
+            .collect();
+        conn.send(&chunk).expect("send");
+        sent.extend_from_slice(&chunk);
+        max_tls = max_tls.max(conn.sock.buffered());
+        assert!(
+            conn.sock.buffered() <= TLS_BUFFER + RECORD_SLACK,
+            "rustls holds {}",
+            conn.sock.buffered()
+        );
+    }
+    assert!(
+        conn.pending() >= HIGH_WATER,
+        "the kernel took {} bytes: no backpressure reached",
+        sent.len()
+    );
+    assert!(conn.pending() < HIGH_WATER + CHUNK + TLS_BUFFER + RECORD_SLACK);
+    assert!(
+        max_tls > 0,
+        "rustls never held ciphertext: the count was not exercised"
+    );
+    eprintln!(
+        "stalled reader: {} bytes accepted, pending {} (rustls {})",
+        sent.len(),
+        conn.pending(),
+        conn.sock.buffered()
+    );
+    tx.send(()).expect("go");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !conn.flush().expect("flush") {
+        assert!(Instant::now() < deadline, "could not flush");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(conn.pending(), 0);
+    conn.sock.shutdown_write();
+    let got = client.join().expect("client thread").expect("client read");
+    assert_eq!(got.len(), sent.len(), "bytes lost or added");
+    assert!(got == sent, "bytes reordered or damaged");
+}
