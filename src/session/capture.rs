@@ -496,27 +496,38 @@ impl Session {
                 }
             }
             Ending::ClientClosed(code) => {
-                // Answer the client's close handshake, then close.
                 let code = code.unwrap_or(ws::NORMAL);
-                let frame = ws::close_frame(code, "");
-                self.phase = Phase::Flush;
-                self.arm(ctx, CLOSE_TIMEOUT);
-                if let Err(e) = self.conn.send(&frame) {
-                    return self.client_broke(ctx, e);
-                }
-                return self.finish_if_flushed();
+                return self.answer_close(ctx, code, "");
             }
-            Ending::ClientGone => {
-                self.phase = Phase::Flush;
-                self.finished = true;
-                return;
-            }
+            Ending::ClientGone => return self.client_gone(),
             Ending::Violation(code, reason) => (*code, reason.to_string()),
         };
         info!("[c{}] capture ended: {code} {reason}", self.id);
+        self.send_close(ctx, code, &reason);
+    }
+
+    /// Answers the client's close handshake (every program is reaped by
+    /// now), then closes the connection once the answer is out.
+    pub(super) fn answer_close(&mut self, ctx: &mut Ctx, code: u16, reason: &str) {
+        self.phase = Phase::Flush;
+        self.arm(ctx, CLOSE_TIMEOUT);
+        if let Err(e) = self.conn.send(&ws::close_frame(code, reason)) {
+            return self.client_broke(ctx, e);
+        }
+        self.finish_if_flushed();
+    }
+
+    /// The client's connection is gone: nothing more can be sent.
+    pub(super) fn client_gone(&mut self) {
+        self.phase = Phase::Flush;
+        self.finished = true;
+    }
+
+    /// Sends our close frame and waits for the client's (or EOF).
+    pub(super) fn send_close(&mut self, ctx: &mut Ctx, code: u16, reason: &str) {
         self.phase = Phase::Closing(FrameReader::new());
         self.arm(ctx, CLOSE_TIMEOUT);
-        if let Err(e) = self.conn.send(&ws::close_frame(code, &reason)) {
+        if let Err(e) = self.conn.send(&ws::close_frame(code, reason)) {
             self.client_broke(ctx, e);
         }
     }

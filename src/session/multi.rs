@@ -959,19 +959,9 @@ impl Session {
             MultiEnding::ClientClosed(code) => {
                 // Answered only now: every program has been reaped.
                 let code = code.unwrap_or(ws::NORMAL);
-                let frame = ws::close_frame(code, &reason);
-                self.phase = Phase::Flush;
-                self.arm(ctx, CLOSE_TIMEOUT);
-                if let Err(e) = self.conn.send(&frame) {
-                    return self.client_broke(ctx, e);
-                }
-                return self.finish_if_flushed();
+                return self.answer_close(ctx, code, &reason);
             }
-            MultiEnding::ClientGone => {
-                self.phase = Phase::Flush;
-                self.finished = true;
-                return;
-            }
+            MultiEnding::ClientGone => return self.client_gone(),
             MultiEnding::Violation(code, why) => (*code, why.to_string()),
             MultiEnding::Refused(code, why) => (*code, why.clone()),
         };
@@ -979,11 +969,7 @@ impl Session {
             "[c{}] capture of several targets ended: {code} {reason}",
             self.id
         );
-        self.phase = Phase::Closing(FrameReader::new());
-        self.arm(ctx, CLOSE_TIMEOUT);
-        if let Err(e) = self.conn.send(&ws::close_frame(code, &reason)) {
-            self.client_broke(ctx, e);
-        }
+        self.send_close(ctx, code, &reason);
     }
 }
 
