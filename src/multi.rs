@@ -8,7 +8,7 @@
 //! Nothing here does I/O, and nothing panics on what a client sends.
 
 use crate::http::Request;
-use crate::params::{check_filter, parse_nifs, parse_query, Limits, Nifs};
+use crate::params::{check_filter, parse_nifs, Limits, Nifs, RequestValues};
 use crate::target::{parse_target_limited, Target};
 use crate::ws::MAX_REASON;
 
@@ -38,21 +38,9 @@ pub fn multi_params(
     limits: &Limits,
     max_targets: usize,
 ) -> Result<Option<MultiParams>, String> {
-    let query = parse_query(req.query.as_deref().unwrap_or(""))?;
-    let q = |name: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    let h = |name: &str| -> Result<Option<&str>, String> {
-        match req.header(name) {
-            None => Ok(None),
-            Some(v) => std::str::from_utf8(v)
-                .map(|s| Some(s.trim()))
-                .map_err(|_| format!("header {name} is not valid UTF-8")),
-        }
-    };
+    let values = RequestValues::of(req)?;
+    let q = |name: &str| values.query(name);
+    let h = |name: &str| values.header(name);
     let Some(json) = h("Clustershark-Container")?.or(q("container")) else {
         return Ok(None);
     };

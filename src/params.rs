@@ -91,6 +91,39 @@ impl Default for Limits {
     }
 }
 
+/// A request's query parameters and headers, where capture parameters come
+/// from (a header wins over the query parameter of the same meaning; the
+/// callers decide which pairs those are).
+pub struct RequestValues<'a> {
+    req: &'a Request,
+    query: Vec<(String, String)>,
+}
+
+impl<'a> RequestValues<'a> {
+    pub fn of(req: &'a Request) -> Result<Self, String> {
+        let query = parse_query(req.query.as_deref().unwrap_or(""))?;
+        Ok(RequestValues { req, query })
+    }
+
+    /// The first value of query parameter `name`.
+    pub fn query(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Header `name`, trimmed; not UTF-8 is an error naming the header.
+    pub fn header(&self, name: &str) -> Result<Option<&'a str>, String> {
+        match self.req.header(name) {
+            None => Ok(None),
+            Some(v) => std::str::from_utf8(v)
+                .map(|s| Some(s.trim()))
+                .map_err(|_| format!("header {name} is not valid UTF-8")),
+        }
+    }
+}
+
 /// Reads the capture parameters from a request, with the default limits.
 pub fn capture_params(req: &Request) -> Result<CaptureParams, String> {
     capture_params_limited(req, &Limits::default())
@@ -98,21 +131,9 @@ pub fn capture_params(req: &Request) -> Result<CaptureParams, String> {
 
 /// Reads the capture parameters from a request.
 pub fn capture_params_limited(req: &Request, limits: &Limits) -> Result<CaptureParams, String> {
-    let query = parse_query(req.query.as_deref().unwrap_or(""))?;
-    let q = |name: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    let h = |name: &str| -> Result<Option<&str>, String> {
-        match req.header(name) {
-            None => Ok(None),
-            Some(v) => std::str::from_utf8(v)
-                .map(|s| Some(s.trim()))
-                .map_err(|_| format!("header {name} is not valid UTF-8")),
-        }
-    };
+    let values = RequestValues::of(req)?;
+    let q = |name: &str| values.query(name);
+    let h = |name: &str| values.header(name);
 
     let container = h("Clustershark-Container")?.or(q("container"));
     let netns = q("netns");
