@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::load::netns_of;
-use common::pcapng::target_yaml;
+use common::pcapng::{target_yaml, tshark_fields};
 use common::procs;
 use common::*;
 use nix::sys::signal::{kill, Signal};
@@ -20,37 +20,12 @@ fn targets_q(targets: &serde_json::Value) -> String {
 }
 
 /// `tshark -r` on the complete blocks: (interface id, interface name,
-/// source address) per packet, and the number of sections tshark saw.
+/// source address) per packet.
 fn tshark_ids_and_names(bytes: &[u8]) -> Vec<(u32, String, String)> {
-    let complete = Pcapng::parse(bytes).expect("valid pcapng").complete_len;
-    let path = scratch_path("multi.pcapng");
-    std::fs::write(&path, &bytes[..complete]).expect("write capture");
-    let out = std::process::Command::new("tshark")
-        .arg("-r")
-        .arg(&path)
-        .args(["-T", "fields", "-E", "separator=\t"])
-        .args(["-e", "frame.interface_id", "-e", "frame.interface_name"])
-        .args(["-e", "ip.src"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run tshark");
-    let _ = std::fs::remove_file(&path);
-    assert!(
-        out.status.success(),
-        "tshark could not read the merged stream: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split('\t');
-            let id = f.next()?.parse().ok()?;
-            Some((
-                id,
-                f.next()?.to_string(),
-                f.next().unwrap_or("").to_string(),
-            ))
-        })
+    let fields = ["frame.interface_id", "frame.interface_name", "ip.src"];
+    tshark_fields(bytes, &fields)
+        .into_iter()
+        .filter_map(|row| Some((row[0].parse().ok()?, row[1].clone(), row[2].clone())))
         .collect()
 }
 

@@ -315,18 +315,21 @@ pub struct TsharkRow {
     pub icmp_type: String,
 }
 
-/// Decodes the complete blocks of `bytes` with tshark; panics if tshark
+/// The complete blocks of `bytes` decoded by `tshark -r`, one row per packet
+/// with the given fields (`-T fields -e ...`) in order; panics if tshark
 /// cannot read them (so it also checks the stream is valid pcapng).
-pub fn tshark_decode(bytes: &[u8]) -> Vec<TsharkRow> {
+pub fn tshark_fields(bytes: &[u8], fields: &[&str]) -> Vec<Vec<String>> {
     let complete = Pcapng::parse(bytes).expect("valid pcapng").complete_len;
     let path = super::scratch_path("capture.pcapng");
     std::fs::write(&path, &bytes[..complete]).expect("write capture file");
-    let out = std::process::Command::new("tshark")
-        .arg("-r")
+    let mut cmd = std::process::Command::new("tshark");
+    cmd.arg("-r")
         .arg(&path)
-        .args(["-T", "fields", "-E", "separator=\t"])
-        .args(["-e", "frame.interface_name", "-e", "ip.src", "-e", "ip.dst"])
-        .args(["-e", "icmp.type"])
+        .args(["-T", "fields", "-E", "separator=\t"]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd
         .stdin(std::process::Stdio::null())
         .output()
         .expect("run tshark");
@@ -339,13 +342,23 @@ pub fn tshark_decode(bytes: &[u8]) -> Vec<TsharkRow> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| {
-            let mut f = l.split('\t').map(str::to_string);
-            TsharkRow {
-                interface: f.next().unwrap_or_default(),
-                src: f.next().unwrap_or_default(),
-                dst: f.next().unwrap_or_default(),
-                icmp_type: f.next().unwrap_or_default(),
-            }
+            let mut row: Vec<String> = l.split('\t').map(str::to_string).collect();
+            row.resize(fields.len(), String::new());
+            row
+        })
+        .collect()
+}
+
+/// Decodes the complete blocks of `bytes` with tshark (see [`tshark_fields`]).
+pub fn tshark_decode(bytes: &[u8]) -> Vec<TsharkRow> {
+    let fields = ["frame.interface_name", "ip.src", "ip.dst", "icmp.type"];
+    tshark_fields(bytes, &fields)
+        .into_iter()
+        .map(|mut row| TsharkRow {
+            icmp_type: row.pop().unwrap_or_default(),
+            dst: row.pop().unwrap_or_default(),
+            src: row.pop().unwrap_or_default(),
+            interface: row.pop().unwrap_or_default(),
         })
         .collect()
 }
