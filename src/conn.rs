@@ -171,6 +171,59 @@ impl Conn {
         }
         Ok(())
     }
+
+    /// Sends `parts` in order as one unit, writing directly from the
+    /// caller's buffers (at most [`MAX_IOV`] slices per `writev`) when the
+    /// queue is empty; what the socket does not take is queued.
+    pub fn send_slices(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+        let mut first = 0;
+        let mut offset = 0;
+        if self.out.is_empty() {
+            while first < parts.len() {
+                let mut slices = [IoSlice::new(&[]); MAX_IOV];
+                let mut n = 0;
+                for (k, p) in parts[first..].iter().take(MAX_IOV).enumerate() {
+                    slices[k] = IoSlice::new(if k == 0 { &p[offset..] } else { p });
+                    n += 1;
+                }
+                match self.sock.write_vectored(&slices[..n]) {
+                    Ok(0) if slices[..n].iter().all(|s| s.is_empty()) => {
+                        first += n;
+                        offset = 0;
+                    }
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(mut w) => {
+                        while w > 0 && first < parts.len() {
+                            let left = parts[first].len() - offset;
+                            if w >= left {
+                                w -= left;
+                                first += 1;
+                                offset = 0;
+                            } else {
+                                offset += w;
+                                w = 0;
+                            }
+                        }
+                        // Skip empty slices so the loop ends.
+                        while first < parts.len() && parts[first].len() == offset {
+                            first += 1;
+                            offset = 0;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if let Some(p) = parts.get(first) {
+            self.out.push(&p[offset..]);
+            for p in &parts[first + 1..] {
+                self.out.push(p);
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -221,6 +274,36 @@ mod tests {
         assert!(q.flush(&mut w).unwrap());
         assert_eq!(w.got, expect);
         assert!(q.is_empty());
+    }
+
+    /// A connection to a local socket whose peer reads nothing: the kernel
+    /// takes what fits, the rest must queue, in order.
+    #[test]
+    fn send_slices_writes_what_fits_and_queues_the_rest_in_order() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sock = std::net::TcpStream::connect(addr).unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        sock.set_nonblocking(true).unwrap();
+        let mut conn = Conn::new(TcpStream::from_std(sock));
+        let big: Vec<u8> = (0..8 << 20).map(|i| (i % 251) as u8).collect();
+        let parts: [&[u8]; 4] = [b"head", &[], &big[..5 << 20], &big[5 << 20..]];
+        conn.send_slices(&parts).unwrap();
+        assert!(conn.pending() > 0, "8 MiB do not fit an unread socket");
+        conn.send_slices(&[b"tail"]).unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            std::io::Read::read_to_end(&mut peer, &mut got).map(|_| got)
+        });
+        while !conn.flush().unwrap() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        drop(conn);
+        let got = reader.join().unwrap().unwrap();
+        let mut expect = b"head".to_vec();
+        expect.extend_from_slice(&big);
+        expect.extend_from_slice(b"tail");
+        assert!(got == expect, "bytes lost or reordered");
     }
 
     #[test]

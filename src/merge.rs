@@ -35,6 +35,14 @@
 //! interface it never described) fails alone: nothing more of it is
 //! forwarded and [`Merger::feed`] says why, while the other inputs go on.
 //!
+//! The relay uses [`Merger::feed_parts`]: it hands over its read buffer,
+//! and blocks that need only an interface-id rewrite (host-order packet and
+//! statistics blocks, and host-order blocks passed unchanged) are patched in
+//! place and named as ranges of that buffer, not copied; only what the
+//! merger makes (the SHB, renamed interfaces, converted blocks, a block
+//! that spanned reads) lands in an owned buffer. [`Merger::feed`] is the
+//! same walk, assembled into one vector.
+//!
 //! This module never does I/O and never panics on any input.
 
 use crate::pcapng::ShbEditor;
@@ -157,6 +165,56 @@ fn err<T>(why: impl Into<String>) -> Result<T, MergeError> {
     Err(MergeError(why.into()))
 }
 
+/// One piece of merged output, in order: bytes of the chunk given to
+/// [`Merger::feed_parts`] (patched in place) or of its owned buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// `chunk[start..end]`.
+    Input(usize, usize),
+    /// `owned[start..end]`.
+    Owned(usize, usize),
+}
+
+/// Where [`on_block`] puts a merged block.
+struct Sink<'a> {
+    owned: &'a mut Vec<u8>,
+    parts: &'a mut Vec<Part>,
+}
+
+impl Sink<'_> {
+    /// Bytes made by the merger.
+    fn own(&mut self, bytes: &[u8]) {
+        let start = self.owned.len();
+        self.owned.extend_from_slice(bytes);
+        self.owned_part(start);
+    }
+
+    /// Records `owned[start..]` (just appended) as the next part.
+    fn owned_part(&mut self, start: usize) {
+        let end = self.owned.len();
+        if start == end {
+            return;
+        }
+        match self.parts.last_mut() {
+            Some(Part::Owned(_, e)) if *e == start => *e = end,
+            _ => self.parts.push(Part::Owned(start, end)),
+        }
+    }
+
+    /// A block forwarded as it now stands: a range of the chunk when it
+    /// lies there (`at`), else copied like made bytes.
+    fn pass(&mut self, block: &[u8], at: Option<usize>) {
+        let Some(start) = at else {
+            return self.own(block);
+        };
+        let end = start + block.len();
+        match self.parts.last_mut() {
+            Some(Part::Input(_, e)) if *e == start => *e = end,
+            _ => self.parts.push(Part::Input(start, end)),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Input {
     /// Prefix of this input's interface names (`<name>/`).
@@ -229,9 +287,35 @@ impl Merger {
     /// `out` (after the merged SHB, if that has not gone out yet). An error
     /// means the input broke the format and is ignored from now on; what it
     /// gave before stays in `out`. An unknown `i` is an error too.
-    pub fn feed(&mut self, i: usize, mut data: &[u8], out: &mut Vec<u8>) -> Result<(), MergeError> {
+    pub fn feed(&mut self, i: usize, data: &[u8], out: &mut Vec<u8>) -> Result<(), MergeError> {
+        let mut chunk = data.to_vec();
+        let mut owned = Vec::new();
+        let mut parts = Vec::new();
+        let result = self.feed_parts(i, &mut chunk, &mut owned, &mut parts);
+        for p in parts {
+            out.extend_from_slice(match p {
+                Part::Input(s, e) => &chunk[s..e],
+                Part::Owned(s, e) => &owned[s..e],
+            });
+        }
+        result
+    }
+
+    /// [`Merger::feed`] without copying what need not be copied: the merged
+    /// output is `parts`, in order, each a range of `data` (whose blocks'
+    /// interface ids are rewritten in place) or of `owned` (bytes made here,
+    /// appended). Only whole blocks are named; a block that `data` ends
+    /// inside waits in the input's hold, as with `feed`.
+    pub fn feed_parts(
+        &mut self,
+        i: usize,
+        data: &mut [u8],
+        owned: &mut Vec<u8>,
+        parts: &mut Vec<Part>,
+    ) -> Result<(), MergeError> {
+        let mut sink = Sink { owned, parts };
         if let Some(h) = self.header.take() {
-            out.extend_from_slice(&h);
+            sink.own(&h);
         }
         let Some(input) = self.inputs.get_mut(i) else {
             return err(format!("no input {i}"));
@@ -239,16 +323,25 @@ impl Merger {
         if let Some(e) = &input.failed {
             return Err(e.clone());
         }
+        let total = data.len();
         let result: Result<(), MergeError> = (|| {
-            while !data.is_empty() {
+            let mut at = 0;
+            while at < total {
                 if input.held.is_empty() {
                     // Whole blocks straight from the chunk, without copying
                     // them into the hold.
-                    match block_len(input.order, data)? {
-                        Some(len) if len <= data.len() => {
-                            let (block, rest) = data.split_at(len);
-                            data = rest;
-                            on_block(input, block, &mut self.next_id, &mut self.dropped, out)?;
+                    match block_len(input.order, &data[at..])? {
+                        Some(len) if len <= total - at => {
+                            let block = &mut data[at..at + len];
+                            on_block(
+                                input,
+                                block,
+                                Some(at),
+                                &mut self.next_id,
+                                &mut self.dropped,
+                                &mut sink,
+                            )?;
+                            at += len;
                             continue;
                         }
                         _ => {}
@@ -262,13 +355,20 @@ impl Merger {
                     Some(len) => len,
                     None => MIN_BLOCK_LEN,
                 };
-                let take = want.saturating_sub(input.held.len()).min(data.len());
-                input.held.extend_from_slice(&data[..take]);
-                data = &data[take..];
+                let take = want.saturating_sub(input.held.len()).min(total - at);
+                input.held.extend_from_slice(&data[at..at + take]);
+                at += take;
                 if let Some(len) = block_len(input.order, &input.held)? {
                     if input.held.len() == len {
-                        let block = std::mem::take(&mut input.held);
-                        on_block(input, &block, &mut self.next_id, &mut self.dropped, out)?;
+                        let mut block = std::mem::take(&mut input.held);
+                        on_block(
+                            input,
+                            &mut block,
+                            None,
+                            &mut self.next_id,
+                            &mut self.dropped,
+                            &mut sink,
+                        )?;
                     }
                 }
             }
@@ -387,13 +487,17 @@ fn magic_order(data: &[u8]) -> Option<Order> {
     }
 }
 
-/// One complete block of an input: checked, rewritten, appended to `out`.
+/// One complete block of an input: checked, rewritten, handed to `out`.
+/// `at` is where the block lies in the chunk being fed, if it lies there;
+/// a block forwarded with only its interface id changed is changed in
+/// place and passed as that range.
 fn on_block(
     input: &mut Input,
-    block: &[u8],
+    block: &mut [u8],
+    at: Option<usize>,
     next_id: &mut u32,
     dropped: &mut u64,
-    out: &mut Vec<u8>,
+    out: &mut Sink,
 ) -> Result<(), MergeError> {
     let len = block.len();
     if block[..4] == SHB.to_be_bytes() {
@@ -417,6 +521,11 @@ fn on_block(
     }
     let host = Order::host();
     let block_type = order.u32(block, 0);
+    if order == host && !matches!(block_type, IDB | EPB | ISB | PB | SPB) {
+        // Its layout needs no change.
+        out.pass(block, at);
+        return Ok(());
+    }
     let body = &block[HEADER_LEN..len - TRAILER_LEN];
     match block_type {
         IDB => {
@@ -426,7 +535,7 @@ fn on_block(
                 ));
             }
             let local = input.ids.len();
-            out.extend_from_slice(&rewrite_idb(&input.name, local, order, body)?);
+            out.own(&rewrite_idb(&input.name, local, order, body)?);
             input.ids.push(*next_id);
             *next_id = next_id.wrapping_add(1);
         }
@@ -441,9 +550,8 @@ fn on_block(
             }
             let id = map_id(input, order.u32(block, 8))?;
             if order == host {
-                let at = out.len();
-                out.extend_from_slice(block);
-                out[at + 8..at + 12].copy_from_slice(&host.u32_bytes(id));
+                block[8..12].copy_from_slice(&host.u32_bytes(id));
+                out.pass(block, at);
             } else {
                 let mut body = Vec::with_capacity(len);
                 host.put_u32(&mut body, id);
@@ -465,7 +573,7 @@ fn on_block(
                     order,
                     block_type,
                 )?;
-                out.extend_from_slice(&wrap(host, block_type, &body));
+                out.own(&wrap(host, block_type, &body));
             }
         }
         PB => {
@@ -487,7 +595,7 @@ fn on_block(
                 .ok_or_else(|| MergeError("packet data overruns its block".into()))?;
             body.extend_from_slice(&block[PB_DATA_AT..data_end]);
             convert_options(&mut body, &block[data_end..len - TRAILER_LEN], order, PB)?;
-            out.extend_from_slice(&wrap(host, PB, &body));
+            out.own(&wrap(host, PB, &body));
         }
         SPB => {
             if len < SPB_DATA_AT + TRAILER_LEN {
@@ -504,9 +612,8 @@ fn on_block(
             host.put_u32(&mut body, captured as u32);
             host.put_u32(&mut body, original);
             body.extend_from_slice(&data[..captured]);
-            out.extend_from_slice(&wrap(host, EPB, &body));
+            out.own(&wrap(host, EPB, &body));
         }
-        _ if order == host => out.extend_from_slice(block),
         NRB => {
             let mut conv = Vec::with_capacity(len);
             let mut at = 0;
@@ -529,7 +636,7 @@ fn on_block(
                 }
             }
             convert_options(&mut conv, &body[at..], order, NRB)?;
-            out.extend_from_slice(&wrap(host, NRB, &conv));
+            out.own(&wrap(host, NRB, &conv));
         }
         DSB => {
             if body.len() < DSB_DATA_AT - HEADER_LEN {
@@ -544,16 +651,16 @@ fn on_block(
             push_swapped_words(&mut conv, &body[..8], 4);
             conv.extend_from_slice(&body[8..data_end]);
             convert_options(&mut conv, &body[data_end..], order, DSB)?;
-            out.extend_from_slice(&wrap(host, DSB, &conv));
+            out.own(&wrap(host, DSB, &conv));
         }
-        SJE => out.extend_from_slice(&wrap(host, SJE, body)),
+        SJE => out.own(&wrap(host, SJE, body)),
         CB_COPY | CB_NOCOPY if body.len() >= 4 => {
             // The Private Enterprise Number is ours to convert; the custom
             // data's layout belongs to its owner and is kept as written.
             let mut conv = Vec::with_capacity(len);
             push_swapped_words(&mut conv, &body[..4], 4);
             conv.extend_from_slice(&body[4..]);
-            out.extend_from_slice(&wrap(host, block_type, &conv));
+            out.own(&wrap(host, block_type, &conv));
         }
         _ => *dropped += 1,
     }
@@ -1035,6 +1142,94 @@ mod tests {
         assert_eq!(blocks.len(), 2);
         assert_eq!(blocks[1].bytes, unknown(h));
         assert_eq!(m.dropped(), 1);
+    }
+
+    #[test]
+    fn host_order_packets_are_ranges_of_the_chunk_patched_in_place() {
+        let h = Order::host();
+        let a = stream(h, &[idb(h, 1, Some("lo"))]);
+        let b = stream(h, &[idb(h, 1, Some("lo"))]);
+        let mut m = Merger::new(["a", "b"], TARGET_MARKER.to_string());
+        let (mut owned, mut parts) = (Vec::new(), Vec::new());
+        let mut chunk = a.clone();
+        m.feed_parts(0, &mut chunk, &mut owned, &mut parts).unwrap();
+        let mut chunk = b.clone();
+        m.feed_parts(1, &mut chunk, &mut owned, &mut parts).unwrap();
+        assert!(parts.iter().all(|p| matches!(p, Part::Owned(..))));
+        // b's interface 0 is merged id 1: its packets are patched where
+        // they lie and named as one range; the block cut off at the end
+        // waits and is not named.
+        let mut chunk = [epb(h, 0, b"one"), epb(h, 0, b"two"), epb(h, 0, b"three")].concat();
+        let cut = chunk.len() - 7;
+        let whole = epb(h, 0, b"one").len() + epb(h, 0, b"two").len();
+        owned.clear();
+        parts.clear();
+        m.feed_parts(1, &mut chunk[..cut], &mut owned, &mut parts)
+            .unwrap();
+        assert_eq!(parts, [Part::Input(0, whole)]);
+        assert!(owned.is_empty(), "nothing copied");
+        let got = walk(&chunk[..whole]);
+        assert_eq!(got.len(), 2);
+        assert!(got.iter().all(|b| h.u32(&b.bytes, 8) == 1));
+        // The rest completes the held block: copied, as it spanned reads.
+        let mut rest = chunk[cut..].to_vec();
+        rest.extend(epb(h, 0, b"four"));
+        let four = epb(h, 0, b"four").len();
+        owned.clear();
+        parts.clear();
+        m.feed_parts(1, &mut rest, &mut owned, &mut parts).unwrap();
+        let held_len = epb(h, 0, b"three").len();
+        assert_eq!(parts, [Part::Owned(0, held_len), Part::Input(7, 7 + four)]);
+        assert_eq!(h.u32(&owned, 8), 1);
+        assert_eq!(h.u32(&rest, 7 + 8), 1);
+    }
+
+    #[test]
+    fn parts_assemble_to_what_feed_writes_in_any_chunking() {
+        let h = Order::host();
+        let f = if h == Order::Big {
+            Order::Little
+        } else {
+            Order::Big
+        };
+        let a = stream(
+            h,
+            &[
+                idb(h, 1, Some("lo")),
+                epb(h, 0, b"x"),
+                wrap(h, NRB, &[0; 4]),
+                isb(h, 0),
+                spb(h, b"spb"),
+                epb(h, 0, &[9; 200]),
+            ],
+        );
+        let b = stream(f, &[idb(f, 1, Some("eth0")), epb(f, 0, &[7; 300])]);
+        for step in [1, 5, 12, 33, 100, 4096] {
+            let mut whole = Merger::new(["a", "b"], TARGET_MARKER.to_string());
+            let mut parted = Merger::new(["a", "b"], TARGET_MARKER.to_string());
+            let (mut expect, mut got) = (Vec::new(), Vec::new());
+            let (mut ia, mut ib) = (0, 0);
+            while ia < a.len() || ib < b.len() {
+                for (i, s, at) in [(0, &a, &mut ia), (1, &b, &mut ib)] {
+                    let end = (*at + step).min(s.len());
+                    whole.feed(i, &s[*at..end], &mut expect).unwrap();
+                    let mut chunk = s[*at..end].to_vec();
+                    let (mut owned, mut parts) = (Vec::new(), Vec::new());
+                    parted
+                        .feed_parts(i, &mut chunk, &mut owned, &mut parts)
+                        .unwrap();
+                    for p in parts {
+                        got.extend_from_slice(match p {
+                            Part::Input(s, e) => &chunk[s..e],
+                            Part::Owned(s, e) => &owned[s..e],
+                        });
+                    }
+                    *at = end;
+                }
+            }
+            assert_eq!(got, expect, "step {step}");
+            assert_eq!(walk(&got).len(), 1 + 6 + 2, "step {step}");
+        }
     }
 
     #[test]

@@ -1415,3 +1415,124 @@ fn tshark_captures_two_targets_picked_in_the_reloaded_selector() {
         "the service stopped and reaped both dumpcaps"
     );
 }
+
+#[test]
+fn tshark_captures_an_interface_picked_in_the_reloaded_interface_selector() {
+    let dir = TempDir::new();
+    let pair = VethPair::new();
+    let _ping = pings(&pair);
+    let (na, nb) = (
+        format!("nif-a-{}", pair.a.name),
+        format!("nif-b-{}", pair.b.name),
+    );
+    let mut ta = common::target(&na, "", pair.a.inode(), 0, 0);
+    ta["network-interfaces"] = serde_json::json!([pair.a_if, "lo"]);
+    let mut tb = common::target(&nb, "", pair.b.inode(), 0, 0);
+    tb["network-interfaces"] = serde_json::json!([pair.b_if, "lo"]);
+    let gw = GhostWire::start(mobyshark(&[ta, tb]));
+    let service = Service::with_discovery(gw.port(), 5, &["--proxy-discovery"]);
+    let reload = |chosen: &[&str]| {
+        let mut args = vec![
+            "--extcap-interface",
+            "packetflix",
+            "--extcap-config",
+            "--extcap-reload-option",
+            "nif",
+        ];
+        args.extend_from_slice(chosen);
+        let url = service_url(&service);
+        args.extend_from_slice(&["--url", &url]);
+        let run = client(&args);
+        assert!(run.status.success(), "{}", run.stderr);
+        let text = String::from_utf8(run.stdout).unwrap();
+        selector_values(&text, "3")
+            .into_iter()
+            .map(|(v, _)| v)
+            .collect::<Vec<_>>()
+    };
+    // The initial answer offers "all"; a reload without a chosen target
+    // offers every listed target's interfaces, each once.
+    let run = client(&["--extcap-interface", "packetflix", "--extcap-config"]);
+    let text = String::from_utf8(run.stdout).unwrap();
+    assert_eq!(
+        selector_values(&text, "3"),
+        [("all".to_string(), "all interfaces".to_string())]
+    );
+    assert_eq!(
+        reload(&[]),
+        ["all", pair.a_if.as_str(), "lo", pair.b_if.as_str()]
+    );
+    // The targets picked in the target selector come along with the
+    // reload, as Wireshark passes every option's current value.
+    let run = client(&[
+        "--extcap-interface",
+        "packetflix",
+        "--extcap-config",
+        "--extcap-reload-option",
+        "targets",
+        "--url",
+        &service_url(&service),
+    ]);
+    let text = String::from_utf8(run.stdout).unwrap();
+    let picked: Vec<String> = selector_values(&text, "7")
+        .into_iter()
+        .map(|(v, _)| v)
+        .collect();
+    assert_eq!(picked.len(), 2, "{text}");
+    assert_eq!(
+        reload(&["--targets", &picked[1]]),
+        ["all", pair.b_if.as_str(), "lo"]
+    );
+    assert_eq!(
+        reload(&["--target", &nb]),
+        ["all", pair.b_if.as_str(), "lo"]
+    );
+
+    // tshark sets the selector's preference like a string's: one picked
+    // interface of a target named by name...
+    let config = install_extcap(&dir);
+    let capture = |name: &str, prefs: &[String]| {
+        let out = dir.join(name);
+        let mut args = vec![
+            "-i".to_string(),
+            "packetflix".to_string(),
+            "-o".to_string(),
+            format!("extcap.packetflix.url:{}", service_url(&service)),
+        ];
+        for p in prefs {
+            args.extend(["-o".to_string(), p.clone()]);
+        }
+        args.extend(["-a", "duration:3", "-w", out.to_str().unwrap()].map(String::from));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = finish(
+            spawn("tshark", &args, &[("XDG_CONFIG_HOME", &config)]),
+            STEP_LIMIT,
+        );
+        assert!(run.status.success(), "tshark: {}", run.stderr);
+        tshark_lines(&out, &["-T", "fields", "-e", "frame.interface_name"])
+    };
+    let lines = capture(
+        "one-nif.pcapng",
+        &[
+            format!("extcap.packetflix.target:{nb}"),
+            format!("extcap.packetflix.nif:{}", pair.b_if),
+        ],
+    );
+    assert!(lines.len() >= 10, "{lines:?}");
+    assert!(lines.iter().all(|l| *l == pair.b_if), "{lines:?}");
+    // ... and "all" with both targets picked.
+    let lines = capture(
+        "all-nifs.pcapng",
+        &[
+            format!("extcap.packetflix.targets:{}", picked.join(",")),
+            "extcap.packetflix.nif:all".to_string(),
+        ],
+    );
+    for name in [format!("{na}/{}", pair.a_if), format!("{nb}/{}", pair.b_if)] {
+        assert!(lines.contains(&name), "no packet on {name}: {lines:?}");
+    }
+    assert!(
+        service.wait_dumpcaps(0, Duration::from_secs(15)).is_empty(),
+        "the service stopped and reaped every dumpcap"
+    );
+}

@@ -119,6 +119,9 @@ pub enum Extcap {
         option: String,
         service: Box<ServiceUrl>,
         discovery: Option<Box<Url>>,
+        /// (name, prefix) of the targets chosen so far, for the interface
+        /// selector; empty: every listed target.
+        chosen: Vec<(String, String)>,
     },
     Capture(Box<CaptureArgs>),
 }
@@ -353,10 +356,20 @@ fn extcap(raw: Raw) -> Result<Command, String> {
     }
     if raw.extcap_config {
         if let Some(option) = raw.reload_option.clone() {
+            let chosen = if option == super::extcap::NIF_OPTION {
+                super::extcap::chosen_targets(
+                    raw.targets.as_deref(),
+                    raw.target.as_deref(),
+                    raw.prefix.as_deref(),
+                )?
+            } else {
+                Vec::new()
+            };
             return Ok(Command::Extcap(Extcap::Reload {
                 option,
                 service: Box::new(service(&raw)?),
                 discovery: discovery(&raw)?.map(Box::new),
+                chosen,
             }));
         }
         return Ok(Command::Extcap(Extcap::Config));

@@ -17,6 +17,13 @@ pub const HELP_URL: &str = "https://github.com/siemens/packetflix";
 pub const TARGETS_OPTION: &str = "targets";
 /// The number of the `--targets` argument in [`config`].
 const TARGETS_ARG: usize = 7;
+/// The option Wireshark names in `--extcap-reload-option` to refill the
+/// interface selector.
+pub const NIF_OPTION: &str = "nif";
+/// The number of the `--nif` argument in [`config`].
+const NIF_ARG: usize = 3;
+/// The interface selector's value for every interface of the targets.
+const ALL_INTERFACES: &str = "all";
 
 /// The link type announced to Wireshark. The stream is pcapng with its own
 /// Interface Description Blocks, whose link types Wireshark uses, so this is
@@ -48,10 +55,12 @@ pub fn config() -> String {
         "{call=--target}{display=Target}{type=string}\
          {tooltip=network namespace inode, container JSON, or container name as the discovery service lists it}{group=Target}",
         "{call=--prefix}{display=Name prefix}{type=string}{tooltip=prefix of a target named by name (e.g. a Docker-in-Docker host)}{group=Target}",
-        // A string, not an editselector: Wireshark 4.0 makes no preference
-        // of an editselector, so tshark's -o could not set it.
-        "{call=--nif}{display=Interfaces}{type=string}\
-         {tooltip=interfaces separated by /, or all; empty: the target's own, else all (several targets: empty or all)}{group=Capture}",
+        // A selector, not an editselector: Wireshark 4.0 makes a string
+        // preference of a selector (tshark's -o sets any value, also
+        // eth0/lo), but none of an editselector.
+        "{call=--nif}{display=Interfaces}{type=selector}{reload=true}{placeholder=Load the interfaces}\
+         {tooltip=interfaces of the chosen targets as the discovery service lists them, or all; press reload to fetch them; \
+         unset: the target's own, else all (several targets: unset or all)}{group=Capture}",
         "{call=--filter}{display=Capture filter}{type=string}{tooltip=pcap-filter expression applied by the service}{group=Capture}",
         "{call=--chaste}{display=Avoid promiscuous mode}{type=boolflag}{default=false}{group=Capture}",
         "{call=--discovery}{display=Discovery URL}{type=string}\
@@ -64,10 +73,13 @@ pub fn config() -> String {
         "{call=--ca}{display=CA certificate}{type=fileselect}{mustexist=true}\
          {tooltip=PEM file of the CA that signed the service's certificate; empty: the system's CAs}{group=Security}",
     ];
-    args.iter()
+    let mut out: String = args
+        .iter()
         .enumerate()
         .map(|(i, a)| format!("arg {{number={i}}}{a}\n"))
-        .collect()
+        .collect();
+    out.push_str(&nif_initial());
+    out
 }
 
 /// `--extcap-config --extcap-reload-option targets`: the selector's values,
@@ -99,6 +111,77 @@ pub fn target_values(listed: &[Listed]) -> String {
             )
         })
         .collect()
+}
+
+/// The initial values of the interface selector in `--extcap-config`.
+fn nif_initial() -> String {
+    format!("value {{arg={NIF_ARG}}}{{value={ALL_INTERFACES}}}{{display=all interfaces}}\n")
+}
+
+/// `--extcap-config --extcap-reload-option nif`: "all", then the
+/// interfaces the discovery service lists for the chosen targets (every
+/// listed target when none is chosen), each name once, in listing order.
+/// `chosen` holds (name, prefix) pairs. A name that could not be passed back
+/// intact (braces, commas, line breaks, `/`) is left out.
+pub fn nif_values(listed: &[Listed], chosen: &[(String, String)]) -> String {
+    let mut seen: Vec<&str> = Vec::new();
+    for l in listed {
+        let t = &l.target;
+        if !chosen.is_empty() && !chosen.iter().any(|(n, p)| *n == t.name && *p == t.prefix) {
+            continue;
+        }
+        for nif in &t.network_interfaces {
+            let clean = !nif.is_empty()
+                && !nif.contains(['{', '}', ',', '/', '\n', '\r'])
+                && nif != ALL_INTERFACES
+                && nif != "any";
+            if clean && !seen.contains(&nif.as_str()) {
+                seen.push(nif);
+            }
+        }
+    }
+    let mut out = nif_initial();
+    for nif in seen {
+        out.push_str(&format!(
+            "value {{arg={NIF_ARG}}}{{value={nif}}}{{display={nif}}}\n"
+        ));
+    }
+    out
+}
+
+/// The targets whose interfaces the selector lists: those of `--targets`
+/// (Wireshark passes the other options' current values with a reload), or
+/// `--target` when it is a name (with `--prefix`); none means every target.
+pub fn chosen_targets(
+    targets: Option<&str>,
+    target: Option<&str>,
+    prefix: Option<&str>,
+) -> Result<Vec<(String, String)>, String> {
+    if let Some(list) = targets {
+        let array = decode_targets(list)?;
+        let v: serde_json::Value =
+            serde_json::from_str(&array).map_err(|e| format!("--targets: {e}"))?;
+        let field = |t: &serde_json::Value, k: &str| {
+            t.get(k)
+                .and_then(|x| x.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        return Ok(v
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|t| (field(t, "name"), field(t, "prefix")))
+                    .collect()
+            })
+            .unwrap_or_default());
+    }
+    match target {
+        Some(t) if !t.is_empty() && !t.starts_with(['{', '[']) && t.parse::<u64>().is_err() => Ok(
+            vec![(t.to_string(), prefix.unwrap_or_default().to_string())],
+        ),
+        _ => Ok(Vec::new()),
+    }
 }
 
 /// Braces and line breaks would end an extcap sentence's field.
@@ -251,12 +334,56 @@ mod tests {
             .find(|(_, f)| field(f, "call") == Some("--nif"))
             .unwrap()
             .1;
-        assert_eq!(field(nif, "type"), Some("string"));
+        assert_eq!(field(nif, "type"), Some("selector"));
+        assert_eq!(field(nif, "reload"), Some("true"));
         assert!(field(nif, "tooltip").unwrap().contains("or all"));
+        let all: Vec<_> = s
+            .iter()
+            .filter(|(k, f)| k == "value" && field(f, "arg") == Some("3"))
+            .map(|(_, f)| field(f, "value").unwrap())
+            .collect();
+        assert_eq!(all, ["all"]);
         let t = &s[TARGETS_ARG].1;
         assert_eq!(field(t, "call"), Some("--targets"));
         assert_eq!(field(t, "type"), Some("multicheck"));
         assert_eq!(field(t, "reload"), Some("true"));
+    }
+
+    #[test]
+    fn interface_values_are_all_then_the_chosen_targets_interfaces_once() {
+        let body = br#"{"containers":[
+            {"name":"a","netns":5,"network-interfaces":["eth0","lo"]},
+            {"name":"b","prefix":"p","netns":6,"network-interfaces":["lo","net1","bad,name"]},
+            {"name":"c","netns":7,"network-interfaces":["eth9"]}]}"#;
+        let listed = crate::client::targets::parse_listing(body).unwrap();
+        let values = |chosen: &[(String, String)]| -> Vec<String> {
+            sentences(&nif_values(&listed, chosen))
+                .iter()
+                .map(|(k, f)| {
+                    assert_eq!(k, "value");
+                    assert_eq!(field(f, "arg"), Some("3"));
+                    field(f, "value").unwrap().to_string()
+                })
+                .collect()
+        };
+        assert_eq!(values(&[]), ["all", "eth0", "lo", "net1", "eth9"]);
+        let picked = [
+            hex(br#"{"name":"a","netns":5}"#),
+            hex(br#"{"name":"b","prefix":"p","netns":6}"#),
+        ]
+        .join(",");
+        let chosen = chosen_targets(Some(&picked), None, None).unwrap();
+        assert_eq!(values(&chosen), ["all", "eth0", "lo", "net1"]);
+        let chosen = chosen_targets(None, Some("c"), None).unwrap();
+        assert_eq!(values(&chosen), ["all", "eth9"]);
+        // A name with the wrong prefix, or an inode, chooses nothing listed
+        // by name: only "all" stays, or every target's.
+        let chosen = chosen_targets(None, Some("b"), None).unwrap();
+        assert_eq!(values(&chosen), ["all"]);
+        assert!(chosen_targets(None, Some("4026531840"), None)
+            .unwrap()
+            .is_empty());
+        assert!(chosen_targets(Some("zz"), None, None).is_err());
     }
 
     #[test]

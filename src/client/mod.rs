@@ -90,13 +90,18 @@ fn run(command: Command) -> Result<(), Failure> {
             option,
             service,
             discovery,
+            chosen,
         }) => {
-            // Only the target selector is filled from outside; any other
-            // option has no values to reload.
-            if option == extcap::TARGETS_OPTION {
+            // The target and interface selectors are filled from the
+            // discovery service; any other option has no values to reload.
+            if option == extcap::TARGETS_OPTION || option == extcap::NIF_OPTION {
                 install_signals(true)?;
                 if let Some(list) = fetch_targets(&service, discovery.as_deref(), &signals::STOP)? {
-                    print!("{}", extcap::target_values(&list));
+                    if option == extcap::TARGETS_OPTION {
+                        print!("{}", extcap::target_values(&list));
+                    } else {
+                        print!("{}", extcap::nif_values(&list, &chosen));
+                    }
                 }
             }
         }

@@ -13,7 +13,7 @@
 use super::capture::{send_message, term_step, TermStep};
 use super::*;
 use crate::discovery::ParsedListing;
-use crate::merge::Merger;
+use crate::merge::{Merger, Part};
 use crate::multi::{outcomes_reason, target_labels, MultiParams};
 use crate::pcapng::targets_document;
 use crate::target::Target;
@@ -107,8 +107,11 @@ pub(super) struct MultiCapture {
     /// The client is not read: pongs owed to it would grow the output
     /// queue past [`HIGH_WATER`]. Resumes below [`LOW_WATER`], like the pipes.
     client_paused: bool,
-    /// Merged blocks of one read, before they go out as one message.
+    /// What the merger made of one read (blocks it built or that spanned
+    /// reads); the rest of the message is ranges of the read buffer.
     scratch: Vec<u8>,
+    /// The pieces of one read's message, in order.
+    parts: Vec<Part>,
 }
 
 impl MultiCapture {
@@ -457,6 +460,7 @@ impl Session {
             paused: false,
             client_paused: false,
             scratch: Vec::new(),
+            parts: Vec::new(),
         });
         let program = &ctx.cfg.capture_program;
         let mut failure = None;
@@ -609,7 +613,9 @@ impl Session {
                 continue;
             }
             m.scratch.clear();
-            if let Err(e) = m.merger.feed(i, &ctx.buf[..n], &mut m.scratch) {
+            m.parts.clear();
+            let chunk = &mut ctx.buf[..n];
+            if let Err(e) = m.merger.feed_parts(i, chunk, &mut m.scratch, &mut m.parts) {
                 let p = &mut m.programs[i];
                 warn!(
                     "[c{}] target {}: {e}; its output is left out",
@@ -618,8 +624,8 @@ impl Session {
                 p.broken = Some(e.0);
                 ended = true;
             }
-            if !m.scratch.is_empty() {
-                if let Err(e) = send_message(conn, &m.scratch) {
+            if !m.parts.is_empty() {
+                if let Err(e) = send_merged(conn, chunk, &m.scratch, &m.parts) {
                     broke = Some(e);
                     break;
                 }
@@ -971,6 +977,41 @@ impl Session {
         );
         self.send_close(ctx, code, &reason);
     }
+}
+
+/// Most pieces one merged message is sent in without copying; a read that
+/// the merger cut into more (blocks it rebuilt between blocks it passed)
+/// is joined into one buffer first. 64 KiB of 1500-byte packets is one
+/// piece, or a few around a block that spanned reads.
+const MAX_PARTS: usize = 32;
+
+/// One read's merged blocks as one binary message: the websocket header and
+/// the pieces (ranges of the read buffer and of what the merger made) in
+/// one `writev`, with no copy when the socket takes them.
+fn send_merged(conn: &mut Conn, chunk: &[u8], made: &[u8], parts: &[Part]) -> io::Result<()> {
+    let piece = |p: &Part| match *p {
+        Part::Input(s, e) => &chunk[s..e],
+        Part::Owned(s, e) => &made[s..e],
+    };
+    let len: usize = parts.iter().map(|p| piece(p).len()).sum();
+    let mut head = [0u8; ws::MAX_SERVER_HEADER];
+    let n = ws::binary_header(len, &mut head);
+    if parts.len() > MAX_PARTS {
+        let mut joined = Vec::with_capacity(len);
+        for p in parts {
+            joined.extend_from_slice(piece(p));
+        }
+        conn.send_parts(&head[..n], &joined)?;
+    } else {
+        let mut slices: [&[u8]; MAX_PARTS + 1] = [&[]; MAX_PARTS + 1];
+        slices[0] = &head[..n];
+        for (s, p) in slices[1..].iter_mut().zip(parts) {
+            *s = piece(p);
+        }
+        conn.send_slices(&slices[..parts.len() + 1])?;
+    }
+    metrics::BYTES_RELAYED.add(len as u64);
+    Ok(())
 }
 
 fn terminate_program(p: &mut Program, ctx: &mut Ctx, id: u64) {
