@@ -182,6 +182,7 @@ impl TlsStream {
                     true,
                 );
                 let _ = self.sock.write(&resp);
+                crate::metrics::tls_handshake_failed();
                 Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "plaintext request on the TLS port",
@@ -220,6 +221,9 @@ impl Read for Transport {
                     // now; the socket's verdict on them can wait.
                     let sent = t.write_pending();
                     if let Err(e) = processed {
+                        if t.tls.is_handshaking() {
+                            crate::metrics::tls_handshake_failed();
+                        }
                         return Err(io::Error::new(io::ErrorKind::InvalidData, e));
                     }
                     sent?;

@@ -457,6 +457,20 @@ fn https_speaks_tls12_and_tls13_and_plaintext_is_told_to_use_tls() {
     )
     .expect("https after plaintext");
     assert_eq!(status, 200);
+    // The plaintext request counts as a failed handshake; the good ones do not.
+    let (status, body) = https_raw(
+        port,
+        &pki.ca,
+        "GET /metrics HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+        T,
+    )
+    .expect("metrics over https");
+    assert_eq!(status, 200);
+    let failed = body
+        .lines()
+        .find_map(|l| l.strip_prefix("packetflix_tls_handshakes_failed_total "))
+        .map(str::trim);
+    assert_eq!(failed, Some("1"), "{body}");
 }
 
 #[test]
