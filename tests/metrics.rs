@@ -161,3 +161,35 @@ fn promtool_rejects_what_the_format_forbids() {
     let (ok, _) = promtool("# TYPE x counter\nx 1\n");
     assert!(!ok);
 }
+
+#[test]
+fn a_capture_of_two_targets_counts_two_starts_and_one_end() {
+    let svc = Service::start(&[]);
+    let (a, b) = (Netns::new(), Netns::new());
+    let targets = serde_json::json!([
+        {"netns": a.inode(), "name": "a", "network-interfaces": ["lo"]},
+        {"netns": b.inode(), "name": "b", "network-interfaces": ["lo"]},
+    ]);
+    let query = format!("container={}", common::urlencode(&targets.to_string()));
+    let mut c = common::start(&svc, &query, &[]);
+    assert!(common::ping_self_until_seen(&mut c, &a));
+    let (_, during) = scrape(svc.port());
+    assert_eq!(during["packetflix_captures_running"], 2.0);
+    assert_eq!(during["packetflix_captures_started_total"], 2.0);
+    let _ = c.close(Duration::from_secs(5));
+    let settled = common::wait_for(Duration::from_secs(10), || {
+        let (_, s) = scrape(svc.port());
+        s["packetflix_captures_running"] == 0.0
+            && s["packetflix_captures_ended_total{cause=\"client_closed\"}"] == 1.0
+    });
+    assert!(settled, "the capture of two targets not counted as one end");
+    let (text, s) = scrape(svc.port());
+    assert!(s["packetflix_relayed_bytes_total"] > 0.0);
+    let exits: f64 = ["success", "failure", "signal"]
+        .iter()
+        .map(|st| s[&format!("packetflix_capture_program_exits_total{{status=\"{st}\"}}")])
+        .sum();
+    assert_eq!(exits, 2.0);
+    let (ok, said) = promtool(&text);
+    assert!(ok, "{said}");
+}

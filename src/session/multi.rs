@@ -107,6 +107,8 @@ pub(super) struct MultiCapture {
     /// The client is not read: pongs owed to it would grow the output
     /// queue past [`HIGH_WATER`]. Resumes below [`LOW_WATER`], like the pipes.
     client_paused: bool,
+    /// When the current pause of the pipes began, for the paused-time metric.
+    paused_since: Option<Instant>,
     /// What the merger made of one read (blocks it built or that spanned
     /// reads); the rest of the message is ranges of the read buffer.
     scratch: Vec<u8>,
@@ -459,6 +461,7 @@ impl Session {
             ending: MultiEnding::Running,
             paused: false,
             client_paused: false,
+            paused_since: None,
             scratch: Vec::new(),
             parts: Vec::new(),
         });
@@ -583,6 +586,9 @@ impl Session {
         while let Some(pipe) = m.programs.get_mut(i).and_then(|p| p.stdout.as_mut()) {
             if forwarding && conn.pending() >= HIGH_WATER {
                 // Every pipe of the capture waits for the client.
+                if !m.paused {
+                    m.paused_since = Some(ctx.now);
+                }
                 m.paused = true;
                 break;
             }
@@ -697,6 +703,9 @@ impl Session {
                     ctx.again.push((token(self.key, CLIENT), self.id));
                 }
                 if std::mem::take(&mut m.paused) {
+                    if let Some(since) = m.paused_since.take() {
+                        metrics::paused_for(ctx.now.saturating_duration_since(since));
+                    }
                     m.programs.len()
                 } else {
                     0
@@ -935,6 +944,18 @@ impl Session {
             .any(|p| p.stdout.is_some() || p.stderr.is_some());
         if m.ending.forwards() && draining {
             return;
+        }
+        if let Some(since) = m.paused_since.take() {
+            metrics::paused_for(ctx.now.saturating_duration_since(since));
+        }
+        match &m.ending {
+            MultiEnding::Running => metrics::ended(metrics::End::ProgramEnded),
+            MultiEnding::ClientClosed(_) => metrics::ended(metrics::End::ClientClosed),
+            MultiEnding::ClientGone => metrics::ended(metrics::End::ClientGone),
+            MultiEnding::Violation(..) => metrics::ended(metrics::End::Violation),
+            MultiEnding::Shutdown => metrics::ended(metrics::End::Shutdown),
+            // Never ran as a whole: counted as refused instead.
+            MultiEnding::Refused(..) => metrics::refused(Refusal::Program),
         }
         let outcomes: Vec<(String, String)> = m
             .programs
