@@ -294,9 +294,7 @@ impl Session {
             stderr: Some(spawned.stderr),
             editor: ShbEditor::new(doc),
             reader: FrameReader::new(),
-            errline: None,
-            firstline: None,
-            errpart: Vec::new(),
+            err: ErrLines::default(),
             ending: Ending::Running,
             paused: false,
             paused_since: None,
@@ -439,21 +437,9 @@ impl Session {
             match pipe.read(ctx.buf) {
                 Ok(0) => {
                     cap.stderr = None;
-                    let rest = std::mem::take(&mut cap.errpart);
-                    stderr_line(cap, self.id, &rest);
+                    cap.err.finish(|l| logged_stderr(self.id, l));
                 }
-                Ok(n) => {
-                    for part in ctx.buf[..n].split_inclusive(|b| *b == b'\n') {
-                        if cap.errpart.len() < MAX_ERR_LINE {
-                            let room = MAX_ERR_LINE - cap.errpart.len();
-                            cap.errpart.extend_from_slice(&part[..part.len().min(room)]);
-                        }
-                        if part.ends_with(b"\n") {
-                            let line = std::mem::take(&mut cap.errpart);
-                            stderr_line(cap, self.id, &line);
-                        }
-                    }
-                }
+                Ok(n) => cap.err.feed(&ctx.buf[..n], |l| logged_stderr(self.id, l)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => cap.stderr = None,
@@ -639,26 +625,13 @@ pub(super) fn term_step(kill_at: Instant, now: Instant) -> TermStep {
     }
 }
 
-pub(super) fn stderr_line(cap: &mut Capture, id: u64, line: &[u8]) {
-    let line = String::from_utf8_lossy(line);
-    let line = line.trim();
-    if line.is_empty() {
-        return;
-    }
+fn logged_stderr(id: u64, line: &str) {
     debug!("[c{id}] capture program: {line}");
-    if cap.errline.is_none() {
-        if let Some(rest) = line.strip_prefix("dumpcap: ") {
-            cap.errline = Some(rest.trim().to_string());
-        }
-    }
-    if cap.firstline.is_none() {
-        cap.firstline = Some(line.to_string());
-    }
 }
 
 /// The close code and reason for a capture program that ended by itself.
 pub(super) fn exit_reason(cap: &Capture) -> (u16, String) {
-    let detail = cap.errline.clone();
+    let detail = cap.err.errline().map(str::to_string);
     match cap.status {
         // dumpcap exits 0 also when it stops by itself for a reason the user
         // should see (a captured interface was deleted, say).
@@ -668,7 +641,7 @@ pub(super) fn exit_reason(cap: &Capture) -> (u16, String) {
         ),
         Some(WaitStatus::Exited(_, code)) => (
             ws::INTERNAL_ERROR,
-            detail.unwrap_or_else(|| match &cap.firstline {
+            detail.unwrap_or_else(|| match cap.err.firstline() {
                 Some(l) => format!("capture program failed ({code}): {l}"),
                 None => format!("capture program exited with status {code}"),
             }),
@@ -697,9 +670,7 @@ mod tests {
             stderr: None,
             editor: ShbEditor::new(String::new()),
             reader: FrameReader::new(),
-            errline: None,
-            firstline: None,
-            errpart: Vec::new(),
+            err: ErrLines::default(),
             ending: Ending::ProgramEnded,
             paused: false,
             paused_since: None,
@@ -709,7 +680,8 @@ mod tests {
             kill_sent: false,
         };
         for line in stderr {
-            stderr_line(&mut cap, 1, line.as_bytes());
+            cap.err.feed(line.as_bytes(), |_| {});
+            cap.err.finish(|_| {});
         }
         cap
     }

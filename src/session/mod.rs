@@ -40,10 +40,12 @@ use crate::target::{is_stale, process_starttime};
 use crate::ws::{self, FrameReader, Inbound};
 
 mod capture;
+mod errlines;
 mod multi;
 mod proxy_phase;
 
 use capture::{term_step, terminate, TermStep};
+use errlines::ErrLines;
 
 /// Token roles: the low bits of a token say which descriptor of a session
 /// an event is for. Eight bits: a capture of several targets has two pipes
@@ -69,8 +71,6 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Client bytes kept while discovery runs (frames sent behind the
 /// handshake); a well-behaved client sends none or a close frame.
 const MAX_EARLY_FRAMES: usize = 4096;
-/// Longest stderr line kept from the capture program.
-const MAX_ERR_LINE: usize = 1024;
 /// How often SIGTERM is repeated to a capture program that has not exited,
 /// until the kill deadline. dumpcap loses a SIGTERM that arrives while it
 /// starts up: its handler only clears a flag that its capture loop then
@@ -172,11 +172,8 @@ struct Capture {
     stderr: Option<Receiver>,
     editor: ShbEditor,
     reader: FrameReader,
-    /// First stderr line starting with `dumpcap: `, prefix removed.
-    errline: Option<String>,
-    /// First stderr line of any kind, the fallback reason.
-    firstline: Option<String>,
-    errpart: Vec<u8>,
+    /// What it said on stderr, for the close reason.
+    err: ErrLines,
     ending: Ending,
     paused: bool,
     /// When the current pause began, for the paused-time metric.

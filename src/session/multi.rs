@@ -35,9 +35,8 @@ pub(super) struct Program {
     status: Option<WaitStatus>,
     stdout: Option<Receiver>,
     stderr: Option<Receiver>,
-    errline: Option<String>,
-    firstline: Option<String>,
-    errpart: Vec<u8>,
+    /// What it said on stderr, for the close reason.
+    err: ErrLines,
     /// Its output broke the pcapng format (the merger gave it up).
     broken: Option<String>,
     term_sent: bool,
@@ -54,8 +53,8 @@ impl Program {
         if let Some(b) = &self.broken {
             return format!("bad output: {b}");
         }
-        if let Some(e) = &self.errline {
-            return e.clone();
+        if let Some(e) = self.err.errline() {
+            return e.to_string();
         }
         match self.status {
             Some(WaitStatus::Exited(_, 0) | WaitStatus::Signaled(_, Signal::SIGTERM, _))
@@ -75,7 +74,7 @@ impl Program {
     fn failed(&self) -> bool {
         let clean_end = matches!(self.status, Some(WaitStatus::Exited(_, 0)))
             || (self.term_sent && self.status.is_some());
-        self.broken.is_some() || self.errline.is_some() || !clean_end
+        self.broken.is_some() || self.err.errline().is_some() || !clean_end
     }
 }
 
@@ -509,9 +508,7 @@ impl Session {
                 status: None,
                 stdout: Some(spawned.stdout),
                 stderr: Some(spawned.stderr),
-                errline: None,
-                firstline: None,
-                errpart: Vec::new(),
+                err: ErrLines::default(),
                 broken: None,
                 term_sent: false,
                 stopped: false,
@@ -673,18 +670,12 @@ impl Session {
             match pipe.read(ctx.buf) {
                 Ok(0) => {
                     p.stderr = None;
-                    let rest = std::mem::take(&mut p.errpart);
-                    program_stderr_line(p, self.id, &rest);
+                    let (id, label) = (self.id, &p.label);
+                    p.err.finish(|l| logged_stderr(id, label, l));
                 }
                 Ok(n) => {
-                    for part in ctx.buf[..n].split_inclusive(|b| *b == b'\n') {
-                        let room = MAX_ERR_LINE.saturating_sub(p.errpart.len());
-                        p.errpart.extend_from_slice(&part[..part.len().min(room)]);
-                        if part.ends_with(b"\n") {
-                            let line = std::mem::take(&mut p.errpart);
-                            program_stderr_line(p, self.id, &line);
-                        }
-                    }
+                    let (id, label) = (self.id, &p.label);
+                    p.err.feed(&ctx.buf[..n], |l| logged_stderr(id, label, l));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -1048,21 +1039,8 @@ fn terminate_program(p: &mut Program, ctx: &mut Ctx, id: u64) {
     p.kill_at = Some(ctx.now + ctx.cfg.term_timeout);
 }
 
-fn program_stderr_line(p: &mut Program, id: u64, line: &[u8]) {
-    let line = String::from_utf8_lossy(line);
-    let line = line.trim();
-    if line.is_empty() {
-        return;
-    }
-    debug!("[c{id}] target {}: capture program: {line}", p.label);
-    if p.errline.is_none() {
-        if let Some(rest) = line.strip_prefix("dumpcap: ") {
-            p.errline = Some(rest.trim().to_string());
-        }
-    }
-    if p.firstline.is_none() {
-        p.firstline = Some(line.to_string());
-    }
+fn logged_stderr(id: u64, label: &str, line: &str) {
+    debug!("[c{id}] target {label}: capture program: {line}");
 }
 
 #[cfg(test)]
