@@ -155,10 +155,12 @@ fn serve(mut conn: TcpStream, s: &Shared) {
         "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
+    // Counted before the bytes go out: a client that has its answer must
+    // find it counted.
+    s.answered.lock().unwrap().push(Instant::now());
     let _ = conn.write_all(head.as_bytes());
     let _ = conn.write_all(&body);
     let _ = conn.flush();
-    s.answered.lock().unwrap().push(Instant::now());
     let _ = conn.shutdown(std::net::Shutdown::Write);
 }
 
