@@ -13,14 +13,8 @@ use mio::net::TcpStream;
 
 use crate::tls::Transport;
 
-/// Queued output above which a connection's source (the capture pipe, the
-/// proxied peer, pipelined requests) is not read; reading resumes below
-/// [`LOW_WATER`]. Bounds a slow reader's memory.
-pub const HIGH_WATER: usize = 256 * 1024;
-pub const LOW_WATER: usize = 64 * 1024;
-/// Reads of one descriptor per event before other connections get their
-/// turn; with 64 KiB reads this is at most 1 MiB per turn.
-pub const READS_PER_TURN: usize = 16;
+pub use crate::driver::READS_PER_TURN;
+pub use crate::session::{HIGH_WATER, LOW_WATER};
 
 /// Most slices handed to one `writev`; well below Linux's IOV_MAX (1024).
 const MAX_IOV: usize = 64;

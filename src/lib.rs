@@ -13,6 +13,7 @@ pub mod client;
 pub mod config;
 pub mod conn;
 pub mod discovery;
+pub mod driver;
 pub mod front;
 pub mod http;
 pub mod links;

@@ -30,9 +30,11 @@ use nix::unistd::Pid;
 use slab::Slab;
 
 use crate::config::Config;
+use crate::conn::Conn;
+use crate::driver::{Entry, Io, Tok, World};
 use crate::lookup::{Delivery, Discovery, Waiter};
 use crate::metrics;
-use crate::session::{token, Ctx, Session, Timers, CLIENT, ROLE_BITS};
+use crate::session::{Session, Source};
 
 const LISTENER: Token = Token(usize::MAX);
 const SIGNALS: Token = Token(usize::MAX - 1);
@@ -86,11 +88,46 @@ pub fn bind(port: u16) -> io::Result<std::net::TcpListener> {
     Ok(std::net::TcpListener::from(fd))
 }
 
+/// Deadlines: a binary heap of (when, key, session id), checked lazily
+/// against the session's current deadline.
+#[derive(Default)]
+pub struct Timers {
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, usize, u64)>>,
+}
+
+impl Timers {
+    pub fn arm(&mut self, when: Instant, key: usize, id: u64) {
+        self.heap.push(std::cmp::Reverse((when, key, id)));
+    }
+
+    /// The earliest deadline that `live` still holds (given when, key and
+    /// session id); stale entries on top are dropped on the way, so the
+    /// loop never wakes for a deadline a session has already cleared (an
+    /// idle capture's spent head deadline, say).
+    pub fn next_live(&mut self, live: impl Fn(Instant, usize, u64) -> bool) -> Option<Instant> {
+        while let Some(&std::cmp::Reverse((when, key, id))) = self.heap.peek() {
+            if live(when, key, id) {
+                return Some(when);
+            }
+            self.heap.pop();
+        }
+        None
+    }
+
+    /// Removes and returns a deadline due at `now`.
+    pub fn pop_due(&mut self, now: Instant) -> Option<(usize, u64)> {
+        match self.heap.peek() {
+            Some(r) if r.0 .0 <= now => self.heap.pop().map(|r| (r.0 .1, r.0 .2)),
+            _ => None,
+        }
+    }
+}
+
 pub struct Reactor {
     poll: Poll,
     listener: Option<TcpListener>,
     signals: SignalFd,
-    sessions: Slab<Session>,
+    sessions: Slab<Entry>,
     timers: Timers,
     children: HashMap<i32, usize>,
     again: Vec<(Token, u64)>,
@@ -103,33 +140,39 @@ pub struct Reactor {
     shutdown_deadline: Option<Instant>,
     /// Keys that saw an event this batch; checked for removal at its end.
     touched: Vec<usize>,
-    /// Sessions running a capture (see `Session::counted`).
+    /// Captures running, one per target (each session's share in
+    /// `Io::counted`).
     captures: usize,
     /// Sessions ended this batch to make room for new connections; still
     /// in the slab until the batch ends.
     displaced: usize,
     privileges: crate::privileges::Privileges,
+    /// Why no capture can run, if so (from `privileges`).
+    no_capture: Option<String>,
+    /// The service's own network namespace, for self-exclusion.
+    own_netns: Option<u64>,
     /// Tokens, origins and TLS config for new connections; SIGHUP reloads.
     security: crate::security::Security,
 }
 
-/// Builds a [`Ctx`] from the reactor's fields, leaving `sessions` free to be
-/// borrowed beside it.
-macro_rules! ctx {
+/// Builds the driver's [`World`] from the reactor's fields, leaving
+/// `sessions` free to be borrowed beside it.
+macro_rules! world {
     ($r:expr, $now:expr) => {
-        Ctx {
+        World {
             registry: $r.poll.registry(),
             cfg: &$r.cfg,
-            timers: &mut $r.timers,
+            policy: &$r.security.policy,
             children: &mut $r.children,
             again: &mut $r.again,
             buf: &mut $r.buf,
-            now: $now,
             discovery: &mut $r.discovery,
             namespaces: &mut $r.namespaces,
             captures: $r.captures,
-            privileges: &$r.privileges,
-            policy: &$r.security.policy,
+            no_capture: $r.no_capture.as_deref(),
+            ambient: $r.privileges.ambient,
+            own_netns: $r.own_netns,
+            now: $now,
         }
     };
 }
@@ -188,7 +231,9 @@ impl Reactor {
             touched: Vec::new(),
             captures: 0,
             displaced: 0,
+            no_capture: privileges.refusal(),
             privileges,
+            own_netns: crate::netns::inode_of(std::path::Path::new("/proc/self/ns/net")),
             security,
         })
     }
@@ -260,7 +305,7 @@ impl Reactor {
         let timer = self.timers.next_live(|when, key, id| {
             sessions
                 .get(key)
-                .is_some_and(|s| s.id == id && s.deadline() == Some(when))
+                .is_some_and(|e| e.session.id == id && e.session.poll_timeout() == Some(when))
         });
         [
             timer,
@@ -282,18 +327,16 @@ impl Reactor {
         writable: bool,
         now: Instant,
     ) {
-        let key = tok.0 >> ROLE_BITS;
-        let role = tok.0 & ((1 << ROLE_BITS) - 1);
-        let Some(session) = self.sessions.get_mut(key) else {
+        let Tok { key, src } = Tok::of(tok);
+        let Some(entry) = self.sessions.get_mut(key) else {
             return;
         };
-        if id.is_some_and(|id| id != session.id) {
+        if id.is_some_and(|id| id != entry.session.id) || entry.session.finished() {
             return;
         }
-        let mut ctx = ctx!(self, now);
-        session.on_event(&mut ctx, role, readable, writable);
-        self.touched.push(key);
-        self.account(key);
+        let mut w = world!(self, now);
+        entry.on_event(&mut w, key, src, readable, writable);
+        self.settle(key, false);
     }
 
     fn fire_timers(&mut self, now: Instant) {
@@ -316,18 +359,17 @@ impl Reactor {
             );
         }
         while let Some((key, id)) = self.timers.pop_due(now) {
-            let Some(session) = self.sessions.get_mut(key) else {
+            let Some(entry) = self.sessions.get_mut(key) else {
                 continue;
             };
             // Stale heap entries (deadline moved or session replaced) are
             // skipped here rather than searched for when re-armed.
-            if session.id != id || session.deadline().is_none_or(|d| d > now) {
+            if entry.session.id != id || entry.session.poll_timeout().is_none_or(|d| d > now) {
                 continue;
             }
-            let mut ctx = ctx!(self, now);
-            session.on_timer(&mut ctx);
-            self.touched.push(key);
-            self.account(key);
+            let mut w = world!(self, now);
+            entry.on_timeout(&mut w, key);
+            self.settle(key, true);
         }
     }
 
@@ -345,42 +387,55 @@ impl Reactor {
     /// them; a session that ended or moved on meanwhile ignores its own.
     fn deliver(&mut self, deliveries: Vec<(Waiter, Delivery)>, now: Instant) {
         for ((key, id), delivery) in deliveries {
-            let Some(session) = self.sessions.get_mut(key) else {
+            let Some(entry) = self.sessions.get_mut(key) else {
                 continue;
             };
-            if session.id != id {
+            if entry.session.id != id {
                 continue;
             }
-            let mut ctx = ctx!(self, now);
-            session.on_delivery(&mut ctx, delivery);
-            self.touched.push(key);
-            self.account(key);
+            let mut w = world!(self, now);
+            entry.on_delivery(&mut w, key, delivery);
+            self.settle(key, false);
         }
     }
 
-    /// Keeps the count of running captures in step with the session's phase.
-    fn account(&mut self, key: usize) {
-        if let Some(s) = self.sessions.get_mut(key) {
-            // A capture of several targets counts once per target.
-            let weight = s.capture_weight();
-            if weight != s.counted {
-                self.captures = self.captures + weight - s.counted;
-                s.counted = weight;
-                metrics::CAPTURES_RUNNING.set(self.captures as i64);
+    /// After a session handled an event: its key is checked for removal at
+    /// the batch's end, the count of running captures follows its phase
+    /// (one per target), and its deadline is in the heap. `fired`: its
+    /// deadline just left the heap.
+    fn settle(&mut self, key: usize, fired: bool) {
+        self.touched.push(key);
+        let Some(e) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let weight = e.session.capture_weight();
+        if weight != e.io.counted {
+            self.captures = self.captures + weight - e.io.counted;
+            e.io.counted = weight;
+            metrics::CAPTURES_RUNNING.set(self.captures as i64);
+        }
+        if fired {
+            e.io.armed = None;
+        }
+        let due = e.session.poll_timeout();
+        if due != e.io.armed {
+            if let Some(when) = due {
+                self.timers.arm(when, key, e.session.id);
             }
+            e.io.armed = due;
         }
     }
 
     fn remove_finished(&mut self) {
         self.displaced = 0;
         for key in std::mem::take(&mut self.touched) {
-            if self.sessions.get(key).is_some_and(|s| s.finished()) {
-                let mut s = self.sessions.remove(key);
+            if self.sessions.get(key).is_some_and(|e| e.session.finished()) {
+                let mut e = self.sessions.remove(key);
                 metrics::CONNECTIONS_OPEN.dec();
-                self.captures -= s.counted;
+                self.captures -= e.io.counted;
                 metrics::CAPTURES_RUNNING.set(self.captures as i64);
-                let _ = self.poll.registry().deregister(s.socket());
-                debug!("[c{}] connection closed", s.id);
+                let _ = self.poll.registry().deregister(e.io.conn.sock.tcp());
+                debug!("[c{}] connection closed", e.session.id);
             }
         }
     }
@@ -436,7 +491,7 @@ impl Reactor {
             self.next_id += 1;
             if let Err(e) = self.poll.registry().register(
                 &mut sock,
-                token(key, CLIENT),
+                Tok::new(key, Source::Client).token(),
                 Interest::READABLE | Interest::WRITABLE,
             ) {
                 warn!("[c{id}] cannot watch connection from {peer}: {e}");
@@ -453,8 +508,12 @@ impl Reactor {
                 },
             };
             debug!("[c{id}] connection from {peer}");
-            let mut ctx = ctx!(self, now);
-            entry.insert(Session::new(id, key, peer, transport, &mut ctx));
+            let local = transport.local_addr().unwrap_or(peer);
+            entry.insert(Entry {
+                session: Session::new(id, peer, local, now),
+                io: Io::new(Conn::over(transport)),
+            });
+            self.settle(key, false);
             metrics::CONNECTIONS_OPEN.inc();
         }
     }
@@ -468,14 +527,14 @@ impl Reactor {
         let oldest = self
             .sessions
             .iter()
-            .filter(|(_, s)| s.displaceable())
-            .min_by_key(|(_, s)| s.id)
+            .filter(|(_, e)| !e.session.finished() && e.displaceable())
+            .min_by_key(|(_, e)| e.session.id)
             .map(|(k, _)| k);
         let Some(key) = oldest else {
             return false;
         };
-        if let Some(s) = self.sessions.get_mut(key) {
-            s.displace();
+        if let Some(e) = self.sessions.get_mut(key) {
+            e.displace();
         }
         // Removed at the end of the batch, like every finished session; it
         // no longer counts against the limit meanwhile.
@@ -535,11 +594,11 @@ impl Reactor {
                 continue;
             };
             metrics::exited(metrics::Exit::of(&status));
-            if let Some(session) = self.sessions.get_mut(key) {
-                let mut ctx = ctx!(self, now);
-                session.on_exit(&mut ctx, status);
-                self.touched.push(key);
-                self.account(key);
+            if let Some(entry) = self.sessions.get_mut(key) {
+                let mut w = world!(self, now);
+                let status = crate::driver::exit_status(&status);
+                entry.on_exit(&mut w, key, pid.as_raw() as u32, status);
+                self.settle(key, false);
             }
         }
     }
@@ -560,11 +619,10 @@ impl Reactor {
         self.shutdown_deadline = Some(now + self.cfg.term_timeout + SHUTDOWN_GRACE);
         let keys: Vec<usize> = self.sessions.iter().map(|(k, _)| k).collect();
         for key in keys {
-            if let Some(session) = self.sessions.get_mut(key) {
-                let mut ctx = ctx!(self, now);
-                session.shutdown(&mut ctx);
-                self.touched.push(key);
-                self.account(key);
+            if let Some(entry) = self.sessions.get_mut(key) {
+                let mut w = world!(self, now);
+                entry.shutdown(&mut w, key);
+                self.settle(key, false);
             }
         }
     }

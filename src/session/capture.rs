@@ -1,741 +1,738 @@
-//! The capture phases of a session: resolving the target (with discovery
-//! when the reference is stale), spawning the capture program, relaying its
-//! output, and deciding how the capture ends and what the client is told.
+//! A running capture: its programs (one per target), the relay of their
+//! output to the client, the client's frames, and how it ends.
+//!
+//! A program's life is one enum (`Life`): running, terminating (SIGTERM
+//! sent, repeated every [`TERM_REPEAT`] until the kill deadline), killed
+//! (SIGKILL sent), reaped. A program whose output ends is terminated; the
+//! capture ends when every program is reaped and, while it still relays,
+//! every pipe is drained. Then the client gets the close this module
+//! decides from the [`Ending`] and what each program did.
 
-use super::*;
-use crate::pcapng::push_document_key;
-use crate::selfexcl::combined_filter;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
-impl Session {
-    // ---- starting a capture ---------------------------------------------
+use log::{debug, info, warn};
 
-    pub(super) fn start_capture(
-        &mut self,
-        ctx: &mut Ctx,
-        req: &Request,
-        accept: String,
-        leftover: Vec<u8>,
-    ) {
-        self.early = leftover;
-        let limits = Limits {
-            max_target_json: ctx.cfg.max_target_json,
-            max_filter: ctx.cfg.max_filter,
-        };
-        match crate::multi::multi_params(req, &limits, ctx.cfg.max_targets) {
-            Ok(Some(several)) => return self.start_multi(ctx, several, accept),
-            Ok(None) => {}
-            Err(reason) => {
-                let reason = format!("capture refused: {reason}");
-                return self.refuse(ctx, &accept, ws::POLICY_VIOLATION, &reason);
-            }
-        }
-        let mut params = match capture_params_limited(req, &limits) {
-            Ok(p) => p,
-            Err(reason) => {
-                metrics::refused(Refusal::Parameters);
-                return self.refuse(
-                    ctx,
-                    &accept,
-                    ws::POLICY_VIOLATION,
-                    &format!("capture refused: {reason}"),
-                );
-            }
-        };
-        let t = &mut params.target;
-        if t.netns != 0 && is_stale(t, process_starttime) {
-            info!(
-                "[c{}] reference to pid {} is stale (start time differs or process gone); netns {} is not trusted",
-                self.id, t.pid, t.netns
-            );
-            t.netns = 0;
-        }
-        if t.netns != 0 {
-            return self.spawn_capture(ctx, params, &accept);
-        }
-        if !params.described || t.name.is_empty() {
-            metrics::refused(Refusal::Parameters);
-            return self.refuse(
-                ctx,
-                &accept,
-                ws::POLICY_VIOLATION,
-                "capture refused: the target has no valid netns and no name to look up with the discovery service",
-            );
-        }
-        self.start_discovery(ctx, params, accept);
-    }
+use super::errlines::ErrLines;
+use super::{Action, Broken, Env, Out, Refusal, Source};
+use crate::merge::{Merger, Part};
+use crate::metrics;
+use crate::pcapng::ShbEditor;
+use crate::ws::{self, FrameReader, Inbound};
 
-    pub(super) fn start_discovery(&mut self, ctx: &mut Ctx, params: CaptureParams, accept: String) {
-        let service = service_name(ctx.cfg);
-        info!(
-            "[c{}] looking up container {:?} (prefix {:?}) with the discovery service at {service}",
-            self.id, params.target.name, params.target.prefix
-        );
-        let d = Discovering {
-            params,
-            accept,
-            service,
-            started: ctx.now,
-            locating: None,
-        };
-        match ctx
-            .discovery
-            .want_listing(ctx.registry, ctx.now, (self.key, self.id))
-        {
-            Some(listing) => self.discovered(ctx, d, listing),
-            None => {
-                self.arm(ctx, ctx.cfg.discovery_timeout);
-                self.phase = Phase::Discovering(Box::new(d));
-            }
-        }
-    }
+/// How often SIGTERM is repeated to a capture program that has not exited,
+/// until the kill deadline. dumpcap loses a SIGTERM that arrives while it
+/// starts up: its handler only clears a flag that its capture loop then
+/// sets again. A client that closes right after the upgrade would otherwise
+/// wait for the kill deadline (10 s) and hold a capture slot meanwhile.
+pub(super) const TERM_REPEAT: Duration = Duration::from_secs(1);
 
-    /// The shared discovery work this session waited for is done.
-    pub fn on_delivery(&mut self, ctx: &mut Ctx, delivery: Delivery) {
-        match (delivery, &self.phase) {
-            (Delivery::Listing(listing), Phase::Discovering(d)) if d.locating.is_none() => {
-                let Phase::Discovering(d) = std::mem::replace(&mut self.phase, Phase::Flush) else {
-                    return;
-                };
-                self.deadline = None;
-                self.discovered(ctx, *d, listing);
-            }
-            (Delivery::Rescanned, Phase::Discovering(d)) if d.locating.is_some() => {
-                let Phase::Discovering(d) = std::mem::replace(&mut self.phase, Phase::Flush) else {
-                    return;
-                };
-                let asked_at = d.locating.unwrap_or(ctx.now);
-                self.spawn_capture_at(ctx, d.params, &d.accept, asked_at);
-            }
-            (Delivery::Listing(listing), Phase::MultiDiscovering(d)) if d.locating().is_none() => {
-                self.on_multi_listing(ctx, listing);
-            }
-            (Delivery::Rescanned, Phase::MultiDiscovering(d)) if d.locating().is_some() => {
-                self.on_multi_rescanned(ctx);
-            }
-            (Delivery::Address(addr), Phase::ProxyResolving(_)) => {
-                let Phase::ProxyResolving(p) = std::mem::replace(&mut self.phase, Phase::Flush)
-                else {
-                    return;
-                };
-                self.deadline = None;
-                let ProxyResolving {
-                    req,
-                    target,
-                    leftover,
-                } = *p;
-                self.proxy_to(ctx, &req, &target, leftover, addr);
-                // Client bytes that arrived meanwhile were left unread.
-                ctx.again.push((token(self.key, CLIENT), self.id));
-            }
-            _ => {}
-        }
-    }
+/// Most pieces one merged message is sent in without copying; a read that
+/// the merger cut into more (blocks it rebuilt between blocks it passed)
+/// is joined into one buffer first. 64 KiB of 1500-byte packets is one
+/// piece, or a few around a block that spanned reads.
+const MAX_PARTS: usize = 32;
 
-    fn discovered(
-        &mut self,
-        ctx: &mut Ctx,
-        d: Discovering,
-        listing: Result<std::sync::Arc<crate::discovery::ParsedListing>, DiscoveryError>,
-    ) {
-        let Discovering {
-            mut params,
-            accept,
-            service,
-            started,
-            ..
-        } = d;
-        let found = listing.and_then(|l| l.find(&params.target.name, &params.target.prefix));
-        metrics::lookup(lookup_outcome(&found), ctx.now - started);
-        match found {
-            Ok(mut t) => {
-                info!(
-                    "[c{}] discovery service names netns {} for {:?}",
-                    self.id, t.netns, t.name
-                );
-                if !params.target.network_interfaces.is_empty() {
-                    t.network_interfaces = std::mem::take(&mut params.target.network_interfaces);
-                }
-                params.target = t;
-                if params.target.netns == 0 {
-                    let reason = format!(
-                        "capture refused: the discovery service lists {:?} without a network namespace",
-                        params.target.name
-                    );
-                    metrics::refused(Refusal::Discovery);
-                    return self.refuse(ctx, &accept, ws::POLICY_VIOLATION, &reason);
-                }
-                self.spawn_capture(ctx, params, &accept);
-            }
-            Err(e) => {
-                let code = match e {
-                    DiscoveryError::NotListed { .. } => ws::POLICY_VIOLATION,
-                    _ => ws::INTERNAL_ERROR,
-                };
-                metrics::refused(Refusal::Discovery);
-                self.refuse(ctx, &accept, code, &e.describe(&service));
-            }
-        }
-    }
+/// A signal the session asks the driver to send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sig {
+    Term,
+    Kill,
+}
 
-    pub(super) fn spawn_capture(&mut self, ctx: &mut Ctx, params: CaptureParams, accept: &str) {
-        self.spawn_capture_at(ctx, params, accept, ctx.now);
-    }
+/// How a reaped capture program ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    Exited(i32),
+    /// Killed by the signal with this number and name (`SIGKILL`).
+    Signaled(i32, &'static str),
+    /// Anything else the kernel reported.
+    Other,
+}
 
-    /// `asked_at`: when the namespace was first looked for (see `nscache`).
-    fn spawn_capture_at(
-        &mut self,
-        ctx: &mut Ctx,
-        params: CaptureParams,
-        accept: &str,
-        asked_at: Instant,
-    ) {
-        let id = self.id;
-        let t = &params.target;
-        if let Some(reason) = ctx.privileges.refusal() {
-            metrics::refused(Refusal::Privileges);
-            return self.refuse(ctx, accept, ws::INTERNAL_ERROR, &reason);
-        }
-        let found = ctx
-            .namespaces
-            .find(t.netns, t.pid, asked_at, ctx.now, (self.key, self.id));
-        let ns = match found {
-            Found::Held(ns) => ns,
-            Found::Missing(reason) => {
-                metrics::refused(Refusal::Namespace);
-                return self.refuse(
-                    ctx,
-                    accept,
-                    ws::POLICY_VIOLATION,
-                    &format!("capture refused: {reason}"),
-                );
-            }
-            Found::Wait => {
-                self.phase = Phase::Discovering(Box::new(Discovering {
-                    params,
-                    accept: accept.to_string(),
-                    service: service_name(ctx.cfg),
-                    started: ctx.now,
-                    locating: Some(asked_at),
-                }));
-                return;
-            }
-        };
-        let wanted = match params.interfaces() {
-            Ok(i) => i,
-            Err(reason) => {
-                let reason = format!("capture refused: {reason}");
-                metrics::refused(Refusal::Namespace);
-                return self.refuse(ctx, accept, ws::POLICY_VIOLATION, &reason);
-            }
-        };
-        let interfaces = match check_interfaces(&ns, &wanted, &params) {
-            Ok(c) => {
-                if !c.skipped.is_empty() {
-                    info!(
-                        "[c{id}] skipping interfaces of the target's list that do not exist in netns {}: {}",
-                        t.netns,
-                        c.skipped.join("/")
-                    );
-                }
-                c.interfaces
-            }
-            Err((code, reason)) => return self.refuse(ctx, accept, code, &reason),
-        };
-        // The document shows the user's filter; the program also excludes
-        // this capture's own connection when it runs in our namespace.
-        let exclusion = own_exclusion(ctx.cfg, &self.conn, self.peer, t.netns);
-        let filter = match &exclusion {
-            Some((own, _)) => Some(combined_filter(params.filter.as_deref(), own)),
-            None => params.filter.clone(),
-        };
-        let args = capture_args(&interfaces, filter.as_deref(), params.chaste);
-        let program = &ctx.cfg.capture_program;
-        let spawned = match spawn(program, &args, &ns.file, ctx.privileges.ambient) {
-            Ok(s) => s,
-            Err(e) => {
-                let reason = format!("cannot start capture program {}: {e}", program.display());
-                warn!("[c{id}] {reason}");
-                metrics::refused(Refusal::Program);
-                return self.refuse(ctx, accept, ws::INTERNAL_ERROR, &reason);
-            }
-        };
-        // The child has entered the namespace (spawn returns after exec).
-        drop(ns);
-        ctx.children.insert(spawned.pid.as_raw(), self.key);
-        metrics::CAPTURES_STARTED.inc();
-        info!(
-            "[c{id}] capture started: pid {} in netns {} ({}), {} {}",
-            spawned.pid,
-            t.netns,
-            if t.name.is_empty() {
-                "unnamed"
-            } else {
-                t.name.as_str()
-            },
-            program.display(),
-            args.join(" ")
-        );
-        let mut doc = target_document(&TargetInfo {
-            container_name: &t.name,
-            container_type: &t.kind,
-            node_name: &t.node_name,
-            cluster_uid: t.cluster.as_ref().map(|c| c.uid.as_str()),
-            capture_filter: params.filter.as_deref(),
-            no_promiscuous: params.chaste,
-        });
-        if let Some((_, what)) = &exclusion {
-            push_document_key(&mut doc, crate::selfexcl::DOCUMENT_KEY, what);
-        }
-        let mut cap = Box::new(Capture {
-            pid: spawned.pid,
-            alive: true,
-            status: None,
-            stdout: Some(spawned.stdout),
-            stderr: Some(spawned.stderr),
-            editor: ShbEditor::new(doc),
-            reader: FrameReader::new(),
+/// SIGTERM's number on Linux.
+const SIGTERM: i32 = 15;
+
+/// Why a program was asked to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Stop {
+    /// Its own output ended.
+    Own,
+    /// The capture as a whole ended (client, shutdown, refusal).
+    Whole,
+}
+
+/// Where a capture program stands. Only a program not yet reaped may be
+/// signalled: its pid is ours until then.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum Life {
+    Running,
+    Terminating {
+        stop: Stop,
+        /// When SIGTERM gives way to SIGKILL.
+        kill_at: Instant,
+        /// When SIGTERM is repeated.
+        next: Instant,
+    },
+    Killed {
+        stop: Stop,
+    },
+    Reaped {
+        status: ExitStatus,
+        stop: Option<Stop>,
+    },
+}
+
+/// One target's capture program.
+pub(super) struct Program {
+    /// Its name in reasons and logs (`None` for a capture of one target).
+    pub label: Option<String>,
+    pub pid: u32,
+    pub life: Life,
+    pub out_open: bool,
+    pub err_open: bool,
+    /// What it said on stderr, for the close reason.
+    pub err: ErrLines,
+    /// Its output broke the pcapng format (the merger gave it up).
+    pub broken: Option<String>,
+}
+
+impl Program {
+    pub(super) fn new(label: Option<String>, pid: u32) -> Program {
+        Program {
+            label,
+            pid,
+            life: Life::Running,
+            out_open: true,
+            err_open: true,
             err: ErrLines::default(),
-            ending: Ending::Running,
-            paused: false,
-            paused_since: None,
-            client_paused: false,
-            term_sent: false,
-            kill_at: None,
-            kill_sent: false,
+            broken: None,
+        }
+    }
+
+    fn reaped(&self) -> bool {
+        matches!(self.life, Life::Reaped { .. })
+    }
+
+    fn status(&self) -> Option<ExitStatus> {
+        match self.life {
+            Life::Reaped { status, .. } => Some(status),
+            _ => None,
+        }
+    }
+
+    fn prefix(&self) -> String {
+        match &self.label {
+            Some(l) => format!("target {l}: "),
+            None => String::new(),
+        }
+    }
+
+    /// SIGTERM now, repeated every [`TERM_REPEAT`]; SIGKILL when the term
+    /// timeout has passed (see [`Capture::on_timeout`]).
+    fn terminate(&mut self, stop: Stop, env: &Env, id: u64, actions: &mut VecDeque<Action>) {
+        if self.life != Life::Running {
+            return;
+        }
+        debug!(
+            "[c{id}] {}sending SIGTERM to capture program {}",
+            self.prefix(),
+            self.pid
+        );
+        actions.push_back(Action::Signal {
+            pid: self.pid,
+            signal: Sig::Term,
         });
-        let registered = [(STDOUT, cap.stdout.as_mut()), (STDERR, cap.stderr.as_mut())]
-            .into_iter()
-            .try_for_each(|(role, pipe)| match pipe {
-                Some(p) => ctx
-                    .registry
-                    .register(p, token(self.key, role), Interest::READABLE),
-                None => Ok(()),
-            });
-        let sent = self.conn.send(&http::switching_protocols(accept));
-        self.phase = Phase::Streaming(cap);
-        if let Err(e) = registered {
-            warn!("[c{id}] cannot watch the capture program's output: {e}");
-            if let Phase::Streaming(cap) = &mut self.phase {
-                cap.ending = Ending::Violation(
-                    ws::INTERNAL_ERROR,
-                    "internal error: cannot watch the capture output",
+        let kill_at = env.now + env.cfg.term_timeout;
+        self.life = Life::Terminating {
+            stop,
+            kill_at,
+            next: (env.now + TERM_REPEAT).min(kill_at),
+        };
+    }
+
+    /// What happened to this target, for the close reason of a capture of
+    /// several targets.
+    fn outcome(&self) -> String {
+        if let Some(b) = &self.broken {
+            return format!("bad output: {b}");
+        }
+        if let Some(e) = self.err.errline() {
+            return e.to_string();
+        }
+        match self.life {
+            Life::Reaped {
+                status: ExitStatus::Exited(0) | ExitStatus::Signaled(SIGTERM, _),
+                stop: Some(Stop::Whole),
+            } => "stopped".into(),
+            Life::Reaped {
+                status: ExitStatus::Exited(0),
+                ..
+            } => "ended".into(),
+            Life::Reaped {
+                status: ExitStatus::Exited(c),
+                ..
+            } => format!("exited with status {c}"),
+            Life::Reaped {
+                status: ExitStatus::Signaled(SIGTERM, _),
+                stop: Some(_),
+            } => "stopped".into(),
+            Life::Reaped {
+                status: ExitStatus::Signaled(_, name),
+                ..
+            } => format!("killed by {name}"),
+            Life::Reaped { .. } => "ended abnormally".into(),
+            _ => "running".into(),
+        }
+    }
+
+    /// Whether this target's program did not end cleanly.
+    fn failed(&self) -> bool {
+        let clean_end = match self.life {
+            Life::Reaped {
+                status: ExitStatus::Exited(0),
+                ..
+            } => true,
+            Life::Reaped { stop, .. } => stop.is_some(),
+            _ => false,
+        };
+        self.broken.is_some() || self.err.errline().is_some() || !clean_end
+    }
+
+    /// The close code and reason for a capture of one target whose program
+    /// ended by itself.
+    pub(super) fn exit_reason(&self) -> (u16, String) {
+        let detail = self.err.errline().map(str::to_string);
+        match self.status() {
+            // dumpcap exits 0 also when it stops by itself for a reason the
+            // user should see (a captured interface was deleted, say).
+            Some(ExitStatus::Exited(0)) => (
+                ws::NORMAL,
+                detail.unwrap_or_else(|| "capture program ended".into()),
+            ),
+            Some(ExitStatus::Exited(code)) => (
+                ws::INTERNAL_ERROR,
+                detail.unwrap_or_else(|| match self.err.firstline() {
+                    Some(l) => format!("capture program failed ({code}): {l}"),
+                    None => format!("capture program exited with status {code}"),
+                }),
+            ),
+            Some(ExitStatus::Signaled(_, name)) => (
+                ws::INTERNAL_ERROR,
+                detail.unwrap_or_else(|| format!("capture program killed by {name}")),
+            ),
+            _ => (
+                ws::INTERNAL_ERROR,
+                "capture program ended abnormally".into(),
+            ),
+        }
+    }
+}
+
+/// Why a capture is ending; decides what the client gets at the end.
+#[derive(Debug)]
+pub(super) enum Ending {
+    Running,
+    /// The client sent a close frame with this code.
+    ClientClosed(Option<u16>),
+    /// The client's connection broke: nothing more can be sent.
+    ClientGone,
+    /// The client broke the websocket protocol.
+    Violation(u16, &'static str),
+    /// The service is shutting down.
+    Shutdown,
+    /// Not every program could start: the ones that did are stopped, and
+    /// the client hears this once they are reaped.
+    Refused(Refusal),
+}
+
+impl Ending {
+    /// Whether capture output is still relayed to the client.
+    fn forwards(&self) -> bool {
+        matches!(self, Ending::Running | Ending::Shutdown)
+    }
+}
+
+/// How capture output becomes the client's stream.
+pub(super) enum Relay {
+    /// One target: its output as it comes, with the first SHB edited.
+    Edit(ShbEditor),
+    /// Several targets merged into one section ([`crate::merge`]).
+    Merge {
+        merger: Merger,
+        /// What the merger made of one read (blocks it built or that spanned
+        /// reads); the rest of the message is ranges of the read buffer.
+        scratch: Vec<u8>,
+        /// The pieces of one read's message, in order.
+        parts: Vec<Part>,
+    },
+}
+
+/// What the session does once a capture is over.
+pub(super) enum Close {
+    /// Our close frame, then wait for the client's.
+    Send(u16, String),
+    /// Answer the client's close frame, then close.
+    Answer(u16, String),
+    /// The client is gone: nothing to send.
+    Gone,
+}
+
+pub(super) struct Capture {
+    pub id: u64,
+    pub programs: Vec<Program>,
+    pub relay: Relay,
+    pub reader: FrameReader,
+    pub ending: Ending,
+    /// When the pipes were paused for the client's queue (the paused-time
+    /// metric); `None` while they are read.
+    pub paused_since: Option<Instant>,
+    /// The client is not read: pongs owed to it would grow the output
+    /// queue past the high watermark.
+    pub client_paused: bool,
+}
+
+impl Capture {
+    pub(super) fn weight(&self) -> usize {
+        self.programs.len()
+    }
+
+    fn several(&self) -> bool {
+        matches!(self.relay, Relay::Merge { .. })
+    }
+
+    /// The soonest SIGTERM repeat or SIGKILL due.
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        self.programs
+            .iter()
+            .filter_map(|p| match p.life {
+                Life::Terminating { kill_at, next, .. } => Some(next.min(kill_at)),
+                _ => None,
+            })
+            .min()
+    }
+
+    pub(super) fn may_read(&mut self, src: Source, full: bool, now: Instant) -> bool {
+        match src {
+            Source::Client => {
+                self.client_paused |= full;
+                !full
+            }
+            Source::Stdout(i) => {
+                if !self.programs.get(i).is_some_and(|p| p.out_open) {
+                    return false;
+                }
+                if full && self.ending.forwards() {
+                    // Every pipe of the capture waits for the client.
+                    self.paused_since.get_or_insert(now);
+                    return false;
+                }
+                true
+            }
+            Source::Stderr(i) => self.programs.get(i).is_some_and(|p| p.err_open),
+            Source::Upstream => false,
+        }
+    }
+
+    /// The client's queue is below the low watermark: what was paused is
+    /// read again.
+    pub(super) fn resume(&mut self, now: Instant) -> Vec<Source> {
+        let mut again = Vec::new();
+        if std::mem::take(&mut self.client_paused) {
+            again.push(Source::Client);
+        }
+        if let Some(since) = self.paused_since.take() {
+            metrics::paused_for(now.saturating_duration_since(since));
+            again.extend(
+                (0..self.programs.len())
+                    .filter(|&i| self.programs[i].out_open)
+                    .map(Source::Stdout),
+            );
+        }
+        again
+    }
+
+    /// SIGTERM to every program still running.
+    pub(super) fn terminate_all(&mut self, env: &Env, actions: &mut VecDeque<Action>) {
+        for p in &mut self.programs {
+            p.terminate(Stop::Whole, env, self.id, actions);
+        }
+    }
+
+    /// A deadline came: each terminating program due gets SIGTERM again,
+    /// or SIGKILL past its kill deadline.
+    pub(super) fn on_timeout(&mut self, id: u64, env: &Env, actions: &mut VecDeque<Action>) {
+        let now = env.now;
+        for p in &mut self.programs {
+            let Life::Terminating {
+                stop,
+                kill_at,
+                next,
+            } = p.life
+            else {
+                continue;
+            };
+            if now >= kill_at {
+                warn!(
+                    "[c{id}] {}capture program {} ignored SIGTERM for {:?}; killing it",
+                    p.prefix(),
+                    p.pid,
+                    env.cfg.term_timeout
                 );
-                terminate(cap, &mut self.deadline, ctx, self.key, id);
+                actions.push_back(Action::Signal {
+                    pid: p.pid,
+                    signal: Sig::Kill,
+                });
+                p.life = Life::Killed { stop };
+            } else if now >= next {
+                debug!(
+                    "[c{id}] {}capture program {} still running; repeating SIGTERM",
+                    p.prefix(),
+                    p.pid
+                );
+                actions.push_back(Action::Signal {
+                    pid: p.pid,
+                    signal: Sig::Term,
+                });
+                p.life = Life::Terminating {
+                    stop,
+                    kill_at,
+                    next: (now + TERM_REPEAT).min(kill_at),
+                };
             }
-            return;
         }
-        if let Err(e) = sent {
-            return self.client_broke(ctx, e);
+    }
+
+    pub(super) fn client_eof(&mut self) {
+        if self.ending.forwards() || matches!(self.ending, Ending::ClientClosed(_)) {
+            self.ending = Ending::ClientGone;
         }
-        let early = std::mem::take(&mut self.early);
-        if !early.is_empty() {
-            if let Phase::Streaming(cap) = &mut self.phase {
-                let mut replies = Vec::new();
-                if let Some(ev) = cap.reader.feed(&early, &mut replies) {
-                    cap.ending = match ev {
-                        Inbound::Close { code, .. } => Ending::ClientClosed(code),
-                        Inbound::Violation { code, reason } => Ending::Violation(code, reason),
-                    };
-                    terminate(cap, &mut self.deadline, ctx, self.key, id);
-                } else if !replies.is_empty() {
-                    let _ = self.conn.send(&replies);
+    }
+
+    pub(super) fn client_broke(&mut self, actions: &mut VecDeque<Action>) {
+        self.ending = Ending::ClientGone;
+        // Nobody will read the rest of what reaped programs left.
+        for (i, p) in self.programs.iter_mut().enumerate() {
+            if p.reaped() {
+                drop_pipes(p, i, actions);
+            }
+        }
+    }
+
+    /// Lets every pipe go (a capture refused halfway reads nothing).
+    pub(super) fn drop_all_pipes(&mut self, actions: &mut VecDeque<Action>) {
+        for (i, p) in self.programs.iter_mut().enumerate() {
+            drop_pipes(p, i, actions);
+        }
+    }
+
+    pub(super) fn shutdown(&mut self) {
+        if self.ending.forwards() {
+            self.ending = Ending::Shutdown;
+        }
+    }
+
+    /// Frames from the client: pongs are owed while output is relayed;
+    /// a close or a protocol violation ends the capture.
+    pub(super) fn feed_frames(&mut self, data: &[u8], out: &mut dyn Out) -> Result<bool, Broken> {
+        if self.reader.is_done() {
+            return Ok(false);
+        }
+        let mut replies = Vec::new();
+        let event = self.reader.feed(data, &mut replies);
+        if !replies.is_empty() && self.ending.forwards() {
+            out.send(&replies)?;
+        }
+        let id = self.id;
+        match event {
+            None => return Ok(false),
+            Some(Inbound::Close { code, reason }) => {
+                if self.several() {
+                    info!("[c{id}] client closed the capture of several targets");
+                } else {
+                    info!(
+                        "[c{id}] client closed the capture ({}{}{})",
+                        code.map_or("no code".to_string(), |c| c.to_string()),
+                        if reason.is_empty() { "" } else { ": " },
+                        reason
+                    );
+                }
+                if self.ending.forwards() {
+                    self.ending = Ending::ClientClosed(code);
+                }
+            }
+            Some(Inbound::Violation { code, reason }) => {
+                info!("[c{id}] client broke the websocket protocol: {reason}");
+                if self.ending.forwards() {
+                    self.ending = Ending::Violation(code, reason);
                 }
             }
         }
+        Ok(true)
     }
 
-    /// Ends a capture that could not start: the handshake is accepted so that
-    /// the client receives the reason in a close frame.
-    pub(super) fn refuse(&mut self, ctx: &mut Ctx, accept: &str, code: u16, reason: &str) {
-        info!("[c{}] {reason}", self.id);
-        let mut bytes = http::switching_protocols(accept);
-        bytes.extend_from_slice(&ws::close_frame(code, reason));
-        if let Err(e) = self.conn.send(&bytes) {
-            self.phase = Phase::Flush;
-            return self.client_broke(ctx, e);
+    /// One read of target `i`'s output, relayed as one binary message.
+    /// `chunk` is the loop's read buffer: the merger may patch it in place.
+    pub(super) fn relay(
+        &mut self,
+        i: usize,
+        chunk: &mut [u8],
+        out: &mut dyn Out,
+        actions: &mut VecDeque<Action>,
+    ) -> Result<bool, Broken> {
+        if !self.ending.forwards() {
+            return Ok(false);
         }
-        self.phase = Phase::Closing(FrameReader::new());
-        self.arm(ctx, CLOSE_TIMEOUT);
-        // A close frame the client sent right behind its handshake answers
-        // ours already.
-        let early = std::mem::take(&mut self.early);
-        if let Phase::Closing(reader) = &mut self.phase {
-            if !early.is_empty() && reader.feed(&early, &mut Vec::new()).is_some() {
-                self.close_handshake_done();
+        match &mut self.relay {
+            Relay::Edit(editor) => {
+                let data = editor.feed(chunk);
+                if !data.is_empty() {
+                    send_message(out, &data)?;
+                }
+            }
+            Relay::Merge {
+                merger,
+                scratch,
+                parts,
+            } => {
+                scratch.clear();
+                parts.clear();
+                let failed = merger.feed_parts(i, chunk, scratch, parts).err();
+                if !parts.is_empty() {
+                    send_merged(out, chunk, scratch, parts)?;
+                }
+                if let Some(e) = failed {
+                    let p = &mut self.programs[i];
+                    warn!(
+                        "[c{}] target {}: {e}; its output is left out",
+                        self.id,
+                        p.label.as_deref().unwrap_or("")
+                    );
+                    p.broken = Some(e.0);
+                    self.output_ended(i, out, actions)?;
+                    return Ok(true);
+                }
             }
         }
+        Ok(false)
     }
 
-    // ---- capture output ----------------------------------------------------
+    /// Target `i`'s output ended (EOF, a read error, or bad pcapng).
+    pub(super) fn output_ended(
+        &mut self,
+        i: usize,
+        out: &mut dyn Out,
+        actions: &mut VecDeque<Action>,
+    ) -> Result<(), Broken> {
+        let Some(p) = self.programs.get_mut(i) else {
+            return Ok(());
+        };
+        if !p.out_open {
+            return Ok(());
+        }
+        p.out_open = false;
+        let forwards = self.ending.forwards();
+        match &mut self.relay {
+            Relay::Edit(editor) => {
+                if forwards {
+                    let rest = editor.finish();
+                    if !rest.is_empty() {
+                        send_message(out, &rest)?;
+                    }
+                }
+            }
+            Relay::Merge { merger, .. } => {
+                if let Err(e) = merger.finish(i) {
+                    p.broken.get_or_insert(e.0);
+                }
+            }
+        }
+        // The driver may still hold the pipe (after bad output): let it go.
+        actions.push_back(Action::Forget(Source::Stdout(i)));
+        Ok(())
+    }
 
-    pub(super) fn pump_stdout(&mut self, ctx: &mut Ctx) {
-        let Phase::Streaming(cap) = &mut self.phase else {
+    /// Bytes target `i`'s program wrote on stderr; `None` at its end.
+    pub(super) fn stderr(&mut self, i: usize, data: Option<&[u8]>) {
+        let id = self.id;
+        let Some(p) = self.programs.get_mut(i) else {
             return;
         };
-        let conn = &mut self.conn;
-        let mut reads = 0;
-        let mut broke = None;
-        while let Some(pipe) = cap.stdout.as_mut() {
-            let forwarding = cap.ending.forwards();
-            if forwarding && conn.pending() >= HIGH_WATER {
-                cap.paused = true;
-                cap.paused_since.get_or_insert(ctx.now);
-                break;
-            }
-            if reads == READS_PER_TURN {
-                ctx.again.push((token(self.key, STDOUT), self.id));
-                break;
-            }
-            reads += 1;
-            match pipe.read(ctx.buf) {
-                Ok(0) => {
-                    cap.stdout = None;
-                    if forwarding {
-                        let rest = cap.editor.finish();
-                        if !rest.is_empty() {
-                            broke = send_message(conn, &rest).err();
-                        }
-                    }
-                    break;
-                }
-                Ok(n) => {
-                    if forwarding {
-                        let data = cap.editor.feed(&ctx.buf[..n]);
-                        if !data.is_empty() {
-                            if let Err(e) = send_message(conn, &data) {
-                                broke = Some(e);
-                                break;
-                            }
-                        }
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    warn!("[c{}] reading the capture output failed: {e}", self.id);
-                    cap.stdout = None;
-                }
+        let prefix = p.prefix();
+        let seen = |l: &str| debug!("[c{id}] {prefix}capture program: {l}");
+        match data {
+            Some(d) => p.err.feed(d, seen),
+            None => {
+                p.err_open = false;
+                p.err.finish(seen);
             }
         }
-        if let Some(e) = broke {
-            return self.client_broke(ctx, e);
-        }
-        self.check_end(ctx);
     }
 
-    pub(super) fn pump_stderr(&mut self, ctx: &mut Ctx) {
-        let Phase::Streaming(cap) = &mut self.phase else {
-            return;
+    /// The program with `pid` was reaped. False if it is not this capture's.
+    pub(super) fn reaped(
+        &mut self,
+        pid: u32,
+        status: ExitStatus,
+        actions: &mut VecDeque<Action>,
+    ) -> bool {
+        let forwards = self.ending.forwards();
+        let Some(i) = self
+            .programs
+            .iter()
+            .position(|p| p.pid == pid && !p.reaped())
+        else {
+            return false;
         };
-        let mut reads = 0;
-        while let Some(pipe) = cap.stderr.as_mut() {
-            if reads == READS_PER_TURN {
-                ctx.again.push((token(self.key, STDERR), self.id));
-                break;
-            }
-            reads += 1;
-            match pipe.read(ctx.buf) {
-                Ok(0) => {
-                    cap.stderr = None;
-                    cap.err.finish(|l| logged_stderr(self.id, l));
-                }
-                Ok(n) => cap.err.feed(&ctx.buf[..n], |l| logged_stderr(self.id, l)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => cap.stderr = None,
-            }
+        let p = &mut self.programs[i];
+        let stop = match p.life {
+            Life::Terminating { stop, .. } | Life::Killed { stop } => Some(stop),
+            _ => None,
+        };
+        p.life = Life::Reaped { status, stop };
+        debug!(
+            "[c{}] {}capture program {pid} reaped: {status:?}",
+            self.id,
+            p.prefix()
+        );
+        if !forwards {
+            // Nobody will read the rest: let the pipes go now.
+            drop_pipes(p, i, actions);
         }
-        self.check_end(ctx);
+        true
     }
 
     /// Decides, after any change, whether the capture is over and what the
-    /// client gets.
-    pub(super) fn check_end(&mut self, ctx: &mut Ctx) {
-        let Phase::Streaming(cap) = &mut self.phase else {
-            return;
-        };
-        if cap.alive {
-            if cap.stdout.is_none() && cap.ending == Ending::Running {
-                // The program closed its output: nothing more will come.
-                cap.ending = Ending::ProgramEnded;
-                terminate(cap, &mut self.deadline, ctx, self.key, self.id);
+    /// client gets: a program whose output ended is stopped (the others go
+    /// on); once every program is reaped (and, while relaying, every pipe
+    /// is drained) the close.
+    pub(super) fn check_end(&mut self, env: &Env, actions: &mut VecDeque<Action>) -> Option<Close> {
+        for p in &mut self.programs {
+            if p.life == Life::Running && !p.out_open {
+                // Nothing more will come from it.
+                p.terminate(Stop::Own, env, self.id, actions);
             }
-            return;
         }
-        let draining = cap.ending.forwards() && (cap.stdout.is_some() || cap.stderr.is_some());
-        if !draining {
-            record_end(cap, ctx.now);
+        if self.programs.iter().any(|p| !p.reaped()) {
+            return None;
         }
-        let (code, reason) = match &cap.ending {
-            Ending::Running | Ending::ProgramEnded | Ending::Shutdown => {
-                if cap.stdout.is_some() || cap.stderr.is_some() {
-                    // The rest of the output (and the error line) first.
-                    return;
-                }
-                if cap.ending == Ending::Shutdown {
-                    (
-                        ws::GOING_AWAY,
-                        "the capture service is shutting down".to_string(),
-                    )
+        let draining = self.programs.iter().any(|p| p.out_open || p.err_open);
+        if self.ending.forwards() && draining {
+            // The rest of the output (and the error line) first.
+            return None;
+        }
+        if let Some(since) = self.paused_since.take() {
+            metrics::paused_for(env.now.saturating_duration_since(since));
+        }
+        match &self.ending {
+            Ending::Running => metrics::ended(metrics::End::ProgramEnded),
+            Ending::ClientClosed(_) => metrics::ended(metrics::End::ClientClosed),
+            Ending::ClientGone => metrics::ended(metrics::End::ClientGone),
+            Ending::Violation(..) => metrics::ended(metrics::End::Violation),
+            Ending::Shutdown => metrics::ended(metrics::End::Shutdown),
+            // Never ran as a whole: counted as refused instead.
+            Ending::Refused(r) => r.count(),
+        }
+        self.drop_all_pipes(actions);
+        let several = self.several();
+        let outcomes = || {
+            let outcomes: Vec<(String, String)> = self
+                .programs
+                .iter()
+                .map(|p| (p.label.clone().unwrap_or_default(), p.outcome()))
+                .collect();
+            let pairs: Vec<(&str, &str)> = outcomes
+                .iter()
+                .map(|(l, o)| (l.as_str(), o.as_str()))
+                .collect();
+            crate::multi::outcomes_reason(&pairs)
+        };
+        let (code, reason) = match &self.ending {
+            Ending::Running if several => {
+                let failed = self.programs.iter().any(Program::failed);
+                let code = if failed {
+                    ws::INTERNAL_ERROR
                 } else {
-                    exit_reason(cap)
-                }
+                    ws::NORMAL
+                };
+                (code, outcomes())
             }
+            Ending::Running => self.programs[0].exit_reason(),
+            Ending::Shutdown => (
+                ws::GOING_AWAY,
+                "the capture service is shutting down".into(),
+            ),
             Ending::ClientClosed(code) => {
+                // Answered only now: every program has been reaped.
                 let code = code.unwrap_or(ws::NORMAL);
-                return self.answer_close(ctx, code, "");
+                let reason = if several { outcomes() } else { String::new() };
+                return Some(Close::Answer(code, reason));
             }
-            Ending::ClientGone => return self.client_gone(),
-            Ending::Violation(code, reason) => (*code, reason.to_string()),
+            Ending::ClientGone => return Some(Close::Gone),
+            Ending::Violation(code, why) => (*code, why.to_string()),
+            Ending::Refused(r) => (r.code(), r.text()),
         };
-        info!("[c{}] capture ended: {code} {reason}", self.id);
-        self.send_close(ctx, code, &reason);
-    }
-
-    /// Answers the client's close handshake (every program is reaped by
-    /// now), then closes the connection once the answer is out.
-    pub(super) fn answer_close(&mut self, ctx: &mut Ctx, code: u16, reason: &str) {
-        self.phase = Phase::Flush;
-        self.arm(ctx, CLOSE_TIMEOUT);
-        if let Err(e) = self.conn.send(&ws::close_frame(code, reason)) {
-            return self.client_broke(ctx, e);
+        if several {
+            info!(
+                "[c{}] capture of several targets ended: {code} {reason}",
+                self.id
+            );
+        } else {
+            info!("[c{}] capture ended: {code} {reason}", self.id);
         }
-        self.finish_if_flushed();
-    }
-
-    /// The client's connection is gone: nothing more can be sent.
-    pub(super) fn client_gone(&mut self) {
-        self.phase = Phase::Flush;
-        self.finished = true;
-    }
-
-    /// Sends our close frame and waits for the client's (or EOF).
-    pub(super) fn send_close(&mut self, ctx: &mut Ctx, code: u16, reason: &str) {
-        self.phase = Phase::Closing(FrameReader::new());
-        self.arm(ctx, CLOSE_TIMEOUT);
-        if let Err(e) = self.conn.send(&ws::close_frame(code, reason)) {
-            self.client_broke(ctx, e);
-        }
+        Some(Close::Send(code, reason))
     }
 }
 
-/// Every interface name must exist in the target namespace before anything
-/// is spawned (see `crate::links`): the close code and reason otherwise.
-pub(super) fn check_interfaces(
-    ns: &crate::netns::Netns,
-    wanted: &[String],
-    params: &CaptureParams,
-) -> Result<crate::links::Checked, (u16, String)> {
-    if wanted.is_empty() {
-        return Ok(crate::links::Checked {
-            interfaces: Vec::new(),
-            skipped: Vec::new(),
-        });
+fn drop_pipes(p: &mut Program, i: usize, actions: &mut VecDeque<Action>) {
+    if std::mem::take(&mut p.out_open) {
+        actions.push_back(Action::Forget(Source::Stdout(i)));
     }
-    let existing = crate::links::names_in(&ns.file).map_err(|e| {
-        (
-            ws::INTERNAL_ERROR,
-            format!("cannot list the interfaces of the target's network namespace: {e}"),
-        )
-    })?;
-    let explicit = matches!(params.nifs, crate::params::Nifs::List(_));
-    crate::links::check(wanted, explicit, &existing)
-        .map_err(|why| (ws::POLICY_VIOLATION, format!("capture refused: {why}")))
+    if std::mem::take(&mut p.err_open) {
+        actions.push_back(Action::Forget(Source::Stderr(i)));
+    }
 }
 
-/// Sends one binary message: header from the stack, payload straight from
-/// the read buffer.
-pub(super) fn send_message(conn: &mut Conn, data: &[u8]) -> io::Result<()> {
+/// Sends one binary message: the header from the stack, the payload
+/// straight from the caller's buffer.
+fn send_message(out: &mut dyn Out, data: &[u8]) -> Result<(), Broken> {
     let mut head = [0u8; ws::MAX_SERVER_HEADER];
     let n = ws::binary_header(data.len(), &mut head);
-    conn.send_parts(&head[..n], data)?;
+    out.send_parts(&head[..n], data)?;
     metrics::BYTES_RELAYED.add(data.len() as u64);
     Ok(())
 }
 
-/// Adds a finished pause of the capture pipe to the paused-time metric.
-pub(super) fn pause_ended(cap: &mut Capture, now: Instant) {
-    if let Some(since) = cap.paused_since.take() {
-        metrics::paused_for(now.saturating_duration_since(since));
-    }
-}
-
-/// Counts a capture's end by cause (once: the session leaves `Streaming`
-/// right after), with a pause still open at the end.
-fn record_end(cap: &mut Capture, now: Instant) {
-    pause_ended(cap, now);
-    metrics::ended(match cap.ending {
-        Ending::Running | Ending::ProgramEnded => metrics::End::ProgramEnded,
-        Ending::ClientClosed(_) => metrics::End::ClientClosed,
-        Ending::ClientGone => metrics::End::ClientGone,
-        Ending::Violation(..) => metrics::End::Violation,
-        Ending::Shutdown => metrics::End::Shutdown,
-    });
-}
-
-/// The lookup metric's outcome for a finished discovery exchange.
-pub(super) fn lookup_outcome(
-    found: &Result<crate::target::Target, DiscoveryError>,
-) -> metrics::Lookup {
-    use metrics::Lookup;
-    match found {
-        Ok(_) => Lookup::Found,
-        Err(DiscoveryError::NotListed { .. }) => Lookup::NotListed,
-        Err(DiscoveryError::Unreachable(_)) => Lookup::Unreachable,
-        Err(DiscoveryError::TimedOut) => Lookup::TimedOut,
-        Err(_) => Lookup::BadResponse,
-    }
-}
-
-/// SIGTERM now, repeated every [`TERM_REPEAT`]; SIGKILL when the term
-/// timeout has passed (see `on_timer` and [`term_step`]).
-pub(super) fn terminate(
-    cap: &mut Capture,
-    deadline: &mut Option<Instant>,
-    ctx: &mut Ctx,
-    key: usize,
-    id: u64,
-) {
-    if !cap.alive || cap.term_sent {
-        return;
-    }
-    cap.term_sent = true;
-    debug!("[c{id}] sending SIGTERM to capture program {}", cap.pid);
-    let _ = kill(cap.pid, Signal::SIGTERM);
-    let kill_at = ctx.now + ctx.cfg.term_timeout;
-    cap.kill_at = Some(kill_at);
-    if let TermStep::Repeat(next) = term_step(kill_at, ctx.now) {
-        arm(deadline, ctx, key, id, next - ctx.now);
-    }
-}
-
-/// What a terminating capture program gets when its timer fires.
-#[derive(Debug, PartialEq)]
-pub(super) enum TermStep {
-    /// SIGTERM again; look again at this time.
-    Repeat(Instant),
-    Kill,
-}
-
-pub(super) fn term_step(kill_at: Instant, now: Instant) -> TermStep {
-    if now >= kill_at {
-        TermStep::Kill
-    } else {
-        TermStep::Repeat((now + TERM_REPEAT).min(kill_at))
-    }
-}
-
-fn logged_stderr(id: u64, line: &str) {
-    debug!("[c{id}] capture program: {line}");
-}
-
-/// The close code and reason for a capture program that ended by itself.
-pub(super) fn exit_reason(cap: &Capture) -> (u16, String) {
-    let detail = cap.err.errline().map(str::to_string);
-    match cap.status {
-        // dumpcap exits 0 also when it stops by itself for a reason the user
-        // should see (a captured interface was deleted, say).
-        Some(WaitStatus::Exited(_, 0)) => (
-            ws::NORMAL,
-            detail.unwrap_or_else(|| "capture program ended".into()),
-        ),
-        Some(WaitStatus::Exited(_, code)) => (
-            ws::INTERNAL_ERROR,
-            detail.unwrap_or_else(|| match cap.err.firstline() {
-                Some(l) => format!("capture program failed ({code}): {l}"),
-                None => format!("capture program exited with status {code}"),
-            }),
-        ),
-        Some(WaitStatus::Signaled(_, sig, _)) => (
-            ws::INTERNAL_ERROR,
-            detail.unwrap_or_else(|| format!("capture program killed by {sig}")),
-        ),
-        _ => (
-            ws::INTERNAL_ERROR,
-            "capture program ended abnormally".into(),
-        ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ended(status: WaitStatus, stderr: &[&str]) -> Capture {
-        let mut cap = Capture {
-            pid: Pid::from_raw(4242),
-            alive: false,
-            status: Some(status),
-            stdout: None,
-            stderr: None,
-            editor: ShbEditor::new(String::new()),
-            reader: FrameReader::new(),
-            err: ErrLines::default(),
-            ending: Ending::ProgramEnded,
-            paused: false,
-            paused_since: None,
-            client_paused: false,
-            term_sent: false,
-            kill_at: None,
-            kill_sent: false,
-        };
-        for line in stderr {
-            cap.err.feed(line.as_bytes(), |_| {});
-            cap.err.finish(|_| {});
+/// One read's merged blocks as one binary message: the websocket header and
+/// the pieces (ranges of the read buffer and of what the merger made) in
+/// one `writev`, with no copy when the socket takes them.
+fn send_merged(out: &mut dyn Out, chunk: &[u8], made: &[u8], parts: &[Part]) -> Result<(), Broken> {
+    let piece = |p: &Part| match *p {
+        Part::Input(s, e) => &chunk[s..e],
+        Part::Owned(s, e) => &made[s..e],
+    };
+    let len: usize = parts.iter().map(|p| piece(p).len()).sum();
+    if parts.len() > MAX_PARTS {
+        let mut joined = Vec::with_capacity(len);
+        for p in parts {
+            joined.extend_from_slice(piece(p));
         }
-        cap
+        return send_message(out, &joined);
     }
+    let mut head = [0u8; ws::MAX_SERVER_HEADER];
+    let n = ws::binary_header(len, &mut head);
+    let mut slices: [&[u8]; MAX_PARTS + 1] = [&[]; MAX_PARTS + 1];
+    slices[0] = &head[..n];
+    for (s, p) in slices[1..].iter_mut().zip(parts) {
+        *s = piece(p);
+    }
+    out.send_slices(&slices[..parts.len() + 1])?;
+    metrics::BYTES_RELAYED.add(len as u64);
+    Ok(())
+}
 
-    #[test]
-    fn dumpcaps_line_is_the_reason_also_when_it_exits_0() {
-        let pid = Pid::from_raw(4242);
-        let gone =
-            "dumpcap: The network adapter \"eth0\" is no longer attached; the capture has stopped.";
-        let cap = ended(
-            WaitStatus::Exited(pid, 0),
-            &["Capturing on 'eth0'", gone, "Packets captured: 10"],
-        );
-        assert_eq!(
-            exit_reason(&cap),
-            (
-                ws::NORMAL,
-                "The network adapter \"eth0\" is no longer attached; the capture has stopped."
-                    .into()
-            )
-        );
-        let cap = ended(WaitStatus::Exited(pid, 0), &["Packets captured: 3"]);
-        assert_eq!(
-            exit_reason(&cap),
-            (ws::NORMAL, "capture program ended".into())
-        );
-        let cap = ended(
-            WaitStatus::Exited(pid, 1),
-            &["dumpcap: Invalid capture filter \"x\" for interface 'lo'."],
-        );
-        assert_eq!(
-            exit_reason(&cap),
-            (
-                ws::INTERNAL_ERROR,
-                "Invalid capture filter \"x\" for interface 'lo'.".into()
-            )
-        );
-    }
-
-    #[test]
-    pub(super) fn sigterm_is_repeated_until_the_kill_deadline_then_sigkill() {
-        let start = Instant::now();
-        let kill_at = start + Duration::from_millis(2500);
-        let mut now = start;
-        let mut repeats = 0;
-        while let TermStep::Repeat(next) = term_step(kill_at, now) {
-            assert!(next > now && next <= kill_at);
-            assert!(next - now <= TERM_REPEAT);
-            now = next;
-            repeats += 1;
-            assert!(repeats < 10, "never reaches the kill deadline");
-        }
-        assert_eq!(now, kill_at);
-        assert_eq!(repeats, 3);
-        assert_eq!(term_step(kill_at, kill_at + TERM_REPEAT), TermStep::Kill);
-    }
+/// Sends the merged section header a capture of several targets starts
+/// with, so the client has a valid section before the first packet.
+pub(super) fn send_header(out: &mut dyn Out, header: &[u8]) -> Result<(), Broken> {
+    send_message(out, header)
 }

@@ -1,203 +1,212 @@
-//! One client connection and everything it owns, as an explicit state
-//! machine:
+//! One client connection as a state machine that does no I/O.
 //!
 //! ```text
-//! Head --(/version, 404, ...)--> Head (keep-alive) | Flush -> gone
-//! Head --(/capture + upgrade)--> [Discovering] --> Streaming --> Closing -> gone
-//!                                          \-- refused: 101 + close --> Closing
+//! Head --(/version, 404, ...)--> Head (keep-alive) | Flush -> Done
+//! Head --(/capture + upgrade)--> Starting --> Capturing --> Closing -> Done
+//!                                    \-- refused: 101 + close --> Closing
+//! Head --(proxied request)--> ProxyResolving --> Proxying --> Head | Flush
 //! ```
 //!
-//! The reactor routes each event here by token; every decision about bytes
-//! is made by the no-I/O modules (`http`, `params`, `ws`, `pcapng`, ...). A
-//! session never blocks and never panics on what a client or child does: it
-//! ends itself with a reason and the loop goes on. A session that started a
-//! capture program is not removed before that program is reaped.
+//! Events come in as method calls (bytes from the client, bytes from a
+//! capture program's stdout or stderr, a program reaped, discovery's
+//! answer, a deadline, the socket writable again); what the session wants
+//! done comes out as [`Action`]s that the driver (`crate::driver`) performs
+//! and answers. Bytes for the client go to an [`Out`] the driver provides,
+//! so the relay writes straight from the loop's read buffer (no copy on the
+//! hot path) and every watermark sees what the socket and TLS still hold.
+//! The next deadline is [`Session::poll_timeout`]. Nothing here touches a
+//! descriptor, a process or a file: unit tests and the `session` fuzz
+//! target drive this exact code with plain bytes.
+//!
+//! A session that started capture programs does not reach `Done` before
+//! every one of them is reaped.
 
-use std::io::{self, Read};
-use std::net::SocketAddr;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
 
-use log::{debug, info, warn};
-use mio::unix::pipe::Receiver;
-use mio::{Interest, Registry, Token};
-use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::WaitStatus;
-use nix::unistd::Pid;
+use core::net::SocketAddr;
+use log::{debug, info};
 
-use crate::capture::{capture_args, spawn};
+use crate::auth::Policy;
 use crate::config::Config;
-use crate::conn::{Conn, HIGH_WATER, LOW_WATER, READS_PER_TURN};
-use crate::discovery::DiscoveryError;
 use crate::front::Route;
 use crate::http::{self, Request};
-use crate::lookup::Delivery;
-use crate::metrics::{self, Refusal};
-use crate::nscache::Found;
-use crate::params::{capture_params_limited, CaptureParams, Limits};
-use crate::pcapng::{target_document, ShbEditor, TargetInfo};
-use crate::proxy::{self, Proxy, Step};
-use crate::target::{is_stale, process_starttime};
-use crate::ws::{self, FrameReader, Inbound};
+use crate::metrics;
+use crate::ws::{self, FrameReader};
 
 mod capture;
 mod errlines;
-mod multi;
-mod proxy_phase;
+mod refusal;
+mod resolve;
+mod start;
+#[cfg(test)]
+mod tests;
 
-use capture::{term_step, terminate, TermStep};
-use errlines::ErrLines;
+pub use capture::{ExitStatus, Sig};
+pub use refusal::Refusal;
+pub use resolve::{resolve, Resolved};
 
-/// Token roles: the low bits of a token say which descriptor of a session
-/// an event is for. Eight bits: a capture of several targets has two pipes
-/// per target from `multi::MULTI_ROLES` on.
-pub const ROLE_BITS: usize = 8;
-pub const CLIENT: usize = 0;
-pub const STDOUT: usize = 1;
-pub const STDERR: usize = 2;
-pub const UPSTREAM: usize = 3;
+use capture::Capture;
+use start::Start;
 
-pub fn token(key: usize, role: usize) -> Token {
-    Token((key << ROLE_BITS) | role)
-}
-
+/// Queued output above which a connection's sources (capture pipes,
+/// pipelined requests, the client's own frames) are not read; reading
+/// resumes below [`LOW_WATER`]. Bounds a slow reader's memory.
+pub const HIGH_WATER: usize = 256 * 1024;
+pub const LOW_WATER: usize = 64 * 1024;
 /// Time a client has to send a complete request head; ends slowloris
 /// connections that trickle bytes to hold a slot.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle time allowed between two requests on a kept-alive connection.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time the client has to answer our close frame, or to take a final
 /// response, before the connection is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Client bytes kept while discovery runs (frames sent behind the
-/// handshake); a well-behaved client sends none or a close frame.
-const MAX_EARLY_FRAMES: usize = 4096;
-/// How often SIGTERM is repeated to a capture program that has not exited,
-/// until the kill deadline. dumpcap loses a SIGTERM that arrives while it
-/// starts up: its handler only clears a flag that its capture loop then
-/// sets again. A client that closes right after the upgrade would otherwise
-/// wait for the kill deadline (10 s) and hold a capture slot meanwhile.
-const TERM_REPEAT: Duration = Duration::from_secs(1);
 
-/// Deadlines: a binary heap of (when, key, session id), checked lazily
-/// against the session's current deadline.
-#[derive(Default)]
-pub struct Timers {
-    heap: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, usize, u64)>>,
+/// A descriptor of a session, as its events and actions name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Client,
+    /// The discovery service, while a request is proxied to it.
+    Upstream,
+    /// Target `i`'s capture program's stdout.
+    Stdout(usize),
+    Stderr(usize),
 }
 
-impl Timers {
-    pub fn arm(&mut self, when: Instant, key: usize, id: u64) {
-        self.heap.push(std::cmp::Reverse((when, key, id)));
-    }
+/// The client connection broke (the peer is gone).
+#[derive(Debug)]
+pub struct Broken(pub String);
 
-    /// The earliest deadline that `live` still holds (given when, key and
-    /// session id); stale entries on top are dropped on the way, so the
-    /// loop never wakes for a deadline a session has already cleared (an
-    /// idle capture's spent head deadline, say).
-    pub fn next_live(&mut self, live: impl Fn(Instant, usize, u64) -> bool) -> Option<Instant> {
-        while let Some(&std::cmp::Reverse((when, key, id))) = self.heap.peek() {
-            if live(when, key, id) {
-                return Some(when);
-            }
-            self.heap.pop();
-        }
-        None
-    }
-
-    /// Removes and returns a deadline due at `now`.
-    pub fn pop_due(&mut self, now: Instant) -> Option<(usize, u64)> {
-        match self.heap.peek() {
-            Some(r) if r.0 .0 <= now => self.heap.pop().map(|r| (r.0 .1, r.0 .2)),
-            _ => None,
-        }
+/// Where the session's bytes for the client go. The driver's socket queue
+/// implements it; tests and the fuzzer use a vector.
+pub trait Out {
+    /// Bytes not yet taken by the kernel (queue and TLS): the watermarks
+    /// compare against this.
+    fn pending(&self) -> usize;
+    /// Queues `bytes` behind whatever waits and writes what the socket takes.
+    fn send(&mut self, bytes: &[u8]) -> Result<(), Broken>;
+    /// `parts` in order as one unit, written straight from the caller's
+    /// buffers when nothing waits.
+    fn send_slices(&mut self, parts: &[&[u8]]) -> Result<(), Broken>;
+    /// `head` then `body` as one unit, like `send_slices` (the relay's
+    /// hot path).
+    fn send_parts(&mut self, head: &[u8], body: &[u8]) -> Result<(), Broken> {
+        self.send_slices(&[head, body])
     }
 }
 
-/// What a session may use of the reactor while handling an event.
-pub struct Ctx<'a> {
-    pub registry: &'a Registry,
-    pub cfg: &'a Config,
-    pub timers: &'a mut Timers,
-    /// Capture program pid -> slab key, for SIGCHLD.
-    pub children: &'a mut std::collections::HashMap<i32, usize>,
-    /// Descriptors with work left after their turn: handled again before the
-    /// loop sleeps.
-    pub again: &'a mut Vec<(Token, u64)>,
-    /// The loop's one read buffer; nothing read stays in it across events.
-    pub buf: &'a mut [u8],
+/// What a session wants done; the driver performs each and answers with
+/// the matching event (synchronously for `Locate` and `Spawn`).
+#[derive(Debug, PartialEq)]
+pub enum Action {
+    /// The discovery service's listing: [`Session::on_listing`], now or later.
+    WantListing,
+    /// The discovery service's address: [`Session::on_address`].
+    WantAddress,
+    /// Find and hold target `target`'s network namespace `netns` (`pid`
+    /// tried first; a miss is final only after a scan that started after
+    /// `asked_at`); list its interfaces when `links`.
+    /// [`Session::on_located`].
+    Locate {
+        target: usize,
+        netns: u64,
+        pid: u32,
+        asked_at: Instant,
+        links: bool,
+    },
+    /// Start the capture program with `args` in target `target`'s held
+    /// namespace (then let the namespace go): [`Session::on_spawned`].
+    Spawn {
+        target: usize,
+        args: Vec<String>,
+    },
+    Signal {
+        pid: u32,
+        signal: Sig,
+    },
+    /// Let this descriptor go: nobody reads it any more.
+    Forget(Source),
+    /// Connect to the discovery service and forward this request:
+    /// [`Session::on_proxy_started`] or [`Session::on_proxy_failed`].
+    Proxy {
+        addr: SocketAddr,
+        head: Vec<u8>,
+        req: Box<Request>,
+        leftover: Vec<u8>,
+    },
+    /// The proxied exchange is over: let the upstream connection go.
+    EndProxy,
+    /// Read this source again before the loop sleeps (it was paused, or
+    /// bytes may wait that no new event will announce).
+    Resume(Source),
+    /// Everything is out: shut the connection's write side.
+    ShutdownWrite,
+    /// Let every namespace held for this session go (its start ended).
+    ReleaseNamespaces,
+}
+
+/// Where a namespace lookup ended ([`Action::Locate`]).
+#[derive(Debug)]
+pub enum Located {
+    /// Held until the spawn; its interfaces if asked for (or why they
+    /// could not be listed).
+    Held {
+        links: Result<std::collections::HashSet<String>, String>,
+    },
+    Missing(String),
+    /// Not found where it was last seen: asked again after the next
+    /// namespace scan ([`Session::on_rescanned`]).
+    Wait,
+}
+
+/// How a proxied exchange stands after a step of the driver's byte pump.
+#[derive(Debug, PartialEq)]
+pub enum ProxyStep {
+    Continue,
+    /// Done; the client's next request has begun with these bytes.
+    Done(Vec<u8>),
+    /// Done; the connection closes once its queue is out.
+    Close,
+    /// Failed before any response byte went out: answer, then close.
+    Fail(u16, String),
+    MoreUpstream,
+    MoreClient,
+}
+
+/// Why a proxied exchange could not start.
+#[derive(Debug)]
+pub enum ProxyFailure {
+    /// The request's own framing is bad (400).
+    Malformed(String),
+    /// The discovery service cannot be reached (502).
+    Unreachable(String),
+    /// The upstream socket cannot be watched (502).
+    CannotWatch(String),
+}
+
+/// What a session may know of the world for one event.
+pub struct Env<'a> {
     pub now: Instant,
-    /// The discovery service: its address and the shared listing.
-    pub discovery: &'a mut crate::lookup::Discovery,
-    /// What namespace scans learned, and when the next may run.
-    pub namespaces: &'a mut crate::nscache::Namespaces,
-    /// Captures running now (the reactor keeps count).
+    /// The wall clock, for the request log.
+    pub wall: SystemTime,
+    pub cfg: &'a Config,
+    /// Origins and tokens in force (reloaded on SIGHUP).
+    pub policy: &'a Policy,
+    /// Captures running now, counted by the loop (one per target).
     pub captures: usize,
-    pub privileges: &'a crate::privileges::Privileges,
-    /// Who may capture: origins and tokens in force (reloaded on SIGHUP).
-    pub policy: &'a crate::auth::Policy,
+    /// Why no capture can run (privileges), if so.
+    pub no_capture: Option<&'a str>,
+    /// The service's own network namespace inode, for self-exclusion.
+    pub own_netns: Option<u64>,
+    /// What `/proc` says: a process's start time.
+    pub starttime: &'a dyn Fn(u32) -> Option<u64>,
 }
 
-/// Why a capture is ending; decides what the client gets at the end.
-#[derive(Clone, Debug, PartialEq)]
-enum Ending {
-    Running,
-    /// The capture program closed its output or exited by itself.
-    ProgramEnded,
-    /// The client sent a close frame with this code.
-    ClientClosed(Option<u16>),
-    /// The client's connection broke: nothing more can be sent.
-    ClientGone,
-    /// The client broke the websocket protocol.
-    Violation(u16, &'static str),
-    /// The service is shutting down.
-    Shutdown,
-}
-
-impl Ending {
-    /// Whether capture output is still relayed to the client.
-    fn forwards(&self) -> bool {
-        matches!(
-            self,
-            Ending::Running | Ending::ProgramEnded | Ending::Shutdown
-        )
-    }
-}
-
-struct Capture {
-    pid: Pid,
-    /// Not yet reaped: the pid is ours and may be signalled.
-    alive: bool,
-    status: Option<WaitStatus>,
-    stdout: Option<Receiver>,
-    stderr: Option<Receiver>,
-    editor: ShbEditor,
-    reader: FrameReader,
-    /// What it said on stderr, for the close reason.
-    err: ErrLines,
-    ending: Ending,
-    paused: bool,
-    /// When the current pause began, for the paused-time metric.
-    paused_since: Option<Instant>,
-    /// The client's frames are not read: what the service owes it (pongs)
-    /// would grow the output queue past [`HIGH_WATER`]. Resumes below
-    /// [`LOW_WATER`], like the capture pipe.
-    client_paused: bool,
-    term_sent: bool,
-    /// When SIGTERM gives way to SIGKILL (set by the first SIGTERM).
-    kill_at: Option<Instant>,
-    kill_sent: bool,
-}
-
-struct Discovering {
-    params: CaptureParams,
-    accept: String,
-    /// `host:port` of the discovery service, for reasons.
-    service: String,
-    /// When the lookup began, for the lookup duration metric.
-    started: Instant,
-    /// Not waiting for the discovery service but for the next namespace
-    /// scan, for a lookup first asked at this instant (see `nscache`).
-    locating: Option<Instant>,
+/// An event's environment and the client's output, passed down together.
+pub(crate) struct Cx<'e, 'o> {
+    pub env: &'e Env<'e>,
+    pub out: &'o mut dyn Out,
 }
 
 /// A proxied request waiting for the discovery service's address.
@@ -205,119 +214,135 @@ struct ProxyResolving {
     req: Request,
     target: String,
     leftover: Vec<u8>,
+    deadline: Instant,
 }
 
 enum Phase {
     /// Reading a request head. `paused`: responses to pipelined requests
-    /// filled the output queue, so reading waits for the client to take them.
+    /// filled the output queue, so reading waits for the client to take
+    /// them. `first`: no request came yet on this connection.
     Head {
         buf: Vec<u8>,
         first: bool,
         paused: bool,
+        deadline: Instant,
     },
-    /// Waiting for the discovery service before spawning.
-    Discovering(Box<Discovering>),
-    Streaming(Box<Capture>),
-    /// Waiting for the discovery service before spawning, several targets.
-    MultiDiscovering(Box<multi::MultiDiscovering>),
-    /// Relaying the merged capture of several targets.
-    Multi(Box<multi::MultiCapture>),
-    /// Our close frame is out; waiting for the client's, or EOF.
-    Closing(FrameReader),
-    /// A final response is being flushed; then the connection closes.
-    Flush,
-    /// Forwarding one request to the discovery service (`--proxy-discovery`).
-    Proxy(Box<Proxy>),
-    /// A request to forward, waiting for the discovery service's name to
-    /// be looked up. The client is not read meanwhile.
+    /// A capture request being resolved, located and spawned.
+    Starting(Box<Start>),
+    /// Relaying capture output (one target's, or several merged).
+    Capturing(Box<Capture>),
     ProxyResolving(Box<ProxyResolving>),
+    /// Forwarding one request to the discovery service; the driver moves
+    /// the bytes. `answered`: a response byte reached the client; `sent`:
+    /// the whole request went upstream (the answer is due from then on).
+    Proxying {
+        deadline: Option<Instant>,
+        answered: bool,
+        sent: bool,
+        clock_restarted: bool,
+    },
+    /// Our close frame is out; waiting for the client's, or EOF.
+    Closing {
+        reader: FrameReader,
+        deadline: Instant,
+    },
+    /// A final response is being flushed; then the connection closes.
+    Flush {
+        deadline: Instant,
+    },
+    Done,
 }
 
 pub struct Session {
     pub id: u64,
-    key: usize,
     peer: SocketAddr,
-    conn: Conn,
+    local: SocketAddr,
     phase: Phase,
-    deadline: Option<Instant>,
-    finished: bool,
-    /// How many running captures the reactor counts for this session (one
-    /// per target).
-    pub counted: usize,
-    /// Client bytes that arrived behind the websocket handshake before a
-    /// capture could read them (a close frame, say): fed to the capture's
-    /// frame reader, or to the closing one if the capture is refused.
-    early: Vec<u8>,
-}
-
-fn arm(deadline: &mut Option<Instant>, ctx: &mut Ctx, key: usize, id: u64, after: Duration) {
-    let when = ctx.now + after;
-    *deadline = Some(when);
-    ctx.timers.arm(when, key, id);
+    actions: VecDeque<Action>,
 }
 
 impl Session {
-    pub fn new(
-        id: u64,
-        key: usize,
-        peer: SocketAddr,
-        sock: crate::tls::Transport,
-        ctx: &mut Ctx,
-    ) -> Self {
-        let mut s = Session {
+    pub fn new(id: u64, peer: SocketAddr, local: SocketAddr, now: Instant) -> Self {
+        Session {
             id,
-            key,
             peer,
-            conn: Conn::over(sock),
+            local,
             phase: Phase::Head {
                 buf: Vec::new(),
                 first: true,
                 paused: false,
+                deadline: now + HEAD_TIMEOUT,
             },
-            deadline: None,
-            finished: false,
-            counted: 0,
-            early: Vec::new(),
-        };
-        arm(&mut s.deadline, ctx, key, id, HEAD_TIMEOUT);
-        s
+            actions: VecDeque::new(),
+        }
     }
 
-    pub fn socket(&mut self) -> &mut mio::net::TcpStream {
-        self.conn.sock.tcp()
+    // ---- queries ---------------------------------------------------------
+
+    /// The next action for the driver, in order.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
     }
 
-    /// Whether the session can be removed: done, and no child left to reap.
+    /// When [`on_timeout`](Self::on_timeout) is due next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Head { deadline, .. }
+            | Phase::Closing { deadline, .. }
+            | Phase::Flush { deadline } => Some(*deadline),
+            Phase::ProxyResolving(p) => Some(p.deadline),
+            Phase::Proxying { deadline, .. } => *deadline,
+            Phase::Starting(s) => s.deadline(),
+            Phase::Capturing(c) => c.deadline(),
+            Phase::Done => None,
+        }
+    }
+
+    /// Whether the session can go: done, and every program it started reaped.
     pub fn finished(&self) -> bool {
-        self.finished
-            && !matches!(&self.phase, Phase::Streaming(c) if c.alive)
-            && !matches!(&self.phase, Phase::Multi(m) if m.any_alive())
-    }
-
-    pub fn is_capture(&self) -> bool {
-        matches!(self.phase, Phase::Streaming(_) | Phase::Discovering(_))
+        matches!(self.phase, Phase::Done)
     }
 
     /// How many captures this session counts for against `--max-captures`:
     /// one per target.
     pub fn capture_weight(&self) -> usize {
         match &self.phase {
-            Phase::Multi(m) => m.weight(),
-            Phase::MultiDiscovering(d) => d.weight(),
-            _ => usize::from(self.is_capture()),
+            Phase::Starting(s) => s.weight(),
+            Phase::Capturing(c) => c.weight(),
+            _ => 0,
         }
     }
 
-    pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
+    /// Whether the driver should hand this session's client bytes to the
+    /// proxied exchange rather than to the session.
+    pub fn proxying(&self) -> bool {
+        matches!(self.phase, Phase::Proxying { .. })
+    }
+
+    /// Whether the driver should read `src` now. Reading a source pauses
+    /// when the client's queue is above [`HIGH_WATER`] and what it would
+    /// produce adds to that queue; the pause is recorded, and
+    /// [`on_writable`](Self::on_writable) resumes it below [`LOW_WATER`].
+    pub fn may_read(&mut self, src: Source, out: &dyn Out, now: Instant) -> bool {
+        let full = out.pending() >= HIGH_WATER;
+        match (&mut self.phase, src) {
+            (Phase::Head { paused, .. }, Source::Client) => {
+                *paused |= full;
+                !full
+            }
+            (Phase::Capturing(c), src) => c.may_read(src, full, now),
+            (Phase::Starting(_) | Phase::Closing { .. } | Phase::Flush { .. }, Source::Client) => {
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Whether a full connection table may give this session's slot to a
-    /// new connection: it is waiting for a request head (its first, or the
-    /// next on a kept-alive connection) with no answer still queued, so it
-    /// holds nothing but the slot.
-    pub fn displaceable(&self) -> bool {
-        !self.finished && matches!(self.phase, Phase::Head { .. }) && self.conn.pending() == 0
+    /// new connection: it waits for a request head (its first, or the next
+    /// on a kept-alive connection) with no answer still queued.
+    pub fn displaceable(&self, out: &dyn Out) -> bool {
+        matches!(self.phase, Phase::Head { .. }) && out.pending() == 0
     }
 
     /// Ends a [`displaceable`](Self::displaceable) session to make room.
@@ -326,88 +351,109 @@ impl Session {
             "[c{}] closed to make room: the connection table is full and this connection sent no request",
             self.id
         );
-        let _ = self.conn.sock.tcp().shutdown(std::net::Shutdown::Both);
-        self.finished = true;
+        self.phase = Phase::Done;
     }
 
-    // ---- event entry points -------------------------------------------
+    // ---- events ----------------------------------------------------------
 
-    pub fn on_event(&mut self, ctx: &mut Ctx, role: usize, readable: bool, writable: bool) {
-        if self.finished {
-            return;
-        }
-        match role {
-            CLIENT => {
-                if writable {
-                    self.on_writable(ctx);
-                }
-                if readable && !self.finished {
-                    self.on_readable(ctx);
+    /// Bytes from the client (never empty).
+    pub fn on_client_data(&mut self, env: &Env, out: &mut dyn Out, data: &[u8]) {
+        let mut cx = Cx { env, out };
+        match &mut self.phase {
+            Phase::Head { buf, .. } => {
+                // Never hold more than a head's worth plus one read.
+                buf.extend_from_slice(data);
+                if http::worth_parsing(buf, data.len(), env.cfg.max_head_bytes) {
+                    self.parse_heads(&mut cx);
                 }
             }
-            STDOUT => self.pump_stdout(ctx),
-            STDERR => self.pump_stderr(ctx),
-            UPSTREAM if matches!(self.phase, Phase::Proxy(_)) => {
-                self.on_proxy_upstream(ctx, readable, writable)
+            Phase::Starting(s) => s.keep_early(data),
+            Phase::Capturing(_) => self.capture_frames(&mut cx, data),
+            Phase::Closing { reader, .. } => {
+                // Pongs are not owed once our close frame is out.
+                let answered = reader.feed(data, &mut Vec::new()).is_some();
+                if answered {
+                    self.close_handshake_done(&mut cx);
+                }
             }
-            r if r >= multi::MULTI_ROLES => self.on_multi_pipe(ctx, r),
             _ => {}
         }
     }
 
-    pub fn on_timer(&mut self, ctx: &mut Ctx) {
-        match self.deadline {
-            Some(d) if d <= ctx.now => self.deadline = None,
-            _ => return,
+    /// The client closed its side.
+    pub fn on_client_eof(&mut self, env: &Env, out: &mut dyn Out) {
+        let mut cx = Cx { env, out };
+        match &mut self.phase {
+            Phase::Capturing(c) => {
+                debug!("[c{}] client closed the connection", self.id);
+                c.client_eof();
+                c.terminate_all(env, &mut self.actions);
+                self.capture_changed(&mut cx);
+            }
+            Phase::Starting(_) => {
+                // The client gave up: no one is left to answer.
+                debug!("[c{}] client left during discovery", self.id);
+                self.phase = Phase::Done;
+            }
+            Phase::Done => {}
+            _ => self.phase = Phase::Done,
         }
+    }
+
+    /// A read or write on the client socket failed: the peer is gone.
+    pub fn on_client_broke(&mut self, env: &Env, out: &mut dyn Out, e: Broken) {
+        let mut cx = Cx { env, out };
+        self.client_broke(&mut cx, e);
+    }
+
+    /// The driver wrote what it could of the queue.
+    pub fn on_writable(&mut self, env: &Env, out: &mut dyn Out) {
+        let mut cx = Cx { env, out };
+        let low = cx.out.pending() <= LOW_WATER;
+        match &mut self.phase {
+            Phase::Capturing(c) if low => {
+                for src in c.resume(env.now) {
+                    self.actions.push_back(Action::Resume(src));
+                }
+            }
+            Phase::Head { paused, .. } if *paused && low => {
+                *paused = false;
+                self.parse_heads(&mut cx);
+                self.actions.push_back(Action::Resume(Source::Client));
+            }
+            _ => {}
+        }
+        self.finish_if_flushed(&mut cx);
+    }
+
+    /// The deadline from [`poll_timeout`](Self::poll_timeout) has come.
+    pub fn on_timeout(&mut self, env: &Env, out: &mut dyn Out) {
+        if self.poll_timeout().is_none_or(|d| d > env.now) {
+            return;
+        }
+        let mut cx = Cx { env, out };
         let id = self.id;
         match &mut self.phase {
             Phase::Head { buf, first, .. } => {
                 if !buf.is_empty() || *first {
                     debug!("[c{id}] request head not complete in time");
                     if !buf.is_empty() {
-                        let _ = self.conn.send(&http::text_response(
+                        let _ = cx.out.send(&http::text_response(
                             408,
                             "request head not received in time",
                             true,
                         ));
                     }
                 }
-                self.finished = true;
+                self.phase = Phase::Done;
             }
-            Phase::Discovering(d) => {
-                metrics::lookup(metrics::Lookup::TimedOut, ctx.now - d.started);
-                metrics::refused(Refusal::Discovery);
-                let reason = DiscoveryError::TimedOut.describe(&d.service);
-                let accept = d.accept.clone();
-                self.refuse(ctx, &accept, ws::INTERNAL_ERROR, &reason);
+            Phase::Starting(_) => self.start_timeout(&mut cx),
+            Phase::Capturing(c) => {
+                c.on_timeout(id, env, &mut self.actions);
             }
-            Phase::Streaming(cap) => {
-                if cap.alive && !cap.kill_sent {
-                    match term_step(cap.kill_at.unwrap_or(ctx.now), ctx.now) {
-                        TermStep::Repeat(next) => {
-                            debug!(
-                                "[c{id}] capture program {} still running; repeating SIGTERM",
-                                cap.pid
-                            );
-                            let _ = kill(cap.pid, Signal::SIGTERM);
-                            arm(&mut self.deadline, ctx, self.key, id, next - ctx.now);
-                        }
-                        TermStep::Kill => {
-                            warn!(
-                                "[c{id}] capture program {} ignored SIGTERM for {:?}; killing it",
-                                cap.pid, ctx.cfg.term_timeout
-                            );
-                            let _ = kill(cap.pid, Signal::SIGKILL);
-                            cap.kill_sent = true;
-                        }
-                    }
-                }
-            }
-            Phase::Multi(_) | Phase::MultiDiscovering(_) => self.multi_timer(ctx),
-            Phase::Closing(_) | Phase::Flush => {
+            Phase::Closing { .. } | Phase::Flush { .. } => {
                 debug!("[c{id}] client did not finish closing in time");
-                self.finished = true;
+                self.phase = Phase::Done;
             }
             Phase::ProxyResolving(_) => {
                 info!("[c{id}] discovery service name not looked up in time");
@@ -416,15 +462,21 @@ impl Session {
                     "the discovery service's name was not looked up in time",
                     true,
                 );
-                self.respond_close(ctx, resp);
+                self.respond_close(&mut cx, resp);
             }
-            Phase::Proxy(p) => {
-                if p.answered() {
-                    self.finished = true;
-                } else if !p.request_sent() {
+            Phase::Proxying {
+                answered,
+                sent,
+                deadline,
+                ..
+            } => {
+                if *answered {
+                    self.actions.push_back(Action::EndProxy);
+                    self.phase = Phase::Done;
+                } else if !*sent {
                     // The client is still sending its request: the discovery
                     // service cannot be late yet.
-                    self.arm(ctx, ctx.cfg.discovery_timeout);
+                    *deadline = Some(env.now + env.cfg.discovery_timeout);
                 } else {
                     info!("[c{id}] discovery service did not answer in time");
                     let resp = http::text_response(
@@ -432,371 +484,223 @@ impl Session {
                         "the discovery service did not answer in time",
                         true,
                     );
-                    self.respond_close(ctx, resp);
+                    self.actions.push_back(Action::EndProxy);
+                    self.respond_close(&mut cx, resp);
                 }
             }
+            Phase::Done => {}
         }
-    }
-
-    /// The capture program was reaped.
-    pub fn on_exit(&mut self, ctx: &mut Ctx, status: WaitStatus) {
-        if matches!(self.phase, Phase::Multi(_)) {
-            return self.on_multi_exit(ctx, status.pid(), status);
-        }
-        let Phase::Streaming(cap) = &mut self.phase else {
-            return;
-        };
-        cap.alive = false;
-        cap.status = Some(status);
-        self.deadline = None;
-        debug!(
-            "[c{}] capture program {} reaped: {status:?}",
-            self.id, cap.pid
-        );
-        if !cap.ending.forwards() {
-            // Nobody will read the rest: let the pipes go now.
-            cap.stdout = None;
-            cap.stderr = None;
-        }
-        self.check_end(ctx);
     }
 
     /// The service is shutting down: end what can be ended now, terminate
-    /// capture programs (they are answered with 1001 once reaped).
-    pub fn shutdown(&mut self, ctx: &mut Ctx) {
+    /// capture programs (their clients get 1001 once they are reaped).
+    pub fn shutdown(&mut self, env: &Env, out: &mut dyn Out) {
+        let mut cx = Cx { env, out };
+        if matches!(self.phase, Phase::Starting(_)) {
+            self.actions.push_back(Action::ReleaseNamespaces);
+        }
         match &mut self.phase {
-            Phase::Streaming(cap) => {
-                if cap.ending.forwards() {
-                    cap.ending = Ending::Shutdown;
-                }
-                terminate(cap, &mut self.deadline, ctx, self.key, self.id);
-                self.check_end(ctx);
+            Phase::Capturing(c) => {
+                c.shutdown();
+                c.terminate_all(env, &mut self.actions);
+                self.capture_changed(&mut cx);
             }
-            Phase::Multi(_) => self.shutdown_multi(ctx),
-            Phase::Discovering(_) | Phase::MultiDiscovering(_) => {
-                let _ = self.conn.send(&http::text_response(
+            Phase::Starting(_) => {
+                let _ = cx.out.send(&http::text_response(
                     503,
                     "the capture service is shutting down",
                     true,
                 ));
-                self.phase = Phase::Flush;
-                self.arm(ctx, CLOSE_TIMEOUT);
-                self.finish_if_flushed();
+                self.flush_then_close(&mut cx);
             }
-            Phase::Head { .. } | Phase::Closing(_) | Phase::Proxy(_) | Phase::ProxyResolving(_) => {
-                self.finished = true
+            Phase::Proxying { .. } => {
+                self.actions.push_back(Action::EndProxy);
+                self.phase = Phase::Done;
             }
-            Phase::Flush => {}
+            Phase::Head { .. } | Phase::Closing { .. } | Phase::ProxyResolving(_) => {
+                self.phase = Phase::Done
+            }
+            Phase::Flush { .. } | Phase::Done => {}
         }
     }
 
-    // ---- client socket -------------------------------------------------
+    /// The discovery service's address for a proxied request.
+    pub fn on_address(&mut self, env: &Env, out: &mut dyn Out, addr: Result<SocketAddr, String>) {
+        let Phase::ProxyResolving(_) = self.phase else {
+            return;
+        };
+        let Phase::ProxyResolving(p) = std::mem::replace(&mut self.phase, Phase::Done) else {
+            return;
+        };
+        let mut cx = Cx { env, out };
+        let ProxyResolving {
+            req,
+            target,
+            leftover,
+            ..
+        } = *p;
+        match addr {
+            Ok(addr) => {
+                let service = service_name(env.cfg);
+                let head = crate::proxy::upstream_head(&req, &target, &service, self.peer.ip());
+                debug!(
+                    "[c{}] proxying {} {target} to {service}",
+                    self.id, req.method
+                );
+                self.phase = Phase::Proxying {
+                    deadline: Some(env.now + env.cfg.discovery_timeout),
+                    answered: false,
+                    sent: false,
+                    clock_restarted: false,
+                };
+                self.actions.push_back(Action::Proxy {
+                    addr,
+                    head,
+                    req: Box::new(req),
+                    leftover,
+                });
+                // Client bytes that arrived meanwhile were left unread.
+                self.actions.push_back(Action::Resume(Source::Client));
+            }
+            Err(why) => {
+                self.log_line(&cx, Some(&req), 502);
+                let resp = http::text_response(502, &why, true);
+                self.respond_close(&mut cx, resp);
+            }
+        }
+    }
 
-    fn on_writable(&mut self, ctx: &mut Ctx) {
-        if let Err(e) = self.conn.flush() {
-            self.client_broke(ctx, e);
+    /// The proxied exchange started; `req` is the request it forwards.
+    pub fn on_proxy_started(&mut self, env: &Env, req: &Request) {
+        if self.proxying() {
+            self.log_line_env(env, Some(req), "proxied");
+        }
+    }
+
+    /// The proxied exchange could not start.
+    pub fn on_proxy_failed(
+        &mut self,
+        env: &Env,
+        out: &mut dyn Out,
+        req: &Request,
+        why: ProxyFailure,
+    ) {
+        if !self.proxying() {
             return;
         }
-        match &mut self.phase {
-            Phase::Streaming(cap)
-                if (cap.paused || cap.client_paused) && self.conn.pending() <= LOW_WATER =>
-            {
-                if cap.client_paused {
-                    cap.client_paused = false;
-                    ctx.again.push((token(self.key, CLIENT), self.id));
-                }
-                if cap.paused {
-                    cap.paused = false;
-                    capture::pause_ended(cap, ctx.now);
-                    self.pump_stdout(ctx);
-                }
-            }
-            Phase::Head { paused: true, .. } if self.conn.pending() <= LOW_WATER => {
-                if let Phase::Head { paused, .. } = &mut self.phase {
-                    *paused = false;
-                }
-                self.parse_heads(ctx);
-                ctx.again.push((token(self.key, CLIENT), self.id));
-            }
-            Phase::Multi(_) => self.resume_multi(ctx),
-            Phase::Proxy(p) if p.up_paused && self.conn.pending() <= LOW_WATER => {
-                let step = p.pump_upstream(&mut self.conn, ctx.buf);
-                self.proxy_step(ctx, step);
-            }
-            _ => {}
-        }
-        self.finish_if_flushed();
+        let mut cx = Cx { env, out };
+        let service = service_name(env.cfg);
+        let (status, text) = match why {
+            ProxyFailure::Malformed(e) => (400, format!("malformed request: {e}")),
+            ProxyFailure::Unreachable(e) => (
+                502,
+                format!("discovery service at {service} unreachable: {e}"),
+            ),
+            ProxyFailure::CannotWatch(e) => (502, format!("cannot proxy: {e}")),
+        };
+        self.log_line(&cx, Some(req), status);
+        self.actions.push_back(Action::EndProxy);
+        self.respond_close(&mut cx, http::text_response(status, &text, true));
     }
 
-    /// The client answered our close frame: close once it is all out.
-    fn close_handshake_done(&mut self) {
-        self.phase = Phase::Flush;
-        self.finish_if_flushed();
-    }
-
-    fn finish_if_flushed(&mut self) {
-        if matches!(self.phase, Phase::Flush) && self.conn.pending() == 0 {
-            self.conn.sock.shutdown_write();
-            self.finished = true;
+    /// A step of the proxied exchange: `answered`, `sent` as the pump says.
+    pub fn on_proxy_step(
+        &mut self,
+        env: &Env,
+        out: &mut dyn Out,
+        step: ProxyStep,
+        now_answered: bool,
+        now_sent: bool,
+    ) {
+        let Phase::Proxying {
+            deadline,
+            answered,
+            sent,
+            clock_restarted,
+        } = &mut self.phase
+        else {
+            return;
+        };
+        *answered = now_answered;
+        *sent = now_sent;
+        if now_answered {
+            *deadline = None;
+        } else if !*clock_restarted && now_sent {
+            // The answer is due within the deadline from here on.
+            *clock_restarted = true;
+            *deadline = Some(env.now + env.cfg.discovery_timeout);
         }
-    }
-
-    /// A read or write on the client socket failed: the peer is gone.
-    fn client_broke(&mut self, ctx: &mut Ctx, e: io::Error) {
-        debug!("[c{}] client connection broke: {e}", self.id);
-        match &mut self.phase {
-            Phase::Streaming(cap) => {
-                cap.ending = Ending::ClientGone;
-                terminate(cap, &mut self.deadline, ctx, self.key, self.id);
-                self.check_end(ctx);
+        let mut cx = Cx { env, out };
+        match step {
+            ProxyStep::Continue => {}
+            ProxyStep::MoreUpstream => self.actions.push_back(Action::Resume(Source::Upstream)),
+            ProxyStep::MoreClient => self.actions.push_back(Action::Resume(Source::Client)),
+            ProxyStep::Done(pending) => {
+                self.actions.push_back(Action::EndProxy);
+                self.await_next_request(&cx, pending);
+                // Bytes that arrived meanwhile were not read (edge-triggered):
+                // look again, and handle a request already buffered.
+                self.actions.push_back(Action::Resume(Source::Client));
+                self.parse_heads(&mut cx);
             }
-            Phase::Multi(_) => self.multi_client_broke(ctx),
-            _ => self.finished = true,
-        }
-    }
-
-    fn on_readable(&mut self, ctx: &mut Ctx) {
-        match self.phase {
-            Phase::Head { .. } => self.read_head(ctx),
-            Phase::Streaming(_) => self.read_frames(ctx),
-            Phase::Closing(_) => self.read_closing(ctx),
-            Phase::Multi(_) => self.read_frames_multi(ctx),
-            Phase::Discovering(_) | Phase::MultiDiscovering(_) | Phase::Flush => {
-                self.read_discard(ctx)
+            ProxyStep::Close => {
+                self.actions.push_back(Action::EndProxy);
+                self.flush_then_close(&mut cx);
             }
-            Phase::Proxy(_) => self.on_proxy_client(ctx),
-            // Read once the request can be forwarded.
-            Phase::ProxyResolving(_) => {}
-        }
-    }
-
-    /// Reads up to a turn's worth from the client. `Ok(0)` is EOF.
-    fn read_client(&mut self, ctx: &mut Ctx, reads: &mut usize) -> io::Result<usize> {
-        if *reads == READS_PER_TURN {
-            ctx.again.push((token(self.key, CLIENT), self.id));
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        *reads += 1;
-        loop {
-            match self.conn.sock.read(ctx.buf) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                r => return r,
+            ProxyStep::Fail(status, why) => {
+                info!("[c{}] proxy: {why}", self.id);
+                self.actions.push_back(Action::EndProxy);
+                self.respond_close(&mut cx, http::text_response(status, &why, true));
             }
         }
     }
 
-    fn read_head(&mut self, ctx: &mut Ctx) {
-        let mut reads = 0;
-        loop {
-            if self.head_backlogged() {
-                return;
-            }
-            match self.read_client(ctx, &mut reads) {
-                Ok(0) => {
-                    self.finished = true;
-                    return;
-                }
-                Ok(n) => {
-                    let mut worth = true;
-                    if let Phase::Head { buf, .. } = &mut self.phase {
-                        // Never hold more than a head's worth plus one read.
-                        buf.extend_from_slice(&ctx.buf[..n]);
-                        worth = http::worth_parsing(buf, n, ctx.cfg.max_head_bytes);
-                    }
-                    if worth {
-                        self.parse_heads(ctx);
-                    }
-                    if !matches!(self.phase, Phase::Head { .. }) || self.finished {
-                        return;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    self.client_broke(ctx, e);
-                    return;
-                }
-            }
-        }
-    }
-
-    /// A client that pipelines requests without reading the responses is not
-    /// read further until it takes them: its queue stays bounded.
-    fn head_backlogged(&mut self) -> bool {
-        let full = self.conn.pending() >= HIGH_WATER;
-        if let Phase::Head { paused, .. } = &mut self.phase {
-            *paused |= full;
-        }
-        full
-    }
+    // ---- request heads ---------------------------------------------------
 
     /// Handles every complete head in the buffer (pipelined requests).
-    fn parse_heads(&mut self, ctx: &mut Ctx) {
+    fn parse_heads(&mut self, cx: &mut Cx) {
         loop {
-            if self.head_backlogged() {
-                return;
-            }
-            let Phase::Head { buf, .. } = &mut self.phase else {
+            let full = cx.out.pending() >= HIGH_WATER;
+            let Phase::Head { buf, paused, .. } = &mut self.phase else {
                 return;
             };
+            // A client that pipelines requests without reading the responses
+            // is not read further until it takes them.
+            if full {
+                *paused = true;
+                return;
+            }
             if buf.is_empty() {
                 return;
             }
-            let parsed =
-                http::parse_request_limited(buf, ctx.cfg.max_head_bytes, ctx.cfg.max_headers)
-                    .and_then(|r| match r {
-                        Some(req) => req.check_rules().map(|()| Some(req)),
-                        None => Ok(None),
-                    });
+            let cfg = cx.env.cfg;
+            let parsed = http::parse_request_limited(buf, cfg.max_head_bytes, cfg.max_headers)
+                .and_then(|r| match r {
+                    Some(req) => req.check_rules().map(|()| Some(req)),
+                    None => Ok(None),
+                });
             match parsed {
                 Ok(None) => return,
                 Ok(Some(req)) => {
                     let leftover = buf.split_off(req.head_len);
-                    self.handle_request(ctx, req, leftover);
-                    if self.finished {
+                    self.handle_request(cx, req, leftover);
+                    if !matches!(self.phase, Phase::Head { .. }) {
                         return;
                     }
                 }
                 Err(e) => {
                     debug!("[c{}] bad request: {e}", self.id);
-                    self.log_line(ctx, None, e.status());
-                    self.respond_close(ctx, http::text_response(e.status(), &e.to_string(), true));
+                    self.log_line(cx, None, e.status());
+                    self.respond_close(cx, http::text_response(e.status(), &e.to_string(), true));
                     return;
                 }
             }
         }
     }
 
-    fn read_discard(&mut self, ctx: &mut Ctx) {
-        let mut reads = 0;
-        loop {
-            match self.read_client(ctx, &mut reads) {
-                Ok(0) => {
-                    // The client gave up: no one is left to answer.
-                    if matches!(
-                        self.phase,
-                        Phase::Discovering(_) | Phase::MultiDiscovering(_)
-                    ) {
-                        debug!("[c{}] client left during discovery", self.id);
-                    }
-                    self.finished = true;
-                    return;
-                }
-                Ok(n) => {
-                    // Frames sent right behind the handshake (a close, say)
-                    // are kept for the capture, within a bound.
-                    if matches!(
-                        self.phase,
-                        Phase::Discovering(_) | Phase::MultiDiscovering(_)
-                    ) {
-                        let room = MAX_EARLY_FRAMES.saturating_sub(self.early.len());
-                        self.early.extend_from_slice(&ctx.buf[..n.min(room)]);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => return self.client_broke(ctx, e),
-            }
-        }
-    }
-
-    fn read_closing(&mut self, ctx: &mut Ctx) {
-        let mut reads = 0;
-        loop {
-            match self.read_client(ctx, &mut reads) {
-                Ok(0) => {
-                    self.finished = true;
-                    return;
-                }
-                Ok(n) => {
-                    let Phase::Closing(reader) = &mut self.phase else {
-                        return;
-                    };
-                    // Pongs are not owed once our close frame is out.
-                    if reader.feed(&ctx.buf[..n], &mut Vec::new()).is_some() {
-                        return self.close_handshake_done();
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => {
-                    self.finished = true;
-                    return;
-                }
-            }
-        }
-    }
-
-    fn read_frames(&mut self, ctx: &mut Ctx) {
-        let mut reads = 0;
-        loop {
-            // Pongs count against the same bound as the stream: a client
-            // that pings without reading is not read until it takes them.
-            if self.conn.pending() >= HIGH_WATER {
-                if let Phase::Streaming(cap) = &mut self.phase {
-                    cap.client_paused = true;
-                }
-                break;
-            }
-            let r = self.read_client(ctx, &mut reads);
-            let Phase::Streaming(cap) = &mut self.phase else {
-                return;
-            };
-            match r {
-                Ok(0) => {
-                    if cap.ending.forwards() || matches!(cap.ending, Ending::ClientClosed(_)) {
-                        debug!("[c{}] client closed the connection", self.id);
-                        cap.ending = Ending::ClientGone;
-                    }
-                    terminate(cap, &mut self.deadline, ctx, self.key, self.id);
-                    break;
-                }
-                Ok(n) => {
-                    if cap.reader.is_done() {
-                        continue;
-                    }
-                    let mut replies = Vec::new();
-                    let event = cap.reader.feed(&ctx.buf[..n], &mut replies);
-                    if !replies.is_empty() && cap.ending.forwards() {
-                        if let Err(e) = self.conn.send(&replies) {
-                            return self.client_broke(ctx, e);
-                        }
-                    }
-                    match event {
-                        None => {}
-                        Some(Inbound::Close { code, reason }) => {
-                            info!(
-                                "[c{}] client closed the capture ({}{}{})",
-                                self.id,
-                                code.map_or("no code".to_string(), |c| c.to_string()),
-                                if reason.is_empty() { "" } else { ": " },
-                                reason
-                            );
-                            if cap.ending.forwards() {
-                                cap.ending = Ending::ClientClosed(code);
-                            }
-                            terminate(cap, &mut self.deadline, ctx, self.key, self.id);
-                        }
-                        Some(Inbound::Violation { code, reason }) => {
-                            info!(
-                                "[c{}] client broke the websocket protocol: {reason}",
-                                self.id
-                            );
-                            if cap.ending.forwards() {
-                                cap.ending = Ending::Violation(code, reason);
-                            }
-                            terminate(cap, &mut self.deadline, ctx, self.key, self.id);
-                        }
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return self.client_broke(ctx, e),
-            }
-        }
-        self.check_end(ctx);
-    }
-
-    // ---- requests --------------------------------------------------------
-
-    fn handle_request(&mut self, ctx: &mut Ctx, req: Request, leftover: Vec<u8>) {
-        if ctx.cfg.log_headers {
+    fn handle_request(&mut self, cx: &mut Cx, req: Request, leftover: Vec<u8>) {
+        let env = cx.env;
+        if env.cfg.log_headers {
             for (n, v) in &req.headers {
                 info!(
                     "[c{}] header {}",
@@ -805,8 +709,8 @@ impl Session {
                 );
             }
         }
-        let route = crate::front::route(&req, ctx.cfg.proxy_discovery);
-        if let Err(refusal) = crate::auth::check(ctx.policy, &req, &route) {
+        let route = crate::front::route(&req, env.cfg.proxy_discovery);
+        if let Err(refusal) = crate::auth::check(env.policy, &req, &route) {
             info!(
                 "[c{}] {} refused: {}",
                 self.id,
@@ -816,20 +720,20 @@ impl Session {
                     crate::auth::Refusal::NoToken => "no valid bearer token",
                 }
             );
-            self.log_line(ctx, Some(&req), refusal.status());
-            return self.respond_close(ctx, refusal.response());
+            self.log_line(cx, Some(&req), refusal.status());
+            return self.respond_close(cx, refusal.response());
         }
         match route {
-            Route::Capture { .. } if ctx.captures >= ctx.cfg.max_captures => {
+            Route::Capture { .. } if env.captures >= env.cfg.max_captures => {
                 info!(
                     "[c{}] capture refused: {} captures are running, the limit",
-                    self.id, ctx.captures
+                    self.id, env.captures
                 );
-                metrics::refused(Refusal::Limit);
-                self.log_line(ctx, Some(&req), 503);
+                metrics::refused(metrics::Refusal::Limit);
+                self.log_line(cx, Some(&req), 503);
                 let text = format!(
                     "capture refused: this service is running its maximum of {} captures; try again later",
-                    ctx.cfg.max_captures
+                    env.cfg.max_captures
                 );
                 let resp = http::response(
                     503,
@@ -838,66 +742,125 @@ impl Session {
                     format!("{text}\n").as_bytes(),
                     true,
                 );
-                self.respond_close(ctx, resp);
+                self.respond_close(cx, resp);
             }
             Route::Capture { accept } => {
-                self.log_line(ctx, Some(&req), 101);
-                self.deadline = None;
-                self.start_capture(ctx, &req, accept, leftover);
+                self.log_line(cx, Some(&req), 101);
+                self.start_capture(cx, &req, accept, leftover);
             }
             Route::Respond {
                 status,
                 bytes,
                 keep_alive,
             } => {
-                self.log_line(ctx, Some(&req), status);
+                self.log_line(cx, Some(&req), status);
+                if let Err(e) = cx.out.send(&bytes) {
+                    return self.client_broke(cx, e);
+                }
                 if keep_alive {
-                    self.respond(ctx, bytes, leftover);
+                    self.await_next_request(cx, leftover);
                 } else {
-                    self.respond_close(ctx, bytes);
+                    self.flush_then_close(cx);
                 }
             }
             Route::Proxy { target } => {
-                let req = crate::auth::without_our_credentials(ctx.policy, req);
-                self.start_proxy(ctx, &req, &target, leftover)
+                let req = crate::auth::without_our_credentials(env.policy, req);
+                self.phase = Phase::ProxyResolving(Box::new(ProxyResolving {
+                    req,
+                    target,
+                    leftover,
+                    deadline: env.now + env.cfg.discovery_timeout,
+                }));
+                self.actions.push_back(Action::WantAddress);
             }
         }
-    }
-
-    /// Sends a response and waits for the next request on this connection.
-    fn respond(&mut self, ctx: &mut Ctx, resp: Vec<u8>, leftover: Vec<u8>) {
-        if let Err(e) = self.conn.send(&resp) {
-            return self.client_broke(ctx, e);
-        }
-        self.await_next_request(ctx, leftover);
     }
 
     /// Keep-alive: the connection waits for its next request, which may
     /// already have begun in `buf`.
-    fn await_next_request(&mut self, ctx: &mut Ctx, buf: Vec<u8>) {
+    fn await_next_request(&mut self, cx: &Cx, buf: Vec<u8>) {
         self.phase = Phase::Head {
             buf,
             first: false,
             paused: false,
+            deadline: cx.env.now + KEEPALIVE_TIMEOUT,
         };
-        self.arm(ctx, KEEPALIVE_TIMEOUT);
     }
 
-    fn arm(&mut self, ctx: &mut Ctx, after: Duration) {
-        arm(&mut self.deadline, ctx, self.key, self.id, after);
-    }
+    // ---- endings ---------------------------------------------------------
 
-    fn respond_close(&mut self, ctx: &mut Ctx, resp: Vec<u8>) {
-        if let Err(e) = self.conn.send(&resp) {
-            return self.client_broke(ctx, e);
+    /// Sends a final response, then closes once it is out.
+    fn respond_close(&mut self, cx: &mut Cx, resp: Vec<u8>) {
+        if let Err(e) = cx.out.send(&resp) {
+            return self.client_broke(cx, e);
         }
-        self.phase = Phase::Flush;
-        self.arm(ctx, CLOSE_TIMEOUT);
-        self.finish_if_flushed();
+        self.flush_then_close(cx);
     }
 
-    fn log_line(&self, ctx: &Ctx, req: Option<&Request>, status: impl std::fmt::Display) {
-        if !ctx.cfg.log_requests {
+    fn flush_then_close(&mut self, cx: &mut Cx) {
+        self.phase = Phase::Flush {
+            deadline: cx.env.now + CLOSE_TIMEOUT,
+        };
+        self.finish_if_flushed(cx);
+    }
+
+    fn finish_if_flushed(&mut self, cx: &mut Cx) {
+        if matches!(self.phase, Phase::Flush { .. }) && cx.out.pending() == 0 {
+            self.actions.push_back(Action::ShutdownWrite);
+            self.phase = Phase::Done;
+        }
+    }
+
+    /// The client answered our close frame: close once it is all out.
+    fn close_handshake_done(&mut self, cx: &mut Cx) {
+        self.flush_then_close(cx);
+    }
+
+    /// Sends our close frame and waits for the client's (or EOF).
+    fn send_close(&mut self, cx: &mut Cx, code: u16, reason: &str) {
+        self.phase = Phase::Closing {
+            reader: FrameReader::new(),
+            deadline: cx.env.now + CLOSE_TIMEOUT,
+        };
+        if let Err(e) = cx.out.send(&ws::close_frame(code, reason)) {
+            self.client_broke(cx, e);
+        }
+    }
+
+    /// Answers the client's close handshake, then closes the connection
+    /// once the answer is out.
+    fn answer_close(&mut self, cx: &mut Cx, code: u16, reason: &str) {
+        self.phase = Phase::Flush {
+            deadline: cx.env.now + CLOSE_TIMEOUT,
+        };
+        if let Err(e) = cx.out.send(&ws::close_frame(code, reason)) {
+            return self.client_broke(cx, e);
+        }
+        self.finish_if_flushed(cx);
+    }
+
+    fn client_broke(&mut self, cx: &mut Cx, e: Broken) {
+        debug!("[c{}] client connection broke: {}", self.id, e.0);
+        match &mut self.phase {
+            Phase::Capturing(c) => {
+                c.client_broke(&mut self.actions);
+                c.terminate_all(cx.env, &mut self.actions);
+                self.capture_changed(cx);
+            }
+            Phase::Proxying { .. } => {
+                self.actions.push_back(Action::EndProxy);
+                self.phase = Phase::Done;
+            }
+            _ => self.phase = Phase::Done,
+        }
+    }
+
+    fn log_line(&self, cx: &Cx, req: Option<&Request>, status: impl std::fmt::Display) {
+        self.log_line_env(cx.env, req, status)
+    }
+
+    fn log_line_env(&self, env: &Env, req: Option<&Request>, status: impl std::fmt::Display) {
+        if !env.cfg.log_requests {
             return;
         }
         let line = match req {
@@ -915,35 +878,11 @@ impl Session {
             "[c{}] {} - - [{}] \"{}\" {} -",
             self.id,
             self.peer.ip(),
-            crate::logging::clf_time(SystemTime::now()),
+            crate::logging::clf_time(env.wall),
             line.escape_default(),
             status
         );
     }
-}
-
-/// When the target namespace `netns` is the service's own (and
-/// `--no-self-exclusion` is not given): the filter clause that keeps this
-/// session's own connection out of the capture, and how the document
-/// describes it.
-fn own_exclusion(
-    cfg: &Config,
-    conn: &Conn,
-    peer: SocketAddr,
-    netns: u64,
-) -> Option<(String, String)> {
-    if cfg.no_self_exclusion {
-        return None;
-    }
-    let own = crate::netns::inode_of(std::path::Path::new("/proc/self/ns/net"))?;
-    if own != netns {
-        return None;
-    }
-    let local = conn.sock.local_addr().ok()?;
-    Some((
-        crate::selfexcl::own_connection_filter(local, peer),
-        crate::selfexcl::describe(local, peer),
-    ))
 }
 
 /// `host:port` of the discovery service as the user configured it.
