@@ -38,6 +38,7 @@ mod capture;
 mod errlines;
 mod refusal;
 mod resolve;
+pub mod sim;
 mod start;
 #[cfg(test)]
 mod tests;
@@ -98,7 +99,7 @@ pub trait Out {
 
 /// What a session wants done; the driver performs each and answers with
 /// the matching event (synchronously for `Locate` and `Spawn`).
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// The discovery service's listing: [`Session::on_listing`], now or later.
     WantListing,
