@@ -70,53 +70,138 @@ def upgrade(target, headers=()):
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
+NS_A = 4026532601  # the session target's world: a namespace with eth0 and lo
+NS_B = 4026532602  # found only after a namespace scan
+
+
+def op(kind, arg=0):
+    """One event of the session target's script (low nibble: the event)."""
+    return (arg << 4) | kind
+
+
+DELIVER, OUTPUT, END, STDERR, EXIT, ADVANCE, TAKE, HALF, CLOSE, BREAK, LISTING, RESCAN, \
+    SHUTDOWN, ADDRESS = range(14)
+
+
+def out(t, kind):
+    """Target t writes: 0 section header, 1 three packets, 2 60 KiB, 3 garbage."""
+    return op(OUTPUT, (kind << 1) | t)
+
+
+def err(t, kind):
+    """Target t's stderr: 0 a line, 1 dumpcap's stop reason, 2 half a line, 3 closes."""
+    return op(STDERR, (kind << 1) | t)
+
+
+def exits(t, kind):
+    """Target t exits: 0 status 0, 1 status 2, 2 SIGTERM, 3 SIGKILL."""
+    return op(EXIT, (kind << 1) | t)
+
+
+def sess(flags, script, sizes, stream):
+    """The session target's layout: flags, script, read sizes, client bytes."""
+    return bytes([flags, len(script)]) + bytes(script) + chunks(sizes) + stream
+
+
+def padded(req, to=64):
+    """A request head padded to a multiple of `to` bytes, so that a read
+    size of that many bytes ends exactly after it."""
+    pad = (-(len(req) + len("X-Pad: \r\n"))) % to
+    return req[:-2] + b"X-Pad: " + b"a" * pad + b"\r\n\r\n"
+
+
+def read_of(req):
+    """The chunker size byte for one read of `req` (a multiple of 64)."""
+    assert len(req) % 64 == 0 and len(req) // 64 < 128
+    return 0x80 | (len(req) // 64)
+
+
+def quoted(obj):
+    return json.dumps(obj).replace('"', "%22").replace(" ", "+")
+
+
 def session():
     t = "session"
+    d = os.path.join(HERE, "corpus", t)
+    if os.path.isdir(d):
+        for name in os.listdir(d):
+            if name.startswith("seed-"):
+                os.remove(os.path.join(d, name))
     ping_close = frame(0x89, b"hi") + frame(0x82, b"x" * 300) + close(1000, b"bye")
-    write(t, "version-pipelined", b"\0" + chunks() +
+    write(t, "version-pipelined", sess(0, [], [],
           b"GET /version HTTP/1.1\r\nHost: a\r\n\r\nHEAD /version HTTP/1.1\r\nHost: a\r\n\r\n"
-          b"GET /nope HTTP/1.0\r\n\r\n")
-    write(t, "version-trickled", b"\0" + chunks([1, 2, 3, 5, 8]) +
-          b"GET /version HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n")
-    write(t, "capture-netns", b"\0" + chunks([7, 0x81]) +
-          upgrade("/capture?netns=4026532601&nif=eth0/lo&filter=tcp+port+80&chaste") + ping_close)
-    write(t, "capture-container-headers", b"\0" + chunks() + upgrade(
+          b"GET /nope HTTP/1.0\r\n\r\n"))
+    write(t, "version-trickled", sess(0, [op(ADVANCE, 1)] * 3, [1, 2, 3, 5, 8],
+          b"GET /version HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n"))
+    up = padded(upgrade(f"/capture?netns={NS_A}&nif=eth0/lo&filter=tcp+port+80&chaste"))
+    write(t, "capture-relay", sess(0x80, [DELIVER, out(0, 0), out(0, 1)] + [out(0, 2)] * 6 +
+          [HALF, TAKE, err(0, 0), DELIVER, DELIVER, exits(0, 2), TAKE], [read_of(up), 7],
+          up + ping_close))
+    up = upgrade(f"/capture?netns={NS_A}&nif=lo")
+    write(t, "capture-ends-itself", sess(0, [DELIVER, out(0, 0), out(0, 1), err(0, 1), err(0, 3),
+          END, exits(0, 0), TAKE, op(ADVANCE, 2)], [], up))
+    write(t, "capture-stubborn", sess(0x40, [DELIVER, out(0, 0), op(ADVANCE, 1), op(ADVANCE, 1),
+          op(ADVANCE, 3), exits(0, 3)], [], up + close(1000)))
+    write(t, "capture-broken", sess(0, [DELIVER, out(0, 0), BREAK, exits(0, 2)], [], up))
+    write(t, "capture-shutdown", sess(0, [DELIVER, out(0, 0), SHUTDOWN, err(0, 3), exits(0, 2),
+          TAKE], [], up))
+    write(t, "capture-container-headers", sess(0, [DELIVER, out(0, 0), out(0, 1)], [], upgrade(
         "/capture", [("Clustershark-Container", json.dumps(CONTAINER)),
                      ("Clustershark-Nif", "any"), ("Clustershark-Filter", "udp"),
                      ("Clustershark-Chaste", "")]) + frame(0x02, b"part") +
-          frame(0x8A, b"") + frame(0x80, b"end") + close(1001))
-    write(t, "capture-discover", b"\0" + chunks() + upgrade(
-        "/capture?container=" + json.dumps({"name": "web", "prefix": "k8s"}).replace('"', "%22")
-        .replace(" ", "+")) + close(1000))
-    write(t, "capture-refused", b"\0" + chunks([3]) +
-          upgrade("/capture?netns=0&nif=-i") + close(1000, b"ok"))
-    write(t, "capture-violation", b"\0" + chunks() +
-          upgrade("/capture?netns=1") + b"\x82\x01\x00")
-    write(t, "capture-no-upgrade", b"\0" + chunks() +
-          b"GET /capture?netns=1 HTTP/1.1\r\nHost: a\r\n\r\n")
-    write(t, "bad-handshake", b"\0" + chunks() +
-          upgrade("/capture?netns=1").replace(b"Version: 13", b"Version: 8"))
-    write(t, "proxy", b"\1" + chunks() +
-          b"GET /discover/mobyshark?x=1 HTTP/1.1\r\nHost: a\r\n\r\n")
-    write(t, "absolute-form", b"\0" + chunks() +
+          frame(0x8A, b"") + frame(0x80, b"end") + close(1001)))
+    write(t, "capture-discover-later", sess(0x10, [DELIVER, op(ADVANCE, 0), LISTING, out(0, 0),
+          CLOSE], [], upgrade("/capture?container=" + quoted({"name": "web", "prefix": ""}))))
+    write(t, "capture-discover-timeout", sess(0x10, [DELIVER, op(ADVANCE, 4), op(ADVANCE, 5)], [],
+          upgrade("/capture?container=" + quoted({"name": "web"}))))
+    write(t, "capture-not-listed", sess(0, [DELIVER, TAKE], [],
+          upgrade("/capture?container=" + quoted({"name": "bare"})) + close(1000)))
+    several = quoted([{"name": "web", "netns": NS_A}, {"name": "db", "netns": NS_B}])
+    write(t, "several-targets", sess(0, [DELIVER, RESCAN, out(0, 0), out(1, 0), out(0, 1),
+          out(1, 1), out(1, 3), END, exits(0, 0), TAKE, DELIVER, exits(1, 2), TAKE], [],
+          upgrade("/capture?container=" + several) + close(1000)))
+    same = quoted([{"netns": NS_A}, {"netns": NS_A, "network-interfaces": ["lo"]}])
+    write(t, "several-one-fails", sess(0x20, [DELIVER, exits(0, 2)], [],
+          upgrade("/capture?container=" + same)))
+    write(t, "capture-refused", sess(0, [], [3],
+          upgrade("/capture?netns=0&nif=-i") + close(1000, b"ok")))
+    write(t, "capture-unknown-interface", sess(0, [DELIVER, op(ADVANCE, 2)], [],
+          upgrade(f"/capture?netns={NS_A}&nif=eth9")))
+    write(t, "capture-violation", sess(0, [DELIVER, exits(0, 2)], [],
+          upgrade(f"/capture?netns={NS_A}") + b"\x82\x01\x00"))
+    write(t, "capture-no-upgrade", sess(0, [], [],
+          b"GET /capture?netns=1 HTTP/1.1\r\nHost: a\r\n\r\n"))
+    write(t, "bad-handshake", sess(0, [], [],
+          upgrade("/capture?netns=1").replace(b"Version: 13", b"Version: 8")))
+    write(t, "proxy-unresolved", sess(1, [DELIVER, ADDRESS], [],
+          b"GET /discover/mobyshark?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"))
+    write(t, "proxy-timeout", sess(1, [DELIVER, op(ADVANCE, 4)], [],
+          b"GET /discover/mobyshark HTTP/1.1\r\nHost: a\r\n\r\n"))
+    write(t, "absolute-form", sess(0, [], [],
           b"GET http://host:5001/version HTTP/1.1\r\nHost: host\r\n\r\nPOST /version HTTP/1.1\r\n"
-          b"Host: host\r\nContent-Length: 3\r\n\r\nabc")
-    write(t, "garbage", b"\0" + chunks() + b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+          b"Host: host\r\nContent-Length: 3\r\n\r\nabc"))
+    write(t, "garbage", sess(0, [], [], b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"))
     # Flag bit 1: the smallest --max-head-bytes (256) and --max-headers (4).
-    write(t, "small-limits-upgrade", b"\2" + chunks([40]) + upgrade("/capture?netns=1"))
-    write(t, "small-limits-ok", b"\2" + chunks() + b"GET /version HTTP/1.1\r\nHost: a\r\n\r\n"
-          b"GET /version HTTP/1.1\r\nHost: a\r\n\r\n")
-    # The head rules: no Host, two Host, conflicting Content-Length, two
-    # websocket keys.
-    write(t, "head-rules", b"\0" + chunks() + b"GET /version HTTP/1.1\r\nHost: a\r\n\r\n"
-          b"GET /version HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
-    write(t, "no-host", b"\0" + chunks() + b"GET /version HTTP/1.1\r\n\r\n")
-    write(t, "two-keys", b"\0" + chunks() +
-          upgrade("/capture?netns=1", [("Sec-WebSocket-Key", KEY)]))
+    write(t, "small-limits-upgrade", sess(2, [], [40], upgrade("/capture?netns=1")))
+    write(t, "small-limits-ok", sess(2, [], [], b"GET /version HTTP/1.1\r\nHost: a\r\n\r\n"
+          b"GET /version HTTP/1.1\r\nHost: a\r\n\r\n"))
+    # The head rules: two Content-Length, no Host, two websocket keys.
+    write(t, "head-rules", sess(0, [], [], b"GET /version HTTP/1.1\r\nHost: a\r\n\r\n"
+          b"GET /version HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"))
+    write(t, "no-host", sess(0, [], [], b"GET /version HTTP/1.1\r\n\r\n"))
+    write(t, "two-keys", sess(0, [], [],
+          upgrade("/capture?netns=1", [("Sec-WebSocket-Key", KEY)])))
+    # Flag bit 3: the token check, with the token and the admitted origin.
+    write(t, "token", sess(8, [DELIVER, out(0, 0), CLOSE], [], upgrade(
+        f"/capture?netns={NS_A}", [("Authorization", "Bearer fuzz-token"),
+                                   ("Origin", "https://ui.example")])))
+    write(t, "token-missing", sess(8, [], [], upgrade(f"/capture?netns={NS_A}") +
+          b"GET /version HTTP/1.1\r\nHost: a\r\n\r\n"))
     # Flag bit 2: pings worth twice the output bound follow, never read.
-    write(t, "ping-flood", b"\4" + chunks([0x40]) + upgrade("/capture?netns=1") + frame(0x89, b"p"))
+    write(t, "ping-flood", sess(4, [], [0x40], upgrade(f"/capture?netns={NS_A}") +
+          frame(0x89, b"p")))
     big = b"GET / HTTP/1.1\r\nX-Big: " + b"a" * (16 * 1024 + 100) + b"\r\n\r\n"
-    write(t, "oversized-head", b"\0" + chunks([0xFF]) + big)
+    write(t, "oversized-head", sess(0, [], [0xFF], big))
 
 
 def http_head():
