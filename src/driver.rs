@@ -119,6 +119,15 @@ pub struct Io {
 }
 
 impl Io {
+    /// The descriptor slot of a capture pipe.
+    fn pipe(&mut self, src: Source) -> Option<&mut Option<Receiver>> {
+        match src {
+            Source::Stdout(i) => self.pipes.get_mut(i).map(|p| &mut p.stdout),
+            Source::Stderr(i) => self.pipes.get_mut(i).map(|p| &mut p.stderr),
+            Source::Client | Source::Upstream => None,
+        }
+    }
+
     pub fn new(conn: Conn) -> Io {
         Io {
             conn,
@@ -201,8 +210,7 @@ impl Entry {
                 }
                 self.proxy_step(w, key, step);
             }
-            Source::Stdout(i) => self.read_stdout(w, key, i),
-            Source::Stderr(i) => self.read_stderr(w, key, i),
+            Source::Stdout(_) | Source::Stderr(_) => self.read_pipe(w, key, src),
         }
         self.perform(w, key);
     }
@@ -308,88 +316,51 @@ impl Entry {
         *w.buf = buf;
     }
 
-    fn read_stdout(&mut self, w: &mut World, key: usize, i: usize) {
+    /// Reads a capture program's stdout or stderr while the session wants
+    /// it, at most [`READS_PER_TURN`] times.
+    fn read_pipe(&mut self, w: &mut World, key: usize, src: Source) {
         let mut buf = std::mem::take(w.buf);
-        let mut reads = 0;
-        loop {
-            if !self
-                .session
-                .may_read(Source::Stdout(i), &self.io.conn, w.now)
-            {
+        for reads in 0.. {
+            if !self.session.may_read(src, &self.io.conn, w.now) {
                 break;
             }
-            let Some(pipe) = self.io.pipes.get_mut(i).and_then(|p| p.stdout.as_mut()) else {
+            let Some(slot) = self.io.pipe(src) else {
+                break;
+            };
+            let Some(pipe) = slot.as_mut() else {
                 break;
             };
             if reads == READS_PER_TURN {
-                w.again
-                    .push((Tok::new(key, Source::Stdout(i)).token(), self.session.id));
+                w.again.push((Tok::new(key, src).token(), self.session.id));
                 break;
             }
-            reads += 1;
-            let r = pipe.read(&mut buf);
-            let env = w.env();
-            match r {
-                Ok(0) => {
-                    self.io.pipes[i].stdout = None;
-                    self.session.on_output_end(&env, &mut self.io.conn, i, None);
-                    break;
-                }
-                Ok(n) => self
-                    .session
-                    .on_output(&env, &mut self.io.conn, i, &mut buf[..n]),
+            let (n, end) = match pipe.read(&mut buf) {
+                Ok(0) => (0, Some(None)),
+                Ok(n) => (n, None),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.io.pipes[i].stdout = None;
-                    self.session
-                        .on_output_end(&env, &mut self.io.conn, i, Some(e.to_string()));
-                    break;
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => (0, Some(Some(e.to_string()))),
+            };
+            let ended = end.is_some();
+            if ended {
+                *slot = None;
+            }
+            let (env, conn) = (w.env(), &mut self.io.conn);
+            match (src, end) {
+                (Source::Stdout(i), None) => self.session.on_output(&env, conn, i, &mut buf[..n]),
+                (Source::Stdout(i), Some(error)) => {
+                    self.session.on_output_end(&env, conn, i, error)
                 }
+                (Source::Stderr(i), None) => self.session.on_stderr(&env, conn, i, Some(&buf[..n])),
+                (Source::Stderr(i), Some(_)) => self.session.on_stderr(&env, conn, i, None),
+                _ => {}
             }
             self.perform(w, key);
+            if ended {
+                break;
+            }
         }
         *w.buf = buf;
-    }
-
-    fn read_stderr(&mut self, w: &mut World, key: usize, i: usize) {
-        let mut reads = 0;
-        loop {
-            if !self
-                .session
-                .may_read(Source::Stderr(i), &self.io.conn, w.now)
-            {
-                break;
-            }
-            let Some(pipe) = self.io.pipes.get_mut(i).and_then(|p| p.stderr.as_mut()) else {
-                break;
-            };
-            if reads == READS_PER_TURN {
-                w.again
-                    .push((Tok::new(key, Source::Stderr(i)).token(), self.session.id));
-                break;
-            }
-            reads += 1;
-            let r = pipe.read(w.buf);
-            let end = match r {
-                Ok(0) => true,
-                Ok(n) => {
-                    let env = w.env();
-                    self.session
-                        .on_stderr(&env, &mut self.io.conn, i, Some(&w.buf[..n]));
-                    false
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => false,
-                Err(_) => true,
-            };
-            if end {
-                self.io.pipes[i].stderr = None;
-                let env = w.env();
-                self.session.on_stderr(&env, &mut self.io.conn, i, None);
-                break;
-            }
-        }
     }
 
     /// Tells the session how the proxied exchange stands after a step.
@@ -472,19 +443,11 @@ impl Entry {
                         let _ = kill(Pid::from_raw(pid as i32), sig);
                     }
                 }
-                Action::Forget(src) => match src {
-                    Source::Stdout(i) => {
-                        if let Some(p) = self.io.pipes.get_mut(i) {
-                            p.stdout = None;
-                        }
+                Action::Forget(src) => {
+                    if let Some(slot) = self.io.pipe(src) {
+                        *slot = None;
                     }
-                    Source::Stderr(i) => {
-                        if let Some(p) = self.io.pipes.get_mut(i) {
-                            p.stderr = None;
-                        }
-                    }
-                    Source::Upstream | Source::Client => {}
-                },
+                }
                 Action::Proxy {
                     addr,
                     head,
