@@ -47,7 +47,10 @@ pub enum Role {
     /// Passes the bytes on unchanged (the discovery proxy). A body whose last
     /// transfer coding is `chunked` is chunked, any other transfer coding
     /// lasts until the connection closes (RFC 9112 6.3, rule 4), so the next
-    /// hop decodes what it asked for. `Content-Length` must be one number per
+    /// hop decodes what it asked for; a `Transfer-Encoding` field that lists
+    /// no coding at all counts as one that does not end in `chunked` (where
+    /// [`Role::Decode`] ignores it), so `Content-Length` never frames a
+    /// response that has the field. `Content-Length` must be one number per
     /// field, since the field is passed on and a list may be read otherwise
     /// there; it is checked on every response, bodiless ones too.
     Forward,
@@ -280,9 +283,8 @@ fn framing(
     }
     let mut codings = fields(headers, "transfer-encoding").peekable();
     if role == Role::Forward && codings.peek().is_some() {
-        let last = codings.flat_map(|v| v.split(|&b| b == b',')).last();
-        return Ok(match last {
-            Some(c) if c.trim_ascii().eq_ignore_ascii_case(b"chunked") => Framing::Chunked,
+        return Ok(match codings.flat_map(list_items).last() {
+            Some(c) if c.eq_ignore_ascii_case(b"chunked") => Framing::Chunked,
             _ => Framing::UntilClose,
         });
     }
@@ -871,17 +873,26 @@ mod tests {
         );
         let codings = [
             ("gzip, chunked", Framing::Chunked),
+            ("gzip,, chunked ,", Framing::Chunked),
             ("gzip", Framing::UntilClose),
             ("chunked, gzip", Framing::UntilClose),
         ];
         for (te, forwarded) in codings {
             let raw = format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: {te}\r\n\r\n");
             assert_eq!(framing_of(&raw, Role::Forward), Ok(forwarded), "{te}");
+            let listed: Vec<&str> = te
+                .split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect();
             assert_eq!(
                 framing_of(&raw, Role::Decode),
-                Err(Error::UnsupportedCoding(te.into()))
+                Err(Error::UnsupportedCoding(listed.join(", ")))
             );
         }
+        let empty = "HTTP/1.1 200 OK\r\nTransfer-Encoding: \r\nContent-Length: 2\r\n\r\n";
+        assert_eq!(framing_of(empty, Role::Decode), Ok(Framing::Length(2)));
+        assert_eq!(framing_of(empty, Role::Forward), Ok(Framing::UntilClose));
         // A bodiless response: its framing fields are passed on, so checked.
         let no_content = "HTTP/1.1 204 No Content\r\nContent-Length: x\r\n\r\n";
         assert_eq!(framing_of(no_content, Role::Decode), Ok(Framing::None));
