@@ -3,8 +3,10 @@
 //!
 //! The service is one thread around one `mio` poll loop ([`reactor`]). Every
 //! protocol decision lives in modules that do no I/O at all ([`http`],
-//! [`params`], [`target`], [`pcapng`], [`ws`], the parsers in [`discovery`]),
-//! so unit tests and fuzz targets drive them with plain bytes.
+//! [`params`], [`target`], [`pcapng`], [`ws`], [`http1`], the response
+//! framing the discovery client and the discovery proxy share, and the
+//! parsers in [`discovery`]), so unit tests and fuzz targets drive them with
+//! plain bytes.
 
 pub mod auth;
 pub mod background;
@@ -16,6 +18,7 @@ pub mod discovery;
 pub mod driver;
 pub mod front;
 pub mod http;
+pub mod http1;
 pub mod links;
 pub mod logging;
 pub mod lookup;

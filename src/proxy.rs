@@ -5,8 +5,10 @@
 //! The first half of this module is sans-IO: rewriting the request head
 //! (`/discover` prefix removed, `Host` rewritten, `Enable-Monolith` and
 //! `X-Forwarded-For` added, hop-by-hop headers dropped per RFC 9110 7.6.1),
-//! parsing and rewriting the response head, and [`BodyScanner`], which finds
-//! where a body ends without buffering it. The second half, [`Proxy`], moves
+//! and rewriting the response head. Response heads and the end of request
+//! and response bodies are found by the shared framer in [`crate::http1`], as
+//! a forwarding user ([`Role::Forward`]): the bytes go on unchanged, nothing
+//! of a body is held. The second half, [`Proxy`], moves
 //! the bytes between the client's [`Conn`] and a non-blocking upstream socket,
 //! with bounded queues and backpressure both ways. It never blocks.
 
@@ -17,6 +19,8 @@ use mio::net::TcpStream;
 
 use crate::conn::{Conn, OutQueue, HIGH_WATER, LOW_WATER, READS_PER_TURN};
 use crate::http::{BodyKind, Request};
+use crate::http1::{BodyFramer, HeadParser, Role};
+pub use crate::http1::{Framing, MAX_RESPONSE_HEAD};
 
 /// Headers that describe one hop and must not be forwarded (RFC 9110 7.6.1),
 /// plus `Host`, which is rewritten.
@@ -30,8 +34,8 @@ const HOP_BY_HOP: [&str; 8] = [
     "trailer",
     "upgrade",
 ];
-/// Largest response head accepted from the discovery service.
-pub const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+/// Most header fields in a response head from the discovery service.
+const MAX_RESPONSE_HEADERS: usize = 96;
 
 fn is_hop_by_hop(name: &str, listed: &[String]) -> bool {
     HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
@@ -114,19 +118,6 @@ pub struct ResponseHead {
     pub rewritten: Vec<u8>,
 }
 
-/// How a response body ends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Framing {
-    /// No body (HEAD, 1xx, 204, 304).
-    None,
-    Length(u64),
-    Chunked,
-    /// Ends when the upstream closes; the client connection closes too.
-    UntilClose,
-    /// 101: from here on both directions are a tunnel.
-    Tunnel,
-}
-
 /// Parses and rewrites a response head. `head_request`: the request was HEAD
 /// (no body whatever the headers say). `keep_alive`: whether the client
 /// connection stays open after this response if the framing allows it.
@@ -135,64 +126,32 @@ pub fn response_head(
     head_request: bool,
     keep_alive: bool,
 ) -> Result<Option<ResponseHead>, String> {
-    let mut headers = [httparse::EMPTY_HEADER; 96];
-    let mut resp = httparse::Response::new(&mut headers);
-    let head_len = match resp.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD => {
-            return Err("response head too large".into())
-        }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(format!("malformed response head: {e}")),
+    let mut parser = HeadParser::new(Role::Forward, MAX_RESPONSE_HEADERS);
+    next_response_head(&mut parser, buf, head_request, keep_alive)
+}
+
+/// [`response_head`] with a parser that keeps how far it searched `buf`
+/// while the head is incomplete.
+fn next_response_head(
+    parser: &mut HeadParser,
+    buf: &[u8],
+    head_request: bool,
+    keep_alive: bool,
+) -> Result<Option<ResponseHead>, String> {
+    let Some(head) = parser.parse(buf, head_request).map_err(|e| e.to_string())? else {
+        return Ok(None);
     };
-    if head_len > MAX_RESPONSE_HEAD {
-        return Err("response head too large".into());
-    }
-    let status = resp.code.unwrap_or(0);
+    let status = head.status;
     // httparse takes any three digits; "010" would be rewritten as a status
     // line the client cannot parse (RFC 9110 15: 100 to 999).
     if status < 100 {
         return Err(format!("malformed response head: status {status:03}"));
     }
-    let reason = resp.reason.unwrap_or("");
-    let pairs = || resp.headers.iter().map(|h| (h.name, h.value));
+    let pairs = || head.headers.iter().copied();
     let listed = connection_options(pairs());
-    let te_chunked = pairs()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"))
-        .filter_map(|(_, v)| std::str::from_utf8(v).ok())
-        .flat_map(|v| v.split(','))
-        .next_back()
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"));
     let has_te = pairs().any(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"));
-    let mut length = None;
-    for (_, v) in pairs().filter(|(n, _)| n.eq_ignore_ascii_case("content-length")) {
-        let n = std::str::from_utf8(v)
-            .ok()
-            .map(str::trim)
-            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|s| s.parse::<u64>().ok())
-            .ok_or("invalid Content-Length in response")?;
-        if length.is_some_and(|l| l != n) {
-            return Err("conflicting Content-Length in response".into());
-        }
-        length = Some(n);
-    }
-    let body = if status == 101 {
-        Framing::Tunnel
-    } else if head_request || (100..200).contains(&status) || status == 204 || status == 304 {
-        Framing::None
-    } else if has_te {
-        if te_chunked {
-            Framing::Chunked
-        } else {
-            Framing::UntilClose
-        }
-    } else if let Some(n) = length {
-        Framing::Length(n)
-    } else {
-        Framing::UntilClose
-    };
-    let mut out = format!("HTTP/1.1 {status} {reason}\r\n").into_bytes();
+    let body = head.framing;
+    let mut out = format!("HTTP/1.1 {status} {}\r\n", head.reason).into_bytes();
     for (name, value) in pairs() {
         let keep_upgrade = status == 101
             && (name.eq_ignore_ascii_case("upgrade") || name.eq_ignore_ascii_case("connection"));
@@ -213,145 +172,18 @@ pub fn response_head(
     out.extend_from_slice(b"\r\n");
     Ok(Some(ResponseHead {
         status,
-        head_len,
+        head_len: head.len,
         body,
         rewritten: out,
     }))
 }
 
-/// Finds the end of a message body in a byte stream without buffering it:
-/// [`BodyScanner::feed`] says how many of the given bytes belong to the body.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BodyScanner {
-    Length(u64),
-    Chunked(Chunk),
-    UntilClose,
-    Done,
-}
-
-/// Where a chunked body scan stands (RFC 9112 7.1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Chunk {
-    /// Reading the hex size; `digits` seen so far.
-    Size {
-        size: u64,
-        digits: u8,
-    },
-    /// After the size: extensions until CR.
-    Ext {
-        size: u64,
-    },
-    /// Expecting LF after the size line.
-    SizeLf {
-        size: u64,
-    },
-    Data(u64),
-    DataCr,
-    DataLf,
-    /// At the start of a trailer line (or the final empty line).
-    TrailerStart,
-    /// Inside a trailer line.
-    Trailer,
-    /// Expecting LF after a trailer line's CR.
-    TrailerLf,
-    /// Expecting the LF of the final empty line.
-    FinalLf,
-}
-
-impl BodyScanner {
-    pub fn for_request(kind: BodyKind) -> BodyScanner {
-        match kind {
-            BodyKind::None | BodyKind::Length(0) => BodyScanner::Done,
-            BodyKind::Length(n) => BodyScanner::Length(n),
-            BodyKind::Chunked => BodyScanner::Chunked(Chunk::Size { size: 0, digits: 0 }),
-        }
-    }
-
-    pub fn for_response(f: Framing) -> BodyScanner {
-        match f {
-            Framing::None => BodyScanner::Done,
-            Framing::Length(0) => BodyScanner::Done,
-            Framing::Length(n) => BodyScanner::Length(n),
-            Framing::Chunked => BodyScanner::Chunked(Chunk::Size { size: 0, digits: 0 }),
-            Framing::UntilClose | Framing::Tunnel => BodyScanner::UntilClose,
-        }
-    }
-
-    pub fn is_done(&self) -> bool {
-        *self == BodyScanner::Done
-    }
-
-    /// How many bytes of `data` belong to the body; after the body is
-    /// complete the scanner is `Done` and the rest belongs to what follows.
-    pub fn feed(&mut self, data: &[u8]) -> Result<usize, &'static str> {
-        match self {
-            BodyScanner::Done => Ok(0),
-            BodyScanner::UntilClose => Ok(data.len()),
-            BodyScanner::Length(left) => {
-                let n = (*left).min(data.len() as u64);
-                *left -= n;
-                if *left == 0 {
-                    *self = BodyScanner::Done;
-                }
-                Ok(n as usize)
-            }
-            BodyScanner::Chunked(state) => {
-                let mut i = 0;
-                while i < data.len() {
-                    let b = data[i];
-                    *state = match *state {
-                        Chunk::Size { size, digits } => match (b as char).to_digit(16) {
-                            Some(d) if digits < 15 => Chunk::Size {
-                                size: size * 16 + u64::from(d),
-                                digits: digits + 1,
-                            },
-                            Some(_) => return Err("chunk size too large"),
-                            None if digits == 0 => return Err("missing chunk size"),
-                            None if b == b'\r' => Chunk::SizeLf { size },
-                            None if b == b';' || b == b' ' || b == b'\t' => Chunk::Ext { size },
-                            None => return Err("invalid chunk size"),
-                        },
-                        Chunk::Ext { size } => match b {
-                            b'\r' => Chunk::SizeLf { size },
-                            b'\n' => return Err("bare LF in chunk extension"),
-                            _ => Chunk::Ext { size },
-                        },
-                        Chunk::SizeLf { size } => match (b, size) {
-                            (b'\n', 0) => Chunk::TrailerStart,
-                            (b'\n', n) => Chunk::Data(n),
-                            _ => return Err("expected LF after chunk size"),
-                        },
-                        Chunk::Data(left) => {
-                            let n = left.min((data.len() - i) as u64);
-                            i += n as usize;
-                            *state = if n == left {
-                                Chunk::DataCr
-                            } else {
-                                Chunk::Data(left - n)
-                            };
-                            continue;
-                        }
-                        Chunk::DataCr if b == b'\r' => Chunk::DataLf,
-                        Chunk::DataLf if b == b'\n' => Chunk::Size { size: 0, digits: 0 },
-                        Chunk::DataCr | Chunk::DataLf => {
-                            return Err("expected CRLF after chunk data")
-                        }
-                        Chunk::TrailerStart if b == b'\r' => Chunk::FinalLf,
-                        Chunk::TrailerStart | Chunk::Trailer if b != b'\r' => Chunk::Trailer,
-                        Chunk::TrailerStart | Chunk::Trailer => Chunk::TrailerLf,
-                        Chunk::TrailerLf if b == b'\n' => Chunk::TrailerStart,
-                        Chunk::TrailerLf => return Err("expected LF after trailer"),
-                        Chunk::FinalLf if b == b'\n' => {
-                            *self = BodyScanner::Done;
-                            return Ok(i + 1);
-                        }
-                        Chunk::FinalLf => return Err("expected LF after the last chunk"),
-                    };
-                    i += 1;
-                }
-                Ok(data.len())
-            }
-        }
+/// How a request body is framed, for the shared framer.
+fn request_framing(kind: BodyKind) -> Framing {
+    match kind {
+        BodyKind::None => Framing::None,
+        BodyKind::Length(n) => Framing::Length(n),
+        BodyKind::Chunked => Framing::Chunked,
     }
 }
 
@@ -384,11 +216,13 @@ pub struct Proxy {
     up_out: OutQueue,
     connected: bool,
     /// The rest of the client's request body still to forward.
-    req_body: BodyScanner,
+    req_body: BodyFramer,
     /// The response head as it accumulates.
     head_buf: Vec<u8>,
+    /// Reads the heads in `head_buf`.
+    head_parser: HeadParser,
     /// The response body, once the head is through.
-    resp_body: Option<BodyScanner>,
+    resp_body: Option<BodyFramer>,
     tunnel: bool,
     /// Whether a response byte went to the client (errors then close instead
     /// of answering).
@@ -431,15 +265,16 @@ impl Proxy {
         let up = TcpStream::connect(addr)?;
         let upgrade = wants_upgrade(req);
         let mut req_body = match req.body_kind() {
-            Ok(k) => BodyScanner::for_request(k),
+            Ok(k) => BodyFramer::new(request_framing(k)),
             Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidInput, e.to_string())),
         };
         let mut p = Proxy {
             up,
             up_out: OutQueue::default(),
             connected: false,
-            req_body: BodyScanner::Done,
+            req_body: BodyFramer::new(Framing::None),
             head_buf: Vec::new(),
+            head_parser: HeadParser::new(Role::Forward, MAX_RESPONSE_HEADERS),
             resp_body: None,
             tunnel: false,
             answered: false,
@@ -454,7 +289,7 @@ impl Proxy {
         };
         p.up_out.push(&head);
         let used = req_body
-            .feed(&leftover)
+            .scan(&leftover)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         p.up_out.push(&leftover[..used]);
         p.pending = leftover[used..].to_vec();
@@ -535,8 +370,9 @@ impl Proxy {
                         502,
                         "discovery service closed the connection without answering".into(),
                     ),
-                    (Some(BodyScanner::UntilClose), _) => Step::Close,
-                    // Cut off mid-body: the client must not take it as whole.
+                    // The end of a body that lasts until close, or a body
+                    // cut off: either way the client connection closes, so
+                    // the client cannot take a cut one as whole.
                     (Some(_), _) => Step::Close,
                 };
             }
@@ -567,9 +403,14 @@ impl Proxy {
                 // on and dropped from the buffer, up to a cap, in a loop (an
                 // upstream may send thousands in one read).
                 let h = loop {
-                    match response_head(&self.head_buf, self.head_request, self.keep_alive)? {
+                    match next_response_head(
+                        &mut self.head_parser,
+                        &self.head_buf,
+                        self.head_request,
+                        self.keep_alive,
+                    )? {
                         None => break None,
-                        Some(h) if (100..200).contains(&h.status) && h.status != 101 => {
+                        Some(h) if h.body == Framing::Interim => {
                             self.interim += 1;
                             if self.interim > MAX_INTERIM {
                                 return Err(format!(
@@ -592,19 +433,19 @@ impl Proxy {
                         self.answered = true;
                         if h.body == Framing::Tunnel {
                             self.tunnel = true;
-                            self.req_body = BodyScanner::UntilClose;
+                            self.req_body = BodyFramer::new(Framing::UntilClose);
                             let pending = std::mem::take(&mut self.pending);
                             self.up_out.push(&pending);
                         }
                         if h.body == Framing::UntilClose {
                             self.keep_alive = false;
                         }
-                        self.resp_body = Some(BodyScanner::for_response(h.body));
+                        self.resp_body = Some(BodyFramer::new(h.body));
                         return self.forward_body(conn, &rest);
                     }
                 }
             };
-            let used = body.feed(data)?;
+            let used = body.scan(data).map_err(|e| e.to_string())?;
             conn.send(&data[..used]).map_err(|e| e.to_string())?;
             if body.is_done() {
                 return Ok(self.finished());
@@ -615,7 +456,7 @@ impl Proxy {
     }
 
     fn forward_body(&mut self, conn: &mut Conn, data: &[u8]) -> Result<Step, String> {
-        if let Some(BodyScanner::Done) = self.resp_body {
+        if self.resp_body.as_ref().is_some_and(BodyFramer::is_done) {
             return Ok(self.finished());
         }
         if data.is_empty() {
@@ -658,7 +499,7 @@ impl Proxy {
                 Err(_) => return Step::Close,
             };
             let data = &buf[..n];
-            let used = match self.req_body.feed(data) {
+            let used = match self.req_body.scan(data) {
                 Ok(u) => u,
                 Err(e) => return self.fail_or_close(400, format!("malformed request body: {e}")),
             };
@@ -844,43 +685,46 @@ mod tests {
     }
 
     #[test]
-    fn chunked_body_end_is_found_at_every_split() {
-        let body = b"4;ext=1\r\nWiki\r\n5\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nX-Trailer: 1\r\n\r\n";
-        let mut all = body.to_vec();
-        all.extend_from_slice(b"NEXT");
-        for cut in 0..all.len() {
-            let mut s = BodyScanner::Chunked(Chunk::Size { size: 0, digits: 0 });
-            let a = s.feed(&all[..cut]).unwrap();
-            let b = if s.is_done() {
-                0
-            } else {
-                s.feed(&all[cut..]).unwrap()
-            };
-            assert!(s.is_done(), "cut {cut}");
-            assert_eq!(a + b, body.len(), "cut {cut}");
-        }
+    fn interim_heads_are_framed_apart_from_the_final_one() {
+        let raw = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nab";
+        let mut parser = HeadParser::new(Role::Forward, MAX_RESPONSE_HEADERS);
+        let first = next_response_head(&mut parser, raw, true, true)
+            .unwrap()
+            .unwrap();
+        assert_eq!((first.status, first.body), (100, Framing::Interim));
+        let rest = &raw[first.head_len..];
+        let last = next_response_head(&mut parser, rest, false, true)
+            .unwrap()
+            .unwrap();
+        assert_eq!((last.status, last.body), (200, Framing::Length(2)));
+        assert_eq!(&rest[last.head_len..], b"ab");
     }
 
     #[test]
-    fn malformed_chunks_are_errors() {
-        for bad in [
-            &b"x\r\n"[..],
-            b"\r\n",
-            b"4\nWiki",
-            b"4\r\nWikiXX",
-            b"ffffffffffffffffff\r\n",
-        ] {
-            let mut s = BodyScanner::Chunked(Chunk::Size { size: 0, digits: 0 });
-            assert!(s.feed(bad).is_err(), "{bad:?}");
-        }
+    fn response_framing_is_decided_for_a_forwarder() {
+        let f = |s: &str| response_head(s.as_bytes(), false, true).map(|h| h.unwrap().body);
+        // The next hop decodes what it asked for; only the end matters here.
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            Ok(Framing::Chunked)
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 3\r\n\r\n"),
+            Ok(Framing::UntilClose)
+        );
+        // A list is passed on as it is, and may be read otherwise there.
+        assert!(f("HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\n").is_err());
+        assert!(f("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n").is_err());
     }
 
     #[test]
-    fn length_body_takes_exactly_its_bytes() {
-        let mut s = BodyScanner::Length(5);
-        assert_eq!(s.feed(b"abc").unwrap(), 3);
-        assert_eq!(s.feed(b"deNEXT").unwrap(), 2);
-        assert!(s.is_done());
-        assert_eq!(s.feed(b"more").unwrap(), 0);
+    fn request_bodies_are_framed_as_http_reads_them() {
+        let mut f = BodyFramer::new(request_framing(BodyKind::Length(5)));
+        assert_eq!(f.scan(b"abcdeNEXT"), Ok(5));
+        assert!(f.is_done());
+        let mut f = BodyFramer::new(request_framing(BodyKind::Chunked));
+        assert_eq!(f.scan(b"1\r\na\r\n0\r\n\r\nNEXT"), Ok(11));
+        assert!(f.is_done());
+        assert!(BodyFramer::new(request_framing(BodyKind::None)).is_done());
     }
 }

@@ -1,6 +1,6 @@
-//! The discovery client's sans-IO half: the HTTP response parser fed a
-//! GhostWire answer in reads of fuzzer-chosen sizes, and `find_target` on
-//! `/mobyshark` bodies.
+//! The discovery client's sans-IO half: the HTTP response parser (the shared
+//! `http1` framer as a decoding user) fed a GhostWire answer in reads of
+//! fuzzer-chosen sizes, and `find_target` on `/mobyshark` bodies.
 //!
 //! Input layout: one mode byte. Bit 0 clear: a response. The next byte sets
 //! the body limit (`byte * 16` bytes), then the read sizes (see
@@ -11,9 +11,11 @@
 //!
 //! Invariants: no panic; a response comes out the same in any chunking (or
 //! fails in any chunking); bodies stay within the limit; a finished parser
-//! refuses more input; `find_target` only returns a target with the name and
-//! prefix asked for, and agrees with a plain reading of the body as a
-//! `serde_json::Value`.
+//! refuses more input; where the discovery proxy also accepts the bytes, it
+//! ends the response at the same byte (`fuzz_support::proxy_and_client_agree`,
+//! as the `proxy` target checks from its side); `find_target` only returns a
+//! target with the name and prefix asked for, and agrees with a plain reading
+//! of the body as a `serde_json::Value`.
 
 #![no_main]
 
@@ -50,6 +52,7 @@ fn response(data: &[u8]) {
     let (mut chunker, stream) = split_input(rest, 1);
     let chunked = parse(limit, &chunker.split(stream));
     let whole = parse(limit, &[stream]);
+    fuzz_support::proxy_and_client_agree(stream);
     match (&chunked, &whole) {
         (Ok(a), Ok(b)) => assert_eq!(a, b, "response depends on the reads"),
         (Err(_), Err(_)) => {}

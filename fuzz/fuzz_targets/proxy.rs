@@ -1,19 +1,23 @@
 //! The discovery proxy's sans-IO half (`--proxy-discovery`): the request head
 //! rewritten for the discovery service, the response head parsed and
-//! rewritten for the client, and the body scanner that finds where a body
-//! ends in a stream split into reads where the fuzzer chooses.
+//! rewritten for the client, and the shared body framer (`http1::BodyFramer`)
+//! finding where a request body ends in a stream split into reads where the
+//! fuzzer chooses.
 //!
 //! Input layout: one mode byte (bits 0-1: 0 and 1 response head, 2 request
-//! head, 3 body scanner; bit 2: the request was HEAD; bit 3: keep-alive;
-//! bits 4-5: body framing for the scanner), the read sizes (see
+//! head, 3 body framer; bit 2: the request was HEAD; bit 3: keep-alive;
+//! bits 4-5: request body framing for the framer), the read sizes (see
 //! `fuzz_support::Chunker`), then the bytes.
 //!
 //! Invariants: no panic; a rewritten head is one well-formed HTTP/1.1 head
 //! (nothing a peer sent can split it or add a line), without hop-by-hop
 //! headers except what an upgrade needs, with `Connection: close` where the
 //! connection must close; a response head is found at the same place however
-//! it arrives; the body scanner consumes the same bytes and reaches the same
-//! end in any chunking, and nothing once done.
+//! it arrives; the proxy and the discovery client end a response to a GET at
+//! the same byte where both accept it (`fuzz_support::proxy_and_client_agree`);
+//! the body framer consumes the same bytes, passes the same payload and
+//! reaches the same end or error in any chunking, and takes nothing once
+//! done.
 
 #![no_main]
 
@@ -23,7 +27,8 @@ use fuzz_support::split_input;
 use libfuzzer_sys::fuzz_target;
 use packetflix::front::proxied_target;
 use packetflix::http::{parse_request, BodyKind};
-use packetflix::proxy::{response_head, upstream_head, BodyScanner, Framing, MAX_RESPONSE_HEAD};
+use packetflix::http1::{self, BodyFramer};
+use packetflix::proxy::{response_head, upstream_head, Framing, MAX_RESPONSE_HEAD};
 
 /// Headers that describe one hop (RFC 9110 7.6.1) and are never forwarded;
 /// `Connection` and `Upgrade` are checked separately.
@@ -83,8 +88,14 @@ fn response(buf: &[u8], head_request: bool, keep_alive: bool) {
             "both Transfer-Encoding and Content-Length"
         );
     }
-    if head_request && h.status != 101 {
-        assert_eq!(h.body, Framing::None);
+    match h.body {
+        Framing::Interim => assert!((100..200).contains(&h.status) && h.status != 101),
+        Framing::Tunnel => assert_eq!(h.status, 101),
+        _ if head_request => assert_eq!(h.body, Framing::None),
+        _ => {}
+    }
+    if !head_request {
+        fuzz_support::proxy_and_client_agree(buf);
     }
 }
 
@@ -126,26 +137,32 @@ fn request(buf: &[u8], flags: u8) {
     assert!(count("upgrade") <= 1);
 }
 
-fn scan(reads: &[&[u8]], kind: BodyKind) -> (Result<usize, &'static str>, bool) {
-    let mut s = BodyScanner::for_request(kind);
+/// The framer fed `reads` in order: (bytes taken, payload, done).
+fn frame(reads: &[&[u8]], kind: BodyKind) -> Result<(usize, Vec<u8>, bool), http1::Error> {
+    let mut f = BodyFramer::new(match kind {
+        BodyKind::None => Framing::None,
+        BodyKind::Length(n) => Framing::Length(n),
+        BodyKind::Chunked => Framing::Chunked,
+    });
     let mut used = 0;
+    let mut payload = Vec::new();
     for r in reads {
-        let was_done = s.is_done();
-        match s.feed(r) {
-            Ok(n) => {
-                assert!(n <= r.len());
-                if was_done {
-                    assert_eq!(n, 0, "bytes taken after the end of the body");
-                }
-                used += n;
-                if n < r.len() {
-                    assert!(s.is_done(), "bytes left over but the body goes on");
-                }
-            }
-            Err(e) => return (Err(e), false),
+        let was_done = f.is_done();
+        let n = f.feed(r, |p| payload.extend_from_slice(p))?;
+        assert!(n <= r.len());
+        if was_done {
+            assert_eq!(n, 0, "bytes taken after the end of the body");
+        }
+        used += n;
+        if n < r.len() {
+            assert!(f.is_done(), "bytes left over but the body goes on");
         }
     }
-    (Ok(used), s.is_done())
+    assert!(payload.len() <= used, "more payload than bytes");
+    if let BodyKind::Length(_) = kind {
+        assert_eq!(payload.len(), used, "a length body is all payload");
+    }
+    Ok((used, payload, f.is_done()))
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -159,21 +176,14 @@ fuzz_target!(|data: &[u8]| {
         _ => {
             let kind = match (mode >> 4) & 3 {
                 0 => BodyKind::None,
-                // `Request::body_kind` never gives Length(0) (that is None),
-                // and `for_request` is only ready for what it gives.
+                // `Request::body_kind` never gives Length(0) (that is None).
                 1 => BodyKind::Length(1 + u64::from(stream.first().copied().unwrap_or(0))),
                 _ => BodyKind::Chunked,
             };
             let reads = chunker.split(stream);
-            let chunked = scan(&reads, kind);
-            let whole = scan(&[stream], kind);
-            match (&chunked, &whole) {
-                ((Ok(a), da), (Ok(b), db)) => {
-                    assert_eq!((a, da), (b, db), "body end depends on the reads")
-                }
-                ((Err(_), _), (Err(_), _)) => {}
-                _ => panic!("chunked {chunked:?} but whole {whole:?}"),
-            }
+            let chunked = frame(&reads, kind);
+            let whole = frame(&[stream], kind);
+            assert_eq!(chunked, whole, "the body framing depends on the reads");
         }
     }
 });

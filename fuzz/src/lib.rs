@@ -89,6 +89,75 @@ impl<'a> Chunker<'a> {
     }
 }
 
+/// Cross-checks the two readers of the discovery service's answers, which
+/// share `packetflix::http1`: the discovery proxy (`proxy::response_head` on
+/// each head, interim ones passed over as it passes them on, then the shared
+/// framer scanning the body) and the discovery client
+/// (`discovery::ResponseParser`, decoding). Where the proxy accepts the bytes
+/// as an answer to a GET and the client does not refuse them (it refuses
+/// more: see `http1::Role`), both end the response at the same byte, or
+/// neither within `bytes`. Panics otherwise.
+pub fn proxy_and_client_agree(bytes: &[u8]) {
+    use packetflix::discovery::ResponseParser;
+    use packetflix::http1::{self, BodyFramer, HeadParser, Role};
+    use packetflix::proxy::{response_head, Framing};
+
+    // Where the proxy finds the end of the response, if within `bytes`.
+    let mut at = 0;
+    let end = loop {
+        let h = match response_head(&bytes[at..], false, true) {
+            Ok(Some(h)) if h.body == Framing::Interim => {
+                at += h.head_len;
+                continue;
+            }
+            Ok(Some(h)) if h.body == Framing::Tunnel => return,
+            Ok(Some(h)) => h,
+            Ok(None) => break None,
+            Err(_) => return,
+        };
+        // A Transfer-Encoding field listing nothing: the roles read it
+        // differently by design.
+        let head = HeadParser::new(Role::Forward, 128)
+            .parse(&bytes[at..], false)
+            .expect("the proxy read this head")
+            .expect("complete");
+        let empty_coding = head.headers.iter().any(|(n, v)| {
+            n.eq_ignore_ascii_case("transfer-encoding") && http1::list_items(v).next().is_none()
+        });
+        if empty_coding {
+            return;
+        }
+        let start = at + h.head_len;
+        let mut body = BodyFramer::new(h.body);
+        match body.scan(&bytes[start..]) {
+            Ok(n) if body.is_done() => break Some(start + n),
+            Ok(n) => {
+                assert_eq!(n, bytes.len() - start, "bytes left over, the body goes on");
+                break None;
+            }
+            Err(_) => return,
+        }
+    };
+    let client = |n: usize| ResponseParser::new(usize::MAX).feed(&bytes[..n]);
+    match (end, client(bytes.len())) {
+        (_, Err(_)) => {}
+        (None, Ok(None)) => {}
+        (Some(end), Ok(Some(whole))) => {
+            assert_eq!(
+                client(end),
+                Ok(Some(whole)),
+                "the client needs more than the proxy"
+            );
+            assert_eq!(
+                client(end - 1),
+                Ok(None),
+                "the client ends before the proxy"
+            );
+        }
+        (end, got) => panic!("the proxy ends the response at {end:?}, the client reads {got:?}"),
+    }
+}
+
 /// Checks one complete response as the service writes it: a valid HTTP/1.1
 /// head, a known status, a `Content-Length` that matches the body (zero body
 /// bytes for a `HEAD` request and for 101). Returns the status.

@@ -4,7 +4,8 @@
 //! are right here; this module is never used by the service's reactor. Every
 //! wait is bounded: connect, and the whole exchange, have deadlines, and a
 //! stop request (Ctrl-C) ends the wait within one tick. Responses are decoded
-//! by the service's own sans-IO parser, [`crate::discovery::ResponseParser`].
+//! by the service's own sans-IO parser, [`crate::discovery::ResponseParser`]
+//! (over the HTTP/1.1 framer the service shares, [`crate::http1`]).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
