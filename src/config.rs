@@ -58,11 +58,11 @@ impl Default for Config {
             term_timeout: Duration::from_secs(10),
             max_connections: 4096,
             max_captures: 1024,
-            max_head_bytes: crate::http::MAX_HEAD,
-            max_headers: crate::http::MAX_HEADERS,
-            max_target_json: crate::target::MAX_TARGET_JSON,
-            max_filter: crate::params::MAX_FILTER,
-            max_targets: crate::multi::DEFAULT_MAX_TARGETS,
+            max_head_bytes: crate::proto::http::MAX_HEAD,
+            max_headers: crate::proto::http::MAX_HEADERS,
+            max_target_json: crate::proto::target::MAX_TARGET_JSON,
+            max_filter: crate::proto::params::MAX_FILTER,
+            max_targets: crate::proto::multi::DEFAULT_MAX_TARGETS,
             no_self_exclusion: false,
             listen: None,
             allow_origins: Vec::new(),
@@ -158,7 +158,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             "--max-target-json" => cfg.max_target_json = count(&flag, &value(&flag)?, 2, 1 << 20)?,
             "--max-filter" => cfg.max_filter = count(&flag, &value(&flag)?, 1, 1 << 16)?,
             "--max-targets" => {
-                let max = crate::multi::MAX_TARGETS_LIMIT;
+                let max = crate::proto::multi::MAX_TARGETS_LIMIT;
                 cfg.max_targets = count(&flag, &value(&flag)?, 1, max)?;
             }
             "--listen" => {

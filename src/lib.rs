@@ -1,40 +1,23 @@
 //! Packetflix: streams live packet captures from inside a container's network
 //! namespace to websocket clients.
 //!
-//! The service is one thread around one `mio` poll loop ([`reactor`]). Every
-//! protocol decision lives in modules that do no I/O at all ([`http`],
-//! [`params`], [`target`], [`pcapng`], [`ws`], [`http1`], the response
-//! framing the discovery client and the discovery proxy share, and the
-//! parsers in [`discovery`]), so unit tests and fuzz targets drive them with
-//! plain bytes.
+//! Three wings:
+//! - [`proto`]: every protocol decision, with no I/O at all: HTTP heads and
+//!   bodies, websocket frames, capture parameters and targets, pcapng
+//!   editing and merging, and the session machine that ties them together
+//!   for one client connection. Unit tests and fuzz targets drive it with
+//!   plain bytes; a test keeps it free of sockets, processes and files.
+//! - [`service`]: the operating system side: one thread around one `mio`
+//!   poll loop ([`service::reactor`]), the driver that owns each session's
+//!   descriptors and performs what the session asks ([`service::driver`]),
+//!   spawning in a namespace, namespace lookups, privileges, TLS, logging.
+//! - [`client`]: the project's own capture client and Wireshark extcap.
+//!
+//! [`config`] (what the user configured) and [`metrics`] (counters) are
+//! shared by the wings.
 
-pub mod auth;
-pub mod background;
-pub mod capture;
 pub mod client;
 pub mod config;
-pub mod conn;
-pub mod discovery;
-pub mod driver;
-pub mod front;
-pub mod http;
-pub mod http1;
-pub mod links;
-pub mod logging;
-pub mod lookup;
-pub mod merge;
 pub mod metrics;
-pub mod multi;
-pub mod netns;
-pub mod nscache;
-pub mod params;
-pub mod pcapng;
-pub mod privileges;
-pub mod proxy;
-pub mod reactor;
-pub mod security;
-pub mod selfexcl;
-pub mod session;
-pub mod target;
-pub mod tls;
-pub mod ws;
+pub mod proto;
+pub mod service;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use packetflix::config::{parse_args, Command, USAGE};
-use packetflix::{logging, reactor};
+use packetflix::service::{logging, reactor};
 
 fn main() -> ExitCode {
     let cfg = match parse_args(std::env::args().skip(1)) {
@@ -24,7 +24,7 @@ fn main() -> ExitCode {
     logging::init(cfg.debug);
     raise_fd_limit();
     // Refuse to start, saying why, before anything listens.
-    let security = match packetflix::security::Security::load(&cfg) {
+    let security = match packetflix::service::security::Security::load(&cfg) {
         Ok(s) => s,
         Err(e) => {
             log::error!("cannot start: {e}");

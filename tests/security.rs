@@ -749,8 +749,8 @@ fn slow_tls_reader_keeps_service_memory_bounded_then_gets_the_stream_intact() {
 /// back gets every byte in order.
 #[test]
 fn tls_transport_bounds_ciphertext_and_loses_nothing() {
-    use packetflix::conn::{Conn, HIGH_WATER};
-    use packetflix::tls::{server_config, Transport, TLS_BUFFER};
+    use packetflix::service::conn::{Conn, HIGH_WATER};
+    use packetflix::service::tls::{server_config, Transport, TLS_BUFFER};
     /// Per-record overhead TLS 1.3 adds (header, tag, content type), times
     /// the records a full buffer holds, rounded up generously.
     const RECORD_SLACK: usize = 1024;

@@ -18,8 +18,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use packetflix::auth::{bearer, Policy, TokenSet};
-use packetflix::logging::escape_controls;
+use packetflix::proto::auth::{bearer, Policy, TokenSet};
+use packetflix::proto::logtext::escape_controls;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {

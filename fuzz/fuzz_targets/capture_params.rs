@@ -18,16 +18,16 @@
 
 use fuzz_support::{check_close_frame, check_shaped};
 use libfuzzer_sys::fuzz_target;
-use packetflix::http::Request;
-use packetflix::params::{
+use packetflix::proto::http::Request;
+use packetflix::proto::params::{
     capture_params, parse_query, valid_ifname, CaptureParams, Nifs, MAX_FILTER,
 };
-use packetflix::pcapng::{target_document, TargetInfo, TARGET_MARKER};
-use packetflix::target::{
+use packetflix::proto::pcapng::{target_document, TargetInfo, TARGET_MARKER};
+use packetflix::proto::target::{
     parse_target, starttime_from_stat, Target, MAX_INTERFACE_NAME_LEN, MAX_TARGET_JSON,
     MAX_TEXT_LEN,
 };
-use packetflix::ws;
+use packetflix::proto::ws;
 
 const HEADERS: [&str; 4] = [
     "Clustershark-Container",

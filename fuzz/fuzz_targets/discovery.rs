@@ -21,8 +21,8 @@
 
 use fuzz_support::split_input;
 use libfuzzer_sys::fuzz_target;
-use packetflix::discovery::{find_target, DiscoveryError, ParsedListing, Response, ResponseParser};
-use packetflix::target::Target;
+use packetflix::proto::discovery::{find_target, DiscoveryError, ParsedListing, Response, ResponseParser};
+use packetflix::proto::target::Target;
 use serde_json::Value;
 
 fn parse(limit: usize, reads: &[&[u8]]) -> Result<Response, DiscoveryError> {

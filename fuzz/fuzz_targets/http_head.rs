@@ -11,8 +11,8 @@
 
 use fuzz_support::check_response;
 use libfuzzer_sys::fuzz_target;
-use packetflix::front::{proxied_target, route, Route};
-use packetflix::http::{
+use packetflix::proto::front::{proxied_target, route, Route};
+use packetflix::proto::http::{
     parse_request, parse_request_limited, websocket_upgrade, HeadError, Request, Upgrade, MAX_HEAD,
     MAX_HEADERS,
 };

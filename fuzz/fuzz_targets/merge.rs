@@ -22,8 +22,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use packetflix::merge::Merger;
-use packetflix::pcapng::TARGET_MARKER;
+use packetflix::proto::merge::Merger;
+use packetflix::proto::pcapng::TARGET_MARKER;
 
 const NAMES: [&str; 4] = ["a", "b", "netns-4026532000", "d"];
 const SHB: u32 = 0x0A0D_0D0A;

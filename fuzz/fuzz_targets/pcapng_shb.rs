@@ -23,7 +23,7 @@
 use fuzz_support::pcapng::{build_shb, shb, Order, EDITABLE_SHB_MAX};
 use fuzz_support::split_input;
 use libfuzzer_sys::fuzz_target;
-use packetflix::pcapng::{target_document, ShbEditor, TargetInfo, TARGET_MARKER};
+use packetflix::proto::pcapng::{target_document, ShbEditor, TargetInfo, TARGET_MARKER};
 
 /// Option codes (pcapng spec, section 3.5).
 const OPT_COMMENT: u16 = 1;

@@ -25,10 +25,10 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use fuzz_support::split_input;
 use libfuzzer_sys::fuzz_target;
-use packetflix::front::proxied_target;
-use packetflix::http::{parse_request, BodyKind};
-use packetflix::http1::{self, BodyFramer};
-use packetflix::proxy::{response_head, upstream_head, Framing, MAX_RESPONSE_HEAD};
+use packetflix::proto::front::proxied_target;
+use packetflix::proto::http::{parse_request, BodyKind};
+use packetflix::proto::http1::{self, BodyFramer};
+use packetflix::proto::proxy::{response_head, upstream_head, Framing, MAX_RESPONSE_HEAD};
 
 /// Headers that describe one hop (RFC 9110 7.6.1) and are never forwarded;
 /// `Connection` and `Upgrade` are checked separately.

@@ -1,4 +1,4 @@
-//! The real session machine (`packetflix::session`), driven through its
+//! The real session machine (`packetflix::proto::session`), driven through its
 //! OS-free world (`session::sim`): the client's bytes cut into reads where
 //! the fuzzer chooses, interleaved with fuzzer-chosen events from the rest
 //! of the world (capture output, stderr lines, programs exiting, time
@@ -42,11 +42,11 @@ use std::time::Duration;
 
 use fuzz_support::{check_close_frame, check_response, server_frame, split_input, Chunker};
 use libfuzzer_sys::fuzz_target;
-use packetflix::auth::{Policy, TokenSet};
+use packetflix::proto::auth::{Policy, TokenSet};
 use packetflix::config::Config;
-use packetflix::discovery::ParsedListing;
-use packetflix::session::sim::Sim;
-use packetflix::session::{ExitStatus, Out, Sig, HIGH_WATER};
+use packetflix::proto::discovery::ParsedListing;
+use packetflix::proto::session::sim::Sim;
+use packetflix::proto::session::{ExitStatus, Out, Sig, HIGH_WATER};
 
 /// The loop's read buffer: the most one read of a socket or pipe takes.
 const READ_BUF: usize = 64 * 1024;

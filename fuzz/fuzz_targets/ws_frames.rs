@@ -19,7 +19,7 @@ use fuzz_support::{
     check_close_frame, check_pongs, check_shaped, close_code_sendable, split_input,
 };
 use libfuzzer_sys::fuzz_target;
-use packetflix::ws::{self, FrameReader, Inbound};
+use packetflix::proto::ws::{self, FrameReader, Inbound};
 
 /// Control frames carry at most 125 bytes of payload (RFC 6455 5.5).
 const MAX_BUFFERED: usize = 125;

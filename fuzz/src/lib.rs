@@ -90,7 +90,7 @@ impl<'a> Chunker<'a> {
 }
 
 /// Cross-checks the two readers of the discovery service's answers, which
-/// share `packetflix::http1`: the discovery proxy (`proxy::response_head` on
+/// share `packetflix::proto::http1`: the discovery proxy (`proxy::response_head` on
 /// each head, interim ones passed over as it passes them on, then the shared
 /// framer scanning the body) and the discovery client
 /// (`discovery::ResponseParser`, decoding). Where the proxy accepts the bytes
@@ -98,9 +98,9 @@ impl<'a> Chunker<'a> {
 /// more: see `http1::Role`), both end the response at the same byte, or
 /// neither within `bytes`. Panics otherwise.
 pub fn proxy_and_client_agree(bytes: &[u8]) {
-    use packetflix::discovery::ResponseParser;
-    use packetflix::http1::{self, BodyFramer, HeadParser, Role};
-    use packetflix::proxy::{response_head, Framing};
+    use packetflix::proto::discovery::ResponseParser;
+    use packetflix::proto::http1::{self, BodyFramer, HeadParser, Role};
+    use packetflix::proto::proxy::{response_head, Framing};
 
     // Where the proxy finds the end of the response, if within `bytes`.
     let mut at = 0;
@@ -297,7 +297,7 @@ pub fn check_pongs(mut replies: &[u8]) {
     }
 }
 
-/// Checks what [`packetflix::ws::shape_reason`] made of `reason`: at most
+/// Checks what [`packetflix::proto::ws::shape_reason`] made of `reason`: at most
 /// 123 bytes, a prefix of the input, and no shorter than it must be (cut at
 /// the last character boundary that fits).
 pub fn check_shaped(reason: &str, shaped: &str) {

@@ -4,8 +4,8 @@
 //! are right here; this module is never used by the service's reactor. Every
 //! wait is bounded: connect, and the whole exchange, have deadlines, and a
 //! stop request (Ctrl-C) ends the wait within one tick. Responses are decoded
-//! by the service's own sans-IO parser, [`crate::discovery::ResponseParser`]
-//! (over the HTTP/1.1 framer the service shares, [`crate::http1`]).
+//! by the service's own sans-IO parser, [`crate::proto::discovery::ResponseParser`]
+//! (over the HTTP/1.1 framer the service shares, [`crate::proto::http1`]).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::tls::Stream;
 use super::url::Url;
-use crate::discovery::{DiscoveryError, Response, ResponseParser, MAX_DISCOVERY_BODY};
+use crate::proto::discovery::{DiscoveryError, Response, ResponseParser, MAX_DISCOVERY_BODY};
 
 /// How long a blocking read or write may sleep before the caller looks at its
 /// stop flag and deadlines again: short enough that Ctrl-C feels immediate.

@@ -9,7 +9,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::target::Target;
+use crate::proto::target::Target;
 
 /// One capture target: GhostWire's description as listed, and its fields.
 #[derive(Clone, Debug, PartialEq)]

@@ -67,7 +67,8 @@ impl Url {
             host,
             port,
             path: path.trim_end_matches('/').to_string(),
-            query: crate::params::parse_query(raw_query).map_err(|e| format!("{text}: {e}"))?,
+            query: crate::proto::params::parse_query(raw_query)
+                .map_err(|e| format!("{text}: {e}"))?,
             access: Default::default(),
         })
     }

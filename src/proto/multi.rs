@@ -1,0 +1,242 @@
+//! The rules of a capture of several targets in one stream, sans-IO: reading
+//! a JSON array of targets from `container=` / `Clustershark-Container`,
+//! naming each target's interfaces, and shaping the close reason that says
+//! what happened to each target. The session machine (`crate::proto::session`) does
+//! the resolving, spawning and relaying; the merging of the streams is in
+//! [`crate::proto::merge`].
+//!
+//! Nothing here does I/O, and nothing panics on what a client sends.
+
+use crate::proto::http::Request;
+use crate::proto::params::{check_filter, parse_nifs, Limits, Nifs, RequestValues};
+use crate::proto::target::{parse_target_limited, Target};
+use crate::proto::ws::MAX_REASON;
+
+/// Default of `--max-targets`: a containerlab topology of a few nodes fits,
+/// and each target is one capture program.
+pub const DEFAULT_MAX_TARGETS: usize = 16;
+/// Largest `--max-targets` accepted: token roles give each target two
+/// descriptors (see `session::MULTI_ROLES`).
+pub const MAX_TARGETS_LIMIT: usize = 126;
+
+/// A validated request for several targets, before they are resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MultiParams {
+    pub targets: Vec<Target>,
+    /// Only [`Nifs::Unspecified`] or [`Nifs::All`]: one list of names cannot
+    /// mean the same for every target.
+    pub nifs: Nifs,
+    pub filter: Option<String>,
+    pub chaste: bool,
+}
+
+/// Reads a several-target request: `Ok(None)` if the target is not a JSON
+/// array (a single-target request, handled as before), else the targets or
+/// a reason the user can act on. `max_targets` is `--max-targets`.
+pub fn multi_params(
+    req: &Request,
+    limits: &Limits,
+    max_targets: usize,
+) -> Result<Option<MultiParams>, String> {
+    let values = RequestValues::of(req)?;
+    let q = |name: &str| values.query(name);
+    let h = |name: &str| values.header(name);
+    let Some(json) = h("Clustershark-Container")?.or(q("container")) else {
+        return Ok(None);
+    };
+    if !json.trim_start().starts_with('[') {
+        return Ok(None);
+    }
+    if q("netns").is_some() {
+        return Err("give either container or netns, not both".into());
+    }
+    // The bound on one description bounds the whole array's elements too.
+    let max_json = limits.max_target_json.saturating_mul(max_targets.max(1));
+    if json.len() > max_json {
+        return Err(format!(
+            "the list of targets is longer than {max_json} bytes"
+        ));
+    }
+    let items: Vec<serde_json::Value> = serde_json::from_str(json)
+        .map_err(|e| format!("the list of targets is not a JSON array of objects: {e}"))?;
+    if items.is_empty() {
+        return Err("the list of targets is empty".into());
+    }
+    if items.len() > max_targets {
+        return Err(format!(
+            "{} targets in one capture; at most {max_targets} are allowed",
+            items.len()
+        ));
+    }
+    let mut targets = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        // Each element again as text, so that it meets exactly the rules
+        // (and bound) of a single target's description.
+        let text = serde_json::to_vec(item).map_err(|e| format!("target {}: {e}", i + 1))?;
+        let t = parse_target_limited(&text, limits.max_target_json)
+            .map_err(|e| format!("target {}: {e}", i + 1))?;
+        targets.push(t);
+    }
+    let nifs = match h("Clustershark-Nif")?.or(q("nif")) {
+        None => Nifs::Unspecified,
+        Some(v) => parse_nifs(v)?,
+    };
+    if let Nifs::List(_) = nifs {
+        return Err("with several targets, nif may only be absent, any or all".into());
+    }
+    let filter = match h("Clustershark-Filter")?.or(q("filter")) {
+        None => None,
+        Some(f) if f.trim().is_empty() => None,
+        Some(f) => Some(check_filter(f, limits.max_filter)?),
+    };
+    let chaste = req.header("Clustershark-Chaste").is_some() || q("chaste").is_some();
+    Ok(Some(MultiParams {
+        targets,
+        nifs,
+        filter,
+        chaste,
+    }))
+}
+
+/// The names that prefix each target's interfaces: the target's name, or
+/// `netns-<inode>` for a bare namespace; a name taken by an earlier target
+/// gets `#2`, `#3`, ... so that every prefix is unique. `/` in a name would
+/// make `<name>/<interface>` ambiguous and becomes `_`.
+pub fn target_labels(targets: &[Target]) -> Vec<String> {
+    let mut labels: Vec<String> = Vec::with_capacity(targets.len());
+    for t in targets {
+        let base = if t.name.is_empty() {
+            format!("netns-{}", t.netns)
+        } else {
+            t.name.replace('/', "_")
+        };
+        let mut label = base.clone();
+        let mut n = 2;
+        while labels.contains(&label) {
+            label = format!("{base}#{n}");
+            n += 1;
+        }
+        labels.push(label);
+    }
+    labels
+}
+
+/// The close reason naming what happened to each target (`label: what`,
+/// joined by `; `), within [`MAX_REASON`] bytes: when everything does not
+/// fit, each entry gets an equal share, cut at a character boundary, so
+/// every target is still named.
+pub fn outcomes_reason(outcomes: &[(&str, &str)]) -> String {
+    let full: Vec<String> = outcomes
+        .iter()
+        .map(|(label, what)| format!("{label}: {what}"))
+        .collect();
+    let joined = full.join("; ");
+    if joined.len() <= MAX_REASON || full.is_empty() {
+        return crate::proto::ws::shape_reason(&joined).to_string();
+    }
+    let sep = "; ".len() * (full.len() - 1);
+    let share = MAX_REASON.saturating_sub(sep) / full.len();
+    let cut: Vec<&str> = full
+        .iter()
+        .map(|e| {
+            let mut end = e.len().min(share);
+            while !e.is_char_boundary(end) {
+                end -= 1;
+            }
+            &e[..end]
+        })
+        .collect();
+    crate::proto::ws::shape_reason(&cut.join("; ")).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::http::parse_request;
+
+    fn req(query: &str, headers: &[(&str, &str)]) -> Request {
+        let mut head = format!("GET /capture?{query} HTTP/1.1\r\nHost: x\r\n");
+        for (n, v) in headers {
+            head.push_str(&format!("{n}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        parse_request(head.as_bytes()).unwrap().unwrap()
+    }
+
+    fn params(query: &str, headers: &[(&str, &str)]) -> Result<Option<MultiParams>, String> {
+        multi_params(
+            &req(query, headers),
+            &Limits::default(),
+            DEFAULT_MAX_TARGETS,
+        )
+    }
+
+    #[test]
+    fn a_single_target_is_left_to_the_single_path() {
+        assert_eq!(params("container=%7B%22netns%22%3A1%7D", &[]), Ok(None));
+        assert_eq!(params("netns=5", &[]), Ok(None));
+    }
+
+    #[test]
+    fn an_array_in_the_header_gives_every_target_in_order() {
+        let p = params(
+            "nif=any&filter=tcp&chaste",
+            &[(
+                "Clustershark-Container",
+                r#"[{"netns":11,"name":"a"},{"netns":12,"name":"b","type":"docker"}]"#,
+            )],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(p.targets.len(), 2);
+        assert_eq!((p.targets[0].netns, p.targets[0].name.as_str()), (11, "a"));
+        assert_eq!(p.targets[1].kind, "docker");
+        assert_eq!(p.nifs, Nifs::All);
+        assert_eq!(p.filter.as_deref(), Some("tcp"));
+        assert!(p.chaste);
+    }
+
+    #[test]
+    fn an_interface_list_is_refused_with_several_targets() {
+        let e = params("container=%5B%7B%22netns%22%3A1%7D%5D&nif=eth0", &[]).unwrap_err();
+        assert!(e.contains("nif may only be"), "{e}");
+        assert!(params("container=%5B%7B%22netns%22%3A1%7D%5D&nif=all", &[]).is_ok());
+    }
+
+    #[test]
+    fn bad_arrays_are_refused_with_a_reason() {
+        let c = |json: &str| params("", &[("Clustershark-Container", json)]);
+        assert!(c("[]").unwrap_err().contains("empty"));
+        assert!(c("[1]").unwrap_err().contains("target 1"));
+        assert!(c("[{\"netns\":1},").unwrap_err().contains("JSON array"));
+        let many = format!("[{}]", vec!["{\"netns\":1}"; 17].join(","));
+        assert!(c(&many).unwrap_err().contains("at most 16"));
+        let e = params("container=%5B%5D&netns=1", &[]).unwrap_err();
+        assert!(e.contains("not both"), "{e}");
+    }
+
+    #[test]
+    fn labels_are_names_or_netns_and_unique() {
+        let t = |name: &str, netns| Target {
+            name: name.into(),
+            netns,
+            ..Target::default()
+        };
+        let l = target_labels(&[t("a", 1), t("", 42), t("a", 3), t("x/y", 4), t("a", 5)]);
+        assert_eq!(l, ["a", "netns-42", "a#2", "x_y", "a#3"]);
+    }
+
+    #[test]
+    fn outcome_reasons_fit_and_name_every_target() {
+        assert_eq!(
+            outcomes_reason(&[("a", "ended"), ("b", "killed by SIGKILL")]),
+            "a: ended; b: killed by SIGKILL"
+        );
+        let long = "é".repeat(80);
+        let r = outcomes_reason(&[("first", &long), ("second", &long), ("third", "ok")]);
+        assert!(r.len() <= MAX_REASON, "{}", r.len());
+        for label in ["first:", "second:", "third:"] {
+            assert!(r.contains(label), "{r}");
+        }
+    }
+}
