@@ -543,20 +543,25 @@ fn sigint_closes_live_captures_with_1001_and_leaves_no_child() {
 fn capture_program_that_misses_a_sigterm_is_stopped_by_the_next_one() {
     // Like dumpcap while it starts up: the first SIGTERM is noted and lost.
     let log = Scratch::new("terms");
+    let ready = Scratch::new("trap-set");
     let prog = Scratch::script(
         "deaf-once.sh",
         &format!(
             "n=0\ntrap 'n=$((n+1)); echo TERM >> {log}; [ $n -ge 2 ] && exit 0' TERM\n\
-             while :; do sleep 0.1; done\n",
-            log = log.path()
+             : > {ready}\nwhile :; do sleep 0.1; done\n",
+            log = log.path(),
+            ready = ready.path()
         ),
     );
     let ns = Netns::new();
     let svc = Service::start(&["--capture-program", prog.path()]);
     let mut c = must_connect(svc.port(), &netns_q(&ns), &[]);
-    assert!(wait_for(Duration::from_secs(5), || !svc
-        .children()
-        .is_empty()));
+    // A SIGTERM before the trap is set would end the shell at once: the
+    // client closes only once the program is listening for it.
+    assert!(wait_for(Duration::from_secs(5), || std::path::Path::new(
+        ready.path()
+    )
+    .exists()));
     let t = Instant::now();
     let reply = c.close(Duration::from_secs(15));
     let took = t.elapsed();
