@@ -20,16 +20,13 @@
 
 mod support;
 
-/// The test suite's certificate maker (CA + server chain via `openssl`).
-#[path = "../tests/common/pki.rs"]
-mod pki;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use packetflix_testkit::pki;
 use rustls::pki_types::ServerName;
 use support::pcapng::StreamCheck;
 use support::procs::{self, Server};

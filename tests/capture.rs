@@ -2,7 +2,8 @@
 //! real `dumpcap`, network namespaces made by each test, a real websocket
 //! client. Each test bounds its waits, so each ends within about 20 s.
 
-mod common;
+// The shared test kit (testkit/), by the name these tests have always used.
+use packetflix_testkit as common;
 
 use std::time::Duration;
 

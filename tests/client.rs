@@ -28,7 +28,8 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::{Message, WebSocket};
 
-mod common;
+// The shared test kit (testkit/), by the name these tests have always used.
+use packetflix_testkit as common;
 use common::pcapng::{build, target_yaml, yaml_value, Pcapng};
 use common::GhostWire;
 

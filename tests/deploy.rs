@@ -13,7 +13,8 @@
 //! Needs root and Docker (`scripts/deps.sh` installs it, `scripts/dockerd.sh`
 //! starts it). Every container is removed on drop.
 
-mod common;
+// The shared test kit (testkit/), by the name these tests have always used.
+use packetflix_testkit as common;
 
 use std::net::Ipv4Addr;
 use std::time::Duration;

@@ -6,7 +6,8 @@
 //! capabilities as ambient ones, under no_new_privs) is run for real and
 //! captures with the real dumpcap.
 
-mod common;
+// The shared test kit (testkit/), by the name these tests have always used.
+use packetflix_testkit as common;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

@@ -5,7 +5,8 @@
 //! interface disappears. Real namespaces, veth pairs and dumpcap; every wait
 //! is bounded.
 
-mod common;
+// The shared test kit (testkit/), by the name these tests have always used.
+use packetflix_testkit as common;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -6,7 +6,8 @@
 //! system resolver reading an `/etc/hosts` the test controls (in a mount
 //! namespace of the service's own), real `dumpcap` in namespaces made here.
 
-mod common;
+// The shared test kit (testkit/), by the name these tests have always used.
+use packetflix_testkit as common;
 
 use std::net::UdpSocket;
 use std::os::unix::process::CommandExt;

@@ -3,7 +3,8 @@
 //! text, and the counters moved exactly as the captures did. Each test has a
 //! service of its own, so exact values hold.
 
-mod common;
+// The shared test kit (testkit/), by the name these tests have always used.
+use packetflix_testkit as common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};

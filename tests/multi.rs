@@ -3,7 +3,8 @@
 //! each test, a real websocket client, tshark reading the merged stream.
 //! Every wait is bounded; every namespace and process is removed by guards.
 
-mod common;
+// The shared test kit (testkit/), by the name these tests have always used.
+use packetflix_testkit as common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

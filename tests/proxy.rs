@@ -3,7 +3,8 @@
 //! (tests/common/upstream.rs), which records every request as it arrived.
 //! Each test bounds its waits, so each ends within about 20 s.
 
-mod common;
+// The shared test kit (testkit/), by the name these tests have always used.
+use packetflix_testkit as common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};

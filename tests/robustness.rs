@@ -9,7 +9,8 @@
 //! real traffic gives. Every wait is bounded; the slowest test (the soak)
 //! stops after [`SOAK_TIME`].
 
-mod common;
+// The shared test kit (testkit/), by the name these tests have always used.
+use packetflix_testkit as common;
 
 use std::io::Write;
 use std::net::TcpStream;

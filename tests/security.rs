@@ -4,7 +4,8 @@
 //! Real service binary, real dumpcap, namespaces and certificates made by
 //! each test; every wait is bounded.
 
-mod common;
+// The shared test kit (testkit/), by the name these tests have always used.
+use packetflix_testkit as common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

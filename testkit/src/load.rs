@@ -133,7 +133,7 @@ impl Launch {
         let program = self
             .program
             .clone()
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_packetflix")));
+            .unwrap_or_else(super::bins::service);
         let mut cmd = match &self.user {
             Some(user) => {
                 let mut c = Command::new("setpriv");

@@ -65,7 +65,7 @@ impl Service {
         let port = free_port();
         let stderr_path = super::scratch_path("service.stderr");
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
-        let bin = env!("CARGO_BIN_EXE_packetflix");
+        let bin = super::bins::service();
         let mut cmd = match launch.wrapper.split_first() {
             None => Command::new(bin),
             Some((first, rest)) => {

@@ -1,11 +1,15 @@
-//! Shared helpers for the end-to-end tests: real network namespaces, the real
-//! service binary, a real websocket client, a pcapng reader, raw HTTP and a
-//! GhostWire stand-in. Every resource made here is owned by a guard whose
-//! `Drop` removes it, also when a test panics; every wait here is bounded so
-//! no test can hang. Nothing here touches the host's own network: traffic only
-//! flows inside namespaces the tests make (documentation address ranges).
-#![allow(dead_code, unused_imports)]
+//! The test kit of packetflix: what the end-to-end tests (`tests/`) and the
+//! benchmarks (`benches/`) share, compiled once as a library. Real network
+//! namespaces, the real service binary, a real websocket client, a pcapng
+//! reader, raw HTTP and a GhostWire stand-in. Every resource made here is
+//! owned by a guard whose `Drop` removes it, also when a test panics; every
+//! wait here is bounded so no test can hang. Nothing here touches the host's
+//! own network: traffic only flows inside namespaces the tests make
+//! (documentation address ranges) or on loopback.
+//!
+//! A dev-dependency only: nothing here ships with the service.
 
+pub mod bins;
 pub mod docker;
 pub mod ghostwire;
 pub mod http;
