@@ -8,7 +8,7 @@
 //! (default 150000) of 1500 bytes at full speed and exits. Both ways are
 //! read the same way: ONE client thread, one `mio` poll over every
 //! connection of the measurement (four for the singles, one for the
-//! merged), the lean frame reader of `support::ws` handing payload slices
+//! merged), the lean frame reader of `bench::ws` handing payload slices
 //! to a block counter that copies nothing, so the client does the same work
 //! per byte either way and its CPU (printed) is well below a core. Every
 //! stream must end on a block boundary with every packet present.
@@ -21,7 +21,7 @@
 //! after the first (before/after a change in one run). Without `--bench` (a
 //! test runner) it does nothing.
 
-mod support;
+use packetflix_testkit::bench;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -31,7 +31,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
-use support::ws::{self, Control, FrameReader, Upgrade};
+use packetflix_testkit::bench::ws::{self, Control, FrameReader, Upgrade};
 
 /// Targets in the merged capture, and single captures to compare with.
 const TARGETS: usize = 4;
@@ -188,7 +188,7 @@ fn received(st: &mut Stream, data: &[u8]) -> Result<(), String> {
 /// Reads every capture of `queries` to its close on this one thread;
 /// returns (bytes, packets, this thread's CPU seconds).
 fn read_all(port: u16, queries: &[String]) -> Result<(u64, u64, f64), String> {
-    let cpu0 = support::thread_cpu_ns();
+    let cpu0 = bench::thread_cpu_ns();
     let mut poll = Poll::new().map_err(|e| e.to_string())?;
     let mut streams = Vec::new();
     for (i, q) in queries.iter().enumerate() {
@@ -230,7 +230,7 @@ fn read_all(port: u16, queries: &[String]) -> Result<(u64, u64, f64), String> {
         bytes += st.counter.bytes;
         packets += st.counter.epbs;
     }
-    let cpu = support::thread_cpu_ns().saturating_sub(cpu0) as f64 / 1e9;
+    let cpu = bench::thread_cpu_ns().saturating_sub(cpu0) as f64 / 1e9;
     Ok((bytes, packets, cpu))
 }
 

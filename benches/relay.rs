@@ -10,12 +10,10 @@
 //! `support/scenarios.rs`. Without `--bench` (e.g. `cargo test --benches`)
 //! it only says how to run it: a five-minute run is not a test.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 
-use support::procs::find_websocat;
-use support::scenarios::{run_all, BenchConfig, Paths};
+use packetflix_testkit::bench::procs::find_websocat;
+use packetflix_testkit::bench::scenarios::{run_all, BenchConfig, Paths};
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {

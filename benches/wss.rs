@@ -18,7 +18,7 @@
 //! Knobs: `PFX_WSS_ROUNDS` (default 5), `PFX_WSS_PACKETS` (default 400000),
 //! `PFX_WSS_SIZE` (bytes per packet, default 1500).
 
-mod support;
+use packetflix_testkit::bench;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -26,12 +26,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use packetflix_testkit::bench::pcapng::StreamCheck;
+use packetflix_testkit::bench::procs::{self, Server};
+use packetflix_testkit::bench::scenarios::GenSettings;
+use packetflix_testkit::bench::stats;
 use packetflix_testkit::pki;
 use rustls::pki_types::ServerName;
-use support::pcapng::StreamCheck;
-use support::procs::{self, Server};
-use support::scenarios::GenSettings;
-use support::stats;
 use tungstenite::{Message, WebSocket};
 
 /// Longest a single stream may take before the run is called failed.
@@ -109,7 +109,7 @@ fn round(
     let path = format!("/capture?netns={ino}");
     let port = server.addr.port();
     let t0 = Instant::now();
-    let c0 = support::thread_cpu_ns();
+    let c0 = bench::thread_cpu_ns();
     let bytes = match tls {
         None => {
             let (ws, _) = tungstenite::client::client(format!("ws://127.0.0.1:{port}{path}"), sock)
@@ -131,7 +131,7 @@ fn round(
         }
     };
     let secs = t0.elapsed().as_secs_f64();
-    let client_cpu_ns = support::thread_cpu_ns().saturating_sub(c0);
+    let client_cpu_ns = bench::thread_cpu_ns().saturating_sub(c0);
     // Let the service reap the generator so its CPU is all counted.
     std::thread::sleep(Duration::from_millis(200));
     let cpu1 = server.sample().map_err(|e| e.to_string())?.cpu_ns;

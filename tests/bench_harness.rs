@@ -4,16 +4,17 @@
 //! caught on the raw path and through the service's websocket. No test here
 //! asserts a timing: the harness reports numbers, it does not judge them.
 
-#[path = "../benches/support/mod.rs"]
-mod support;
+use packetflix_testkit::bench;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use support::procs::find_websocat;
-use support::report::{Report, Status};
-use support::scenarios::{run_all, Addressing, BenchConfig, GenSettings, Paths, Sut, System};
+use packetflix_testkit::bench::procs::find_websocat;
+use packetflix_testkit::bench::report::{Report, Status};
+use packetflix_testkit::bench::scenarios::{
+    run_all, Addressing, BenchConfig, GenSettings, Paths, Sut, System,
+};
 
 /// Removes the test's output directory on every path out of the test.
 struct OutDir(PathBuf);
@@ -41,7 +42,7 @@ fn paths() -> (Paths, OutDir) {
 }
 
 fn netns() -> Addressing {
-    Addressing::Netns(support::procs::own_netns_inode().unwrap())
+    Addressing::Netns(bench::procs::own_netns_inode().unwrap())
 }
 
 /// The scenarios of `BenchConfig::tiny()`, in report order.

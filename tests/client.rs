@@ -29,9 +29,9 @@ use tungstenite::protocol::CloseFrame;
 use tungstenite::{Message, WebSocket};
 
 // The shared test kit (testkit/), by the name these tests have always used.
-use packetflix_testkit as common;
 use common::pcapng::{build, target_yaml, yaml_value, Pcapng};
 use common::GhostWire;
+use packetflix_testkit as common;
 
 const CLIENT: &str = env!("CARGO_BIN_EXE_packetflix-capture");
 /// No test step may take longer than this; a hang is a failure, not a stall.

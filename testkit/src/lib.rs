@@ -9,6 +9,7 @@
 //!
 //! A dev-dependency only: nothing here ships with the service.
 
+pub mod bench;
 pub mod bins;
 pub mod docker;
 pub mod ghostwire;

@@ -130,10 +130,7 @@ impl Launch {
         let port = super::service::free_port();
         let stderr_path = super::scratch_path("daemon.stderr");
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
-        let program = self
-            .program
-            .clone()
-            .unwrap_or_else(super::bins::service);
+        let program = self.program.clone().unwrap_or_else(super::bins::service);
         let mut cmd = match &self.user {
             Some(user) => {
                 let mut c = Command::new("setpriv");

@@ -1,5 +1,5 @@
-//! The measurement harness shared by `benches/relay.rs` and
-//! `tests/bench_harness.rs`: start the systems under test on the synthetic
+//! The measurement harness of `benches/relay.rs` (and parts of the other
+//! benches), tested by `tests/bench_harness.rs`: start the systems under test on the synthetic
 //! capture program, read their streams, check them, measure, report.
 //!
 //! Modules: [`pcapng`] and [`ws`] decide about bytes (no I/O); [`client`]
@@ -8,9 +8,6 @@
 //! measurements; [`report`] prints and serialises them; [`stats`] holds the
 //! percentile rules. Nothing here asserts a timing: numbers are reported,
 //! never judged pass/fail, except against the targets in the report.
-
-// Each including crate (the bench, the harness test) uses a different subset.
-#![allow(dead_code)]
 
 pub mod baseline;
 pub mod client;
