@@ -318,7 +318,7 @@ fn main() {
     }
     let packets = env_or("PFX_BENCH_MULTI_PACKETS", 150_000);
     let rounds = env_or("PFX_BENCH_MULTI_ROUNDS", 3).max(1);
-    let generator = env!("CARGO_BIN_EXE_packetflix-pcapgen");
+    let generator = packetflix_testkit::pcapgen::PROGRAM;
     let mut binaries = vec![(
         "this build".to_string(),
         PathBuf::from(env!("CARGO_BIN_EXE_packetflix")),

@@ -26,7 +26,7 @@ fn main() {
         return;
     }
     let service = PathBuf::from(env!("CARGO_BIN_EXE_packetflix"));
-    let generator = PathBuf::from(env!("CARGO_BIN_EXE_packetflix-pcapgen"));
+    let generator = packetflix_testkit::pcapgen::program_path();
     // target/<profile>/packetflix → target/bench
     let out_dir = service
         .parent()

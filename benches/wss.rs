@@ -26,10 +26,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use packetflix_testkit::bench::pcapng::StreamCheck;
 use packetflix_testkit::bench::procs::{self, Server};
-use packetflix_testkit::bench::scenarios::GenSettings;
 use packetflix_testkit::bench::stats;
+use packetflix_testkit::pcapgen::{self, StreamCheck};
 use packetflix_testkit::pki;
 use rustls::pki_types::ServerName;
 use tungstenite::{Message, WebSocket};
@@ -161,7 +160,7 @@ fn run() -> Result<(), String> {
     let packets: u64 = env_num("PFX_WSS_PACKETS", 400_000);
     let size: usize = env_num("PFX_WSS_SIZE", 1500);
     let service = PathBuf::from(env!("CARGO_BIN_EXE_packetflix"));
-    let generator = PathBuf::from(env!("CARGO_BIN_EXE_packetflix-pcapgen"));
+    let generator = pcapgen::program_path();
     let out = service
         .parent()
         .and_then(Path::parent)
@@ -171,7 +170,7 @@ fn run() -> Result<(), String> {
     std::fs::create_dir_all(&pki).map_err(|e| e.to_string())?;
     let pki::PkiFiles { ca, cert, key } = pki::make(&pki)?;
     let tls_cfg = pki::client_config(&ca)?;
-    let env = GenSettings::stream(size, packets).env(None);
+    let env = pcapgen::Settings::stream(size, packets).env();
     let ino = procs::own_netns_inode().map_err(|e| e.to_string())?;
     let start = |tls: bool| -> Result<Server, String> {
         let port = procs::free_port().map_err(|e| e.to_string())?;

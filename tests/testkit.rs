@@ -17,52 +17,29 @@ fn the_kit_finds_the_binaries_cargo_built_for_this_test() {
     assert_eq!(bins::repo(), Path::new(env!("CARGO_MANIFEST_DIR")));
 }
 
-/// The stream check of generator streams (`bench::pcapng`).
+/// The stream check of generator streams (`pcapgen::check`), on streams
+/// made by the generator's own block builders (`pcapgen::format`).
 mod stream_check {
-    use packetflix_testkit::bench::pcapng::StreamCheck;
-
-    // pcapng block types and byte-order magic (pcapng spec, section 4) and
-    // where the generator puts its magic, sequence number and stamp.
-    const SHB_TYPE: u32 = 0x0A0D_0D0A;
-    const BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
-    const IDB_TYPE: u32 = 1;
-    const EPB_TYPE: u32 = 6;
-    const PAYLOAD_MAGIC: &[u8; 4] = b"PFXG";
-    const OFF_MAGIC: usize = 14;
-    const OFF_SEQ: usize = 18;
-    const OFF_STAMP: usize = 26;
+    use packetflix_testkit::pcapgen::format::{self, BYTE_ORDER_MAGIC, SHB_TYPE};
+    use packetflix_testkit::pcapgen::StreamCheck;
+    use packetflix_testkit::pcapng::build;
 
     fn block(btype: u32, body: &[u8]) -> Vec<u8> {
-        let len = (12 + body.len()) as u32;
-        let mut v = btype.to_le_bytes().to_vec();
-        v.extend_from_slice(&len.to_le_bytes());
-        v.extend_from_slice(body);
-        v.extend_from_slice(&len.to_le_bytes());
-        v
+        build::block(btype, body, false)
     }
 
     fn shb() -> Vec<u8> {
-        let mut body = BYTE_ORDER_MAGIC.to_le_bytes().to_vec();
-        body.extend_from_slice(&[1, 0, 0, 0]);
-        body.extend_from_slice(&(-1i64).to_le_bytes());
-        block(SHB_TYPE, &body)
+        format::shb(None)
     }
 
     fn idb() -> Vec<u8> {
-        block(IDB_TYPE, &[1, 0, 0, 0, 0, 0, 4, 0])
+        format::idb()
     }
 
     fn epb(seq: u64, stamp: u64) -> Vec<u8> {
-        // interface id, timestamp high and low; then both lengths
-        let mut body = vec![0u8; 12];
-        body.extend_from_slice(&64u32.to_le_bytes());
-        body.extend_from_slice(&64u32.to_le_bytes());
-        let mut data = vec![0u8; 64];
-        data[OFF_MAGIC..OFF_MAGIC + 4].copy_from_slice(PAYLOAD_MAGIC);
-        data[OFF_SEQ..OFF_SEQ + 8].copy_from_slice(&seq.to_le_bytes());
-        data[OFF_STAMP..OFF_STAMP + 8].copy_from_slice(&stamp.to_le_bytes());
-        body.extend_from_slice(&data);
-        block(EPB_TYPE, &body)
+        let mut e = format::epb_template(64);
+        format::patch_epb(&mut e, seq, stamp, 0);
+        e
     }
 
     fn stream(n: u64) -> Vec<u8> {
@@ -422,5 +399,158 @@ mod stats {
             (100, 50.0, 99.0, 100.0)
         );
         assert!((s.mean_us - 50.5).abs() < 1e-9);
+    }
+}
+
+/// The synthetic capture program's stream and settings (`pcapgen::format`).
+mod pcapgen {
+    use std::time::Duration;
+
+    use packetflix_testkit::pcapgen::format::*;
+
+    fn settings(count: u64, corrupt: Corrupt) -> Settings {
+        Settings {
+            mode: Mode::Stream,
+            size: 64,
+            count,
+            rate: 0,
+            chunk: DEFAULT_CHUNK,
+            corrupt,
+            idle_max: Duration::from_secs(1),
+            start_fifo: None,
+            comment: None,
+        }
+    }
+
+    #[test]
+    fn header_blocks_are_a_little_endian_shb_then_an_ethernet_idb() {
+        let h = header_blocks(None);
+        let shb_len = u32::from_le_bytes(h[4..8].try_into().unwrap()) as usize;
+        assert_eq!(u32::from_le_bytes(h[0..4].try_into().unwrap()), SHB_TYPE);
+        assert_eq!(
+            u32::from_le_bytes(h[8..12].try_into().unwrap()),
+            BYTE_ORDER_MAGIC
+        );
+        assert_eq!(&h[shb_len - 4..shb_len], &(shb_len as u32).to_le_bytes());
+        let idb = &h[shb_len..];
+        assert_eq!(idb.len(), 20);
+        assert_eq!(u32::from_le_bytes(idb[0..4].try_into().unwrap()), IDB_TYPE);
+        assert_eq!(
+            u16::from_le_bytes(idb[8..10].try_into().unwrap()),
+            LINKTYPE_ETHERNET
+        );
+    }
+
+    #[test]
+    fn epb_length_covers_padded_data_and_both_length_fields() {
+        for size in [34, 35, 64, 1500] {
+            let e = epb_template(size);
+            assert_eq!(e.len() % 4, 0);
+            assert_eq!(e.len(), 32 + pad4(size));
+            assert_eq!(&e[4..8], &e[e.len() - 4..]);
+            assert_eq!(
+                u32::from_le_bytes(e[20..24].try_into().unwrap()) as usize,
+                size
+            );
+        }
+    }
+
+    #[test]
+    fn patched_epb_carries_sequence_and_monotonic_stamp_after_the_magic() {
+        let mut e = epb_template(64);
+        patch_epb(&mut e, 7, 123_456_789, 1);
+        let d = &e[EPB_HEAD..];
+        assert_eq!(&d[OFF_MAGIC..OFF_MAGIC + 4], PAYLOAD_MAGIC);
+        assert_eq!(
+            u64::from_le_bytes(d[OFF_SEQ..OFF_SEQ + 8].try_into().unwrap()),
+            7
+        );
+        assert_eq!(
+            u64::from_le_bytes(d[OFF_STAMP..OFF_STAMP + 8].try_into().unwrap()),
+            123_456_789
+        );
+    }
+
+    #[test]
+    fn phases_stay_inside_the_period_and_spread_over_it() {
+        let period = 10_000_000;
+        let phases: Vec<u64> = (0..1000)
+            .map(|pid| phase(123_456_789 ^ pid, period))
+            .collect();
+        assert!(phases.iter().all(|&p| p < period));
+        // Each tenth of the period gets some of a thousand seeds.
+        for tenth in 0..10 {
+            let lo = tenth * period / 10;
+            let n = phases
+                .iter()
+                .filter(|&&p| p >= lo && p < lo + period / 10)
+                .count();
+            assert!(n > 50, "tenth {tenth}: {n}");
+        }
+    }
+
+    #[test]
+    fn sequencer_counts_up_without_corruption() {
+        let mut s = Sequencer::new(&settings(10, Corrupt::None));
+        let seqs: Vec<u64> = (0..10).map(|_| s.take().0).collect();
+        assert_eq!(seqs, (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn seq_corruption_skips_exactly_one_number_halfway() {
+        let mut s = Sequencer::new(&settings(10, Corrupt::Seq));
+        let seqs: Vec<u64> = (0..10).map(|_| s.take().0).collect();
+        assert_eq!(seqs, vec![0, 1, 2, 3, 4, 6, 7, 8, 9, 10]);
+    }
+
+    #[test]
+    fn len_corruption_marks_one_packet_and_keeps_numbers() {
+        let mut s = Sequencer::new(&settings(10, Corrupt::Len));
+        let taken: Vec<(u64, bool)> = (0..10).map(|_| s.take()).collect();
+        assert_eq!(taken.iter().filter(|t| t.1).count(), 1);
+        assert!(taken[5].1);
+        assert_eq!(
+            taken.iter().map(|t| t.0).collect::<Vec<_>>(),
+            (0..10).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn corrupted_length_is_restored_for_the_next_packet_in_the_same_slot() {
+        let mut e = epb_template(64);
+        corrupt_epb(&mut e, Corrupt::Len);
+        assert_ne!(&e[4..8], &e[e.len() - 4..]);
+        restore_epb_tail(&mut e);
+        assert_eq!(&e[4..8], &e[e.len() - 4..]);
+    }
+
+    #[test]
+    fn settings_written_as_variables_read_back_the_same() {
+        let s = Settings {
+            mode: Mode::Idle,
+            size: 1500,
+            count: 7,
+            rate: 1000,
+            chunk: 4096,
+            corrupt: Corrupt::Len,
+            idle_max: Duration::from_secs(3),
+            start_fifo: Some("/tmp/start.fifo".into()),
+            comment: Some("synthetic".into()),
+        };
+        let env = s.env();
+        let get = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        assert_eq!(Settings::from_vars(&get), Ok(s));
+        assert_eq!(Settings::from_vars(&|_| None), Ok(Settings::default()));
+    }
+
+    #[test]
+    fn shb_comment_comes_before_the_writer_option_and_keeps_the_block_aligned() {
+        let plain = shb(None);
+        let with = shb(Some("abcde"));
+        assert_eq!(with.len(), plain.len() + 4 + 8);
+        assert_eq!(&with[24..28], &[1, 0, 5, 0]);
+        assert_eq!(&with[28..33], b"abcde");
+        let n = with.len();
+        assert_eq!(&with[n - 4..], &(n as u32).to_le_bytes());
     }
 }

@@ -17,6 +17,7 @@ pub mod http;
 pub mod latency;
 pub mod load;
 pub mod netns;
+pub mod pcapgen;
 pub mod pcapng;
 pub mod pki;
 pub mod procs;

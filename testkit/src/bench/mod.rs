@@ -1,8 +1,9 @@
 //! The measurement harness of `benches/relay.rs` (and parts of the other
-//! benches), tested by `tests/bench_harness.rs`: start the systems under test on the synthetic
-//! capture program, read their streams, check them, measure, report.
+//! benches), tested by `tests/bench_harness.rs`: start the systems under
+//! test on the synthetic capture program ([`crate::pcapgen`]), read their
+//! streams, check them, measure, report.
 //!
-//! Modules: [`pcapng`] and [`ws`] decide about bytes (no I/O); [`client`]
+//! Modules: [`ws`] decides about bytes (no I/O); [`client`]
 //! reads many streams on one thread; [`baseline`] is the raw relay;
 //! [`procs`] starts and inspects processes; [`scenarios`] runs the issue's
 //! measurements; [`report`] prints and serialises them; [`stats`] holds the
@@ -11,7 +12,6 @@
 
 pub mod baseline;
 pub mod client;
-pub mod pcapng;
 pub mod procs;
 pub mod report;
 pub mod scenarios;

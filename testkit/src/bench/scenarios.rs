@@ -19,6 +19,7 @@ use super::procs::{self, Discovery, Server};
 use super::report::{Machine, Measurement, Report, Scenario, Status, TargetCheck, SCHEMA};
 use super::stats::{latency_summary, median, percentile};
 use super::{mono_ns, thread_cpu_ns};
+use crate::pcapgen;
 
 /// How long the service, websocat or the relay may take to wind down a
 /// capture after its client left, before we measure the next thing anyway.
@@ -171,48 +172,39 @@ impl System {
     }
 }
 
-/// What the generator is told to do.
+/// What the generators of a run are told to do, and whether the run holds
+/// every generator after its header until all its captures are set up,
+/// then starts them together (a FIFO the bench opens).
 #[derive(Clone, Debug)]
 pub struct GenSettings {
-    pub size: usize,
-    pub count: u64,
-    pub rate: u64,
-    pub idle: bool,
-    pub corrupt: Option<&'static str>,
-    /// Hold every generator after its header until all captures of a run
-    /// are set up, then start them together (a FIFO the bench opens).
+    pub program: pcapgen::Settings,
     pub synced: bool,
 }
 
 impl GenSettings {
+    /// `count` packets of `size` bytes at full speed, not synced.
     pub fn stream(size: usize, count: u64) -> Self {
         GenSettings {
-            size,
-            count,
-            rate: 0,
-            idle: false,
-            corrupt: None,
+            program: pcapgen::Settings::stream(size, count),
             synced: false,
         }
     }
 
+    /// Header blocks, then idle until the capture ends.
+    pub fn idle() -> Self {
+        GenSettings {
+            program: pcapgen::Settings::idle(),
+            synced: false,
+        }
+    }
+
+    /// The generator's environment, with the run's start FIFO if synced.
     pub fn env(&self, start_fifo: Option<&Path>) -> Vec<(String, String)> {
-        let mut v = vec![
-            (
-                "PFX_GEN_MODE".to_string(),
-                if self.idle { "idle" } else { "stream" }.to_string(),
-            ),
-            ("PFX_GEN_SIZE".to_string(), self.size.to_string()),
-            ("PFX_GEN_COUNT".to_string(), self.count.to_string()),
-            ("PFX_GEN_RATE".to_string(), self.rate.to_string()),
-        ];
-        if let Some(f) = start_fifo {
-            v.push(("PFX_GEN_START_FIFO".to_string(), f.display().to_string()));
+        pcapgen::Settings {
+            start_fifo: start_fifo.map(Path::to_path_buf),
+            ..self.program.clone()
         }
-        if let Some(c) = self.corrupt {
-            v.push(("PFX_GEN_CORRUPT".to_string(), c.to_string()));
-        }
-        v
+        .env()
     }
 }
 
@@ -666,7 +658,7 @@ fn interleaved(
             if rounds.failed.contains_key(&sut.system) {
                 continue;
             }
-            let out = sut.run(n, Some(gen.count), false, cfg.run_limit());
+            let out = sut.run(n, Some(gen.program.count), false, cfg.run_limit());
             match out.error() {
                 Some(e) => {
                     let e = with_log(e, sut);
@@ -797,11 +789,10 @@ fn latency(cfg: &BenchConfig, paths: &Paths, addr: &Addressing, n: usize, rate: 
     let packets = ((rate as f64 * cfg.latency_round_s) as u64).max(1);
     let id = format!("latency-{n}x{rate}pps");
     let gen = GenSettings {
-        size: 64,
-        count: packets,
-        rate,
-        idle: false,
-        corrupt: None,
+        program: pcapgen::Settings {
+            rate,
+            ..pcapgen::Settings::stream(64, packets)
+        },
         synced: n > 1,
     };
     let mut rounds = Rounds::default();
@@ -813,7 +804,7 @@ fn latency(cfg: &BenchConfig, paths: &Paths, addr: &Addressing, n: usize, rate: 
             if rounds.failed.contains_key(&sut.system) {
                 continue;
             }
-            let out = sut.run(n, Some(gen.count), true, cfg.run_limit());
+            let out = sut.run(n, Some(gen.program.count), true, cfg.run_limit());
             if let Some(e) = out.error() {
                 rounds
                     .failed
@@ -961,14 +952,7 @@ fn setups(sut: &Sut, n: usize) -> Result<BTreeMap<String, f64>, String> {
 }
 
 fn setup_scenarios(cfg: &BenchConfig, paths: &Paths, ino: u64) -> Vec<Scenario> {
-    let gen = GenSettings {
-        size: 64,
-        count: 0,
-        rate: 0,
-        idle: true,
-        corrupt: None,
-        synced: false,
-    };
+    let gen = GenSettings::idle();
     let n = cfg.setups;
     let columns = cols(&[
         ("to_101_p50_ms", "→101 p50 ms"),
@@ -1086,14 +1070,7 @@ fn setup_scenarios(cfg: &BenchConfig, paths: &Paths, ino: u64) -> Vec<Scenario> 
 
 fn density_one(cfg: &BenchConfig, paths: &Paths, sys: System, ino: u64) -> Measurement {
     let id = "density-idle";
-    let gen = GenSettings {
-        size: 64,
-        count: 0,
-        rate: 0,
-        idle: true,
-        corrupt: None,
-        synced: false,
-    };
+    let gen = GenSettings::idle();
     let sut = match Sut::start(sys, paths, &gen, id, Addressing::Netns(ino), None) {
         Ok(s) => s,
         Err((st, e)) => return Measurement::failed(id, sys.name(), st, e),

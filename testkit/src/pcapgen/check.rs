@@ -7,34 +7,22 @@
 //! or a sequence number that is not exactly the previous one plus one. It
 //! accepts an SHB of any length, because the service rewrites the SHB.
 //!
-//! The packet layout mirrors `src/bin/packetflix-pcapgen.rs`; the test suite
-//! runs the real generator through this checker, so the two cannot drift
-//! apart unnoticed. It does no I/O and never allocates per packet: the client
-//! must not be the bottleneck of what it measures.
+//! The packet layout is [`super::format`]'s, the writer's own; the test
+//! suite runs the real generator through this checker. It does no I/O and
+//! never allocates per packet: the client must not be the bottleneck of what
+//! it measures.
 
-/// pcapng Section Header Block type.
-const SHB_TYPE: u32 = 0x0A0D_0D0A;
-/// Byte-order magic as read by a little-endian reader of a little-endian file.
-const BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
-/// pcapng Interface Description Block type.
-const IDB_TYPE: u32 = 1;
-/// pcapng Enhanced Packet Block type.
-const EPB_TYPE: u32 = 6;
-/// Bytes of an EPB before its packet data.
-const EPB_HEAD: usize = 28;
+use super::format::{
+    BYTE_ORDER_MAGIC, EPB_HEAD, EPB_TYPE, IDB_TYPE, MIN_SIZE as MIN_PACKET, OFF_MAGIC, OFF_SEQ,
+    OFF_STAMP, PAYLOAD_MAGIC, SHB_TYPE,
+};
+
 /// Smallest legal block: type, length, trailing length.
 const MIN_BLOCK: usize = 12;
 /// Larger blocks than this cannot come from the generator (65535-byte packets
 /// plus headers, or an SHB with the service's YAML comment): a length beyond
 /// it means the stream lost its framing.
 const MAX_BLOCK: usize = 1 << 20;
-/// The generator's payload magic, after the 14-byte Ethernet header.
-const PAYLOAD_MAGIC: &[u8; 4] = b"PFXG";
-const OFF_MAGIC: usize = 14;
-const OFF_SEQ: usize = 18;
-const OFF_STAMP: usize = 26;
-/// Smallest generator packet (Ethernet header, magic, sequence, stamp).
-const MIN_PACKET: usize = 34;
 
 fn le32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
