@@ -51,13 +51,10 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// The service's CPU time so far, in nanoseconds (run time of its one
-/// thread as the scheduler accounts it).
+/// The service's CPU time so far, in nanoseconds (run time of its main
+/// thread, the poll loop, as the scheduler accounts it).
 fn cpu_ns(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+    packetflix_testkit::procs::main_thread_run_ns(pid as i32).unwrap_or(0)
 }
 
 /// Counts blocks and EPBs of a little-endian pcapng stream fed in pieces,

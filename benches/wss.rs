@@ -171,7 +171,7 @@ fn run() -> Result<(), String> {
     let pki::PkiFiles { ca, cert, key } = pki::make(&pki)?;
     let tls_cfg = pki::client_config(&ca)?;
     let env = pcapgen::Settings::stream(size, packets).env();
-    let ino = procs::own_netns_inode().map_err(|e| e.to_string())?;
+    let ino = packetflix_testkit::procs::own_netns().ok_or("cannot read /proc/self/ns/net")?;
     let start = |tls: bool| -> Result<Server, String> {
         let port = procs::free_port().map_err(|e| e.to_string())?;
         let mut args = vec![

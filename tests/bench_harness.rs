@@ -4,8 +4,6 @@
 //! caught on the raw path and through the service's websocket. No test here
 //! asserts a timing: the harness reports numbers, it does not judge them.
 
-use packetflix_testkit::bench;
-
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -43,7 +41,7 @@ fn paths() -> (Paths, OutDir) {
 }
 
 fn netns() -> Addressing {
-    Addressing::Netns(bench::procs::own_netns_inode().unwrap())
+    Addressing::Netns(packetflix_testkit::procs::own_netns().unwrap())
 }
 
 /// The scenarios of `BenchConfig::tiny()`, in report order.

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use common::http::send_raw;
 use common::latency::{baseline, timed_version, Prober};
 use common::load;
+use common::procs;
 use common::rawws::{raw_capture, read_close, UPGRADE_HEADERS};
 use common::ws;
 use common::*;
@@ -56,7 +57,7 @@ fn unread_pongs_do_not_grow_service_memory() {
     // fills early and the queue, not the kernel, has to hold the pongs.
     common::upstream::small_buffers(&s);
     std::thread::sleep(Duration::from_millis(500));
-    let before = load::rss_kib(svc.pid()).expect("rss");
+    let before = procs::rss_kib(svc.pid()).expect("rss");
     let frame = ping_frame();
     let burst: Vec<u8> = frame
         .iter()
@@ -74,10 +75,10 @@ fn unread_pongs_do_not_grow_service_memory() {
             Ok(n) => sent += n,
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
-        peak = peak.max(load::rss_kib(svc.pid()).unwrap_or(0));
+        peak = peak.max(procs::rss_kib(svc.pid()).unwrap_or(0));
     }
     std::thread::sleep(Duration::from_millis(300));
-    peak = peak.max(load::rss_kib(svc.pid()).unwrap_or(0));
+    peak = peak.max(procs::rss_kib(svc.pid()).unwrap_or(0));
     let growth = peak.saturating_sub(before);
     println!(
         "pings sent without reading: {} KiB of {} KiB tried in {:?}; service RSS {before} KiB -> peak {peak} KiB (+{growth} KiB, budget {PING_RSS_BUDGET_KIB} KiB)",

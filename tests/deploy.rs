@@ -86,27 +86,16 @@ fn service(user: Option<&str>, extra: &[&str]) -> (Container, u16) {
 }
 
 fn netns_inode(pid: i32) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(format!("/proc/{pid}/ns/net"))
-        .expect("stat netns")
-        .ino()
+    common::procs::netns_of(pid).expect("stat netns")
 }
 
 /// Field 22 of /proc/PID/stat: clock ticks since boot at process start.
 fn starttime(pid: i32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
-    let after_comm = &stat[stat.rfind(')').expect("comm") + 2..];
-    // Fields from 3 on; starttime is the 22nd overall.
-    after_comm
-        .split(' ')
-        .nth(22 - 3)
-        .expect("starttime field")
-        .parse()
-        .expect("starttime number")
+    common::procs::stat(pid).expect("read stat").starttime
 }
 
 fn status_field(pid: i32, key: &str) -> String {
-    common::load::status_field(pid, key).unwrap_or_else(|| panic!("no {key} for {pid}"))
+    common::procs::status_field(pid, key).unwrap_or_else(|| panic!("no {key} for {pid}"))
 }
 
 fn mask(pid: i32, key: &str) -> u64 {

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::latency::{baseline, Prober};
 use common::load;
+use common::procs;
 use common::rawws::{raw_capture, read_close};
 use common::ws;
 use common::*;
@@ -75,7 +76,7 @@ fn concurrent_stale_lookups_share_one_exchange_and_its_parsed_answer() {
     // the name is looked up.
     let stale = json!({"name": name, "netns": 4_026_531_999u64, "pid": dead_pid(), "starttime": 1});
     let q = format!("container={}", urlencode(&stale.to_string()));
-    let base_kib = load::rss_kib(svc.pid()).expect("rss");
+    let base_kib = procs::rss_kib(svc.pid()).expect("rss");
     let idle = baseline(port);
     let prober = Prober::start(port);
     let t = Instant::now();
@@ -94,7 +95,7 @@ fn concurrent_stale_lookups_share_one_exchange_and_its_parsed_answer() {
         .collect();
     let took = t.elapsed();
     let (worst, probes) = prober.finish();
-    let peak_kib: u64 = load::status_field(svc.pid(), "VmHWM")
+    let peak_kib: u64 = procs::status_field(svc.pid(), "VmHWM")
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .expect("VmHWM");
     let asked = gw.mobyshark_requests();

@@ -9,9 +9,9 @@ use packetflix_testkit as common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::load::netns_of;
 use common::pcapng::{target_yaml, tshark_fields};
 use common::procs;
+use common::procs::netns_of;
 use common::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;

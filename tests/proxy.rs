@@ -398,14 +398,9 @@ impl Drop for Release<'_> {
     }
 }
 
-/// Resident memory of `pid` in KiB.
+/// Resident memory of `pid` in KiB (0 once it is gone).
 fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+    common::procs::rss_kib(pid).unwrap_or(0)
 }
 
 fn assert_version_ok(port: u16) {

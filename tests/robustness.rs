@@ -326,7 +326,7 @@ fn slow_client_keeps_service_memory_bounded_then_gets_the_stream_intact() {
     let ns = Netns::new();
     let svc = Service::start(&["--capture-program", program.to_str().unwrap()]);
     let pid = svc.pid();
-    let rss = || load::rss_kib(pid).expect("service RSS");
+    let rss = || procs::rss_kib(pid).expect("service RSS");
     let before = rss();
 
     let mut c = must_connect(svc.port(), &netns_q(&ns), &[]);
@@ -491,7 +491,7 @@ fn shutdown_with_live_captures(sig: Signal) {
         "expected 3 dumpcap children: {:?}",
         svc.children()
     );
-    assert_eq!(load::in_namespaces("dumpcap", &inodes).len(), 3);
+    assert_eq!(procs::in_namespaces("dumpcap", &inodes).len(), 3);
     let descendants = procs::descendants(svc.pid());
 
     svc.signal(sig);
@@ -512,9 +512,9 @@ fn shutdown_with_live_captures(sig: Signal) {
         .unwrap_or_else(|| panic!("service did not exit after {sig}"));
     assert_eq!(status.code(), Some(0), "service exit after {sig}: {status}");
     for d in &descendants {
-        assert!(!load::still_there(d), "{d:?} outlived the service");
+        assert!(!procs::still_there(d), "{d:?} outlived the service");
     }
-    let left = load::in_namespaces("dumpcap", &inodes);
+    let left = procs::in_namespaces("dumpcap", &inodes);
     assert!(
         left.is_empty(),
         "dumpcap left in the test namespaces: {left:?}"
@@ -674,14 +674,14 @@ fn soak_of_capture_cycles_grows_no_descriptors_children_or_zombies() {
     let warm = soak_run(port, &q, 0, SOAK_WARMUP, until);
     assert_eq!(warm, SOAK_WARMUP, "warm-up did not finish in time");
     let base = settled_fds(&svc);
-    let rss_base = load::rss_kib(svc.pid()).unwrap_or(0);
+    let rss_base = procs::rss_kib(svc.pid()).unwrap_or(0);
     let rest = soak_run(port, &q, SOAK_WARMUP, SOAK_CYCLES, until);
     let end = settled_fds(&svc);
     let cycles = warm + rest;
     eprintln!(
         "soak: {cycles} cycles in {:?}; descriptors {base} after warm-up, {end} at the end; RSS {rss_base} -> {} KiB",
         t.elapsed(),
-        load::rss_kib(svc.pid()).unwrap_or(0)
+        procs::rss_kib(svc.pid()).unwrap_or(0)
     );
     assert!(
         end <= base + FD_SLACK,
@@ -733,10 +733,10 @@ fn descriptor_exhaustion_pauses_accepts_without_spinning_and_recovers() {
         "no accept failure logged"
     );
 
-    let ticks = load::clock_ticks_per_second() as f64;
-    let (cpu0, wall0) = (load::cpu_ticks(pid).unwrap(), Instant::now());
+    let ticks = procs::clock_ticks_per_second() as f64;
+    let (cpu0, wall0) = (procs::stat(pid).unwrap().cpu_ticks, Instant::now());
     std::thread::sleep(Duration::from_secs(2));
-    let cpu = (load::cpu_ticks(pid).unwrap() - cpu0) as f64 / ticks;
+    let cpu = (procs::stat(pid).unwrap().cpu_ticks - cpu0) as f64 / ticks;
     let wall = wall0.elapsed().as_secs_f64();
     eprintln!("descriptor exhaustion: {cpu:.2} s CPU in {wall:.2} s");
     assert!(
@@ -783,7 +783,7 @@ fn binary_copy(dir: &ScratchDir) -> PathBuf {
 }
 
 fn cap_mask(pid: i32, key: &str) -> u64 {
-    let v = load::status_field(pid, key).unwrap_or_default();
+    let v = procs::status_field(pid, key).unwrap_or_default();
     u64::from_str_radix(&v, 16).unwrap_or(0)
 }
 
@@ -826,7 +826,7 @@ fn non_root_service_with_file_capabilities_captures() {
     let svc = as_nobody(&bin);
     let nobody = nobody_uid();
     assert_eq!(
-        load::uid(svc.pid()),
+        procs::uid(svc.pid()),
         Some(nobody),
         "service not running as nobody"
     );
@@ -849,7 +849,7 @@ fn non_root_service_with_file_capabilities_captures() {
     let dumpcap = dumpcaps_of(&svc);
     assert_eq!(dumpcap.len(), 1, "{:?}", svc.children());
     let d = dumpcap[0].pid;
-    assert_eq!(load::uid(d), Some(nobody), "dumpcap not running as nobody");
+    assert_eq!(procs::uid(d), Some(nobody), "dumpcap not running as nobody");
     // dumpcap drops what it was given once its sockets are open, so only
     // the upper bound can be seen: nothing beyond the network capabilities
     // was passed on.
@@ -858,7 +858,7 @@ fn non_root_service_with_file_capabilities_captures() {
         let mask = cap_mask(d, set);
         assert_eq!(mask & !net, 0, "dumpcap's {set} is {mask:#x}");
     }
-    assert_eq!(load::netns_of(d), Some(ns.inode()));
+    assert_eq!(procs::netns_of(d), Some(ns.inode()));
     close_capture(&mut c);
 }
 
@@ -868,7 +868,7 @@ fn non_root_service_without_capabilities_refuses_captures_naming_them() {
     let bin = binary_copy(&dir);
     let ns = Netns::new();
     let svc = as_nobody(&bin);
-    assert_eq!(load::uid(svc.pid()), Some(nobody_uid()));
+    assert_eq!(procs::uid(svc.pid()), Some(nobody_uid()));
     assert_eq!(cap_mask(svc.pid(), "CapEff"), 0);
     let reason = expect_refusal(svc.port(), &netns_q(&ns), &[]);
     for cap in [

@@ -683,7 +683,7 @@ fn slow_tls_reader_keeps_service_memory_bounded_then_gets_the_stream_intact() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let svc = Service::start(&args);
     let ns = Netns::new();
-    let rss = || common::load::rss_kib(svc.pid()).expect("service RSS");
+    let rss = || common::procs::rss_kib(svc.pid()).expect("service RSS");
     let before = rss();
     let stream = common::tls::tls_connect(svc.port(), &pki.ca).expect("TLS");
     stream

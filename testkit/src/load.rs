@@ -1,14 +1,12 @@
 //! Helpers for the robustness tests: a launcher for the service that can
 //! lower its descriptor limit or run another copy of the binary as another
-//! user, readers of a process's memory, CPU time and network namespace from
-//! /proc, raw idle connections, and a synthetic capture program whose
+//! user, raw idle connections, and a synthetic capture program whose
 //! numbered packets are checked as they stream in (so a 100 MiB stream is
 //! never held in memory). Like the rest of `common`, every process started
 //! here is killed and reaped on drop, and every wait is bounded.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -24,77 +22,6 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a dropped daemon gets to exit after SIGTERM before SIGKILL
 /// (the same bound `Service` uses); a test that cares waits itself.
 const DROP_TERM_TIMEOUT: Duration = Duration::from_secs(5);
-
-// ---- /proc readers -----------------------------------------------------
-
-/// Resident set size in KiB (`VmRSS` of /proc/PID/status).
-pub fn rss_kib(pid: i32) -> Option<u64> {
-    status_field(pid, "VmRSS")?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// A field of /proc/PID/status, value text trimmed.
-pub fn status_field(pid: i32, key: &str) -> Option<String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .map(|v| v.trim().to_string())
-}
-
-/// The real uid of a process (first number of `Uid:`).
-pub fn uid(pid: i32) -> Option<u32> {
-    status_field(pid, "Uid")?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// CPU time used so far, utime + stime (fields 14 and 15 of
-/// /proc/PID/stat), in clock ticks.
-pub fn cpu_ticks(pid: i32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest: Vec<&str> = text[text.rfind(')')? + 1..].split_whitespace().collect();
-    // rest[0] is field 3, so field N is rest[N - 3].
-    let utime: u64 = rest.get(11)?.parse().ok()?;
-    let stime: u64 = rest.get(12)?.parse().ok()?;
-    Some(utime + stime)
-}
-
-/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`), the unit of
-/// [`cpu_ticks`].
-pub fn clock_ticks_per_second() -> u64 {
-    match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
-        Ok(Some(t)) if t > 0 => t as u64,
-        // Linux has used 100 for user space since 2.6 on every architecture.
-        _ => 100,
-    }
-}
-
-/// The inode of the network namespace a process is in.
-pub fn netns_of(pid: i32) -> Option<u64> {
-    std::fs::metadata(format!("/proc/{pid}/ns/net"))
-        .ok()
-        .map(|m| m.ino())
-}
-
-/// Every live process named `comm` inside one of the network namespaces
-/// `inodes`, whoever its parent is.
-pub fn in_namespaces(comm: &str, inodes: &[u64]) -> Vec<ProcStat> {
-    procs::all()
-        .into_iter()
-        .filter(|p| p.comm == comm && p.state != 'Z')
-        .filter(|p| netns_of(p.pid).is_some_and(|ino| inodes.contains(&ino)))
-        .collect()
-}
-
-/// True while the process that had `starttime` still exists under `pid`.
-pub fn still_there(p: &ProcStat) -> bool {
-    procs::stat(p.pid).is_some_and(|now| now.starttime == p.starttime)
-}
 
 // ---- a service launched with options Service::start does not have --------
 
@@ -264,7 +191,7 @@ impl Drop for Daemon {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        for p in leftovers.iter().filter(|p| still_there(p)) {
+        for p in leftovers.iter().filter(|p| procs::still_there(p)) {
             let _ = kill(Pid::from_raw(p.pid), Signal::SIGKILL);
         }
         if std::thread::panicking() {

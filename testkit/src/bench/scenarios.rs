@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 
 use super::baseline::RawRelay;
 use super::client::{Client, ConnResult, ConnSpec, Proto, Until, DEFAULT_MAX_SETUPS};
-use super::procs::{self, Discovery, Server};
+use super::procs::{self as bench_procs, Discovery, Server};
 use super::report::{Machine, Measurement, Report, Scenario, Status, TargetCheck, SCHEMA};
 use super::stats::{latency_summary, median, percentile};
 use super::{mono_ns, thread_cpu_ns};
 use crate::pcapgen;
+use crate::procs;
 
 /// How long the service, websocat or the relay may take to wind down a
 /// capture after its client left, before we measure the next thing anyway.
@@ -283,7 +284,7 @@ impl Sut {
         let kind = match system {
             System::Raw => SutKind::Raw(RawRelay::start(&paths.generator, &env).map_err(failed)?),
             System::Packetflix => {
-                let port = procs::free_port().map_err(failed)?;
+                let port = bench_procs::free_port().map_err(failed)?;
                 let mut args = vec![
                     "--port".to_string(),
                     port.to_string(),
@@ -311,7 +312,7 @@ impl Sut {
                     .websocat
                     .clone()
                     .map_err(|e| (Status::Unavailable, e))?;
-                let port = procs::free_port().map_err(failed)?;
+                let port = bench_procs::free_port().map_err(failed)?;
                 // -E and --exec-sighup-on-stdin-close make websocat end the
                 // capture program when its client leaves; without them every
                 // capture outlives its client (websocat warns about the leak).
@@ -383,17 +384,17 @@ impl Sut {
     /// nanoseconds (the raw relay reaps its own in this process).
     pub fn gen_cpu_ns(&self) -> u64 {
         let pid = match &self.kind {
-            SutKind::Server(s) => s.pid,
-            SutKind::Raw(_) => std::process::id(),
+            SutKind::Server(s) => s.pid as i32,
+            SutKind::Raw(_) => std::process::id() as i32,
         };
         procs::sample(pid)
-            .map(|p| p.children_cpu_ticks * 1_000_000_000 / procs::clk_tck())
+            .map(|p| p.children_cpu_ticks * 1_000_000_000 / procs::clock_ticks_per_second())
             .unwrap_or(0)
     }
 
-    pub fn server_pid(&self) -> Option<u32> {
+    pub fn server_pid(&self) -> Option<i32> {
         match &self.kind {
-            SutKind::Server(s) => Some(s.pid),
+            SutKind::Server(s) => Some(s.pid as i32),
             SutKind::Raw(_) => None,
         }
     }
@@ -408,7 +409,7 @@ impl Sut {
     /// Capture programs this system is running now.
     pub fn captures_running(&self) -> u64 {
         match &self.kind {
-            SutKind::Server(s) => procs::children_running(s.pid, &self.generator),
+            SutKind::Server(s) => procs::children_running(s.pid as i32, &self.generator),
             SutKind::Raw(_) => 0,
         }
     }
@@ -678,7 +679,7 @@ fn interleaved(
 fn with_log(e: String, sut: &Sut) -> String {
     match sut.log() {
         Some(log) => {
-            let tail = procs::log_tail(log);
+            let tail = bench_procs::log_tail(log);
             if tail.is_empty() {
                 e
             } else {
@@ -998,7 +999,7 @@ fn setup_scenarios(cfg: &BenchConfig, paths: &Paths, ino: u64) -> Vec<Scenario> 
     // time, so the service must ask discovery, which answers at once with
     // the right namespace.
     let me = std::process::id();
-    let start = procs::starttime(me).unwrap_or(0);
+    let start = procs::stat(me as i32).map_or(0, |s| s.starttime);
     let target = |starttime: u64| {
         serde_json::json!({
             "netns": ino, "pid": me, "starttime": starttime, "name": "pfx-bench-target",
@@ -1442,12 +1443,12 @@ fn targets(report: &Report, cfg: &BenchConfig) -> Vec<TargetCheck> {
 pub fn run_all(cfg: &BenchConfig, paths: &Paths, progress: &dyn Fn(&str)) -> Report {
     let started = Instant::now();
     let mut machine = Machine::probe();
-    machine.nofile_limit = procs::raise_nofile();
+    machine.nofile_limit = bench_procs::raise_nofile();
     let mut notes = Vec::new();
-    let ino = match procs::own_netns_inode() {
-        Ok(i) => i,
-        Err(e) => {
-            notes.push(format!("cannot read /proc/self/ns/net: {e}"));
+    let ino = match procs::own_netns() {
+        Some(i) => i,
+        None => {
+            notes.push("cannot read /proc/self/ns/net".into());
             0
         }
     };
