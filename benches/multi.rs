@@ -21,13 +21,12 @@
 //! after the first (before/after a change in one run). Without `--bench` (a
 //! test runner) it does nothing.
 
-use packetflix_testkit::bench;
+use packetflix_testkit::service::{Launch, Service};
+use packetflix_testkit::{bench, pcapgen, procs};
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
@@ -53,8 +52,8 @@ fn env_or(name: &str, default: u64) -> u64 {
 
 /// The service's CPU time so far, in nanoseconds (run time of its main
 /// thread, the poll loop, as the scheduler accounts it).
-fn cpu_ns(pid: u32) -> u64 {
-    packetflix_testkit::procs::main_thread_run_ns(pid as i32).unwrap_or(0)
+fn cpu_ns(pid: i32) -> u64 {
+    procs::main_thread_run_ns(pid).unwrap_or(0)
 }
 
 /// Counts blocks and EPBs of a little-endian pcapng stream fed in pieces,
@@ -239,7 +238,7 @@ struct Run {
 
 /// Runs `queries` concurrently on one client thread; checks every packet
 /// arrived.
-fn measure(port: u16, pid: u32, queries: Vec<String>, packets: u64) -> Result<Run, String> {
+fn measure(port: u16, pid: i32, queries: Vec<String>, packets: u64) -> Result<Run, String> {
     let cpu0 = cpu_ns(pid);
     let t0 = Instant::now();
     let (bytes, got, client_cpu) = std::thread::spawn(move || read_all(port, &queries))
@@ -264,49 +263,20 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-struct Service(Child);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.0.wait();
-    }
-}
-
 /// One service under test.
 struct Under {
     label: String,
-    port: u16,
-    pid: u32,
-    _svc: Service,
+    svc: Service,
     singles: Vec<Run>,
     merges: Vec<Run>,
 }
 
-fn start_service(binary: &std::path::Path, generator: &str, packets: u64) -> (u16, Service) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
-    let child = Command::new(binary)
-        .args(["--port", &port.to_string(), "--capture-program", generator])
-        .env("PFX_GEN_SIZE", PACKET_SIZE.to_string())
-        .env("PFX_GEN_COUNT", packets.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the service");
-    let svc = Service(child);
-    let ready = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < ready, "service did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (port, svc)
+fn start_service(binary: &std::path::Path, generator: &str, packets: u64) -> Service {
+    Launch::new()
+        .program(binary)
+        .args(&["--capture-program", generator])
+        .envs(&pcapgen::Settings::stream(PACKET_SIZE, packets).env())
+        .start()
 }
 
 fn main() {
@@ -315,7 +285,7 @@ fn main() {
     }
     let packets = env_or("PFX_BENCH_MULTI_PACKETS", 150_000);
     let rounds = env_or("PFX_BENCH_MULTI_ROUNDS", 3).max(1);
-    let generator = packetflix_testkit::pcapgen::PROGRAM;
+    let generator = pcapgen::PROGRAM;
     let mut binaries = vec![(
         "this build".to_string(),
         PathBuf::from(env!("CARGO_BIN_EXE_packetflix")),
@@ -325,21 +295,14 @@ fn main() {
     }
     let mut under: Vec<Under> = binaries
         .into_iter()
-        .map(|(label, bin)| {
-            let (port, svc) = start_service(&bin, generator, packets);
-            Under {
-                label,
-                port,
-                pid: svc.0.id(),
-                _svc: svc,
-                singles: Vec::new(),
-                merges: Vec::new(),
-            }
+        .map(|(label, bin)| Under {
+            label,
+            svc: start_service(&bin, generator, packets),
+            singles: Vec::new(),
+            merges: Vec::new(),
         })
         .collect();
-    let inode = std::fs::metadata("/proc/self/ns/net")
-        .expect("own netns")
-        .ino();
+    let inode = procs::own_netns().expect("own netns");
     let single = |_| format!("netns={inode}");
     let targets: Vec<String> = (0..TARGETS)
         .map(|i| format!("{{\"netns\":{inode},\"name\":\"t{i}\"}}"))
@@ -357,8 +320,13 @@ fn main() {
     let mut failed = false;
     'rounds: for round in 0..rounds {
         for u in &mut under {
-            let s = measure(u.port, u.pid, (0..TARGETS).map(single).collect(), packets);
-            let m = measure(u.port, u.pid, vec![merged.clone()], packets);
+            let s = measure(
+                u.svc.port(),
+                u.svc.pid(),
+                (0..TARGETS).map(single).collect(),
+                packets,
+            );
+            let m = measure(u.svc.port(), u.svc.pid(), vec![merged.clone()], packets);
             match (s, m) {
                 (Ok(s), Ok(m)) => {
                     println!(

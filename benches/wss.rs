@@ -26,10 +26,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use packetflix_testkit::bench::procs::{self, Server};
 use packetflix_testkit::bench::stats;
 use packetflix_testkit::pcapgen::{self, StreamCheck};
 use packetflix_testkit::pki;
+use packetflix_testkit::service::{Launch, Service};
 use rustls::pki_types::ServerName;
 use tungstenite::{Message, WebSocket};
 
@@ -98,15 +98,15 @@ fn drain<S: Read + Write>(mut ws: WebSocket<S>) -> Result<u64, String> {
 }
 
 fn round(
-    server: &Server,
+    server: &Service,
     tls: Option<&Arc<rustls::ClientConfig>>,
     ino: u64,
 ) -> Result<RoundOut, String> {
     let cpu0 = server.sample().map_err(|e| e.to_string())?.cpu_ns;
-    let sock = TcpStream::connect(server.addr).map_err(|e| e.to_string())?;
+    let sock = TcpStream::connect(server.addr()).map_err(|e| e.to_string())?;
     sock.set_nodelay(true).map_err(|e| e.to_string())?;
     let path = format!("/capture?netns={ino}");
-    let port = server.addr.port();
+    let port = server.port();
     let t0 = Instant::now();
     let c0 = bench::thread_cpu_ns();
     let bytes = match tls {
@@ -172,11 +172,8 @@ fn run() -> Result<(), String> {
     let tls_cfg = pki::client_config(&ca)?;
     let env = pcapgen::Settings::stream(size, packets).env();
     let ino = packetflix_testkit::procs::own_netns().ok_or("cannot read /proc/self/ns/net")?;
-    let start = |tls: bool| -> Result<Server, String> {
-        let port = procs::free_port().map_err(|e| e.to_string())?;
+    let start = |tls: bool| -> Result<Service, String> {
         let mut args = vec![
-            "--port".to_string(),
-            port.to_string(),
             "--capture-program".to_string(),
             generator.display().to_string(),
         ];
@@ -192,7 +189,12 @@ fn run() -> Result<(), String> {
             "wss-bench-{}.log",
             if tls { "tls" } else { "plain" }
         ));
-        Server::spawn(&service, &args, &env, port, &log).map_err(|e| e.to_string())
+        Launch {
+            args,
+            env: env.clone(),
+            ..Launch::new().program(&service).log(log)
+        }
+        .try_start()
     };
     let mut plain = start(false)?;
     let mut tls = start(true)?;

@@ -725,12 +725,12 @@ fn service_shutdown_ends_and_reaps_running_captures() {
     let mut c = start(&svc, &netns_q(&ns), &[]);
     let caps = svc.wait_dumpcaps(1, Duration::from_secs(5));
     assert_eq!(caps.len(), 1);
-    svc.send_sigterm();
+    svc.signal(nix::sys::signal::Signal::SIGTERM);
     // The client takes part in the close handshake, as a real one would.
     let close = c.read_to_close(Duration::from_secs(12));
     c.wait_tcp_closed(Duration::from_secs(5));
     assert!(
-        svc.wait_exit(Duration::from_secs(12)),
+        svc.wait_exit(Duration::from_secs(12)).is_some(),
         "service ignored SIGTERM"
     );
     assert!(

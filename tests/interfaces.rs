@@ -153,11 +153,12 @@ fn names_that_are_not_interfaces_are_refused_before_anything_is_spawned() {
         tcp.len() <= 15,
         "{tcp} must pass the name rules to test the check"
     );
-    let launch = Launch {
+    let svc = Launch {
         cwd: Some(cwd.path().to_path_buf()),
         ..Launch::default()
-    };
-    let svc = Service::start_with(&launch, &["--capture-program", prog.path()]);
+    }
+    .args(&["--capture-program", prog.path()])
+    .start();
     let q = format!("netns={}", ns.inode());
     for name in [tcp.as_str(), fifo.as_str(), "nosuch0"] {
         for (query, headers) in [

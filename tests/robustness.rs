@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::http::{self, send_raw};
-use common::load::{self, Daemon, Launch, ScratchDir, SeqChecker};
+use common::load::{self, ScratchDir, SeqChecker};
 use common::procs::{self, ProcStat};
 use common::ws::must_connect;
 use common::*;
@@ -521,7 +521,7 @@ fn shutdown_with_live_captures(sig: Signal) {
     );
 }
 
-fn dumpcaps_of(svc: &Daemon) -> Vec<ProcStat> {
+fn dumpcaps_of(svc: &Service) -> Vec<ProcStat> {
     svc.children()
         .into_iter()
         .filter(|p| p.comm == "dumpcap" && p.state != 'Z')
@@ -795,7 +795,7 @@ fn nobody_uid() -> u32 {
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
-fn as_nobody(program: &Path) -> Daemon {
+fn as_nobody(program: &Path) -> Service {
     Launch {
         program: Some(program.to_path_buf()),
         user: Some(NOBODY.into()),

@@ -1,40 +1,20 @@
-//! The processes a benchmark measures (the service, websocat) and the
-//! discovery stand-in; what `/proc` says about them is [`crate::procs`].
-//!
-//! Everything here is bounded: a process that does not start listening
-//! within its limit is reported, not waited for; a process that does not
-//! stop on SIGTERM is killed; the discovery stand-in answers with a fixed
-//! body and stops when asked. Measurements are read from `/proc/PID/stat`
-//! (CPU in clock ticks), `/proc/PID/status` (VmRSS, context switches) and
-//! `/proc/PID/fd` (descriptors), never estimated.
+//! What a benchmark needs besides the service: a higher descriptor limit,
+//! websocat, and the discovery stand-in (which answers with a fixed body
+//! and stops when asked). The service and websocat are started by
+//! [`crate::service::Launch`]; what `/proc` says about them is
+//! [`crate::procs`].
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-
-use crate::procs::{self, ProcSample};
-
-/// How long a server may take to accept connections after spawn.
-const START_LIMIT: Duration = Duration::from_secs(10);
-/// How long a server may take to exit after SIGTERM before SIGKILL; the
-/// service itself gives capture programs 10 s, but ours end on SIGTERM.
-const STOP_LIMIT: Duration = Duration::from_secs(10);
-
-/// A free loopback port (the kernel's choice; released before use, so a race
-/// with another process is possible but harmless: start fails visibly).
-pub fn free_port() -> io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
 
 /// Raises this process's descriptor limit to its hard limit (children
 /// inherit it); returns the new soft limit.
@@ -49,112 +29,6 @@ pub fn raise_nofile() -> u64 {
         }
         Err(_) => 0,
     }
-}
-
-/// A server process under test, listening on 127.0.0.1.
-pub struct Server {
-    child: Option<Child>,
-    pub addr: SocketAddr,
-    pub pid: u32,
-    pub log: PathBuf,
-}
-
-impl Server {
-    /// Spawns `program args`, with `env` added, stderr and stdout to `log`,
-    /// and waits until `port` accepts connections.
-    pub fn spawn(
-        program: &Path,
-        args: &[String],
-        env: &[(String, String)],
-        port: u16,
-        log: &Path,
-    ) -> io::Result<Server> {
-        if let Some(dir) = log.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let out = File::create(log)?;
-        let err = out.try_clone()?;
-        let child = Command::new(program)
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", program.display())))?;
-        let pid = child.id();
-        let mut s = Server {
-            child: Some(child),
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            pid,
-            log: log.to_path_buf(),
-        };
-        let end = Instant::now() + START_LIMIT;
-        loop {
-            if TcpStream::connect_timeout(&s.addr, Duration::from_millis(200)).is_ok() {
-                return Ok(s);
-            }
-            if let Some(c) = s.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    s.child = None;
-                    return Err(io::Error::other(format!(
-                        "{} exited during start ({status}): {}",
-                        program.display(),
-                        log_tail(log)
-                    )));
-                }
-            }
-            if Instant::now() >= end {
-                s.stop();
-                return Err(io::Error::other(format!(
-                    "{} did not listen on {} within {:?}",
-                    program.display(),
-                    port,
-                    START_LIMIT
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    pub fn sample(&self) -> io::Result<ProcSample> {
-        procs::sample(self.pid as i32)
-    }
-
-    /// Still running?
-    pub fn alive(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
-    }
-
-    /// SIGTERM, wait (bounded), SIGKILL.
-    pub fn stop(&mut self) {
-        let Some(mut c) = self.child.take() else {
-            return;
-        };
-        let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGTERM);
-        let end = Instant::now() + STOP_LIMIT;
-        while Instant::now() < end {
-            if let Ok(Some(_)) = c.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let _ = c.kill();
-        let _ = c.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// The last lines of a log, for error messages.
-pub fn log_tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().rev().take(3).collect();
-    lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
 }
 
 fn is_elf(p: &Path) -> bool {

@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 
 use super::baseline::RawRelay;
 use super::client::{Client, ConnResult, ConnSpec, Proto, Until, DEFAULT_MAX_SETUPS};
-use super::procs::{self as bench_procs, Discovery, Server};
+use super::procs::{self as bench_procs, Discovery};
 use super::report::{Machine, Measurement, Report, Scenario, Status, TargetCheck, SCHEMA};
 use super::stats::{latency_summary, median, percentile};
 use super::{mono_ns, thread_cpu_ns};
 use crate::pcapgen;
 use crate::procs;
+use crate::service::{free_port, Launch, Service};
 
 /// How long the service, websocat or the relay may take to wind down a
 /// capture after its client left, before we measure the next thing anyway.
@@ -262,7 +263,7 @@ impl Drop for StartFifo {
 
 enum SutKind {
     Raw(RawRelay),
-    Server(Server),
+    Server(Service),
 }
 
 impl Sut {
@@ -284,10 +285,7 @@ impl Sut {
         let kind = match system {
             System::Raw => SutKind::Raw(RawRelay::start(&paths.generator, &env).map_err(failed)?),
             System::Packetflix => {
-                let port = bench_procs::free_port().map_err(failed)?;
                 let mut args = vec![
-                    "--port".to_string(),
-                    port.to_string(),
                     "--capture-program".to_string(),
                     paths.generator.display().to_string(),
                 ];
@@ -303,16 +301,19 @@ impl Sut {
                     .out_dir
                     .join("logs")
                     .join(format!("packetflix-{tag}.log"));
-                SutKind::Server(
-                    Server::spawn(&paths.service, &args, &env, port, &log).map_err(failed)?,
-                )
+                let launch = Launch {
+                    args,
+                    env,
+                    ..Launch::new().program(&paths.service).log(log)
+                };
+                SutKind::Server(launch.try_start().map_err(|e| (Status::Failed, e))?)
             }
             System::Websocat => {
                 let bin = paths
                     .websocat
                     .clone()
                     .map_err(|e| (Status::Unavailable, e))?;
-                let port = bench_procs::free_port().map_err(failed)?;
+                let port = free_port();
                 // -E and --exec-sighup-on-stdin-close make websocat end the
                 // capture program when its client leaves; without them every
                 // capture outlives its client (websocat warns about the leak).
@@ -327,7 +328,12 @@ impl Sut {
                     .out_dir
                     .join("logs")
                     .join(format!("websocat-{tag}.log"));
-                SutKind::Server(Server::spawn(&bin, &args, &env, port, &log).map_err(failed)?)
+                let launch = Launch {
+                    args,
+                    env,
+                    ..Launch::new().program(bin).log(log).port(port)
+                };
+                SutKind::Server(launch.try_start().map_err(|e| (Status::Failed, e))?)
             }
         };
         Ok(Sut {
@@ -353,10 +359,10 @@ impl Sut {
                         headers: vec![("Clustershark-Container".into(), json.clone())],
                     },
                 };
-                (s.addr, proto)
+                (s.addr(), proto)
             }
             (SutKind::Server(s), _) => (
-                s.addr,
+                s.addr(),
                 Proto::Ws {
                     path: "/".into(),
                     headers: vec![],
@@ -384,7 +390,7 @@ impl Sut {
     /// nanoseconds (the raw relay reaps its own in this process).
     pub fn gen_cpu_ns(&self) -> u64 {
         let pid = match &self.kind {
-            SutKind::Server(s) => s.pid as i32,
+            SutKind::Server(s) => s.pid(),
             SutKind::Raw(_) => std::process::id() as i32,
         };
         procs::sample(pid)
@@ -394,14 +400,15 @@ impl Sut {
 
     pub fn server_pid(&self) -> Option<i32> {
         match &self.kind {
-            SutKind::Server(s) => Some(s.pid as i32),
+            SutKind::Server(s) => Some(s.pid()),
             SutKind::Raw(_) => None,
         }
     }
 
-    pub fn log(&self) -> Option<&Path> {
+    /// The last lines of a server's log.
+    pub fn log_tail(&self) -> Option<String> {
         match &self.kind {
-            SutKind::Server(s) => Some(&s.log),
+            SutKind::Server(s) => Some(s.stderr_tail()),
             SutKind::Raw(_) => None,
         }
     }
@@ -409,7 +416,7 @@ impl Sut {
     /// Capture programs this system is running now.
     pub fn captures_running(&self) -> u64 {
         match &self.kind {
-            SutKind::Server(s) => procs::children_running(s.pid as i32, &self.generator),
+            SutKind::Server(s) => procs::children_running(s.pid(), &self.generator),
             SutKind::Raw(_) => 0,
         }
     }
@@ -677,16 +684,9 @@ fn interleaved(
 }
 
 fn with_log(e: String, sut: &Sut) -> String {
-    match sut.log() {
-        Some(log) => {
-            let tail = bench_procs::log_tail(log);
-            if tail.is_empty() {
-                e
-            } else {
-                format!("{e} [log: {tail}]")
-            }
-        }
-        None => e,
+    match sut.log_tail() {
+        Some(tail) if !tail.is_empty() => format!("{e} [log: {tail}]"),
+        _ => e,
     }
 }
 
