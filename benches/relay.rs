@@ -12,8 +12,8 @@
 
 use std::path::{Path, PathBuf};
 
-use packetflix_testkit::bench::procs::find_websocat;
 use packetflix_testkit::bench::scenarios::{run_all, BenchConfig, Paths};
+use packetflix_testkit::bench::websocat::find_websocat;
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {

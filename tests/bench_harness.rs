@@ -8,11 +8,11 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use packetflix_testkit::bench::procs::find_websocat;
 use packetflix_testkit::bench::report::{Report, Status};
 use packetflix_testkit::bench::scenarios::{
     run_all, Addressing, BenchConfig, GenSettings, Paths, Sut, System,
 };
+use packetflix_testkit::bench::websocat::find_websocat;
 use packetflix_testkit::pcapgen::Corrupt;
 
 /// Removes the test's output directory on every path out of the test.

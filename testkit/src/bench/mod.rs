@@ -5,19 +5,22 @@
 //!
 //! Modules: [`ws`] decides about bytes (no I/O); [`client`]
 //! reads many streams on one thread; [`baseline`] is the raw relay;
-//! [`procs`] starts and inspects processes; [`scenarios`] runs the issue's
+//! [`websocat`] finds the other relay; the kit's [`crate::service`] starts
+//! the servers, [`crate::procs`] reads them, [`crate::ghostwire`] answers
+//! for discovery; [`scenarios`] runs the issue's
 //! measurements; [`report`] prints and serialises them; [`stats`] holds the
 //! percentile rules. Nothing here asserts a timing: numbers are reported,
 //! never judged pass/fail, except against the targets in the report.
 
 pub mod baseline;
 pub mod client;
-pub mod procs;
 pub mod report;
 pub mod scenarios;
 pub mod stats;
+pub mod websocat;
 pub mod ws;
 
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::time::{clock_gettime, ClockId};
 
 fn clock_ns(id: ClockId) -> u64 {
@@ -36,4 +39,19 @@ pub fn mono_ns() -> u64 {
 /// CPU time of the calling thread in nanoseconds.
 pub fn thread_cpu_ns() -> u64 {
     clock_ns(ClockId::CLOCK_THREAD_CPUTIME_ID)
+}
+
+/// Raises this process's descriptor limit to its hard limit (children
+/// inherit it); returns the new soft limit.
+pub fn raise_nofile() -> u64 {
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard
+            } else {
+                soft
+            }
+        }
+        Err(_) => 0,
+    }
 }

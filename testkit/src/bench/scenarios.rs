@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use super::baseline::RawRelay;
 use super::client::{Client, ConnResult, ConnSpec, Proto, Until, DEFAULT_MAX_SETUPS};
-use super::procs::{self as bench_procs, Discovery};
 use super::report::{Machine, Measurement, Report, Scenario, Status, TargetCheck, SCHEMA};
 use super::stats::{latency_summary, median, percentile};
 use super::{mono_ns, thread_cpu_ns};
+use crate::ghostwire::{self, GhostWire};
 use crate::pcapgen;
 use crate::procs;
 use crate::service::{free_port, Launch, Service};
@@ -273,7 +273,7 @@ impl Sut {
         gen: &GenSettings,
         tag: &str,
         addressing: Addressing,
-        discovery: Option<&Discovery>,
+        discovery: Option<&GhostWire>,
     ) -> Result<Sut, (Status, String)> {
         let failed = |e: std::io::Error| (Status::Failed, e.to_string());
         let start_fifo = if gen.synced {
@@ -292,9 +292,9 @@ impl Sut {
                 if let Some(d) = discovery {
                     args.extend([
                         "--discovery-service".to_string(),
-                        d.addr.ip().to_string(),
+                        "127.0.0.1".to_string(),
                         "--gw-port".to_string(),
-                        d.addr.port().to_string(),
+                        d.port().to_string(),
                     ]);
                 }
                 let log = paths
@@ -1001,51 +1001,39 @@ fn setup_scenarios(cfg: &BenchConfig, paths: &Paths, ino: u64) -> Vec<Scenario> 
     let me = std::process::id();
     let start = procs::stat(me as i32).map_or(0, |s| s.starttime);
     let target = |starttime: u64| {
-        serde_json::json!({
-            "netns": ino, "pid": me, "starttime": starttime, "name": "pfx-bench-target",
-            "prefix": "", "type": "proc", "network-interfaces": ["lo"]
-        })
+        let mut t = ghostwire::target("pfx-bench-target", "", ino, me as i32, starttime);
+        t["network-interfaces"] = serde_json::json!(["lo"]);
+        t
     };
     let stale = target(start + 1).to_string();
-    let body = serde_json::json!({ "containers": [target(start)] }).to_string();
-    let stale_row = match Discovery::start(body) {
-        Err(e) => Measurement::failed(
-            "setup-stale-container",
-            "packetflix",
-            Status::Failed,
-            e.to_string(),
-        ),
-        Ok(d) => match Sut::start(
-            System::Packetflix,
-            paths,
-            &gen,
-            "setup-stale-container",
-            Addressing::StaleContainer(stale),
-            Some(&d),
-        ) {
-            Err((st, e)) => Measurement::failed("setup-stale-container", "packetflix", st, e),
-            Ok(sut) => {
-                let before = d.requests();
-                match setups(&sut, n) {
-                    Err(e) => Measurement::failed(
-                        "setup-stale-container",
-                        "packetflix",
-                        Status::Failed,
-                        e,
-                    ),
-                    Ok(metrics) => {
-                        let mut m = Measurement::new("setup-stale-container", "packetflix");
-                        m.metrics = metrics;
-                        m.metrics
-                            .insert("discovery_requests".into(), (d.requests() - before) as f64);
-                        if let (Some(a), Some(b)) = (m.get("to_first_byte_p50_ms"), raw_first_p50) {
-                            m.vs_baseline.insert("to_first_byte_p50_ms".into(), a / b);
-                        }
-                        m
+    let d = GhostWire::start(ghostwire::mobyshark(&[target(start)]));
+    let stale_row = match Sut::start(
+        System::Packetflix,
+        paths,
+        &gen,
+        "setup-stale-container",
+        Addressing::StaleContainer(stale),
+        Some(&d),
+    ) {
+        Err((st, e)) => Measurement::failed("setup-stale-container", "packetflix", st, e),
+        Ok(sut) => {
+            let before = d.requests().len();
+            match setups(&sut, n) {
+                Err(e) => {
+                    Measurement::failed("setup-stale-container", "packetflix", Status::Failed, e)
+                }
+                Ok(metrics) => {
+                    let mut m = Measurement::new("setup-stale-container", "packetflix");
+                    m.metrics = metrics;
+                    let asked = d.requests().len() - before;
+                    m.metrics.insert("discovery_requests".into(), asked as f64);
+                    if let (Some(a), Some(b)) = (m.get("to_first_byte_p50_ms"), raw_first_p50) {
+                        m.vs_baseline.insert("to_first_byte_p50_ms".into(), a / b);
                     }
+                    m
                 }
             }
-        },
+        }
     };
     vec![
         Scenario {
@@ -1443,7 +1431,7 @@ fn targets(report: &Report, cfg: &BenchConfig) -> Vec<TargetCheck> {
 pub fn run_all(cfg: &BenchConfig, paths: &Paths, progress: &dyn Fn(&str)) -> Report {
     let started = Instant::now();
     let mut machine = Machine::probe();
-    machine.nofile_limit = bench_procs::raise_nofile();
+    machine.nofile_limit = super::raise_nofile();
     let mut notes = Vec::new();
     let ino = match procs::own_netns() {
         Some(i) => i,
