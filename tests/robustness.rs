@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::http::{self, send_raw};
-use common::load::{self, ScratchDir, SeqChecker};
+use common::load::{self, ScratchDir};
+use common::pcapgen::{self, StreamCheck};
 use common::procs::{self, ProcStat};
 use common::ws::must_connect;
 use common::*;
@@ -305,9 +306,11 @@ fn bad_interface_names_are_refused_and_no_capture_program_starts() {
 
 // ---- a client that stops reading ----
 
-/// Payload of each synthetic packet; with the block framing each EPB is
-/// exactly 4 KiB.
+/// Captured bytes of each synthetic packet; with the block framing each EPB
+/// is exactly 4 KiB.
 const SYNTH_PAYLOAD: usize = 4064;
+/// The comment the synthetic SHB carries before the service edits it.
+const SYNTH_COMMENT: &str = "synthetic capture for the robustness tests";
 /// 160 MiB of packets: far more than the kernel's socket and pipe buffers
 /// hold (tcp_wmem/rmem max here are 4 and 32 MiB), so a service without a
 /// bound on its queue would have to hold most of it.
@@ -321,10 +324,15 @@ const RSS_BOUND_KIB: u64 = 64 * 1024;
 
 #[test]
 fn slow_client_keeps_service_memory_bounded_then_gets_the_stream_intact() {
-    let dir = ScratchDir::new("synth");
-    let program = load::synthetic_capture_program(&dir, SYNTH_PACKETS, SYNTH_PAYLOAD, 120);
+    let synth = pcapgen::Settings {
+        comment: Some(SYNTH_COMMENT.into()),
+        ..pcapgen::Settings::stream(SYNTH_PAYLOAD, SYNTH_PACKETS)
+    };
     let ns = Netns::new();
-    let svc = Service::start(&["--capture-program", program.to_str().unwrap()]);
+    let svc = Launch::new()
+        .args(&["--capture-program", pcapgen::PROGRAM])
+        .envs(&synth.env())
+        .start();
     let pid = svc.pid();
     let rss = || procs::rss_kib(pid).expect("service RSS");
     let before = rss();
@@ -345,7 +353,7 @@ fn slow_client_keeps_service_memory_bounded_then_gets_the_stream_intact() {
         "service RSS reached {peak} KiB (from {before} KiB) while the client did not read"
     );
 
-    let mut check = SeqChecker::default();
+    let mut check = StreamCheck::new(false);
     let mut close = None;
     let reading = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -353,7 +361,7 @@ fn slow_client_keeps_service_memory_bounded_then_gets_the_stream_intact() {
     while close.is_none() && Instant::now() < deadline {
         match c.ws.read() {
             Ok(Message::Binary(b)) => {
-                check.feed(&b);
+                check.feed(&b, 0);
                 messages += 1;
                 if messages % 256 == 0 {
                     peak = peak.max(rss());
@@ -370,23 +378,23 @@ fn slow_client_keeps_service_memory_bounded_then_gets_the_stream_intact() {
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) => {}
-            Err(e) => panic!("stream broke after {} packets: {e}", check.next_seq),
+            Err(e) => panic!("stream broke after {} packets: {e}", check.packets()),
         }
     }
     eprintln!(
         "slow client: RSS {before} KiB before, peak {peak} KiB; then {} bytes in {messages} messages in {:?}",
-        check.bytes,
+        check.bytes(),
         reading.elapsed()
     );
-    assert_eq!(check.problem, None, "stream damaged");
+    assert_eq!(check.error(), None, "stream damaged");
     let (code, reason) = close.expect("no close frame after the stream");
     assert_eq!(code, 1000, "capture ended with {code} {reason:?}");
-    assert_eq!(check.next_seq, SYNTH_PACKETS, "packets missing at the end");
-    assert_eq!(check.unfinished(), 0, "stream ends mid-block");
-    let comments = check.shb_comments.expect("no SHB");
+    assert_eq!(check.packets(), SYNTH_PACKETS, "packets missing at the end");
+    assert_eq!(check.finish(), Ok(()), "stream ends mid-block");
+    let comments = check.shb_comments().expect("no SHB");
     let first = comments.first().expect("SHB lost its comment");
     assert!(
-        first.starts_with(load::SYNTH_COMMENT) && first.contains(TARGET_MARKER),
+        first.starts_with(SYNTH_COMMENT) && first.contains(TARGET_MARKER),
         "first SHB comment not edited: {first:?}"
     );
     assert!(peak < RSS_BOUND_KIB, "service RSS reached {peak} KiB");

@@ -664,8 +664,8 @@ fn listen_binds_only_the_given_address() {
     );
 }
 
-/// 4 KiB blocks (see tests/robustness.rs): 160 MiB, far beyond what the
-/// kernel's socket and pipe buffers hold.
+/// 4 KiB blocks of the synthetic capture program (see tests/robustness.rs):
+/// 160 MiB, far beyond what the kernel's socket and pipe buffers hold.
 const SYNTH_PAYLOAD: usize = 4064;
 const SYNTH_PACKETS: u64 = 40 * 1024;
 /// The service's queue plus what rustls may hold stays near 320 KiB; the
@@ -676,12 +676,14 @@ const RSS_BOUND_KIB: u64 = 64 * 1024;
 fn slow_tls_reader_keeps_service_memory_bounded_then_gets_the_stream_intact() {
     use tungstenite::Message;
     let pki = Pki::new();
-    let dir = common::load::ScratchDir::new("synth-tls");
-    let program = common::load::synthetic_capture_program(&dir, SYNTH_PACKETS, SYNTH_PAYLOAD, 120);
     let mut args = pki.service_args();
-    args.extend(["--capture-program".into(), program.display().to_string()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let svc = Service::start(&args);
+    args.extend(["--capture-program".into(), pcapgen::PROGRAM.into()]);
+    let svc = Launch {
+        args,
+        env: pcapgen::Settings::stream(SYNTH_PAYLOAD, SYNTH_PACKETS).env(),
+        ..Launch::default()
+    }
+    .start();
     let ns = Netns::new();
     let rss = || common::procs::rss_kib(svc.pid()).expect("service RSS");
     let before = rss();
@@ -711,14 +713,14 @@ fn slow_tls_reader_keeps_service_memory_bounded_then_gets_the_stream_intact() {
         peak < RSS_BOUND_KIB,
         "service RSS reached {peak} KiB while the TLS client stalled"
     );
-    let mut check = common::load::SeqChecker::default();
+    let mut check = pcapgen::StreamCheck::new(false);
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut close = None;
     let mut messages = 0u64;
     while close.is_none() && Instant::now() < deadline {
         match ws.read() {
             Ok(Message::Binary(b)) => {
-                check.feed(&b);
+                check.feed(&b, 0);
                 messages += 1;
                 if messages % 256 == 0 {
                     peak = peak.max(rss());
@@ -731,16 +733,16 @@ fn slow_tls_reader_keeps_service_memory_bounded_then_gets_the_stream_intact() {
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) => {}
-            Err(e) => panic!("wss stream broke after {} packets: {e}", check.next_seq),
+            Err(e) => panic!("wss stream broke after {} packets: {e}", check.packets()),
         }
     }
     eprintln!(
         "slow TLS client: RSS {before} KiB before, peak {peak} KiB, {} bytes",
-        check.bytes
+        check.bytes()
     );
-    assert_eq!(check.problem, None, "stream damaged");
+    assert_eq!(check.error(), None, "stream damaged");
     assert_eq!(close, Some(1000));
-    assert_eq!(check.next_seq, SYNTH_PACKETS, "packets missing");
+    assert_eq!(check.packets(), SYNTH_PACKETS, "packets missing");
     assert!(peak < RSS_BOUND_KIB, "service RSS reached {peak} KiB");
 }
 

@@ -147,6 +147,62 @@ mod stream_check {
         assert_eq!(c.finish(), Ok(()));
         assert_eq!(c.packets(), 1);
     }
+
+    /// An EPB of `epb(seq, 0)` on interface `iface`.
+    fn epb_on(iface: u32, seq: u64) -> Vec<u8> {
+        let mut e = epb(seq, 0);
+        e[8..12].copy_from_slice(&iface.to_le_bytes());
+        e
+    }
+
+    #[test]
+    fn merged_streams_are_numbered_per_interface_whenever_their_idb_comes() {
+        let mut s = shb();
+        s.extend(idb());
+        s.extend(epb_on(0, 0));
+        s.extend(idb());
+        s.extend(epb_on(1, 0));
+        s.extend(epb_on(0, 1));
+        s.extend(epb_on(1, 1));
+        let mut c = StreamCheck::new(false);
+        c.feed(&s, 0);
+        assert_eq!(c.finish(), Ok(()));
+        assert_eq!((c.interfaces(), c.packets()), (2, 4));
+    }
+
+    #[test]
+    fn a_gap_on_one_of_several_interfaces_names_it() {
+        let mut s = shb();
+        s.extend(idb());
+        s.extend(idb());
+        s.extend(epb_on(0, 0));
+        s.extend(epb_on(1, 1));
+        let mut c = StreamCheck::new(false);
+        c.feed(&s, 0);
+        let e = c.finish().unwrap_err();
+        assert!(
+            e.contains("sequence gap on interface 1: expected packet 0 but got 1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn packet_on_an_interface_not_yet_described_is_rejected() {
+        let mut s = shb();
+        s.extend(idb());
+        s.extend(epb_on(1, 0));
+        let mut c = StreamCheck::new(false);
+        c.feed(&s, 0);
+        assert!(c.finish().unwrap_err().contains("interface 1, of 1"));
+    }
+
+    #[test]
+    fn shb_comments_are_read_once_the_shb_is_in() {
+        let mut c = StreamCheck::new(false);
+        assert_eq!(c.shb_comments(), None);
+        c.feed(&format::shb(Some("first")), 0);
+        assert_eq!(c.shb_comments(), Some(&["first".to_string()][..]));
+    }
 }
 
 /// The lean websocket frame reader (`bench::ws`).

@@ -1,16 +1,21 @@
 //! The reader's integrity check of a `packetflix-pcapgen` stream, sans-IO.
 //!
 //! Bytes go in as they arrive (split anywhere: across reads, websocket
-//! messages, blocks); out come counts, per-packet latencies and the first
-//! sign of damage: a block whose leading and trailing lengths disagree, a
-//! block that is not SHB → IDB → EPB…, a packet without the generator's magic,
-//! or a sequence number that is not exactly the previous one plus one. It
+//! messages, blocks); out come counts, per-packet latencies, the SHB's
+//! comments and the first sign of damage: a block whose leading and
+//! trailing lengths disagree, a stream that does not start with an SHB, a
+//! packet on an interface no IDB described yet, a packet without the
+//! generator's magic, or a sequence number that is not exactly the previous
+//! one on its interface plus one. Each generator writes one interface, so a
+//! capture of several merged into one section is checked per generator. It
 //! accepts an SHB of any length, because the service rewrites the SHB.
 //!
 //! The packet layout is [`super::format`]'s, the writer's own; the test
 //! suite runs the real generator through this checker. It does no I/O and
 //! never allocates per packet: the client must not be the bottleneck of what
 //! it measures.
+
+use crate::pcapng::Pcapng;
 
 use super::format::{
     BYTE_ORDER_MAGIC, EPB_HEAD, EPB_TYPE, IDB_TYPE, MIN_SIZE as MIN_PACKET, OFF_MAGIC, OFF_SEQ,
@@ -41,9 +46,10 @@ pub struct StreamCheck {
     bytes: u64,
     blocks: u64,
     packets: u64,
-    next_seq: u64,
-    seen_idb: bool,
+    /// The next sequence number expected on each interface described so far.
+    next_seq: Vec<u64>,
     error: Option<String>,
+    shb_comments: Option<Vec<String>>,
     record_latency: bool,
     latencies_ns: Vec<u64>,
     first_packet_ns: Option<u64>,
@@ -139,14 +145,21 @@ impl StreamCheck {
         match btype {
             SHB_TYPE if first => {
                 if len < 28 || le32(b, 8) != BYTE_ORDER_MAGIC {
-                    self.fail("first block is not a little-endian SHB".into());
+                    return self.fail("first block is not a little-endian SHB".into());
                 }
+                // Once per stream: the reader's parser, for the options.
+                self.shb_comments = Some(
+                    Pcapng::parse(b)
+                        .ok()
+                        .and_then(|p| Some(p.first_shb()?.comments()))
+                        .unwrap_or_default(),
+                );
             }
             _ if first => self.fail(format!(
                 "stream starts with block type {btype:#x}, not an SHB"
             )),
-            IDB_TYPE if !self.seen_idb => self.seen_idb = true,
-            EPB_TYPE if self.seen_idb => self.packet(b, now_ns),
+            IDB_TYPE => self.next_seq.push(0),
+            EPB_TYPE => self.packet(b, now_ns),
             _ => self.fail(format!(
                 "unexpected block type {btype:#x} as block {}",
                 self.blocks - 1
@@ -166,14 +179,26 @@ impl StreamCheck {
         if &d[OFF_MAGIC..OFF_MAGIC + 4] != PAYLOAD_MAGIC {
             return self.fail(format!("packet {}: not a generator packet", self.packets));
         }
-        let seq = le64(d, OFF_SEQ);
-        if seq != self.next_seq {
+        let iface = le32(b, 8) as usize;
+        let interfaces = self.next_seq.len();
+        let Some(&next) = self.next_seq.get(iface) else {
             return self.fail(format!(
-                "sequence gap: expected packet {} but got {seq}",
-                self.next_seq
+                "packet {} on interface {iface}, of {interfaces} described",
+                self.packets
+            ));
+        };
+        let seq = le64(d, OFF_SEQ);
+        if seq != next {
+            let on = if interfaces > 1 {
+                format!(" on interface {iface}")
+            } else {
+                String::new()
+            };
+            return self.fail(format!(
+                "sequence gap{on}: expected packet {next} but got {seq}"
             ));
         }
-        self.next_seq += 1;
+        self.next_seq[iface] += 1;
         self.packets += 1;
         self.first_packet_ns.get_or_insert(now_ns);
         if self.record_latency {
@@ -212,6 +237,14 @@ impl StreamCheck {
     }
     pub fn packets(&self) -> u64 {
         self.packets
+    }
+    /// Interfaces described so far (IDBs).
+    pub fn interfaces(&self) -> usize {
+        self.next_seq.len()
+    }
+    /// The comments of the stream's SHB, once it has arrived.
+    pub fn shb_comments(&self) -> Option<&[String]> {
+        self.shb_comments.as_deref()
     }
     pub fn error(&self) -> Option<&str> {
         self.error.as_deref()
