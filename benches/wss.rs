@@ -18,15 +18,13 @@
 //! Knobs: `PFX_WSS_ROUNDS` (default 5), `PFX_WSS_PACKETS` (default 400000),
 //! `PFX_WSS_SIZE` (bytes per packet, default 1500).
 
-use packetflix_testkit::bench;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use packetflix_testkit::bench::stats;
+use packetflix_testkit::bench::{self, env_num, stats};
 use packetflix_testkit::pcapgen::{self, StreamCheck};
 use packetflix_testkit::pki;
 use packetflix_testkit::service::{Launch, Service};
@@ -36,13 +34,6 @@ use tungstenite::{Message, WebSocket};
 /// Longest a single stream may take before the run is called failed.
 const STREAM_LIMIT: Duration = Duration::from_secs(120);
 const GB: f64 = 1e9;
-
-fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Client socket reads for TLS: rustls asks for at most 4 KiB per read, so
 /// without this the client (not the service) would spend its time in

@@ -41,6 +41,16 @@ pub fn thread_cpu_ns() -> u64 {
     clock_ns(ClockId::CLOCK_THREAD_CPUTIME_ID)
 }
 
+/// The environment variable `name` parsed as a `T` (surrounding white
+/// space ignored), or `default` if it is unset or does not parse: the
+/// benches' knobs.
+pub fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
 /// Raises this process's descriptor limit to its hard limit (children
 /// inherit it); returns the new soft limit.
 pub fn raise_nofile() -> u64 {

@@ -17,7 +17,7 @@ use super::baseline::RawRelay;
 use super::client::{Client, ConnResult, ConnSpec, Proto, Until, DEFAULT_MAX_SETUPS};
 use super::report::{Machine, Measurement, Report, Scenario, Status, TargetCheck, SCHEMA};
 use super::stats::{latency_summary, median, percentile};
-use super::{mono_ns, thread_cpu_ns};
+use super::{env_num, mono_ns, thread_cpu_ns};
 use crate::ghostwire::{self, GhostWire};
 use crate::pcapgen;
 use crate::procs;
@@ -84,13 +84,6 @@ pub fn parse_points(v: &str) -> Vec<(usize, u64)> {
             Some((n.trim().parse().ok()?, r.trim().parse().ok()?))
         })
         .collect()
-}
-
-fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
 }
 
 impl BenchConfig {
