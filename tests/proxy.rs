@@ -183,16 +183,7 @@ impl Http {
         );
         let mut resp = Resp {
             status: r.code.unwrap_or(0),
-            headers: r
-                .headers
-                .iter()
-                .map(|h| {
-                    (
-                        h.name.to_string(),
-                        String::from_utf8_lossy(h.value).into_owned(),
-                    )
-                })
-                .collect(),
+            headers: raw_http::header_pairs(r.headers),
             body: Vec::new(),
             chunked: false,
             trailers: Vec::new(),

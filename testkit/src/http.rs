@@ -27,6 +27,19 @@ impl Response {
     }
 }
 
+/// Parsed header lines as (name, value) text, in order.
+pub fn header_pairs(headers: &[httparse::Header]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_string(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect()
+}
+
 /// A parsed response head: status, headers, its length in bytes, and the
 /// body length it announces.
 struct Head {
@@ -54,16 +67,7 @@ pub fn send_raw(port: u16, raw: &[u8], wait_close: bool, timeout: Duration) -> R
             let mut hdrs = [httparse::EMPTY_HEADER; 64];
             let mut resp = httparse::Response::new(&mut hdrs);
             if let Ok(httparse::Status::Complete(n)) = resp.parse(&buf) {
-                let headers: Vec<(String, String)> = resp
-                    .headers
-                    .iter()
-                    .map(|h| {
-                        (
-                            h.name.to_string(),
-                            String::from_utf8_lossy(h.value).into_owned(),
-                        )
-                    })
-                    .collect();
+                let headers = header_pairs(resp.headers);
                 let len = headers
                     .iter()
                     .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))

@@ -21,9 +21,9 @@ pub const LINKTYPE_ETHERNET: u16 = 1;
 /// The snap length dumpcap uses by default.
 const SNAPLEN: u32 = 262_144;
 /// opt_comment option code (pcapng spec, section 3.5).
-const OPT_COMMENT: u16 = 1;
+pub const OPT_COMMENT: u16 = 1;
 /// shb_userappl option code (pcapng spec, section 4.1).
-const OPT_SHB_USERAPPL: u16 = 4;
+pub const OPT_SHB_USERAPPL: u16 = 4;
 /// What the SHB says wrote the file.
 pub const USERAPPL: &[u8] = b"packetflix-pcapgen";
 
