@@ -75,7 +75,7 @@ fn service(user: Option<&str>, extra: &[&str]) -> (Container, u16) {
     args.extend([image, "--port", &port_s, "--gw-port", &gw_s]);
     let c = Container::run("svc", &args);
     let up = common::wait_for(READY_TIMEOUT, || {
-        common::load::version_status(port) == Some(200)
+        common::http::version_status(port) == Some(200)
     });
     assert!(
         up,

@@ -267,7 +267,7 @@ fn systemd_accepts_the_unit() {
     // verify also checks that ExecStart's binary exists: point it at the
     // one cargo built, changing nothing else.
     let unit = std::fs::read_to_string(deploy("packetflix.service")).expect("read unit");
-    let dir = common::load::ScratchDir::new("unit");
+    let dir = common::ScratchDir::new("unit");
     let copy = dir.join("packetflix.service");
     std::fs::write(
         &copy,

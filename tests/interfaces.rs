@@ -9,7 +9,6 @@
 use packetflix_testkit as common;
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::pcapng::Pcapng;
@@ -59,27 +58,6 @@ fn listen_in(ns: &Netns) -> TcpListener {
     })
     .join()
     .expect("listener thread")
-}
-
-/// A scratch directory, removed with what is in it on drop.
-struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    fn new(what: &str) -> ScratchDir {
-        let d = scratch_path(what);
-        std::fs::create_dir(&d).expect("mkdir");
-        ScratchDir(d)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 #[test]

@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::http::{self, send_raw};
-use common::load::{self, ScratchDir};
 use common::pcapgen::{self, StreamCheck};
 use common::procs::{self, ProcStat};
 use common::ws::must_connect;
@@ -409,21 +408,21 @@ const SLOW_HEAD: &[u8] =
 /// Sends [`SLOW_HEAD`] a byte a second until the service closes the
 /// connection (or 20 s pass). Returns how long the service took, what it
 /// sent, and how many bytes went out.
-fn trickle(port: u16) -> (Duration, load::Received, usize) {
-    let mut s = load::idle_conn(port);
+fn trickle(port: u16) -> (Duration, http::Received, usize) {
+    let mut s = http::idle_conn(port);
     let t = Instant::now();
     for (sent, b) in SLOW_HEAD.iter().enumerate() {
         if s.write_all(&[*b]).is_err() {
-            let r = load::read_to_eof(&mut s, Duration::from_millis(100));
+            let r = http::read_to_eof(&mut s, Duration::from_millis(100));
             return (t.elapsed(), r, sent);
         }
-        let r = load::read_to_eof(&mut s, Duration::from_secs(1));
+        let r = http::read_to_eof(&mut s, Duration::from_secs(1));
         if r.closed || !r.bytes.is_empty() || t.elapsed() > Duration::from_secs(20) {
-            let more = load::read_to_eof(&mut s, Duration::from_secs(1));
+            let more = http::read_to_eof(&mut s, Duration::from_secs(1));
             let bytes = [r.bytes, more.bytes].concat();
             return (
                 t.elapsed(),
-                load::Received {
+                http::Received {
                     bytes,
                     closed: r.closed || more.closed,
                 },
@@ -446,7 +445,7 @@ fn slowloris_is_cut_at_the_head_deadline_while_others_are_served() {
     while slow.iter().any(|h| !h.is_finished()) && t.elapsed() < Duration::from_secs(25) {
         let asked = Instant::now();
         assert_eq!(
-            load::version_status(port),
+            http::version_status(port),
             Some(200),
             "served {served} so far"
         );
@@ -701,7 +700,7 @@ fn soak_of_capture_cycles_grows_no_descriptors_children_or_zombies() {
         cycles >= SOAK_MIN_CYCLES,
         "only {cycles} cycles in {SOAK_TIME:?}"
     );
-    assert_eq!(load::version_status(port), Some(200));
+    assert_eq!(http::version_status(port), Some(200));
 }
 
 // ---- descriptor exhaustion ----
@@ -727,7 +726,7 @@ fn descriptor_exhaustion_pauses_accepts_without_spinning_and_recovers() {
             .any(|l| l.starts_with("Max open files") && l.split_whitespace().nth(3) == Some("64")),
         "limit not applied:\n{limits}"
     );
-    let mut conns: Vec<TcpStream> = (0..FLOOD).map(|_| load::idle_conn(port)).collect();
+    let mut conns: Vec<TcpStream> = (0..FLOOD).map(|_| http::idle_conn(port)).collect();
     assert!(
         wait_for(Duration::from_secs(3), || svc.open_fds() as u64
             >= LOW_NOFILE),
@@ -756,12 +755,12 @@ fn descriptor_exhaustion_pauses_accepts_without_spinning_and_recovers() {
     conns[0]
         .write_all(b"GET /version HTTP/1.1\r\nHost: pfx\r\nConnection: close\r\n\r\n")
         .unwrap();
-    let r = load::read_to_eof(&mut conns[0], Duration::from_secs(5));
+    let r = http::read_to_eof(&mut conns[0], Duration::from_secs(5));
     assert_eq!(r.status(), Some(200), "accepted connection not served");
 
     drop(conns);
     assert!(
-        wait_for(Duration::from_secs(10), || load::version_status(port)
+        wait_for(Duration::from_secs(10), || http::version_status(port)
             == Some(200)),
         "service does not serve after the connections closed"
     );
@@ -814,7 +813,7 @@ fn as_nobody(program: &Path) -> Service {
 
 #[test]
 fn non_root_service_with_file_capabilities_captures() {
-    if !load::executable(Path::new(SETCAP)) {
+    if !executable(Path::new(SETCAP)) {
         eprintln!("note: {SETCAP} is not installed (package libcap2-bin); test skipped");
         return;
     }
@@ -888,7 +887,7 @@ fn non_root_service_without_capabilities_refuses_captures_naming_them() {
         assert!(reason.contains(cap), "reason does not name {cap}: {reason}");
     }
     assert!(svc.children().is_empty(), "{:?}", svc.children());
-    assert_eq!(load::version_status(svc.port()), Some(200));
+    assert_eq!(http::version_status(svc.port()), Some(200));
 }
 
 /// Dead peers (a host that vanished without a FIN) are found by TCP

@@ -536,7 +536,7 @@ fn slow_tls_handshake_is_cut_at_the_head_deadline_while_others_are_served() {
 fn sighup_reloads_the_certificate_for_new_connections() {
     let (a, b) = (Pki::new(), Pki::new());
     // The service reads its certificate from one place; swap the files.
-    let live = common::load::ScratchDir::new("live-cert");
+    let live = common::ScratchDir::new("live-cert");
     let (cert, key) = (live.join("cert.pem"), live.join("key.pem"));
     std::fs::copy(&a.cert, &cert).expect("copy");
     std::fs::copy(&a.key, &key).expect("copy");

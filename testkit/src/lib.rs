@@ -15,7 +15,6 @@ pub mod docker;
 pub mod ghostwire;
 pub mod http;
 pub mod latency;
-pub mod load;
 pub mod netns;
 pub mod pcapgen;
 pub mod pcapng;
@@ -84,6 +83,41 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
+}
+
+/// A directory under /tmp that any user may traverse (mode 0755), removed
+/// with its contents on drop.
+pub struct ScratchDir(pub std::path::PathBuf);
+
+impl ScratchDir {
+    pub fn new(what: &str) -> ScratchDir {
+        use std::os::unix::fs::PermissionsExt;
+        let d = ScratchDir(scratch_path(what));
+        std::fs::create_dir(&d.0).expect("create scratch dir");
+        std::fs::set_permissions(&d.0, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod scratch dir");
+        d
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    pub fn join(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Whether `path` is an executable file (for optional tools like setcap).
+pub fn executable(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// Percent-encodes a query parameter value (RFC 3986 unreserved kept).

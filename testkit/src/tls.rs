@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 
-use super::load::ScratchDir;
+use super::ScratchDir;
 
 /// A CA and a server certificate chain (leaf, then CA) for 127.0.0.1, ::1
 /// and localhost signed by it, in a scratch directory.
