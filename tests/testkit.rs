@@ -205,9 +205,9 @@ mod stream_check {
     }
 }
 
-/// The lean websocket frame reader (`bench::ws`).
+/// The lean websocket frame reader (`wsframes`).
 mod frames {
-    use packetflix_testkit::bench::ws::*;
+    use packetflix_testkit::wsframes::*;
     use tungstenite::handshake::derive_accept_key;
 
     fn frame(first: u8, payload: &[u8]) -> Vec<u8> {

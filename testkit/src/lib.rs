@@ -25,6 +25,7 @@ pub mod service;
 pub mod tls;
 pub mod upstream;
 pub mod ws;
+pub mod wsframes;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};

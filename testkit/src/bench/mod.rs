@@ -3,14 +3,15 @@
 //! test on the synthetic capture program ([`crate::pcapgen`]), read their
 //! streams, check them, measure, report.
 //!
-//! Modules: [`ws`] decides about bytes (no I/O); [`client`]
-//! reads many streams on one thread; [`baseline`] is the raw relay;
-//! [`websocat`] finds the other relay; the kit's [`crate::service`] starts
-//! the servers, [`crate::procs`] reads them, [`crate::ghostwire`] answers
-//! for discovery; [`scenarios`] runs the issue's
-//! measurements; [`report`] prints and serialises them; [`stats`] holds the
-//! percentile rules. Nothing here asserts a timing: numbers are reported,
-//! never judged pass/fail, except against the targets in the report.
+//! Modules: [`client`] reads many streams on one thread (with the kit's
+//! [`crate::wsframes`] and [`crate::pcapgen::StreamCheck`]); [`baseline`]
+//! is the raw relay; [`websocat`] finds the other relay; the kit's
+//! [`crate::service`] starts the servers, [`crate::procs`] reads them,
+//! [`crate::ghostwire`] answers for discovery; [`scenarios`] runs the
+//! issue's measurements; [`report`] prints and serialises them; [`stats`]
+//! holds the percentile rules. Nothing here asserts a timing: numbers are
+//! reported, never judged pass/fail, except against the targets in
+//! the report.
 
 pub mod baseline;
 pub mod client;
@@ -18,7 +19,6 @@ pub mod report;
 pub mod scenarios;
 pub mod stats;
 pub mod websocat;
-pub mod ws;
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::time::{clock_gettime, ClockId};

@@ -1,6 +1,8 @@
 //! A lean websocket client, sans-IO: the upgrade request, the check of the
 //! 101 answer, and a frame reader that hands message payloads straight to the
-//! stream check without copying or reassembling them.
+//! stream check without copying or reassembling them. The bench client
+//! reads with it, and so does [`crate::rawws`], for tests that handle the
+//! socket themselves.
 //!
 //! It exists instead of tungstenite's reader because the benchmark client
 //! must do the same work per byte on the websocket path as on the raw TCP
