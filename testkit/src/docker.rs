@@ -34,7 +34,7 @@ pub fn repo() -> PathBuf {
     super::bins::repo()
 }
 
-/// Runs `docker ARGS` to completion, bounded by [`DOCKER_TIMEOUT`].
+/// Runs `docker ARGS` to completion, bounded by `DOCKER_TIMEOUT`.
 pub fn docker(args: &[&str]) -> Output {
     Command::new("timeout")
         .arg(DOCKER_TIMEOUT.as_secs().to_string())

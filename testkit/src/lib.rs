@@ -7,7 +7,28 @@
 //! own network: traffic only flows inside namespaces the tests make
 //! (documentation address ranges) or on loopback.
 //!
-//! A dev-dependency only: nothing here ships with the service.
+//! A dev-dependency only: nothing here ships with the service. Being a
+//! library, each part is compiled once for all test and bench binaries, and
+//! the compiler and clippy check it like any crate's public API (its own
+//! tests are `tests/testkit.rs` of the service's package, so the top-level
+//! `cargo nextest run --all-targets` runs them).
+//!
+//! The parts:
+//! - processes: [`service`] (the one launcher of the service, or of another
+//!   server a bench compares), [`bins`] (where cargo put the binaries),
+//!   [`procs`] (the one `/proc` reader), [`netns`] (namespaces, veth pairs,
+//!   processes inside), [`docker`] (images, containers);
+//! - stand-ins: [`ghostwire`] (the discovery service), [`upstream`] (an
+//!   origin behind the discovery proxy), [`pcapgen`] (the synthetic capture
+//!   program, its stream format and its stream check);
+//! - clients: [`ws`] (tungstenite), [`rawws`] and [`wsframes`] (websocket by
+//!   hand), [`http`] (raw HTTP/1.1), [`tls`] and [`pki`] (certificates, TLS
+//!   and third-party wss clients), [`latency`] (`/version` probes);
+//! - reading what was captured: [`pcapng`] (a reader, independent of the
+//!   service's own pcapng code, and `tshark` as a second opinion);
+//! - [`mod@bench`]: the measurement harness of the benches;
+//! - here: scratch files and directories, bounded waits, and the capture
+//!   helpers most end-to-end tests start with.
 
 pub mod bench;
 pub mod bins;

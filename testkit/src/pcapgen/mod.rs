@@ -25,7 +25,7 @@
 //! number (0, 1, 2, … per run) and a little-endian `u64` CLOCK_MONOTONIC time
 //! in nanoseconds taken just before the write, so a reader on the same host
 //! can check the stream is intact and compute each packet's latency: the
-//! [`check::StreamCheck`]. Writer and reader share [`format`], so they cannot
+//! [`check::StreamCheck`]. Writer and reader share [`mod@format`], so they cannot
 //! drift apart.
 //!
 //! The program itself is [`program`], compiled on its own by the kit's
