@@ -9,12 +9,13 @@ use packetflix_testkit::bins;
 
 #[test]
 fn the_kit_finds_the_binaries_cargo_built_for_this_test() {
-    assert_eq!(bins::service(), Path::new(env!("CARGO_BIN_EXE_packetflix")));
+    let real = |p: &str| Path::new(p).canonicalize().expect("path exists");
+    assert_eq!(bins::service(), real(env!("CARGO_BIN_EXE_packetflix")));
     assert_eq!(
         bins::capture_client(),
-        Path::new(env!("CARGO_BIN_EXE_packetflix-capture"))
+        real(env!("CARGO_BIN_EXE_packetflix-capture"))
     );
-    assert_eq!(bins::repo(), Path::new(env!("CARGO_MANIFEST_DIR")));
+    assert_eq!(bins::repo(), real(env!("CARGO_MANIFEST_DIR")));
 }
 
 /// The stream check of generator streams (`pcapgen::check`), on streams

@@ -11,14 +11,18 @@
 
 use std::path::{Path, PathBuf};
 
-/// The packetflix checkout (this crate lives in its `testkit/`).
+/// The packetflix checkout (this crate lives in its `testkit/`), with
+/// symbolic links resolved as in [`cargo_bin`]'s paths, so one can be made
+/// relative to the other.
 pub fn repo() -> PathBuf {
     let kit = Path::new(env!("CARGO_MANIFEST_DIR"));
-    kit.parent().unwrap_or(kit).to_path_buf()
+    let repo = kit.parent().unwrap_or(kit);
+    repo.canonicalize().unwrap_or_else(|_| repo.to_path_buf())
 }
 
 /// The binary `name` of the packetflix package, built for the running test
-/// or bench (same target directory, same profile). Panics if it is not
+/// or bench (same target directory, same profile), symbolic links resolved
+/// (the kernel's name of the running executable). Panics if it is not
 /// there: the running executable is not one cargo built as a test or bench.
 pub fn cargo_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the running executable's path");
