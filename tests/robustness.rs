@@ -20,10 +20,9 @@ use std::time::{Duration, Instant};
 use common::http::{self, send_raw};
 use common::pcapgen::{self, StreamCheck};
 use common::procs::{self, ProcStat};
-use common::ws::must_connect;
+use common::ws::{must_connect, read_checked};
 use common::*;
 use nix::sys::signal::Signal;
-use tungstenite::Message;
 
 /// The marker that starts the target document in the first SHB comment
 /// (API.md: clients search for it byte for byte).
@@ -353,33 +352,16 @@ fn slow_client_keeps_service_memory_bounded_then_gets_the_stream_intact() {
     );
 
     let mut check = StreamCheck::new(false);
-    let mut close = None;
     let reading = Instant::now();
-    let deadline = Instant::now() + Duration::from_secs(90);
     let mut messages = 0u64;
-    while close.is_none() && Instant::now() < deadline {
-        match c.ws.read() {
-            Ok(Message::Binary(b)) => {
-                check.feed(&b, 0);
-                messages += 1;
-                if messages % 256 == 0 {
-                    peak = peak.max(rss());
-                }
-            }
-            Ok(Message::Close(f)) => {
-                close = Some(f.map_or((1005, String::new()), |f| {
-                    (u16::from(f.code), f.reason.to_string())
-                }))
-            }
-            Ok(_) => {}
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => panic!("stream broke after {} packets: {e}", check.packets()),
+    let read = read_checked(&mut c.ws, &mut check, Duration::from_secs(90), |n| {
+        messages = n;
+        if n % 256 == 0 {
+            peak = peak.max(rss());
         }
-    }
+    });
+    let close =
+        read.unwrap_or_else(|e| panic!("stream broke after {} packets: {e}", check.packets()));
     eprintln!(
         "slow client: RSS {before} KiB before, peak {peak} KiB; then {} bytes in {messages} messages in {:?}",
         check.bytes(),

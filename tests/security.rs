@@ -674,7 +674,6 @@ const RSS_BOUND_KIB: u64 = 64 * 1024;
 
 #[test]
 fn slow_tls_reader_keeps_service_memory_bounded_then_gets_the_stream_intact() {
-    use tungstenite::Message;
     let pki = Pki::new();
     let mut args = pki.service_args();
     args.extend(["--capture-program".into(), pcapgen::PROGRAM.into()]);
@@ -714,28 +713,14 @@ fn slow_tls_reader_keeps_service_memory_bounded_then_gets_the_stream_intact() {
         "service RSS reached {peak} KiB while the TLS client stalled"
     );
     let mut check = pcapgen::StreamCheck::new(false);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut close = None;
-    let mut messages = 0u64;
-    while close.is_none() && Instant::now() < deadline {
-        match ws.read() {
-            Ok(Message::Binary(b)) => {
-                check.feed(&b, 0);
-                messages += 1;
-                if messages % 256 == 0 {
-                    peak = peak.max(rss());
-                }
-            }
-            Ok(Message::Close(f)) => close = Some(f.map_or(1005, |f| u16::from(f.code))),
-            Ok(_) => {}
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => panic!("wss stream broke after {} packets: {e}", check.packets()),
+    let read = common::ws::read_checked(&mut ws, &mut check, Duration::from_secs(90), |n| {
+        if n % 256 == 0 {
+            peak = peak.max(rss());
         }
-    }
+    });
+    let close = read
+        .unwrap_or_else(|e| panic!("wss stream broke after {} packets: {e}", check.packets()))
+        .map(|(code, _)| code);
     eprintln!(
         "slow TLS client: RSS {before} KiB before, peak {peak} KiB, {} bytes",
         check.bytes()
