@@ -8,10 +8,12 @@
 //! (default 150000) of 1500 bytes at full speed and exits. Both ways are
 //! read the same way: ONE client thread, one `mio` poll over every
 //! connection of the measurement (four for the singles, one for the
-//! merged), the lean frame reader of `support::ws` handing payload slices
-//! to a block counter that copies nothing, so the client does the same work
-//! per byte either way and its CPU (printed) is well below a core. Every
-//! stream must end on a block boundary with every packet present.
+//! merged): the harness's client (`bench::client`), whose lean frame
+//! reader hands payload slices to the generator's stream check, so the
+//! client does the same work per byte either way and its CPU (printed) is
+//! well below a core. Every stream must end on a block boundary with every
+//! packet present, each generator's numbered in order (the merged stream
+//! per interface: one per target).
 //! Aggregate throughput = all stream bytes / (connect → last close); CPU =
 //! the service's scheduler run time (/proc/PID/schedstat, one thread) over
 //! the same span, per GB of stream. The two ways alternate
@@ -21,216 +23,57 @@
 //! after the first (before/after a change in one run). Without `--bench` (a
 //! test runner) it does nothing.
 
-mod support;
-
-use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
-use std::os::unix::fs::MetadataExt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mio::{Events, Interest, Poll, Token};
-use support::ws::{self, Control, FrameReader, Upgrade};
+use packetflix_testkit::bench::client::{Client, ConnSpec, Proto, Until};
+use packetflix_testkit::bench::{self, env_num, stats};
+use packetflix_testkit::service::{Launch, Service};
+use packetflix_testkit::{pcapgen, procs};
 
 /// Targets in the merged capture, and single captures to compare with.
 const TARGETS: usize = 4;
 /// Captured bytes per packet: a full Ethernet frame.
 const PACKET_SIZE: usize = 1500;
-/// EPB type (pcapng spec, section 4.3).
-const EPB: u32 = 6;
 /// How long one measurement may take before the bench gives up.
 const CAPTURE_LIMIT: Duration = Duration::from_secs(300);
-/// Client read buffer: a loopback socket's receive buffer in a few reads.
-const READ_BUF: usize = 256 * 1024;
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+/// The service's CPU time so far, in nanoseconds (run time of its main
+/// thread, the poll loop, as the scheduler accounts it).
+fn cpu_ns(pid: i32) -> u64 {
+    procs::main_thread_run_ns(pid).unwrap_or(0)
 }
 
-/// The service's CPU time so far, in nanoseconds (run time of its one
-/// thread as the scheduler accounts it).
-fn cpu_ns(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Counts blocks and EPBs of a little-endian pcapng stream fed in pieces,
-/// looking only at block headers (nothing is copied but a split header).
-#[derive(Default)]
-struct Counter {
-    hdr: [u8; 8],
-    hdr_len: usize,
-    /// Bytes of the current block still to pass over.
-    skip: usize,
-    epbs: u64,
-    bytes: u64,
-    bad: Option<String>,
-}
-
-impl Counter {
-    fn feed(&mut self, mut data: &[u8]) {
-        self.bytes += data.len() as u64;
-        while !data.is_empty() && self.bad.is_none() {
-            if self.skip > 0 {
-                let k = self.skip.min(data.len());
-                self.skip -= k;
-                data = &data[k..];
-                continue;
-            }
-            let k = (8 - self.hdr_len).min(data.len());
-            self.hdr[self.hdr_len..self.hdr_len + k].copy_from_slice(&data[..k]);
-            self.hdr_len += k;
-            data = &data[k..];
-            if self.hdr_len == 8 {
-                let le = |at: usize| {
-                    u32::from_le_bytes([
-                        self.hdr[at],
-                        self.hdr[at + 1],
-                        self.hdr[at + 2],
-                        self.hdr[at + 3],
-                    ])
-                };
-                let (t, len) = (le(0), le(4) as usize);
-                if len < 12 || len % 4 != 0 {
-                    self.bad = Some(format!("bad block length {len}"));
-                }
-                if t == EPB {
-                    self.epbs += 1;
-                }
-                self.skip = len.saturating_sub(8);
-                self.hdr_len = 0;
-            }
-        }
-    }
-
-    fn finish(&self) -> Result<(), String> {
-        match &self.bad {
-            Some(e) => Err(e.clone()),
-            None if self.skip > 0 || self.hdr_len > 0 => Err("ended inside a block".into()),
-            None => Ok(()),
-        }
-    }
-}
-
-/// One websocket capture being read.
-struct Stream {
-    sock: mio::net::TcpStream,
-    frames: FrameReader,
-    counter: Counter,
-    done: bool,
-}
-
-/// Connects and upgrades (blocking: setup is not what is measured).
-fn open(port: u16, query: &str) -> Result<Stream, String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    let host = format!("127.0.0.1:{port}");
-    let (req, key) = ws::upgrade_request(&host, &format!("/capture?{query}"), &[]);
-    s.write_all(&req).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(CAPTURE_LIMIT))
-        .map_err(|e| e.to_string())?;
-    let mut head = Vec::new();
-    let mut buf = [0u8; 4096];
-    let rest = loop {
-        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("closed during the upgrade".into());
-        }
-        head.extend_from_slice(&buf[..n]);
-        match ws::check_upgrade(&head, &key)? {
-            Upgrade::Partial => {}
-            Upgrade::Switched(n) => break head.split_off(n),
-        }
-    };
-    s.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let mut st = Stream {
-        sock: mio::net::TcpStream::from_std(s),
-        frames: FrameReader::new(),
-        counter: Counter::default(),
-        done: false,
-    };
-    received(&mut st, &rest)?;
-    Ok(st)
-}
-
-/// Bytes from the socket: payload to the counter, a pong for a ping, and
-/// the close answered.
-fn received(st: &mut Stream, data: &[u8]) -> Result<(), String> {
-    let mut controls = Vec::new();
-    let Stream {
-        frames, counter, ..
-    } = st;
-    frames.feed(data, &mut |p| counter.feed(p), &mut controls)?;
-    for c in controls {
-        match c {
-            Control::Ping(p) => {
-                let _ = st.sock.write_all(&ws::client_frame(0xA, &p));
-            }
-            Control::Close(code, reason) => {
-                let _ = st
-                    .sock
-                    .write_all(&ws::client_frame(0x8, &code.unwrap_or(1000).to_be_bytes()));
-                st.done = true;
-                if !matches!(code, None | Some(1000)) {
-                    return Err(format!("closed with {code:?}: {reason}"));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Reads every capture of `queries` to its close on this one thread;
-/// returns (bytes, packets, this thread's CPU seconds).
-fn read_all(port: u16, queries: &[String]) -> Result<(u64, u64, f64), String> {
-    let cpu0 = support::thread_cpu_ns();
-    let mut poll = Poll::new().map_err(|e| e.to_string())?;
-    let mut streams = Vec::new();
-    for (i, q) in queries.iter().enumerate() {
-        let mut st = open(port, q)?;
-        poll.registry()
-            .register(&mut st.sock, Token(i), Interest::READABLE)
-            .map_err(|e| e.to_string())?;
-        streams.push(st);
-    }
-    let deadline = Instant::now() + CAPTURE_LIMIT;
-    let mut events = Events::with_capacity(64);
-    let mut buf = vec![0u8; READ_BUF];
-    while streams.iter().any(|s| !s.done) {
-        let now = Instant::now();
-        if now >= deadline {
-            return Err("timed out".into());
-        }
-        match poll.poll(&mut events, Some(deadline - now)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e.to_string()),
-        }
-        for ev in events.iter() {
-            let st = &mut streams[ev.token().0];
-            while !st.done {
-                match st.sock.read(&mut buf) {
-                    Ok(0) => return Err("connection closed without a close frame".into()),
-                    Ok(n) => received(st, &buf[..n])?,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e.to_string()),
-                }
-            }
-        }
-    }
+/// Reads every capture of `queries` (query, packets it must carry) to its
+/// close on this one thread; returns (bytes, packets, this thread's CPU
+/// seconds).
+fn read_all(port: u16, queries: &[(String, u64)]) -> Result<(u64, u64, f64), String> {
+    let cpu0 = bench::thread_cpu_ns();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let specs = queries
+        .iter()
+        .map(|(q, packets)| ConnSpec {
+            addr,
+            proto: Proto::Ws {
+                path: format!("/capture?{q}"),
+                headers: vec![],
+            },
+            record_latency: false,
+            expect_packets: Some(*packets),
+        })
+        .collect();
+    let mut client = Client::new(specs, queries.len()).map_err(|e| e.to_string())?;
+    client.run(Until::AllDone, CAPTURE_LIMIT);
     let (mut bytes, mut packets) = (0, 0);
-    for st in &streams {
-        st.counter.finish()?;
-        bytes += st.counter.bytes;
-        packets += st.counter.epbs;
+    for r in client.finish() {
+        if let Some(e) = r.error {
+            return Err(e);
+        }
+        bytes += r.bytes;
+        packets += r.packets;
     }
-    let cpu = support::thread_cpu_ns().saturating_sub(cpu0) as f64 / 1e9;
+    let cpu = bench::thread_cpu_ns().saturating_sub(cpu0) as f64 / 1e9;
     Ok((bytes, packets, cpu))
 }
 
@@ -240,20 +83,16 @@ struct Run {
     client_cpu_s_per_gb: f64,
 }
 
-/// Runs `queries` concurrently on one client thread; checks every packet
-/// arrived.
-fn measure(port: u16, pid: u32, queries: Vec<String>, packets: u64) -> Result<Run, String> {
+/// Runs `queries` concurrently on one client thread; every stream must
+/// carry all its packets.
+fn measure(port: u16, pid: i32, queries: Vec<(String, u64)>) -> Result<Run, String> {
     let cpu0 = cpu_ns(pid);
     let t0 = Instant::now();
-    let (bytes, got, client_cpu) = std::thread::spawn(move || read_all(port, &queries))
+    let (bytes, _, client_cpu) = std::thread::spawn(move || read_all(port, &queries))
         .join()
         .map_err(|_| "client thread panicked")??;
     let wall = t0.elapsed().as_secs_f64();
     let cpu = (cpu_ns(pid) - cpu0) as f64 / 1e9;
-    let want = packets * TARGETS as u64;
-    if got != want {
-        return Err(format!("{got} packets arrived, {want} were sent"));
-    }
     let gb = bytes as f64 / 1e9;
     Ok(Run {
         mb_per_s: bytes as f64 / wall / 1e6,
@@ -262,63 +101,33 @@ fn measure(port: u16, pid: u32, queries: Vec<String>, packets: u64) -> Result<Ru
     })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-struct Service(Child);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.0.wait();
-    }
+fn median(v: Vec<f64>) -> f64 {
+    stats::median(&v).unwrap_or(f64::NAN)
 }
 
 /// One service under test.
 struct Under {
     label: String,
-    port: u16,
-    pid: u32,
-    _svc: Service,
+    svc: Service,
     singles: Vec<Run>,
     merges: Vec<Run>,
 }
 
-fn start_service(binary: &std::path::Path, generator: &str, packets: u64) -> (u16, Service) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
-    let child = Command::new(binary)
-        .args(["--port", &port.to_string(), "--capture-program", generator])
-        .env("PFX_GEN_SIZE", PACKET_SIZE.to_string())
-        .env("PFX_GEN_COUNT", packets.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the service");
-    let svc = Service(child);
-    let ready = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < ready, "service did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (port, svc)
+fn start_service(binary: &std::path::Path, generator: &str, packets: u64) -> Service {
+    Launch::new()
+        .program(binary)
+        .args(&["--capture-program", generator])
+        .envs(&pcapgen::Settings::stream(PACKET_SIZE, packets).env())
+        .start()
 }
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let packets = env_or("PFX_BENCH_MULTI_PACKETS", 150_000);
-    let rounds = env_or("PFX_BENCH_MULTI_ROUNDS", 3).max(1);
-    let generator = env!("CARGO_BIN_EXE_packetflix-pcapgen");
+    let packets = env_num("PFX_BENCH_MULTI_PACKETS", 150_000u64);
+    let rounds = env_num("PFX_BENCH_MULTI_ROUNDS", 3u64).max(1);
+    let generator = pcapgen::PROGRAM;
     let mut binaries = vec![(
         "this build".to_string(),
         PathBuf::from(env!("CARGO_BIN_EXE_packetflix")),
@@ -328,22 +137,15 @@ fn main() {
     }
     let mut under: Vec<Under> = binaries
         .into_iter()
-        .map(|(label, bin)| {
-            let (port, svc) = start_service(&bin, generator, packets);
-            Under {
-                label,
-                port,
-                pid: svc.0.id(),
-                _svc: svc,
-                singles: Vec::new(),
-                merges: Vec::new(),
-            }
+        .map(|(label, bin)| Under {
+            label,
+            svc: start_service(&bin, generator, packets),
+            singles: Vec::new(),
+            merges: Vec::new(),
         })
         .collect();
-    let inode = std::fs::metadata("/proc/self/ns/net")
-        .expect("own netns")
-        .ino();
-    let single = |_| format!("netns={inode}");
+    let inode = procs::own_netns().expect("own netns");
+    let single = |_| (format!("netns={inode}"), packets);
     let targets: Vec<String> = (0..TARGETS)
         .map(|i| format!("{{\"netns\":{inode},\"name\":\"t{i}\"}}"))
         .collect();
@@ -360,8 +162,13 @@ fn main() {
     let mut failed = false;
     'rounds: for round in 0..rounds {
         for u in &mut under {
-            let s = measure(u.port, u.pid, (0..TARGETS).map(single).collect(), packets);
-            let m = measure(u.port, u.pid, vec![merged.clone()], packets);
+            let s = measure(
+                u.svc.port(),
+                u.svc.pid(),
+                (0..TARGETS).map(single).collect(),
+            );
+            let whole = (merged.clone(), packets * TARGETS as u64);
+            let m = measure(u.svc.port(), u.svc.pid(), vec![whole]);
             match (s, m) {
                 (Ok(s), Ok(m)) => {
                     println!(

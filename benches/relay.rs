@@ -10,12 +10,10 @@
 //! `support/scenarios.rs`. Without `--bench` (e.g. `cargo test --benches`)
 //! it only says how to run it: a five-minute run is not a test.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 
-use support::procs::find_websocat;
-use support::scenarios::{run_all, BenchConfig, Paths};
+use packetflix_testkit::bench::scenarios::{run_all, BenchConfig, Paths};
+use packetflix_testkit::bench::websocat::find_websocat;
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
@@ -28,7 +26,7 @@ fn main() {
         return;
     }
     let service = PathBuf::from(env!("CARGO_BIN_EXE_packetflix"));
-    let generator = PathBuf::from(env!("CARGO_BIN_EXE_packetflix-pcapgen"));
+    let generator = packetflix_testkit::pcapgen::program_path();
     // target/<profile>/packetflix → target/bench
     let out_dir = service
         .parent()

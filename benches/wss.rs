@@ -18,35 +18,22 @@
 //! Knobs: `PFX_WSS_ROUNDS` (default 5), `PFX_WSS_PACKETS` (default 400000),
 //! `PFX_WSS_SIZE` (bytes per packet, default 1500).
 
-mod support;
-
-/// The test suite's certificate maker (CA + server chain via `openssl`).
-#[path = "../tests/common/pki.rs"]
-mod pki;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use packetflix_testkit::bench::{self, env_num, stats};
+use packetflix_testkit::pcapgen::{self, StreamCheck};
+use packetflix_testkit::pki;
+use packetflix_testkit::service::{Launch, Service};
 use rustls::pki_types::ServerName;
-use support::pcapng::StreamCheck;
-use support::procs::{self, Server};
-use support::scenarios::GenSettings;
-use support::stats;
 use tungstenite::{Message, WebSocket};
 
 /// Longest a single stream may take before the run is called failed.
 const STREAM_LIMIT: Duration = Duration::from_secs(120);
 const GB: f64 = 1e9;
-
-fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Client socket reads for TLS: rustls asks for at most 4 KiB per read, so
 /// without this the client (not the service) would spend its time in
@@ -102,17 +89,17 @@ fn drain<S: Read + Write>(mut ws: WebSocket<S>) -> Result<u64, String> {
 }
 
 fn round(
-    server: &Server,
+    server: &Service,
     tls: Option<&Arc<rustls::ClientConfig>>,
     ino: u64,
 ) -> Result<RoundOut, String> {
     let cpu0 = server.sample().map_err(|e| e.to_string())?.cpu_ns;
-    let sock = TcpStream::connect(server.addr).map_err(|e| e.to_string())?;
+    let sock = TcpStream::connect(server.addr()).map_err(|e| e.to_string())?;
     sock.set_nodelay(true).map_err(|e| e.to_string())?;
     let path = format!("/capture?netns={ino}");
-    let port = server.addr.port();
+    let port = server.port();
     let t0 = Instant::now();
-    let c0 = support::thread_cpu_ns();
+    let c0 = bench::thread_cpu_ns();
     let bytes = match tls {
         None => {
             let (ws, _) = tungstenite::client::client(format!("ws://127.0.0.1:{port}{path}"), sock)
@@ -134,7 +121,7 @@ fn round(
         }
     };
     let secs = t0.elapsed().as_secs_f64();
-    let client_cpu_ns = support::thread_cpu_ns().saturating_sub(c0);
+    let client_cpu_ns = bench::thread_cpu_ns().saturating_sub(c0);
     // Let the service reap the generator so its CPU is all counted.
     std::thread::sleep(Duration::from_millis(200));
     let cpu1 = server.sample().map_err(|e| e.to_string())?.cpu_ns;
@@ -164,7 +151,7 @@ fn run() -> Result<(), String> {
     let packets: u64 = env_num("PFX_WSS_PACKETS", 400_000);
     let size: usize = env_num("PFX_WSS_SIZE", 1500);
     let service = PathBuf::from(env!("CARGO_BIN_EXE_packetflix"));
-    let generator = PathBuf::from(env!("CARGO_BIN_EXE_packetflix-pcapgen"));
+    let generator = pcapgen::program_path();
     let out = service
         .parent()
         .and_then(Path::parent)
@@ -174,13 +161,10 @@ fn run() -> Result<(), String> {
     std::fs::create_dir_all(&pki).map_err(|e| e.to_string())?;
     let pki::PkiFiles { ca, cert, key } = pki::make(&pki)?;
     let tls_cfg = pki::client_config(&ca)?;
-    let env = GenSettings::stream(size, packets).env(None);
-    let ino = procs::own_netns_inode().map_err(|e| e.to_string())?;
-    let start = |tls: bool| -> Result<Server, String> {
-        let port = procs::free_port().map_err(|e| e.to_string())?;
+    let env = pcapgen::Settings::stream(size, packets).env();
+    let ino = packetflix_testkit::procs::own_netns().ok_or("cannot read /proc/self/ns/net")?;
+    let start = |tls: bool| -> Result<Service, String> {
         let mut args = vec![
-            "--port".to_string(),
-            port.to_string(),
             "--capture-program".to_string(),
             generator.display().to_string(),
         ];
@@ -196,7 +180,12 @@ fn run() -> Result<(), String> {
             "wss-bench-{}.log",
             if tls { "tls" } else { "plain" }
         ));
-        Server::spawn(&service, &args, &env, port, &log).map_err(|e| e.to_string())
+        Launch {
+            args,
+            env: env.clone(),
+            ..Launch::new().program(&service).log(log)
+        }
+        .try_start()
     };
     let mut plain = start(false)?;
     let mut tls = start(true)?;

@@ -4,16 +4,16 @@
 //! caught on the raw path and through the service's websocket. No test here
 //! asserts a timing: the harness reports numbers, it does not judge them.
 
-#[path = "../benches/support/mod.rs"]
-mod support;
-
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use support::procs::find_websocat;
-use support::report::{Report, Status};
-use support::scenarios::{run_all, Addressing, BenchConfig, GenSettings, Paths, Sut, System};
+use packetflix_testkit::bench::report::{Report, Status};
+use packetflix_testkit::bench::scenarios::{
+    run_all, Addressing, BenchConfig, GenSettings, Paths, Sut, System,
+};
+use packetflix_testkit::bench::websocat::find_websocat;
+use packetflix_testkit::pcapgen::Corrupt;
 
 /// Removes the test's output directory on every path out of the test.
 struct OutDir(PathBuf);
@@ -33,7 +33,7 @@ fn paths() -> (Paths, OutDir) {
     ));
     let paths = Paths {
         service: env!("CARGO_BIN_EXE_packetflix").into(),
-        generator: env!("CARGO_BIN_EXE_packetflix-pcapgen").into(),
+        generator: packetflix_testkit::pcapgen::program_path(),
         websocat: find_websocat(),
         out_dir: dir.clone(),
     };
@@ -41,7 +41,7 @@ fn paths() -> (Paths, OutDir) {
 }
 
 fn netns() -> Addressing {
-    Addressing::Netns(support::procs::own_netns_inode().unwrap())
+    Addressing::Netns(packetflix_testkit::procs::own_netns().unwrap())
 }
 
 /// The scenarios of `BenchConfig::tiny()`, in report order.
@@ -184,16 +184,15 @@ fn verdict(system: System, gen: GenSettings, expect: u64) -> String {
         .unwrap_or_else(|| panic!("{}: damaged stream passed", system.name()))
 }
 
-fn damaged(corrupt: &'static str) -> GenSettings {
-    GenSettings {
-        corrupt: Some(corrupt),
-        ..GenSettings::stream(200, 5_000)
-    }
+fn damaged(corrupt: Corrupt) -> GenSettings {
+    let mut gen = GenSettings::stream(200, 5_000);
+    gen.program.corrupt = corrupt;
+    gen
 }
 
 #[test]
 fn skipped_sequence_number_is_caught_on_the_raw_path() {
-    let e = verdict(System::Raw, damaged("seq"), 5_000);
+    let e = verdict(System::Raw, damaged(Corrupt::Seq), 5_000);
     assert!(
         e.contains("sequence gap: expected packet 2500 but got 2501"),
         "{e}"
@@ -202,7 +201,7 @@ fn skipped_sequence_number_is_caught_on_the_raw_path() {
 
 #[test]
 fn skipped_sequence_number_is_caught_through_the_service() {
-    let e = verdict(System::Packetflix, damaged("seq"), 5_000);
+    let e = verdict(System::Packetflix, damaged(Corrupt::Seq), 5_000);
     assert!(
         e.contains("sequence gap: expected packet 2500 but got 2501"),
         "{e}"
@@ -211,13 +210,13 @@ fn skipped_sequence_number_is_caught_through_the_service() {
 
 #[test]
 fn wrong_block_length_is_caught_on_the_raw_path() {
-    let e = verdict(System::Raw, damaged("len"), 5_000);
+    let e = verdict(System::Raw, damaged(Corrupt::Len), 5_000);
     assert!(e.contains("trailing length"), "{e}");
 }
 
 #[test]
 fn wrong_block_length_is_caught_through_the_service() {
-    let e = verdict(System::Packetflix, damaged("len"), 5_000);
+    let e = verdict(System::Packetflix, damaged(Corrupt::Len), 5_000);
     assert!(e.contains("trailing length"), "{e}");
 }
 

@@ -8,15 +8,16 @@
 //! upstream. Every figure is printed; budgets are generous because the
 //! machine is shared.
 
-mod common;
+// The shared test kit (testkit/), by the name these tests have always used.
+use packetflix_testkit as common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::http::send_raw;
+use common::http::{self, send_raw};
 use common::latency::{baseline, timed_version, Prober};
-use common::load;
+use common::procs;
 use common::rawws::{raw_capture, read_close, UPGRADE_HEADERS};
 use common::ws;
 use common::*;
@@ -55,7 +56,7 @@ fn unread_pongs_do_not_grow_service_memory() {
     // fills early and the queue, not the kernel, has to hold the pongs.
     common::upstream::small_buffers(&s);
     std::thread::sleep(Duration::from_millis(500));
-    let before = load::rss_kib(svc.pid()).expect("rss");
+    let before = procs::rss_kib(svc.pid()).expect("rss");
     let frame = ping_frame();
     let burst: Vec<u8> = frame
         .iter()
@@ -73,10 +74,10 @@ fn unread_pongs_do_not_grow_service_memory() {
             Ok(n) => sent += n,
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
-        peak = peak.max(load::rss_kib(svc.pid()).unwrap_or(0));
+        peak = peak.max(procs::rss_kib(svc.pid()).unwrap_or(0));
     }
     std::thread::sleep(Duration::from_millis(300));
-    peak = peak.max(load::rss_kib(svc.pid()).unwrap_or(0));
+    peak = peak.max(procs::rss_kib(svc.pid()).unwrap_or(0));
     let growth = peak.saturating_sub(before);
     println!(
         "pings sent without reading: {} KiB of {} KiB tried in {:?}; service RSS {before} KiB -> peak {peak} KiB (+{growth} KiB, budget {PING_RSS_BUDGET_KIB} KiB)",
@@ -94,7 +95,7 @@ fn unread_pongs_do_not_grow_service_memory() {
         "the service took all {sent} bytes of pings without the client reading"
     );
     // Still serving others while that client sits there.
-    assert_eq!(load::version_status(svc.port()), Some(200));
+    assert_eq!(http::version_status(svc.port()), Some(200));
 }
 
 // ---- parser rules, one end-to-end case each ----
@@ -196,7 +197,7 @@ impl UndrainedStderr {
             .expect("spawn packetflix");
         let svc = UndrainedStderr { child, port };
         assert!(
-            wait_for(Duration::from_secs(10), || load::version_status(port)
+            wait_for(Duration::from_secs(10), || http::version_status(port)
                 == Some(200)),
             "service did not start"
         );
@@ -414,7 +415,7 @@ fn interim_head_flood_from_upstream_gets_502_and_the_loop_serves_on() {
     let mut s = connect(port);
     s.write_all(b"GET /discover/mobyshark HTTP/1.1\r\nHost: f\r\n\r\n")
         .expect("send");
-    let got = load::read_to_eof(&mut s, Duration::from_secs(10));
+    let got = http::read_to_eof(&mut s, Duration::from_secs(10));
     let took = t.elapsed();
     // A few probes after the flood too.
     std::thread::sleep(Duration::from_millis(200));
@@ -454,12 +455,12 @@ fn full_table_of_idle_connections_displaces_the_oldest_and_a_capture_starts() {
     let ns = Netns::new();
     let svc = Service::start(&["--max-connections", &MAX.to_string()]);
     let port = svc.port();
-    assert_eq!(load::version_status(port), Some(200));
+    assert_eq!(http::version_status(port), Some(200));
     let mut idle: Vec<TcpStream> = Vec::new();
     for i in 0..MAX {
-        let mut s = load::idle_conn(port);
+        let mut s = http::idle_conn(port);
         assert!(
-            load::is_silent(&mut s, Duration::from_millis(100)),
+            http::is_silent(&mut s, Duration::from_millis(100)),
             "idle connection {i} was not held"
         );
         idle.push(s);
@@ -473,7 +474,7 @@ fn full_table_of_idle_connections_displaces_the_oldest_and_a_capture_starts() {
     let version = timed_version(port);
     let mut closed = Vec::new();
     for (i, s) in idle.iter_mut().enumerate() {
-        if load::read_to_eof(s, Duration::from_millis(200)).closed {
+        if http::read_to_eof(s, Duration::from_millis(200)).closed {
             closed.push(i);
         }
     }
@@ -502,8 +503,8 @@ fn full_table_of_working_connections_answers_503() {
     let _captures: Vec<Client> = (0..MAX).map(|_| ws::must_connect(port, &q, &[])).collect();
     assert!(wait_for(WAIT, || svc.captures("sleep").len() == MAX));
     // Nothing to displace: a new connection is refused with a reason.
-    let mut s = load::idle_conn(port);
-    let r = load::read_to_eof(&mut s, Duration::from_secs(3));
+    let mut s = http::idle_conn(port);
+    let r = http::read_to_eof(&mut s, Duration::from_secs(3));
     println!("table full of captures: {:?} {:?}", r.status(), r.body());
     assert_eq!(r.status(), Some(503));
     assert!(r.closed);

@@ -2,7 +2,8 @@
 //! real `dumpcap`, network namespaces made by each test, a real websocket
 //! client. Each test bounds its waits, so each ends within about 20 s.
 
-mod common;
+// The shared test kit (testkit/), by the name these tests have always used.
+use packetflix_testkit as common;
 
 use std::time::Duration;
 
@@ -724,12 +725,12 @@ fn service_shutdown_ends_and_reaps_running_captures() {
     let mut c = start(&svc, &netns_q(&ns), &[]);
     let caps = svc.wait_dumpcaps(1, Duration::from_secs(5));
     assert_eq!(caps.len(), 1);
-    svc.send_sigterm();
+    svc.signal(nix::sys::signal::Signal::SIGTERM);
     // The client takes part in the close handshake, as a real one would.
     let close = c.read_to_close(Duration::from_secs(12));
     c.wait_tcp_closed(Duration::from_secs(5));
     assert!(
-        svc.wait_exit(Duration::from_secs(12)),
+        svc.wait_exit(Duration::from_secs(12)).is_some(),
         "service ignored SIGTERM"
     );
     assert!(

@@ -18,9 +18,8 @@
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -28,46 +27,17 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::{Message, WebSocket};
 
-mod common;
+// The shared test kit (testkit/), by the name these tests have always used.
+use packetflix_testkit as common;
+
 use common::pcapng::{build, target_yaml, yaml_value, Pcapng};
-use common::GhostWire;
+use common::{GhostWire, ScratchDir};
 
 const CLIENT: &str = env!("CARGO_BIN_EXE_packetflix-capture");
 /// No test step may take longer than this; a hang is a failure, not a stall.
 const STEP_LIMIT: Duration = Duration::from_secs(30);
 /// How long the stand-in service waits for a client before it gives up.
 const ACCEPT_LIMIT: Duration = Duration::from_secs(20);
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}{}x{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    )
-}
-
-// ---------------------------------------------------------------- scratch dirs
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let dir = std::env::temp_dir().join(unique("pf-client-test-"));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 // ---------------------------------------------------------------- pcapng
 
@@ -367,7 +337,7 @@ fn tshark_lines(file: &Path, extra: &[&str]) -> Vec<String> {
 
 #[test]
 fn capture_writes_a_file_tshark_decodes_and_sends_params_as_query_and_headers() {
-    let dir = TempDir::new();
+    let dir = ScratchDir::new("client");
     let file = dir.join("out.pcapng");
     let mut stream = stream_head();
     for n in 0..3 {
@@ -444,7 +414,7 @@ fn capture_writes_a_file_tshark_decodes_and_sends_params_as_query_and_headers() 
 
 #[test]
 fn count_stops_after_exactly_n_packets_with_a_close_handshake() {
-    let dir = TempDir::new();
+    let dir = ScratchDir::new("client");
     let file = dir.join("count.pcapng");
     let (port, service) = fake_service(|ws, _| {
         let mut s = stream_head();
@@ -485,7 +455,7 @@ fn count_stops_after_exactly_n_packets_with_a_close_handshake() {
 
 #[test]
 fn duration_ends_the_capture_cleanly_and_on_time() {
-    let dir = TempDir::new();
+    let dir = ScratchDir::new("client");
     let file = dir.join("duration.pcapng");
     let (port, service) = fake_service(|ws, seen| {
         stream_until_client_closes(ws, seen, Duration::from_millis(50), Duration::from_secs(20))
@@ -514,7 +484,7 @@ fn duration_ends_the_capture_cleanly_and_on_time() {
 }
 
 fn interrupt_with(signal: nix::sys::signal::Signal) {
-    let dir = TempDir::new();
+    let dir = ScratchDir::new("client");
     let file = dir.join("signal.pcapng");
     let (port, service) = fake_service(|ws, seen| {
         stream_until_client_closes(ws, seen, Duration::from_millis(20), Duration::from_secs(20))
@@ -563,7 +533,7 @@ fn sigterm_closes_the_websocket_and_exits_0() {
 
 #[test]
 fn refused_capture_prints_the_services_reason_and_leaves_no_file() {
-    let dir = TempDir::new();
+    let dir = ScratchDir::new("client");
     let file = dir.join("refused.pcapng");
     let (port, service) = fake_service(|ws, _| {
         ws.close(Some(CloseFrame {
@@ -858,7 +828,7 @@ fn extcap_answers_wiresharks_questions() {
 
 #[test]
 fn extcap_capture_stops_cleanly_when_wireshark_closes_the_fifo() {
-    let dir = TempDir::new();
+    let dir = ScratchDir::new("client");
     let fifo = dir.join("fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     let (port, service) = fake_service(|ws, _| {
@@ -909,7 +879,7 @@ fn extcap_capture_stops_cleanly_when_wireshark_closes_the_fifo() {
 /// Wireshark 4.0 ignores WIRESHARK_EXTCAP_DIR when run as root (it counts as
 /// "special privileges"), so the test points XDG_CONFIG_HOME at its own
 /// folder instead; that is also what installing for a user does.
-fn install_extcap(dir: &TempDir) -> String {
+fn install_extcap(dir: &ScratchDir) -> String {
     let config = dir.join("config");
     let extcap = config.join("wireshark").join("extcap");
     std::fs::create_dir_all(&extcap).unwrap();
@@ -919,7 +889,7 @@ fn install_extcap(dir: &TempDir) -> String {
 
 #[test]
 fn tshark_lists_the_installed_extcap_interface() {
-    let dir = TempDir::new();
+    let dir = ScratchDir::new("client");
     let config = install_extcap(&dir);
     let run = finish(
         spawn("tshark", &["-D"], &[("XDG_CONFIG_HOME", &config)]),
@@ -936,7 +906,7 @@ fn tshark_lists_the_installed_extcap_interface() {
 
 #[test]
 fn tshark_captures_through_the_extcap_into_its_own_file() {
-    let dir = TempDir::new();
+    let dir = ScratchDir::new("client");
     let config = install_extcap(&dir);
     let out = dir.join("tshark.pcapng");
     let (port, service) = fake_service(|ws, seen| {
@@ -1016,7 +986,7 @@ fn target_document(file: &Path) -> String {
 
 #[test]
 fn real_service_capture_with_filter_and_chaste_decodes_in_tshark() {
-    let dir = TempDir::new();
+    let dir = ScratchDir::new("client");
     let service = Service::start(&[]);
     let pair = VethPair::new();
     let _ping = pings(&pair);
@@ -1053,7 +1023,7 @@ fn real_service_capture_with_filter_and_chaste_decodes_in_tshark() {
 
 #[test]
 fn real_service_sigint_closes_cleanly_and_dumpcap_is_reaped() {
-    let dir = TempDir::new();
+    let dir = ScratchDir::new("client");
     let service = Service::start(&[]);
     let pair = VethPair::new();
     let _ping = pings(&pair);
@@ -1102,7 +1072,7 @@ fn real_service_sigint_closes_cleanly_and_dumpcap_is_reaped() {
 
 #[test]
 fn real_service_refusal_reason_reaches_the_user() {
-    let dir = TempDir::new();
+    let dir = ScratchDir::new("client");
     let service = Service::start(&[]);
     let file = dir.join("none.pcapng");
     let run = client(&[
@@ -1125,7 +1095,7 @@ fn real_service_refusal_reason_reaches_the_user() {
 
 #[test]
 fn real_service_tshark_captures_through_the_extcap() {
-    let dir = TempDir::new();
+    let dir = ScratchDir::new("client");
     let service = Service::start(&[]);
     let pair = VethPair::new();
     let _ping = pings(&pair);
@@ -1179,7 +1149,7 @@ fn real_service_tshark_captures_through_the_extcap() {
 
 #[test]
 fn real_service_name_lookup_and_targets_through_the_discovery_proxy() {
-    let dir = TempDir::new();
+    let dir = ScratchDir::new("client");
     let pair = VethPair::new();
     let _ping = pings(&pair);
     let name = format!("client-test-{}", pair.b.name);
@@ -1350,7 +1320,7 @@ fn extcap_config_offers_a_reloadable_multi_target_selector_and_all_interfaces() 
 
 #[test]
 fn tshark_captures_two_targets_picked_in_the_reloaded_selector() {
-    let dir = TempDir::new();
+    let dir = ScratchDir::new("client");
     let pair = VethPair::new();
     let _ping = pings(&pair);
     let (na, nb) = (
@@ -1418,7 +1388,7 @@ fn tshark_captures_two_targets_picked_in_the_reloaded_selector() {
 
 #[test]
 fn tshark_captures_an_interface_picked_in_the_reloaded_interface_selector() {
-    let dir = TempDir::new();
+    let dir = ScratchDir::new("client");
     let pair = VethPair::new();
     let _ping = pings(&pair);
     let (na, nb) = (

@@ -13,7 +13,8 @@
 //! Needs root and Docker (`scripts/deps.sh` installs it, `scripts/dockerd.sh`
 //! starts it). Every container is removed on drop.
 
-mod common;
+// The shared test kit (testkit/), by the name these tests have always used.
+use packetflix_testkit as common;
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -74,7 +75,7 @@ fn service(user: Option<&str>, extra: &[&str]) -> (Container, u16) {
     args.extend([image, "--port", &port_s, "--gw-port", &gw_s]);
     let c = Container::run("svc", &args);
     let up = common::wait_for(READY_TIMEOUT, || {
-        common::load::version_status(port) == Some(200)
+        common::http::version_status(port) == Some(200)
     });
     assert!(
         up,
@@ -85,27 +86,16 @@ fn service(user: Option<&str>, extra: &[&str]) -> (Container, u16) {
 }
 
 fn netns_inode(pid: i32) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(format!("/proc/{pid}/ns/net"))
-        .expect("stat netns")
-        .ino()
+    common::procs::netns_of(pid).expect("stat netns")
 }
 
 /// Field 22 of /proc/PID/stat: clock ticks since boot at process start.
 fn starttime(pid: i32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
-    let after_comm = &stat[stat.rfind(')').expect("comm") + 2..];
-    // Fields from 3 on; starttime is the 22nd overall.
-    after_comm
-        .split(' ')
-        .nth(22 - 3)
-        .expect("starttime field")
-        .parse()
-        .expect("starttime number")
+    common::procs::stat(pid).expect("read stat").starttime
 }
 
 fn status_field(pid: i32, key: &str) -> String {
-    common::load::status_field(pid, key).unwrap_or_else(|| panic!("no {key} for {pid}"))
+    common::procs::status_field(pid, key).unwrap_or_else(|| panic!("no {key} for {pid}"))
 }
 
 fn mask(pid: i32, key: &str) -> u64 {

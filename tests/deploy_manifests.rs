@@ -6,7 +6,8 @@
 //! capabilities as ambient ones, under no_new_privs) is run for real and
 //! captures with the real dumpcap.
 
-mod common;
+// The shared test kit (testkit/), by the name these tests have always used.
+use packetflix_testkit as common;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use serde_yaml::Value;
 
-use common::{Netns, Scratch};
+use common::{Launch, Netns, Scratch, Service};
 
 /// The four capabilities, as Docker and Kubernetes spell them.
 const CAPS: [&str; 4] = ["SYS_ADMIN", "SYS_PTRACE", "NET_ADMIN", "NET_RAW"];
@@ -266,7 +267,7 @@ fn systemd_accepts_the_unit() {
     // verify also checks that ExecStart's binary exists: point it at the
     // one cargo built, changing nothing else.
     let unit = std::fs::read_to_string(deploy("packetflix.service")).expect("read unit");
-    let dir = common::load::ScratchDir::new("unit");
+    let dir = common::ScratchDir::new("unit");
     let copy = dir.join("packetflix.service");
     std::fs::write(
         &copy,
@@ -312,74 +313,42 @@ fn systemd_accepts_the_unit() {
 
 /// The service as the unit starts it: uid 65534, the four capabilities
 /// ambient, inheritable and bounding, no_new_privs; stopped on drop.
-struct AsTheUnit {
-    child: std::process::Child,
-    port: u16,
-    stderr: Scratch,
-}
-
-impl AsTheUnit {
-    fn start(extra: &[&str]) -> AsTheUnit {
-        let port = common::service::free_port();
-        let stderr = Scratch::new("unit.stderr");
-        let caps = "-all,+sys_admin,+sys_ptrace,+net_admin,+net_raw";
-        let child = Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(format!("--inh-caps={caps}"))
-            .arg(format!("--ambient-caps={caps}"))
-            .arg(format!("--bounding-set={caps}"))
-            .arg("--no-new-privs")
-            .arg("--")
-            .arg(env!("CARGO_BIN_EXE_packetflix"))
-            .args(["--port", &port.to_string()])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr.0).expect("stderr file"))
-            .spawn()
-            .expect("run setpriv");
-        let s = AsTheUnit {
-            child,
-            port,
-            stderr,
-        };
-        let up = common::wait_for(Duration::from_secs(10), || {
-            common::load::version_status(port) == Some(200)
-        });
-        assert!(up, "service as the unit runs it: {}", s.stderr.read());
-        s
+fn as_the_unit(extra: &[&str]) -> Service {
+    let caps = "-all,+sys_admin,+sys_ptrace,+net_admin,+net_raw";
+    let wrapper = [
+        "setpriv".to_string(),
+        "--reuid=65534".into(),
+        "--regid=65534".into(),
+        "--clear-groups".into(),
+        format!("--inh-caps={caps}"),
+        format!("--ambient-caps={caps}"),
+        format!("--bounding-set={caps}"),
+        "--no-new-privs".into(),
+        "--".into(),
+    ];
+    Launch {
+        wrapper: wrapper.into(),
+        ..Launch::default()
     }
-}
-
-impl Drop for AsTheUnit {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let stopped = common::wait_for(Duration::from_secs(5), || {
-            matches!(self.child.try_wait(), Ok(Some(_)))
-        });
-        if !stopped {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+    .args(extra)
+    .start()
 }
 
 #[test]
 fn service_run_as_the_unit_runs_it_captures_with_dumpcap() {
-    let svc = AsTheUnit::start(&[]);
+    let svc = as_the_unit(&[]);
     assert!(
-        svc.stderr.read().contains("as ambient capabilities"),
+        svc.stderr().contains("as ambient capabilities"),
         "{}",
-        svc.stderr.read()
+        svc.stderr()
     );
     let ns = Netns::new();
-    let mut c = common::ws::must_connect(svc.port, &format!("netns={}&nif=lo", ns.inode()), &[]);
+    let mut c = common::ws::must_connect(svc.port(), &format!("netns={}&nif=lo", ns.inode()), &[]);
     c.wait_capturing(common::START_TIMEOUT);
     assert!(
         common::ping_self_until_seen(&mut c, &ns),
         "{}",
-        svc.stderr.read()
+        svc.stderr()
     );
     let _ = c.close(Duration::from_secs(5));
     let rows = common::tshark_decode(&c.capture.bytes);
@@ -397,9 +366,9 @@ fn capture_program_gets_only_the_network_capabilities_as_ambient() {
         "capprobe",
         "echo \"dumpcap: $(grep CapAmb /proc/self/status | tr -d '\\t')\" >&2\nexit 3\n",
     );
-    let svc = AsTheUnit::start(&["--capture-program", probe.path()]);
+    let svc = as_the_unit(&["--capture-program", probe.path()]);
     let ns = Netns::new();
-    let reason = common::expect_refusal(svc.port, &format!("netns={}", ns.inode()), &[]);
+    let reason = common::expect_refusal(svc.port(), &format!("netns={}", ns.inode()), &[]);
     // CAP_NET_ADMIN (12) and CAP_NET_RAW (13) only, not the service's four.
-    assert_eq!(reason, "CapAmb:0000000000003000", "{}", svc.stderr.read());
+    assert_eq!(reason, "CapAmb:0000000000003000", "{}", svc.stderr());
 }

@@ -3,7 +3,8 @@
 //! stale or missing, and the refusals when discovery cannot help. Real
 //! service binary, real dumpcap, namespaces made by each test.
 
-mod common;
+// The shared test kit (testkit/), by the name these tests have always used.
+use packetflix_testkit as common;
 
 use std::time::{Duration, Instant};
 

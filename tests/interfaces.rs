@@ -5,10 +5,10 @@
 //! interface disappears. Real namespaces, veth pairs and dumpcap; every wait
 //! is bounded.
 
-mod common;
+// The shared test kit (testkit/), by the name these tests have always used.
+use packetflix_testkit as common;
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::pcapng::Pcapng;
@@ -58,27 +58,6 @@ fn listen_in(ns: &Netns) -> TcpListener {
     })
     .join()
     .expect("listener thread")
-}
-
-/// A scratch directory, removed with what is in it on drop.
-struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    fn new(what: &str) -> ScratchDir {
-        let d = scratch_path(what);
-        std::fs::create_dir(&d).expect("mkdir");
-        ScratchDir(d)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 #[test]
@@ -152,11 +131,12 @@ fn names_that_are_not_interfaces_are_refused_before_anything_is_spawned() {
         tcp.len() <= 15,
         "{tcp} must pass the name rules to test the check"
     );
-    let launch = Launch {
+    let svc = Launch {
         cwd: Some(cwd.path().to_path_buf()),
         ..Launch::default()
-    };
-    let svc = Service::start_with(&launch, &["--capture-program", prog.path()]);
+    }
+    .args(&["--capture-program", prog.path()])
+    .start();
     let q = format!("netns={}", ns.inode());
     for name in [tcp.as_str(), fifo.as_str(), "nosuch0"] {
         for (query, headers) in [

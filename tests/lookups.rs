@@ -6,18 +6,18 @@
 //! system resolver reading an `/etc/hosts` the test controls (in a mount
 //! namespace of the service's own), real `dumpcap` in namespaces made here.
 
-mod common;
+// The shared test kit (testkit/), by the name these tests have always used.
+use packetflix_testkit as common;
 
 use std::net::UdpSocket;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::latency::{baseline, Prober};
-use common::load;
+use common::procs;
 use common::rawws::{raw_capture, read_close};
 use common::ws;
 use common::*;
@@ -74,7 +74,7 @@ fn concurrent_stale_lookups_share_one_exchange_and_its_parsed_answer() {
     // the name is looked up.
     let stale = json!({"name": name, "netns": 4_026_531_999u64, "pid": dead_pid(), "starttime": 1});
     let q = format!("container={}", urlencode(&stale.to_string()));
-    let base_kib = load::rss_kib(svc.pid()).expect("rss");
+    let base_kib = procs::rss_kib(svc.pid()).expect("rss");
     let idle = baseline(port);
     let prober = Prober::start(port);
     let t = Instant::now();
@@ -93,7 +93,7 @@ fn concurrent_stale_lookups_share_one_exchange_and_its_parsed_answer() {
         .collect();
     let took = t.elapsed();
     let (worst, probes) = prober.finish();
-    let peak_kib: u64 = load::status_field(svc.pid(), "VmHWM")
+    let peak_kib: u64 = procs::status_field(svc.pid(), "VmHWM")
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .expect("VmHWM");
     let asked = gw.mobyshark_requests();
@@ -193,19 +193,16 @@ impl Drop for SilentDns {
 /// service uses reads them as it would the host's, and the host's own files
 /// are never touched. Killed and reaped on drop, with the files.
 struct ServiceWithOwnHosts {
-    child: Child,
-    port: u16,
+    svc: Service,
     hosts: PathBuf,
     resolv: PathBuf,
     base_hosts: String,
-    stderr: PathBuf,
 }
 
 impl ServiceWithOwnHosts {
     fn start(dns: &SilentDns, args: &[&str]) -> ServiceWithOwnHosts {
         let hosts = scratch_path("hosts");
         let resolv = scratch_path("resolv.conf");
-        let stderr = scratch_path("service.stderr");
         let base_hosts = "127.0.0.1 localhost\n::1 localhost\n".to_string();
         std::fs::write(&hosts, &base_hosts).expect("hosts");
         std::fs::write(
@@ -216,44 +213,38 @@ impl ServiceWithOwnHosts {
             ),
         )
         .expect("resolv.conf");
-        let port = common::service::free_port();
-        let mut cmd = Command::new("unshare");
-        cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-            .arg(
-                "mount --bind \"$1\" /etc/hosts && mount --bind \"$2\" /etc/resolv.conf && shift 2 && exec \"$@\"",
-            )
-            .arg("sh")
-            .arg(&hosts)
-            .arg(&resolv)
-            .arg(env!("CARGO_BIN_EXE_packetflix"))
-            .arg("--port")
-            .arg(port.to_string())
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).expect("stderr file"));
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
-                    .map_err(std::io::Error::from)
-            });
+        let path = |p: &PathBuf| p.to_str().expect("UTF-8 path").to_string();
+        let wrapper = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            "mount --bind \"$1\" /etc/hosts && mount --bind \"$2\" /etc/resolv.conf && shift 2 && exec \"$@\"",
+            "sh",
+        ]
+        .map(String::from)
+        .into_iter()
+        .chain([path(&hosts), path(&resolv)])
+        .collect();
+        let svc = Launch {
+            wrapper,
+            ..Launch::default()
         }
-        let child = cmd.spawn().expect("spawn unshare");
-        let svc = ServiceWithOwnHosts {
-            child,
-            port,
+        .args(args)
+        .start();
+        ServiceWithOwnHosts {
+            svc,
             hosts,
             resolv,
             base_hosts,
-            stderr,
-        };
-        assert!(
-            wait_for(Duration::from_secs(10), || load::version_status(port)
-                == Some(200)),
-            "service did not start: {}",
-            svc.log()
-        );
-        svc
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.svc.port()
     }
 
     /// Adds `line` to the hosts file the service sees, in place (a bind
@@ -267,21 +258,15 @@ impl ServiceWithOwnHosts {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        self.svc.stderr()
     }
 }
 
 impl Drop for ServiceWithOwnHosts {
     fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        if !wait_for(Duration::from_secs(10), || {
-            self.child.try_wait().ok().flatten().is_some()
-        }) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        for f in [&self.hosts, &self.resolv, &self.stderr] {
+        // The service is stopped first (it may still read the files).
+        self.svc.stop();
+        for f in [&self.hosts, &self.resolv] {
             let _ = std::fs::remove_file(f);
         }
     }
@@ -313,7 +298,7 @@ fn discovery_name_that_resolves_after_start_up_is_looked_up_when_needed() {
             "--proxy-discovery",
         ],
     );
-    let port = svc.port;
+    let port = svc.port();
     let stale =
         json!({"name": target_name, "netns": 4_026_531_999u64, "pid": dead_pid(), "starttime": 1});
     let q = format!("container={}", urlencode(&stale.to_string()));
@@ -399,7 +384,7 @@ fn ip_literal_discovery_service_needs_no_lookup() {
         ],
     );
     let t = Instant::now();
-    let r = common::http::get(svc.port, "/discover/mobyshark");
+    let r = common::http::get(svc.port(), "/discover/mobyshark");
     println!(
         "literal address: proxy answered {} in {:?}, {} DNS queries",
         r.status,

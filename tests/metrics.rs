@@ -3,7 +3,8 @@
 //! text, and the counters moved exactly as the captures did. Each test has a
 //! service of its own, so exact values hold.
 
-mod common;
+// The shared test kit (testkit/), by the name these tests have always used.
+use packetflix_testkit as common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -120,7 +121,7 @@ fn metrics_pass_promtool_and_count_captures_refusals_bytes_and_lookups() {
     assert!(s["packetflix_connections_open"] >= 1.0);
 }
 
-/// Payload of each synthetic packet (4 KiB blocks with the framing).
+/// Captured bytes of each synthetic packet (4 KiB blocks with the framing).
 const SYNTH_PAYLOAD: usize = 4064;
 /// 160 MiB: more than socket buffers and the output queue hold, so a
 /// client that reads nothing pauses the capture for as long as it stalls.
@@ -130,10 +131,11 @@ const STALL: Duration = Duration::from_millis(1500);
 
 #[test]
 fn time_paused_by_a_client_that_does_not_read_is_counted() {
-    let dir = common::load::ScratchDir::new("synth");
-    let program = common::load::synthetic_capture_program(&dir, SYNTH_PACKETS, SYNTH_PAYLOAD, 30);
     let ns = Netns::new();
-    let svc = Service::start(&["--capture-program", program.to_str().expect("UTF-8")]);
+    let svc = common::Launch::new()
+        .args(&["--capture-program", common::pcapgen::PROGRAM])
+        .envs(&common::pcapgen::Settings::stream(SYNTH_PAYLOAD, SYNTH_PACKETS).env())
+        .start();
     let c = common::ws::must_connect(svc.port(), &format!("netns={}", ns.inode()), &[]);
     std::thread::sleep(STALL);
     // The connection breaks with the capture paused: the pause still counts.

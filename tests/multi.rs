@@ -3,14 +3,15 @@
 //! each test, a real websocket client, tshark reading the merged stream.
 //! Every wait is bounded; every namespace and process is removed by guards.
 
-mod common;
+// The shared test kit (testkit/), by the name these tests have always used.
+use packetflix_testkit as common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::load::netns_of;
 use common::pcapng::{target_yaml, tshark_fields};
 use common::procs;
+use common::procs::netns_of;
 use common::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;

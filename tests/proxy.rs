@@ -3,7 +3,8 @@
 //! (tests/common/upstream.rs), which records every request as it arrived.
 //! Each test bounds its waits, so each ends within about 20 s.
 
-mod common;
+// The shared test kit (testkit/), by the name these tests have always used.
+use packetflix_testkit as common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -182,16 +183,7 @@ impl Http {
         );
         let mut resp = Resp {
             status: r.code.unwrap_or(0),
-            headers: r
-                .headers
-                .iter()
-                .map(|h| {
-                    (
-                        h.name.to_string(),
-                        String::from_utf8_lossy(h.value).into_owned(),
-                    )
-                })
-                .collect(),
+            headers: raw_http::header_pairs(r.headers),
             body: Vec::new(),
             chunked: false,
             trailers: Vec::new(),
@@ -397,14 +389,9 @@ impl Drop for Release<'_> {
     }
 }
 
-/// Resident memory of `pid` in KiB.
+/// Resident memory of `pid` in KiB (0 once it is gone).
 fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+    common::procs::rss_kib(pid).unwrap_or(0)
 }
 
 fn assert_version_ok(port: u16) {

@@ -9,7 +9,8 @@
 //! real traffic gives. Every wait is bounded; the slowest test (the soak)
 //! stops after [`SOAK_TIME`].
 
-mod common;
+// The shared test kit (testkit/), by the name these tests have always used.
+use packetflix_testkit as common;
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -17,12 +18,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::http::{self, send_raw};
-use common::load::{self, Daemon, Launch, ScratchDir, SeqChecker};
+use common::pcapgen::{self, StreamCheck};
 use common::procs::{self, ProcStat};
-use common::ws::must_connect;
+use common::ws::{must_connect, read_checked};
 use common::*;
 use nix::sys::signal::Signal;
-use tungstenite::Message;
 
 /// The marker that starts the target document in the first SHB comment
 /// (API.md: clients search for it byte for byte).
@@ -304,9 +304,11 @@ fn bad_interface_names_are_refused_and_no_capture_program_starts() {
 
 // ---- a client that stops reading ----
 
-/// Payload of each synthetic packet; with the block framing each EPB is
-/// exactly 4 KiB.
+/// Captured bytes of each synthetic packet; with the block framing each EPB
+/// is exactly 4 KiB.
 const SYNTH_PAYLOAD: usize = 4064;
+/// The comment the synthetic SHB carries before the service edits it.
+const SYNTH_COMMENT: &str = "synthetic capture for the robustness tests";
 /// 160 MiB of packets: far more than the kernel's socket and pipe buffers
 /// hold (tcp_wmem/rmem max here are 4 and 32 MiB), so a service without a
 /// bound on its queue would have to hold most of it.
@@ -320,12 +322,17 @@ const RSS_BOUND_KIB: u64 = 64 * 1024;
 
 #[test]
 fn slow_client_keeps_service_memory_bounded_then_gets_the_stream_intact() {
-    let dir = ScratchDir::new("synth");
-    let program = load::synthetic_capture_program(&dir, SYNTH_PACKETS, SYNTH_PAYLOAD, 120);
+    let synth = pcapgen::Settings {
+        comment: Some(SYNTH_COMMENT.into()),
+        ..pcapgen::Settings::stream(SYNTH_PAYLOAD, SYNTH_PACKETS)
+    };
     let ns = Netns::new();
-    let svc = Service::start(&["--capture-program", program.to_str().unwrap()]);
+    let svc = Launch::new()
+        .args(&["--capture-program", pcapgen::PROGRAM])
+        .envs(&synth.env())
+        .start();
     let pid = svc.pid();
-    let rss = || load::rss_kib(pid).expect("service RSS");
+    let rss = || procs::rss_kib(pid).expect("service RSS");
     let before = rss();
 
     let mut c = must_connect(svc.port(), &netns_q(&ns), &[]);
@@ -344,48 +351,31 @@ fn slow_client_keeps_service_memory_bounded_then_gets_the_stream_intact() {
         "service RSS reached {peak} KiB (from {before} KiB) while the client did not read"
     );
 
-    let mut check = SeqChecker::default();
-    let mut close = None;
+    let mut check = StreamCheck::new(false);
     let reading = Instant::now();
-    let deadline = Instant::now() + Duration::from_secs(90);
     let mut messages = 0u64;
-    while close.is_none() && Instant::now() < deadline {
-        match c.ws.read() {
-            Ok(Message::Binary(b)) => {
-                check.feed(&b);
-                messages += 1;
-                if messages % 256 == 0 {
-                    peak = peak.max(rss());
-                }
-            }
-            Ok(Message::Close(f)) => {
-                close = Some(f.map_or((1005, String::new()), |f| {
-                    (u16::from(f.code), f.reason.to_string())
-                }))
-            }
-            Ok(_) => {}
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => panic!("stream broke after {} packets: {e}", check.next_seq),
+    let read = read_checked(&mut c.ws, &mut check, Duration::from_secs(90), |n| {
+        messages = n;
+        if n % 256 == 0 {
+            peak = peak.max(rss());
         }
-    }
+    });
+    let close =
+        read.unwrap_or_else(|e| panic!("stream broke after {} packets: {e}", check.packets()));
     eprintln!(
         "slow client: RSS {before} KiB before, peak {peak} KiB; then {} bytes in {messages} messages in {:?}",
-        check.bytes,
+        check.bytes(),
         reading.elapsed()
     );
-    assert_eq!(check.problem, None, "stream damaged");
+    assert_eq!(check.error(), None, "stream damaged");
     let (code, reason) = close.expect("no close frame after the stream");
     assert_eq!(code, 1000, "capture ended with {code} {reason:?}");
-    assert_eq!(check.next_seq, SYNTH_PACKETS, "packets missing at the end");
-    assert_eq!(check.unfinished(), 0, "stream ends mid-block");
-    let comments = check.shb_comments.expect("no SHB");
+    assert_eq!(check.packets(), SYNTH_PACKETS, "packets missing at the end");
+    assert_eq!(check.finish(), Ok(()), "stream ends mid-block");
+    let comments = check.shb_comments().expect("no SHB");
     let first = comments.first().expect("SHB lost its comment");
     assert!(
-        first.starts_with(load::SYNTH_COMMENT) && first.contains(TARGET_MARKER),
+        first.starts_with(SYNTH_COMMENT) && first.contains(TARGET_MARKER),
         "first SHB comment not edited: {first:?}"
     );
     assert!(peak < RSS_BOUND_KIB, "service RSS reached {peak} KiB");
@@ -400,21 +390,21 @@ const SLOW_HEAD: &[u8] =
 /// Sends [`SLOW_HEAD`] a byte a second until the service closes the
 /// connection (or 20 s pass). Returns how long the service took, what it
 /// sent, and how many bytes went out.
-fn trickle(port: u16) -> (Duration, load::Received, usize) {
-    let mut s = load::idle_conn(port);
+fn trickle(port: u16) -> (Duration, http::Received, usize) {
+    let mut s = http::idle_conn(port);
     let t = Instant::now();
     for (sent, b) in SLOW_HEAD.iter().enumerate() {
         if s.write_all(&[*b]).is_err() {
-            let r = load::read_to_eof(&mut s, Duration::from_millis(100));
+            let r = http::read_to_eof(&mut s, Duration::from_millis(100));
             return (t.elapsed(), r, sent);
         }
-        let r = load::read_to_eof(&mut s, Duration::from_secs(1));
+        let r = http::read_to_eof(&mut s, Duration::from_secs(1));
         if r.closed || !r.bytes.is_empty() || t.elapsed() > Duration::from_secs(20) {
-            let more = load::read_to_eof(&mut s, Duration::from_secs(1));
+            let more = http::read_to_eof(&mut s, Duration::from_secs(1));
             let bytes = [r.bytes, more.bytes].concat();
             return (
                 t.elapsed(),
-                load::Received {
+                http::Received {
                     bytes,
                     closed: r.closed || more.closed,
                 },
@@ -437,7 +427,7 @@ fn slowloris_is_cut_at_the_head_deadline_while_others_are_served() {
     while slow.iter().any(|h| !h.is_finished()) && t.elapsed() < Duration::from_secs(25) {
         let asked = Instant::now();
         assert_eq!(
-            load::version_status(port),
+            http::version_status(port),
             Some(200),
             "served {served} so far"
         );
@@ -490,7 +480,7 @@ fn shutdown_with_live_captures(sig: Signal) {
         "expected 3 dumpcap children: {:?}",
         svc.children()
     );
-    assert_eq!(load::in_namespaces("dumpcap", &inodes).len(), 3);
+    assert_eq!(procs::in_namespaces("dumpcap", &inodes).len(), 3);
     let descendants = procs::descendants(svc.pid());
 
     svc.signal(sig);
@@ -511,16 +501,16 @@ fn shutdown_with_live_captures(sig: Signal) {
         .unwrap_or_else(|| panic!("service did not exit after {sig}"));
     assert_eq!(status.code(), Some(0), "service exit after {sig}: {status}");
     for d in &descendants {
-        assert!(!load::still_there(d), "{d:?} outlived the service");
+        assert!(!procs::still_there(d), "{d:?} outlived the service");
     }
-    let left = load::in_namespaces("dumpcap", &inodes);
+    let left = procs::in_namespaces("dumpcap", &inodes);
     assert!(
         left.is_empty(),
         "dumpcap left in the test namespaces: {left:?}"
     );
 }
 
-fn dumpcaps_of(svc: &Daemon) -> Vec<ProcStat> {
+fn dumpcaps_of(svc: &Service) -> Vec<ProcStat> {
     svc.children()
         .into_iter()
         .filter(|p| p.comm == "dumpcap" && p.state != 'Z')
@@ -678,14 +668,14 @@ fn soak_of_capture_cycles_grows_no_descriptors_children_or_zombies() {
     let warm = soak_run(port, &q, 0, SOAK_WARMUP, until);
     assert_eq!(warm, SOAK_WARMUP, "warm-up did not finish in time");
     let base = settled_fds(&svc);
-    let rss_base = load::rss_kib(svc.pid()).unwrap_or(0);
+    let rss_base = procs::rss_kib(svc.pid()).unwrap_or(0);
     let rest = soak_run(port, &q, SOAK_WARMUP, SOAK_CYCLES, until);
     let end = settled_fds(&svc);
     let cycles = warm + rest;
     eprintln!(
         "soak: {cycles} cycles in {:?}; descriptors {base} after warm-up, {end} at the end; RSS {rss_base} -> {} KiB",
         t.elapsed(),
-        load::rss_kib(svc.pid()).unwrap_or(0)
+        procs::rss_kib(svc.pid()).unwrap_or(0)
     );
     assert!(
         end <= base + FD_SLACK,
@@ -697,7 +687,7 @@ fn soak_of_capture_cycles_grows_no_descriptors_children_or_zombies() {
         cycles >= SOAK_MIN_CYCLES,
         "only {cycles} cycles in {SOAK_TIME:?}"
     );
-    assert_eq!(load::version_status(port), Some(200));
+    assert_eq!(http::version_status(port), Some(200));
 }
 
 // ---- descriptor exhaustion ----
@@ -723,7 +713,7 @@ fn descriptor_exhaustion_pauses_accepts_without_spinning_and_recovers() {
             .any(|l| l.starts_with("Max open files") && l.split_whitespace().nth(3) == Some("64")),
         "limit not applied:\n{limits}"
     );
-    let mut conns: Vec<TcpStream> = (0..FLOOD).map(|_| load::idle_conn(port)).collect();
+    let mut conns: Vec<TcpStream> = (0..FLOOD).map(|_| http::idle_conn(port)).collect();
     assert!(
         wait_for(Duration::from_secs(3), || svc.open_fds() as u64
             >= LOW_NOFILE),
@@ -737,10 +727,10 @@ fn descriptor_exhaustion_pauses_accepts_without_spinning_and_recovers() {
         "no accept failure logged"
     );
 
-    let ticks = load::clock_ticks_per_second() as f64;
-    let (cpu0, wall0) = (load::cpu_ticks(pid).unwrap(), Instant::now());
+    let ticks = procs::clock_ticks_per_second() as f64;
+    let (cpu0, wall0) = (procs::stat(pid).unwrap().cpu_ticks, Instant::now());
     std::thread::sleep(Duration::from_secs(2));
-    let cpu = (load::cpu_ticks(pid).unwrap() - cpu0) as f64 / ticks;
+    let cpu = (procs::stat(pid).unwrap().cpu_ticks - cpu0) as f64 / ticks;
     let wall = wall0.elapsed().as_secs_f64();
     eprintln!("descriptor exhaustion: {cpu:.2} s CPU in {wall:.2} s");
     assert!(
@@ -752,12 +742,12 @@ fn descriptor_exhaustion_pauses_accepts_without_spinning_and_recovers() {
     conns[0]
         .write_all(b"GET /version HTTP/1.1\r\nHost: pfx\r\nConnection: close\r\n\r\n")
         .unwrap();
-    let r = load::read_to_eof(&mut conns[0], Duration::from_secs(5));
+    let r = http::read_to_eof(&mut conns[0], Duration::from_secs(5));
     assert_eq!(r.status(), Some(200), "accepted connection not served");
 
     drop(conns);
     assert!(
-        wait_for(Duration::from_secs(10), || load::version_status(port)
+        wait_for(Duration::from_secs(10), || http::version_status(port)
             == Some(200)),
         "service does not serve after the connections closed"
     );
@@ -787,7 +777,7 @@ fn binary_copy(dir: &ScratchDir) -> PathBuf {
 }
 
 fn cap_mask(pid: i32, key: &str) -> u64 {
-    let v = load::status_field(pid, key).unwrap_or_default();
+    let v = procs::status_field(pid, key).unwrap_or_default();
     u64::from_str_radix(&v, 16).unwrap_or(0)
 }
 
@@ -799,7 +789,7 @@ fn nobody_uid() -> u32 {
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
-fn as_nobody(program: &Path) -> Daemon {
+fn as_nobody(program: &Path) -> Service {
     Launch {
         program: Some(program.to_path_buf()),
         user: Some(NOBODY.into()),
@@ -810,7 +800,7 @@ fn as_nobody(program: &Path) -> Daemon {
 
 #[test]
 fn non_root_service_with_file_capabilities_captures() {
-    if !load::executable(Path::new(SETCAP)) {
+    if !executable(Path::new(SETCAP)) {
         eprintln!("note: {SETCAP} is not installed (package libcap2-bin); test skipped");
         return;
     }
@@ -830,7 +820,7 @@ fn non_root_service_with_file_capabilities_captures() {
     let svc = as_nobody(&bin);
     let nobody = nobody_uid();
     assert_eq!(
-        load::uid(svc.pid()),
+        procs::uid(svc.pid()),
         Some(nobody),
         "service not running as nobody"
     );
@@ -853,7 +843,7 @@ fn non_root_service_with_file_capabilities_captures() {
     let dumpcap = dumpcaps_of(&svc);
     assert_eq!(dumpcap.len(), 1, "{:?}", svc.children());
     let d = dumpcap[0].pid;
-    assert_eq!(load::uid(d), Some(nobody), "dumpcap not running as nobody");
+    assert_eq!(procs::uid(d), Some(nobody), "dumpcap not running as nobody");
     // dumpcap drops what it was given once its sockets are open, so only
     // the upper bound can be seen: nothing beyond the network capabilities
     // was passed on.
@@ -862,7 +852,7 @@ fn non_root_service_with_file_capabilities_captures() {
         let mask = cap_mask(d, set);
         assert_eq!(mask & !net, 0, "dumpcap's {set} is {mask:#x}");
     }
-    assert_eq!(load::netns_of(d), Some(ns.inode()));
+    assert_eq!(procs::netns_of(d), Some(ns.inode()));
     close_capture(&mut c);
 }
 
@@ -872,7 +862,7 @@ fn non_root_service_without_capabilities_refuses_captures_naming_them() {
     let bin = binary_copy(&dir);
     let ns = Netns::new();
     let svc = as_nobody(&bin);
-    assert_eq!(load::uid(svc.pid()), Some(nobody_uid()));
+    assert_eq!(procs::uid(svc.pid()), Some(nobody_uid()));
     assert_eq!(cap_mask(svc.pid(), "CapEff"), 0);
     let reason = expect_refusal(svc.port(), &netns_q(&ns), &[]);
     for cap in [
@@ -884,7 +874,7 @@ fn non_root_service_without_capabilities_refuses_captures_naming_them() {
         assert!(reason.contains(cap), "reason does not name {cap}: {reason}");
     }
     assert!(svc.children().is_empty(), "{:?}", svc.children());
-    assert_eq!(load::version_status(svc.port()), Some(200));
+    assert_eq!(http::version_status(svc.port()), Some(200));
 }
 
 /// Dead peers (a host that vanished without a FIN) are found by TCP

@@ -4,7 +4,8 @@
 //! Real service binary, real dumpcap, namespaces and certificates made by
 //! each test; every wait is bounded.
 
-mod common;
+// The shared test kit (testkit/), by the name these tests have always used.
+use packetflix_testkit as common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -535,7 +536,7 @@ fn slow_tls_handshake_is_cut_at_the_head_deadline_while_others_are_served() {
 fn sighup_reloads_the_certificate_for_new_connections() {
     let (a, b) = (Pki::new(), Pki::new());
     // The service reads its certificate from one place; swap the files.
-    let live = common::load::ScratchDir::new("live-cert");
+    let live = common::ScratchDir::new("live-cert");
     let (cert, key) = (live.join("cert.pem"), live.join("key.pem"));
     std::fs::copy(&a.cert, &cert).expect("copy");
     std::fs::copy(&a.key, &key).expect("copy");
@@ -663,8 +664,8 @@ fn listen_binds_only_the_given_address() {
     );
 }
 
-/// 4 KiB blocks (see tests/robustness.rs): 160 MiB, far beyond what the
-/// kernel's socket and pipe buffers hold.
+/// 4 KiB blocks of the synthetic capture program (see tests/robustness.rs):
+/// 160 MiB, far beyond what the kernel's socket and pipe buffers hold.
 const SYNTH_PAYLOAD: usize = 4064;
 const SYNTH_PACKETS: u64 = 40 * 1024;
 /// The service's queue plus what rustls may hold stays near 320 KiB; the
@@ -673,16 +674,17 @@ const RSS_BOUND_KIB: u64 = 64 * 1024;
 
 #[test]
 fn slow_tls_reader_keeps_service_memory_bounded_then_gets_the_stream_intact() {
-    use tungstenite::Message;
     let pki = Pki::new();
-    let dir = common::load::ScratchDir::new("synth-tls");
-    let program = common::load::synthetic_capture_program(&dir, SYNTH_PACKETS, SYNTH_PAYLOAD, 120);
     let mut args = pki.service_args();
-    args.extend(["--capture-program".into(), program.display().to_string()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let svc = Service::start(&args);
+    args.extend(["--capture-program".into(), pcapgen::PROGRAM.into()]);
+    let svc = Launch {
+        args,
+        env: pcapgen::Settings::stream(SYNTH_PAYLOAD, SYNTH_PACKETS).env(),
+        ..Launch::default()
+    }
+    .start();
     let ns = Netns::new();
-    let rss = || common::load::rss_kib(svc.pid()).expect("service RSS");
+    let rss = || common::procs::rss_kib(svc.pid()).expect("service RSS");
     let before = rss();
     let stream = common::tls::tls_connect(svc.port(), &pki.ca).expect("TLS");
     stream
@@ -710,36 +712,22 @@ fn slow_tls_reader_keeps_service_memory_bounded_then_gets_the_stream_intact() {
         peak < RSS_BOUND_KIB,
         "service RSS reached {peak} KiB while the TLS client stalled"
     );
-    let mut check = common::load::SeqChecker::default();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut close = None;
-    let mut messages = 0u64;
-    while close.is_none() && Instant::now() < deadline {
-        match ws.read() {
-            Ok(Message::Binary(b)) => {
-                check.feed(&b);
-                messages += 1;
-                if messages % 256 == 0 {
-                    peak = peak.max(rss());
-                }
-            }
-            Ok(Message::Close(f)) => close = Some(f.map_or(1005, |f| u16::from(f.code))),
-            Ok(_) => {}
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => panic!("wss stream broke after {} packets: {e}", check.next_seq),
+    let mut check = pcapgen::StreamCheck::new(false);
+    let read = common::ws::read_checked(&mut ws, &mut check, Duration::from_secs(90), |n| {
+        if n % 256 == 0 {
+            peak = peak.max(rss());
         }
-    }
+    });
+    let close = read
+        .unwrap_or_else(|e| panic!("wss stream broke after {} packets: {e}", check.packets()))
+        .map(|(code, _)| code);
     eprintln!(
         "slow TLS client: RSS {before} KiB before, peak {peak} KiB, {} bytes",
-        check.bytes
+        check.bytes()
     );
-    assert_eq!(check.problem, None, "stream damaged");
+    assert_eq!(check.error(), None, "stream damaged");
     assert_eq!(close, Some(1000));
-    assert_eq!(check.next_seq, SYNTH_PACKETS, "packets missing");
+    assert_eq!(check.packets(), SYNTH_PACKETS, "packets missing");
     assert!(peak < RSS_BOUND_KIB, "service RSS reached {peak} KiB");
 }
 

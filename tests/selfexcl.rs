@@ -4,7 +4,8 @@
 //! captured. The real service and dumpcap; the other traffic is a TCP
 //! connection from the test to a listener of its own on 127.0.0.1.
 
-mod common;
+// The shared test kit (testkit/), by the name these tests have always used.
+use packetflix_testkit as common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

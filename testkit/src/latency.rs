@@ -1,6 +1,6 @@
 //! `/version` latency seen by a client while a test loads the service: the
 //! figure the holding-up tests judge the loop by. Every probe is a fresh
-//! connection (`load::version_status`), so a stalled loop shows as a slow
+//! connection (`http::version_status`), so a stalled loop shows as a slow
 //! or missing answer. Budgets are judged against a baseline taken in the
 //! same run, so a machine busy with other work does not fail a test.
 
@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::load;
+use super::http;
 
 /// Time between probes.
 const PROBE_GAP: Duration = Duration::from_millis(20);
@@ -21,7 +21,7 @@ const BASELINE_PROBES: usize = 20;
 /// One `/version` on a fresh connection, timed; `None` if not answered 200.
 pub fn timed_version(port: u16) -> Option<Duration> {
     let t = Instant::now();
-    (load::version_status(port) == Some(200)).then(|| t.elapsed())
+    (http::version_status(port) == Some(200)).then(|| t.elapsed())
 }
 
 /// The slowest of a few probes of an idle service: what the machine adds

@@ -1,10 +1,13 @@
 //! A websocket capture client on raw TCP, for tests that must control every
 //! byte (send malformed frames, never read, read only the close): the
-//! upgrade written by hand, server frames walked without a library.
+//! upgrade written by hand, server frames walked by the kit's own frame
+//! reader ([`crate::wsframes`]).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
+
+use super::wsframes::{Control, FrameReader};
 
 /// A websocket upgrade's headers besides path and Host (RFC 6455's example
 /// key).
@@ -44,44 +47,26 @@ pub fn raw_capture(port: u16, query: &str) -> TcpStream {
 }
 
 /// Reads server frames until a close frame: its code and reason. `None` if
-/// the connection ends or `timeout` passes first.
+/// the connection ends, the frames are not what a server may send, the close
+/// carries no code, or `timeout` passes first.
 pub fn read_close(s: &mut TcpStream, timeout: Duration) -> Option<(u16, String)> {
     let deadline = Instant::now() + timeout;
     let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
-    let mut buf = Vec::new();
+    let mut frames = FrameReader::new();
+    let mut controls = Vec::new();
     let mut chunk = [0u8; 65536];
-    let mut at = 0;
     while Instant::now() < deadline {
-        match s.read(&mut chunk) {
+        let n = match s.read(&mut chunk) {
             Ok(0) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
             Err(_) => return None,
-        }
-        // Walk the unmasked server frames.
-        while buf.len() >= at + 2 {
-            let op = buf[at] & 0x0f;
-            let (len, hl) = match buf[at + 1] & 0x7f {
-                126 if buf.len() >= at + 4 => {
-                    (u16::from_be_bytes([buf[at + 2], buf[at + 3]]) as usize, 4)
-                }
-                127 if buf.len() >= at + 10 => {
-                    let mut l = [0u8; 8];
-                    l.copy_from_slice(&buf[at + 2..at + 10]);
-                    (u64::from_be_bytes(l) as usize, 10)
-                }
-                126 | 127 => break,
-                n => (n as usize, 2),
-            };
-            if buf.len() < at + hl + len {
-                break;
+        };
+        frames.feed(&chunk[..n], &mut |_| {}, &mut controls).ok()?;
+        for c in controls.drain(..) {
+            if let Control::Close(code, reason) = c {
+                return code.map(|code| (code, reason));
             }
-            if op == 8 && len >= 2 {
-                let p = &buf[at + hl..at + hl + len];
-                let reason = String::from_utf8_lossy(&p[2..]).into_owned();
-                return Some((u16::from_be_bytes([p[0], p[1]]), reason));
-            }
-            at += hl + len;
         }
     }
     None

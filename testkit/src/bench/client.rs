@@ -19,8 +19,8 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use super::mono_ns;
-use super::pcapng::StreamCheck;
-use super::ws::{self, Control, FrameReader, Upgrade};
+use crate::pcapgen::StreamCheck;
+use crate::wsframes::{self as ws, Control, FrameReader, Upgrade};
 
 /// Read buffer shared by all connections: large enough that a busy stream
 /// is drained in a few reads per wakeup (a loopback socket's receive buffer

@@ -1,40 +1,33 @@
 //! The reader's integrity check of a `packetflix-pcapgen` stream, sans-IO.
 //!
 //! Bytes go in as they arrive (split anywhere: across reads, websocket
-//! messages, blocks); out come counts, per-packet latencies and the first
-//! sign of damage: a block whose leading and trailing lengths disagree, a
-//! block that is not SHB → IDB → EPB…, a packet without the generator's magic,
-//! or a sequence number that is not exactly the previous one plus one. It
+//! messages, blocks); out come counts, per-packet latencies, the SHB's
+//! comments and the first sign of damage: a block whose leading and
+//! trailing lengths disagree, a stream that does not start with an SHB, a
+//! packet on an interface no IDB described yet, a packet without the
+//! generator's magic, or a sequence number that is not exactly the previous
+//! one on its interface plus one. Each generator writes one interface, so a
+//! capture of several merged into one section is checked per generator. It
 //! accepts an SHB of any length, because the service rewrites the SHB.
 //!
-//! The packet layout mirrors `src/bin/packetflix-pcapgen.rs`; the test suite
-//! runs the real generator through this checker, so the two cannot drift
-//! apart unnoticed. It does no I/O and never allocates per packet: the client
-//! must not be the bottleneck of what it measures.
+//! The packet layout is [`super::format`]'s, the writer's own; the test
+//! suite runs the real generator through this checker. It does no I/O and
+//! never allocates per packet: the client must not be the bottleneck of what
+//! it measures.
 
-/// pcapng Section Header Block type.
-const SHB_TYPE: u32 = 0x0A0D_0D0A;
-/// Byte-order magic as read by a little-endian reader of a little-endian file.
-const BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
-/// pcapng Interface Description Block type.
-const IDB_TYPE: u32 = 1;
-/// pcapng Enhanced Packet Block type.
-const EPB_TYPE: u32 = 6;
-/// Bytes of an EPB before its packet data.
-const EPB_HEAD: usize = 28;
+use crate::pcapng::Pcapng;
+
+use super::format::{
+    BYTE_ORDER_MAGIC, EPB_HEAD, EPB_TYPE, IDB_TYPE, MIN_SIZE as MIN_PACKET, OFF_MAGIC, OFF_SEQ,
+    OFF_STAMP, PAYLOAD_MAGIC, SHB_TYPE,
+};
+
 /// Smallest legal block: type, length, trailing length.
 const MIN_BLOCK: usize = 12;
 /// Larger blocks than this cannot come from the generator (65535-byte packets
 /// plus headers, or an SHB with the service's YAML comment): a length beyond
 /// it means the stream lost its framing.
 const MAX_BLOCK: usize = 1 << 20;
-/// The generator's payload magic, after the 14-byte Ethernet header.
-const PAYLOAD_MAGIC: &[u8; 4] = b"PFXG";
-const OFF_MAGIC: usize = 14;
-const OFF_SEQ: usize = 18;
-const OFF_STAMP: usize = 26;
-/// Smallest generator packet (Ethernet header, magic, sequence, stamp).
-const MIN_PACKET: usize = 34;
 
 fn le32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
@@ -53,9 +46,10 @@ pub struct StreamCheck {
     bytes: u64,
     blocks: u64,
     packets: u64,
-    next_seq: u64,
-    seen_idb: bool,
+    /// The next sequence number expected on each interface described so far.
+    next_seq: Vec<u64>,
     error: Option<String>,
+    shb_comments: Option<Vec<String>>,
     record_latency: bool,
     latencies_ns: Vec<u64>,
     first_packet_ns: Option<u64>,
@@ -151,14 +145,21 @@ impl StreamCheck {
         match btype {
             SHB_TYPE if first => {
                 if len < 28 || le32(b, 8) != BYTE_ORDER_MAGIC {
-                    self.fail("first block is not a little-endian SHB".into());
+                    return self.fail("first block is not a little-endian SHB".into());
                 }
+                // Once per stream: the reader's parser, for the options.
+                self.shb_comments = Some(
+                    Pcapng::parse(b)
+                        .ok()
+                        .and_then(|p| Some(p.first_shb()?.comments()))
+                        .unwrap_or_default(),
+                );
             }
             _ if first => self.fail(format!(
                 "stream starts with block type {btype:#x}, not an SHB"
             )),
-            IDB_TYPE if !self.seen_idb => self.seen_idb = true,
-            EPB_TYPE if self.seen_idb => self.packet(b, now_ns),
+            IDB_TYPE => self.next_seq.push(0),
+            EPB_TYPE => self.packet(b, now_ns),
             _ => self.fail(format!(
                 "unexpected block type {btype:#x} as block {}",
                 self.blocks - 1
@@ -178,14 +179,26 @@ impl StreamCheck {
         if &d[OFF_MAGIC..OFF_MAGIC + 4] != PAYLOAD_MAGIC {
             return self.fail(format!("packet {}: not a generator packet", self.packets));
         }
-        let seq = le64(d, OFF_SEQ);
-        if seq != self.next_seq {
+        let iface = le32(b, 8) as usize;
+        let interfaces = self.next_seq.len();
+        let Some(&next) = self.next_seq.get(iface) else {
             return self.fail(format!(
-                "sequence gap: expected packet {} but got {seq}",
-                self.next_seq
+                "packet {} on interface {iface}, of {interfaces} described",
+                self.packets
+            ));
+        };
+        let seq = le64(d, OFF_SEQ);
+        if seq != next {
+            let on = if interfaces > 1 {
+                format!(" on interface {iface}")
+            } else {
+                String::new()
+            };
+            return self.fail(format!(
+                "sequence gap{on}: expected packet {next} but got {seq}"
             ));
         }
-        self.next_seq += 1;
+        self.next_seq[iface] += 1;
         self.packets += 1;
         self.first_packet_ns.get_or_insert(now_ns);
         if self.record_latency {
@@ -225,6 +238,14 @@ impl StreamCheck {
     pub fn packets(&self) -> u64 {
         self.packets
     }
+    /// Interfaces described so far (IDBs).
+    pub fn interfaces(&self) -> usize {
+        self.next_seq.len()
+    }
+    /// The comments of the stream's SHB, once it has arrived.
+    pub fn shb_comments(&self) -> Option<&[String]> {
+        self.shb_comments.as_deref()
+    }
     pub fn error(&self) -> Option<&str> {
         self.error.as_deref()
     }
@@ -234,149 +255,5 @@ impl StreamCheck {
     }
     pub fn take_latencies(&mut self) -> Vec<u64> {
         std::mem::take(&mut self.latencies_ns)
-    }
-}
-
-#[cfg(test)]
-pub mod tests {
-    use super::*;
-
-    fn block(btype: u32, body: &[u8]) -> Vec<u8> {
-        let len = (12 + body.len()) as u32;
-        let mut v = btype.to_le_bytes().to_vec();
-        v.extend_from_slice(&len.to_le_bytes());
-        v.extend_from_slice(body);
-        v.extend_from_slice(&len.to_le_bytes());
-        v
-    }
-
-    pub fn shb() -> Vec<u8> {
-        let mut body = BYTE_ORDER_MAGIC.to_le_bytes().to_vec();
-        body.extend_from_slice(&[1, 0, 0, 0]);
-        body.extend_from_slice(&(-1i64).to_le_bytes());
-        block(SHB_TYPE, &body)
-    }
-
-    pub fn idb() -> Vec<u8> {
-        block(IDB_TYPE, &[1, 0, 0, 0, 0, 0, 4, 0])
-    }
-
-    pub fn epb(seq: u64, stamp: u64) -> Vec<u8> {
-        // interface id, timestamp high and low; then both lengths
-        let mut body = vec![0u8; 12];
-        body.extend_from_slice(&64u32.to_le_bytes());
-        body.extend_from_slice(&64u32.to_le_bytes());
-        let mut data = vec![0u8; 64];
-        data[OFF_MAGIC..OFF_MAGIC + 4].copy_from_slice(PAYLOAD_MAGIC);
-        data[OFF_SEQ..OFF_SEQ + 8].copy_from_slice(&seq.to_le_bytes());
-        data[OFF_STAMP..OFF_STAMP + 8].copy_from_slice(&stamp.to_le_bytes());
-        body.extend_from_slice(&data);
-        block(EPB_TYPE, &body)
-    }
-
-    fn stream(n: u64) -> Vec<u8> {
-        let mut s = shb();
-        s.extend(idb());
-        for i in 0..n {
-            s.extend(epb(i, 1000 + i));
-        }
-        s
-    }
-
-    #[test]
-    fn intact_stream_split_at_every_offset_gives_the_same_counts() {
-        let s = stream(3);
-        for cut in 0..=s.len() {
-            let mut c = StreamCheck::new(true);
-            c.feed(&s[..cut], 5000);
-            c.feed(&s[cut..], 5000);
-            assert_eq!(c.finish(), Ok(()), "cut at {cut}");
-            assert_eq!((c.blocks(), c.packets(), c.bytes()), (5, 3, s.len() as u64));
-            assert_eq!(c.take_latencies(), vec![4000, 3999, 3998]);
-        }
-    }
-
-    #[test]
-    fn byte_by_byte_feeding_is_accepted() {
-        let s = stream(2);
-        let mut c = StreamCheck::new(false);
-        for b in &s {
-            c.feed(std::slice::from_ref(b), 0);
-        }
-        assert_eq!(c.finish(), Ok(()));
-        assert_eq!(c.packets(), 2);
-    }
-
-    #[test]
-    fn sequence_gap_is_reported_with_both_numbers() {
-        let mut s = shb();
-        s.extend(idb());
-        s.extend(epb(0, 0));
-        s.extend(epb(2, 0));
-        let mut c = StreamCheck::new(false);
-        c.feed(&s, 0);
-        let e = c.finish().unwrap_err();
-        assert!(e.contains("expected packet 1 but got 2"), "{e}");
-    }
-
-    #[test]
-    fn mismatched_trailing_length_is_reported() {
-        let mut s = stream(2);
-        let n = s.len();
-        s[n - 4] ^= 4;
-        let mut c = StreamCheck::new(false);
-        c.feed(&s, 0);
-        assert!(c.finish().unwrap_err().contains("trailing length"));
-    }
-
-    #[test]
-    fn lost_bytes_break_the_framing() {
-        let mut s = stream(3);
-        let cut = shb().len() + idb().len() + 10;
-        s.drain(cut..cut + 4);
-        let mut c = StreamCheck::new(false);
-        c.feed(&s, 0);
-        assert!(c.finish().is_err());
-    }
-
-    #[test]
-    fn stream_cut_inside_a_block_is_reported_at_the_end() {
-        let s = stream(1);
-        let mut c = StreamCheck::new(false);
-        c.feed(&s[..s.len() - 1], 0);
-        assert!(c.finish().unwrap_err().contains("inside a block"));
-    }
-
-    #[test]
-    fn stream_not_starting_with_shb_is_rejected() {
-        let mut c = StreamCheck::new(false);
-        c.feed(&idb(), 0);
-        assert!(c.finish().unwrap_err().contains("not an SHB"));
-    }
-
-    #[test]
-    fn packet_before_idb_is_rejected() {
-        let mut s = shb();
-        s.extend(epb(0, 0));
-        let mut c = StreamCheck::new(false);
-        c.feed(&s, 0);
-        assert!(c.finish().is_err());
-    }
-
-    #[test]
-    fn longer_shb_from_the_service_edit_is_accepted() {
-        let mut body = BYTE_ORDER_MAGIC.to_le_bytes().to_vec();
-        body.extend_from_slice(&[1, 0, 0, 0]);
-        body.extend_from_slice(&(-1i64).to_le_bytes());
-        body.extend_from_slice(&[1, 0, 8, 0]);
-        body.extend_from_slice(b"---\n# ca");
-        body.extend_from_slice(&[0, 0, 0, 0]);
-        let mut s = block(SHB_TYPE, &body);
-        s.extend(idb());
-        s.extend(epb(0, 0));
-        let mut c = StreamCheck::new(false);
-        c.feed(&s, 0);
-        assert_eq!(c.finish(), Ok(()));
-        assert_eq!(c.packets(), 1);
     }
 }

@@ -52,37 +52,3 @@ pub fn latency_summary(samples: &mut [u64]) -> Option<LatencySummary> {
         mean_us: sum as f64 / samples.len() as f64 / 1000.0,
     })
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn nearest_rank_percentiles_of_one_to_a_thousand() {
-        let v: Vec<u64> = (1..=1000).collect();
-        assert_eq!(super::percentile(&v, 50.0), Some(500));
-        assert_eq!(super::percentile(&v, 99.0), Some(990));
-        assert_eq!(super::percentile(&v, 99.9), Some(999));
-        assert_eq!(super::percentile(&v, 100.0), Some(1000));
-        assert_eq!(super::percentile(&v, 0.0), Some(1));
-        assert_eq!(super::percentile(&[], 50.0), None);
-    }
-
-    #[test]
-    fn median_of_odd_and_even_counts_ignores_non_finite_values() {
-        assert_eq!(super::median(&[3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(super::median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
-        assert_eq!(super::median(&[f64::NAN, 5.0]), Some(5.0));
-        assert_eq!(super::median(&[]), None);
-    }
-
-    #[test]
-    fn latency_summary_converts_nanoseconds_to_microseconds() {
-        let mut v: Vec<u64> = (1..=100).map(|i| i * 1000).collect();
-        v.reverse();
-        let s = super::latency_summary(&mut v).unwrap();
-        assert_eq!(
-            (s.count, s.p50_us, s.p99_us, s.max_us),
-            (100, 50.0, 99.0, 100.0)
-        );
-        assert!((s.mean_us - 50.5).abs() < 1e-9);
-    }
-}

@@ -1,7 +1,7 @@
 //! Test certificates made with the `openssl` command: a CA and a server
 //! certificate it signed, for 127.0.0.1, ::1 and localhost; and a rustls
-//! client config that trusts only that CA. Standalone (no other helper
-//! module) so the wss bench can include it too.
+//! client config that trusts only that CA. Errors are returned, not
+//! panicked on: the wss bench reports them (tests wrap it in `tls::Pki`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -9,7 +9,7 @@
 //! with `--network none`, so their traffic stays on their own loopback.
 
 use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -31,10 +31,10 @@ const DOCKER_TIMEOUT: Duration = Duration::from_secs(600);
 const BUILD_LOCK: &str = "/run/packetflix-test-image.lock";
 
 pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    super::bins::repo()
 }
 
-/// Runs `docker ARGS` to completion, bounded by [`DOCKER_TIMEOUT`].
+/// Runs `docker ARGS` to completion, bounded by `DOCKER_TIMEOUT`.
 pub fn docker(args: &[&str]) -> Output {
     Command::new("timeout")
         .arg(DOCKER_TIMEOUT.as_secs().to_string())
@@ -116,8 +116,8 @@ fn checkout_tag(repo_name: &str) -> String {
 fn build_cached(tag: &str, dockerfile: &str, more: &[&str]) {
     ensure_base_images();
     let repo = repo();
-    let bin = Path::new(env!("CARGO_BIN_EXE_packetflix"));
-    let client = Path::new(env!("CARGO_BIN_EXE_packetflix-capture"));
+    let bin = super::bins::service();
+    let client = super::bins::capture_client();
     let dir = bin.parent().expect("binary directory");
     let bin_dir = dir
         .strip_prefix(&repo)

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 
-use super::load::ScratchDir;
+use super::ScratchDir;
 
 /// A CA and a server certificate chain (leaf, then CA) for 127.0.0.1, ::1
 /// and localhost signed by it, in a scratch directory.
@@ -25,6 +25,9 @@ pub struct Pki {
 }
 
 impl Pki {
+    // Not a `Default`: making one creates real resources (a namespace,
+    // files), which a default value should not.
+    #[allow(clippy::new_without_default)]
     pub fn new() -> Pki {
         let dir = ScratchDir::new("pki");
         let files = super::pki::make(&dir.0).unwrap_or_else(|e| panic!("{e}"));
@@ -111,7 +114,7 @@ pub fn https_raw(
 
 /// The Python of the venv `scripts/deps.sh` makes (with `websockets`).
 pub fn venv_python() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/tls-venv/bin/python");
+    let p = super::bins::repo().join("target/tls-venv/bin/python");
     assert!(
         p.exists(),
         "{} is missing: run scripts/deps.sh (it makes the venv with Python websockets)",

@@ -15,10 +15,13 @@ use std::time::{Duration, Instant};
 
 use super::baseline::RawRelay;
 use super::client::{Client, ConnResult, ConnSpec, Proto, Until, DEFAULT_MAX_SETUPS};
-use super::procs::{self, Discovery, Server};
 use super::report::{Machine, Measurement, Report, Scenario, Status, TargetCheck, SCHEMA};
 use super::stats::{latency_summary, median, percentile};
-use super::{mono_ns, thread_cpu_ns};
+use super::{env_num, mono_ns, thread_cpu_ns};
+use crate::ghostwire::{self, GhostWire};
+use crate::pcapgen;
+use crate::procs;
+use crate::service::{free_port, Launch, Service};
 
 /// How long the service, websocat or the relay may take to wind down a
 /// capture after its client left, before we measure the next thing anyway.
@@ -81,13 +84,6 @@ pub fn parse_points(v: &str) -> Vec<(usize, u64)> {
             Some((n.trim().parse().ok()?, r.trim().parse().ok()?))
         })
         .collect()
-}
-
-fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
 }
 
 impl BenchConfig {
@@ -171,48 +167,39 @@ impl System {
     }
 }
 
-/// What the generator is told to do.
+/// What the generators of a run are told to do, and whether the run holds
+/// every generator after its header until all its captures are set up,
+/// then starts them together (a FIFO the bench opens).
 #[derive(Clone, Debug)]
 pub struct GenSettings {
-    pub size: usize,
-    pub count: u64,
-    pub rate: u64,
-    pub idle: bool,
-    pub corrupt: Option<&'static str>,
-    /// Hold every generator after its header until all captures of a run
-    /// are set up, then start them together (a FIFO the bench opens).
+    pub program: pcapgen::Settings,
     pub synced: bool,
 }
 
 impl GenSettings {
+    /// `count` packets of `size` bytes at full speed, not synced.
     pub fn stream(size: usize, count: u64) -> Self {
         GenSettings {
-            size,
-            count,
-            rate: 0,
-            idle: false,
-            corrupt: None,
+            program: pcapgen::Settings::stream(size, count),
             synced: false,
         }
     }
 
+    /// Header blocks, then idle until the capture ends.
+    pub fn idle() -> Self {
+        GenSettings {
+            program: pcapgen::Settings::idle(),
+            synced: false,
+        }
+    }
+
+    /// The generator's environment, with the run's start FIFO if synced.
     pub fn env(&self, start_fifo: Option<&Path>) -> Vec<(String, String)> {
-        let mut v = vec![
-            (
-                "PFX_GEN_MODE".to_string(),
-                if self.idle { "idle" } else { "stream" }.to_string(),
-            ),
-            ("PFX_GEN_SIZE".to_string(), self.size.to_string()),
-            ("PFX_GEN_COUNT".to_string(), self.count.to_string()),
-            ("PFX_GEN_RATE".to_string(), self.rate.to_string()),
-        ];
-        if let Some(f) = start_fifo {
-            v.push(("PFX_GEN_START_FIFO".to_string(), f.display().to_string()));
+        pcapgen::Settings {
+            start_fifo: start_fifo.map(Path::to_path_buf),
+            ..self.program.clone()
         }
-        if let Some(c) = self.corrupt {
-            v.push(("PFX_GEN_CORRUPT".to_string(), c.to_string()));
-        }
-        v
+        .env()
     }
 }
 
@@ -269,7 +256,7 @@ impl Drop for StartFifo {
 
 enum SutKind {
     Raw(RawRelay),
-    Server(Server),
+    Server(Service),
 }
 
 impl Sut {
@@ -279,7 +266,7 @@ impl Sut {
         gen: &GenSettings,
         tag: &str,
         addressing: Addressing,
-        discovery: Option<&Discovery>,
+        discovery: Option<&GhostWire>,
     ) -> Result<Sut, (Status, String)> {
         let failed = |e: std::io::Error| (Status::Failed, e.to_string());
         let start_fifo = if gen.synced {
@@ -291,35 +278,35 @@ impl Sut {
         let kind = match system {
             System::Raw => SutKind::Raw(RawRelay::start(&paths.generator, &env).map_err(failed)?),
             System::Packetflix => {
-                let port = procs::free_port().map_err(failed)?;
                 let mut args = vec![
-                    "--port".to_string(),
-                    port.to_string(),
                     "--capture-program".to_string(),
                     paths.generator.display().to_string(),
                 ];
                 if let Some(d) = discovery {
                     args.extend([
                         "--discovery-service".to_string(),
-                        d.addr.ip().to_string(),
+                        "127.0.0.1".to_string(),
                         "--gw-port".to_string(),
-                        d.addr.port().to_string(),
+                        d.port().to_string(),
                     ]);
                 }
                 let log = paths
                     .out_dir
                     .join("logs")
                     .join(format!("packetflix-{tag}.log"));
-                SutKind::Server(
-                    Server::spawn(&paths.service, &args, &env, port, &log).map_err(failed)?,
-                )
+                let launch = Launch {
+                    args,
+                    env,
+                    ..Launch::new().program(&paths.service).log(log)
+                };
+                SutKind::Server(launch.try_start().map_err(|e| (Status::Failed, e))?)
             }
             System::Websocat => {
                 let bin = paths
                     .websocat
                     .clone()
                     .map_err(|e| (Status::Unavailable, e))?;
-                let port = procs::free_port().map_err(failed)?;
+                let port = free_port();
                 // -E and --exec-sighup-on-stdin-close make websocat end the
                 // capture program when its client leaves; without them every
                 // capture outlives its client (websocat warns about the leak).
@@ -334,7 +321,12 @@ impl Sut {
                     .out_dir
                     .join("logs")
                     .join(format!("websocat-{tag}.log"));
-                SutKind::Server(Server::spawn(&bin, &args, &env, port, &log).map_err(failed)?)
+                let launch = Launch {
+                    args,
+                    env,
+                    ..Launch::new().program(bin).log(log).port(port)
+                };
+                SutKind::Server(launch.try_start().map_err(|e| (Status::Failed, e))?)
             }
         };
         Ok(Sut {
@@ -360,10 +352,10 @@ impl Sut {
                         headers: vec![("Clustershark-Container".into(), json.clone())],
                     },
                 };
-                (s.addr, proto)
+                (s.addr(), proto)
             }
             (SutKind::Server(s), _) => (
-                s.addr,
+                s.addr(),
                 Proto::Ws {
                     path: "/".into(),
                     headers: vec![],
@@ -391,24 +383,25 @@ impl Sut {
     /// nanoseconds (the raw relay reaps its own in this process).
     pub fn gen_cpu_ns(&self) -> u64 {
         let pid = match &self.kind {
-            SutKind::Server(s) => s.pid,
-            SutKind::Raw(_) => std::process::id(),
+            SutKind::Server(s) => s.pid(),
+            SutKind::Raw(_) => std::process::id() as i32,
         };
         procs::sample(pid)
-            .map(|p| p.children_cpu_ticks * 1_000_000_000 / procs::clk_tck())
+            .map(|p| p.children_cpu_ticks * 1_000_000_000 / procs::clock_ticks_per_second())
             .unwrap_or(0)
     }
 
-    pub fn server_pid(&self) -> Option<u32> {
+    pub fn server_pid(&self) -> Option<i32> {
         match &self.kind {
-            SutKind::Server(s) => Some(s.pid),
+            SutKind::Server(s) => Some(s.pid()),
             SutKind::Raw(_) => None,
         }
     }
 
-    pub fn log(&self) -> Option<&Path> {
+    /// The last lines of a server's log.
+    pub fn log_tail(&self) -> Option<String> {
         match &self.kind {
-            SutKind::Server(s) => Some(&s.log),
+            SutKind::Server(s) => Some(s.stderr_tail()),
             SutKind::Raw(_) => None,
         }
     }
@@ -416,7 +409,7 @@ impl Sut {
     /// Capture programs this system is running now.
     pub fn captures_running(&self) -> u64 {
         match &self.kind {
-            SutKind::Server(s) => procs::children_running(s.pid, &self.generator),
+            SutKind::Server(s) => procs::children_running(s.pid(), &self.generator),
             SutKind::Raw(_) => 0,
         }
     }
@@ -666,7 +659,7 @@ fn interleaved(
             if rounds.failed.contains_key(&sut.system) {
                 continue;
             }
-            let out = sut.run(n, Some(gen.count), false, cfg.run_limit());
+            let out = sut.run(n, Some(gen.program.count), false, cfg.run_limit());
             match out.error() {
                 Some(e) => {
                     let e = with_log(e, sut);
@@ -684,16 +677,9 @@ fn interleaved(
 }
 
 fn with_log(e: String, sut: &Sut) -> String {
-    match sut.log() {
-        Some(log) => {
-            let tail = procs::log_tail(log);
-            if tail.is_empty() {
-                e
-            } else {
-                format!("{e} [log: {tail}]")
-            }
-        }
-        None => e,
+    match sut.log_tail() {
+        Some(tail) if !tail.is_empty() => format!("{e} [log: {tail}]"),
+        _ => e,
     }
 }
 
@@ -797,11 +783,10 @@ fn latency(cfg: &BenchConfig, paths: &Paths, addr: &Addressing, n: usize, rate: 
     let packets = ((rate as f64 * cfg.latency_round_s) as u64).max(1);
     let id = format!("latency-{n}x{rate}pps");
     let gen = GenSettings {
-        size: 64,
-        count: packets,
-        rate,
-        idle: false,
-        corrupt: None,
+        program: pcapgen::Settings {
+            rate,
+            ..pcapgen::Settings::stream(64, packets)
+        },
         synced: n > 1,
     };
     let mut rounds = Rounds::default();
@@ -813,7 +798,7 @@ fn latency(cfg: &BenchConfig, paths: &Paths, addr: &Addressing, n: usize, rate: 
             if rounds.failed.contains_key(&sut.system) {
                 continue;
             }
-            let out = sut.run(n, Some(gen.count), true, cfg.run_limit());
+            let out = sut.run(n, Some(gen.program.count), true, cfg.run_limit());
             if let Some(e) = out.error() {
                 rounds
                     .failed
@@ -961,14 +946,7 @@ fn setups(sut: &Sut, n: usize) -> Result<BTreeMap<String, f64>, String> {
 }
 
 fn setup_scenarios(cfg: &BenchConfig, paths: &Paths, ino: u64) -> Vec<Scenario> {
-    let gen = GenSettings {
-        size: 64,
-        count: 0,
-        rate: 0,
-        idle: true,
-        corrupt: None,
-        synced: false,
-    };
+    let gen = GenSettings::idle();
     let n = cfg.setups;
     let columns = cols(&[
         ("to_101_p50_ms", "→101 p50 ms"),
@@ -1014,53 +992,41 @@ fn setup_scenarios(cfg: &BenchConfig, paths: &Paths, ino: u64) -> Vec<Scenario> 
     // time, so the service must ask discovery, which answers at once with
     // the right namespace.
     let me = std::process::id();
-    let start = procs::starttime(me).unwrap_or(0);
+    let start = procs::stat(me as i32).map_or(0, |s| s.starttime);
     let target = |starttime: u64| {
-        serde_json::json!({
-            "netns": ino, "pid": me, "starttime": starttime, "name": "pfx-bench-target",
-            "prefix": "", "type": "proc", "network-interfaces": ["lo"]
-        })
+        let mut t = ghostwire::target("pfx-bench-target", "", ino, me as i32, starttime);
+        t["network-interfaces"] = serde_json::json!(["lo"]);
+        t
     };
     let stale = target(start + 1).to_string();
-    let body = serde_json::json!({ "containers": [target(start)] }).to_string();
-    let stale_row = match Discovery::start(body) {
-        Err(e) => Measurement::failed(
-            "setup-stale-container",
-            "packetflix",
-            Status::Failed,
-            e.to_string(),
-        ),
-        Ok(d) => match Sut::start(
-            System::Packetflix,
-            paths,
-            &gen,
-            "setup-stale-container",
-            Addressing::StaleContainer(stale),
-            Some(&d),
-        ) {
-            Err((st, e)) => Measurement::failed("setup-stale-container", "packetflix", st, e),
-            Ok(sut) => {
-                let before = d.requests();
-                match setups(&sut, n) {
-                    Err(e) => Measurement::failed(
-                        "setup-stale-container",
-                        "packetflix",
-                        Status::Failed,
-                        e,
-                    ),
-                    Ok(metrics) => {
-                        let mut m = Measurement::new("setup-stale-container", "packetflix");
-                        m.metrics = metrics;
-                        m.metrics
-                            .insert("discovery_requests".into(), (d.requests() - before) as f64);
-                        if let (Some(a), Some(b)) = (m.get("to_first_byte_p50_ms"), raw_first_p50) {
-                            m.vs_baseline.insert("to_first_byte_p50_ms".into(), a / b);
-                        }
-                        m
+    let d = GhostWire::start(ghostwire::mobyshark(&[target(start)]));
+    let stale_row = match Sut::start(
+        System::Packetflix,
+        paths,
+        &gen,
+        "setup-stale-container",
+        Addressing::StaleContainer(stale),
+        Some(&d),
+    ) {
+        Err((st, e)) => Measurement::failed("setup-stale-container", "packetflix", st, e),
+        Ok(sut) => {
+            let before = d.requests().len();
+            match setups(&sut, n) {
+                Err(e) => {
+                    Measurement::failed("setup-stale-container", "packetflix", Status::Failed, e)
+                }
+                Ok(metrics) => {
+                    let mut m = Measurement::new("setup-stale-container", "packetflix");
+                    m.metrics = metrics;
+                    let asked = d.requests().len() - before;
+                    m.metrics.insert("discovery_requests".into(), asked as f64);
+                    if let (Some(a), Some(b)) = (m.get("to_first_byte_p50_ms"), raw_first_p50) {
+                        m.vs_baseline.insert("to_first_byte_p50_ms".into(), a / b);
                     }
+                    m
                 }
             }
-        },
+        }
     };
     vec![
         Scenario {
@@ -1086,14 +1052,7 @@ fn setup_scenarios(cfg: &BenchConfig, paths: &Paths, ino: u64) -> Vec<Scenario> 
 
 fn density_one(cfg: &BenchConfig, paths: &Paths, sys: System, ino: u64) -> Measurement {
     let id = "density-idle";
-    let gen = GenSettings {
-        size: 64,
-        count: 0,
-        rate: 0,
-        idle: true,
-        corrupt: None,
-        synced: false,
-    };
+    let gen = GenSettings::idle();
     let sut = match Sut::start(sys, paths, &gen, id, Addressing::Netns(ino), None) {
         Ok(s) => s,
         Err((st, e)) => return Measurement::failed(id, sys.name(), st, e),
@@ -1465,12 +1424,12 @@ fn targets(report: &Report, cfg: &BenchConfig) -> Vec<TargetCheck> {
 pub fn run_all(cfg: &BenchConfig, paths: &Paths, progress: &dyn Fn(&str)) -> Report {
     let started = Instant::now();
     let mut machine = Machine::probe();
-    machine.nofile_limit = procs::raise_nofile();
+    machine.nofile_limit = super::raise_nofile();
     let mut notes = Vec::new();
-    let ino = match procs::own_netns_inode() {
-        Ok(i) => i,
-        Err(e) => {
-            notes.push(format!("cannot read /proc/self/ns/net: {e}"));
+    let ino = match procs::own_netns() {
+        Some(i) => i,
+        None => {
+            notes.push("cannot read /proc/self/ns/net".into());
             0
         }
     };

@@ -14,6 +14,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::{Message, WebSocket};
 
+use super::pcapgen::StreamCheck;
 use super::pcapng::Pcapng;
 
 /// Socket read timeout: the granularity at which deadlines are checked.
@@ -275,4 +276,37 @@ impl Client {
     pub fn drop_tcp(self) {
         let _ = self.ws.get_ref().0.shutdown(std::net::Shutdown::Both);
     }
+}
+
+/// Reads a capture of the synthetic program into `check` until the
+/// server's close frame, or until `timeout` passes (a read timeout on the
+/// socket only makes it look again); after each binary message `each` gets
+/// the count so far. Returns the close frame's code and reason (1005 if it
+/// had none) or `None` without one; the error that broke the stream.
+pub fn read_checked<S: Read + Write>(
+    ws: &mut WebSocket<S>,
+    check: &mut StreamCheck,
+    timeout: Duration,
+    mut each: impl FnMut(u64),
+) -> Result<Option<(u16, String)>, tungstenite::Error> {
+    let deadline = Instant::now() + timeout;
+    let mut messages = 0;
+    while Instant::now() < deadline {
+        match ws.read() {
+            Ok(Message::Binary(b)) => {
+                check.feed(&b, 0);
+                messages += 1;
+                each(messages);
+            }
+            Ok(Message::Close(f)) => {
+                return Ok(Some(f.map_or((1005, String::new()), |f| {
+                    (u16::from(f.code), f.reason.to_string())
+                })))
+            }
+            Ok(_) => {}
+            Err(e) if is_timeout(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
 }

@@ -7,18 +7,20 @@
 
 use std::net::Ipv4Addr;
 
-pub const SHB: u32 = 0x0A0D_0D0A;
-pub const IDB: u32 = 1;
-pub const EPB: u32 = 6;
-const BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
+// The block types, magic and option codes of the pcapng specification the
+// synthetic capture program writes too; they are defined once, in the one
+// file of the kit that program is compiled from.
+use crate::pcapgen::format::{BYTE_ORDER_MAGIC, LINKTYPE_ETHERNET};
+pub use crate::pcapgen::format::{
+    EPB_TYPE as EPB, IDB_TYPE as IDB, OPT_COMMENT, OPT_SHB_USERAPPL as SHB_USERAPPL,
+    SHB_TYPE as SHB,
+};
 
-/// Option codes from the pcapng specification.
-pub const OPT_COMMENT: u16 = 1;
+/// if_name, an IDB option code (pcapng spec, section 4.2).
 pub const IF_NAME: u16 = 2;
-pub const SHB_USERAPPL: u16 = 4;
 
-/// Link types (tcpdump.org LINKTYPE_*) dumpcap uses on Linux.
-const LINKTYPE_ETHERNET: u16 = 1;
+/// Link types (tcpdump.org LINKTYPE_*) dumpcap uses on Linux, besides
+/// Ethernet.
 const LINKTYPE_LINUX_SLL: u16 = 113;
 const LINKTYPE_LINUX_SLL2: u16 = 276;
 

@@ -439,16 +439,7 @@ impl Wire<'_> {
         let mut r = UpRequest {
             method: req.method.unwrap_or_default().to_string(),
             target: req.path.unwrap_or_default().to_string(),
-            headers: req
-                .headers
-                .iter()
-                .map(|h| {
-                    (
-                        h.name.to_string(),
-                        String::from_utf8_lossy(h.value).into_owned(),
-                    )
-                })
-                .collect(),
+            headers: super::http::header_pairs(req.headers),
             body: Vec::new(),
             trailers: Vec::new(),
         };

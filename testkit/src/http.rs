@@ -1,5 +1,7 @@
 //! Plain HTTP/1.1 over a raw TCP socket: send exact bytes (valid or not),
-//! read the response head and body, and see whether the server closed.
+//! read the response head and body, and see whether the server closed; hold
+//! connections that send nothing, read whatever arrives until EOF, and ask
+//! `/version` on a fresh connection.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -25,6 +27,19 @@ impl Response {
     pub fn body_text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+}
+
+/// Parsed header lines as (name, value) text, in order.
+pub fn header_pairs(headers: &[httparse::Header]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_string(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect()
 }
 
 /// A parsed response head: status, headers, its length in bytes, and the
@@ -54,16 +69,7 @@ pub fn send_raw(port: u16, raw: &[u8], wait_close: bool, timeout: Duration) -> R
             let mut hdrs = [httparse::EMPTY_HEADER; 64];
             let mut resp = httparse::Response::new(&mut hdrs);
             if let Ok(httparse::Status::Complete(n)) = resp.parse(&buf) {
-                let headers: Vec<(String, String)> = resp
-                    .headers
-                    .iter()
-                    .map(|h| {
-                        (
-                            h.name.to_string(),
-                            String::from_utf8_lossy(h.value).into_owned(),
-                        )
-                    })
-                    .collect();
+                let headers = header_pairs(resp.headers);
                 let len = headers
                     .iter()
                     .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
@@ -127,4 +133,98 @@ pub fn send_raw(port: u16, raw: &[u8], wait_close: bool, timeout: Duration) -> R
 pub fn get(port: u16, path: &str) -> Response {
     let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
     send_raw(port, req.as_bytes(), false, Duration::from_secs(5))
+}
+
+// ---- connections that send little or nothing ----------------------------
+
+/// A TCP connection to the service that sends nothing.
+pub fn idle_conn(port: u16) -> TcpStream {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
+    s
+}
+
+/// What arrived on a connection until EOF (or reset) or `timeout`.
+#[derive(Debug)]
+pub struct Received {
+    pub bytes: Vec<u8>,
+    /// The server closed (EOF or reset) within the timeout.
+    pub closed: bool,
+}
+
+impl Received {
+    /// The status code of an HTTP response at the start, if any.
+    pub fn status(&self) -> Option<u16> {
+        let mut hdrs = [httparse::EMPTY_HEADER; 32];
+        let mut resp = httparse::Response::new(&mut hdrs);
+        match resp.parse(&self.bytes) {
+            Ok(httparse::Status::Complete(_)) => resp.code,
+            _ => None,
+        }
+    }
+
+    /// The body of an HTTP response at the start (everything after the head).
+    pub fn body(&self) -> String {
+        let at = self
+            .bytes
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(self.bytes.len(), |i| i + 4);
+        String::from_utf8_lossy(&self.bytes[at..]).into_owned()
+    }
+}
+
+/// Reads whatever the server sends on `s` until it closes or `timeout`.
+pub fn read_to_eof(s: &mut TcpStream, timeout: Duration) -> Received {
+    let _ = s.set_read_timeout(Some(Duration::from_millis(50)));
+    let deadline = Instant::now() + timeout;
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => {
+                return Received {
+                    bytes,
+                    closed: true,
+                }
+            }
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => {
+                return Received {
+                    bytes,
+                    closed: true,
+                }
+            }
+        }
+    }
+    Received {
+        bytes,
+        closed: false,
+    }
+}
+
+/// True if nothing (no byte, no EOF) arrives on `s` within `wait`: the
+/// service holds the connection open and silent.
+pub fn is_silent(s: &mut TcpStream, wait: Duration) -> bool {
+    let r = read_to_eof(s, wait);
+    r.bytes.is_empty() && !r.closed
+}
+
+/// `GET /version` with `Connection: close`: the service, not the client,
+/// ends the connection, so it is gone from the service before this returns.
+pub fn version_status(port: u16) -> Option<u16> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.write_all(b"GET /version HTTP/1.1\r\nHost: pfx\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let r = read_to_eof(&mut s, Duration::from_secs(5));
+    if r.closed {
+        r.status()
+    } else {
+        None
+    }
 }

@@ -65,6 +65,9 @@ pub struct Netns {
 }
 
 impl Netns {
+    // Not a `Default`: making one creates real resources (a namespace,
+    // files), which a default value should not.
+    #[allow(clippy::new_without_default)]
     pub fn new() -> Netns {
         SWEEP.call_once(sweep_stale);
         let id = NS_COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -213,6 +216,9 @@ pub struct VethPair {
 }
 
 impl VethPair {
+    // Not a `Default`: making one creates real resources (a namespace,
+    // files), which a default value should not.
+    #[allow(clippy::new_without_default)]
     pub fn new() -> VethPair {
         let a = Netns::new();
         let b = Netns::new();

@@ -1,7 +1,8 @@
 //! A stand-in for the GhostWire discovery service: a real HTTP/1.1 server on
 //! 127.0.0.1 (std listener, one thread per connection) answering
 //! `GET /mobyshark` with a configurable status, body and delay. It records
-//! every request and when each answer went out; it stops on drop.
+//! every request and when each answer went out; it stops on drop. The
+//! tests and the benches' setup scenario share it.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};

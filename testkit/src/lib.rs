@@ -1,17 +1,43 @@
-//! Shared helpers for the end-to-end tests: real network namespaces, the real
-//! service binary, a real websocket client, a pcapng reader, raw HTTP and a
-//! GhostWire stand-in. Every resource made here is owned by a guard whose
-//! `Drop` removes it, also when a test panics; every wait here is bounded so
-//! no test can hang. Nothing here touches the host's own network: traffic only
-//! flows inside namespaces the tests make (documentation address ranges).
-#![allow(dead_code, unused_imports)]
+//! The test kit of packetflix: what the end-to-end tests (`tests/`) and the
+//! benchmarks (`benches/`) share, compiled once as a library. Real network
+//! namespaces, the real service binary, a real websocket client, a pcapng
+//! reader, raw HTTP and a GhostWire stand-in. Every resource made here is
+//! owned by a guard whose `Drop` removes it, also when a test panics; every
+//! wait here is bounded so no test can hang. Nothing here touches the host's
+//! own network: traffic only flows inside namespaces the tests make
+//! (documentation address ranges) or on loopback.
+//!
+//! A dev-dependency only: nothing here ships with the service. Being a
+//! library, each part is compiled once for all test and bench binaries, and
+//! the compiler and clippy check it like any crate's public API (its own
+//! tests are `tests/testkit.rs` of the service's package, so the top-level
+//! `cargo nextest run --all-targets` runs them).
+//!
+//! The parts:
+//! - processes: [`service`] (the one launcher of the service, or of another
+//!   server a bench compares), [`bins`] (where cargo put the binaries),
+//!   [`procs`] (the one `/proc` reader), [`netns`] (namespaces, veth pairs,
+//!   processes inside), [`docker`] (images, containers);
+//! - stand-ins: [`ghostwire`] (the discovery service), [`upstream`] (an
+//!   origin behind the discovery proxy), [`pcapgen`] (the synthetic capture
+//!   program, its stream format and its stream check);
+//! - clients: [`ws`] (tungstenite), [`rawws`] and [`wsframes`] (websocket by
+//!   hand), [`http`] (raw HTTP/1.1), [`tls`] and [`pki`] (certificates, TLS
+//!   and third-party wss clients), [`latency`] (`/version` probes);
+//! - reading what was captured: [`pcapng`] (a reader, independent of the
+//!   service's own pcapng code, and `tshark` as a second opinion);
+//! - [`mod@bench`]: the measurement harness of the benches;
+//! - here: scratch files and directories, bounded waits, and the capture
+//!   helpers most end-to-end tests start with.
 
+pub mod bench;
+pub mod bins;
 pub mod docker;
 pub mod ghostwire;
 pub mod http;
 pub mod latency;
-pub mod load;
 pub mod netns;
+pub mod pcapgen;
 pub mod pcapng;
 pub mod pki;
 pub mod procs;
@@ -20,6 +46,7 @@ pub mod service;
 pub mod tls;
 pub mod upstream;
 pub mod ws;
+pub mod wsframes;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -78,6 +105,41 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
+}
+
+/// A directory under /tmp that any user may traverse (mode 0755), removed
+/// with its contents on drop.
+pub struct ScratchDir(pub std::path::PathBuf);
+
+impl ScratchDir {
+    pub fn new(what: &str) -> ScratchDir {
+        use std::os::unix::fs::PermissionsExt;
+        let d = ScratchDir(scratch_path(what));
+        std::fs::create_dir(&d.0).expect("create scratch dir");
+        std::fs::set_permissions(&d.0, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod scratch dir");
+        d
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    pub fn join(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Whether `path` is an executable file (for optional tools like setcap).
+pub fn executable(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// Percent-encodes a query parameter value (RFC 3986 unreserved kept).
