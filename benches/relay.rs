@@ -6,6 +6,7 @@
 //! durations, default 1), `PFX_BENCH_ONLY=throughput,concurrent,latency,
 //! setup,density`, `PFX_BENCH_ROUNDS`, `PFX_BENCH_CONCURRENT`,
 //! `PFX_BENCH_DENSITY`, `PFX_BENCH_LATENCY_CAPTURES=1,100`,
+//! `PFX_BENCH_SERVICE=/path/to/packetflix` (measure that build instead),
 //! `PFX_BENCH_WEBSOCAT=/path|none`, and the per-count knobs in
 //! `support/scenarios.rs`. Without `--bench` (e.g. `cargo test --benches`)
 //! it only says how to run it: a five-minute run is not a test.
@@ -25,10 +26,13 @@ fn main() {
         }
         return;
     }
-    let service = PathBuf::from(env!("CARGO_BIN_EXE_packetflix"));
+    // `PFX_BENCH_SERVICE=/path/to/packetflix` measures another build (a
+    // before/after comparison with the same harness and generator).
+    let built = PathBuf::from(env!("CARGO_BIN_EXE_packetflix"));
+    let service = std::env::var_os("PFX_BENCH_SERVICE").map_or(built.clone(), PathBuf::from);
     let generator = packetflix_testkit::pcapgen::program_path();
     // target/<profile>/packetflix → target/bench
-    let out_dir = service
+    let out_dir = built
         .parent()
         .and_then(Path::parent)
         .map(|t| t.join("bench"))

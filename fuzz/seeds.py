@@ -125,7 +125,7 @@ def session():
     d = os.path.join(HERE, "corpus", t)
     if os.path.isdir(d):
         for name in os.listdir(d):
-            if name.startswith("seed-"):
+            if name.startswith("seed-") and not name.startswith("seed-found-"):
                 os.remove(os.path.join(d, name))
     ping_close = frame(0x89, b"hi") + frame(0x82, b"x" * 300) + close(1000, b"bye")
     write(t, "version-pipelined", sess(0, [], [],

@@ -97,9 +97,11 @@ fn broken(e: io::Error) -> Broken {
     Broken(e.to_string())
 }
 
-/// One target's capture program's pipes.
+/// One target's descriptors: its namespace until its program has entered
+/// it, then the program's pipes.
 #[derive(Default)]
-struct Pipes {
+struct Target {
+    netns: Option<Netns>,
     stdout: Option<Receiver>,
     stderr: Option<Receiver>,
 }
@@ -107,10 +109,7 @@ struct Pipes {
 /// A session's descriptors and the loop's bookkeeping for it.
 pub struct Io {
     pub conn: Conn,
-    pipes: Vec<Pipes>,
-    /// Namespaces located for a starting capture, until their programs
-    /// have entered them.
-    namespaces: Vec<Option<Netns>>,
+    targets: Vec<Target>,
     proxy: Option<Box<Proxy>>,
     /// Captures the loop counts for this session.
     pub counted: usize,
@@ -119,11 +118,19 @@ pub struct Io {
 }
 
 impl Io {
+    /// Target `i`'s descriptors (made room for on first use).
+    fn target(&mut self, i: usize) -> &mut Target {
+        if self.targets.len() <= i {
+            self.targets.resize_with(i + 1, Target::default);
+        }
+        &mut self.targets[i]
+    }
+
     /// The descriptor slot of a capture pipe.
     fn pipe(&mut self, src: Source) -> Option<&mut Option<Receiver>> {
         match src {
-            Source::Stdout(i) => self.pipes.get_mut(i).map(|p| &mut p.stdout),
-            Source::Stderr(i) => self.pipes.get_mut(i).map(|p| &mut p.stderr),
+            Source::Stdout(i) => self.targets.get_mut(i).map(|p| &mut p.stdout),
+            Source::Stderr(i) => self.targets.get_mut(i).map(|p| &mut p.stderr),
             Source::Client | Source::Upstream => None,
         }
     }
@@ -131,8 +138,7 @@ impl Io {
     pub fn new(conn: Conn) -> Io {
         Io {
             conn,
-            pipes: Vec::new(),
-            namespaces: Vec::new(),
+            targets: Vec::new(),
             proxy: None,
             counted: 0,
             armed: None,
@@ -414,10 +420,7 @@ impl Entry {
                             } else {
                                 Ok(Default::default())
                             };
-                            if self.io.namespaces.len() <= target {
-                                self.io.namespaces.resize_with(target + 1, || None);
-                            }
-                            self.io.namespaces[target] = Some(ns);
+                            self.io.target(target).netns = Some(ns);
                             Located::Held { links: names }
                         }
                         Found::Missing(why) => Located::Missing(why),
@@ -461,7 +464,11 @@ impl Entry {
                 }
                 Action::Resume(src) => w.again.push((Tok::new(key, src).token(), id)),
                 Action::ShutdownWrite => self.io.conn.sock.shutdown_write(),
-                Action::ReleaseNamespaces => self.io.namespaces.clear(),
+                Action::ReleaseNamespaces => {
+                    for t in &mut self.io.targets {
+                        t.netns = None;
+                    }
+                }
             }
         }
     }
@@ -476,7 +483,7 @@ impl Entry {
         target: usize,
         args: &[String],
     ) -> Result<(u32, Result<(), String>), String> {
-        let Some(ns) = self.io.namespaces.get_mut(target).and_then(Option::take) else {
+        let Some(ns) = self.io.targets.get_mut(target).and_then(|t| t.netns.take()) else {
             return Err("its network namespace is not held".into());
         };
         let program = &w.cfg.capture_program;
@@ -501,13 +508,9 @@ impl Entry {
                 )
             })
             .map_err(|e| e.to_string());
-        if self.io.pipes.len() <= target {
-            self.io.pipes.resize_with(target + 1, Pipes::default);
-        }
-        self.io.pipes[target] = Pipes {
-            stdout: Some(spawned.stdout),
-            stderr: Some(spawned.stderr),
-        };
+        let t = self.io.target(target);
+        t.stdout = Some(spawned.stdout);
+        t.stderr = Some(spawned.stderr);
         Ok((pid as u32, watched))
     }
 

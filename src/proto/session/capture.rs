@@ -243,7 +243,7 @@ pub(super) enum Ending {
     Shutdown,
     /// Not every program could start: the ones that did are stopped, and
     /// the client hears this once they are reaped.
-    Refused(Refusal),
+    Refused(Box<Refusal>),
 }
 
 impl Ending {
@@ -258,14 +258,54 @@ pub(super) enum Relay {
     /// One target: its output as it comes, with the first SHB edited.
     Edit(ShbEditor),
     /// Several targets merged into one section ([`crate::proto::merge`]).
-    Merge {
-        merger: Merger,
-        /// What the merger made of one read (blocks it built or that spanned
-        /// reads); the rest of the message is ranges of the read buffer.
-        scratch: Vec<u8>,
-        /// The pieces of one read's message, in order.
-        parts: Vec<Part>,
-    },
+    /// Boxed: a capture of one target (the common, dense case) does not
+    /// carry its room.
+    Merge(Box<Merging>),
+}
+
+/// The merger of a capture of several targets and its per-read buffers.
+pub(super) struct Merging {
+    pub merger: Merger,
+    /// What the merger made of one read (blocks it built or that spanned
+    /// reads); the rest of the message is ranges of the read buffer.
+    pub scratch: Vec<u8>,
+    /// The pieces of one read's message, in order.
+    pub parts: Vec<Part>,
+}
+
+/// A capture's programs: one kept inline (a capture of one target, the
+/// dense case, costs no allocation for it), or several.
+pub(super) enum Programs {
+    One([Program; 1]),
+    Many(Vec<Program>),
+}
+
+impl From<Vec<Program>> for Programs {
+    fn from(mut v: Vec<Program>) -> Programs {
+        match v.len() {
+            1 => Programs::One([v.remove(0)]),
+            _ => Programs::Many(v),
+        }
+    }
+}
+
+impl std::ops::Deref for Programs {
+    type Target = [Program];
+    fn deref(&self) -> &[Program] {
+        match self {
+            Programs::One(p) => p,
+            Programs::Many(v) => v,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Programs {
+    fn deref_mut(&mut self) -> &mut [Program] {
+        match self {
+            Programs::One(p) => p,
+            Programs::Many(v) => v,
+        }
+    }
 }
 
 /// What the session does once a capture is over.
@@ -280,7 +320,7 @@ pub(super) enum Close {
 
 pub(super) struct Capture {
     pub id: u64,
-    pub programs: Vec<Program>,
+    pub programs: Programs,
     pub relay: Relay,
     pub reader: FrameReader,
     pub ending: Ending,
@@ -298,7 +338,7 @@ impl Capture {
     }
 
     fn several(&self) -> bool {
-        matches!(self.relay, Relay::Merge { .. })
+        matches!(self.relay, Relay::Merge(_))
     }
 
     /// The soonest SIGTERM repeat or SIGKILL due.
@@ -354,7 +394,7 @@ impl Capture {
 
     /// SIGTERM to every program still running.
     pub(super) fn terminate_all(&mut self, env: &Env, actions: &mut VecDeque<Action>) {
-        for p in &mut self.programs {
+        for p in self.programs.iter_mut() {
             p.terminate(Stop::Whole, env, self.id, actions);
         }
     }
@@ -363,7 +403,7 @@ impl Capture {
     /// or SIGKILL past its kill deadline.
     pub(super) fn on_timeout(&mut self, id: u64, env: &Env, actions: &mut VecDeque<Action>) {
         let now = env.now;
-        for p in &mut self.programs {
+        for p in self.programs.iter_mut() {
             let Life::Terminating {
                 stop,
                 kill_at,
@@ -490,11 +530,12 @@ impl Capture {
                     send_message(out, &data)?;
                 }
             }
-            Relay::Merge {
-                merger,
-                scratch,
-                parts,
-            } => {
+            Relay::Merge(m) => {
+                let Merging {
+                    merger,
+                    scratch,
+                    parts,
+                } = &mut **m;
                 scratch.clear();
                 parts.clear();
                 let failed = merger.feed_parts(i, chunk, scratch, parts).err();
@@ -541,8 +582,8 @@ impl Capture {
                     }
                 }
             }
-            Relay::Merge { merger, .. } => {
-                if let Err(e) = merger.finish(i) {
+            Relay::Merge(m) => {
+                if let Err(e) = m.merger.finish(i) {
                     p.broken.get_or_insert(e.0);
                 }
             }
@@ -607,7 +648,7 @@ impl Capture {
     /// on); once every program is reaped (and, while relaying, every pipe
     /// is drained) the close.
     pub(super) fn check_end(&mut self, env: &Env, actions: &mut VecDeque<Action>) -> Option<Close> {
-        for p in &mut self.programs {
+        for p in self.programs.iter_mut() {
             if p.life == Life::Running && !p.out_open {
                 // Nothing more will come from it.
                 p.terminate(Stop::Own, env, self.id, actions);

@@ -242,9 +242,10 @@ enum Phase {
         sent: bool,
         clock_restarted: bool,
     },
-    /// Our close frame is out; waiting for the client's, or EOF.
+    /// Our close frame is out; waiting for the client's, or EOF. (The
+    /// reader is boxed so that every connection's slot stays small.)
     Closing {
-        reader: FrameReader,
+        reader: Box<FrameReader>,
         deadline: Instant,
     },
     /// A final response is being flushed; then the connection closes.
@@ -282,7 +283,13 @@ impl Session {
 
     /// The next action for the driver, in order.
     pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        let next = self.actions.pop_front();
+        if next.is_none() && self.actions.capacity() > 0 {
+            // An idle session keeps no room for actions (a start's burst
+            // would otherwise stay allocated for the capture's life).
+            self.actions = VecDeque::new();
+        }
+        next
     }
 
     /// When [`on_timeout`](Self::on_timeout) is due next.
@@ -821,7 +828,7 @@ impl Session {
     /// Sends our close frame and waits for the client's (or EOF).
     fn send_close(&mut self, cx: &mut Cx, code: u16, reason: &str) {
         self.phase = Phase::Closing {
-            reader: FrameReader::new(),
+            reader: Box::new(FrameReader::new()),
             deadline: cx.env.now + CLOSE_TIMEOUT,
         };
         if let Err(e) = cx.out.send(&ws::close_frame(code, reason)) {

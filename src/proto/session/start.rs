@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use log::{info, warn};
 
-use super::capture::{send_header, Capture, Close, Ending, Program, Relay};
+use super::capture::{send_header, Capture, Close, Ending, Merging, Program, Relay};
 use super::resolve::{resolve, stale, Resolved};
 use super::{service_name, Action, Cx, Env, ExitStatus, Located, Out, Phase, Refusal, Session};
 use crate::metrics;
@@ -487,11 +487,11 @@ impl Session {
                 if let Some(what) = &excluded {
                     push_document_key(&mut doc, crate::proto::selfexcl::DOCUMENT_KEY, what);
                 }
-                Relay::Merge {
+                Relay::Merge(Box::new(Merging {
                     merger: Merger::new(labels.iter().cloned(), doc),
                     scratch: Vec::new(),
                     parts: Vec::new(),
-                }
+                }))
             }
         };
         let first = args[0].clone();
@@ -596,7 +596,7 @@ impl Session {
         };
         let mut c = Box::new(Capture {
             id: self.id,
-            programs,
+            programs: programs.into(),
             relay,
             reader: FrameReader::new(),
             ending: Ending::Running,
@@ -608,7 +608,7 @@ impl Session {
             // All start or none does: the ones started are stopped, and the
             // client hears why once they are reaped.
             self.actions.push_back(Action::ReleaseNamespaces);
-            c.ending = Ending::Refused(r);
+            c.ending = Ending::Refused(Box::new(r));
             c.drop_all_pipes(&mut self.actions);
             c.terminate_all(cx.env, &mut self.actions);
             self.phase = Phase::Capturing(c);
@@ -616,7 +616,7 @@ impl Session {
         }
         metrics::CAPTURES_STARTED.add(c.programs.len() as u64);
         let header = match &mut c.relay {
-            Relay::Merge { merger, .. } => merger.take_header(),
+            Relay::Merge(m) => m.merger.take_header(),
             Relay::Edit(_) => None,
         };
         self.phase = Phase::Capturing(c);
@@ -660,7 +660,7 @@ impl Session {
             return self.close_handshake_done(cx);
         }
         self.phase = Phase::Closing {
-            reader,
+            reader: Box::new(reader),
             deadline: cx.env.now + super::CLOSE_TIMEOUT,
         };
     }

@@ -611,3 +611,16 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+/// Idle captures are what a dense node holds most of: a capture of one
+/// target is one allocation of this size (its program inline), and the
+/// loop's slot of a connection stays small.
+#[test]
+fn a_capture_of_one_target_stays_small() {
+    assert!(std::mem::size_of::<capture::Capture>() <= 320);
+    assert!(std::mem::size_of::<crate::service::driver::Entry>() <= 272);
+    assert!(
+        std::mem::size_of::<capture::Ending>() <= 32,
+        "refusals are boxed"
+    );
+}
