@@ -251,7 +251,7 @@ else
         tf=$((tf + nfn)) tcf=$((tcf + ncf)) te=$((te + ne)) tce=$((tce + nce))
         read -r uo un < <(awk -F '\t' '$6 == 1 { o += $7; u += $5 - $4 } END { print o + 0, u + 0 }' <<<"$rows")
         if [ "$un" -gt 0 ]; then
-            echo "    of the $un uncovered edges in entered functions, $uo are at lines of this file (the others: inlined library code, such as panic and allocation-failure paths)"
+            echo "    of the $un uncovered edges in entered functions, $uo are at lines of this file (the others: inlined library code, such as panic and allocation-failure paths, or at no line)"
         fi
         unc=$(awk -F '\t' '$6 == 0 { printf "      %s:%s %s (%d edges)\n", $1, $2, $3, $5 }' <<<"$rows")
         if [ -n "$unc" ]; then
