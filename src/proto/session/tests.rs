@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::sim::Sim;
 use super::*;
+use crate::client::url::percent_encode as urlencode;
 use crate::proto::discovery::{DiscoveryError, ParsedListing};
 use crate::proto::pcapng::TARGET_MARKER;
 
@@ -601,26 +602,4 @@ fn the_proxy_deadline_waits_while_the_request_is_still_being_sent() {
     s.send(b"GET /mobyshark HTTP/1.1\r\nHost: svc\r\n\r\n");
     s.advance(s.cfg.discovery_timeout);
     assert!(received(&s).starts_with("HTTP/1.1 504"), "{}", received(&s));
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// Idle captures are what a dense node holds most of: a capture of one
-/// target is one allocation of this size (its program inline), and the
-/// loop's slot of a connection stays small.
-#[test]
-fn a_capture_of_one_target_stays_small() {
-    assert!(std::mem::size_of::<capture::Capture>() <= 320);
-    assert!(std::mem::size_of::<crate::service::driver::Entry>() <= 272);
-    assert!(
-        std::mem::size_of::<capture::Ending>() <= 32,
-        "refusals are boxed"
-    );
 }
