@@ -80,7 +80,7 @@ def op(kind, arg=0):
 
 
 DELIVER, OUTPUT, END, STDERR, EXIT, ADVANCE, TAKE, HALF, CLOSE, BREAK, LISTING, RESCAN, \
-    SHUTDOWN, ADDRESS = range(14)
+    SHUTDOWN, ADDRESS, RESOLVED, PUMP = range(16)
 
 
 def out(t, kind):
@@ -157,9 +157,19 @@ def session():
     write(t, "capture-not-listed", sess(0, [DELIVER, TAKE], [],
           upgrade("/capture?container=" + quoted({"name": "bare"})) + close(1000)))
     several = quoted([{"name": "web", "netns": NS_A}, {"name": "db", "netns": NS_B}])
-    write(t, "several-targets", sess(0, [DELIVER, RESCAN, out(0, 0), out(1, 0), out(0, 1),
-          out(1, 1), out(1, 3), END, exits(0, 0), TAKE, DELIVER, exits(1, 2), TAKE], [],
-          upgrade("/capture?container=" + several) + close(1000)))
+    up = padded(upgrade("/capture?container=" + several))
+    write(t, "several-targets", sess(0x80, [DELIVER, RESCAN, out(0, 0), out(1, 0), out(0, 1),
+          out(1, 1), out(0, 2), out(1, 2), HALF, TAKE, out(1, 3), END, exits(0, 0), TAKE,
+          DELIVER, exits(1, 2), TAKE], [read_of(up)], up + close(1000)))
+    both = quoted([{"name": "web", "netns": NS_A}, {"name": "w2", "netns": NS_A}])
+    up = padded(upgrade("/capture?container=" + both))
+    write(t, "several-end-by-themselves", sess(0, [DELIVER, out(0, 0), out(1, 0), out(0, 1),
+          out(1, 1), err(1, 1), op(END, 0), op(END, 1), exits(0, 0), exits(1, 1), TAKE,
+          DELIVER], [read_of(up)], up + close(1000)))
+    write(t, "several-shutdown", sess(0, [DELIVER, out(0, 0), SHUTDOWN, exits(0, 2),
+          exits(1, 2), TAKE], [], up))
+    write(t, "several-client-leaves", sess(0, [DELIVER, out(0, 0), out(1, 1), CLOSE,
+          exits(0, 2), op(ADVANCE, 3), exits(1, 3)], [], up))
     same = quoted([{"netns": NS_A}, {"netns": NS_A, "network-interfaces": ["lo"]}])
     write(t, "several-one-fails", sess(0x20, [DELIVER, exits(0, 2)], [],
           upgrade("/capture?container=" + same)))
@@ -173,6 +183,19 @@ def session():
           b"GET /capture?netns=1 HTTP/1.1\r\nHost: a\r\n\r\n"))
     write(t, "bad-handshake", sess(0, [], [],
           upgrade("/capture?netns=1").replace(b"Version: 13", b"Version: 8")))
+    get = b"GET /discover/mobyshark HTTP/1.1\r\nHost: a\r\n\r\n"
+    nxt = b"GET /version HTTP/1.1\r\nHost: a\r\n\r\n"
+    write(t, "proxy-exchange", sess(1, [DELIVER, op(RESOLVED, 1), op(PUMP, 0), op(PUMP, 4),
+          op(PUMP, 5), op(PUMP, 8), op(PUMP, 1), TAKE], [len(get)], get + nxt))
+    write(t, "proxy-close", sess(1, [DELIVER, op(RESOLVED, 1), op(PUMP, 8), op(PUMP, 2), TAKE],
+          [], get))
+    write(t, "proxy-fail", sess(1, [DELIVER, op(RESOLVED, 1), op(PUMP, 3), TAKE], [], get))
+    write(t, "proxy-unreachable", sess(1, [DELIVER, op(RESOLVED, 0), TAKE], [], get))
+    write(t, "proxy-slow-answer", sess(1, [DELIVER, op(RESOLVED, 1), op(ADVANCE, 4),
+          op(PUMP, 0), op(ADVANCE, 4), op(ADVANCE, 4)], [], get))
+    write(t, "proxy-answered-then-slow", sess(1, [DELIVER, op(RESOLVED, 1), op(PUMP, 8),
+          op(ADVANCE, 4), op(ADVANCE, 5)], [], get))
+    write(t, "displaced", sess(0, [DELIVER, op(SHUTDOWN, 1)], [], b"GET /version HTTP/1.1\r\n"))
     write(t, "proxy-unresolved", sess(1, [DELIVER, ADDRESS], [],
           b"GET /discover/mobyshark?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"))
     write(t, "proxy-timeout", sess(1, [DELIVER, op(ADVANCE, 4)], [],

@@ -22,8 +22,13 @@
 //! output ends; 3 a stderr line (or stderr closes); 4 it exits (0, 2,
 //! SIGTERM, SIGKILL); 5 time passes (0.1 s to 31 s); 6 the client reads
 //! everything; 7 half of it; 8 the client closes; 9 the connection
-//! breaks; 10 the listing arrives; 11 a namespace scan; 12 shutdown;
-//! 13 the address lookup fails; others: the next client read.
+//! breaks; 10 the listing arrives; 11 a namespace scan; 12 shutdown (odd
+//! argument: the connection is displaced instead, if it may be); 13 the
+//! address lookup fails; 14 it succeeds (odd argument: the discovery
+//! service accepts the connection); 15 a step of the proxied exchange's
+//! byte pump (`a & 7`: continue, done, close, fail, more upstream, more
+//! client; `a & 8`: the response has begun); others: the next client read.
+//! Request logging and header logging are on.
 //!
 //! Invariants: no panic; a program is signalled only while not reaped (the
 //! world asserts it); the client's queue never passes the high watermark
@@ -46,7 +51,7 @@ use packetflix::proto::auth::{Policy, TokenSet};
 use packetflix::config::Config;
 use packetflix::proto::discovery::ParsedListing;
 use packetflix::proto::session::sim::Sim;
-use packetflix::proto::session::{ExitStatus, Out, Sig, HIGH_WATER};
+use packetflix::proto::session::{ExitStatus, Out, ProxyStep, Sig, HIGH_WATER};
 
 /// The loop's read buffer: the most one read of a socket or pipe takes.
 const READ_BUF: usize = 64 * 1024;
@@ -71,6 +76,8 @@ impl Flags {
 fn world(flags: &Flags) -> Sim {
     let mut cfg = Config {
         proxy_discovery: flags.bit(0),
+        log_requests: true,
+        log_headers: true,
         ..Config::default()
     };
     if flags.bit(1) {
@@ -212,6 +219,8 @@ fn bounded(s: &Sim) {
 /// session must end, every program signalled and reaped.
 fn wind_down(s: &mut Sim, stubborn: bool) {
     s.close();
+    // A proxied exchange's pump sees the client's end and closes.
+    s.proxy_step(ProxyStep::Close, b"", false, true);
     for _ in 0..200 {
         if s.session.finished() {
             break;
@@ -271,6 +280,8 @@ fuzz_target!(|data: &[u8]| {
     let mut s = world(&flags);
     let mut next = chunks.iter();
     let mut started = [false; 2];
+    // The proxied exchange's response went out (once per exchange).
+    let mut answered = false;
     for &op in script {
         let arg = op >> 4;
         let t = usize::from(arg & 1);
@@ -315,8 +326,37 @@ fuzz_target!(|data: &[u8]| {
                 s.answer_listing(l);
             }
             11 => s.rescan(),
+            12 if arg & 1 == 1 => {
+                if s.session.displaceable(&s.client) {
+                    s.session.displace();
+                }
+            }
             12 => s.shutdown(),
             13 => s.answer_address(Err("the discovery service's name does not resolve".into())),
+            14 => {
+                s.upstream = (arg & 1 == 1).then_some(());
+                s.answer_address(Ok("127.0.0.1:5000".parse().expect("address")));
+            }
+            15 => {
+                let begun = arg & 8 != 0;
+                let answer: &[u8] = if begun && !answered {
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                } else {
+                    b""
+                };
+                let step = match arg & 7 {
+                    1 => ProxyStep::Done(next.next().map(|c| c.to_vec()).unwrap_or_default()),
+                    2 => ProxyStep::Close,
+                    3 if !answered && !begun => ProxyStep::Fail(502, "bad gateway".into()),
+                    4 => ProxyStep::MoreUpstream,
+                    5 => ProxyStep::MoreClient,
+                    _ => ProxyStep::Continue,
+                };
+                let ends = matches!(step, ProxyStep::Done(_) | ProxyStep::Close | ProxyStep::Fail(..));
+                let was = s.proxying;
+                s.proxy_step(step, answer, begun || answered, true);
+                answered = was && !ends && (answered || begun);
+            }
             _ => {
                 if let Some(c) = next.next() {
                     s.send(c);
@@ -324,6 +364,11 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         bounded(&s);
+        assert!(
+            s.session.capture_weight() <= 16,
+            "counts {} captures, more than --max-targets",
+            s.session.capture_weight()
+        );
     }
     for c in next {
         s.send(c);

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use core::net::SocketAddr;
 
-use super::{Action, Broken, Env, ExitStatus, Located, Out, ProxyFailure, Session, Sig, Source};
+use super::{
+    Action, Broken, Env, ExitStatus, Located, Out, ProxyFailure, ProxyStep, Session, Sig, Source,
+};
 use crate::config::Config;
 use crate::proto::auth::Policy;
 use crate::proto::discovery::{DiscoveryError, ParsedListing};
@@ -97,6 +99,11 @@ pub struct Sim {
     pub waiting_address: bool,
     /// The spawn of this target fails.
     pub spawn_fails: Option<usize>,
+    /// How a proxied exchange starts: `Some` connects (the exchange then
+    /// moves by [`Sim::proxy_step`]), `None` fails as unreachable.
+    pub upstream: Option<()>,
+    /// A proxied exchange is under way.
+    pub proxying: bool,
     pub programs: Vec<Program>,
     /// Namespaces held for a starting capture (by target).
     pub held: HashSet<usize>,
@@ -132,6 +139,8 @@ impl Sim {
             waiting_listing: false,
             waiting_address: false,
             spawn_fails: None,
+            upstream: None,
+            proxying: false,
             programs: Vec::new(),
             held: HashSet::new(),
             actions: Vec::new(),
@@ -327,6 +336,16 @@ impl Sim {
         }
     }
 
+    /// The proxied exchange's byte pump took a step; `answer` is what it
+    /// sent the client meanwhile.
+    pub fn proxy_step(&mut self, step: ProxyStep, answer: &[u8], answered: bool, sent: bool) {
+        if !self.proxying {
+            return;
+        }
+        let _ = self.client.send(answer);
+        self.with(|s, env, c| s.on_proxy_step(env, c, step, answered, sent));
+    }
+
     /// The namespace scan ran: moved namespaces are where they are now.
     pub fn rescan(&mut self) {
         self.moved.clear();
@@ -414,12 +433,17 @@ impl Sim {
                     }
                 }
                 Action::Forget(_) => {}
-                Action::Proxy { req, .. } => {
-                    // No upstream here: the exchange cannot start.
-                    let why = ProxyFailure::Unreachable("connection refused".into());
-                    self.with(|s, env, c| s.on_proxy_failed(env, c, &req, why));
-                }
-                Action::EndProxy => {}
+                Action::Proxy { req, .. } => match self.upstream {
+                    Some(()) => {
+                        self.proxying = true;
+                        self.with(|s, env, _| s.on_proxy_started(env, &req));
+                    }
+                    None => {
+                        let why = ProxyFailure::Unreachable("connection refused".into());
+                        self.with(|s, env, c| s.on_proxy_failed(env, c, &req, why));
+                    }
+                },
+                Action::EndProxy => self.proxying = false,
                 Action::Resume(Source::Client) => self.pump_client(),
                 Action::Resume(Source::Stdout(i)) => self.pump_output(i),
                 Action::Resume(_) => {}
