@@ -563,6 +563,14 @@ pub fn exit_status(status: &nix::sys::wait::WaitStatus) -> ExitStatus {
 mod tests {
     use super::*;
 
+    /// A connection's slot in the loop's slab (session and descriptors):
+    /// kept small, since the slab holds one per connection and grows by
+    /// doubling.
+    #[test]
+    fn a_connections_slot_stays_small() {
+        assert!(std::mem::size_of::<Entry>() <= 272);
+    }
+
     #[test]
     fn tokens_round_trip_for_every_role_of_the_most_targets() {
         for key in [0, 1, 4095, (usize::MAX >> ROLE_BITS) - 8] {
