@@ -36,10 +36,13 @@ echo "== $target: $(find "$corpus" -type f | wc -l) inputs from $corpus"
 echo "== functions with missed regions (missed/regions)"
 "$bin/llvm-cov" report -show-functions -Xdemangler="$bin/llvm-cxxfilt" "$exe" \
     -instr-profile="coverage/$target/coverage.profdata" "${files[@]}" |
-    awk '/^[^ -]/ && NF >= 10 && $(NF-8) ~ /^[0-9]+$/ && $(NF-8) > 0 {
-        n = NF; regions = $(n-9); missed = $(n-8)
-        if (regions ~ /^[0-9]+$/ && missed > 0) {
-            name = $1; for (i = 2; i <= n-10; i++) name = name " " $i
-            printf "  %3d/%-3d %s\n", missed, regions, name
-        }
-    }' | sort -rn | head -25
+    python3 -c '
+import re, sys
+rows = []
+for line in sys.stdin:
+    m = re.match(r"^(.*?)\s+(\d+)\s+(\d+)\s+[\d.]+%\s+\d+\s+\d+\s+[\d.]+%", line)
+    if m and m.group(1) != "TOTAL" and int(m.group(3)) > 0:
+        rows.append((int(m.group(3)), int(m.group(2)), m.group(1)))
+for missed, regions, name in sorted(rows, reverse=True)[:25]:
+    print(f"  {missed:3}/{regions:<3} {name}")
+'
