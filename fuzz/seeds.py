@@ -173,6 +173,20 @@ def session():
     same = quoted([{"netns": NS_A}, {"netns": NS_A, "network-interfaces": ["lo"]}])
     write(t, "several-one-fails", sess(0x20, [DELIVER, exits(0, 2)], [],
           upgrade("/capture?container=" + same)))
+    up = padded(upgrade(f"/capture?netns={NS_A}&nif=lo"))
+    write(t, "capture-close-without-code", sess(0, [DELIVER, out(0, 0), DELIVER, exits(0, 2), TAKE],
+          [read_of(up)], up + frame(0x88, b"")))
+    write(t, "capture-fails-with-a-line", sess(0, [DELIVER, out(0, 0), err(0, 0), err(0, 3), END,
+          exits(0, 1), TAKE], [], up))
+    write(t, "capture-own-namespace", sess(0, [DELIVER, RESCAN, out(0, 0), CLOSE, exits(0, 2)], [],
+          upgrade(f"/capture?netns={NS_B}&nif=lo")))
+    write(t, "capture-unusable-interface-list", sess(0, [DELIVER, TAKE], [], upgrade(
+        "/capture?container=" + quoted({"name": "web", "netns": NS_A,
+                                        "network-interfaces": ["bad name", "a/b"]}))))
+    stale = quoted([dict(CONTAINER, netns=NS_A), {"name": "db", "prefix": "k8s", "netns": NS_A,
+                                                  "cluster": {"uid": "c1"}, "node-name": "n1"}])
+    write(t, "several-stale-and-clustered", sess(0, [DELIVER, out(0, 0), out(1, 0), CLOSE,
+          exits(0, 2), exits(1, 2)], [], upgrade("/capture?container=" + stale)))
     write(t, "capture-refused", sess(0, [], [3],
           upgrade("/capture?netns=0&nif=-i") + close(1000, b"ok")))
     write(t, "capture-unknown-interface", sess(0, [DELIVER, op(ADVANCE, 2)], [],

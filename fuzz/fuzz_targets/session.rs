@@ -97,6 +97,8 @@ fn world(flags: &Flags) -> Sim {
     // The seeds' process reference (pid 1234, start time 5678) is stale.
     s.starttimes.insert(1234, 1);
     s.moved.insert(NS_B);
+    // The service's own namespace, so that its own connection is filtered.
+    s.own_netns = Some(NS_B);
     let listing = ParsedListing::parse(LISTING.as_bytes().to_vec()).map(Arc::new);
     if !flags.bit(4) {
         s.listing = Some(listing);
