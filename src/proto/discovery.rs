@@ -441,7 +441,14 @@ impl<'de> Visitor<'de> for ContainersSeed<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Listing, A::Error> {
         let mut index = 0;
-        while let Some(entry) = seq.next_element::<Value>()? {
+        while let Some(raw) = seq.next_element::<Box<serde_json::value::RawValue>>()? {
+            // An entry that is valid JSON but cannot be read as a value (a
+            // number too large for a float, say) matches nothing, as in
+            // [`ParsedListing`].
+            let Ok(entry) = serde_json::from_str::<Value>(raw.get()) else {
+                index += 1;
+                continue;
+            };
             if entry_matches(&entry, self.0.name, self.0.prefix) {
                 // The rest still has to be read (and be valid JSON).
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
@@ -960,6 +967,17 @@ mod tests {
             42, "text", null, {"name":"webx","netns":"bad"}, {"name":7},
             {"name":"web","prefix":null,"netns":99,"x-extra":true}, {"netns":-1}]}"#;
         assert_eq!(find_target(body, "web", "").unwrap().netns, 99);
+    }
+
+    /// A fuzz finding: the two readers disagreed on an entry whose
+    /// number does not fit a float (`find_target` failed the lookup, the
+    /// parsed listing skipped the entry).
+    #[test]
+    fn an_entry_with_a_number_out_of_range_matches_nothing_in_either_reader() {
+        let body = br#"{"containers":[{"name":"web","netns":1e999},{"name":"web","netns":2}]}"#;
+        assert_eq!(find_target(body, "web", "").unwrap().netns, 2);
+        let listing = ParsedListing::parse(body.to_vec()).unwrap();
+        assert_eq!(listing.find("web", "").unwrap().netns, 2);
     }
 
     #[test]
