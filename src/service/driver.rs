@@ -176,7 +176,7 @@ impl World<'_> {
     fn env(&self) -> Env<'_> {
         Env {
             now: self.now,
-            wall: SystemTime::now(),
+            wall: SystemTime::now,
             cfg: self.cfg,
             policy: self.policy,
             captures: self.captures,

@@ -189,8 +189,9 @@ pub enum ProxyFailure {
 /// What a session may know of the world for one event.
 pub struct Env<'a> {
     pub now: Instant,
-    /// The wall clock, for the request log.
-    pub wall: SystemTime,
+    /// The wall clock, for the request log: read only when a line is
+    /// logged, not on every event of the relay.
+    pub wall: fn() -> SystemTime,
     pub cfg: &'a Config,
     /// Origins and tokens in force (reloaded on SIGHUP).
     pub policy: &'a Policy,
@@ -887,7 +888,7 @@ impl Session {
             "[c{}] {} - - [{}] \"{}\" {} -",
             self.id,
             self.peer.ip(),
-            crate::proto::logtext::clf_time(env.wall),
+            crate::proto::logtext::clf_time((env.wall)()),
             line.escape_default(),
             status
         );

@@ -154,7 +154,7 @@ impl Sim {
         let starttime = |pid: u32| starttimes.get(&pid).copied();
         let env = Env {
             now: self.now,
-            wall: SystemTime::UNIX_EPOCH + WALL,
+            wall: || SystemTime::UNIX_EPOCH + WALL,
             cfg: &self.cfg,
             policy: &self.policy,
             captures: self.captures,
