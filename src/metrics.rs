@@ -15,9 +15,6 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-/// The content type Prometheus expects for the text format.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
 /// A monotonically increasing count.
 pub struct Counter(AtomicU64);
 

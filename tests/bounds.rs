@@ -438,7 +438,7 @@ fn interim_head_flood_from_upstream_gets_502_and_the_loop_serves_on() {
     assert!(text.starts_with("HTTP/1.1 502"), "{text}");
     assert!(text.contains("interim"), "{text}");
     assert!(
-        passed <= packetflix::service::upstream::MAX_INTERIM,
+        passed <= packetflix::proto::exchange::MAX_INTERIM,
         "{passed} interim heads passed on"
     );
     assert!(

@@ -6,8 +6,10 @@
 //!
 //! Input layout: one mode byte (bits 0-1: 0 and 1 response head, 2 request
 //! head, 3 body framer; bit 2: the request was HEAD; bit 3: keep-alive;
-//! bits 4-5: request body framing for the framer), the read sizes (see
-//! `fuzz_support::Chunker`), then the bytes.
+//! bits 4-5: request body framing for the framer; bit 6: a whole exchange
+//! instead, `crate::proto::exchange::Exchange` fed a request and a response:
+//! then the first byte `n` of the bytes gives the request's length, `4 * n`),
+//! the read sizes (see `fuzz_support::Chunker`), then the bytes.
 //!
 //! Invariants: no panic; a rewritten head is one well-formed HTTP/1.1 head
 //! (nothing a peer sent can split it or add a line), without hop-by-hop
@@ -23,11 +25,15 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
-use fuzz_support::split_input;
+use std::time::{Duration, Instant};
+
+use fuzz_support::{split_input, Chunker};
 use libfuzzer_sys::fuzz_target;
 use packetflix::proto::front::proxied_target;
 use packetflix::proto::http::{parse_request, BodyKind};
+use packetflix::proto::exchange::{Exchange, Step};
 use packetflix::proto::http1::{self, BodyFramer};
+use packetflix::proto::session::{Broken, Out};
 use packetflix::proto::proxy::{response_head, upstream_head, Framing, MAX_RESPONSE_HEAD};
 
 /// Headers that describe one hop (RFC 9110 7.6.1) and are never forwarded;
@@ -165,11 +171,114 @@ fn frame(reads: &[&[u8]], kind: BodyKind) -> Result<(usize, Vec<u8>, bool), http
     Ok((used, payload, f.is_done()))
 }
 
+/// A queue standing in for a socket: everything sent, nothing pending.
+#[derive(Default)]
+struct Wire(Vec<u8>);
+
+impl Out for Wire {
+    fn pending(&self) -> usize {
+        0
+    }
+    fn send(&mut self, bytes: &[u8]) -> Result<(), Broken> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+    fn send_slices(&mut self, parts: &[&[u8]]) -> Result<(), Broken> {
+        for p in parts {
+            self.0.extend_from_slice(p);
+        }
+        Ok(())
+    }
+}
+
+/// Runs one exchange: the request head parsed from `client`, the first of
+/// the fuzzer's reads of the rest arriving with it, the others and the
+/// upstream's reads fed alternately. Checks what must hold whatever the
+/// bytes and the reads: a failure sends the client nothing; the upstream
+/// gets the rewritten head, then the client's bytes in order, never more
+/// than it sent; the client gets a whole response head before anything
+/// else; an exchange done hands back exactly the bytes that followed.
+fn exchange(stream: &[u8], cut: &mut Chunker) {
+    let Some((&n, rest)) = stream.split_first() else {
+        return;
+    };
+    let (client, upstream) = rest.split_at((usize::from(n) * 4).min(rest.len()));
+    let Ok(Some(req)) = parse_request(client) else {
+        return;
+    };
+    let head = upstream_head(
+        &req,
+        &proxied_target(&req),
+        "ghostwire:5000",
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+    );
+    let now = Instant::now();
+    let (mut to_client, mut to_up) = (Wire::default(), Wire::default());
+    let after = &client[req.head_len..];
+    let mut clients = cut.split(after).into_iter();
+    let leftover = clients.next().unwrap_or_default();
+    let timeout = Duration::from_secs(20);
+    let Ok(mut x) = Exchange::start(&req, &head, leftover, &mut to_up, now, timeout) else {
+        return;
+    };
+    let _ = x.on_upstream_progress(to_up.pending(), now);
+    let mut ups = cut.split(upstream).into_iter();
+    let end = loop {
+        let (c, u) = (clients.next(), ups.next());
+        if c.is_none() && u.is_none() {
+            break x.upstream_eof();
+        }
+        let mut step = Step::Continue;
+        if let Some(c) = c {
+            step = x.feed_client(c, &mut to_up, now);
+        }
+        if let (Step::Continue, Some(u)) = (&step, u) {
+            step = x.feed_upstream(u, &mut to_client, 0, now);
+            let more = x.take_for_upstream();
+            to_up.0.extend_from_slice(&more);
+        }
+        if step != Step::Continue {
+            break step;
+        }
+    };
+    assert!(to_up.0.starts_with(&head), "the rewritten head goes first");
+    assert!(
+        after.starts_with(&to_up.0[head.len()..]),
+        "the upstream got bytes the client did not send, or out of order"
+    );
+    match &end {
+        Step::Fail(status, _) => {
+            assert!(!x.answered(), "failed with {status} after answering");
+            assert!(to_client.0.is_empty(), "bytes went out before a failure");
+        }
+        Step::Done(pending) => {
+            let body = to_up.0.len() - head.len();
+            assert!(
+                after[body..].starts_with(pending),
+                "the next request is not what followed the body"
+            );
+        }
+        _ => {}
+    }
+    if !to_client.0.is_empty() {
+        let mut headers = [httparse::EMPTY_HEADER; 128];
+        let mut resp = httparse::Response::new(&mut headers);
+        assert!(
+            matches!(resp.parse(&to_client.0), Ok(httparse::Status::Complete(_))),
+            "the client got no whole head first: {:?}",
+            String::from_utf8_lossy(&to_client.0[..to_client.0.len().min(200)])
+        );
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
     let (mut chunker, stream) = split_input(rest, 0);
+    if mode & 64 != 0 {
+        return exchange(stream, &mut chunker);
+    }
     match mode & 3 {
         0 | 1 => response(stream, mode & 4 != 0, mode & 8 != 0),
         2 => request(stream, mode),

@@ -1,5 +1,6 @@
 //! The real session machine (`packetflix::proto::session`), driven through its
-//! OS-free world (`session::sim`): the client's bytes cut into reads where
+//! OS-free world (`session::sim`), whose host goes through the same read
+//! pump and the same proxied exchange as the service: the client's bytes cut into reads where
 //! the fuzzer chooses, interleaved with fuzzer-chosen events from the rest
 //! of the world (capture output, stderr lines, programs exiting, time
 //! passing, the client reading or leaving, discovery answering, a
@@ -25,9 +26,11 @@
 //! breaks; 10 the listing arrives; 11 a namespace scan; 12 shutdown (odd
 //! argument: the connection is displaced instead, if it may be); 13 the
 //! address lookup fails; 14 it succeeds (odd argument: the discovery
-//! service accepts the connection); 15 a step of the proxied exchange's
-//! byte pump (`a & 7`: continue, done, close, fail, more upstream, more
-//! client; `a & 8`: the response has begun); others: the next client read.
+//! service accepts the connection); 15 the discovery service's end of a
+//! proxied exchange (`a & 7`: the connection is up; a whole answer (`a >>
+//! 3` picks which); an interim `100`; a chunked head and a chunk; the last
+//! chunk; its end of the connection; a failure; garbage); others: the next
+//! client read.
 //! Request logging and header logging are on.
 //!
 //! Invariants: no panic; a program is signalled only while not reaped (the
@@ -51,13 +54,18 @@ use packetflix::proto::auth::{Policy, TokenSet};
 use packetflix::config::Config;
 use packetflix::proto::discovery::ParsedListing;
 use packetflix::proto::session::sim::Sim;
-use packetflix::proto::session::{ExitStatus, Out, ProxyStep, Sig, HIGH_WATER};
+use packetflix::proto::session::{ExitStatus, Out, Sig, HIGH_WATER};
 
 /// The loop's read buffer: the most one read of a socket or pipe takes.
 const READ_BUF: usize = 64 * 1024;
 /// What the queue may reach: the bound, one read's answers or relayed
 /// output, a section header, a close frame.
 const MAX_QUEUED: usize = HIGH_WATER + READ_BUF + 16 * 1024;
+/// Whole answers of the discovery service, one of which event 15 sends.
+const UPSTREAM_ANSWERS: [&[u8]; 2] = [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+];
 const NS_A: u64 = 4026532601;
 const NS_B: u64 = 4026532602;
 const LISTING: &str = r#"{"containers":[
@@ -164,6 +172,28 @@ fn pcapng(kind: u8, started: &mut bool) -> Vec<u8> {
     b
 }
 
+/// The length of a whole chunked body at the start of `bytes`; `None` if it
+/// is cut off (it must then be all that follows).
+fn chunked_len(bytes: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    loop {
+        match httparse::parse_chunk_size(&bytes[at..]) {
+            Ok(httparse::Status::Complete((n, 0))) => {
+                let end = at + n;
+                return bytes[end..].starts_with(b"\r\n").then_some(end + 2);
+            }
+            Ok(httparse::Status::Complete((n, size))) => {
+                at += n + usize::try_from(size).ok()? + 2;
+                if at > bytes.len() {
+                    return None;
+                }
+            }
+            Ok(httparse::Status::Partial) => return None,
+            Err(_) => panic!("a chunked body the service forwarded does not parse"),
+        }
+    }
+}
+
 /// Checks everything the client got: HTTP responses, then (after a 101)
 /// server frames, a close frame last.
 fn check_stream(mut bytes: &[u8]) {
@@ -176,13 +206,33 @@ fn check_stream(mut bytes: &[u8]) {
         let mut resp = httparse::Response::new(&mut headers);
         assert!(resp.parse(head).is_ok_and(|s| s.is_complete()), "bad head");
         let status = resp.code.unwrap_or(0);
+        let rest = &bytes[end + 4..];
+        // What a proxied exchange forwards from the discovery service:
+        // interim heads, and chunked bodies (cut off where its connection
+        // ended).
+        if (100..200).contains(&status) && status != 101 {
+            bytes = rest;
+            continue;
+        }
+        let chunked = resp.headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("transfer-encoding")
+                && h.value.eq_ignore_ascii_case(b"chunked")
+        });
+        if chunked {
+            match chunked_len(rest) {
+                Some(n) => {
+                    bytes = &rest[n..];
+                    continue;
+                }
+                None => return,
+            }
+        }
         let length = resp
             .headers
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case("content-length"))
             .and_then(|h| std::str::from_utf8(h.value).ok()?.parse::<usize>().ok())
             .unwrap_or(0);
-        let rest = &bytes[end + 4..];
         // A HEAD request's answer has no body: the next response follows,
         // or nothing does. (The world's client takes every send whole, so
         // a body is never cut short.)
@@ -221,8 +271,10 @@ fn bounded(s: &Sim) {
 /// session must end, every program signalled and reaped.
 fn wind_down(s: &mut Sim, stubborn: bool) {
     s.close();
-    // A proxied exchange's pump sees the client's end and closes.
-    s.proxy_step(ProxyStep::Close, b"", false, true);
+    // A proxied exchange whose request was complete ends with the
+    // discovery service's end of the connection.
+    s.upstream_connect();
+    s.upstream_send(b"");
     for _ in 0..200 {
         if s.session.finished() {
             break;
@@ -282,8 +334,6 @@ fuzz_target!(|data: &[u8]| {
     let mut s = world(&flags);
     let mut next = chunks.iter();
     let mut started = [false; 2];
-    // The proxied exchange's response went out (once per exchange).
-    let mut answered = false;
     for &op in script {
         let arg = op >> 4;
         let t = usize::from(arg & 1);
@@ -329,36 +379,24 @@ fuzz_target!(|data: &[u8]| {
             }
             11 => s.rescan(),
             12 if arg & 1 == 1 => {
-                if s.session.displaceable(&s.client) {
-                    s.session.displace();
-                }
+                s.displace();
             }
             12 => s.shutdown(),
             13 => s.answer_address(Err("the discovery service's name does not resolve".into())),
             14 => {
-                s.upstream = (arg & 1 == 1).then_some(());
+                s.upstream_reachable = (arg & 1 == 1).then_some(());
                 s.answer_address(Ok("127.0.0.1:5000".parse().expect("address")));
             }
-            15 => {
-                let begun = arg & 8 != 0;
-                let answer: &[u8] = if begun && !answered {
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-                } else {
-                    b""
-                };
-                let step = match arg & 7 {
-                    1 => ProxyStep::Done(next.next().map(|c| c.to_vec()).unwrap_or_default()),
-                    2 => ProxyStep::Close,
-                    3 if !answered && !begun => ProxyStep::Fail(502, "bad gateway".into()),
-                    4 => ProxyStep::MoreUpstream,
-                    5 => ProxyStep::MoreClient,
-                    _ => ProxyStep::Continue,
-                };
-                let ends = matches!(step, ProxyStep::Done(_) | ProxyStep::Close | ProxyStep::Fail(..));
-                let was = s.proxying;
-                s.proxy_step(step, answer, begun || answered, true);
-                answered = was && !ends && (answered || begun);
-            }
+            15 => match arg & 7 {
+                0 => s.upstream_connect(),
+                1 => s.upstream_send(UPSTREAM_ANSWERS[usize::from(arg >> 3)]),
+                2 => s.upstream_send(b"HTTP/1.1 100 Continue\r\n\r\n"),
+                3 => s.upstream_send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n"),
+                4 => s.upstream_send(b"0\r\n\r\n"),
+                5 => s.upstream_send(b""),
+                6 => s.upstream_fail(),
+                _ => s.upstream_send(b"\x00garbage\r\n\r\n"),
+            },
             _ => {
                 if let Some(c) = next.next() {
                     s.send(c);

@@ -307,7 +307,7 @@ mod tests {
 
     fn verdict(p: &Policy, extra: &str) -> Result<(), Refusal> {
         let r = req(&format!("{UPGRADE}{extra}\r\n"));
-        let route = crate::proto::front::route(&r, false);
+        let route = crate::proto::front::route(&r, false, String::new);
         check(p, &r, &route)
     }
 
@@ -366,17 +366,23 @@ mod tests {
     fn version_stays_open_and_proxied_requests_need_the_token() {
         let p = policy(&[], Some("t\n"));
         let v = req("GET /version HTTP/1.1\r\nHost: h\r\n\r\n");
-        assert_eq!(check(&p, &v, &crate::proto::front::route(&v, true)), Ok(()));
+        assert_eq!(
+            check(&p, &v, &crate::proto::front::route(&v, true, String::new)),
+            Ok(())
+        );
         let d = req("GET /discover/mobyshark HTTP/1.1\r\nHost: h\r\n\r\n");
-        let route = crate::proto::front::route(&d, true);
+        let route = crate::proto::front::route(&d, true, String::new);
         assert_eq!(check(&p, &d, &route), Err(Refusal::NoToken));
         let d =
             req("GET /discover/mobyshark HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer t\r\n\r\n");
-        assert_eq!(check(&p, &d, &crate::proto::front::route(&d, true)), Ok(()));
+        assert_eq!(
+            check(&p, &d, &crate::proto::front::route(&d, true, String::new)),
+            Ok(())
+        );
         // Without the proxy an unknown path is a plain 404 for everyone.
         let d = req("GET /x HTTP/1.1\r\nHost: h\r\n\r\n");
         assert_eq!(
-            check(&p, &d, &crate::proto::front::route(&d, false)),
+            check(&p, &d, &crate::proto::front::route(&d, false, String::new)),
             Ok(())
         );
     }

@@ -20,12 +20,16 @@ pub enum Route {
     Proxy { target: String },
 }
 
-/// Routes a request head. `proxy`: whether `--proxy-discovery` is on.
-pub fn route(req: &Request, proxy: bool) -> Route {
+/// The media type of Prometheus' text format, version 0.0.4.
+const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Routes a request head. `proxy`: whether `--proxy-discovery` is on;
+/// `metrics`: the service's counters as text, asked for only by `/metrics`.
+pub fn route(req: &Request, proxy: bool, metrics: impl FnOnce() -> String) -> Route {
     let mut route = match req.path.as_str() {
         "/capture" => capture(req),
         "/version" => version(req),
-        "/metrics" => metrics(req),
+        "/metrics" => scrape(req, metrics),
         _ if proxy => Route::Proxy {
             target: proxied_target(req),
         },
@@ -78,21 +82,15 @@ fn version(req: &Request) -> Route {
     }
 }
 
-/// Prometheus' scrape of [`crate::metrics`]; open like `/version`.
-fn metrics(req: &Request) -> Route {
+/// Prometheus' scrape of the service's counters; open like `/version`.
+fn scrape(req: &Request, metrics: impl FnOnce() -> String) -> Route {
     match req.method.as_str() {
         "GET" | "HEAD" => {
             let keep_alive = reusable(req);
-            let body = crate::metrics::render();
+            let body = metrics();
             Route::Respond {
                 status: 200,
-                bytes: http::response(
-                    200,
-                    &[],
-                    crate::metrics::CONTENT_TYPE,
-                    body.as_bytes(),
-                    !keep_alive,
-                ),
+                bytes: http::response(200, &[], METRICS_CONTENT_TYPE, body.as_bytes(), !keep_alive),
                 keep_alive,
             }
         }
@@ -166,7 +164,7 @@ mod tests {
 
     #[test]
     fn version_answers_json_and_keeps_the_connection() {
-        let r = route(&req("GET /version HTTP/1.1\r\n\r\n"), false);
+        let r = route(&req("GET /version HTTP/1.1\r\n\r\n"), false, String::new);
         let Route::Respond {
             status,
             bytes,
@@ -183,7 +181,8 @@ mod tests {
 
     #[test]
     fn head_version_has_no_body_but_the_same_length() {
-        let Route::Respond { bytes, .. } = route(&req("HEAD /version HTTP/1.1\r\n\r\n"), false)
+        let Route::Respond { bytes, .. } =
+            route(&req("HEAD /version HTTP/1.1\r\n\r\n"), false, String::new)
         else {
             panic!()
         };
@@ -204,7 +203,7 @@ mod tests {
                 200,
             ),
         ] {
-            let Route::Respond { status, bytes, .. } = route(&req(head), false) else {
+            let Route::Respond { status, bytes, .. } = route(&req(head), false, String::new) else {
                 panic!("{head}")
             };
             assert_eq!(status, want);
@@ -220,7 +219,11 @@ mod tests {
             status,
             bytes,
             keep_alive,
-        } = route(&req("GET /metrics HTTP/1.1\r\n\r\n"), true)
+        } = route(
+            &req("GET /metrics HTTP/1.1\r\n\r\n"),
+            true,
+            crate::metrics::render,
+        )
         else {
             panic!("/metrics must not be proxied")
         };
@@ -229,7 +232,11 @@ mod tests {
         assert!(text.contains("Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"));
         assert!(text.contains("\r\n\r\n# HELP packetflix_"));
         assert_eq!(
-            self::status(&route(&req("POST /metrics HTTP/1.1\r\n\r\n"), false)),
+            self::status(&route(
+                &req("POST /metrics HTTP/1.1\r\n\r\n"),
+                false,
+                String::new
+            )),
             405
         );
     }
@@ -237,14 +244,22 @@ mod tests {
     #[test]
     fn other_methods_on_version_get_405() {
         assert_eq!(
-            status(&route(&req("DELETE /version HTTP/1.1\r\n\r\n"), false)),
+            status(&route(
+                &req("DELETE /version HTTP/1.1\r\n\r\n"),
+                false,
+                String::new
+            )),
             405
         );
     }
 
     #[test]
     fn plain_get_of_capture_gets_426_and_closes() {
-        let r = route(&req("GET /capture?netns=1 HTTP/1.1\r\n\r\n"), false);
+        let r = route(
+            &req("GET /capture?netns=1 HTTP/1.1\r\n\r\n"),
+            false,
+            String::new,
+        );
         let Route::Respond {
             status,
             bytes,
@@ -265,6 +280,7 @@ mod tests {
                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
             ),
             false,
+            String::new,
         );
         assert_eq!(
             r,
@@ -277,11 +293,19 @@ mod tests {
     #[test]
     fn unknown_paths_are_404_without_proxy_and_forwarded_with_it() {
         assert_eq!(
-            status(&route(&req("GET /mobyshark HTTP/1.1\r\n\r\n"), false)),
+            status(&route(
+                &req("GET /mobyshark HTTP/1.1\r\n\r\n"),
+                false,
+                String::new
+            )),
             404
         );
         assert_eq!(
-            route(&req("GET /discover/mobyshark?x=1 HTTP/1.1\r\n\r\n"), true),
+            route(
+                &req("GET /discover/mobyshark?x=1 HTTP/1.1\r\n\r\n"),
+                true,
+                String::new
+            ),
             Route::Proxy {
                 target: "/mobyshark?x=1".into()
             }
@@ -303,6 +327,7 @@ mod tests {
         let r = route(
             &req("POST /nope HTTP/1.1\r\nContent-Length: 3\r\n\r\n"),
             false,
+            String::new,
         );
         let Route::Respond {
             keep_alive, bytes, ..
@@ -317,6 +342,7 @@ mod tests {
         let r = route(
             &req("GET /nope HTTP/1.1\r\nConnection: close\r\n\r\n"),
             false,
+            String::new,
         );
         assert!(matches!(
             r,

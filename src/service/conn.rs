@@ -14,7 +14,6 @@ use mio::net::TcpStream;
 use crate::service::tls::Transport;
 
 pub use crate::proto::session::{HIGH_WATER, LOW_WATER};
-pub use crate::service::driver::READS_PER_TURN;
 
 /// Most slices handed to one `writev`; well below Linux's IOV_MAX (1024).
 const MAX_IOV: usize = 64;

@@ -18,9 +18,9 @@ use crate::proto::discovery::{
 const READ_CHUNK: usize = 16 * 1024;
 
 /// Reads per [`DiscoveryCall::on_ready`] before it yields the loop to other
-/// clients (1 MiB at [`READ_CHUNK`]): an 8 MiB answer arriving at once is
-/// taken over several loop turns, not in one.
-const READS_PER_TURN: usize = 64;
+/// clients: the loop's one per-turn budget, so an 8 MiB answer arriving at
+/// once is taken over several loop turns, not in one.
+const READS_PER_TURN: usize = crate::proto::session::pump::reads_per_turn(READ_CHUNK);
 
 /// A user-facing reason for a socket error: the C library's wording
 /// ("connection refused"), without Rust's "(os error 111)" suffix.

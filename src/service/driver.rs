@@ -1,16 +1,17 @@
 //! The driver: everything a session owns that is a descriptor, and the
-//! performing of the session's actions.
+//! [`Host`] its machine is given over the operating system.
 //!
-//! A [`crate::proto::session::Session`] decides; this module reads the client
-//! socket and the capture pipes into the loop's one buffer and hands the
-//! bytes over, writes through the connection's queue, holds the target
-//! namespaces until their programs have entered them, spawns, signals,
-//! runs the proxied exchange's byte pump, and asks the shared discovery
-//! work. Every read is bounded per turn ([`READS_PER_TURN`]); what is left
-//! is handled again before the loop sleeps.
+//! A [`crate::proto::session::Session`] decides; [`OsHost`] answers what it
+//! asks on the spot (a namespace found and held with its interfaces, a
+//! capture program started in it, a process's start time, the next read of
+//! a socket or pipe) and does what it says (signal, resume, forget, shut
+//! down, count). The loop hands this module readiness and later events
+//! (timeouts, discovery deliveries, exits, shutdown); it turns readiness
+//! into the machine's read pump ([`Session::pump`]) and the rest into
+//! [`Event`]s. The machine's decisions never live here.
 
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io::{self, Read as _};
 use std::time::{Instant, SystemTime};
 
 use mio::unix::pipe::Receiver;
@@ -19,25 +20,23 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::config::Config;
+use crate::metrics;
 use crate::proto::session::{
-    Action, Broken, Env, ExitStatus, Located, Out, ProxyFailure, ProxyStep, Session, Sig, Source,
+    host::ProxyFailure, Broken, Count, Env, Event, ExitStatus, Host, Listing, Locate, Located, Out,
+    Read, Session, Sig, Source, Spec, StartError, Started,
 };
 use crate::service::conn::Conn;
-use crate::service::lookup::{Delivery, Discovery};
+use crate::service::lookup::Discovery;
 use crate::service::netns::Netns;
 use crate::service::nscache::{Found, Namespaces};
-use crate::service::upstream::{Proxy, Step};
-
-/// Reads of one descriptor per event before other connections get their
-/// turn; with 64 KiB reads this is at most 1 MiB per turn.
-pub const READS_PER_TURN: usize = 16;
+use crate::service::upstream::Upstream;
 
 /// Bits of a token that name the descriptor within its session.
 const ROLE_BITS: usize = 8;
 
 /// A session's descriptor as a `mio` token: the slab key and the
-/// [`Source`] in one word (client 0, upstream 1, then target `i`'s stdout
-/// `2 + 2i` and stderr `3 + 2i`).
+/// [`Source`] in one word (client 0, upstream 1, then target `i`'s output
+/// `2 + 2i` and diagnostics `3 + 2i`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tok {
     pub key: usize,
@@ -53,8 +52,8 @@ impl Tok {
         let role = match self.src {
             Source::Client => 0,
             Source::Upstream => 1,
-            Source::Stdout(i) => 2 + 2 * i,
-            Source::Stderr(i) => 3 + 2 * i,
+            Source::Output(i) => 2 + 2 * i,
+            Source::Diag(i) => 3 + 2 * i,
         };
         debug_assert!(role < 1 << ROLE_BITS);
         Token((self.key << ROLE_BITS) | role)
@@ -65,8 +64,8 @@ impl Tok {
         let src = match role {
             0 => Source::Client,
             1 => Source::Upstream,
-            r if r % 2 == 0 => Source::Stdout((r - 2) / 2),
-            r => Source::Stderr((r - 3) / 2),
+            r if r % 2 == 0 => Source::Output((r - 2) / 2),
+            r => Source::Diag((r - 3) / 2),
         };
         Tok {
             key: token.0 >> ROLE_BITS,
@@ -81,27 +80,24 @@ impl Out for Conn {
     }
 
     fn send(&mut self, bytes: &[u8]) -> Result<(), Broken> {
-        Conn::send(self, bytes).map_err(broken)
+        Conn::send(self, bytes).map_err(Broken)
     }
 
     fn send_slices(&mut self, parts: &[&[u8]]) -> Result<(), Broken> {
-        Conn::send_slices(self, parts).map_err(broken)
+        Conn::send_slices(self, parts).map_err(Broken)
     }
 
     fn send_parts(&mut self, head: &[u8], body: &[u8]) -> Result<(), Broken> {
-        Conn::send_parts(self, head, body).map_err(broken)
+        Conn::send_parts(self, head, body).map_err(Broken)
     }
 }
 
-fn broken(e: io::Error) -> Broken {
-    Broken(e.to_string())
-}
-
-/// One target's descriptors: its namespace until its program has entered
-/// it, then the program's pipes.
+/// One target's descriptors: its namespace until its source has started
+/// in it, then the program's pid and pipes.
 #[derive(Default)]
 struct Target {
     netns: Option<Netns>,
+    pid: Option<u32>,
     stdout: Option<Receiver>,
     stderr: Option<Receiver>,
 }
@@ -110,7 +106,7 @@ struct Target {
 pub struct Io {
     pub conn: Conn,
     targets: Vec<Target>,
-    proxy: Option<Box<Proxy>>,
+    upstream: Option<Box<Upstream>>,
     /// Captures the loop counts for this session.
     pub counted: usize,
     /// The deadline last put in the loop's heap for this session.
@@ -118,6 +114,16 @@ pub struct Io {
 }
 
 impl Io {
+    pub fn new(conn: Conn) -> Io {
+        Io {
+            conn,
+            targets: Vec::new(),
+            upstream: None,
+            counted: 0,
+            armed: None,
+        }
+    }
+
     /// Target `i`'s descriptors (made room for on first use).
     fn target(&mut self, i: usize) -> &mut Target {
         if self.targets.len() <= i {
@@ -129,21 +135,64 @@ impl Io {
     /// The descriptor slot of a capture pipe.
     fn pipe(&mut self, src: Source) -> Option<&mut Option<Receiver>> {
         match src {
-            Source::Stdout(i) => self.targets.get_mut(i).map(|p| &mut p.stdout),
-            Source::Stderr(i) => self.targets.get_mut(i).map(|p| &mut p.stderr),
+            Source::Output(i) => self.targets.get_mut(i).map(|t| &mut t.stdout),
+            Source::Diag(i) => self.targets.get_mut(i).map(|t| &mut t.stderr),
             Source::Client | Source::Upstream => None,
         }
     }
+}
 
-    pub fn new(conn: Conn) -> Io {
-        Io {
-            conn,
-            targets: Vec::new(),
-            proxy: None,
-            counted: 0,
-            armed: None,
+/// What every session sees and none changes during an event: the
+/// configuration and the settings the loop keeps for them.
+pub struct Settings {
+    pub cfg: Config,
+    /// Tokens, origins and TLS for new connections; SIGHUP reloads.
+    pub security: crate::service::security::Security,
+    /// Capture programs get CAP_NET_ADMIN and CAP_NET_RAW as ambient
+    /// capabilities (a non-root service).
+    pub ambient: bool,
+    /// Why no capture can run (privileges), if so.
+    pub no_capture: Option<String>,
+    /// The service's own network namespace, for self-exclusion.
+    pub own_netns: Option<u64>,
+}
+
+impl Settings {
+    /// One event's environment for the machine.
+    pub fn env(&self, now: Instant, captures: usize) -> Env<'_> {
+        Env {
+            now,
+            wall: SystemTime::now,
+            cfg: &self.cfg,
+            policy: &self.security.policy,
+            captures,
+            no_capture: self.no_capture.as_deref(),
+            own_netns: self.own_netns,
         }
     }
+}
+
+/// What sessions share and change: the loop's pid map, its "read again"
+/// list, the discovery work and the namespace lookups.
+pub struct Shared {
+    /// Capture program pid -> slab key, for SIGCHLD.
+    pub children: HashMap<i32, usize>,
+    /// Descriptors with work left after their turn (token, session id).
+    pub again: Vec<(Token, u64)>,
+    pub discovery: Discovery,
+    pub namespaces: Namespaces,
+}
+
+/// What the driver uses of the loop while it handles one session's event.
+pub struct Ctx<'a> {
+    pub registry: &'a Registry,
+    pub settings: &'a Settings,
+    pub shared: &'a mut Shared,
+    /// The loop's one read buffer; nothing read stays in it across events.
+    pub buf: &'a mut [u8],
+    /// Captures running now (one per target).
+    pub captures: usize,
+    pub now: Instant,
 }
 
 /// A slot of the loop's slab.
@@ -152,404 +201,319 @@ pub struct Entry {
     pub io: Io,
 }
 
-/// What the driver uses of the loop while it handles one session.
-pub struct World<'a> {
-    pub registry: &'a Registry,
-    pub cfg: &'a Config,
-    pub policy: &'a crate::proto::auth::Policy,
-    /// Capture program pid -> slab key, for SIGCHLD.
-    pub children: &'a mut HashMap<i32, usize>,
-    /// Descriptors with work left after their turn.
-    pub again: &'a mut Vec<(Token, u64)>,
-    /// The loop's one read buffer; nothing read stays in it across events.
-    pub buf: &'a mut Vec<u8>,
-    pub discovery: &'a mut Discovery,
-    pub namespaces: &'a mut Namespaces,
-    pub captures: usize,
-    pub no_capture: Option<&'a str>,
-    pub ambient: bool,
-    pub own_netns: Option<u64>,
-    pub now: Instant,
-}
-
-impl World<'_> {
-    fn env(&self) -> Env<'_> {
-        Env {
-            now: self.now,
-            wall: SystemTime::now,
-            cfg: self.cfg,
-            policy: self.policy,
-            captures: self.captures,
-            no_capture: self.no_capture,
-            own_netns: self.own_netns,
-            starttime: &crate::service::netns::process_starttime,
-        }
-    }
-}
-
 impl Entry {
     /// A readiness event for one of this session's descriptors.
-    pub fn on_event(
+    pub fn on_ready(
         &mut self,
-        w: &mut World,
+        cx: &mut Ctx,
         key: usize,
         src: Source,
         readable: bool,
         writable: bool,
     ) {
+        let env = cx.settings.env(cx.now, cx.captures);
+        let mut host = OsHost {
+            io: &mut self.io,
+            shared: cx.shared,
+            settings: cx.settings,
+            registry: cx.registry,
+            key,
+            id: self.session.id,
+            now: cx.now,
+        };
+        let session = &mut self.session;
         match src {
             Source::Client => {
                 if writable {
-                    self.on_writable(w, key);
+                    let ev = match host.io.conn.flush() {
+                        Ok(_) => Event::Writable,
+                        Err(e) => Event::ClientBroke(Broken(e)),
+                    };
+                    session.on(&env, &mut host, ev);
                 }
-                if readable && !self.session.finished() {
-                    self.read_client(w, key);
+                if readable {
+                    session.pump(&env, &mut host, src, cx.buf);
                 }
             }
             Source::Upstream => {
-                let Some(p) = self.io.proxy.as_mut() else {
+                let Some(up) = host.io.upstream.as_mut() else {
                     return;
                 };
-                let mut step = p.on_upstream(&mut self.io.conn, w.buf, readable, writable);
-                if step == Step::Continue && p.client_paused && p.up_queue_low() {
-                    step = p.on_client(&mut self.io.conn, w.buf);
+                match up.on_ready() {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        session.on(&env, &mut host, Event::UpstreamReady);
+                        session.pump(&env, &mut host, src, cx.buf);
+                    }
+                    Err(e) => session.on(&env, &mut host, Event::UpstreamFailed(e)),
                 }
-                self.proxy_step(w, key, step);
             }
-            Source::Stdout(_) | Source::Stderr(_) => self.read_pipe(w, key, src),
+            Source::Output(_) | Source::Diag(_) => session.pump(&env, &mut host, src, cx.buf),
         }
-        self.perform(w, key);
     }
 
-    pub fn on_timeout(&mut self, w: &mut World, key: usize) {
-        let env = w.env();
-        self.session.on_timeout(&env, &mut self.io.conn);
-        self.perform(w, key);
+    /// An event that is not readiness (a deadline, a delivery, an exit,
+    /// shutdown, displacement).
+    pub fn on_event(&mut self, cx: &mut Ctx, key: usize, ev: Event) {
+        let env = cx.settings.env(cx.now, cx.captures);
+        let mut host = OsHost {
+            io: &mut self.io,
+            shared: cx.shared,
+            settings: cx.settings,
+            registry: cx.registry,
+            key,
+            id: self.session.id,
+            now: cx.now,
+        };
+        self.session.on(&env, &mut host, ev);
     }
 
-    pub fn on_delivery(&mut self, w: &mut World, key: usize, d: Delivery) {
-        let env = w.env();
-        match d {
-            Delivery::Listing(l) => self.session.on_listing(&env, &mut self.io.conn, l),
-            Delivery::Rescanned => self.session.on_rescanned(&env, &mut self.io.conn),
-            Delivery::Address(a) => self.session.on_address(&env, &mut self.io.conn, a),
-        }
-        self.perform(w, key);
-    }
-
-    pub fn on_exit(&mut self, w: &mut World, key: usize, pid: u32, status: ExitStatus) {
-        let env = w.env();
-        self.session.on_exit(&env, &mut self.io.conn, pid, status);
-        self.perform(w, key);
-    }
-
-    pub fn shutdown(&mut self, w: &mut World, key: usize) {
-        let env = w.env();
-        self.session.shutdown(&env, &mut self.io.conn);
-        self.perform(w, key);
+    /// The target whose program has `pid`, if it is this session's.
+    pub fn target_of(&self, pid: u32) -> Option<usize> {
+        self.io.targets.iter().position(|t| t.pid == Some(pid))
     }
 
     /// Whether the connection table may give this slot to a new connection.
     pub fn displaceable(&self) -> bool {
-        self.session.displaceable(&self.io.conn)
+        self.session.displaceable(self.io.conn.pending())
     }
 
-    pub fn displace(&mut self) {
+    /// Gives the slot up to a new connection.
+    pub fn displace(&mut self, cx: &mut Ctx, key: usize) {
         let _ = self.io.conn.sock.tcp().shutdown(std::net::Shutdown::Both);
-        self.session.displace();
-    }
-
-    fn on_writable(&mut self, w: &mut World, key: usize) {
-        if let Err(e) = self.io.conn.flush() {
-            let env = w.env();
-            return self
-                .session
-                .on_client_broke(&env, &mut self.io.conn, broken(e));
-        }
-        if let Some(p) = self.io.proxy.as_mut() {
-            if p.up_paused && Conn::pending(&self.io.conn) <= crate::proto::session::LOW_WATER {
-                let step = p.pump_upstream(&mut self.io.conn, w.buf);
-                self.proxy_step(w, key, step);
-            }
-        }
-        let env = w.env();
-        self.session.on_writable(&env, &mut self.io.conn);
-    }
-
-    fn read_client(&mut self, w: &mut World, key: usize) {
-        if self.session.proxying() {
-            if let Some(p) = self.io.proxy.as_mut() {
-                let step = p.on_client(&mut self.io.conn, w.buf);
-                self.proxy_step(w, key, step);
-            }
-            return;
-        }
-        let mut buf = std::mem::take(w.buf);
-        for reads in 0.. {
-            if !self.session.may_read(Source::Client, &self.io.conn, w.now) {
-                break;
-            }
-            if reads == READS_PER_TURN {
-                w.again
-                    .push((Tok::new(key, Source::Client).token(), self.session.id));
-                break;
-            }
-            let r = match self.io.conn.sock.read(&mut buf) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                r => r,
-            };
-            let env = w.env();
-            match r {
-                Ok(0) => {
-                    self.session.on_client_eof(&env, &mut self.io.conn);
-                    break;
-                }
-                Ok(n) => self
-                    .session
-                    .on_client_data(&env, &mut self.io.conn, &buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    self.session
-                        .on_client_broke(&env, &mut self.io.conn, broken(e));
-                    break;
-                }
-            }
-            self.perform(w, key);
-            if self.session.proxying() {
-                break;
-            }
-        }
-        *w.buf = buf;
-    }
-
-    /// Reads a capture program's stdout or stderr while the session wants
-    /// it, at most [`READS_PER_TURN`] times.
-    fn read_pipe(&mut self, w: &mut World, key: usize, src: Source) {
-        let mut buf = std::mem::take(w.buf);
-        for reads in 0.. {
-            if !self.session.may_read(src, &self.io.conn, w.now) {
-                break;
-            }
-            let Some(slot) = self.io.pipe(src) else {
-                break;
-            };
-            let Some(pipe) = slot.as_mut() else {
-                break;
-            };
-            if reads == READS_PER_TURN {
-                w.again.push((Tok::new(key, src).token(), self.session.id));
-                break;
-            }
-            let (n, end) = match pipe.read(&mut buf) {
-                Ok(0) => (0, Some(None)),
-                Ok(n) => (n, None),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => (0, Some(Some(e.to_string()))),
-            };
-            let ended = end.is_some();
-            if ended {
-                *slot = None;
-            }
-            let (env, conn) = (w.env(), &mut self.io.conn);
-            match (src, end) {
-                (Source::Stdout(i), None) => self.session.on_output(&env, conn, i, &mut buf[..n]),
-                (Source::Stdout(i), Some(error)) => {
-                    self.session.on_output_end(&env, conn, i, error)
-                }
-                (Source::Stderr(i), None) => self.session.on_stderr(&env, conn, i, Some(&buf[..n])),
-                (Source::Stderr(i), Some(_)) => self.session.on_stderr(&env, conn, i, None),
-                _ => {}
-            }
-            self.perform(w, key);
-            if ended {
-                break;
-            }
-        }
-        *w.buf = buf;
-    }
-
-    /// Tells the session how the proxied exchange stands after a step.
-    fn proxy_step(&mut self, w: &mut World, _key: usize, step: Step) {
-        let Some(p) = self.io.proxy.as_mut() else {
-            return;
-        };
-        let step = match step {
-            Step::Continue => ProxyStep::Continue,
-            Step::Done => ProxyStep::Done(std::mem::take(&mut p.pending)),
-            Step::Close => ProxyStep::Close,
-            Step::Fail(status, why) => ProxyStep::Fail(status, why),
-            Step::MoreUpstream => ProxyStep::MoreUpstream,
-            Step::MoreClient => ProxyStep::MoreClient,
-        };
-        let (answered, sent) = (p.answered(), p.request_sent());
-        let env = w.env();
-        self.session
-            .on_proxy_step(&env, &mut self.io.conn, step, answered, sent);
-    }
-
-    /// Performs what the session asked for, answering at once where the
-    /// answer is at hand, until it asks for nothing more.
-    pub fn perform(&mut self, w: &mut World, key: usize) {
-        let id = self.session.id;
-        while let Some(action) = self.session.poll_action() {
-            match action {
-                Action::WantListing => {
-                    if let Some(l) = w.discovery.want_listing(w.registry, w.now, (key, id)) {
-                        let env = w.env();
-                        self.session.on_listing(&env, &mut self.io.conn, l);
-                    }
-                }
-                Action::WantAddress => {
-                    if let Some(a) = w.discovery.want_address(w.now, (key, id)) {
-                        let env = w.env();
-                        self.session.on_address(&env, &mut self.io.conn, a);
-                    }
-                }
-                Action::Locate {
-                    target,
-                    netns,
-                    pid,
-                    asked_at,
-                    links,
-                } => {
-                    let found = match w.namespaces.find(netns, pid, asked_at, w.now, (key, id)) {
-                        Found::Held(ns) => {
-                            let names = if links {
-                                crate::service::netns::names_in(&ns.file).map_err(|e| e.to_string())
-                            } else {
-                                Ok(Default::default())
-                            };
-                            self.io.target(target).netns = Some(ns);
-                            Located::Held { links: names }
-                        }
-                        Found::Missing(why) => Located::Missing(why),
-                        Found::Wait => Located::Wait,
-                    };
-                    let env = w.env();
-                    self.session
-                        .on_located(&env, &mut self.io.conn, target, found);
-                }
-                Action::Spawn { target, args } => {
-                    let spawned = self.spawn(w, key, target, &args);
-                    let env = w.env();
-                    self.session
-                        .on_spawned(&env, &mut self.io.conn, target, spawned);
-                }
-                Action::Signal { pid, signal } => {
-                    // Only a child not yet reaped is ours to signal.
-                    if w.children.get(&(pid as i32)) == Some(&key) {
-                        let sig = match signal {
-                            Sig::Term => Signal::SIGTERM,
-                            Sig::Kill => Signal::SIGKILL,
-                        };
-                        let _ = kill(Pid::from_raw(pid as i32), sig);
-                    }
-                }
-                Action::Forget(src) => {
-                    if let Some(slot) = self.io.pipe(src) {
-                        *slot = None;
-                    }
-                }
-                Action::Proxy {
-                    addr,
-                    head,
-                    req,
-                    leftover,
-                } => self.start_proxy(w, key, addr, head, &req, leftover),
-                Action::EndProxy => {
-                    if let Some(mut p) = self.io.proxy.take() {
-                        let _ = w.registry.deregister(&mut p.up);
-                    }
-                }
-                Action::Resume(src) => w.again.push((Tok::new(key, src).token(), id)),
-                Action::ShutdownWrite => self.io.conn.sock.shutdown_write(),
-                Action::ReleaseNamespaces => {
-                    for t in &mut self.io.targets {
-                        t.netns = None;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Starts target `target`'s program in its held namespace and watches
-    /// its pipes: its pid and whether they are watched, or why it did not
-    /// start.
-    fn spawn(
-        &mut self,
-        w: &mut World,
-        key: usize,
-        target: usize,
-        args: &[String],
-    ) -> Result<(u32, Result<(), String>), String> {
-        let Some(ns) = self.io.targets.get_mut(target).and_then(|t| t.netns.take()) else {
-            return Err("its network namespace is not held".into());
-        };
-        let program = &w.cfg.capture_program;
-        let mut spawned = crate::service::spawn::spawn(program, args, &ns.file, w.ambient)
-            .map_err(|e| e.to_string())?;
-        // The child has entered the namespace (spawn returns after exec).
-        drop(ns);
-        let pid = spawned.pid.as_raw();
-        w.children.insert(pid, key);
-        let watched = w
-            .registry
-            .register(
-                &mut spawned.stdout,
-                Tok::new(key, Source::Stdout(target)).token(),
-                Interest::READABLE,
-            )
-            .and_then(|()| {
-                w.registry.register(
-                    &mut spawned.stderr,
-                    Tok::new(key, Source::Stderr(target)).token(),
-                    Interest::READABLE,
-                )
-            })
-            .map_err(|e| e.to_string());
-        let t = self.io.target(target);
-        t.stdout = Some(spawned.stdout);
-        t.stderr = Some(spawned.stderr);
-        Ok((pid as u32, watched))
-    }
-
-    fn start_proxy(
-        &mut self,
-        w: &mut World,
-        key: usize,
-        addr: core::net::SocketAddr,
-        head: Vec<u8>,
-        req: &crate::proto::http::Request,
-        leftover: Vec<u8>,
-    ) {
-        let failure = match Proxy::start(addr, head, req, leftover) {
-            Ok(mut p) => match w.registry.register(
-                &mut p.up,
-                Tok::new(key, Source::Upstream).token(),
-                Interest::READABLE | Interest::WRITABLE,
-            ) {
-                Ok(()) => {
-                    self.io.proxy = Some(Box::new(p));
-                    let env = w.env();
-                    return self.session.on_proxy_started(&env, req);
-                }
-                Err(e) => ProxyFailure::CannotWatch(e.to_string()),
-            },
-            Err(e) => match e.kind() {
-                io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData => {
-                    ProxyFailure::Malformed(e.to_string())
-                }
-                _ => ProxyFailure::Unreachable(e.to_string()),
-            },
-        };
-        let env = w.env();
-        self.session
-            .on_proxy_failed(&env, &mut self.io.conn, req, failure);
+        self.on_event(cx, key, Event::Displaced);
     }
 }
 
-/// A reaped child's status as the session reads it.
+/// The [`Host`] over the operating system for one event of one session.
+pub struct OsHost<'a> {
+    io: &'a mut Io,
+    shared: &'a mut Shared,
+    settings: &'a Settings,
+    registry: &'a Registry,
+    key: usize,
+    id: u64,
+    now: Instant,
+}
+
+impl Out for OsHost<'_> {
+    fn pending(&self) -> usize {
+        self.io.conn.pending()
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> Result<(), Broken> {
+        Out::send(&mut self.io.conn, bytes)
+    }
+
+    fn send_slices(&mut self, parts: &[&[u8]]) -> Result<(), Broken> {
+        Out::send_slices(&mut self.io.conn, parts)
+    }
+
+    fn send_parts(&mut self, head: &[u8], body: &[u8]) -> Result<(), Broken> {
+        Out::send_parts(&mut self.io.conn, head, body)
+    }
+}
+
+impl Host for OsHost<'_> {
+    fn read(&mut self, src: Source, buf: &mut [u8]) -> Read {
+        match src {
+            Source::Client => loop {
+                return match self.io.conn.sock.read(buf) {
+                    Ok(0) => Read::End,
+                    Ok(n) => Read::Data(n),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Read::WouldBlock,
+                    Err(e) => Read::Failed(e),
+                };
+            },
+            Source::Upstream => match self.io.upstream.as_mut() {
+                Some(up) => up.read(buf),
+                None => Read::WouldBlock,
+            },
+            Source::Output(_) | Source::Diag(_) => {
+                let Some(slot) = self.io.pipe(src) else {
+                    return Read::WouldBlock;
+                };
+                let Some(pipe) = slot.as_mut() else {
+                    return Read::WouldBlock;
+                };
+                let read = loop {
+                    match pipe.read(buf) {
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        r => break r,
+                    }
+                };
+                match read {
+                    Ok(n) if n > 0 => Read::Data(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Read::WouldBlock,
+                    // The pipe is over: closing it also takes it off the poll.
+                    Ok(_) => {
+                        *slot = None;
+                        Read::End
+                    }
+                    Err(e) => {
+                        *slot = None;
+                        Read::Failed(e)
+                    }
+                }
+            }
+        }
+    }
+
+    fn resume(&mut self, src: Source) {
+        self.shared
+            .again
+            .push((Tok::new(self.key, src).token(), self.id));
+    }
+
+    fn forget(&mut self, src: Source) {
+        if let Some(slot) = self.io.pipe(src) {
+            *slot = None;
+        }
+    }
+
+    fn shutdown_write(&mut self) {
+        self.io.conn.sock.shutdown_write();
+    }
+
+    fn starttime(&mut self, pid: u32) -> Option<u64> {
+        crate::service::netns::process_starttime(pid)
+    }
+
+    fn locate(&mut self, target: usize, q: &Locate) -> Located {
+        let waiter = (self.key, self.id);
+        match self
+            .shared
+            .namespaces
+            .find(q.netns, q.pid, q.asked_at, self.now, waiter)
+        {
+            Found::Held(ns) => {
+                let links = if q.links {
+                    crate::service::netns::names_in(&ns.file)
+                } else {
+                    Ok(Default::default())
+                };
+                self.io.target(target).netns = Some(ns);
+                Located::Held { links }
+            }
+            Found::Missing(why) => Located::Missing(why),
+            Found::Wait => Located::Wait,
+        }
+    }
+
+    fn release_namespaces(&mut self) {
+        for t in &mut self.io.targets {
+            t.netns = None;
+        }
+    }
+
+    fn start(&mut self, target: usize, spec: Spec) -> Result<Started, StartError> {
+        let Spec::Process { args } = spec;
+        let Some(ns) = self.io.targets.get_mut(target).and_then(|t| t.netns.take()) else {
+            return Err(StartError::NotHeld);
+        };
+        let program = &self.settings.cfg.capture_program;
+        let mut spawned =
+            crate::service::spawn::spawn(program, args, &ns.file, self.settings.ambient)
+                .map_err(StartError::Failed)?;
+        // The child has entered the namespace (spawn returns after exec).
+        drop(ns);
+        let pid = spawned.pid.as_raw();
+        self.shared.children.insert(pid, self.key);
+        let watched = self
+            .registry
+            .register(
+                &mut spawned.stdout,
+                Tok::new(self.key, Source::Output(target)).token(),
+                Interest::READABLE,
+            )
+            .and_then(|()| {
+                self.registry.register(
+                    &mut spawned.stderr,
+                    Tok::new(self.key, Source::Diag(target)).token(),
+                    Interest::READABLE,
+                )
+            });
+        let t = self.io.target(target);
+        t.pid = Some(pid as u32);
+        t.stdout = Some(spawned.stdout);
+        t.stderr = Some(spawned.stderr);
+        Ok(Started::Process {
+            pid: pid as u32,
+            watched,
+        })
+    }
+
+    fn signal(&mut self, target: usize, sig: Sig) {
+        let Some(pid) = self.io.targets.get(target).and_then(|t| t.pid) else {
+            return;
+        };
+        // Only a child not yet reaped is ours to signal.
+        if self.shared.children.get(&(pid as i32)) == Some(&self.key) {
+            let sig = match sig {
+                Sig::Term => Signal::SIGTERM,
+                Sig::Kill => Signal::SIGKILL,
+            };
+            let _ = kill(Pid::from_raw(pid as i32), sig);
+        }
+    }
+
+    fn want_listing(&mut self) -> Option<Listing> {
+        self.shared
+            .discovery
+            .want_listing(self.registry, self.now, (self.key, self.id))
+    }
+
+    fn want_address(&mut self) -> Option<Result<core::net::SocketAddr, String>> {
+        self.shared
+            .discovery
+            .want_address(self.now, (self.key, self.id))
+    }
+
+    fn metrics_text(&mut self) -> String {
+        metrics::render()
+    }
+
+    fn count(&mut self, c: Count) {
+        match c {
+            Count::Refused(why) => metrics::refused(why),
+            Count::Lookup(outcome, took) => metrics::lookup(outcome, took),
+            Count::Started(n) => metrics::CAPTURES_STARTED.add(n as u64),
+            Count::Ended(why) => metrics::ended(why),
+            Count::Paused(d) => metrics::paused_for(d),
+            Count::Relayed(n) => metrics::BYTES_RELAYED.add(n as u64),
+        }
+    }
+
+    fn connect_upstream(&mut self, addr: core::net::SocketAddr) -> Result<(), ProxyFailure> {
+        let mut up = Upstream::connect(addr).map_err(ProxyFailure::Unreachable)?;
+        self.registry
+            .register(
+                &mut up.sock,
+                Tok::new(self.key, Source::Upstream).token(),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .map_err(ProxyFailure::CannotWatch)?;
+        self.io.upstream = Some(Box::new(up));
+        Ok(())
+    }
+
+    fn upstream(&mut self) -> Option<&mut dyn Out> {
+        self.io.upstream.as_deref_mut().map(|u| u as &mut dyn Out)
+    }
+
+    fn upstream_pending(&self) -> usize {
+        self.io.upstream.as_deref().map_or(0, Out::pending)
+    }
+
+    fn end_upstream(&mut self) {
+        if let Some(mut up) = self.io.upstream.take() {
+            let _ = self.registry.deregister(&mut up.sock);
+        }
+    }
+}
+
+/// A reaped child's status as the machine reads it.
 pub fn exit_status(status: &nix::sys::wait::WaitStatus) -> ExitStatus {
     use nix::sys::wait::WaitStatus as W;
     match *status {
@@ -576,18 +540,15 @@ mod tests {
         for key in [0, 1, 4095, (usize::MAX >> ROLE_BITS) - 8] {
             let mut srcs = vec![Source::Client, Source::Upstream];
             for i in 0..crate::proto::multi::MAX_TARGETS_LIMIT {
-                srcs.push(Source::Stdout(i));
-                srcs.push(Source::Stderr(i));
+                srcs.push(Source::Output(i));
+                srcs.push(Source::Diag(i));
             }
             for src in srcs {
                 let t = Tok::new(key, src);
                 assert_eq!(Tok::of(t.token()), t, "{t:?}");
             }
         }
-        let top = Tok::new(
-            0,
-            Source::Stderr(crate::proto::multi::MAX_TARGETS_LIMIT - 1),
-        );
+        let top = Tok::new(0, Source::Diag(crate::proto::multi::MAX_TARGETS_LIMIT - 1));
         assert!(top.token().0 < 1 << ROLE_BITS);
     }
 }

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use nix::sched::{setns, CloneFlags};
 
+use crate::proto::session::LocateError;
 use crate::proto::target::starttime_from_stat;
 
 /// `NS_GET_NSTYPE` from `<linux/nsfs.h>`: `_IO(0xb7, 0x3)`.
@@ -38,7 +39,7 @@ pub fn inode_of(path: &Path) -> Option<u64> {
 
 /// Locates and opens the network namespace with inode `inode`. `hint_pid`, if
 /// not 0, is tried first (the target's own process usually is in it).
-pub fn locate(inode: u64, hint_pid: u32) -> Result<Netns, String> {
+pub fn locate(inode: u64, hint_pid: u32) -> Result<Netns, LocateError> {
     if hint_pid != 0 {
         if let Some(ns) = try_open(&PathBuf::from(format!("/proc/{hint_pid}/ns/net")), inode) {
             return Ok(ns);
@@ -70,7 +71,7 @@ pub fn locate(inode: u64, hint_pid: u32) -> Result<Netns, String> {
             }
         }
     }
-    Err(not_found(inode))
+    Err(LocateError::NotFound { netns: inode })
 }
 
 /// Notes where the namespace of the `/proc` entry `name` (if it is a pid)
@@ -95,13 +96,6 @@ pub fn note_mounts(seen: &mut std::collections::HashMap<u64, PathBuf>) {
             seen.entry(ino).or_insert(path);
         }
     }
-}
-
-/// The reason given when no namespace has `inode`.
-pub fn not_found(inode: u64) -> String {
-    format!(
-        "no network namespace with inode {inode} exists on this host (neither a process's nor a bind-mounted one)"
-    )
 }
 
 /// Opens `path` if it is, on the opened descriptor, the network namespace
@@ -236,7 +230,7 @@ mod tests {
 
     #[test]
     fn unknown_inode_is_a_reason_naming_it() {
-        let err = locate(1, 0).unwrap_err();
+        let err = locate(1, 0).unwrap_err().to_string();
         assert!(err.contains("inode 1"), "{err}");
     }
 

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use log::debug;
 
+use crate::proto::session::LocateError;
 use crate::service::lookup::Waiter;
 use crate::service::netns::{self, Netns};
 
@@ -38,7 +39,7 @@ pub const MAX_WAITING: usize = 65_536;
 #[derive(Debug)]
 pub enum Found {
     Held(Netns),
-    Missing(String),
+    Missing(LocateError),
     /// Asked again (with the same `asked_at`) once the session is told the
     /// next scan ran.
     Wait,
@@ -89,13 +90,10 @@ impl Namespaces {
             }
         }
         if self.last_scan.is_some_and(|t| t >= asked_at) {
-            return Found::Missing(netns::not_found(inode));
+            return Found::Missing(LocateError::NotFound { netns: inode });
         }
         if self.waiters.len() >= MAX_WAITING {
-            return Found::Missing(format!(
-                "{} (too many namespace lookups are waiting to check)",
-                netns::not_found(inode)
-            ));
+            return Found::Missing(LocateError::TooManyWaiting { netns: inode });
         }
         self.waiters.push(waiter);
         if self.scan.is_none() && self.scan_due(now) {

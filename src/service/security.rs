@@ -41,6 +41,20 @@ impl Security {
         Ok(Security { policy, tls })
     }
 
+    /// SIGHUP: new tokens and certificate for new connections; running
+    /// sessions keep what they started with. A failed load changes nothing.
+    pub fn reload(&mut self, cfg: &Config) {
+        match Security::load(cfg) {
+            Ok(s) => {
+                log::info!("SIGHUP: reloaded: {}", s.describe());
+                *self = s;
+            }
+            Err(e) => log::warn!(
+                "SIGHUP: reload failed, keeping the previous tokens and certificate: {e}"
+            ),
+        }
+    }
+
     /// One line for the log: what is in force (counts, never tokens).
     pub fn describe(&self) -> String {
         format!(

@@ -129,11 +129,6 @@ impl Refusal {
             Refusal::Program { .. } | Refusal::CannotWatch { .. } => M::Program,
         }
     }
-
-    /// Counts this refusal in the metrics.
-    pub fn count(&self) {
-        metrics::refused(self.metric());
-    }
 }
 
 #[cfg(test)]

@@ -1,24 +1,31 @@
 //! A world for the session machine without an operating system, for the
 //! unit tests beside the machine and the `session` fuzz target: a client
 //! whose bytes and reads the caller controls, capture programs that are
-//! pids and bytes, namespaces that are a table, and a discovery service
-//! that answers what the caller set. It performs the session's actions as
-//! `crate::service::driver` does (reading a source only while the session wants it,
-//! answering `Locate` and `Spawn` at once), so what a test or the fuzzer
-//! sees is what the service does, minus the kernel.
+//! pids and bytes, namespaces that are a table, a discovery service that
+//! answers what the caller set, and an upstream whose bytes the caller
+//! writes. [`World`] implements the same [`Host`] the service's driver
+//! does, and the machine is driven through the same pump
+//! ([`Session::pump`]), with the same per-turn budget and the same
+//! "read again before sleeping" list, so what a test or the fuzzer sees is
+//! what the service does, minus the kernel.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::io;
+use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant, SystemTime};
 
 use core::net::SocketAddr;
 
+use super::host::ProxyFailure;
 use super::{
-    Action, Broken, Env, ExitStatus, Located, Out, ProxyFailure, ProxyStep, Session, Sig, Source,
+    Broken, Count, Env, Event, ExitStatus, Host, Listing, Locate, LocateError, Located, Out, Read,
+    Session, Sig, Source, Spec, StartError, Started,
 };
 use crate::config::Config;
 use crate::proto::auth::Policy;
-use crate::proto::discovery::{DiscoveryError, ParsedListing};
+
+/// The loop's read buffer: the most one read takes.
+const READ_BUF: usize = 64 * 1024;
 
 /// The client's end of the connection.
 #[derive(Default)]
@@ -47,7 +54,7 @@ impl Out for Client {
 
     fn send_slices(&mut self, parts: &[&[u8]]) -> Result<(), Broken> {
         if self.broken {
-            return Err(Broken("connection reset by peer".into()));
+            return Err(Broken(io::ErrorKind::ConnectionReset.into()));
         }
         for p in parts {
             self.received.extend_from_slice(p);
@@ -67,23 +74,71 @@ pub struct Program {
     pub reaped: bool,
     pub stdout_open: bool,
     pub stderr_open: bool,
-    /// Output written but not yet read by the service (it paused).
+    /// Output written but not yet read by the service (it paused); an
+    /// empty entry is the end of the output.
+    pub unread: VecDeque<Vec<u8>>,
+    /// Stderr written but not yet read; `None` is its end.
+    pub unread_err: VecDeque<Option<Vec<u8>>>,
+}
+
+/// The discovery service's end of a proxied exchange.
+#[derive(Default, Debug)]
+pub struct Upstream {
+    /// Everything the service sent it.
+    pub received: Vec<u8>,
+    /// The connection is established (before, everything sent waits).
+    pub connected: bool,
+    /// What it sends, not yet read by the service; an empty entry is its
+    /// end.
     pub unread: VecDeque<Vec<u8>>,
 }
 
-/// The session and its world.
-pub struct Sim {
-    pub session: Session,
+impl Out for Upstream {
+    fn pending(&self) -> usize {
+        if self.connected {
+            0
+        } else {
+            self.received.len()
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> Result<(), Broken> {
+        self.received.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn send_slices(&mut self, parts: &[&[u8]]) -> Result<(), Broken> {
+        for p in parts {
+            self.received.extend_from_slice(p);
+        }
+        Ok(())
+    }
+}
+
+/// What the session asked of its host, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Call {
+    Locate(usize, Locate),
+    Start(usize, Vec<String>),
+    Signal(usize, Sig),
+    Resume(Source),
+    Forget(Source),
+    ReleaseNamespaces,
+    WantListing,
+    WantAddress,
+    Connect(SocketAddr),
+    EndUpstream,
+    ShutdownWrite,
+    Count(Count),
+}
+
+/// Everything but the session and its configuration: the [`Host`].
+#[derive(Default)]
+pub struct World {
     pub client: Client,
     /// Client bytes not yet read by the service (it paused reading).
     pub inbox: VecDeque<Vec<u8>>,
     pub client_eof: bool,
-    pub cfg: Config,
-    pub policy: Policy,
-    pub now: Instant,
-    pub captures: usize,
-    pub no_capture: Option<String>,
-    pub own_netns: Option<u64>,
     /// What `/proc` says: pid -> start time.
     pub starttimes: HashMap<u32, u64>,
     /// Namespaces that exist: inode -> interface names.
@@ -91,25 +146,303 @@ pub struct Sim {
     /// Namespaces found only after the next scan (`Located::Wait` first).
     pub moved: HashSet<u64>,
     /// The discovery service's listing: answered at once when set.
-    pub listing: Option<Result<Arc<ParsedListing>, DiscoveryError>>,
+    pub listing: Option<Listing>,
     /// The discovery service's address, for proxied requests.
     pub address: Option<Result<SocketAddr, String>>,
     /// Listings and addresses asked for and not answered yet.
     pub waiting_listing: bool,
     pub waiting_address: bool,
-    /// The spawn of this target fails.
+    /// The start of this target's source fails.
     pub spawn_fails: Option<usize>,
-    /// How a proxied exchange starts: `Some` connects (the exchange then
-    /// moves by [`Sim::proxy_step`]), `None` fails as unreachable.
-    pub upstream: Option<()>,
-    /// A proxied exchange is under way.
-    pub proxying: bool,
+    /// Whether a proxied exchange can connect (`Some`), or fails as
+    /// unreachable (`None`).
+    pub upstream_reachable: Option<()>,
+    /// The proxied exchange's upstream, while there is one.
+    pub upstream: Option<Upstream>,
     pub programs: Vec<Program>,
     /// Namespaces held for a starting capture (by target).
     pub held: HashSet<usize>,
-    /// Every action the session asked for, in order.
-    pub actions: Vec<Action>,
+    /// Every call the session made, in order.
+    pub calls: Vec<Call>,
+    /// Sources to read again before the world "sleeps".
+    pub again: VecDeque<Source>,
     next_pid: u32,
+}
+
+impl World {
+    /// The newest program of target `target` still to be reaped.
+    pub fn program(&mut self, target: usize) -> Option<&mut Program> {
+        self.programs
+            .iter_mut()
+            .rev()
+            .find(|p| p.target == target && !p.reaped)
+    }
+}
+
+impl Out for World {
+    fn pending(&self) -> usize {
+        self.client.pending()
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> Result<(), Broken> {
+        self.client.send(bytes)
+    }
+
+    fn send_slices(&mut self, parts: &[&[u8]]) -> Result<(), Broken> {
+        self.client.send_slices(parts)
+    }
+}
+
+/// Takes one read's worth from the front of `queue`.
+fn take(queue: &mut VecDeque<Vec<u8>>, buf: &mut [u8]) -> Option<usize> {
+    let front = queue.front_mut()?;
+    let n = front.len().min(buf.len());
+    buf[..n].copy_from_slice(&front[..n]);
+    if n == front.len() {
+        queue.pop_front();
+    } else {
+        front.drain(..n);
+    }
+    Some(n)
+}
+
+impl Host for World {
+    fn read(&mut self, src: Source, buf: &mut [u8]) -> Read {
+        match src {
+            Source::Client => match take(&mut self.inbox, buf) {
+                Some(n) => Read::Data(n),
+                None if std::mem::take(&mut self.client_eof) => Read::End,
+                None => Read::WouldBlock,
+            },
+            Source::Output(i) => {
+                let Some(p) = self.program(i).filter(|p| p.stdout_open) else {
+                    return Read::WouldBlock;
+                };
+                match p.unread.front() {
+                    None => Read::WouldBlock,
+                    Some(b) if b.is_empty() => {
+                        p.unread.pop_front();
+                        p.stdout_open = false;
+                        Read::End
+                    }
+                    Some(_) => take(&mut p.unread, buf).map_or(Read::WouldBlock, Read::Data),
+                }
+            }
+            Source::Diag(i) => {
+                let Some(p) = self.program(i).filter(|p| p.stderr_open) else {
+                    return Read::WouldBlock;
+                };
+                match p.unread_err.pop_front() {
+                    None => Read::WouldBlock,
+                    Some(None) => {
+                        p.stderr_open = false;
+                        Read::End
+                    }
+                    Some(Some(b)) => {
+                        let n = b.len().min(buf.len());
+                        buf[..n].copy_from_slice(&b[..n]);
+                        Read::Data(n)
+                    }
+                }
+            }
+            Source::Upstream => {
+                let Some(u) = self.upstream.as_mut().filter(|u| u.connected) else {
+                    return Read::WouldBlock;
+                };
+                match u.unread.front() {
+                    None => Read::WouldBlock,
+                    Some(b) if b.is_empty() => {
+                        u.unread.pop_front();
+                        Read::End
+                    }
+                    Some(_) => take(&mut u.unread, buf).map_or(Read::WouldBlock, Read::Data),
+                }
+            }
+        }
+    }
+
+    fn resume(&mut self, src: Source) {
+        self.calls.push(Call::Resume(src));
+        self.again.push_back(src);
+    }
+
+    fn forget(&mut self, src: Source) {
+        self.calls.push(Call::Forget(src));
+        match src {
+            Source::Output(i) => {
+                if let Some(p) = self.program(i) {
+                    p.stdout_open = false;
+                    p.unread.clear();
+                }
+            }
+            Source::Diag(i) => {
+                if let Some(p) = self.program(i) {
+                    p.stderr_open = false;
+                    p.unread_err.clear();
+                }
+            }
+            Source::Client | Source::Upstream => {}
+        }
+    }
+
+    fn shutdown_write(&mut self) {
+        self.calls.push(Call::ShutdownWrite);
+        self.client.shut = true;
+    }
+
+    fn starttime(&mut self, pid: u32) -> Option<u64> {
+        self.starttimes.get(&pid).copied()
+    }
+
+    fn locate(&mut self, target: usize, q: &Locate) -> Located {
+        self.calls.push(Call::Locate(target, q.clone()));
+        if self.moved.contains(&q.netns) {
+            return Located::Wait;
+        }
+        match self.namespaces.get(&q.netns) {
+            Some(names) => {
+                self.held.insert(target);
+                Located::Held {
+                    links: Ok(if q.links {
+                        names.iter().cloned().collect()
+                    } else {
+                        HashSet::new()
+                    }),
+                }
+            }
+            None => Located::Missing(LocateError::NotFound { netns: q.netns }),
+        }
+    }
+
+    fn release_namespaces(&mut self) {
+        self.calls.push(Call::ReleaseNamespaces);
+        self.held.clear();
+    }
+
+    fn start(&mut self, target: usize, spec: Spec) -> Result<Started, StartError> {
+        let Spec::Process { args } = spec;
+        self.calls.push(Call::Start(target, args.to_vec()));
+        if !self.held.remove(&target) {
+            return Err(StartError::NotHeld);
+        }
+        if self.spawn_fails == Some(target) {
+            return Err(StartError::Failed(io::ErrorKind::NotFound.into()));
+        }
+        self.next_pid = self.next_pid.max(1000) + 1;
+        let pid = self.next_pid;
+        self.programs.push(Program {
+            pid,
+            target,
+            args: args.to_vec(),
+            signals: Vec::new(),
+            reaped: false,
+            stdout_open: true,
+            stderr_open: true,
+            unread: VecDeque::new(),
+            unread_err: VecDeque::new(),
+        });
+        Ok(Started::Process {
+            pid,
+            watched: Ok(()),
+        })
+    }
+
+    fn signal(&mut self, target: usize, sig: Sig) {
+        self.calls.push(Call::Signal(target, sig));
+        let p = self
+            .programs
+            .iter_mut()
+            .rev()
+            .find(|p| p.target == target)
+            .expect("the session signals only sources it started");
+        assert!(
+            !p.reaped,
+            "target {target}'s program signalled after it was reaped"
+        );
+        p.signals.push(sig);
+    }
+
+    fn want_listing(&mut self) -> Option<Listing> {
+        self.calls.push(Call::WantListing);
+        match self.listing.clone() {
+            Some(l) => Some(l),
+            None => {
+                self.waiting_listing = true;
+                None
+            }
+        }
+    }
+
+    fn want_address(&mut self) -> Option<Result<SocketAddr, String>> {
+        self.calls.push(Call::WantAddress);
+        match self.address.clone() {
+            Some(a) => Some(a),
+            None => {
+                self.waiting_address = true;
+                None
+            }
+        }
+    }
+
+    fn metrics_text(&mut self) -> String {
+        "# HELP packetflix_sim a simulated world\n".into()
+    }
+
+    fn count(&mut self, c: Count) {
+        self.calls.push(Call::Count(c));
+    }
+
+    fn connect_upstream(&mut self, addr: SocketAddr) -> Result<(), ProxyFailure> {
+        self.calls.push(Call::Connect(addr));
+        match self.upstream_reachable {
+            Some(()) => {
+                self.upstream = Some(Upstream::default());
+                Ok(())
+            }
+            None => Err(ProxyFailure::Unreachable(
+                io::ErrorKind::ConnectionRefused.into(),
+            )),
+        }
+    }
+
+    fn upstream(&mut self) -> Option<&mut dyn Out> {
+        self.upstream.as_mut().map(|u| u as &mut dyn Out)
+    }
+
+    fn upstream_pending(&self) -> usize {
+        self.upstream.as_ref().map_or(0, Out::pending)
+    }
+
+    fn end_upstream(&mut self) {
+        self.calls.push(Call::EndUpstream);
+        self.upstream = None;
+    }
+}
+
+/// The session and its world.
+pub struct Sim {
+    pub session: Session,
+    pub world: World,
+    pub cfg: Config,
+    pub policy: Policy,
+    pub now: Instant,
+    pub captures: usize,
+    pub no_capture: Option<String>,
+    pub own_netns: Option<u64>,
+    buf: Vec<u8>,
+}
+
+impl Deref for Sim {
+    type Target = World;
+    fn deref(&self) -> &World {
+        &self.world
+    }
+}
+
+impl DerefMut for Sim {
+    fn deref_mut(&mut self) -> &mut World {
+        &mut self.world
+    }
 }
 
 /// Where a [`Sim`] starts its clock's wall time (any fixed instant).
@@ -122,36 +455,21 @@ impl Sim {
         let local: SocketAddr = "192.0.2.1:5001".parse().expect("address");
         Sim {
             session: Session::new(1, peer, local, now),
-            client: Client::default(),
-            inbox: VecDeque::new(),
-            client_eof: false,
+            world: World::default(),
             cfg,
             policy,
             now,
             captures: 0,
             no_capture: None,
             own_netns: None,
-            starttimes: HashMap::new(),
-            namespaces: HashMap::new(),
-            moved: HashSet::new(),
-            listing: None,
-            address: None,
-            waiting_listing: false,
-            waiting_address: false,
-            spawn_fails: None,
-            upstream: None,
-            proxying: false,
-            programs: Vec::new(),
-            held: HashSet::new(),
-            actions: Vec::new(),
-            next_pid: 1000,
+            buf: vec![0; READ_BUF],
         }
     }
 
-    /// Runs `f` on the session with the world's environment and client.
-    fn with(&mut self, f: impl FnOnce(&mut Session, &Env, &mut Client)) {
-        let starttimes = &self.starttimes;
-        let starttime = |pid: u32| starttimes.get(&pid).copied();
+    /// Hands `ev` to the session, or, with `src`, pumps that source; then
+    /// reads again what the session asked to, as the loop does before it
+    /// sleeps.
+    fn run(&mut self, what: What) {
         let env = Env {
             now: self.now,
             wall: || SystemTime::UNIX_EPOCH + WALL,
@@ -160,125 +478,97 @@ impl Sim {
             captures: self.captures,
             no_capture: self.no_capture.as_deref(),
             own_netns: self.own_netns,
-            starttime: &starttime,
         };
-        f(&mut self.session, &env, &mut self.client);
-        self.perform();
+        match what {
+            What::Event(ev) => self.session.on(&env, &mut self.world, ev),
+            What::Pump(src) => self.session.pump(&env, &mut self.world, src, &mut self.buf),
+        }
+        while let Some(src) = self.world.again.pop_front() {
+            if self.session.finished() {
+                self.world.again.clear();
+                break;
+            }
+            self.session.pump(&env, &mut self.world, src, &mut self.buf);
+        }
+    }
+
+    fn event(&mut self, ev: Event) {
+        self.run(What::Event(ev));
+    }
+
+    fn pump(&mut self, src: Source) {
+        self.run(What::Pump(src));
     }
 
     // ---- the client ------------------------------------------------------
 
-    /// The client sends `bytes` (one read for the service, if it reads).
+    /// The client sends `bytes` (read by the service as far as it reads).
     pub fn send(&mut self, bytes: &[u8]) {
         if !bytes.is_empty() {
-            self.inbox.push_back(bytes.to_vec());
+            self.world.inbox.push_back(bytes.to_vec());
         }
-        self.pump_client();
+        self.pump(Source::Client);
     }
 
     /// The client closes its side (after what it sent is read).
     pub fn close(&mut self) {
-        self.client_eof = true;
-        self.pump_client();
+        self.world.client_eof = true;
+        self.pump(Source::Client);
     }
 
     /// The client reads everything it was sent.
     pub fn take(&mut self) {
-        self.client.taken = self.client.received.len();
+        self.world.client.taken = self.world.client.received.len();
         self.writable();
     }
 
     /// The connection breaks.
     pub fn break_connection(&mut self) {
-        self.client.broken = true;
-        self.with(|s, env, c| s.on_client_broke(env, c, Broken("reset".into())));
+        self.world.client.broken = true;
+        self.event(Event::ClientBroke(Broken(
+            io::ErrorKind::ConnectionReset.into(),
+        )));
     }
 
     pub fn writable(&mut self) {
-        self.with(|s, env, c| s.on_writable(env, c));
-    }
-
-    fn pump_client(&mut self) {
-        loop {
-            if self.session.finished() || self.session.proxying() {
-                return;
-            }
-            let now = self.now;
-            if !self.session.may_read(Source::Client, &self.client, now) {
-                return;
-            }
-            match self.inbox.pop_front() {
-                Some(bytes) => self.with(|s, env, c| s.on_client_data(env, c, &bytes)),
-                None if self.client_eof => {
-                    self.client_eof = false;
-                    return self.with(|s, env, c| s.on_client_eof(env, c));
-                }
-                None => return,
-            }
-        }
+        self.event(Event::Writable);
     }
 
     // ---- capture programs ------------------------------------------------
 
     /// Target `target`'s program writes `bytes` on stdout.
     pub fn output(&mut self, target: usize, bytes: &[u8]) {
-        let Some(p) = self.program(target) else {
+        let Some(p) = self.world.program(target) else {
             return;
         };
         if p.stdout_open && !bytes.is_empty() {
             p.unread.push_back(bytes.to_vec());
         }
-        self.pump_output(target);
+        self.pump(Source::Output(target));
     }
 
     /// Target `target`'s program closes its stdout.
     pub fn output_end(&mut self, target: usize) {
-        let Some(p) = self.program(target) else {
+        let Some(p) = self.world.program(target) else {
             return;
         };
-        if !p.stdout_open {
+        if !p.stdout_open || p.unread.back().is_some_and(Vec::is_empty) {
             return;
         }
         p.unread.push_back(Vec::new());
-        self.pump_output(target);
-    }
-
-    fn pump_output(&mut self, target: usize) {
-        loop {
-            let now = self.now;
-            if !self
-                .session
-                .may_read(Source::Stdout(target), &self.client, now)
-            {
-                return;
-            }
-            let Some(p) = self.program(target) else {
-                return;
-            };
-            let Some(mut bytes) = p.unread.pop_front() else {
-                return;
-            };
-            if bytes.is_empty() {
-                p.stdout_open = false;
-                return self.with(|s, env, c| s.on_output_end(env, c, target, None));
-            }
-            self.with(|s, env, c| s.on_output(env, c, target, &mut bytes));
-        }
+        self.pump(Source::Output(target));
     }
 
     /// Target `target`'s program writes on stderr (`None`: closes it).
     pub fn stderr(&mut self, target: usize, bytes: Option<&[u8]>) {
-        let Some(p) = self.program(target) else {
+        let Some(p) = self.world.program(target) else {
             return;
         };
-        if !p.stderr_open {
+        if !p.stderr_open || p.unread_err.back().is_some_and(Option::is_none) {
             return;
         }
-        if bytes.is_none() {
-            p.stderr_open = false;
-        }
-        let bytes = bytes.map(<[u8]>::to_vec);
-        self.with(|s, env, c| s.on_stderr(env, c, target, bytes.as_deref()));
+        p.unread_err.push_back(bytes.map(<[u8]>::to_vec));
+        self.pump(Source::Diag(target));
     }
 
     /// Target `target`'s program exits (its pipes close first, as they do
@@ -286,20 +576,44 @@ impl Sim {
     pub fn exit(&mut self, target: usize, status: ExitStatus) {
         self.output_end(target);
         self.stderr(target, None);
-        let Some(p) = self.program(target) else {
+        let Some(p) = self.world.program(target) else {
             return;
         };
         p.reaped = true;
-        let pid = p.pid;
-        self.with(|s, env, c| s.on_exit(env, c, pid, status));
+        self.event(Event::Exited(target, status));
     }
 
-    /// The newest program of target `target` still to be reaped.
-    pub fn program(&mut self, target: usize) -> Option<&mut Program> {
-        self.programs
-            .iter_mut()
-            .rev()
-            .find(|p| p.target == target && !p.reaped)
+    // ---- the discovery service's end of a proxied exchange ----------------
+
+    /// The upstream connection is established.
+    pub fn upstream_connect(&mut self) {
+        let Some(u) = self.world.upstream.as_mut() else {
+            return;
+        };
+        u.connected = true;
+        self.event(Event::UpstreamReady);
+        self.pump(Source::Upstream);
+    }
+
+    /// The discovery service sends `bytes` (empty: it closes).
+    pub fn upstream_send(&mut self, bytes: &[u8]) {
+        let Some(u) = self.world.upstream.as_mut() else {
+            return;
+        };
+        if u.unread.back().is_some_and(Vec::is_empty) {
+            return;
+        }
+        u.unread.push_back(bytes.to_vec());
+        if u.connected {
+            self.pump(Source::Upstream);
+        }
+    }
+
+    /// The upstream connection fails.
+    pub fn upstream_fail(&mut self) {
+        if self.world.upstream.is_some() {
+            self.event(Event::UpstreamFailed(io::ErrorKind::ConnectionReset.into()));
+        }
     }
 
     // ---- time and the rest of the world ----------------------------------
@@ -308,7 +622,7 @@ impl Sim {
     pub fn advance(&mut self, by: Duration) {
         self.now += by;
         if self.session.poll_timeout().is_some_and(|d| d <= self.now) {
-            self.with(|s, env, c| s.on_timeout(env, c));
+            self.event(Event::Timeout);
         }
     }
 
@@ -318,138 +632,45 @@ impl Sim {
             return false;
         };
         self.now = self.now.max(d);
-        self.with(|s, env, c| s.on_timeout(env, c));
+        self.event(Event::Timeout);
         true
     }
 
     /// The discovery service answers the listing asked for.
-    pub fn answer_listing(&mut self, listing: Result<Arc<ParsedListing>, DiscoveryError>) {
-        if std::mem::take(&mut self.waiting_listing) {
-            self.with(|s, env, c| s.on_listing(env, c, listing));
+    pub fn answer_listing(&mut self, listing: Listing) {
+        if std::mem::take(&mut self.world.waiting_listing) {
+            self.event(Event::Listing(listing));
         }
     }
 
     /// The discovery service's address is known (or why not).
     pub fn answer_address(&mut self, addr: Result<SocketAddr, String>) {
-        if std::mem::take(&mut self.waiting_address) {
-            self.with(|s, env, c| s.on_address(env, c, addr));
+        if std::mem::take(&mut self.world.waiting_address) {
+            self.event(Event::Address(addr));
         }
-    }
-
-    /// The proxied exchange's byte pump took a step; `answer` is what it
-    /// sent the client meanwhile.
-    pub fn proxy_step(&mut self, step: ProxyStep, answer: &[u8], answered: bool, sent: bool) {
-        if !self.proxying {
-            return;
-        }
-        let _ = self.client.send(answer);
-        self.with(|s, env, c| s.on_proxy_step(env, c, step, answered, sent));
     }
 
     /// The namespace scan ran: moved namespaces are where they are now.
     pub fn rescan(&mut self) {
-        self.moved.clear();
-        self.with(|s, env, c| s.on_rescanned(env, c));
+        self.world.moved.clear();
+        self.event(Event::Rescanned);
     }
 
     pub fn shutdown(&mut self) {
-        self.with(|s, env, c| s.shutdown(env, c));
+        self.event(Event::Shutdown);
     }
 
-    /// Performs what the session asked for, as the driver does.
-    fn perform(&mut self) {
-        while let Some(action) = self.session.poll_action() {
-            self.actions.push(action.clone());
-            match action {
-                Action::WantListing => match self.listing.clone() {
-                    Some(l) => self.with(|s, env, c| s.on_listing(env, c, l)),
-                    None => self.waiting_listing = true,
-                },
-                Action::WantAddress => match self.address.clone() {
-                    Some(a) => self.with(|s, env, c| s.on_address(env, c, a)),
-                    None => self.waiting_address = true,
-                },
-                Action::Locate {
-                    target,
-                    netns,
-                    links,
-                    ..
-                } => {
-                    let found = if self.moved.contains(&netns) {
-                        Located::Wait
-                    } else {
-                        match self.namespaces.get(&netns) {
-                            Some(names) => {
-                                self.held.insert(target);
-                                Located::Held {
-                                    links: Ok(if links {
-                                        names.iter().cloned().collect()
-                                    } else {
-                                        HashSet::new()
-                                    }),
-                                }
-                            }
-                            None => Located::Missing(format!("no network namespace {netns}")),
-                        }
-                    };
-                    self.with(|s, env, c| s.on_located(env, c, target, found));
-                }
-                Action::Spawn { target, args } => {
-                    let spawned = if self.spawn_fails == Some(target) || !self.held.remove(&target)
-                    {
-                        Err("No such file or directory (os error 2)".to_string())
-                    } else {
-                        let pid = self.next_pid;
-                        self.next_pid += 1;
-                        self.programs.push(Program {
-                            pid,
-                            target,
-                            args,
-                            signals: Vec::new(),
-                            reaped: false,
-                            stdout_open: true,
-                            stderr_open: true,
-                            unread: VecDeque::new(),
-                        });
-                        Ok((pid, Ok(())))
-                    };
-                    self.with(|s, env, c| s.on_spawned(env, c, target, spawned));
-                }
-                Action::Signal { pid, signal } => {
-                    let p = self.programs.iter_mut().find(|p| p.pid == pid);
-                    let p = p.expect("the session signals only programs it started");
-                    assert!(!p.reaped, "pid {pid} signalled after it was reaped");
-                    p.signals.push(signal);
-                }
-                Action::Forget(Source::Stdout(i)) => {
-                    if let Some(p) = self.program(i) {
-                        p.stdout_open = false;
-                        p.unread.clear();
-                    }
-                }
-                Action::Forget(Source::Stderr(i)) => {
-                    if let Some(p) = self.program(i) {
-                        p.stderr_open = false;
-                    }
-                }
-                Action::Forget(_) => {}
-                Action::Proxy { req, .. } => match self.upstream {
-                    Some(()) => {
-                        self.proxying = true;
-                        self.with(|s, env, _| s.on_proxy_started(env, &req));
-                    }
-                    None => {
-                        let why = ProxyFailure::Unreachable("connection refused".into());
-                        self.with(|s, env, c| s.on_proxy_failed(env, c, &req, why));
-                    }
-                },
-                Action::EndProxy => self.proxying = false,
-                Action::Resume(Source::Client) => self.pump_client(),
-                Action::Resume(Source::Stdout(i)) => self.pump_output(i),
-                Action::Resume(_) => {}
-                Action::ShutdownWrite => self.client.shut = true,
-                Action::ReleaseNamespaces => self.held.clear(),
-            }
+    /// A full connection table takes this connection's slot, if it may.
+    pub fn displace(&mut self) -> bool {
+        if !self.session.displaceable(self.world.client.pending()) {
+            return false;
         }
+        self.event(Event::Displaced);
+        true
     }
+}
+
+enum What<'a> {
+    Event(Event<'a>),
+    Pump(Source),
 }

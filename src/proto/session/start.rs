@@ -1,19 +1,24 @@
-//! Starting a capture: its targets resolved ([`super::resolve`]), looked up
-//! with the discovery service when a reference is stale (one listing for
-//! every target), every namespace located and its interfaces checked, then
-//! one program per target started: all, or none keeps running. Then the
-//! events of the running capture ([`super::capture`]).
+//! The `Starting` phase: a capture's targets resolved ([`super::resolve`]),
+//! looked up with the discovery service when a reference is stale (one
+//! listing for every target), every namespace located and its interfaces
+//! checked, then one source per target started: all, or none keeps
+//! running. Locating and starting are answered on the spot by the host;
+//! the phase waits only for the discovery service's listing or for a
+//! namespace scan.
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use log::{info, warn};
+use log::{debug, info, warn};
 
-use super::capture::{send_header, Capture, Close, Ending, Merging, Program, Relay};
+use super::capture::{self, Merging, Relay};
 use super::resolve::{resolve, stale, Resolved};
-use super::{service_name, Action, Cx, Env, ExitStatus, Located, Out, Phase, Refusal, Session};
-use crate::metrics;
-use crate::proto::discovery::{DiscoveryError, ParsedListing};
+use super::source::CaptureSource;
+use super::{
+    client_gone, flush_then_close, service_name, Count, Cx, Event, Listing, Locate, Located, Phase,
+    Refusal, Spec, Started, CLOSE_TIMEOUT,
+};
+use crate::metrics::Lookup;
+use crate::proto::discovery::DiscoveryError;
 use crate::proto::http::{self, Request};
 use crate::proto::merge::Merger;
 use crate::proto::params::{capture_params_limited, CaptureParams, Limits, Nifs};
@@ -27,26 +32,13 @@ use crate::proto::ws::{self, FrameReader};
 /// handshake); a well-behaved client sends none or a close frame.
 const MAX_EARLY_FRAMES: usize = 4096;
 
-/// Where a starting capture stands.
+/// What a starting capture waits for.
 enum Step {
-    /// Waiting for the discovery service's listing.
+    /// The discovery service's listing.
     Discovering { deadline: Instant },
-    /// Locating namespace after namespace (the driver answers at once):
-    /// the capture program's arguments of those located so far.
-    Locating {
-        asked_at: Instant,
-        args: Vec<Vec<String>>,
-        excluded: Option<String>,
-    },
     /// A namespace was not where it was last seen: every target is located
     /// again after the next namespace scan.
     Rescan { asked_at: Instant },
-    /// Starting program after program (the driver answers at once).
-    Spawning {
-        args: Vec<Vec<String>>,
-        relay: Relay,
-        programs: Vec<Program>,
-    },
 }
 
 pub(super) struct Start {
@@ -76,13 +68,8 @@ impl Start {
     pub(super) fn deadline(&self) -> Option<Instant> {
         match self.step {
             Step::Discovering { deadline } => Some(deadline),
-            _ => None,
+            Step::Rescan { .. } => None,
         }
-    }
-
-    pub(super) fn keep_early(&mut self, data: &[u8]) {
-        let room = MAX_EARLY_FRAMES.saturating_sub(self.early.len());
-        self.early.extend_from_slice(&data[..data.len().min(room)]);
     }
 
     fn label(&self, i: usize) -> Option<String> {
@@ -102,21 +89,17 @@ impl Start {
     }
 }
 
-impl Session {
-    pub(super) fn start_capture(
-        &mut self,
-        cx: &mut Cx,
-        req: &Request,
-        accept: String,
-        leftover: Vec<u8>,
-    ) {
-        let env = cx.env;
-        let limits = Limits {
-            max_target_json: env.cfg.max_target_json,
-            max_filter: env.cfg.max_filter,
-        };
-        let parsed = crate::proto::multi::multi_params(req, &limits, env.cfg.max_targets).and_then(
-            |several| match several {
+/// A capture request's upgrade: its parameters read, its targets resolved;
+/// then it waits for the discovery service or goes on to locate them.
+pub(super) fn begin(cx: &mut Cx, req: &Request, accept: String, leftover: Vec<u8>) -> Phase {
+    let env = cx.env;
+    let limits = Limits {
+        max_target_json: env.cfg.max_target_json,
+        max_filter: env.cfg.max_filter,
+    };
+    let parsed =
+        crate::proto::multi::multi_params(req, &limits, env.cfg.max_targets).and_then(|several| {
+            match several {
                 Some(m) => Ok((m.targets, true, m.nifs, m.filter, m.chaste, true)),
                 None => capture_params_limited(req, &limits).map(|p| {
                     (
@@ -128,634 +111,406 @@ impl Session {
                         false,
                     )
                 }),
-            },
-        );
-        let (targets, described, nifs, filter, chaste, several) = match parsed {
-            Ok(p) => p,
-            Err(why) => return self.refuse(cx, &accept, leftover, Refusal::Parameters(why)),
-        };
-        if several && env.captures + targets.len() > env.cfg.max_captures {
-            let r = Refusal::TooManyTargets {
-                targets: targets.len(),
-                max: env.cfg.max_captures,
-            };
-            return self.refuse(cx, &accept, leftover, r);
-        }
-        let proc_starttimes = targets
-            .iter()
-            .map(|t| match t.netns != 0 && t.pid != 0 && t.starttime != 0 {
-                true => (env.starttime)(t.pid),
-                false => None,
-            })
-            .collect();
-        let labels = several.then(|| crate::proto::multi::target_labels(&targets));
-        let start = Box::new(Start {
-            targets,
-            proc_starttimes,
-            labels,
-            described,
-            nifs,
-            filter,
-            chaste,
-            accept,
-            early: leftover,
-            started: env.now,
-            step: Step::Discovering {
-                deadline: env.now + env.cfg.discovery_timeout,
-            },
+            }
         });
-        let mut lookups = 0;
-        for i in 0..start.targets.len() {
-            let t = &start.targets[i];
-            let label = start.label(i);
-            match resolve(
-                t,
-                described,
-                label.as_deref(),
-                start.proc_starttimes[i],
-                None,
-            ) {
-                Resolved::Spawn(_) => {}
-                Resolved::Discover => {
-                    if t.netns != 0 && stale(t, start.proc_starttimes[i]) {
-                        info!(
-                            "[c{}] {}reference to pid {} is stale (start time differs or process gone); netns {} is not trusted",
-                            self.id,
-                            label.map(|l| format!("target {l}: ")).unwrap_or_default(),
-                            t.pid,
-                            t.netns
-                        );
-                    }
-                    lookups += 1;
+    let (targets, described, nifs, filter, chaste, several) = match parsed {
+        Ok(p) => p,
+        Err(why) => return refuse(cx, &accept, &leftover, Refusal::Parameters(why)),
+    };
+    if several && env.captures + targets.len() > env.cfg.max_captures {
+        let r = Refusal::TooManyTargets {
+            targets: targets.len(),
+            max: env.cfg.max_captures,
+        };
+        return refuse(cx, &accept, &leftover, r);
+    }
+    let proc_starttimes = targets
+        .iter()
+        .map(|t| match t.netns != 0 && t.pid != 0 && t.starttime != 0 {
+            true => cx.host.starttime(t.pid),
+            false => None,
+        })
+        .collect();
+    let labels = several.then(|| crate::proto::multi::target_labels(&targets));
+    let s = Box::new(Start {
+        targets,
+        proc_starttimes,
+        labels,
+        described,
+        nifs,
+        filter,
+        chaste,
+        accept,
+        early: leftover,
+        started: env.now,
+        step: Step::Discovering {
+            deadline: env.now + env.cfg.discovery_timeout,
+        },
+    });
+    let mut lookups = 0;
+    for (i, t) in s.targets.iter().enumerate() {
+        let label = s.label(i);
+        match resolve(t, described, label.as_deref(), s.proc_starttimes[i], None) {
+            Resolved::Spawn(_) => {}
+            Resolved::Discover => {
+                if t.netns != 0 && stale(t, s.proc_starttimes[i]) {
+                    info!(
+                        "[c{}] {}reference to pid {} is stale (start time differs or process gone); netns {} is not trusted",
+                        cx.id,
+                        label.map(|l| format!("target {l}: ")).unwrap_or_default(),
+                        t.pid,
+                        t.netns
+                    );
                 }
-                Resolved::Refuse(r) => {
-                    let Start { accept, early, .. } = *start;
-                    return self.refuse(cx, &accept, early, r);
-                }
+                lookups += 1;
             }
+            Resolved::Refuse(r) => return refuse(cx, &s.accept, &s.early, r),
         }
-        if lookups == 0 {
-            self.phase = Phase::Starting(start);
-            return self.locate_all(cx, env.now);
-        }
-        // One listing answers every stale target: it holds them all, and
-        // the exchange is shared with every other capture asking meanwhile.
-        let service = service_name(env.cfg);
-        match &start.labels {
-            None => info!(
-                "[c{}] looking up container {:?} (prefix {:?}) with the discovery service at {service}",
-                self.id, start.targets[0].name, start.targets[0].prefix
-            ),
-            Some(_) => info!(
-                "[c{}] looking up {lookups} targets with the discovery service at {service}",
-                self.id
-            ),
-        }
-        self.phase = Phase::Starting(start);
-        self.actions.push_back(Action::WantListing);
     }
-
-    /// The discovery service's listing this session waited for.
-    pub fn on_listing(
-        &mut self,
-        env: &Env,
-        out: &mut dyn Out,
-        listing: Result<Arc<ParsedListing>, DiscoveryError>,
-    ) {
-        let Phase::Starting(s) = &mut self.phase else {
-            return;
-        };
-        if !matches!(s.step, Step::Discovering { .. }) {
-            return;
-        }
-        let mut cx = Cx { env, out };
-        let service = service_name(env.cfg);
-        let took = env.now - s.started;
-        for i in 0..s.targets.len() {
-            let label = s.label(i);
-            let answer = Some((&listing, service.as_str()));
-            let t = &s.targets[i];
-            let was = t.netns != 0 && !stale(t, s.proc_starttimes[i]);
-            match resolve(
-                t,
-                s.described,
-                label.as_deref(),
-                s.proc_starttimes[i],
-                answer,
-            ) {
-                Resolved::Spawn(found) => {
-                    if !was {
-                        match &label {
-                            None => info!(
-                                "[c{}] discovery service names netns {} for {:?}",
-                                self.id, found.netns, found.name
-                            ),
-                            Some(l) => info!(
-                                "[c{}] discovery service names netns {} for target {l}",
-                                self.id, found.netns
-                            ),
-                        }
-                        // Checked against what the listing says from here on.
-                        s.proc_starttimes[i] = None;
-                        s.targets[i] = found;
-                    }
-                }
-                // Never with a listing given.
-                Resolved::Discover => {}
-                Resolved::Refuse(r) => {
-                    let outcome = match &r {
-                        Refusal::Discovery { error, .. } => lookup_outcome(error),
-                        _ => metrics::Lookup::Found,
-                    };
-                    metrics::lookup(outcome, took);
-                    return self.refuse_start(&mut cx, r);
-                }
-            }
-        }
-        metrics::lookup(metrics::Lookup::Found, took);
-        self.locate_all(&mut cx, env.now);
+    if lookups == 0 {
+        return locate_all(s, cx, env.now);
     }
-
-    /// The namespace scan a lookup waited for has run: every target is
-    /// located again.
-    pub fn on_rescanned(&mut self, env: &Env, out: &mut dyn Out) {
-        let Phase::Starting(s) = &self.phase else {
-            return;
-        };
-        let Step::Rescan { asked_at } = s.step else {
-            return;
-        };
-        let mut cx = Cx { env, out };
-        self.locate_all(&mut cx, asked_at);
+    // One listing answers every stale target: it holds them all, and the
+    // exchange is shared with every other capture asking meanwhile.
+    let service = service_name(env.cfg);
+    match &s.labels {
+        None => info!(
+            "[c{}] looking up container {:?} (prefix {:?}) with the discovery service at {service}",
+            cx.id, s.targets[0].name, s.targets[0].prefix
+        ),
+        Some(_) => info!(
+            "[c{}] looking up {lookups} targets with the discovery service at {service}",
+            cx.id
+        ),
     }
-
-    pub(super) fn start_timeout(&mut self, cx: &mut Cx) {
-        let Phase::Starting(s) = &self.phase else {
-            return;
-        };
-        metrics::lookup(metrics::Lookup::TimedOut, cx.env.now - s.started);
-        let r = Refusal::Discovery {
-            error: DiscoveryError::TimedOut,
-            service: service_name(cx.env.cfg),
-            target: None,
-        };
-        self.refuse_start(cx, r);
+    match cx.host.want_listing() {
+        Some(listing) => listed(s, cx, listing),
+        None => Phase::Starting(s),
     }
+}
 
-    /// Locates every namespace first (each held until its program has
-    /// entered it); a target that cannot be located refuses the request
-    /// before anything is spawned.
-    fn locate_all(&mut self, cx: &mut Cx, asked_at: Instant) {
-        if let Some(why) = cx.env.no_capture {
-            return self.refuse_start(cx, Refusal::Privileges(why.to_string()));
+/// The `Starting` phase's transitions.
+pub(super) fn on(mut s: Box<Start>, cx: &mut Cx, ev: Event) -> Phase {
+    match ev {
+        Event::ClientData(data) => {
+            let room = MAX_EARLY_FRAMES.saturating_sub(s.early.len());
+            s.early.extend_from_slice(&data[..data.len().min(room)]);
+            Phase::Starting(s)
         }
-        let Phase::Starting(s) = &mut self.phase else {
-            return;
-        };
-        // Labels after discovery: a looked-up target may have got its name.
-        if s.labels.is_some() {
-            s.labels = Some(crate::proto::multi::target_labels(&s.targets));
+        Event::Listing(listing) if matches!(s.step, Step::Discovering { .. }) => {
+            listed(s, cx, listing)
         }
-        s.step = Step::Locating {
-            asked_at,
-            args: Vec::with_capacity(s.targets.len()),
-            excluded: None,
-        };
-        self.locate_next(cx);
+        Event::Rescanned => match s.step {
+            Step::Rescan { asked_at } => locate_all(s, cx, asked_at),
+            Step::Discovering { .. } => Phase::Starting(s),
+        },
+        Event::Timeout => {
+            cx.host
+                .count(Count::Lookup(Lookup::TimedOut, cx.env.now - s.started));
+            let r = Refusal::Discovery {
+                error: DiscoveryError::TimedOut,
+                service: service_name(cx.env.cfg),
+                target: None,
+            };
+            refuse_start(s, cx, r)
+        }
+        Event::ClientEof => {
+            // The client gave up: no one is left to answer.
+            debug!("[c{}] client left during discovery", cx.id);
+            cx.host.release_namespaces();
+            Phase::Done
+        }
+        Event::ClientBroke(e) => {
+            cx.host.release_namespaces();
+            client_gone(cx, e)
+        }
+        Event::Shutdown => {
+            cx.host.release_namespaces();
+            let _ = cx.host.send(&http::text_response(
+                503,
+                "the capture service is shutting down",
+                true,
+            ));
+            flush_then_close(cx)
+        }
+        _ => Phase::Starting(s),
     }
+}
 
-    /// Asks for the next target's namespace, or starts the programs once
-    /// every one is held.
-    fn locate_next(&mut self, cx: &mut Cx) {
-        let Phase::Starting(s) = &mut self.phase else {
-            return;
-        };
-        let Step::Locating { asked_at, args, .. } = &s.step else {
-            return;
-        };
-        let i = args.len();
-        if i == s.targets.len() {
-            return self.spawn_all(cx);
-        }
-        let asked_at = *asked_at;
-        let wanted = match s.params(i).interfaces() {
-            Ok(w) => w,
-            Err(why) => {
-                let r = Refusal::Namespace {
-                    why,
-                    target: s.label(i),
-                };
-                return self.refuse_start(cx, r);
-            }
-        };
+/// The discovery service's listing: every stale target is replaced by what
+/// it lists, then every target is located.
+fn listed(mut s: Box<Start>, cx: &mut Cx, listing: Listing) -> Phase {
+    let service = service_name(cx.env.cfg);
+    let took = cx.env.now - s.started;
+    for i in 0..s.targets.len() {
+        let label = s.label(i);
+        let answer = Some((&listing, service.as_str()));
         let t = &s.targets[i];
-        self.actions.push_back(Action::Locate {
-            target: i,
+        let was = t.netns != 0 && !stale(t, s.proc_starttimes[i]);
+        match resolve(
+            t,
+            s.described,
+            label.as_deref(),
+            s.proc_starttimes[i],
+            answer,
+        ) {
+            Resolved::Spawn(found) => {
+                if !was {
+                    match &label {
+                        None => info!(
+                            "[c{}] discovery service names netns {} for {:?}",
+                            cx.id, found.netns, found.name
+                        ),
+                        Some(l) => info!(
+                            "[c{}] discovery service names netns {} for target {l}",
+                            cx.id, found.netns
+                        ),
+                    }
+                    // Checked against what the listing says from here on.
+                    s.proc_starttimes[i] = None;
+                    s.targets[i] = found;
+                }
+            }
+            // Never with a listing given.
+            Resolved::Discover => {}
+            Resolved::Refuse(r) => {
+                let outcome = match &r {
+                    Refusal::Discovery { error, .. } => lookup_outcome(error),
+                    _ => Lookup::Found,
+                };
+                cx.host.count(Count::Lookup(outcome, took));
+                return refuse_start(s, cx, r);
+            }
+        }
+    }
+    cx.host.count(Count::Lookup(Lookup::Found, took));
+    locate_all(s, cx, cx.env.now)
+}
+
+/// Locates and holds every namespace first (each until its source has
+/// started in it); a target that cannot be located, or lacks an interface
+/// asked for, refuses the request before anything starts.
+fn locate_all(mut s: Box<Start>, cx: &mut Cx, asked_at: Instant) -> Phase {
+    if let Some(why) = cx.env.no_capture {
+        return refuse_start(s, cx, Refusal::Privileges(why.to_string()));
+    }
+    // Labels after discovery: a looked-up target may have got its name.
+    if s.labels.is_some() {
+        s.labels = Some(crate::proto::multi::target_labels(&s.targets));
+    }
+    let mut args = Vec::with_capacity(s.targets.len());
+    let mut excluded = None;
+    for i in 0..s.targets.len() {
+        let label = s.label(i);
+        let params = s.params(i);
+        let wanted = match params.interfaces() {
+            Ok(w) => w,
+            Err(why) => return refuse_start(s, cx, Refusal::Namespace { why, target: label }),
+        };
+        let t = &params.target;
+        let q = Locate {
             netns: t.netns,
             pid: t.pid,
             asked_at,
             links: !wanted.is_empty(),
-        });
-    }
-
-    /// Where target `target`'s namespace lookup ended.
-    pub fn on_located(&mut self, env: &Env, out: &mut dyn Out, target: usize, found: Located) {
-        let Phase::Starting(s) = &mut self.phase else {
-            return;
         };
-        let Step::Locating { asked_at, args, .. } = &s.step else {
-            return;
-        };
-        if args.len() != target {
-            return;
-        }
-        let asked_at = *asked_at;
-        let mut cx = Cx { env, out };
-        let label = s.label(target);
-        let links = match found {
+        let links = match cx.host.locate(i, &q) {
             Located::Held { links } => links,
             Located::Missing(why) => {
-                let r = Refusal::Namespace { why, target: label };
-                return self.refuse_start(&mut cx, r);
+                let r = Refusal::Namespace {
+                    why: why.to_string(),
+                    target: label,
+                };
+                return refuse_start(s, cx, r);
             }
             Located::Wait => {
                 s.step = Step::Rescan { asked_at };
-                return;
+                return Phase::Starting(s);
             }
         };
-        let params = s.params(target);
         let interfaces = match check_interfaces(&params, links, label.as_deref()) {
             Ok(c) => {
                 if !c.skipped.is_empty() {
                     match &label {
                         None => info!(
                             "[c{}] skipping interfaces of the target's list that do not exist in netns {}: {}",
-                            self.id,
+                            cx.id,
                             params.target.netns,
                             c.skipped.join("/")
                         ),
                         Some(l) => info!(
                             "[c{}] target {l}: skipping interfaces of its list that do not exist in its namespace: {}",
-                            self.id,
+                            cx.id,
                             c.skipped.join("/")
                         ),
                     }
                 }
                 c.interfaces
             }
-            Err(r) => return self.refuse_start(&mut cx, r),
+            Err(r) => return refuse_start(s, cx, r),
         };
-        // The document shows the user's filter; the program also excludes
+        // The document shows the user's filter; the source also excludes
         // this capture's own connection when it runs in our namespace.
-        let own =
-            (!env.cfg.no_self_exclusion && env.own_netns == Some(params.target.netns)).then(|| {
-                (
-                    crate::proto::selfexcl::own_connection_filter(self.local, self.peer),
-                    crate::proto::selfexcl::describe(self.local, self.peer),
-                )
-            });
-        let Step::Locating { args, excluded, .. } = &mut s.step else {
-            return;
-        };
-        let filter = match own {
-            Some((clause, what)) => {
-                *excluded = Some(what);
-                Some(crate::proto::selfexcl::combined_filter(
-                    params.filter.as_deref(),
-                    &clause,
-                ))
-            }
-            None => params.filter.clone(),
+        let own = !cx.env.cfg.no_self_exclusion && cx.env.own_netns == Some(params.target.netns);
+        let filter = if own {
+            let clause = crate::proto::selfexcl::own_connection_filter(cx.local, cx.peer);
+            excluded = Some(crate::proto::selfexcl::describe(cx.local, cx.peer));
+            Some(crate::proto::selfexcl::combined_filter(
+                params.filter.as_deref(),
+                &clause,
+            ))
+        } else {
+            params.filter.clone()
         };
         args.push(crate::proto::capture::capture_args(
             &interfaces,
             filter.as_deref(),
             params.chaste,
         ));
-        self.locate_next(&mut cx);
     }
+    start_all(s, cx, &args, excluded)
+}
 
-    /// Every namespace is held: the stream's document and relay, then the
-    /// programs one by one.
-    fn spawn_all(&mut self, cx: &mut Cx) {
-        let Phase::Starting(s) = &mut self.phase else {
-            return;
-        };
-        let Step::Locating { args, excluded, .. } = std::mem::replace(
-            &mut s.step,
-            Step::Rescan {
-                asked_at: cx.env.now,
-            },
-        ) else {
-            return;
-        };
-        let relay = match &s.labels {
-            None => {
-                let t = &s.targets[0];
-                let mut doc = target_document(&TargetInfo {
-                    container_name: &t.name,
-                    container_type: &t.kind,
-                    node_name: &t.node_name,
-                    cluster_uid: t.cluster.as_ref().map(|c| c.uid.as_str()),
-                    capture_filter: s.filter.as_deref(),
-                    no_promiscuous: s.chaste,
-                });
-                if let Some(what) = &excluded {
-                    push_document_key(&mut doc, crate::proto::selfexcl::DOCUMENT_KEY, what);
-                }
-                Relay::Edit(ShbEditor::new(doc))
-            }
-            Some(labels) => {
-                let prefixes: Vec<String> = labels.iter().map(|l| format!("{l}/")).collect();
-                let infos: Vec<(&str, TargetInfo)> = prefixes
-                    .iter()
-                    .zip(&s.targets)
-                    .map(|(prefix, t)| {
-                        (
-                            prefix.as_str(),
-                            TargetInfo {
-                                container_name: &t.name,
-                                container_type: &t.kind,
-                                node_name: &t.node_name,
-                                cluster_uid: t.cluster.as_ref().map(|c| c.uid.as_str()),
-                                ..TargetInfo::default()
-                            },
-                        )
-                    })
-                    .collect();
-                let mut doc = targets_document(&infos, s.filter.as_deref(), s.chaste);
-                if let Some(what) = &excluded {
-                    push_document_key(&mut doc, crate::proto::selfexcl::DOCUMENT_KEY, what);
-                }
-                Relay::Merge(Box::new(Merging {
-                    merger: Merger::new(labels.iter().cloned(), doc),
-                    scratch: Vec::new(),
-                    parts: Vec::new(),
-                }))
-            }
-        };
-        let first = args[0].clone();
-        s.step = Step::Spawning {
-            args,
-            relay,
-            programs: Vec::with_capacity(s.targets.len()),
-        };
-        self.actions.push_back(Action::Spawn {
-            target: 0,
-            args: first,
-        });
-    }
-
-    /// Target `target`'s program started with `pid` (its pipes watched, or
-    /// why not), or could not start.
-    pub fn on_spawned(
-        &mut self,
-        env: &Env,
-        out: &mut dyn Out,
-        target: usize,
-        spawned: Result<(u32, Result<(), String>), String>,
-    ) {
-        let Phase::Starting(s) = &mut self.phase else {
-            return;
-        };
-        let label = s.label(target);
-        let Step::Spawning { args, programs, .. } = &mut s.step else {
-            return;
-        };
-        if programs.len() != target {
-            return;
-        }
-        let program = env.cfg.capture_program.display().to_string();
-        let id = self.id;
-        let failure = match spawned {
-            Ok((pid, watched)) => {
-                let t = &s.targets[target];
+/// Every namespace is held: the stream's document and relay, then the
+/// sources one by one, until one fails.
+fn start_all(s: Box<Start>, cx: &mut Cx, args: &[Vec<String>], excluded: Option<String>) -> Phase {
+    let relay = relay(&s, excluded.as_deref());
+    let program = cx.env.cfg.capture_program.display().to_string();
+    let mut sources = Vec::with_capacity(s.targets.len());
+    let mut failure = None;
+    for (i, args) in args.iter().enumerate() {
+        let label = s.label(i);
+        match cx.host.start(i, Spec::Process { args }) {
+            Ok(started) => {
+                let Started::Process { pid, watched } = &started;
+                let t = &s.targets[i];
                 match &label {
                     None => info!(
-                        "[c{id}] capture started: pid {pid} in netns {} ({}), {program} {}",
+                        "[c{}] capture started: pid {pid} in netns {} ({}), {program} {}",
+                        cx.id,
                         t.netns,
                         if t.name.is_empty() {
                             "unnamed"
                         } else {
                             t.name.as_str()
                         },
-                        args[target].join(" ")
+                        args.join(" ")
                     ),
                     Some(l) => info!(
-                        "[c{id}] capture of target {l} started: pid {pid}, {program} {}",
-                        args[target].join(" ")
+                        "[c{}] capture of target {l} started: pid {pid}, {program} {}",
+                        cx.id,
+                        args.join(" ")
                     ),
                 }
-                programs.push(Program::new(label.clone(), pid));
-                match watched {
-                    Ok(()) => None,
-                    Err(e) => {
-                        warn!("[c{id}] cannot watch the capture program's output: {e}");
-                        Some(Refusal::CannotWatch { target: label })
-                    }
+                sources.push(CaptureSource::new(label.clone(), &started));
+                if let Err(e) = watched {
+                    warn!(
+                        "[c{}] cannot watch the capture program's output: {e}",
+                        cx.id
+                    );
+                    failure = Some(Refusal::CannotWatch { target: label });
+                    break;
                 }
             }
             Err(why) => {
                 let r = Refusal::Program {
-                    program,
-                    why,
+                    program: program.clone(),
+                    why: why.to_string(),
                     target: label,
                 };
-                warn!("[c{id}] {}", r.text());
-                Some(r)
+                warn!("[c{}] {}", cx.id, r.text());
+                failure = Some(r);
+                break;
             }
-        };
-        if failure.is_none() && programs.len() < args.len() {
-            let next = programs.len();
-            let args = args[next].clone();
-            self.actions.push_back(Action::Spawn { target: next, args });
-            return;
-        }
-        let mut cx = Cx { env, out };
-        self.begin_capture(&mut cx, failure);
-    }
-
-    /// Every program started (or one failed: `failure`): the upgrade is
-    /// answered and the capture runs, or stops what started and tells why
-    /// once those are reaped.
-    fn begin_capture(&mut self, cx: &mut Cx, failure: Option<Refusal>) {
-        let Phase::Starting(s) = std::mem::replace(&mut self.phase, Phase::Done) else {
-            return;
-        };
-        let Start {
-            accept,
-            early,
-            step,
-            ..
-        } = *s;
-        let Step::Spawning {
-            relay, programs, ..
-        } = step
-        else {
-            return;
-        };
-        let mut c = Box::new(Capture {
-            id: self.id,
-            programs: programs.into(),
-            relay,
-            reader: FrameReader::new(),
-            ending: Ending::Running,
-            paused_since: None,
-            client_paused: false,
-        });
-        let sent = cx.out.send(&http::switching_protocols(&accept));
-        if let Some(r) = failure {
-            // All start or none does: the ones started are stopped, and the
-            // client hears why once they are reaped.
-            self.actions.push_back(Action::ReleaseNamespaces);
-            c.ending = Ending::Refused(Box::new(r));
-            c.drop_all_pipes(&mut self.actions);
-            c.terminate_all(cx.env, &mut self.actions);
-            self.phase = Phase::Capturing(c);
-            return self.capture_changed(cx);
-        }
-        metrics::CAPTURES_STARTED.add(c.programs.len() as u64);
-        let header = match &mut c.relay {
-            Relay::Merge(m) => m.merger.take_header(),
-            Relay::Edit(_) => None,
-        };
-        self.phase = Phase::Capturing(c);
-        if let Err(e) = sent.and_then(|()| match header {
-            Some(h) => send_header(cx.out, &h),
-            None => Ok(()),
-        }) {
-            return self.client_broke(cx, e);
-        }
-        if !early.is_empty() {
-            self.capture_frames(cx, &early);
         }
     }
+    capture::begin(cx, &s.accept, &s.early, relay, sources, failure)
+}
 
-    /// Ends a capture that could not start.
-    fn refuse_start(&mut self, cx: &mut Cx, r: Refusal) {
-        let Phase::Starting(s) = std::mem::replace(&mut self.phase, Phase::Done) else {
-            return;
-        };
-        self.actions.push_back(Action::ReleaseNamespaces);
-        let Start { accept, early, .. } = *s;
-        self.refuse(cx, &accept, early, r);
-    }
-
-    /// The handshake is accepted so that the client receives the reason in
-    /// a close frame.
-    pub(super) fn refuse(&mut self, cx: &mut Cx, accept: &str, early: Vec<u8>, r: Refusal) {
-        let reason = r.text();
-        info!("[c{}] {reason}", self.id);
-        r.count();
-        let mut bytes = http::switching_protocols(accept);
-        bytes.extend_from_slice(&ws::close_frame(r.code(), &reason));
-        if let Err(e) = cx.out.send(&bytes) {
-            self.phase = Phase::Done;
-            return self.client_broke(cx, e);
-        }
-        let mut reader = FrameReader::new();
-        // A close frame the client sent right behind its handshake answers
-        // ours already.
-        if !early.is_empty() && reader.feed(&early, &mut Vec::new()).is_some() {
-            return self.close_handshake_done(cx);
-        }
-        self.phase = Phase::Closing {
-            reader: Box::new(reader),
-            deadline: cx.env.now + super::CLOSE_TIMEOUT,
-        };
-    }
-
-    // ---- the running capture ---------------------------------------------
-
-    /// Client frames during a capture.
-    pub(super) fn capture_frames(&mut self, cx: &mut Cx, data: &[u8]) {
-        let Phase::Capturing(c) = &mut self.phase else {
-            return;
-        };
-        match c.feed_frames(data, cx.out) {
-            Ok(false) => {}
-            Ok(true) => {
-                c.terminate_all(cx.env, &mut self.actions);
-                self.capture_changed(cx);
+/// How the sources' output becomes the client's stream: one target's
+/// with its document in the first SHB, or several merged into one section.
+fn relay(s: &Start, excluded: Option<&str>) -> Relay {
+    match &s.labels {
+        None => {
+            let t = &s.targets[0];
+            let mut doc = target_document(&TargetInfo {
+                container_name: &t.name,
+                container_type: &t.kind,
+                node_name: &t.node_name,
+                cluster_uid: t.cluster.as_ref().map(|c| c.uid.as_str()),
+                capture_filter: s.filter.as_deref(),
+                no_promiscuous: s.chaste,
+            });
+            if let Some(what) = excluded {
+                push_document_key(&mut doc, crate::proto::selfexcl::DOCUMENT_KEY, what);
             }
-            Err(e) => self.client_broke(cx, e),
+            Relay::Edit(ShbEditor::new(doc))
         }
-    }
-
-    /// One read of target `target`'s output (the loop's read buffer, which
-    /// the relay may patch in place).
-    pub fn on_output(&mut self, env: &Env, out: &mut dyn Out, target: usize, chunk: &mut [u8]) {
-        let Phase::Capturing(c) = &mut self.phase else {
-            return;
-        };
-        match c.relay(target, chunk, out, &mut self.actions) {
-            Ok(false) => {}
-            Ok(true) => self.capture_changed(&mut Cx { env, out }),
-            Err(e) => self.client_broke(&mut Cx { env, out }, e),
-        }
-    }
-
-    /// Target `target`'s output ended; `error`: a read failed.
-    pub fn on_output_end(
-        &mut self,
-        env: &Env,
-        out: &mut dyn Out,
-        target: usize,
-        error: Option<String>,
-    ) {
-        let Phase::Capturing(c) = &mut self.phase else {
-            return;
-        };
-        if let Some(e) = error {
-            warn!("[c{}] reading the capture output failed: {e}", self.id);
-        }
-        let mut cx = Cx { env, out };
-        match c.output_ended(target, cx.out, &mut self.actions) {
-            Ok(()) => self.capture_changed(&mut cx),
-            Err(e) => self.client_broke(&mut cx, e),
-        }
-    }
-
-    /// What target `target`'s program wrote on stderr; `None`: its end.
-    pub fn on_stderr(&mut self, env: &Env, out: &mut dyn Out, target: usize, data: Option<&[u8]>) {
-        let Phase::Capturing(c) = &mut self.phase else {
-            return;
-        };
-        c.stderr(target, data);
-        if data.is_none() {
-            self.capture_changed(&mut Cx { env, out });
-        }
-    }
-
-    /// A capture program of this session was reaped.
-    pub fn on_exit(&mut self, env: &Env, out: &mut dyn Out, pid: u32, status: ExitStatus) {
-        let Phase::Capturing(c) = &mut self.phase else {
-            return;
-        };
-        if c.reaped(pid, status, &mut self.actions) {
-            self.capture_changed(&mut Cx { env, out });
-        }
-    }
-
-    /// After any change to a capture: the close, once it is over.
-    pub(super) fn capture_changed(&mut self, cx: &mut Cx) {
-        let Phase::Capturing(c) = &mut self.phase else {
-            return;
-        };
-        match c.check_end(cx.env, &mut self.actions) {
-            None => {}
-            Some(Close::Send(code, reason)) => self.send_close(cx, code, &reason),
-            Some(Close::Answer(code, reason)) => self.answer_close(cx, code, &reason),
-            Some(Close::Gone) => self.phase = Phase::Done,
+        Some(labels) => {
+            let prefixes: Vec<String> = labels.iter().map(|l| format!("{l}/")).collect();
+            let infos: Vec<(&str, TargetInfo)> = prefixes
+                .iter()
+                .zip(&s.targets)
+                .map(|(prefix, t)| {
+                    (
+                        prefix.as_str(),
+                        TargetInfo {
+                            container_name: &t.name,
+                            container_type: &t.kind,
+                            node_name: &t.node_name,
+                            cluster_uid: t.cluster.as_ref().map(|c| c.uid.as_str()),
+                            ..TargetInfo::default()
+                        },
+                    )
+                })
+                .collect();
+            let mut doc = targets_document(&infos, s.filter.as_deref(), s.chaste);
+            if let Some(what) = excluded {
+                push_document_key(&mut doc, crate::proto::selfexcl::DOCUMENT_KEY, what);
+            }
+            Relay::Merge(Box::new(Merging {
+                merger: Merger::new(labels.iter().cloned(), doc),
+                scratch: Vec::new(),
+                parts: Vec::new(),
+            }))
         }
     }
 }
 
+/// Ends a capture that could not start.
+fn refuse_start(s: Box<Start>, cx: &mut Cx, r: Refusal) -> Phase {
+    cx.host.release_namespaces();
+    refuse(cx, &s.accept, &s.early, r)
+}
+
+/// Refuses a capture request: the handshake is accepted so that the client
+/// receives the reason in a close frame.
+pub(super) fn refuse(cx: &mut Cx, accept: &str, early: &[u8], r: Refusal) -> Phase {
+    let reason = r.text();
+    info!("[c{}] {reason}", cx.id);
+    cx.host.count(Count::Refused(r.metric()));
+    let mut bytes = http::switching_protocols(accept);
+    bytes.extend_from_slice(&ws::close_frame(r.code(), &reason));
+    if let Err(e) = cx.host.send(&bytes) {
+        return client_gone(cx, e);
+    }
+    let mut reader = FrameReader::new();
+    // A close frame the client sent right behind its handshake answers
+    // ours already.
+    if !early.is_empty() && reader.feed(early, &mut Vec::new()).is_some() {
+        return flush_then_close(cx);
+    }
+    Phase::Closing {
+        reader: Box::new(reader),
+        deadline: cx.env.now + CLOSE_TIMEOUT,
+    }
+}
+
 /// Every interface name must exist in the target namespace before anything
-/// is spawned (see `crate::proto::links`).
+/// starts (see `crate::proto::links`).
 fn check_interfaces(
     params: &CaptureParams,
-    links: Result<std::collections::HashSet<String>, String>,
+    links: Result<std::collections::HashSet<String>, std::io::Error>,
     label: Option<&str>,
 ) -> Result<crate::proto::links::Checked, Refusal> {
     let wanted = params.interfaces().map_err(|why| Refusal::Namespace {
@@ -768,7 +523,7 @@ fn check_interfaces(
             skipped: Vec::new(),
         });
     }
-    let existing = links.map_err(|why| Refusal::LinksUnreadable { why })?;
+    let existing = links.map_err(|e| Refusal::LinksUnreadable { why: e.to_string() })?;
     let explicit = matches!(params.nifs, Nifs::List(_));
     crate::proto::links::check(&wanted, explicit, &existing).map_err(|why| Refusal::Namespace {
         why,
@@ -777,8 +532,7 @@ fn check_interfaces(
 }
 
 /// The lookup metric's outcome for a failed lookup.
-fn lookup_outcome(e: &DiscoveryError) -> metrics::Lookup {
-    use metrics::Lookup;
+fn lookup_outcome(e: &DiscoveryError) -> Lookup {
     match e {
         DiscoveryError::NotListed { .. } => Lookup::NotListed,
         DiscoveryError::Unreachable(_) => Lookup::Unreachable,

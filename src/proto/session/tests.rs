@@ -3,11 +3,13 @@
 
 use std::sync::Arc;
 
-use super::sim::Sim;
+use super::head::Head;
+use super::sim::{Call, Sim};
 use super::*;
 use crate::client::url::percent_encode as urlencode;
 use crate::proto::discovery::{DiscoveryError, ParsedListing};
 use crate::proto::pcapng::TARGET_MARKER;
+use crate::proto::ws;
 
 const NS_A: u64 = 4026532001;
 const NS_B: u64 = 4026532002;
@@ -85,7 +87,7 @@ fn pcapng_start() -> Vec<u8> {
 fn running_capture() -> Sim {
     let mut s = sim();
     s.send(&upgrade(&format!("netns={NS_A}&nif=lo")));
-    assert_eq!(s.programs.len(), 1, "{:?}", s.actions);
+    assert_eq!(s.programs.len(), 1, "{:?}", s.calls);
     s
 }
 
@@ -100,7 +102,10 @@ fn version_is_answered_and_the_connection_waits_for_the_next_request() {
     let mut s = sim();
     s.send(b"GET /version HTTP/1.1\r\nHost: svc\r\n\r\n");
     assert!(received(&s).starts_with("HTTP/1.1 200"), "{}", received(&s));
-    assert!(matches!(s.session.phase, Phase::Head { first: false, .. }));
+    assert!(matches!(
+        s.session.phase,
+        Phase::Head(Head { first: false, .. })
+    ));
     assert_eq!(s.session.poll_timeout(), Some(s.now + KEEPALIVE_TIMEOUT));
 }
 
@@ -196,11 +201,10 @@ fn at_the_capture_limit_an_upgrade_gets_503() {
 #[test]
 fn only_an_idle_connection_with_nothing_queued_may_be_displaced() {
     let mut s = sim();
-    assert!(s.session.displaceable(&s.client));
-    s.session.displace();
+    assert!(s.displace());
     assert!(s.session.finished());
-    let c = running_capture();
-    assert!(!c.session.displaceable(&c.client));
+    let mut c = running_capture();
+    assert!(!c.displace());
 }
 
 // ---- starting a capture --------------------------------------------------
@@ -209,13 +213,15 @@ fn only_an_idle_connection_with_nothing_queued_may_be_displaced() {
 fn a_known_netns_is_located_then_the_program_starts_with_its_interfaces() {
     let s = running_capture();
     assert!(matches!(
-        s.actions[0],
-        Action::Locate {
-            target: 0,
-            netns: NS_A,
-            links: true,
-            ..
-        }
+        s.calls[0],
+        Call::Locate(
+            0,
+            Locate {
+                netns: NS_A,
+                links: true,
+                ..
+            }
+        )
     ));
     assert_eq!(s.programs[0].args, ["-w", "-", "-n", "-q", "-i", "lo"]);
     assert!(received(&s).starts_with("HTTP/1.1 101"));
@@ -235,9 +241,9 @@ fn a_stale_reference_is_looked_up_with_the_discovery_service() {
     )));
     assert_eq!(s.programs.len(), 1);
     assert!(s
-        .actions
+        .calls
         .iter()
-        .any(|a| matches!(a, Action::Locate { netns: NS_A, .. })));
+        .any(|a| matches!(a, Call::Locate(_, Locate { netns: NS_A, .. }))));
 }
 
 #[test]
@@ -382,7 +388,7 @@ fn a_slow_client_pauses_the_pipe_and_the_pipe_resumes_below_the_low_watermark() 
     );
     s.take();
     assert!(s.programs[0].unread.is_empty());
-    assert!(s.actions.contains(&Action::Resume(Source::Stdout(0))));
+    assert!(s.calls.contains(&Call::Resume(Source::Output(0))));
 }
 
 #[test]
