@@ -4,6 +4,41 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Limits the command line sets (`--max-*`): their defaults and bounds.
+/// The protocol wing enforces them and reads them from here, so this
+/// module, shared by every wing, imports nothing from any.
+pub mod limits {
+    /// Largest request head accepted: 1 MiB, what the original service accepts
+    /// (Go's `http.DefaultMaxHeaderBytes`). csharg sends a target description
+    /// and its interface list twice (query and headers), so a target with
+    /// hundreds of interfaces makes heads of tens of KiB.
+    pub const MAX_HEAD: usize = 1024 * 1024;
+
+    /// Most header lines accepted in one head; well above what any real client
+    /// sends, small enough to keep parsing cheap.
+    pub const MAX_HEADERS: usize = 64;
+
+    /// Default of `--max-targets`: a containerlab topology of a few nodes fits,
+    /// and each target is one capture program.
+    pub const DEFAULT_MAX_TARGETS: usize = 16;
+
+    /// Largest `--max-targets` accepted: each target takes two of the 256
+    /// descriptor roles a session's poll tokens have (`service::driver::Tok`).
+    pub const MAX_TARGETS_LIMIT: usize = 126;
+
+    /// Largest `container` description we accept from a client, in bytes of JSON.
+    /// A real description is a few hundred bytes, but a host namespace or a
+    /// router lists hundreds or thousands of interfaces (about 20 bytes each):
+    /// 256 KiB fits a bind-mount path of `PATH_MAX` plus ten thousand names, and
+    /// still leaves room in a [`MAX_HEAD`] head for csharg's second
+    /// copy (query string and `Clustershark-Container`).
+    pub const MAX_TARGET_JSON: usize = 256 * 1024;
+
+    /// Longest capture filter accepted. Real pcap filters are a few hundred bytes;
+    /// the bound keeps argv and the SHB comment small.
+    pub const MAX_FILTER: usize = 4096;
+}
+
 /// Everything the service takes from its command line.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -58,11 +93,11 @@ impl Default for Config {
             term_timeout: Duration::from_secs(10),
             max_connections: 4096,
             max_captures: 1024,
-            max_head_bytes: crate::proto::http::MAX_HEAD,
-            max_headers: crate::proto::http::MAX_HEADERS,
-            max_target_json: crate::proto::target::MAX_TARGET_JSON,
-            max_filter: crate::proto::params::MAX_FILTER,
-            max_targets: crate::proto::multi::DEFAULT_MAX_TARGETS,
+            max_head_bytes: limits::MAX_HEAD,
+            max_headers: limits::MAX_HEADERS,
+            max_target_json: limits::MAX_TARGET_JSON,
+            max_filter: limits::MAX_FILTER,
+            max_targets: limits::DEFAULT_MAX_TARGETS,
             no_self_exclusion: false,
             listen: None,
             allow_origins: Vec::new(),
@@ -158,7 +193,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             "--max-target-json" => cfg.max_target_json = count(&flag, &value(&flag)?, 2, 1 << 20)?,
             "--max-filter" => cfg.max_filter = count(&flag, &value(&flag)?, 1, 1 << 16)?,
             "--max-targets" => {
-                let max = crate::proto::multi::MAX_TARGETS_LIMIT;
+                let max = limits::MAX_TARGETS_LIMIT;
                 cfg.max_targets = count(&flag, &value(&flag)?, 1, max)?;
             }
             "--listen" => {

@@ -8,11 +8,7 @@
 
 use std::fmt::Write as _;
 
-/// Largest request head accepted: 1 MiB, what the original service accepts
-/// (Go's `http.DefaultMaxHeaderBytes`). csharg sends a target description
-/// and its interface list twice (query and headers), so a target with
-/// hundreds of interfaces makes heads of tens of KiB.
-pub const MAX_HEAD: usize = 1024 * 1024;
+pub use crate::config::limits::MAX_HEAD;
 /// Heads up to this size are parsed again after every read, so that
 /// garbage is answered at once. Beyond it a head is parsed again only when a
 /// read may have ended it ([`worth_parsing`]), so that a client trickling a
@@ -21,9 +17,7 @@ pub const EAGER_PARSE: usize = 16 * 1024;
 /// Beyond [`EAGER_PARSE`], a head is also parsed at each such step of
 /// growth, so a malformed one is refused before it reaches the limit.
 const PARSE_STEP: usize = 64 * 1024;
-/// Most header lines accepted in one head; well above what any real client
-/// sends, small enough to keep parsing cheap.
-pub const MAX_HEADERS: usize = 64;
+pub use crate::config::limits::MAX_HEADERS;
 
 /// One parsed request head.
 #[derive(Clone, Debug, PartialEq)]

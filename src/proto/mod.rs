@@ -71,7 +71,10 @@ mod tests {
 
     #[test]
     fn metrics_globals_are_told_from_types() {
-        assert_eq!(metrics_global("use crate::metrics::{End, Lookup as L};"), None);
+        assert_eq!(
+            metrics_global("use crate::metrics::{End, Lookup as L};"),
+            None
+        );
         assert_eq!(metrics_global("Count::Ended(metrics::End::Shutdown)"), None);
         assert_eq!(
             metrics_global("crate::metrics::refused(r)").as_deref(),

@@ -12,12 +12,8 @@ use crate::proto::params::{check_filter, parse_nifs, Limits, Nifs, RequestValues
 use crate::proto::target::{parse_target_limited, Target};
 use crate::proto::ws::MAX_REASON;
 
-/// Default of `--max-targets`: a containerlab topology of a few nodes fits,
-/// and each target is one capture program.
-pub const DEFAULT_MAX_TARGETS: usize = 16;
-/// Largest `--max-targets` accepted: token roles give each target two
-/// descriptors (see `session::MULTI_ROLES`).
-pub const MAX_TARGETS_LIMIT: usize = 126;
+pub use crate::config::limits::DEFAULT_MAX_TARGETS;
+pub use crate::config::limits::MAX_TARGETS_LIMIT;
 
 /// A validated request for several targets, before they are resolved.
 #[derive(Clone, Debug, PartialEq)]

@@ -11,9 +11,7 @@ use std::collections::HashSet;
 use crate::proto::http::Request;
 use crate::proto::target::{parse_target_limited, Target, MAX_INTERFACE_NAME_LEN, MAX_TARGET_JSON};
 
-/// Longest capture filter accepted. Real pcap filters are a few hundred bytes;
-/// the bound keeps argv and the SHB comment small.
-pub const MAX_FILTER: usize = 4096;
+pub use crate::config::limits::MAX_FILTER;
 
 /// Which interfaces to capture from. There is no bound on the count here: a
 /// host namespace or a router may have hundreds, and the request head limit

@@ -12,13 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt;
 
-/// Largest `container` description we accept from a client, in bytes of JSON.
-/// A real description is a few hundred bytes, but a host namespace or a
-/// router lists hundreds or thousands of interfaces (about 20 bytes each):
-/// 256 KiB fits a bind-mount path of `PATH_MAX` plus ten thousand names, and
-/// still leaves room in a [`crate::proto::http::MAX_HEAD`] head for csharg's second
-/// copy (query string and `Clustershark-Container`).
-pub const MAX_TARGET_JSON: usize = 256 * 1024;
+pub use crate::config::limits::MAX_TARGET_JSON;
 
 /// Longest text field (`name`, `prefix`, `type`, `node-name`, `cluster.uid`).
 /// Bind-mounted namespaces are named by their path, so the longest legitimate
