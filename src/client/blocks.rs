@@ -6,11 +6,6 @@
 //! signal, a duration or a packet count then still ends in a file that
 //! `tshark -r` reads without complaint, and `--count N` means exactly N packet
 //! blocks. No I/O here: bytes go in, ready bytes come out.
-
-/// Section Header Block type; its value reads the same in either byte order.
-pub const SHB: u32 = 0x0A0D_0D0A;
-/// The byte-order magic of an SHB, as it reads in the section's own order.
-const BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
 /// Packet blocks that count towards `--count`: the obsolete Packet Block (2),
 /// the Simple Packet Block (3) and the Enhanced Packet Block (6), per the
 /// pcapng specification (draft-ietf-opsawg-pcapng, section 4).
@@ -51,45 +46,11 @@ impl std::fmt::Display for StreamError {
     }
 }
 
-/// The byte order of a pcapng section.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Order {
-    Little,
-    Big,
-}
+/// Section Header Block type; its value reads the same in either byte order.
+pub const SHB: u32 = 0x0A0D_0D0A;
 
-impl Order {
-    /// The order an SHB (at least 12 bytes) declares, if its magic is valid.
-    pub fn of_section(shb: &[u8]) -> Option<Order> {
-        if shb.len() < 12 {
-            None
-        } else if Order::Little.u32_at(shb, 8) == BYTE_ORDER_MAGIC {
-            Some(Order::Little)
-        } else if Order::Big.u32_at(shb, 8) == BYTE_ORDER_MAGIC {
-            Some(Order::Big)
-        } else {
-            None
-        }
-    }
-
-    /// Reads a u32 at `at`; the caller checks the bounds.
-    pub fn u32_at(self, bytes: &[u8], at: usize) -> u32 {
-        let b = [bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]];
-        match self {
-            Order::Little => u32::from_le_bytes(b),
-            Order::Big => u32::from_be_bytes(b),
-        }
-    }
-
-    /// Reads a u16 at `at`; the caller checks the bounds.
-    pub fn u16_at(self, bytes: &[u8], at: usize) -> u16 {
-        let b = [bytes[at], bytes[at + 1]];
-        match self {
-            Order::Little => u16::from_le_bytes(b),
-            Order::Big => u16::from_be_bytes(b),
-        }
-    }
-}
+/// The byte order of a pcapng section: the project's one reader of it.
+pub use crate::proto::pcapng::Order;
 
 /// Buffers a pcapng stream and hands out its complete blocks.
 ///
@@ -157,8 +118,8 @@ impl BlockCutter {
         let Some(order) = self.order else {
             return Err(StreamError::NotPcapng);
         };
-        let block_type = order.u32_at(rest, 0);
-        let length = order.u32_at(rest, 4);
+        let block_type = order.u32(rest, 0);
+        let length = order.u32(rest, 4);
         if !(MIN_BLOCK_LEN..=MAX_BLOCK_LEN).contains(&length) || length % 4 != 0 {
             return Err(StreamError::BadBlockLength { offset: at, length });
         }
@@ -166,7 +127,7 @@ impl BlockCutter {
         if rest.len() < len {
             return Ok(None);
         }
-        if order.u32_at(rest, len - 4) != length {
+        if order.u32(rest, len - 4) != length {
             return Err(StreamError::BadBlockLength { offset: at, length });
         }
         if PACKET_BLOCK_TYPES.contains(&block_type) {
@@ -201,6 +162,9 @@ impl BlockCutter {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// The byte-order magic of an SHB, as it reads in the section's own order.
+    const BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
 
     /// A block of `block_type` with `body` (padded to 4 bytes) in little endian.
     pub(crate) fn block_le(block_type: u32, body: &[u8]) -> Vec<u8> {

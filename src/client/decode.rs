@@ -51,12 +51,12 @@ impl Decoder {
                 self.interfaces.clear();
             }
             let Some(order) = self.order else { break };
-            let len = order.u32_at(blocks, 4) as usize;
+            let len = order.u32(blocks, 4) as usize;
             if len < 12 || len > blocks.len() {
                 break;
             }
             let body = &blocks[8..len - 4];
-            match order.u32_at(blocks, 0) {
+            match order.u32(blocks, 0) {
                 IDB => self.interface(order, body),
                 EPB => {
                     if let Some(line) = self.packet(order, body) {
@@ -74,11 +74,11 @@ impl Decoder {
         if body.len() < 8 {
             return;
         }
-        let link = u32::from(order.u16_at(body, 0));
+        let link = u32::from(order.u16(body, 0));
         let mut ticks = DEFAULT_TICKS_PER_SEC;
         let mut opts = &body[8..];
         while opts.len() >= 4 {
-            let (code, olen) = (order.u16_at(opts, 0), order.u16_at(opts, 2) as usize);
+            let (code, olen) = (order.u16(opts, 0), order.u16(opts, 2) as usize);
             if code == 0 || opts.len() < 4 + olen {
                 break;
             }
@@ -100,10 +100,10 @@ impl Decoder {
         if body.len() < 20 {
             return None;
         }
-        let iface = order.u32_at(body, 0) as usize;
-        let ts = (u64::from(order.u32_at(body, 4)) << 32) | u64::from(order.u32_at(body, 8));
-        let captured = (order.u32_at(body, 12) as usize).min(body.len() - 20);
-        let wire_len = order.u32_at(body, 16);
+        let iface = order.u32(body, 0) as usize;
+        let ts = (u64::from(order.u32(body, 4)) << 32) | u64::from(order.u32(body, 8));
+        let captured = (order.u32(body, 12) as usize).min(body.len() - 20);
+        let wire_len = order.u32(body, 16);
         let data = &body[20..20 + captured];
         let (link, ticks) = self
             .interfaces

@@ -45,7 +45,7 @@
 //!
 //! This module never does I/O and never panics on any input.
 
-use crate::proto::pcapng::ShbEditor;
+use crate::proto::pcapng::{Order, ShbEditor};
 
 /// Largest block accepted from an input. dumpcap's largest snapshot length
 /// is 262144 bytes, so its packet blocks stay below 300 KiB even with
@@ -94,56 +94,6 @@ const IF_NAME: u16 = 2;
 const OPT_CUSTOM: [u16; 4] = [2988, 2989, 19372, 19373];
 const OPTION_HEADER_LEN: usize = 4;
 const ALIGNMENT: usize = 4;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Order {
-    Big,
-    Little,
-}
-
-impl Order {
-    fn host() -> Order {
-        if cfg!(target_endian = "big") {
-            Order::Big
-        } else {
-            Order::Little
-        }
-    }
-
-    fn u16(self, b: &[u8], at: usize) -> u16 {
-        let b = [b[at], b[at + 1]];
-        match self {
-            Order::Big => u16::from_be_bytes(b),
-            Order::Little => u16::from_le_bytes(b),
-        }
-    }
-
-    fn u32(self, b: &[u8], at: usize) -> u32 {
-        let b = [b[at], b[at + 1], b[at + 2], b[at + 3]];
-        match self {
-            Order::Big => u32::from_be_bytes(b),
-            Order::Little => u32::from_le_bytes(b),
-        }
-    }
-
-    fn put_u16(self, out: &mut Vec<u8>, v: u16) {
-        out.extend_from_slice(&match self {
-            Order::Big => v.to_be_bytes(),
-            Order::Little => v.to_le_bytes(),
-        });
-    }
-
-    fn put_u32(self, out: &mut Vec<u8>, v: u32) {
-        out.extend_from_slice(&self.u32_bytes(v));
-    }
-
-    fn u32_bytes(self, v: u32) -> [u8; 4] {
-        match self {
-            Order::Big => v.to_be_bytes(),
-            Order::Little => v.to_le_bytes(),
-        }
-    }
-}
 
 fn padded(len: usize) -> usize {
     len.div_ceil(ALIGNMENT) * ALIGNMENT
@@ -457,7 +407,7 @@ fn block_len(order: Option<Order>, data: &[u8]) -> Result<Option<usize>, MergeEr
         if data.len() < SHB_MAGIC_AT + 4 {
             return Ok(None);
         }
-        match magic_order(data) {
+        match Order::of_section(data) {
             Some(o) => o,
             None => return err("section header with a bad byte-order magic"),
         }
@@ -479,14 +429,6 @@ fn block_len(order: Option<Order>, data: &[u8]) -> Result<Option<usize>, MergeEr
     Ok(Some(len))
 }
 
-fn magic_order(data: &[u8]) -> Option<Order> {
-    match data.get(SHB_MAGIC_AT..SHB_MAGIC_AT + 4)? {
-        [0x1A, 0x2B, 0x3C, 0x4D] => Some(Order::Big),
-        [0x4D, 0x3C, 0x2B, 0x1A] => Some(Order::Little),
-        _ => None,
-    }
-}
-
 /// One complete block of an input: checked, rewritten, handed to `out`.
 /// `at` is where the block lies in the chunk being fed, if it lies there;
 /// a block forwarded with only its interface id changed is changed in
@@ -501,7 +443,7 @@ fn on_block(
 ) -> Result<(), MergeError> {
     let len = block.len();
     if block[..4] == SHB.to_be_bytes() {
-        let order = magic_order(block).ok_or_else(|| MergeError("bad magic".into()))?;
+        let order = Order::of_section(block).ok_or_else(|| MergeError("bad magic".into()))?;
         if len < SHB_OPTIONS_AT + TRAILER_LEN || order.u32(block, len - 4) as usize != len {
             return err("malformed section header");
         }

@@ -161,39 +161,84 @@ const OPTION_HEADER_LEN: usize = 4;
 /// Option values carry a 16-bit length.
 const MAX_OPTION_VALUE_LEN: usize = u16::MAX as usize;
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum ByteOrder {
+/// A section's byte order (pcapng spec 4.1: every field of a section is in
+/// the order its SHB's byte-order magic shows). The one reader and writer
+/// of multi-byte fields for every pcapng user of the project: the SHB
+/// editor, the merger and the client's decoder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
     Big,
     Little,
 }
 
-impl ByteOrder {
-    fn u16(self, b: [u8; 2]) -> u16 {
-        match self {
-            ByteOrder::Big => u16::from_be_bytes(b),
-            ByteOrder::Little => u16::from_le_bytes(b),
+impl Order {
+    /// The order of this machine (a writer that emits native blocks).
+    pub fn host() -> Order {
+        if cfg!(target_endian = "big") {
+            Order::Big
+        } else {
+            Order::Little
         }
     }
 
-    fn u32(self, b: [u8; 4]) -> u32 {
-        match self {
-            ByteOrder::Big => u32::from_be_bytes(b),
-            ByteOrder::Little => u32::from_le_bytes(b),
+    /// The order an SHB declares with its byte-order magic (bytes 8..12),
+    /// if it is one.
+    pub fn of_section(shb: &[u8]) -> Option<Order> {
+        match array4(shb, MAGIC_AT)? {
+            BYTE_ORDER_MAGIC_BE => Some(Order::Big),
+            BYTE_ORDER_MAGIC_LE => Some(Order::Little),
+            _ => None,
         }
     }
 
-    fn put_u16(self, out: &mut Vec<u8>, v: u16) {
-        out.extend_from_slice(&match self {
-            ByteOrder::Big => v.to_be_bytes(),
-            ByteOrder::Little => v.to_le_bytes(),
-        });
+    /// The u16 at `at`; the caller checks the bounds.
+    pub fn u16(self, b: &[u8], at: usize) -> u16 {
+        let b = [b[at], b[at + 1]];
+        match self {
+            Order::Big => u16::from_be_bytes(b),
+            Order::Little => u16::from_le_bytes(b),
+        }
     }
 
-    fn u32_bytes(self, v: u32) -> [u8; 4] {
+    /// The u32 at `at`; the caller checks the bounds.
+    pub fn u32(self, b: &[u8], at: usize) -> u32 {
+        let b = [b[at], b[at + 1], b[at + 2], b[at + 3]];
         match self {
-            ByteOrder::Big => v.to_be_bytes(),
-            ByteOrder::Little => v.to_le_bytes(),
+            Order::Big => u32::from_be_bytes(b),
+            Order::Little => u32::from_le_bytes(b),
         }
+    }
+
+    /// The u16 at `at`, if `b` holds one there.
+    pub fn get_u16(self, b: &[u8], at: usize) -> Option<u16> {
+        array2(b, at).map(|_| self.u16(b, at))
+    }
+
+    /// The u32 at `at`, if `b` holds one there.
+    pub fn get_u32(self, b: &[u8], at: usize) -> Option<u32> {
+        array4(b, at).map(|_| self.u32(b, at))
+    }
+
+    pub fn u16_bytes(self, v: u16) -> [u8; 2] {
+        match self {
+            Order::Big => v.to_be_bytes(),
+            Order::Little => v.to_le_bytes(),
+        }
+    }
+
+    pub fn u32_bytes(self, v: u32) -> [u8; 4] {
+        match self {
+            Order::Big => v.to_be_bytes(),
+            Order::Little => v.to_le_bytes(),
+        }
+    }
+
+    pub fn put_u16(self, out: &mut Vec<u8>, v: u16) {
+        out.extend_from_slice(&self.u16_bytes(v));
+    }
+
+    pub fn put_u32(self, out: &mut Vec<u8>, v: u32) {
+        out.extend_from_slice(&self.u32_bytes(v));
     }
 }
 
@@ -217,7 +262,7 @@ enum Probe {
     /// Not an SHB we may edit: pass everything through.
     NotShb,
     /// A complete SHB of `len` bytes starts the data.
-    Complete { order: ByteOrder, len: usize },
+    Complete { order: Order, len: usize },
 }
 
 fn probe(data: &[u8]) -> Probe {
@@ -225,16 +270,13 @@ fn probe(data: &[u8]) -> Probe {
     if data[..seen] != SHB_BLOCK_TYPE[..seen] {
         return Probe::NotShb;
     }
-    let (Some(len_bytes), Some(magic)) = (array4(data, TOTAL_LENGTH_AT), array4(data, MAGIC_AT))
-    else {
+    if data.len() < MAGIC_AT + 4 {
         return Probe::NeedMore;
+    }
+    let Some(order) = Order::of_section(data) else {
+        return Probe::NotShb;
     };
-    let order = match magic {
-        BYTE_ORDER_MAGIC_BE => ByteOrder::Big,
-        BYTE_ORDER_MAGIC_LE => ByteOrder::Little,
-        _ => return Probe::NotShb,
-    };
-    let Ok(len) = usize::try_from(order.u32(len_bytes)) else {
+    let Ok(len) = usize::try_from(order.u32(data, TOTAL_LENGTH_AT)) else {
         return Probe::NotShb;
     };
     if !(MIN_SHB_LEN..=MAX_SHB_LEN).contains(&len) || len % ALIGNMENT != 0 {
@@ -257,14 +299,14 @@ struct Options<'a> {
 }
 
 /// Splits the options area; `None` if it is malformed in any way.
-fn parse_options(mut rest: &[u8], order: ByteOrder) -> Option<Options<'_>> {
+fn parse_options(mut rest: &[u8], order: Order) -> Option<Options<'_>> {
     let mut options = Options {
         comment: None,
         others: Vec::new(),
     };
     while !rest.is_empty() {
-        let code = order.u16(array2(rest, 0)?);
-        let value_len = usize::from(order.u16(array2(rest, 2)?));
+        let code = order.get_u16(rest, 0)?;
+        let value_len = usize::from(order.get_u16(rest, 2)?);
         if code == OPT_ENDOFOPT {
             // The end marker has no value and ends the block's options; bytes
             // after it mean we misread the block, so we leave it alone.
@@ -360,10 +402,10 @@ fn push_padded(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// Rebuilds a complete SHB with the target document in its first comment
 /// option; `None` if the SHB is malformed and must pass unedited.
-fn edit_shb(shb: &[u8], order: ByteOrder, document: &str) -> Option<Vec<u8>> {
+fn edit_shb(shb: &[u8], order: Order, document: &str) -> Option<Vec<u8>> {
     let len = shb.len();
     let trailer_at = len.checked_sub(TRAILER_LEN)?;
-    if usize::try_from(order.u32(array4(shb, trailer_at)?)).ok()? != len {
+    if usize::try_from(order.get_u32(shb, trailer_at)?).ok()? != len {
         return None;
     }
     let options = parse_options(shb.get(OPTIONS_AT..trailer_at)?, order)?;
@@ -505,11 +547,11 @@ mod tests {
         }
     }
 
-    fn bo(big: bool) -> ByteOrder {
+    fn bo(big: bool) -> Order {
         if big {
-            ByteOrder::Big
+            Order::Big
         } else {
-            ByteOrder::Little
+            Order::Little
         }
     }
 
@@ -612,7 +654,7 @@ mod tests {
         let mut at = 0;
         let mut big = true;
         while at < stream.len() {
-            let first = stream[at..at + 4].try_into().unwrap();
+            let first: [u8; 4] = stream[at..at + 4].try_into().unwrap();
             if first == SHB_BLOCK_TYPE {
                 big = match array4(stream, at + 8).unwrap() {
                     BYTE_ORDER_MAGIC_BE => true,
@@ -620,11 +662,11 @@ mod tests {
                     m => panic!("bad magic {m:?}"),
                 };
             }
-            let block_type = bo(big).u32(first);
-            let len = bo(big).u32(array4(stream, at + 4).unwrap()) as usize;
+            let block_type = bo(big).u32(stream, at);
+            let len = bo(big).u32(stream, at + 4) as usize;
             assert!(len >= 12 && len % 4 == 0, "bad length {len} at {at}");
             assert!(at + len <= stream.len(), "block at {at} overruns");
-            let trailer = bo(big).u32(array4(stream, at + len - 4).unwrap()) as usize;
+            let trailer = bo(big).u32(stream, at + len - 4) as usize;
             assert_eq!(trailer, len, "trailing length differs at {at}");
             blocks.push((block_type, stream[at..at + len].to_vec()));
             at += len;
@@ -644,8 +686,8 @@ mod tests {
         let mut at = OPTIONS_AT;
         let mut opts = Vec::new();
         loop {
-            let code = bo(big).u16(array2(shb, at).unwrap());
-            let len = bo(big).u16(array2(shb, at + 2).unwrap()) as usize;
+            let code = bo(big).u16(shb, at);
+            let len = bo(big).u16(shb, at + 2) as usize;
             if code == 0 {
                 assert_eq!(len, 0);
                 assert_eq!(at + 4, end, "opt_endofopt is not last");
@@ -679,7 +721,7 @@ mod tests {
     /// Edits `input` and returns (edited SHB's options, rest of the output).
     fn edit_and_decode(input: &[u8]) -> (Vec<(u16, Vec<u8>)>, Vec<u8>) {
         let out = run_whole(input, SAMPLE_DOC);
-        let shb_len = bo(out[8] == 0x1A).u32(array4(&out, 4).unwrap()) as usize;
+        let shb_len = bo(out[8] == 0x1A).u32(&out, 4) as usize;
         let blocks = walk_blocks(&out[..shb_len]);
         assert_eq!(blocks.len(), 1);
         (shb_options(&out[..shb_len]), out[shb_len..].to_vec())
@@ -1231,8 +1273,8 @@ mod tests {
             edited += 1;
             // Edited: a well-formed SHB, then the input after its SHB.
             let big = input[8] == 0x1A;
-            let in_len = bo(big).u32(array4(&input, 4).unwrap()) as usize;
-            let out_len = bo(big).u32(array4(&whole, 4).unwrap()) as usize;
+            let in_len = bo(big).u32(&input, 4) as usize;
+            let out_len = bo(big).u32(&whole, 4) as usize;
             assert_eq!(&whole[out_len..], &input[in_len..], "case {case}");
             let blocks = walk_blocks(&whole[..out_len]);
             assert!(comment_bytes(&shb_options(&blocks[0].1)).ends_with(SAMPLE_DOC.as_bytes()));
