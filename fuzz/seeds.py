@@ -80,7 +80,7 @@ def op(kind, arg=0):
 
 
 DELIVER, OUTPUT, END, STDERR, EXIT, ADVANCE, TAKE, HALF, CLOSE, BREAK, LISTING, RESCAN, \
-    SHUTDOWN, ADDRESS, RESOLVED, PUMP = range(16)
+    SHUTDOWN, ADDRESS, RESOLVED, UP = range(16)
 
 
 def out(t, kind):
@@ -199,16 +199,27 @@ def session():
           upgrade("/capture?netns=1").replace(b"Version: 13", b"Version: 8")))
     get = b"GET /discover/mobyshark HTTP/1.1\r\nHost: a\r\n\r\n"
     nxt = b"GET /version HTTP/1.1\r\nHost: a\r\n\r\n"
-    write(t, "proxy-exchange", sess(1, [DELIVER, op(RESOLVED, 1), op(PUMP, 0), op(PUMP, 4),
-          op(PUMP, 5), op(PUMP, 8), op(PUMP, 1), TAKE], [len(get)], get + nxt))
-    write(t, "proxy-close", sess(1, [DELIVER, op(RESOLVED, 1), op(PUMP, 8), op(PUMP, 2), TAKE],
-          [], get))
-    write(t, "proxy-fail", sess(1, [DELIVER, op(RESOLVED, 1), op(PUMP, 3), TAKE], [], get))
+    # The discovery service's end: 0 connected, 1 a whole answer (8: the 404
+    # with Connection: close), 2 an interim 100, 3 a chunked head and chunk,
+    # 4 the last chunk, 5 its end, 6 a failure, 7 garbage.
+    write(t, "proxy-exchange", sess(1, [DELIVER, op(RESOLVED, 1), op(UP, 0), op(UP, 1), TAKE,
+          DELIVER, TAKE], [len(get)], get + nxt))
+    write(t, "proxy-close", sess(1, [DELIVER, op(RESOLVED, 1), op(UP, 0), op(UP, 3), op(UP, 5),
+          TAKE], [], get))
+    write(t, "proxy-fail", sess(1, [DELIVER, op(RESOLVED, 1), op(UP, 0), op(UP, 7), TAKE], [], get))
+    write(t, "proxy-upstream-fails", sess(1, [DELIVER, op(RESOLVED, 1), op(UP, 6), TAKE], [], get))
     write(t, "proxy-unreachable", sess(1, [DELIVER, op(RESOLVED, 0), TAKE], [], get))
     write(t, "proxy-slow-answer", sess(1, [DELIVER, op(RESOLVED, 1), op(ADVANCE, 4),
-          op(PUMP, 0), op(ADVANCE, 4), op(ADVANCE, 4)], [], get))
-    write(t, "proxy-answered-then-slow", sess(1, [DELIVER, op(RESOLVED, 1), op(PUMP, 8),
-          op(ADVANCE, 4), op(ADVANCE, 5)], [], get))
+          op(UP, 0), op(ADVANCE, 4), op(ADVANCE, 4)], [], get))
+    write(t, "proxy-answered-then-slow", sess(1, [DELIVER, op(RESOLVED, 1), op(UP, 0),
+          op(UP, 3), op(ADVANCE, 4), op(ADVANCE, 5)], [], get))
+    write(t, "proxy-interim-then-close", sess(1, [DELIVER, op(RESOLVED, 1), op(UP, 0),
+          op(UP, 2), op(UP, 9), TAKE, DELIVER], [len(get)], get + nxt))
+    write(t, "proxy-chunked-then-next", sess(1, [DELIVER, op(RESOLVED, 1), op(UP, 0),
+          op(UP, 3), op(UP, 4), TAKE, DELIVER, TAKE], [len(get)], get + nxt))
+    post = b"POST /discover/x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n"
+    write(t, "proxy-body-trickled", sess(1, [DELIVER, op(RESOLVED, 1), DELIVER, op(UP, 0),
+          DELIVER, op(UP, 1), TAKE, DELIVER], [len(post), 2, 3], post + b"hello" + nxt))
     write(t, "displaced", sess(0, [DELIVER, op(SHUTDOWN, 1)], [], b"GET /version HTTP/1.1\r\n"))
     write(t, "proxy-unresolved", sess(1, [DELIVER, ADDRESS], [],
           b"GET /discover/mobyshark?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"))
@@ -396,6 +407,24 @@ def proxy():
     write(t, "body-chunked", b"\x23" + chunks([1, 4, 9]) +
           b"4;name=v\r\nWiki\r\n5\r\npedia\r\n0\r\nX-T: 1\r\n\r\nNEXT")
     write(t, "body-length", b"\x13" + chunks([2]) + b"\x05" + b"abcdefgh")
+    # Mode bit 6: a whole exchange; the first byte n makes the request 4n bytes.
+    def exchange(request, response, sizes=()):
+        pad = (-len(request)) % 4
+        request = request[:-2] + b"X-P: " + b"a" * ((pad + 3) % 4 if pad else 3) + b"\r\n\r\n"
+        while len(request) % 4:
+            request = request[:-4] + b"a\r\n\r\n"
+        return b"\x40" + chunks(sizes) + bytes([len(request) // 4]) + request + response
+    get = b"GET /discover/mobyshark HTTP/1.1\r\nHost: a\r\n\r\n"
+    write(t, "exchange-get", exchange(get + b"GET /version HTTP/1.1\r\n\r\n", http_response(
+        200, [("Content-Length", "2")], b"{}"), [30, 7, 9]))
+    write(t, "exchange-chunked", exchange(get, http_response(
+        200, [("Transfer-Encoding", "chunked")], b"2\r\nok\r\n0\r\n\r\n"), [3, 20, 1]))
+    write(t, "exchange-interim", exchange(
+        b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\nbody",
+        b"HTTP/1.1 100 Continue\r\n\r\n" + http_response(204, []), [10, 10]))
+    write(t, "exchange-upgrade", exchange(upgrade("/discover/ws") + b"early", http_response(
+        101, [("Upgrade", "websocket"), ("Connection", "Upgrade")]) + b"tunnel", [5]))
+    write(t, "exchange-garbage", exchange(get, b"\x00\x01 not http\r\n\r\n"))
 
 
 def merge():
