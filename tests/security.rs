@@ -205,6 +205,61 @@ fn foreign_origin_is_refused_same_or_no_origin_or_allowed_ones_pass() {
     assert_eq!(status_of(connect(port, &q, &[("Origin", &other)])), 403);
 }
 
+#[test]
+fn dns_rebinding_pair_is_refused_and_allow_host_names_are_admitted() {
+    let known = format!("ui-{}.pfx.test", next_id());
+    let svc = Service::start(&["--allow-host", &known]);
+    let ns = Netns::new();
+    let q = format!("netns={}&nif=lo", ns.inode());
+    let port = svc.port();
+    // A page at attacker.example rebinds that name to this host: the
+    // browser's Host and Origin agree, both naming the attacker's name.
+    let rebound = format!("attacker.example:{port}");
+    let origin = format!("http://{rebound}");
+    let pair = [("Host", rebound.as_str()), ("Origin", origin.as_str())];
+    assert_eq!(status_of(connect(port, &q, &pair)), 403);
+    // The same pair on a plain request head: 403 with a reason, closed,
+    // nothing started.
+    let raw = format!(
+        "GET /capture?{q} HTTP/1.1\r\nHost: {rebound}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: {origin}\r\n\r\n"
+    );
+    let r = send_raw(port, raw.as_bytes(), true, T);
+    assert_eq!(r.status, 403, "{}", r.body_text());
+    assert!(r.body_text().contains("--allow-host"), "{}", r.body_text());
+    assert!(r.closed);
+    assert!(
+        svc.captures("dumpcap").is_empty(),
+        "a rebound upgrade spawned a capture"
+    );
+    // The same client without Origin (not a browser) is unchanged.
+    let mut c = start(&svc, &q, &[("Host", rebound.as_str())]);
+    assert!(ping_self_until_seen(&mut c, &ns), "no Origin: no capture");
+    c.close(T);
+    // Names the service is known by: --allow-host, localhost, the machine's
+    // own name, and IP literals.
+    let own = nix::unistd::gethostname()
+        .expect("host name")
+        .into_string()
+        .expect("UTF-8 host name");
+    for name in [known.as_str(), "localhost", own.as_str(), "127.0.0.1"] {
+        let host = format!("{name}:{port}");
+        let origin = format!("http://{host}");
+        let mut c = match connect(port, &q, &[("Host", &host), ("Origin", &origin)]) {
+            Ok(c) => c,
+            Err(e) => panic!("page under {name}: {e:?}"),
+        };
+        assert!(ping_self_until_seen(&mut c, &ns), "{name}: no capture");
+        c.close(T);
+    }
+    assert!(
+        svc.stderr().contains(&format!("browser pages under IP addresses, localhost, {known}")),
+        "{}",
+        svc.stderr()
+    );
+}
+
 /// Pings until `c` has captured more ICMP packets than it had before.
 fn more_pings_seen(c: &mut Client, ns: &Netns) -> bool {
     let before = Pcapng::parse(&c.capture.bytes).map_or(0, |p| p.icmp().len());
