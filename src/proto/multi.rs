@@ -57,23 +57,15 @@ pub fn multi_params(
             "the list of targets is longer than {max_json} bytes"
         ));
     }
-    let items: Vec<serde_json::Value> = serde_json::from_str(json)
-        .map_err(|e| format!("the list of targets is not a JSON array of objects: {e}"))?;
+    let items = bounded_array(json, max_targets)?;
     if items.is_empty() {
         return Err("the list of targets is empty".into());
     }
-    if items.len() > max_targets {
-        return Err(format!(
-            "{} targets in one capture; at most {max_targets} are allowed",
-            items.len()
-        ));
-    }
     let mut targets = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        // Each element again as text, so that it meets exactly the rules
-        // (and bound) of a single target's description.
-        let text = serde_json::to_vec(item).map_err(|e| format!("target {}: {e}", i + 1))?;
-        let t = parse_target_limited(&text, limits.max_target_json)
+        // Each element's own text, so that it meets exactly the rules (and
+        // bound) of a single target's description.
+        let t = parse_target_limited(item.get().as_bytes(), limits.max_target_json)
             .map_err(|e| format!("target {}: {e}", i + 1))?;
         targets.push(t);
     }
@@ -96,6 +88,68 @@ pub fn multi_params(
         filter,
         chaste,
     }))
+}
+
+/// The elements of the JSON array `json` as their own text, at most `max`
+/// of them: reading stops at the element after the `max`-th, so an array of
+/// tens of thousands of small objects costs what `max` of them and a scan
+/// to the next one cost, not a value for each (a counting visitor over
+/// borrowed raw elements: nothing is built for an element but a slice).
+fn bounded_array(json: &str, max: usize) -> Result<Vec<&serde_json::value::RawValue>, String> {
+    use serde::de::{DeserializeSeed, Error as _, SeqAccess, Visitor};
+    use serde_json::value::RawValue;
+
+    /// The visitor; `too_many` tells the caller why it stopped.
+    struct Counting<'c> {
+        max: usize,
+        too_many: &'c std::cell::Cell<bool>,
+    }
+
+    impl<'de> Visitor<'de> for Counting<'_> {
+        type Value = Vec<&'de RawValue>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an array of targets")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut items = Vec::with_capacity(self.max.min(DEFAULT_MAX_TARGETS));
+            while let Some(item) = seq.next_element::<&'de RawValue>()? {
+                if items.len() == self.max {
+                    self.too_many.set(true);
+                    return Err(A::Error::custom("too many targets"));
+                }
+                items.push(item);
+            }
+            Ok(items)
+        }
+    }
+
+    impl<'de> DeserializeSeed<'de> for Counting<'_> {
+        type Value = Vec<&'de RawValue>;
+
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+
+    let too_many = std::cell::Cell::new(false);
+    let mut de = serde_json::Deserializer::from_str(json);
+    let read = Counting {
+        max,
+        too_many: &too_many,
+    }
+    .deserialize(&mut de)
+    .and_then(|items| de.end().map(|()| items));
+    match read {
+        Ok(items) => Ok(items),
+        Err(_) if too_many.get() => Err(format!(
+            "more than {max} targets in one capture; at most {max} are allowed"
+        )),
+        Err(e) => Err(format!(
+            "the list of targets is not a JSON array of objects: {e}"
+        )),
+    }
 }
 
 /// The names that prefix each target's interfaces: the target's name, or
@@ -211,8 +265,25 @@ mod tests {
         assert!(c("[{\"netns\":1},").unwrap_err().contains("JSON array"));
         let many = format!("[{}]", vec!["{\"netns\":1}"; 17].join(","));
         assert!(c(&many).unwrap_err().contains("at most 16"));
+        assert!(c("[{\"netns\":1}] x").unwrap_err().contains("JSON array"));
         let e = params("container=%5B%5D&netns=1", &[]).unwrap_err();
         assert!(e.contains("not both"), "{e}");
+    }
+
+    #[test]
+    fn a_long_array_is_refused_after_max_targets_elements_without_reading_on() {
+        // Past the 17th element the text is not even JSON: reading stopped.
+        let mut json = format!("[{}", vec!["{\"netns\":1}"; 17].join(","));
+        json.push_str(", this is never read ]]]");
+        assert!(
+            bounded_array(&json, 16).unwrap_err().contains("more than 16 targets"),
+            "{json}"
+        );
+        // Up to the bound the elements come back as their own text.
+        let items = bounded_array(r#"[ {"netns":1} , {"name":"b"} ]"#, 2).unwrap();
+        let texts: Vec<&str> = items.iter().map(|r| r.get()).collect();
+        assert_eq!(texts, [r#"{"netns":1}"#, r#"{"name":"b"}"#]);
+        assert!(bounded_array("{}", 2).unwrap_err().contains("JSON array"));
     }
 
     #[test]
