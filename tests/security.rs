@@ -254,7 +254,9 @@ fn dns_rebinding_pair_is_refused_and_allow_host_names_are_admitted() {
         c.close(T);
     }
     assert!(
-        svc.stderr().contains(&format!("browser pages under IP addresses, localhost, {known}")),
+        svc.stderr().contains(&format!(
+            "browser pages under IP addresses, localhost, {known}"
+        )),
         "{}",
         svc.stderr()
     );
@@ -323,6 +325,180 @@ fn sighup_swaps_tokens_keeps_captures_and_survives_a_broken_file() {
     );
     running.close(T);
     assert!(!svc.stderr().contains(&old) && !svc.stderr().contains(&new));
+}
+
+// ---- a reload never waits and never grows without bound ----
+
+/// `/version` budget while a reload reads a hostile file (the issue's).
+const RELOAD_VERSION_BUDGET: Duration = Duration::from_millis(100);
+/// How far past the budget a shared machine may push one answer before the
+/// test fails; a loop stuck in a read (seconds) still fails.
+const RELOAD_VERSION_MARGIN: u32 = 3;
+/// SIGHUPs sent at the hostile file: each would have been a stuck read.
+const HOSTILE_SIGHUPS: usize = 50;
+/// How much the service may grow over all of them: one bounded read is
+/// 1 MiB at most; an unbounded /dev/zero grows about 1 GB/s.
+const RELOAD_RSS_BUDGET_KIB: u64 = 16 * 1024;
+
+/// Probes `/version` with `probe` every 20 ms on a thread until stopped:
+/// (slowest, probes, failures).
+struct Probe {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(Duration, usize, usize)>,
+}
+
+impl Probe {
+    fn start(probe: impl Fn() -> bool + Send + 'static) -> Probe {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let st = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut worst, mut n, mut failed) = (Duration::ZERO, 0, 0);
+            let until = Instant::now() + Duration::from_secs(60);
+            while !st.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < until {
+                let t = Instant::now();
+                if !probe() {
+                    failed += 1;
+                }
+                worst = worst.max(t.elapsed());
+                n += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (worst, n, failed)
+        });
+        Probe { stop, thread }
+    }
+
+    fn finish(self) -> (Duration, usize, usize) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or((Duration::MAX, 0, 1))
+    }
+}
+
+/// Sends the hostile SIGHUPs, waits for the service to say why the reload
+/// failed (`why` in its log), and checks it then acts on SIGTERM at once.
+fn hostile_reloads(svc: &mut Service, why: &str) -> (u64, u64) {
+    let rss = |svc: &Service| common::procs::rss_kib(svc.pid()).expect("service RSS");
+    let before = rss(svc);
+    for _ in 0..HOSTILE_SIGHUPS {
+        sighup(svc);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        wait_for(T, || svc.stderr().contains(why)),
+        "no failed reload naming {why:?}: {}",
+        svc.stderr_tail()
+    );
+    (before, rss(svc))
+}
+
+fn sigterm_acted_on(svc: &mut Service) -> Duration {
+    let t = Instant::now();
+    svc.signal(Signal::SIGTERM);
+    let status = svc.wait_exit(T);
+    let took = t.elapsed();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "SIGTERM not acted on within {T:?}: {status:?}; {}",
+        svc.stderr_tail()
+    );
+    took
+}
+
+#[test]
+fn sighup_with_the_token_file_a_fifo_keeps_serving_and_the_old_tokens() {
+    let secret = format!("tok-{}", next_id());
+    let tokens = token_file(&format!("{secret}\n"));
+    let mut svc = Service::start(&["--token-file", tokens.path()]);
+    let port = svc.port();
+    let idle = common::latency::baseline(port);
+    let probe = Probe::start(move || http::version_status(port) == Some(200));
+    // The token file becomes a FIFO nobody writes to: a blocking open would
+    // wait for a writer for ever.
+    std::fs::remove_file(&tokens.0).expect("remove token file");
+    nix::unistd::mkfifo(
+        tokens.0.as_path(),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .expect("mkfifo");
+    let (before, after) = hostile_reloads(&mut svc, "not a regular file (a FIFO)");
+    // The old token still opens captures, a wrong one still does not.
+    let ns = Netns::new();
+    let q = format!("netns={}&nif=lo", ns.inode());
+    let ok = connect(port, &q, &[("Authorization", &format!("Bearer {secret}"))]);
+    assert_eq!(status_of(ok), 101, "the old token was lost");
+    let wrong = connect(port, &q, &[("Authorization", "Bearer nope")]);
+    assert_eq!(status_of(wrong), 401);
+    let (worst, probes, failed) = probe.finish();
+    let term = sigterm_acted_on(&mut svc);
+    println!(
+        "token file a FIFO, {HOSTILE_SIGHUPS} SIGHUPs: /version slowest {worst:?} over {probes} probes, {failed} failed (budget {RELOAD_VERSION_BUDGET:?}, failing past {RELOAD_VERSION_MARGIN}x + idle {idle:?}); RSS {before} -> {after} KiB (budget +{RELOAD_RSS_BUDGET_KIB} KiB); SIGTERM acted on in {term:?}"
+    );
+    assert_eq!(failed, 0, "/version went unanswered");
+    assert!(
+        worst < RELOAD_VERSION_MARGIN * RELOAD_VERSION_BUDGET + idle,
+        "/version took {worst:?}"
+    );
+    assert!(
+        after <= before + RELOAD_RSS_BUDGET_KIB,
+        "RSS {before} -> {after} KiB"
+    );
+}
+
+#[test]
+fn sighup_with_the_certificate_at_dev_zero_keeps_serving_and_the_old_certificate() {
+    let pki = Pki::new();
+    let live = common::ScratchDir::new("zero-cert");
+    let (cert, key) = (live.join("cert.pem"), live.join("key.pem"));
+    std::fs::copy(&pki.cert, &cert).expect("copy");
+    std::fs::copy(&pki.key, &key).expect("copy");
+    let (c, k) = (cert.display().to_string(), key.display().to_string());
+    let mut svc = Service::start(&["--tls-cert", &c, "--tls-key", &k]);
+    let port = svc.port();
+    let get = "GET /version HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n";
+    let ca = pki.ca.clone();
+    let probe_once = move || https_raw(port, &ca, get, T).is_ok_and(|(s, _)| s == 200);
+    let idle = (0..10)
+        .map(|_| {
+            let t = Instant::now();
+            assert!(probe_once(), "/version over TLS");
+            t.elapsed()
+        })
+        .max()
+        .unwrap_or_default();
+    let probe = Probe::start(probe_once.clone());
+    // The certificate becomes an endless device.
+    std::fs::remove_file(&cert).expect("remove certificate");
+    std::os::unix::fs::symlink("/dev/zero", &cert).expect("symlink");
+    let (before, after) = hostile_reloads(&mut svc, "not a regular file (a character device)");
+    let (worst, probes, failed) = probe.finish();
+    // The old certificate is still served.
+    assert!(probe_once(), "the old certificate was lost");
+    let term = sigterm_acted_on(&mut svc);
+    println!(
+        "certificate at /dev/zero, {HOSTILE_SIGHUPS} SIGHUPs: /version over TLS slowest {worst:?} over {probes} probes, {failed} failed (budget {RELOAD_VERSION_BUDGET:?}, failing past {RELOAD_VERSION_MARGIN}x + idle {idle:?}); RSS {before} -> {after} KiB (budget +{RELOAD_RSS_BUDGET_KIB} KiB); SIGTERM acted on in {term:?}"
+    );
+    assert_eq!(failed, 0, "/version went unanswered");
+    assert!(
+        worst < RELOAD_VERSION_MARGIN * RELOAD_VERSION_BUDGET + idle,
+        "/version took {worst:?}"
+    );
+    assert!(
+        after <= before + RELOAD_RSS_BUDGET_KIB,
+        "RSS {before} -> {after} KiB"
+    );
+}
+
+#[test]
+fn a_fifo_token_file_or_a_device_certificate_is_refused_at_start_up() {
+    let dir = common::ScratchDir::new("start-fifo");
+    let fifo = dir.join("tokens");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let err = must_refuse_to_start(&["--token-file", &fifo.display().to_string()]);
+    assert!(err.contains("not a regular file (a FIFO)"), "{err}");
+    let pki = Pki::new();
+    let key = pki.key.display().to_string();
+    let err = must_refuse_to_start(&["--tls-cert", "/dev/zero", "--tls-key", &key]);
+    assert!(err.contains("/dev/zero: not a regular file"), "{err}");
 }
 
 const FORGED_STAMP: &str = "2026-01-01T00:00:00.000Z";

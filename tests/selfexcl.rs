@@ -84,11 +84,7 @@ fn capture_own_lo(args: &[&str]) -> (Pcapng, (u16, u16), u16) {
 fn capture_own_lo_filtered(args: &[&str], filter: &str) -> (Pcapng, (u16, u16), u16) {
     let svc = Service::start(args);
     let mut other = OtherTraffic::new();
-    let query = format!(
-        "netns={}&nif=lo&filter={}",
-        own_inode(),
-        urlencode(filter)
-    );
+    let query = format!("netns={}&nif=lo&filter={}", own_inode(), urlencode(filter));
     let mut c = start(&svc, &query, &[]);
     let client_port = c.ws.get_ref().0.local_addr().expect("local addr").port();
     let other_port = other.port;

@@ -226,7 +226,11 @@ impl Policy {
     /// Adds the names the service is reached by: the `--allow-host` values
     /// (a bad one is an error naming it) and the machine's own host name
     /// (left out if it is not a usable name: it is not the user's mistake).
-    pub fn with_hosts(mut self, allow_hosts: &[String], own: Option<&str>) -> Result<Policy, String> {
+    pub fn with_hosts(
+        mut self,
+        allow_hosts: &[String],
+        own: Option<&str>,
+    ) -> Result<Policy, String> {
         for h in allow_hosts {
             let n = normalize_host(h).ok_or_else(|| {
                 format!("--allow-host: '{h}' is not a host name (letters, digits, '-', '.')")
@@ -528,13 +532,18 @@ mod tests {
         let (o, h) = (b"http://attacker.example:5001", b"attacker.example:5001");
         assert!(!p.origin_ok(Some(o), Some(h)));
         assert!(!Policy::default().origin_ok(Some(o), Some(h)));
-        let r = req("GET /capture HTTP/1.1\r\nHost: attacker.example:5001\r\nUpgrade: websocket\r\n\
-                     Origin: http://attacker.example:5001\r\n\r\n");
+        let r = req(
+            "GET /capture HTTP/1.1\r\nHost: attacker.example:5001\r\nUpgrade: websocket\r\n\
+                     Origin: http://attacker.example:5001\r\n\r\n",
+        );
         let route = crate::proto::front::route(&r, false);
         assert_eq!(check(&p, &r, &route), Err(Refusal::ForeignOrigin));
         // A name that merely ends like a known one is another name.
         assert!(!p.origin_ok(Some(b"http://xpfx.internal"), Some(b"xpfx.internal")));
-        assert!(!p.origin_ok(Some(b"http://pfx.internal.evil"), Some(b"pfx.internal.evil")));
+        assert!(!p.origin_ok(
+            Some(b"http://pfx.internal.evil"),
+            Some(b"pfx.internal.evil")
+        ));
     }
 
     #[test]
@@ -553,7 +562,10 @@ mod tests {
             ("http://ui.example.:5001", "ui.example.:5001"),
             ("http://node-7:5001", "Node-7:5001"),
         ] {
-            assert!(p.origin_ok(Some(o.as_bytes()), Some(h.as_bytes())), "{o} / {h}");
+            assert!(
+                p.origin_ok(Some(o.as_bytes()), Some(h.as_bytes())),
+                "{o} / {h}"
+            );
         }
         // Not literals: numeric names and partial addresses are DNS names.
         for (o, h) in [
@@ -561,11 +573,17 @@ mod tests {
             ("http://1.2.3.4.nip.io:5001", "1.2.3.4.nip.io:5001"),
             ("http://localhost.evil:5001", "localhost.evil:5001"),
         ] {
-            assert!(!p.origin_ok(Some(o.as_bytes()), Some(h.as_bytes())), "{o} / {h}");
+            assert!(
+                !p.origin_ok(Some(o.as_bytes()), Some(h.as_bytes())),
+                "{o} / {h}"
+            );
         }
         // The own host name is optional and ignored when it is no name.
         assert_eq!(
-            Policy::default().with_hosts(&[], Some("bad name")).unwrap().known_hosts,
+            Policy::default()
+                .with_hosts(&[], Some("bad name"))
+                .unwrap()
+                .known_hosts,
             Vec::<String>::new()
         );
         assert!(Policy::default()

@@ -276,7 +276,9 @@ mod tests {
         let mut json = format!("[{}", vec!["{\"netns\":1}"; 17].join(","));
         json.push_str(", this is never read ]]]");
         assert!(
-            bounded_array(&json, 16).unwrap_err().contains("more than 16 targets"),
+            bounded_array(&json, 16)
+                .unwrap_err()
+                .contains("more than 16 targets"),
             "{json}"
         );
         // Up to the bound the elements come back as their own text.

@@ -5,8 +5,8 @@
 //! sessions, the deadline heap, the pid map and the security settings for new
 //! connections, and nothing else: it routes each event to the session its
 //! token names and sleeps in `poll` until the next event or the nearest
-//! deadline. What to do with bytes is the sessions' business. The one file
-//! read in the loop is a SIGHUP reload (see `security`).
+//! deadline. What to do with bytes is the sessions' business. No file is
+//! read in the loop: a SIGHUP reload runs on a helper thread (`reload`).
 //!
 //! Slab keys are reused, so sessions are removed only at the end of an event
 //! batch: an event still queued for a finished session never reaches a new
@@ -153,6 +153,8 @@ pub struct Reactor {
     own_netns: Option<u64>,
     /// Tokens, origins and TLS config for new connections; SIGHUP reloads.
     security: crate::service::security::Security,
+    /// SIGHUP's reload, read on a helper thread (see `reload`).
+    reloader: crate::service::reload::Reloader,
 }
 
 /// Builds the driver's [`World`] from the reactor's fields, leaving
@@ -183,7 +185,11 @@ impl Reactor {
     /// only. Loads tokens and certificate; failing that, it fails.
     pub fn new(cfg: Config, listener: std::net::TcpListener) -> io::Result<Reactor> {
         let poll = Poll::new()?;
-        let waker = mio::Waker::new(poll.registry(), crate::service::lookup::WAKE)?;
+        let waker = std::sync::Arc::new(mio::Waker::new(
+            poll.registry(),
+            crate::service::lookup::WAKE,
+        )?);
+        let reloader = crate::service::reload::Reloader::new(cfg.clone(), waker.clone());
         let discovery = Discovery::new(
             &cfg.discovery_service,
             cfg.gw_port,
@@ -235,6 +241,7 @@ impl Reactor {
             privileges,
             own_netns: crate::service::netns::inode_of(std::path::Path::new("/proc/self/ns/net")),
             security,
+            reloader,
         })
     }
 
@@ -273,6 +280,9 @@ impl Reactor {
                     crate::service::lookup::WAKE => {
                         let d = self.discovery.on_wake(self.poll.registry(), now);
                         self.deliver(d, now);
+                        if let Some(outcome) = self.reloader.take() {
+                            self.reloaded(outcome);
+                        }
                     }
                     crate::service::lookup::CALL => self.on_discovery_call(now),
                     _ => self.dispatch(tok, None, readable, writable, now),
@@ -566,10 +576,18 @@ impl Reactor {
         }
     }
 
-    /// SIGHUP: new tokens and certificate for new connections; running
-    /// sessions keep what they started with. A failed load changes nothing.
+    /// SIGHUP: new tokens and certificate for new connections, read on the
+    /// reload thread (the loop serves on meanwhile); running sessions keep
+    /// what they started with.
     fn reload(&mut self) {
-        match crate::service::security::Security::load(&self.cfg) {
+        if let Err(e) = self.reloader.request() {
+            warn!("SIGHUP: reload failed, keeping the previous tokens and certificate: {e}");
+        }
+    }
+
+    /// The reload thread is done. A failed load changes nothing.
+    fn reloaded(&mut self, outcome: crate::service::reload::Outcome) {
+        match outcome {
             Ok(s) => {
                 info!("SIGHUP: reloaded: {}", s.describe());
                 self.security = s;

@@ -48,8 +48,8 @@ impl Security {
         let own = nix::unistd::gethostname()
             .ok()
             .and_then(|h| h.into_string().ok());
-        let policy =
-            Policy::new(&cfg.allow_origins, tokens)?.with_hosts(&cfg.allow_hosts, own.as_deref())?;
+        let policy = Policy::new(&cfg.allow_origins, tokens)?
+            .with_hosts(&cfg.allow_hosts, own.as_deref())?;
         let tls = match (&cfg.tls_cert, &cfg.tls_key) {
             (Some(cert), Some(key)) => Some(crate::service::tls::server_config(cert, key)?),
             _ => None,
@@ -81,8 +81,8 @@ impl Security {
 fn read_tokens(path: &Path) -> Result<TokenSet, String> {
     let shown = path.display();
     let bytes = read_regular(path, MAX_TOKEN_FILE, "token file")?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| format!("token file {shown}: not UTF-8 text"))?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| format!("token file {shown}: not UTF-8 text"))?;
     TokenSet::parse(&text).map_err(|e| format!("token file {shown}: {e}"))
 }
 
@@ -195,7 +195,10 @@ mod tests {
         let _ = std::fs::remove_file(&fifo);
         assert!(e.contains("not a regular file (a FIFO)"), "{e}");
         let e = read_regular(Path::new("/dev/zero"), 100, "certificate").unwrap_err();
-        assert!(e.contains("character device") && e.contains("/dev/zero"), "{e}");
+        assert!(
+            e.contains("character device") && e.contains("/dev/zero"),
+            "{e}"
+        );
         let e = read_regular(Path::new("/"), 100, "private key").unwrap_err();
         assert!(e.contains("directory"), "{e}");
         let (_, big) = cfg_with_tokens(&"x".repeat(101), "big");
