@@ -185,8 +185,8 @@ const MAX_HOST_NAME: usize = 253;
 /// address, which no DNS answer can change.
 fn is_ip_literal(host: &str) -> bool {
     match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
-        None => host.parse::<std::net::Ipv4Addr>().is_ok(),
+        Some(v6) => v6.parse::<core::net::Ipv6Addr>().is_ok(),
+        None => host.parse::<core::net::Ipv4Addr>().is_ok(),
     }
 }
 

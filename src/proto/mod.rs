@@ -18,6 +18,7 @@ pub mod proxy;
 pub mod selfexcl;
 pub mod session;
 pub mod target;
+pub mod throttle;
 pub mod ws;
 
 #[cfg(test)]
