@@ -176,31 +176,117 @@ pub fn target_labels(targets: &[Target]) -> Vec<String> {
 }
 
 /// The close reason naming what happened to each target (`label: what`,
-/// joined by `; `), within [`MAX_REASON`] bytes: when everything does not
-/// fit, each entry gets an equal share, cut at a character boundary, so
-/// every target is still named.
+/// joined by `; `), within [`MAX_REASON`] bytes. When that does not fit,
+/// shorter forms are tried, each still naming every target: an unnamed
+/// target by its inode alone (`netns-4026532001` -> `4026532001`), and
+/// targets that ended alike grouped (`ended: a, b, 4026532001`); then each
+/// outcome cut to [`OUTCOME_SHARE`] bytes and each name to an equal share
+/// of the rest (an inode keeps its last digits, where inodes differ); only
+/// when not even that fits are the last targets summed up as `+N more`.
 pub fn outcomes_reason(outcomes: &[(&str, &str)]) -> String {
-    let full: Vec<String> = outcomes
+    let fits = |s: &str| s.len() <= MAX_REASON;
+    let full = outcomes
         .iter()
         .map(|(label, what)| format!("{label}: {what}"))
-        .collect();
-    let joined = full.join("; ");
-    if joined.len() <= MAX_REASON || full.is_empty() {
-        return crate::proto::ws::shape_reason(&joined).to_string();
+        .collect::<Vec<_>>()
+        .join("; ");
+    if fits(&full) || outcomes.is_empty() {
+        return crate::proto::ws::shape_reason(&full).to_string();
     }
-    let sep = "; ".len() * (full.len() - 1);
-    let share = MAX_REASON.saturating_sub(sep) / full.len();
-    let cut: Vec<&str> = full
+    // Outcomes in order of first appearance, each with its targets.
+    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (label, what) in outcomes {
+        let short = short_label(label);
+        match groups.iter_mut().find(|(w, _)| w == what) {
+            Some((_, labels)) => labels.push(short),
+            None => groups.push((what, vec![short])),
+        }
+    }
+    let render = |what_max: usize, label_max: usize| {
+        groups
+            .iter()
+            .map(|(what, labels)| {
+                let labels: Vec<&str> = labels.iter().map(|l| cut_label(l, label_max)).collect();
+                format!("{}: {}", cut_at(what, what_max), labels.join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let grouped = render(usize::MAX, usize::MAX);
+    if fits(&grouped) {
+        return grouped;
+    }
+    // Equal shares: what the outcomes (cut) and separators leave, per name.
+    let outcome_bytes: usize = groups
         .iter()
-        .map(|e| {
-            let mut end = e.len().min(share);
-            while !e.is_char_boundary(end) {
-                end -= 1;
-            }
-            &e[..end]
-        })
-        .collect();
-    crate::proto::ws::shape_reason(&cut.join("; ")).to_string()
+        .map(|(w, _)| cut_at(w, OUTCOME_SHARE).len() + ": ".len())
+        .sum::<usize>()
+        + "; ".len() * (groups.len() - 1)
+        + ", ".len() * (outcomes.len() - groups.len());
+    let share = MAX_REASON.saturating_sub(outcome_bytes) / outcomes.len();
+    if share >= MIN_LABEL_SHARE {
+        let cut = render(OUTCOME_SHARE, share);
+        if fits(&cut) {
+            return cut;
+        }
+    }
+    // Too many targets to name in a close frame: as many as fit, then a count
+    // (the log line has them all).
+    let cut = render(OUTCOME_SHARE, usize::MAX);
+    let mut names = 0;
+    let mut end = 0;
+    for (i, c) in cut.char_indices() {
+        if c == ',' || c == ';' {
+            names += 1;
+        }
+        let rest = outcomes.len().saturating_sub(names);
+        if i + format!(" +{rest} more").len() > MAX_REASON {
+            break;
+        }
+        if c == ',' || c == ';' {
+            end = i;
+        }
+    }
+    let named = cut[..end].matches([',', ';']).count();
+    let more = outcomes.len().saturating_sub(named);
+    format!("{} +{more} more", &cut[..end])
+}
+
+/// Longest outcome text in a shortened reason.
+pub const OUTCOME_SHARE: usize = 24;
+/// Fewest bytes of a name still worth showing: below it the reason counts
+/// the targets it cannot name instead.
+const MIN_LABEL_SHARE: usize = 4;
+
+/// A target's name in a shortened reason: an unnamed target's inode alone.
+fn short_label(label: &str) -> &str {
+    match label.strip_prefix("netns-") {
+        Some(rest) if rest.starts_with(|c: char| c.is_ascii_digit()) => rest,
+        _ => label,
+    }
+}
+
+/// `label` within `max` bytes, its end kept: inodes of one host differ in
+/// their last digits, and names of one topology in their numbers at the end
+/// (`router1`, `router2`) more often than in their beginnings.
+fn cut_label(label: &str, max: usize) -> &str {
+    if label.len() <= max {
+        return label;
+    }
+    let mut start = label.len() - max;
+    while !label.is_char_boundary(start) {
+        start += 1;
+    }
+    &label[start..]
+}
+
+/// `s` cut to at most `max` bytes at a character boundary.
+fn cut_at(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 #[cfg(test)]
@@ -308,8 +394,49 @@ mod tests {
         let long = "é".repeat(80);
         let r = outcomes_reason(&[("first", &long), ("second", &long), ("third", "ok")]);
         assert!(r.len() <= MAX_REASON, "{}", r.len());
-        for label in ["first:", "second:", "third:"] {
+        for label in ["first", "second", "third"] {
             assert!(r.contains(label), "{r}");
         }
+    }
+
+    #[test]
+    fn sixteen_unnamed_targets_are_each_named_by_their_inode() {
+        let labels: Vec<String> = (0..16).map(|i| format!("netns-40265320{i:02}")).collect();
+        let outcomes: Vec<(&str, &str)> = labels.iter().map(|l| (l.as_str(), "ended")).collect();
+        let r = outcomes_reason(&outcomes);
+        assert!(r.len() <= MAX_REASON, "{} {r}", r.len());
+        assert!(!r.contains("netns; netns"), "{r}");
+        // Every target is told apart by the digits it keeps.
+        for i in 0..16 {
+            assert!(r.contains(&format!("{i:02}")), "{i}: {r}");
+        }
+        assert!(r.starts_with("ended: "), "{r}");
+        // Named targets that ended alike are grouped and named whole.
+        let names: Vec<String> = (1..=16).map(|i| format!("r{i}")).collect();
+        let how = |n: &str| {
+            if n == "r3" {
+                "killed by SIGKILL"
+            } else {
+                "ended"
+            }
+        };
+        let outcomes: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), how(n))).collect();
+        let r = outcomes_reason(&outcomes);
+        assert!(r.len() <= MAX_REASON, "{r}");
+        for n in &names {
+            assert!(r.split([' ', ',', ';']).any(|w| w == n), "{n}: {r}");
+        }
+        assert!(r.contains("killed by SIGKILL: r3"), "{r}");
+        // Longer names keep their ends, where they differ.
+        let names: Vec<String> = (1..=16).map(|i| format!("router{i}")).collect();
+        let outcomes: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "ended")).collect();
+        let r = outcomes_reason(&outcomes);
+        assert!(r.len() <= MAX_REASON, "{r}");
+        assert!(r.contains("er16") && r.contains("ter9"), "{r}");
+        // Far too many to name: as many as fit, then a count, within bounds.
+        let many: Vec<String> = (0..126).map(|i| format!("netns-40265{i:05}")).collect();
+        let outcomes: Vec<(&str, &str)> = many.iter().map(|l| (l.as_str(), "ended")).collect();
+        let r = outcomes_reason(&outcomes);
+        assert!(r.len() <= MAX_REASON && r.ends_with(" more"), "{r}");
     }
 }
