@@ -367,3 +367,37 @@ fn an_overrunning_host_order_block_gives_its_target_up_and_the_stream_stays_vali
 fn an_overrunning_swapped_order_block_gives_its_target_up_and_the_stream_stays_valid() {
     overrunning_block_gives_its_target_up("overrun-swapped");
 }
+
+#[test]
+fn control_bytes_in_target_names_reach_the_client_escaped() {
+    let pair = VethPair::new();
+    let settings = common::pcapgen::Settings {
+        rate: CLEAN_RATE,
+        ..common::pcapgen::Settings::stream(64, 20)
+    };
+    let svc = Launch {
+        args: vec!["--capture-program".into(), common::pcapgen::PROGRAM.into()],
+        env: settings.env(),
+        ..Launch::default()
+    }
+    .start();
+    let targets = serde_json::json!([
+        {"netns": pair.a.inode(), "name": "a\u{1b}]0;owned\u{7}", "network-interfaces": ["lo"]},
+        {"netns": pair.b.inode(), "name": "b\r\nFAKE", "network-interfaces": ["lo"]},
+    ]);
+    let mut c = ws::must_connect(svc.port(), &targets_q(&targets), &[]);
+    let (code, reason) = c
+        .read_to_close(Duration::from_secs(30))
+        .expect("the capture ended with a close");
+    let names = c.capture.pcapng().interface_names();
+    println!("close {code} {reason:?}; interfaces {names:?}");
+    assert!(!reason.chars().any(char::is_control), "{reason:?}");
+    assert!(
+        reason.contains("a\\u{1b}]0;owned\\u{7}: ") && reason.contains("b\\r\\nFAKE: "),
+        "{reason:?}"
+    );
+    assert_eq!(names.len(), 2, "{names:?}");
+    for n in &names {
+        assert!(!n.chars().any(char::is_control), "{n:?}");
+    }
+}

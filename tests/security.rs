@@ -883,16 +883,70 @@ fn the_checked_token_does_not_travel_on_to_the_discovery_service() {
 fn listen_binds_only_the_given_address() {
     let svc = Service::start(&["--listen", "127.0.0.1"]);
     assert_eq!(http::get(svc.port(), "/version").status, 200);
-    let v6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, svc.port()));
-    assert!(
-        TcpStream::connect_timeout(&v6, T).is_err(),
-        "--listen 127.0.0.1 also accepted on [::1]"
+    // The service's own listening sockets, read from /proc: not a connect
+    // to [::1]:port, whose outcome depends on the rest of the machine. That
+    // connect once succeeded in a full run: whatever else may listen on
+    // [::1] at that port (the service bound only 127.0.0.1, so the port is
+    // free there), or a TCP self-connect (free_port hands out ports from
+    // the ephemeral range, and a connect to a port nobody listens on
+    // connects to itself when the kernel picks that same port as its
+    // source).
+    let listening = listening_sockets(svc.pid());
+    println!("listening sockets of the service: {listening:?}");
+    assert_eq!(
+        listening,
+        [format!("127.0.0.1:{}", svc.port())],
+        "--listen 127.0.0.1 listens elsewhere too"
     );
     assert!(
         svc.stderr().contains("listening on 127.0.0.1 port"),
         "{}",
         svc.stderr()
     );
+}
+
+/// The local addresses of `pid`'s listening TCP sockets (IPv4 as
+/// `a.b.c.d:port`, IPv6 as `[..]:port`), from its descriptors and
+/// /proc/PID/net/tcp{,6}.
+fn listening_sockets(pid: i32) -> Vec<String> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fds")
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            let l = l.display().to_string();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (table, v6) in [("tcp", false), ("tcp6", true)] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).expect("tcp table");
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address st ... inode: fields 1, 3 and 9; 0A is LISTEN.
+            if f.len() < 10 || f[3] != "0A" || !inodes.iter().any(|i| i == f[9]) {
+                continue;
+            }
+            let (addr, port) = f[1].split_once(':').expect("address:port");
+            let port = u16::from_str_radix(port, 16).expect("port");
+            let bytes: Vec<u8> = (0..addr.len() / 2)
+                .map(|i| u8::from_str_radix(&addr[2 * i..2 * i + 2], 16).expect("hex"))
+                .collect();
+            // The kernel prints each 32-bit word in host (little-endian) order.
+            let words: Vec<u8> = bytes
+                .chunks(4)
+                .flat_map(|w| w.iter().rev().copied())
+                .collect();
+            out.push(if v6 {
+                let a: [u8; 16] = words.try_into().expect("16 bytes");
+                format!("[{}]:{port}", std::net::Ipv6Addr::from(a))
+            } else {
+                let a: [u8; 4] = words.try_into().expect("4 bytes");
+                format!("{}:{port}", std::net::Ipv4Addr::from(a))
+            });
+        }
+    }
+    out
 }
 
 /// 4 KiB blocks of the synthetic capture program (see tests/robustness.rs):
@@ -1074,4 +1128,18 @@ fn tls_transport_bounds_ciphertext_and_loses_nothing() {
     let got = client.join().expect("client thread").expect("client read");
     assert_eq!(got.len(), sent.len(), "bytes lost or added");
     assert!(got == sent, "bytes reordered or damaged");
+}
+
+#[test]
+fn log_requests_redacts_token_query_values() {
+    let svc = Service::start(&["--log-requests"]);
+    let secret = format!("s3cret-{}", next_id());
+    let path = format!("/version?token={secret}&x=1");
+    assert_eq!(http::get(svc.port(), &path).status, 200);
+    assert!(
+        wait_log(&svc, "GET /version?token=<redacted>&x=1 HTTP/1.1", 1),
+        "{}",
+        svc.stderr()
+    );
+    assert!(!svc.stderr().contains(&secret), "{}", svc.stderr());
 }

@@ -875,7 +875,16 @@ fn rewrite_idb(name: &str, local: usize, order: Order, body: &[u8]) -> Result<Ve
         Some(n) => full.extend(n.iter().take_while(|&&b| b != 0)),
         None => full.extend_from_slice(local.to_string().as_bytes()),
     }
-    full.truncate(usize::from(u16::MAX));
+    // Names reach the client's screen: control bytes (a target named with
+    // an escape sequence, an interface name with a newline) are written as
+    // visible escapes, as the log writes them.
+    let shown = String::from_utf8_lossy(&full);
+    let shown = crate::proto::logtext::escape_controls(&shown);
+    let mut end = shown.len().min(usize::from(u16::MAX));
+    while !shown.is_char_boundary(end) {
+        end -= 1;
+    }
+    let full = shown.as_bytes()[..end].to_vec();
     let mut out = Vec::with_capacity(body.len() + full.len() + 8);
     host.put_u16(&mut out, order.u16(body, 0));
     host.put_u16(&mut out, order.u16(body, 2));
@@ -1294,6 +1303,19 @@ mod tests {
                 assert_eq!(types, [SHB, IDB, IDB, EPB], "{why} {o:?}");
             }
         }
+    }
+
+    #[test]
+    fn control_bytes_in_merged_interface_names_are_escaped() {
+        let h = Order::host();
+        let mut m = Merger::new(["evil\u{1b}[2J"], String::new());
+        let mut out = Vec::new();
+        m.feed(0, &stream(h, &[idb(h, 1, Some("eth\r\n0"))]), &mut out)
+            .unwrap();
+        let blocks = walk(&out);
+        let name = if_name_of(&blocks[1].bytes);
+        assert_eq!(name, "evil\\u{1b}[2J/eth\\r\\n0");
+        assert!(!name.chars().any(char::is_control), "{name:?}");
     }
 
     #[test]

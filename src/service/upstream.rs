@@ -57,6 +57,8 @@ pub struct Proxy {
     /// of answering).
     answered: bool,
     head_request: bool,
+    /// The request asked for an upgrade (else a 101 is refused: 502).
+    upgrade: bool,
     keep_alive: bool,
     /// Client bytes after this request: the next request, kept for later.
     pub pending: Vec<u8>,
@@ -108,6 +110,7 @@ impl Proxy {
             tunnel: false,
             answered: false,
             head_request: req.method == "HEAD",
+            upgrade,
             keep_alive: req.keep_alive() && !upgrade,
             pending: Vec::new(),
             up_paused: false,
@@ -237,6 +240,7 @@ impl Proxy {
                         &self.head_buf,
                         self.head_request,
                         self.keep_alive,
+                        self.upgrade,
                     )? {
                         None => break None,
                         Some(h) if h.body == Framing::Interim => {
