@@ -1276,7 +1276,8 @@ mod tests {
             wrap(o, DSB, &body)
         };
         let short_cb = |o| wrap(o, CB_COPY, b"");
-        let bad: [(&str, fn(Order) -> Vec<u8>); 5] = [
+        type Maker = fn(Order) -> Vec<u8>;
+        let bad: [(&str, Maker); 5] = [
             ("packet data overruns", overrunning_epb),
             ("option overruns", bad_isb),
             ("record overruns", bad_nrb),
