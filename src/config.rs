@@ -71,6 +71,10 @@ pub struct Config {
     pub listen: Option<std::net::IpAddr>,
     /// Browser origins admitted for upgrades besides the request's own.
     pub allow_origins: Vec<String>,
+    /// Host names the service is reached by, besides IP literals,
+    /// `localhost` and the machine's own name (browser upgrades under
+    /// other names are refused: DNS rebinding).
+    pub allow_hosts: Vec<String>,
     /// Bearer tokens, one per line; `None`: no token needed.
     pub token_file: Option<PathBuf>,
     /// PEM certificate chain and private key: serve HTTPS/wss.
@@ -101,6 +105,7 @@ impl Default for Config {
             no_self_exclusion: false,
             listen: None,
             allow_origins: Vec::new(),
+            allow_hosts: Vec::new(),
             token_file: None,
             tls_cert: None,
             tls_key: None,
@@ -145,6 +150,9 @@ Options:
                                  requests need one (reloaded on SIGHUP)
       --allow-origin ORIGIN      also admit websocket upgrades from this browser
                                  origin (repeatable)
+      --allow-host NAME          a host name the service is reached by (besides IP
+                                 addresses, localhost and the machine's name):
+                                 browser pages under it may capture (repeatable)
       --tls-cert FILE            PEM certificate chain: serve HTTPS and wss://
                                  (reloaded on SIGHUP)
       --tls-key FILE             PEM private key for --tls-cert
@@ -204,6 +212,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
                 })?);
             }
             "--allow-origin" => cfg.allow_origins.push(value(&flag)?),
+            "--allow-host" => cfg.allow_hosts.push(value(&flag)?),
             "--token-file" => cfg.token_file = Some(PathBuf::from(value(&flag)?)),
             "--tls-cert" => cfg.tls_cert = Some(PathBuf::from(value(&flag)?)),
             "--tls-key" => cfg.tls_key = Some(PathBuf::from(value(&flag)?)),
@@ -339,6 +348,8 @@ mod tests {
             "--allow-origin",
             "https://a",
             "--allow-origin=https://b",
+            "--allow-host",
+            "ui.example",
             "--token-file",
             "/t",
             "--tls-cert",
@@ -349,6 +360,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.listen, Some("::1".parse().unwrap()));
         assert_eq!(c.allow_origins, ["https://a", "https://b"]);
+        assert_eq!(c.allow_hosts, ["ui.example"]);
         assert_eq!(c.token_file, Some(PathBuf::from("/t")));
         assert_eq!(c.tls_key, Some(PathBuf::from("/k")));
         assert_eq!(

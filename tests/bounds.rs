@@ -596,3 +596,93 @@ fn unknown_inode_lookups_on_a_busy_host_do_not_stall_version() {
         "{scans} scans"
     );
 }
+
+// ---- target arrays refused before they are parsed ----
+
+/// Concurrent requests each carrying a 1 MiB target array (the issue's
+/// figures): 51,200 small objects, about 19 bytes each.
+const ARRAY_REQUESTS: usize = 60;
+const ARRAY_ELEMENTS: usize = 51_200;
+/// `/version` budget while they are read and refused (the issue's figure).
+const ARRAY_VERSION_BUDGET: Duration = Duration::from_millis(200);
+
+/// An upgrade whose `Clustershark-Container` is `body`; returns the close
+/// the service sends after its 101, or `None`.
+fn upgrade_with_container(port: u16, body: &str) -> Option<(u16, String)> {
+    let mut s = connect(port);
+    let req = format!(
+        "GET /capture HTTP/1.1\r\nHost: pfx\r\n{}Clustershark-Container: {body}\r\n\r\n",
+        common::rawws::UPGRADE_HEADERS
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 4096 {
+        match s.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            _ => return None,
+        }
+    }
+    if !head.starts_with(b"HTTP/1.1 101") {
+        return None;
+    }
+    read_close(&mut s, Duration::from_secs(30))
+}
+
+/// `requests` concurrent upgrades with `body` as their target header, while
+/// `/version` is probed: (slowest probe, probes, time, how many were closed
+/// with 1008 for too many targets).
+fn flood_of_heads(port: u16, body: &str, requests: usize) -> (Duration, usize, Duration, usize) {
+    let body = std::sync::Arc::new(body.to_string());
+    let prober = Prober::start(port);
+    let t = Instant::now();
+    let clients: Vec<_> = (0..requests)
+        .map(|_| {
+            let body = body.clone();
+            std::thread::spawn(move || upgrade_with_container(port, &body))
+        })
+        .collect();
+    let refused = clients
+        .into_iter()
+        .map(|c| c.join().unwrap_or(None))
+        .filter(|c| {
+            c.as_ref()
+                .is_some_and(|(code, why)| *code == 1008 && why.contains("more than 16 targets"))
+        })
+        .count();
+    let took = t.elapsed();
+    let (worst, probes) = prober.finish();
+    (worst, probes, took, refused)
+}
+
+#[test]
+fn many_large_target_arrays_are_refused_without_stalling_version() {
+    let svc = Service::start(&[]);
+    let port = svc.port();
+    let element = r#"{"netns":4026531}"#;
+    let array = format!("[{}]", vec![element; ARRAY_ELEMENTS].join(","));
+    // The same head size as padding behind a short array that is refused
+    // for the same reason: what reading and refusing such a head costs
+    // without the array's elements.
+    let short = format!("[{}]", vec![element; 17].join(","));
+    let padded = format!(
+        "{short}\r\nX-Pad: {}",
+        "p".repeat(array.len() - short.len())
+    );
+    let idle = baseline(port);
+    let (pad_worst, pad_probes, pad_took, pad_refused) =
+        flood_of_heads(port, &padded, ARRAY_REQUESTS);
+    let (worst, probes, took, refused) = flood_of_heads(port, &array, ARRAY_REQUESTS);
+    println!(
+        "{ARRAY_REQUESTS} concurrent requests with a {} KiB array of {ARRAY_ELEMENTS} targets: {refused} refused in {took:?}; /version slowest {worst:?} over {probes} probes (budget {ARRAY_VERSION_BUDGET:?}, failing past {VERSION_MARGIN}x + idle {idle:?}); the same heads as 17 targets and padding: {pad_refused} refused in {pad_took:?}, /version slowest {pad_worst:?} over {pad_probes} probes",
+        array.len() / 1024
+    );
+    assert_eq!(refused, ARRAY_REQUESTS);
+    assert_eq!(pad_refused, ARRAY_REQUESTS);
+    assert!(svc.children().is_empty(), "a capture started");
+    assert!(
+        worst < VERSION_MARGIN * ARRAY_VERSION_BUDGET + idle,
+        "/version took {worst:?}"
+    );
+}

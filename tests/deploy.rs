@@ -194,7 +194,37 @@ fn image_as_user_65534_captures_with_file_capabilities_and_turns_healthy() {
         svc.inspect("{{.State.Health.Status}}") == "healthy"
     });
     assert!(healthy, "health: {}", svc.inspect("{{json .State.Health}}"));
+
+    // Under the profile the helper threads lower their own priority
+    // (setpriority): the log writer from the start, the reload thread from
+    // the first SIGHUP. The loop stays at 0.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(spid),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .expect("SIGHUP");
+    let helpers = ["log-writer", "reload"];
+    let all_there = common::wait_for(READY_TIMEOUT, || {
+        let threads = common::procs::thread_nices(spid);
+        helpers
+            .iter()
+            .all(|h| threads.iter().any(|(_, comm, _)| comm == h))
+    });
+    let threads = common::procs::thread_nices(spid);
+    println!("threads of the containerized service (tid, name, nice): {threads:?}");
+    assert!(all_there, "helper threads missing: {threads:?}");
+    for (tid, comm, nice) in &threads {
+        let want = if *tid == spid { 0 } else { HELPER_NICE };
+        assert_eq!(
+            *nice, want,
+            "thread {tid} ({comm}) at nice {nice}: {threads:?}"
+        );
+    }
 }
+
+/// The niceness the service's helper threads give themselves
+/// (`service::background`).
+const HELPER_NICE: i64 = 10;
 
 /// Runs a container to its end; returns its output. Removed on every path.
 fn run_to_end(args: &[&str]) -> std::process::Output {

@@ -289,3 +289,115 @@ fn stale_targets_are_resolved_by_one_discovery_exchange() {
     assert!(reason.contains("ghost"), "{reason}");
     assert!(svc.wait_dumpcaps(0, Duration::from_secs(5)).is_empty());
 }
+
+/// Packets the synthetic capture program writes for the clean target.
+const CLEAN_PACKETS: u64 = 300;
+/// Their rate: the capture lasts about 1.5 s.
+const CLEAN_RATE: u64 = 200;
+
+/// Two targets captured by the synthetic capture program: target `a` (its
+/// `lo`) writes a packet block whose captured length runs past its block
+/// (`how`: in the host's byte order or in a big-endian section), `b` (its
+/// veth end) a clean stream. `a` is given up, `b` streams to its end, and
+/// the merged stream is valid to tshark.
+fn overrunning_block_gives_its_target_up(how: &str) {
+    let pair = VethPair::new();
+    // The capture program is one for every target: the wrapper corrupts the
+    // one started for `-i lo`.
+    let program = Scratch::script(
+        "overrun-gen",
+        &format!(
+            "case \" $* \" in *\" -i lo \"*) PFX_GEN_CORRUPT={how}; export PFX_GEN_CORRUPT;; esac\nexec {} \"$@\"\n",
+            common::pcapgen::PROGRAM
+        ),
+    );
+    let settings = common::pcapgen::Settings {
+        rate: CLEAN_RATE,
+        ..common::pcapgen::Settings::stream(64, CLEAN_PACKETS)
+    };
+    let svc = Launch {
+        args: vec!["--capture-program".into(), program.path().into()],
+        env: settings.env(),
+        ..Launch::default()
+    }
+    .start();
+    let targets = serde_json::json!([
+        {"netns": pair.a.inode(), "name": "a", "type": "proc", "network-interfaces": ["lo"]},
+        {"netns": pair.b.inode(), "name": "b", "type": "proc", "network-interfaces": [pair.b_if]},
+    ]);
+    let mut c = ws::must_connect(svc.port(), &targets_q(&targets), &[]);
+    let close = c.read_to_close(Duration::from_secs(30));
+    let (code, reason) = close.expect("the capture ended with a close");
+    let p = c.capture.pcapng();
+    let on = |prefix: &str| {
+        p.packets
+            .iter()
+            .filter(|pk| {
+                pk.interface_name
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with(prefix))
+            })
+            .count() as u64
+    };
+    let rows = tshark_fields(&c.capture.bytes, &["frame.interface_name"]);
+    let b_rows = rows.iter().filter(|r| r[0].starts_with("b/")).count() as u64;
+    println!(
+        "overrunning block ({how}): close {code} {reason:?}; packets of a {}, of b {} of {CLEAN_PACKETS}; tshark read {} packets, {b_rows} of b",
+        on("a/"),
+        on("b/"),
+        rows.len()
+    );
+    assert!(
+        reason.contains("a: ") && reason.contains("overruns"),
+        "{reason}"
+    );
+    assert_eq!(code, 1011, "a target given up is a failure: {reason}");
+    assert_eq!(on("a/"), 0, "a packet of the given-up target was forwarded");
+    assert_eq!(on("b/"), CLEAN_PACKETS, "the clean target lost packets");
+    assert_eq!(b_rows, CLEAN_PACKETS, "tshark disagrees");
+    assert_eq!(rows.len() as u64, CLEAN_PACKETS);
+}
+
+#[test]
+fn an_overrunning_host_order_block_gives_its_target_up_and_the_stream_stays_valid() {
+    overrunning_block_gives_its_target_up("overrun");
+}
+
+#[test]
+fn an_overrunning_swapped_order_block_gives_its_target_up_and_the_stream_stays_valid() {
+    overrunning_block_gives_its_target_up("overrun-swapped");
+}
+
+#[test]
+fn control_bytes_in_target_names_reach_the_client_escaped() {
+    let pair = VethPair::new();
+    let settings = common::pcapgen::Settings {
+        rate: CLEAN_RATE,
+        ..common::pcapgen::Settings::stream(64, 20)
+    };
+    let svc = Launch {
+        args: vec!["--capture-program".into(), common::pcapgen::PROGRAM.into()],
+        env: settings.env(),
+        ..Launch::default()
+    }
+    .start();
+    let targets = serde_json::json!([
+        {"netns": pair.a.inode(), "name": "a\u{1b}]0;owned\u{7}", "network-interfaces": ["lo"]},
+        {"netns": pair.b.inode(), "name": "b\r\nFAKE", "network-interfaces": ["lo"]},
+    ]);
+    let mut c = ws::must_connect(svc.port(), &targets_q(&targets), &[]);
+    let (code, reason) = c
+        .read_to_close(Duration::from_secs(30))
+        .expect("the capture ended with a close");
+    let names = c.capture.pcapng().interface_names();
+    println!("close {code} {reason:?}; interfaces {names:?}");
+    assert!(!reason.chars().any(char::is_control), "{reason:?}");
+    assert!(
+        reason.contains("a\\u{1b}]0;owned\\u{7}: ") && reason.contains("b\\r\\nFAKE: "),
+        "{reason:?}"
+    );
+    assert_eq!(names.len(), 2, "{names:?}");
+    for n in &names {
+        assert!(!n.chars().any(char::is_control), "{n:?}");
+    }
+}

@@ -1127,3 +1127,32 @@ fn capture_streams_while_a_large_download_is_in_progress() {
     });
     assert!(svc.wait_dumpcaps(0, Duration::from_secs(5)).is_empty());
 }
+
+#[test]
+fn a_101_to_a_request_without_upgrade_gives_502_not_a_tunnel() {
+    let up = Upstream::start(|_| Answer::Full {
+        status: 101,
+        headers: vec![
+            ("Upgrade".into(), "websocket".into()),
+            ("Connection".into(), "Upgrade".into()),
+        ],
+        body: b"bytes of some other protocol".to_vec(),
+    });
+    let svc = proxying(&up);
+    let r = send_raw(
+        svc.port(),
+        b"GET /discover/mobyshark HTTP/1.1\r\nHost: f\r\n\r\n",
+        true,
+        RESPONSE_TIMEOUT,
+    );
+    println!("101 to a plain request: {} {:?}", r.status, r.body_text());
+    assert_eq!(r.status, 502, "{}", r.body_text());
+    assert!(
+        !r.body_text().contains("other protocol"),
+        "{}",
+        r.body_text()
+    );
+    assert!(r.closed);
+    assert_eq!(up.requests().len(), 1);
+    assert_version_ok(svc.port());
+}

@@ -205,6 +205,63 @@ fn foreign_origin_is_refused_same_or_no_origin_or_allowed_ones_pass() {
     assert_eq!(status_of(connect(port, &q, &[("Origin", &other)])), 403);
 }
 
+#[test]
+fn dns_rebinding_pair_is_refused_and_allow_host_names_are_admitted() {
+    let known = format!("ui-{}.pfx.test", next_id());
+    let svc = Service::start(&["--allow-host", &known]);
+    let ns = Netns::new();
+    let q = format!("netns={}&nif=lo", ns.inode());
+    let port = svc.port();
+    // A page at attacker.example rebinds that name to this host: the
+    // browser's Host and Origin agree, both naming the attacker's name.
+    let rebound = format!("attacker.example:{port}");
+    let origin = format!("http://{rebound}");
+    let pair = [("Host", rebound.as_str()), ("Origin", origin.as_str())];
+    assert_eq!(status_of(connect(port, &q, &pair)), 403);
+    // The same pair on a plain request head: 403 with a reason, closed,
+    // nothing started.
+    let raw = format!(
+        "GET /capture?{q} HTTP/1.1\r\nHost: {rebound}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: {origin}\r\n\r\n"
+    );
+    let r = send_raw(port, raw.as_bytes(), true, T);
+    assert_eq!(r.status, 403, "{}", r.body_text());
+    assert!(r.body_text().contains("--allow-host"), "{}", r.body_text());
+    assert!(r.closed);
+    assert!(
+        svc.captures("dumpcap").is_empty(),
+        "a rebound upgrade spawned a capture"
+    );
+    // The same client without Origin (not a browser) is unchanged.
+    let mut c = start(&svc, &q, &[("Host", rebound.as_str())]);
+    assert!(ping_self_until_seen(&mut c, &ns), "no Origin: no capture");
+    c.close(T);
+    // Names the service is known by: --allow-host, localhost, the machine's
+    // own name, and IP literals.
+    let own = nix::unistd::gethostname()
+        .expect("host name")
+        .into_string()
+        .expect("UTF-8 host name");
+    for name in [known.as_str(), "localhost", own.as_str(), "127.0.0.1"] {
+        let host = format!("{name}:{port}");
+        let origin = format!("http://{host}");
+        let mut c = match connect(port, &q, &[("Host", &host), ("Origin", &origin)]) {
+            Ok(c) => c,
+            Err(e) => panic!("page under {name}: {e:?}"),
+        };
+        assert!(ping_self_until_seen(&mut c, &ns), "{name}: no capture");
+        c.close(T);
+    }
+    assert!(
+        svc.stderr().contains(&format!(
+            "browser pages under IP addresses, localhost, {known}"
+        )),
+        "{}",
+        svc.stderr()
+    );
+}
+
 /// Pings until `c` has captured more ICMP packets than it had before.
 fn more_pings_seen(c: &mut Client, ns: &Netns) -> bool {
     let before = Pcapng::parse(&c.capture.bytes).map_or(0, |p| p.icmp().len());
@@ -268,6 +325,180 @@ fn sighup_swaps_tokens_keeps_captures_and_survives_a_broken_file() {
     );
     running.close(T);
     assert!(!svc.stderr().contains(&old) && !svc.stderr().contains(&new));
+}
+
+// ---- a reload never waits and never grows without bound ----
+
+/// `/version` budget while a reload reads a hostile file (the issue's).
+const RELOAD_VERSION_BUDGET: Duration = Duration::from_millis(100);
+/// How far past the budget a shared machine may push one answer before the
+/// test fails; a loop stuck in a read (seconds) still fails.
+const RELOAD_VERSION_MARGIN: u32 = 3;
+/// SIGHUPs sent at the hostile file: each would have been a stuck read.
+const HOSTILE_SIGHUPS: usize = 50;
+/// How much the service may grow over all of them: one bounded read is
+/// 1 MiB at most; an unbounded /dev/zero grows about 1 GB/s.
+const RELOAD_RSS_BUDGET_KIB: u64 = 16 * 1024;
+
+/// Probes `/version` with `probe` every 20 ms on a thread until stopped:
+/// (slowest, probes, failures).
+struct Probe {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(Duration, usize, usize)>,
+}
+
+impl Probe {
+    fn start(probe: impl Fn() -> bool + Send + 'static) -> Probe {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let st = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut worst, mut n, mut failed) = (Duration::ZERO, 0, 0);
+            let until = Instant::now() + Duration::from_secs(60);
+            while !st.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < until {
+                let t = Instant::now();
+                if !probe() {
+                    failed += 1;
+                }
+                worst = worst.max(t.elapsed());
+                n += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (worst, n, failed)
+        });
+        Probe { stop, thread }
+    }
+
+    fn finish(self) -> (Duration, usize, usize) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or((Duration::MAX, 0, 1))
+    }
+}
+
+/// Sends the hostile SIGHUPs, waits for the service to say why the reload
+/// failed (`why` in its log), and checks it then acts on SIGTERM at once.
+fn hostile_reloads(svc: &mut Service, why: &str) -> (u64, u64) {
+    let rss = |svc: &Service| common::procs::rss_kib(svc.pid()).expect("service RSS");
+    let before = rss(svc);
+    for _ in 0..HOSTILE_SIGHUPS {
+        sighup(svc);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        wait_for(T, || svc.stderr().contains(why)),
+        "no failed reload naming {why:?}: {}",
+        svc.stderr_tail()
+    );
+    (before, rss(svc))
+}
+
+fn sigterm_acted_on(svc: &mut Service) -> Duration {
+    let t = Instant::now();
+    svc.signal(Signal::SIGTERM);
+    let status = svc.wait_exit(T);
+    let took = t.elapsed();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "SIGTERM not acted on within {T:?}: {status:?}; {}",
+        svc.stderr_tail()
+    );
+    took
+}
+
+#[test]
+fn sighup_with_the_token_file_a_fifo_keeps_serving_and_the_old_tokens() {
+    let secret = format!("tok-{}", next_id());
+    let tokens = token_file(&format!("{secret}\n"));
+    let mut svc = Service::start(&["--token-file", tokens.path()]);
+    let port = svc.port();
+    let idle = common::latency::baseline(port);
+    let probe = Probe::start(move || http::version_status(port) == Some(200));
+    // The token file becomes a FIFO nobody writes to: a blocking open would
+    // wait for a writer for ever.
+    std::fs::remove_file(&tokens.0).expect("remove token file");
+    nix::unistd::mkfifo(
+        tokens.0.as_path(),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .expect("mkfifo");
+    let (before, after) = hostile_reloads(&mut svc, "not a regular file (a FIFO)");
+    // The old token still opens captures, a wrong one still does not.
+    let ns = Netns::new();
+    let q = format!("netns={}&nif=lo", ns.inode());
+    let ok = connect(port, &q, &[("Authorization", &format!("Bearer {secret}"))]);
+    assert_eq!(status_of(ok), 101, "the old token was lost");
+    let wrong = connect(port, &q, &[("Authorization", "Bearer nope")]);
+    assert_eq!(status_of(wrong), 401);
+    let (worst, probes, failed) = probe.finish();
+    let term = sigterm_acted_on(&mut svc);
+    println!(
+        "token file a FIFO, {HOSTILE_SIGHUPS} SIGHUPs: /version slowest {worst:?} over {probes} probes, {failed} failed (budget {RELOAD_VERSION_BUDGET:?}, failing past {RELOAD_VERSION_MARGIN}x + idle {idle:?}); RSS {before} -> {after} KiB (budget +{RELOAD_RSS_BUDGET_KIB} KiB); SIGTERM acted on in {term:?}"
+    );
+    assert_eq!(failed, 0, "/version went unanswered");
+    assert!(
+        worst < RELOAD_VERSION_MARGIN * RELOAD_VERSION_BUDGET + idle,
+        "/version took {worst:?}"
+    );
+    assert!(
+        after <= before + RELOAD_RSS_BUDGET_KIB,
+        "RSS {before} -> {after} KiB"
+    );
+}
+
+#[test]
+fn sighup_with_the_certificate_at_dev_zero_keeps_serving_and_the_old_certificate() {
+    let pki = Pki::new();
+    let live = common::ScratchDir::new("zero-cert");
+    let (cert, key) = (live.join("cert.pem"), live.join("key.pem"));
+    std::fs::copy(&pki.cert, &cert).expect("copy");
+    std::fs::copy(&pki.key, &key).expect("copy");
+    let (c, k) = (cert.display().to_string(), key.display().to_string());
+    let mut svc = Service::start(&["--tls-cert", &c, "--tls-key", &k]);
+    let port = svc.port();
+    let get = "GET /version HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n";
+    let ca = pki.ca.clone();
+    let probe_once = move || https_raw(port, &ca, get, T).is_ok_and(|(s, _)| s == 200);
+    let idle = (0..10)
+        .map(|_| {
+            let t = Instant::now();
+            assert!(probe_once(), "/version over TLS");
+            t.elapsed()
+        })
+        .max()
+        .unwrap_or_default();
+    let probe = Probe::start(probe_once.clone());
+    // The certificate becomes an endless device.
+    std::fs::remove_file(&cert).expect("remove certificate");
+    std::os::unix::fs::symlink("/dev/zero", &cert).expect("symlink");
+    let (before, after) = hostile_reloads(&mut svc, "not a regular file (a character device)");
+    let (worst, probes, failed) = probe.finish();
+    // The old certificate is still served.
+    assert!(probe_once(), "the old certificate was lost");
+    let term = sigterm_acted_on(&mut svc);
+    println!(
+        "certificate at /dev/zero, {HOSTILE_SIGHUPS} SIGHUPs: /version over TLS slowest {worst:?} over {probes} probes, {failed} failed (budget {RELOAD_VERSION_BUDGET:?}, failing past {RELOAD_VERSION_MARGIN}x + idle {idle:?}); RSS {before} -> {after} KiB (budget +{RELOAD_RSS_BUDGET_KIB} KiB); SIGTERM acted on in {term:?}"
+    );
+    assert_eq!(failed, 0, "/version went unanswered");
+    assert!(
+        worst < RELOAD_VERSION_MARGIN * RELOAD_VERSION_BUDGET + idle,
+        "/version took {worst:?}"
+    );
+    assert!(
+        after <= before + RELOAD_RSS_BUDGET_KIB,
+        "RSS {before} -> {after} KiB"
+    );
+}
+
+#[test]
+fn a_fifo_token_file_or_a_device_certificate_is_refused_at_start_up() {
+    let dir = common::ScratchDir::new("start-fifo");
+    let fifo = dir.join("tokens");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let err = must_refuse_to_start(&["--token-file", &fifo.display().to_string()]);
+    assert!(err.contains("not a regular file (a FIFO)"), "{err}");
+    let pki = Pki::new();
+    let key = pki.key.display().to_string();
+    let err = must_refuse_to_start(&["--tls-cert", "/dev/zero", "--tls-key", &key]);
+    assert!(err.contains("/dev/zero: not a regular file"), "{err}");
 }
 
 const FORGED_STAMP: &str = "2026-01-01T00:00:00.000Z";
@@ -652,16 +883,70 @@ fn the_checked_token_does_not_travel_on_to_the_discovery_service() {
 fn listen_binds_only_the_given_address() {
     let svc = Service::start(&["--listen", "127.0.0.1"]);
     assert_eq!(http::get(svc.port(), "/version").status, 200);
-    let v6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, svc.port()));
-    assert!(
-        TcpStream::connect_timeout(&v6, T).is_err(),
-        "--listen 127.0.0.1 also accepted on [::1]"
+    // The service's own listening sockets, read from /proc: not a connect
+    // to [::1]:port, whose outcome depends on the rest of the machine. That
+    // connect once succeeded in a full run: whatever else may listen on
+    // [::1] at that port (the service bound only 127.0.0.1, so the port is
+    // free there), or a TCP self-connect (free_port hands out ports from
+    // the ephemeral range, and a connect to a port nobody listens on
+    // connects to itself when the kernel picks that same port as its
+    // source).
+    let listening = listening_sockets(svc.pid());
+    println!("listening sockets of the service: {listening:?}");
+    assert_eq!(
+        listening,
+        [format!("127.0.0.1:{}", svc.port())],
+        "--listen 127.0.0.1 listens elsewhere too"
     );
     assert!(
         svc.stderr().contains("listening on 127.0.0.1 port"),
         "{}",
         svc.stderr()
     );
+}
+
+/// The local addresses of `pid`'s listening TCP sockets (IPv4 as
+/// `a.b.c.d:port`, IPv6 as `[..]:port`), from its descriptors and
+/// /proc/PID/net/tcp{,6}.
+fn listening_sockets(pid: i32) -> Vec<String> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fds")
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            let l = l.display().to_string();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (table, v6) in [("tcp", false), ("tcp6", true)] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).expect("tcp table");
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address st ... inode: fields 1, 3 and 9; 0A is LISTEN.
+            if f.len() < 10 || f[3] != "0A" || !inodes.iter().any(|i| i == f[9]) {
+                continue;
+            }
+            let (addr, port) = f[1].split_once(':').expect("address:port");
+            let port = u16::from_str_radix(port, 16).expect("port");
+            let bytes: Vec<u8> = (0..addr.len() / 2)
+                .map(|i| u8::from_str_radix(&addr[2 * i..2 * i + 2], 16).expect("hex"))
+                .collect();
+            // The kernel prints each 32-bit word in host (little-endian) order.
+            let words: Vec<u8> = bytes
+                .chunks(4)
+                .flat_map(|w| w.iter().rev().copied())
+                .collect();
+            out.push(if v6 {
+                let a: [u8; 16] = words.try_into().expect("16 bytes");
+                format!("[{}]:{port}", std::net::Ipv6Addr::from(a))
+            } else {
+                let a: [u8; 4] = words.try_into().expect("4 bytes");
+                format!("{}:{port}", std::net::Ipv4Addr::from(a))
+            });
+        }
+    }
+    out
 }
 
 /// 4 KiB blocks of the synthetic capture program (see tests/robustness.rs):
@@ -843,4 +1128,18 @@ fn tls_transport_bounds_ciphertext_and_loses_nothing() {
     let got = client.join().expect("client thread").expect("client read");
     assert_eq!(got.len(), sent.len(), "bytes lost or added");
     assert!(got == sent, "bytes reordered or damaged");
+}
+
+#[test]
+fn log_requests_redacts_token_query_values() {
+    let svc = Service::start(&["--log-requests"]);
+    let secret = format!("s3cret-{}", next_id());
+    let path = format!("/version?token={secret}&x=1");
+    assert_eq!(http::get(svc.port(), &path).status, 200);
+    assert!(
+        wait_log(&svc, "GET /version?token=<redacted>&x=1 HTTP/1.1", 1),
+        "{}",
+        svc.stderr()
+    );
+    assert!(!svc.stderr().contains(&secret), "{}", svc.stderr());
 }

@@ -77,9 +77,14 @@ fn own_inode() -> u64 {
 /// other traffic is seen, then a moment longer; returns the capture, the
 /// websocket's own port pair (service, client) and the other port.
 fn capture_own_lo(args: &[&str]) -> (Pcapng, (u16, u16), u16) {
+    capture_own_lo_filtered(args, "tcp")
+}
+
+/// [`capture_own_lo`] with the capture filter `filter`.
+fn capture_own_lo_filtered(args: &[&str], filter: &str) -> (Pcapng, (u16, u16), u16) {
     let svc = Service::start(args);
     let mut other = OtherTraffic::new();
-    let query = format!("netns={}&nif=lo&filter=tcp", own_inode());
+    let query = format!("netns={}&nif=lo&filter={}", own_inode(), urlencode(filter));
     let mut c = start(&svc, &query, &[]);
     let client_port = c.ws.get_ref().0.local_addr().expect("local addr").port();
     let other_port = other.port;
@@ -144,4 +149,51 @@ fn no_self_exclusion_captures_the_own_connection() {
         yaml_value(&yaml, "excluded-own-connection").is_none(),
         "{yaml}"
     );
+}
+
+/// A filter whose keyword moves libpcap's offsets (`vlan`, `mpls`,
+/// `pppoes`) must not move the exclusion: it comes first. Loopback carries
+/// none of these encapsulations, so each filter passes every packet of the
+/// capture's own connection unless the exclusion holds.
+fn own_connection_left_out_with_filter(filter: &str) {
+    let (p, own, other) = capture_own_lo_filtered(&[], filter);
+    let ports = tcp_ports(&p);
+    let mine = ports.iter().filter(|&&pp| is_own(pp, own)).count();
+    let others = ports
+        .iter()
+        .filter(|&&(s, d)| s == other || d == other)
+        .count();
+    println!(
+        "filter {filter:?}: {} packets captured, {others} of the other connection, \
+         {mine} of the capture's own connection {own:?} (budget 0)",
+        p.packets.len()
+    );
+    assert!(others > 0, "{filter:?}: other traffic not captured");
+    assert_eq!(
+        mine, 0,
+        "{filter:?}: {mine} packets of the capture's own connection {own:?}"
+    );
+    let yaml = target_yaml(&p).expect("document");
+    let shown = yaml_value(&yaml, "capture-filter").unwrap_or_default();
+    assert!(shown.contains(filter), "{yaml}");
+}
+
+#[test]
+fn own_connection_is_left_out_with_not_vlan() {
+    own_connection_left_out_with_filter("not vlan");
+}
+
+#[test]
+fn own_connection_is_left_out_with_not_mpls() {
+    own_connection_left_out_with_filter("not mpls");
+}
+
+#[test]
+fn own_connection_is_left_out_with_not_pppoes() {
+    own_connection_left_out_with_filter("not pppoes");
+}
+
+#[test]
+fn own_connection_is_left_out_with_vlan_or_greater_1() {
+    own_connection_left_out_with_filter("vlan or greater 1");
 }

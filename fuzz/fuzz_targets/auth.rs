@@ -9,8 +9,9 @@
 //!
 //! Invariants: no panic; every token a token file lists is accepted, and an
 //! error is one of the fixed texts (numbers aside), so it cannot quote the
-//! file; an origin built from the Host (`http://` + Host) is always
-//! same-origin, a missing Origin always passes;
+//! file; an origin built from the Host (`http://` + Host) is same-origin
+//! once its host is a known name, a policy that knows no names admits only
+//! IP literals and `localhost`, a missing Origin always passes;
 //! only `Bearer fuzz-token` (scheme in any case) passes the fixed token; an
 //! escaped message has no control characters and an unescaped one is
 //! returned as it was.
@@ -73,20 +74,52 @@ fn origin(rest: &[u8]) {
         None => (rest, None),
     };
     let p = Policy::default();
-    let _ = p.origin_ok(Some(o), h);
+    let admitted = p.origin_ok(Some(o), h);
     assert!(p.origin_ok(None, h), "no Origin must pass");
+    if admitted {
+        // Nothing listed: only an IP literal or localhost can be admitted
+        // (DNS rebinding), whatever Host says.
+        let host = origin_host(o).expect("an admitted origin parses");
+        assert!(
+            host == "localhost"
+                || host.parse::<core::net::Ipv4Addr>().is_ok()
+                || host
+                    .strip_prefix('[')
+                    .and_then(|v| v.strip_suffix(']'))
+                    .is_some_and(|v| v.parse::<core::net::Ipv6Addr>().is_ok()),
+            "origin {host:?} admitted without being known"
+        );
+    }
     if let Some(h) = h.and_then(|h| std::str::from_utf8(h).ok()) {
         let own = format!("http://{}", h.trim());
-        // A Host that parses as host[:port] is its own origin. (A Host with
-        // URL delimiters, `a/` say, is nobody's: unit test in auth.rs.)
+        // A Host that parses as host[:port] is its own origin once its
+        // host is a known name. (A Host with URL delimiters, `a/` say, is
+        // nobody's: unit test in auth.rs.)
         let delimiters = h.contains(['/', '@', '?', '#']);
         if !delimiters && Policy::new(std::slice::from_ref(&own), None).is_ok() {
-            assert!(
-                p.origin_ok(Some(own.as_bytes()), Some(h.as_bytes())),
-                "own origin {own:?} refused"
-            );
+            let name = origin_host(own.as_bytes()).expect("own origin parses");
+            if let Ok(knowing) = Policy::default().with_hosts(&[name], None) {
+                assert!(
+                    knowing.origin_ok(Some(own.as_bytes()), Some(h.as_bytes())),
+                    "own origin {own:?} refused under a known name"
+                );
+            }
         }
     }
+}
+
+/// The lower-case host of an `http://host[:port]` style origin (IPv6 in
+/// brackets), as the fuzz target reads it.
+fn origin_host(o: &[u8]) -> Option<String> {
+    let o = std::str::from_utf8(o).ok()?.trim();
+    let (_, rest) = o.split_once("://")?;
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    let host = if authority.starts_with('[') {
+        &authority[..=authority.find(']')?]
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    Some(host.to_ascii_lowercase())
 }
 
 fn authorization(rest: &[u8]) {

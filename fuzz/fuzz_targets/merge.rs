@@ -14,7 +14,10 @@
 //! Invariants: no panic; the output is valid pcapng: whole blocks, lengths
 //! chaining, the host's byte order, exactly one SHB, first, holding
 //! `TARGET_MARKER`; every IDB is named `<input name>/...`; every block that
-//! names an interface names one described earlier. Built mode: no input
+//! names an interface names one described earlier; every block whose layout
+//! the spec gives is sound (its fixed part fits, packet data, records and
+//! secrets end inside it, options are well formed), checked here by a
+//! reader of its own rather than the merger's check. Built mode: no input
 //! fails, nothing is dropped, and every input block other than its SHBs is
 //! in the output exactly once (tags), with its interface mapped to the IDB
 //! that described it.
@@ -251,6 +254,67 @@ fn walk(out: &[u8]) -> Vec<(u32, &[u8])> {
     blocks
 }
 
+/// Options from `at` to the block's trailer: each inside, up to the end
+/// or an end-of-options option.
+fn options_sound(b: &[u8], mut at: usize) -> bool {
+    let end = b.len() - 4;
+    while at < end {
+        if at + 4 > end {
+            return false;
+        }
+        let code = rd16(b, at);
+        let len = usize::from(rd16(b, at + 2));
+        at += 4 + len.div_ceil(4) * 4;
+        if at > end {
+            return false;
+        }
+        if code == 0 {
+            break;
+        }
+    }
+    true
+}
+
+/// Whether a merged block (host order, framing already checked) is sound.
+fn block_sound(t: u32, b: &[u8]) -> bool {
+    let end = b.len() - 4;
+    let data_then_options = |fixed: usize, len_at: usize| {
+        fixed + 4 <= b.len() && {
+            let data_end = (rd32(b, len_at) as usize).div_ceil(4) * 4 + fixed;
+            data_end <= end && options_sound(b, data_end)
+        }
+    };
+    match t {
+        IDB => 20 <= b.len() && options_sound(b, 16),
+        // Packet Block and Enhanced Packet Block: captured length at 20.
+        2 | EPB => data_then_options(28, 20),
+        SPB => 16 <= b.len(),
+        // Name Resolution Block: records up to the end record.
+        4 => {
+            let mut at = 8;
+            loop {
+                if at + 4 > end {
+                    return false;
+                }
+                let (rt, rl) = (rd16(b, at), usize::from(rd16(b, at + 2)));
+                at += 4 + rl.div_ceil(4) * 4;
+                if at > end {
+                    return false;
+                }
+                if rt == 0 {
+                    return options_sound(b, at);
+                }
+            }
+        }
+        ISB => 24 <= b.len() && options_sound(b, 20),
+        // Decryption Secrets Block: secrets length at 12.
+        0x0A => data_then_options(16, 12),
+        // Custom Blocks: the Private Enterprise Number.
+        0x0BAD | 0x4000_0BAD => 16 <= b.len(),
+        _ => true,
+    }
+}
+
 fn if_name(idb: &[u8]) -> Vec<u8> {
     let mut at = 16;
     while at + 4 <= idb.len() - 4 {
@@ -317,6 +381,9 @@ fuzz_target!(|data: &[u8]| {
     assert!(!blocks.is_empty() && blocks[0].0 == SHB, "no SHB first");
     assert_eq!(blocks.iter().filter(|b| b.0 == SHB).count(), 1, "more than one SHB");
     assert!(find(blocks[0].1, TARGET_MARKER.as_bytes()), "SHB without the marker");
+    for (t, b) in &blocks[1..] {
+        assert!(block_sound(*t, b), "an invalid block of type {t:#x} was emitted");
+    }
     let mut described = 0u32;
     let mut idb_names = Vec::new();
     for (t, b) in &blocks {

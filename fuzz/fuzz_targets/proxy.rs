@@ -48,19 +48,24 @@ const HOP_BY_HOP: [&str; 6] = [
 ];
 
 fn response(buf: &[u8], head_request: bool, keep_alive: bool) {
-    let Ok(Some(h)) = response_head(buf, head_request, keep_alive) else {
+    // As for a request that asked for an upgrade (a 101 is a tunnel).
+    let Ok(Some(h)) = response_head(buf, head_request, keep_alive, true) else {
         return;
     };
     assert!(h.head_len <= buf.len() && h.head_len <= MAX_RESPONSE_HEAD);
     // Found at the same place with nothing after it, and not before.
     assert_eq!(
-        response_head(&buf[..h.head_len], head_request, keep_alive),
+        response_head(&buf[..h.head_len], head_request, keep_alive, true),
         Ok(Some(h.clone()))
     );
     assert_eq!(
-        response_head(&buf[..h.head_len - 1], head_request, keep_alive),
+        response_head(&buf[..h.head_len - 1], head_request, keep_alive, true),
         Ok(None)
     );
+    // A request without upgrade never gets a tunnel.
+    if h.status == 101 {
+        assert!(response_head(buf, head_request, keep_alive, false).is_err());
+    }
     let mut headers = [httparse::EMPTY_HEADER; 128];
     let mut resp = httparse::Response::new(&mut headers);
     match resp.parse(&h.rewritten) {

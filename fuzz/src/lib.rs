@@ -105,7 +105,7 @@ pub fn proxy_and_client_agree(bytes: &[u8]) {
     // Where the proxy finds the end of the response, if within `bytes`.
     let mut at = 0;
     let end = loop {
-        let h = match response_head(&bytes[at..], false, true) {
+        let h = match response_head(&bytes[at..], false, true, true) {
             Ok(Some(h)) if h.body == Framing::Interim => {
                 at += h.head_len;
                 continue;

@@ -1,9 +1,19 @@
-//! Who may capture: the same-origin rule for websocket upgrades and the
-//! bearer token check, decided from a parsed request head.
+//! Who may capture: the origin rule for websocket upgrades and the bearer
+//! token check, decided from a parsed request head.
 //!
-//! No I/O here: the token file's text comes in as a string (the reactor reads
-//! it at start-up and on SIGHUP), the verdict goes out as a response for the
-//! session to send. Tokens never leave this module in any form that could
+//! The origin rule has two halves. Same-origin (the `Origin` names the
+//! request's own `Host`) stops a page elsewhere from opening captures from a
+//! visitor's browser; but a page that rebinds its own DNS name to this
+//! service's address (DNS rebinding) sends a `Host` and an `Origin` that
+//! agree. So an upgrade that carries an `Origin` must also name a host the
+//! service is known by: an IP literal, `localhost`, the machine's own host
+//! name, or a name configured with `--allow-host`; an origin listed with
+//! `--allow-origin` is admitted as it is. An attacker controls the DNS of
+//! its own names only, never of these.
+//!
+//! No I/O here: the token file's text and the machine's host name come in as
+//! strings (the service reads them at start-up and on SIGHUP), the verdict
+//! goes out as a response for the session to send. Tokens never leave this module in any form that could
 //! reach a log line: errors name line numbers, never contents.
 
 use ring::digest::{digest, SHA256};
@@ -149,12 +159,48 @@ fn split_host_port(authority: &str, default: u16) -> Option<(String, u16)> {
     Some((host.to_ascii_lowercase(), port))
 }
 
+/// The host names a browser page may reach the service by without being
+/// listed with `--allow-origin`, besides IP literals: names no outside DNS
+/// can point elsewhere.
+const LOCAL_NAMES: [&str; 1] = ["localhost"];
+
+/// A host name (no port, no brackets) as origins compare it: lower case,
+/// one trailing dot (the DNS root) removed. `None` if it cannot be a host
+/// name at all.
+fn normalize_host(name: &str) -> Option<String> {
+    // No trimming: a name with spaces around it is not this name (fuzz
+    // finding: `e\t` listed as `e` never matched a Host of `e\t`).
+    let n = name.strip_suffix('.').unwrap_or(name);
+    let bad = |c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_');
+    if n.is_empty() || n.len() > MAX_HOST_NAME || n.contains(bad) {
+        return None;
+    }
+    Some(n.to_ascii_lowercase())
+}
+
+/// Longest DNS name (RFC 1035 2.3.4: 255 octets on the wire, 253 as text).
+const MAX_HOST_NAME: usize = 253;
+
+/// Whether the host part of an origin (`[v6]` or a name or IPv4 text) is an
+/// IP literal: a browser only sends one when the page was loaded from that
+/// address, which no DNS answer can change.
+fn is_ip_literal(host: &str) -> bool {
+    match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<core::net::Ipv6Addr>().is_ok(),
+        None => host.parse::<core::net::Ipv4Addr>().is_ok(),
+    }
+}
+
 /// The access rules in force; rebuilt with new tokens on SIGHUP.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Policy {
     /// Origins admitted besides the request's own (`--allow-origin`),
     /// normalized.
     pub allow_origins: Vec<String>,
+    /// Host names the service is reached by (`--allow-host` and the
+    /// machine's own name), normalized: a same-origin upgrade whose host is
+    /// a name must be one of these (or `localhost`).
+    pub known_hosts: Vec<String>,
     /// `None`: no token needed (no `--token-file`).
     pub tokens: Option<TokenSet>,
 }
@@ -173,13 +219,50 @@ impl Policy {
             .collect::<Result<_, _>>()?;
         Ok(Policy {
             allow_origins,
+            known_hosts: Vec::new(),
             tokens,
         })
     }
 
+    /// Adds the names the service is reached by: the `--allow-host` values
+    /// (a bad one is an error naming it) and the machine's own host name
+    /// (left out if it is not a usable name: it is not the user's mistake).
+    pub fn with_hosts(
+        mut self,
+        allow_hosts: &[String],
+        own: Option<&str>,
+    ) -> Result<Policy, String> {
+        for h in allow_hosts {
+            let n = normalize_host(h).ok_or_else(|| {
+                format!("--allow-host: '{h}' is not a host name (letters, digits, '-', '.')")
+            })?;
+            if !self.known_hosts.contains(&n) {
+                self.known_hosts.push(n);
+            }
+        }
+        if let Some(n) = own.and_then(normalize_host) {
+            if !self.known_hosts.contains(&n) {
+                self.known_hosts.push(n);
+            }
+        }
+        Ok(self)
+    }
+
+    /// Whether a page served under `host` (lower case, as
+    /// [`split_host_port`] gives it) may open captures: a name the service
+    /// is known by, never one whose DNS someone else controls.
+    fn known_host(&self, host: &str) -> bool {
+        if is_ip_literal(host) {
+            return true;
+        }
+        let host = host.strip_suffix('.').unwrap_or(host);
+        LOCAL_NAMES.contains(&host) || self.known_hosts.iter().any(|k| k == host)
+    }
+
     /// Whether an upgrade with this `Origin` may proceed. No `Origin` (not
-    /// a browser): yes. Otherwise its host and port must be the request's
-    /// `Host`, or it must be listed.
+    /// a browser): yes. A listed origin: yes. Otherwise its host and port
+    /// must be the request's `Host`, and that host an IP literal,
+    /// `localhost` or a known name (DNS rebinding: see the module docs).
     pub fn origin_ok(&self, origin: Option<&[u8]>, host: Option<&[u8]>) -> bool {
         let Some(origin) = origin else {
             return true;
@@ -205,7 +288,10 @@ impl Policy {
             80
         };
         match split_host_port(host.trim(), default) {
-            Some((h, p)) => origin.split_once("://").map(|(_, a)| a) == Some(&format!("{h}:{p}")),
+            Some((h, p)) => {
+                origin.split_once("://").map(|(_, a)| a) == Some(&format!("{h}:{p}"))
+                    && self.known_host(&h)
+            }
             None => false,
         }
     }
@@ -243,7 +329,8 @@ impl Refusal {
         let (extra, text): (&[(&str, &str)], &str) = match self {
             Refusal::ForeignOrigin => (
                 &[],
-                "websocket upgrades from other origins are refused (see --allow-origin)",
+                "websocket upgrades from other origins, or from pages under names this service \
+                 does not know, are refused (see --allow-origin and --allow-host)",
             ),
             Refusal::NoToken => (
                 &[("WWW-Authenticate", "Bearer realm=\"packetflix\"")],
@@ -417,13 +504,20 @@ mod tests {
         );
     }
 
+    /// A policy that knows the test requests' host name.
+    fn knowing(names: &[&str]) -> Policy {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        Policy::default().with_hosts(&names, None).unwrap()
+    }
+
     #[test]
-    fn same_origin_and_no_origin_pass() {
-        let p = Policy::default();
+    fn same_origin_under_a_known_name_and_no_origin_pass() {
+        let p = knowing(&["h.example"]);
         assert_eq!(verdict(&p, ""), Ok(()));
         assert_eq!(verdict(&p, "Origin: http://H.Example:5001\r\n"), Ok(()));
         assert_eq!(verdict(&p, "Origin: https://h.example:5001/\r\n"), Ok(()));
         // Default ports on both sides.
+        let p = knowing(&["h"]);
         let r = req(
             "GET /capture HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nOrigin: http://h\r\n\r\n",
         );
@@ -436,6 +530,77 @@ mod tests {
         // against Origin `http://a/`).
         assert!(!p.origin_ok(Some(b"http://h"), Some(b"h/")));
         assert!(!p.origin_ok(Some(b"http://a/"), Some(b"a/")));
+    }
+
+    #[test]
+    fn dns_rebinding_a_foreign_name_onto_this_service_is_403() {
+        // After rebinding, Host and Origin agree on the attacker's name.
+        let p = knowing(&["pfx.internal"]);
+        let (o, h) = (b"http://attacker.example:5001", b"attacker.example:5001");
+        assert!(!p.origin_ok(Some(o), Some(h)));
+        assert!(!Policy::default().origin_ok(Some(o), Some(h)));
+        let r = req(
+            "GET /capture HTTP/1.1\r\nHost: attacker.example:5001\r\nUpgrade: websocket\r\n\
+                     Origin: http://attacker.example:5001\r\n\r\n",
+        );
+        let route = crate::proto::front::route(&r, false, String::new);
+        assert_eq!(check(&p, &r, &route), Err(Refusal::ForeignOrigin));
+        // A name that merely ends like a known one is another name.
+        assert!(!p.origin_ok(Some(b"http://xpfx.internal"), Some(b"xpfx.internal")));
+        assert!(!p.origin_ok(
+            Some(b"http://pfx.internal.evil"),
+            Some(b"pfx.internal.evil")
+        ));
+    }
+
+    #[test]
+    fn ip_literals_localhost_and_known_names_are_admitted_as_same_origin() {
+        let p = Policy::default()
+            .with_hosts(&["UI.Example.".to_string()], Some("node-7"))
+            .unwrap();
+        for (o, h) in [
+            ("http://127.0.0.1:5001", "127.0.0.1:5001"),
+            ("http://10.1.2.3:5001", "10.1.2.3:5001"),
+            ("http://[::1]:5001", "[::1]:5001"),
+            ("https://[fe80::1]", "[fe80::1]:443"),
+            ("http://localhost:5001", "localhost:5001"),
+            ("http://LOCALHOST.:5001", "localhost.:5001"),
+            ("http://ui.example:5001", "ui.example:5001"),
+            ("http://ui.example.:5001", "ui.example.:5001"),
+            ("http://node-7:5001", "Node-7:5001"),
+        ] {
+            assert!(
+                p.origin_ok(Some(o.as_bytes()), Some(h.as_bytes())),
+                "{o} / {h}"
+            );
+        }
+        // Not literals: numeric names and partial addresses are DNS names.
+        for (o, h) in [
+            ("http://127.1:5001", "127.1:5001"),
+            ("http://1.2.3.4.nip.io:5001", "1.2.3.4.nip.io:5001"),
+            ("http://localhost.evil:5001", "localhost.evil:5001"),
+        ] {
+            assert!(
+                !p.origin_ok(Some(o.as_bytes()), Some(h.as_bytes())),
+                "{o} / {h}"
+            );
+        }
+        // The own host name is optional and ignored when it is no name.
+        assert_eq!(
+            Policy::default()
+                .with_hosts(&[], Some("bad name"))
+                .unwrap()
+                .known_hosts,
+            Vec::<String>::new()
+        );
+        assert!(Policy::default()
+            .with_hosts(&["a/b".to_string()], None)
+            .unwrap_err()
+            .contains("--allow-host"));
+        // Fuzz finding: a name with white space is no name (not trimmed).
+        assert!(Policy::default()
+            .with_hosts(&["e\t".to_string()], None)
+            .is_err());
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub struct Exchange {
     /// answering).
     answered: bool,
     head_request: bool,
+    /// The request asked for an upgrade (else a 101 is refused: 502).
+    upgrade: bool,
     keep_alive: bool,
     /// Client bytes after this request: the next request, kept for later.
     pending: Vec<u8>,
@@ -108,6 +110,7 @@ impl Exchange {
             tunnel: false,
             answered: false,
             head_request: req.method == "HEAD",
+            upgrade,
             keep_alive: req.keep_alive() && !upgrade,
             pending: leftover[used..].to_vec(),
             interim: 0,
@@ -320,6 +323,7 @@ impl Exchange {
                         &self.head_buf,
                         self.head_request,
                         self.keep_alive,
+                        self.upgrade,
                     )? {
                         None => break None,
                         Some(h) if h.body == Framing::Interim => {

@@ -41,6 +41,76 @@ pub fn header_line(name: &str, value: &[u8]) -> String {
     )
 }
 
+/// Query parameters whose values are credentials: logged as `<redacted>`.
+/// Browser websocket clients cannot set `Authorization`, so some pass a
+/// token in the URL instead; whatever this service does with it, the
+/// request log must not keep it.
+const SECRET_PARAMS: [&str; 4] = ["token", "access_token", "auth", "authorization"];
+
+/// The request line for the request log (`METHOD path?query HTTP/1.x`),
+/// with the value of every credential parameter of the query redacted. Not
+/// yet escaped: the caller escapes the whole line.
+pub fn request_line(r: &crate::proto::http::Request) -> String {
+    let query = r.query.as_deref().map(redact_query);
+    format!(
+        "{} {}{}{} HTTP/1.{}",
+        r.method,
+        r.path,
+        if query.is_some() { "?" } else { "" },
+        query.as_deref().unwrap_or(""),
+        r.minor_version
+    )
+}
+
+/// `query` with the values of [`SECRET_PARAMS`] replaced (names compared
+/// case-insensitively and after percent-decoding, so `%74oken=` is caught
+/// too).
+fn redact_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| {
+            let (name, value) = match pair.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (pair, None),
+            };
+            let decoded = percent_decoded(name);
+            let secret = SECRET_PARAMS
+                .iter()
+                .any(|s| decoded.eq_ignore_ascii_case(s));
+            match value {
+                Some(_) if secret => format!("{name}=<redacted>"),
+                _ => pair.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// A query parameter name with `%XX` and `+` decoded (invalid escapes
+/// kept), for comparing only.
+fn percent_decoded(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match b[i] {
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// (year, month, day, hour, minute, second, millisecond) in UTC.
 fn civil(t: SystemTime) -> (i64, u32, u32, u32, u32, u32, u32) {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -114,6 +184,27 @@ mod tests {
         );
         assert_eq!(header_line("COOKIE", b"sid=1"), "COOKIE: <redacted>");
         assert_eq!(header_line("X-A", b"v\r\nFake: 1"), "X-A: v\\r\\nFake: 1");
+    }
+
+    #[test]
+    fn token_query_values_are_redacted_in_the_request_line() {
+        let r = crate::proto::http::parse_request(
+            b"GET /capture?netns=5&token=s3cret&x=1&%54oken=two&Access_Token=3&tokens=keep HTTP/1.1\r\nHost: h\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        let line = request_line(&r);
+        assert_eq!(
+            line,
+            "GET /capture?netns=5&token=<redacted>&x=1&%54oken=<redacted>&Access_Token=<redacted>&tokens=keep HTTP/1.1"
+        );
+        assert!(!line.contains("s3cret") && !line.contains("two"));
+        let plain = crate::proto::http::parse_request(b"GET /version HTTP/1.0\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(request_line(&plain), "GET /version HTTP/1.0");
+        assert_eq!(redact_query("token"), "token");
+        assert_eq!(redact_query("a=%&token=x%"), "a=%&token=<redacted>");
     }
 
     #[test]

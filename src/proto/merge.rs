@@ -463,6 +463,9 @@ fn on_block(
     }
     let host = Order::host();
     let block_type = order.u32(block, 0);
+    // The same structural checks whatever the byte order: a block passed
+    // on unchanged in the host's order must be as sound as one converted.
+    check_block(order, block_type, block)?;
     if order == host && !matches!(block_type, IDB | EPB | ISB | PB | SPB) {
         // Its layout needs no change.
         out.pass(block, at);
@@ -609,6 +612,101 @@ fn on_block(
     Ok(())
 }
 
+/// Whether a complete block (not an SHB) of `order` holds together: its
+/// fixed part fits, its packet data or records or secrets end inside it,
+/// and its options are well formed. The same for both byte orders, and for
+/// every block type whose layout the spec gives; other types are only
+/// length-checked (done by the caller).
+fn check_block(order: Order, block_type: u32, block: &[u8]) -> Result<(), MergeError> {
+    let len = block.len();
+    let end = len - TRAILER_LEN;
+    // Where the options start, after the fixed part and any data.
+    let opts_at = match block_type {
+        IDB => IDB_OPTIONS_AT,
+        ISB => ISB_OPTIONS_AT,
+        EPB | PB => {
+            let fixed = if block_type == EPB {
+                EPB_DATA_AT
+            } else {
+                PB_DATA_AT
+            };
+            if len < fixed + TRAILER_LEN {
+                return err("packet block shorter than its fixed part");
+            }
+            let captured = order.u32(block, 20) as usize;
+            fixed
+                .checked_add(padded(captured))
+                .filter(|&e| e <= end)
+                .ok_or_else(|| MergeError("packet data overruns its block".into()))?
+        }
+        SPB => {
+            if len < SPB_DATA_AT + TRAILER_LEN {
+                return err("simple packet block shorter than its fixed part");
+            }
+            return Ok(());
+        }
+        NRB => {
+            let mut at = HEADER_LEN;
+            loop {
+                if end < at + OPTION_HEADER_LEN {
+                    return err("name resolution records overrun their block");
+                }
+                let rtype = order.u16(block, at);
+                let rlen = usize::from(order.u16(block, at + 2));
+                at += OPTION_HEADER_LEN + padded(rlen);
+                if at > end {
+                    return err("name resolution record overruns its block");
+                }
+                if rtype == 0 {
+                    break at;
+                }
+            }
+        }
+        DSB => {
+            if len < DSB_DATA_AT + TRAILER_LEN {
+                return err("decryption secrets block shorter than its fixed part");
+            }
+            let secrets = order.u32(block, 12) as usize;
+            DSB_DATA_AT
+                .checked_add(padded(secrets))
+                .filter(|&e| e <= end)
+                .ok_or_else(|| MergeError("secrets overrun their block".into()))?
+        }
+        CB_COPY | CB_NOCOPY => {
+            if len < HEADER_LEN + 4 + TRAILER_LEN {
+                return err("custom block shorter than its enterprise number");
+            }
+            return Ok(());
+        }
+        _ => return Ok(()),
+    };
+    if len < opts_at + TRAILER_LEN {
+        return err("block shorter than its fixed part");
+    }
+    check_options(order, &block[opts_at..end])
+}
+
+/// Whether an options area is well formed: every option's value inside the
+/// area (anything after an end-of-options option is ignored, as readers do).
+fn check_options(order: Order, mut rest: &[u8]) -> Result<(), MergeError> {
+    while !rest.is_empty() {
+        if rest.len() < OPTION_HEADER_LEN {
+            return err("options overrun their block");
+        }
+        let code = order.u16(rest, 0);
+        let vlen = usize::from(order.u16(rest, 2));
+        let end = OPTION_HEADER_LEN + padded(vlen);
+        if end > rest.len() {
+            return err("option overruns its block");
+        }
+        rest = &rest[end..];
+        if code == OPT_ENDOFOPT {
+            break;
+        }
+    }
+    Ok(())
+}
+
 fn map_id(input: &Input, local: u32) -> Result<u32, MergeError> {
     input.ids.get(local as usize).copied().ok_or_else(|| {
         MergeError(format!(
@@ -719,7 +817,16 @@ fn rewrite_idb(name: &str, local: usize, order: Order, body: &[u8]) -> Result<Ve
         Some(n) => full.extend(n.iter().take_while(|&&b| b != 0)),
         None => full.extend_from_slice(local.to_string().as_bytes()),
     }
-    full.truncate(usize::from(u16::MAX));
+    // Names reach the client's screen: control bytes (a target named with
+    // an escape sequence, an interface name with a newline) are written as
+    // visible escapes, as the log writes them.
+    let shown = String::from_utf8_lossy(&full);
+    let shown = crate::proto::logtext::escape_controls(&shown);
+    let mut end = shown.len().min(usize::from(u16::MAX));
+    while !shown.is_char_boundary(end) {
+        end -= 1;
+    }
+    let full = shown.as_bytes()[..end].to_vec();
     let mut out = Vec::with_capacity(body.len() + full.len() + 8);
     host.put_u16(&mut out, order.u16(body, 0));
     host.put_u16(&mut out, order.u16(body, 2));
@@ -1065,6 +1172,93 @@ mod tests {
             .map(|b| h.u32(&b.bytes, 8))
             .collect();
         assert_eq!(epbs, [0, 1]);
+    }
+
+    /// A 40-byte EPB whose captured length (1,000,000) runs past it.
+    fn overrunning_epb(o: Order) -> Vec<u8> {
+        let mut b = epb(o, 0, &[0xAB; 8]);
+        b.truncate(8 + 20);
+        let mut body = b[8..].to_vec();
+        body[12..16].copy_from_slice(&u32b(o, 1_000_000));
+        body.extend_from_slice(&[0xAB; 8]);
+        let block = wrap(o, EPB, &body);
+        assert_eq!(block.len(), 40);
+        block
+    }
+
+    #[test]
+    fn every_block_is_checked_alike_in_both_byte_orders() {
+        let h = Order::host();
+        let f = if h == Order::Big {
+            Order::Little
+        } else {
+            Order::Big
+        };
+        // Each bad block, in each order: the input is given up, nothing of
+        // the block reaches the output, the other input goes on.
+        let bad_isb = |o| {
+            let mut body = u32b(o, 0);
+            body.extend(u32b(o, 0));
+            body.extend(u32b(o, 9));
+            body.extend(u16b(o, 4));
+            body.extend(u16b(o, 200)); // an option longer than the block
+            body.extend([0u8; 8]);
+            wrap(o, ISB, &body)
+        };
+        let bad_nrb = |o| {
+            let mut body = u16b(o, 1);
+            body.extend(u16b(o, 400)); // a record longer than the block
+            body.extend([0u8; 8]);
+            wrap(o, NRB, &body)
+        };
+        let bad_dsb = |o| {
+            let mut body = u32b(o, 0x544c_534b);
+            body.extend(u32b(o, 4096)); // secrets longer than the block
+            body.extend([0u8; 8]);
+            wrap(o, DSB, &body)
+        };
+        let short_cb = |o| wrap(o, CB_COPY, b"");
+        type Maker = fn(Order) -> Vec<u8>;
+        let bad: [(&str, Maker); 5] = [
+            ("packet data overruns", overrunning_epb),
+            ("option overruns", bad_isb),
+            ("record overruns", bad_nrb),
+            ("secrets overrun", bad_dsb),
+            ("enterprise number", short_cb),
+        ];
+        for (why, make) in bad {
+            for o in [h, f] {
+                let mut m = Merger::new(["bad", "good"], String::new());
+                let mut out = Vec::new();
+                let e = m
+                    .feed(0, &stream(o, &[idb(o, 1, None), make(o)]), &mut out)
+                    .unwrap_err();
+                assert!(e.0.contains(why), "{o:?}: {e}");
+                assert_eq!(m.failure(0), Some(&e));
+                m.feed(
+                    1,
+                    &stream(h, &[idb(h, 1, None), epb(h, 0, b"ok")]),
+                    &mut out,
+                )
+                .unwrap();
+                let blocks = walk(&out);
+                let types: Vec<u32> = blocks.iter().map(|b| b.block_type).collect();
+                assert_eq!(types, [SHB, IDB, IDB, EPB], "{why} {o:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn control_bytes_in_merged_interface_names_are_escaped() {
+        let h = Order::host();
+        let mut m = Merger::new(["evil\u{1b}[2J"], String::new());
+        let mut out = Vec::new();
+        m.feed(0, &stream(h, &[idb(h, 1, Some("eth\r\n0"))]), &mut out)
+            .unwrap();
+        let blocks = walk(&out);
+        let name = if_name_of(&blocks[1].bytes);
+        assert_eq!(name, "evil\\u{1b}[2J/eth\\r\\n0");
+        assert!(!name.chars().any(char::is_control), "{name:?}");
     }
 
     #[test]

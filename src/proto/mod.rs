@@ -19,6 +19,7 @@ pub mod proxy;
 pub mod selfexcl;
 pub mod session;
 pub mod target;
+pub mod throttle;
 pub mod ws;
 
 #[cfg(test)]

@@ -53,23 +53,15 @@ pub fn multi_params(
             "the list of targets is longer than {max_json} bytes"
         ));
     }
-    let items: Vec<serde_json::Value> = serde_json::from_str(json)
-        .map_err(|e| format!("the list of targets is not a JSON array of objects: {e}"))?;
+    let items = bounded_array(json, max_targets)?;
     if items.is_empty() {
         return Err("the list of targets is empty".into());
     }
-    if items.len() > max_targets {
-        return Err(format!(
-            "{} targets in one capture; at most {max_targets} are allowed",
-            items.len()
-        ));
-    }
     let mut targets = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        // Each element again as text, so that it meets exactly the rules
-        // (and bound) of a single target's description.
-        let text = serde_json::to_vec(item).map_err(|e| format!("target {}: {e}", i + 1))?;
-        let t = parse_target_limited(&text, limits.max_target_json)
+        // Each element's own text, so that it meets exactly the rules (and
+        // bound) of a single target's description.
+        let t = parse_target_limited(item.get().as_bytes(), limits.max_target_json)
             .map_err(|e| format!("target {}: {e}", i + 1))?;
         targets.push(t);
     }
@@ -92,6 +84,68 @@ pub fn multi_params(
         filter,
         chaste,
     }))
+}
+
+/// The elements of the JSON array `json` as their own text, at most `max`
+/// of them: reading stops at the element after the `max`-th, so an array of
+/// tens of thousands of small objects costs what `max` of them and a scan
+/// to the next one cost, not a value for each (a counting visitor over
+/// borrowed raw elements: nothing is built for an element but a slice).
+fn bounded_array(json: &str, max: usize) -> Result<Vec<&serde_json::value::RawValue>, String> {
+    use serde::de::{DeserializeSeed, Error as _, SeqAccess, Visitor};
+    use serde_json::value::RawValue;
+
+    /// The visitor; `too_many` tells the caller why it stopped.
+    struct Counting<'c> {
+        max: usize,
+        too_many: &'c std::cell::Cell<bool>,
+    }
+
+    impl<'de> Visitor<'de> for Counting<'_> {
+        type Value = Vec<&'de RawValue>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an array of targets")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut items = Vec::with_capacity(self.max.min(DEFAULT_MAX_TARGETS));
+            while let Some(item) = seq.next_element::<&'de RawValue>()? {
+                if items.len() == self.max {
+                    self.too_many.set(true);
+                    return Err(A::Error::custom("too many targets"));
+                }
+                items.push(item);
+            }
+            Ok(items)
+        }
+    }
+
+    impl<'de> DeserializeSeed<'de> for Counting<'_> {
+        type Value = Vec<&'de RawValue>;
+
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+
+    let too_many = std::cell::Cell::new(false);
+    let mut de = serde_json::Deserializer::from_str(json);
+    let read = Counting {
+        max,
+        too_many: &too_many,
+    }
+    .deserialize(&mut de)
+    .and_then(|items| de.end().map(|()| items));
+    match read {
+        Ok(items) => Ok(items),
+        Err(_) if too_many.get() => Err(format!(
+            "more than {max} targets in one capture; at most {max} are allowed"
+        )),
+        Err(e) => Err(format!(
+            "the list of targets is not a JSON array of objects: {e}"
+        )),
+    }
 }
 
 /// The names that prefix each target's interfaces: the target's name, or
@@ -118,31 +172,117 @@ pub fn target_labels(targets: &[Target]) -> Vec<String> {
 }
 
 /// The close reason naming what happened to each target (`label: what`,
-/// joined by `; `), within [`MAX_REASON`] bytes: when everything does not
-/// fit, each entry gets an equal share, cut at a character boundary, so
-/// every target is still named.
+/// joined by `; `), within [`MAX_REASON`] bytes. When that does not fit,
+/// shorter forms are tried, each still naming every target: an unnamed
+/// target by its inode alone (`netns-4026532001` -> `4026532001`), and
+/// targets that ended alike grouped (`ended: a, b, 4026532001`); then each
+/// outcome cut to [`OUTCOME_SHARE`] bytes and each name to an equal share
+/// of the rest (an inode keeps its last digits, where inodes differ); only
+/// when not even that fits are the last targets summed up as `+N more`.
 pub fn outcomes_reason(outcomes: &[(&str, &str)]) -> String {
-    let full: Vec<String> = outcomes
+    let fits = |s: &str| s.len() <= MAX_REASON;
+    let full = outcomes
         .iter()
         .map(|(label, what)| format!("{label}: {what}"))
-        .collect();
-    let joined = full.join("; ");
-    if joined.len() <= MAX_REASON || full.is_empty() {
-        return crate::proto::ws::shape_reason(&joined).to_string();
+        .collect::<Vec<_>>()
+        .join("; ");
+    if fits(&full) || outcomes.is_empty() {
+        return crate::proto::ws::shape_reason(&full).to_string();
     }
-    let sep = "; ".len() * (full.len() - 1);
-    let share = MAX_REASON.saturating_sub(sep) / full.len();
-    let cut: Vec<&str> = full
+    // Outcomes in order of first appearance, each with its targets.
+    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (label, what) in outcomes {
+        let short = short_label(label);
+        match groups.iter_mut().find(|(w, _)| w == what) {
+            Some((_, labels)) => labels.push(short),
+            None => groups.push((what, vec![short])),
+        }
+    }
+    let render = |what_max: usize, label_max: usize| {
+        groups
+            .iter()
+            .map(|(what, labels)| {
+                let labels: Vec<&str> = labels.iter().map(|l| cut_label(l, label_max)).collect();
+                format!("{}: {}", cut_at(what, what_max), labels.join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let grouped = render(usize::MAX, usize::MAX);
+    if fits(&grouped) {
+        return grouped;
+    }
+    // Equal shares: what the outcomes (cut) and separators leave, per name.
+    let outcome_bytes: usize = groups
         .iter()
-        .map(|e| {
-            let mut end = e.len().min(share);
-            while !e.is_char_boundary(end) {
-                end -= 1;
-            }
-            &e[..end]
-        })
-        .collect();
-    crate::proto::ws::shape_reason(&cut.join("; ")).to_string()
+        .map(|(w, _)| cut_at(w, OUTCOME_SHARE).len() + ": ".len())
+        .sum::<usize>()
+        + "; ".len() * (groups.len() - 1)
+        + ", ".len() * (outcomes.len() - groups.len());
+    let share = MAX_REASON.saturating_sub(outcome_bytes) / outcomes.len();
+    if share >= MIN_LABEL_SHARE {
+        let cut = render(OUTCOME_SHARE, share);
+        if fits(&cut) {
+            return cut;
+        }
+    }
+    // Too many targets to name in a close frame: as many as fit, then a count
+    // (the log line has them all).
+    let cut = render(OUTCOME_SHARE, usize::MAX);
+    let mut names = 0;
+    let mut end = 0;
+    for (i, c) in cut.char_indices() {
+        if c == ',' || c == ';' {
+            names += 1;
+        }
+        let rest = outcomes.len().saturating_sub(names);
+        if i + format!(" +{rest} more").len() > MAX_REASON {
+            break;
+        }
+        if c == ',' || c == ';' {
+            end = i;
+        }
+    }
+    let named = cut[..end].matches([',', ';']).count();
+    let more = outcomes.len().saturating_sub(named);
+    format!("{} +{more} more", &cut[..end])
+}
+
+/// Longest outcome text in a shortened reason.
+pub const OUTCOME_SHARE: usize = 24;
+/// Fewest bytes of a name still worth showing: below it the reason counts
+/// the targets it cannot name instead.
+const MIN_LABEL_SHARE: usize = 4;
+
+/// A target's name in a shortened reason: an unnamed target's inode alone.
+fn short_label(label: &str) -> &str {
+    match label.strip_prefix("netns-") {
+        Some(rest) if rest.starts_with(|c: char| c.is_ascii_digit()) => rest,
+        _ => label,
+    }
+}
+
+/// `label` within `max` bytes, its end kept: inodes of one host differ in
+/// their last digits, and names of one topology in their numbers at the end
+/// (`router1`, `router2`) more often than in their beginnings.
+fn cut_label(label: &str, max: usize) -> &str {
+    if label.len() <= max {
+        return label;
+    }
+    let mut start = label.len() - max;
+    while !label.is_char_boundary(start) {
+        start += 1;
+    }
+    &label[start..]
+}
+
+/// `s` cut to at most `max` bytes at a character boundary.
+fn cut_at(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 #[cfg(test)]
@@ -207,8 +347,27 @@ mod tests {
         assert!(c("[{\"netns\":1},").unwrap_err().contains("JSON array"));
         let many = format!("[{}]", vec!["{\"netns\":1}"; 17].join(","));
         assert!(c(&many).unwrap_err().contains("at most 16"));
+        assert!(c("[{\"netns\":1}] x").unwrap_err().contains("JSON array"));
         let e = params("container=%5B%5D&netns=1", &[]).unwrap_err();
         assert!(e.contains("not both"), "{e}");
+    }
+
+    #[test]
+    fn a_long_array_is_refused_after_max_targets_elements_without_reading_on() {
+        // Past the 17th element the text is not even JSON: reading stopped.
+        let mut json = format!("[{}", vec!["{\"netns\":1}"; 17].join(","));
+        json.push_str(", this is never read ]]]");
+        assert!(
+            bounded_array(&json, 16)
+                .unwrap_err()
+                .contains("more than 16 targets"),
+            "{json}"
+        );
+        // Up to the bound the elements come back as their own text.
+        let items = bounded_array(r#"[ {"netns":1} , {"name":"b"} ]"#, 2).unwrap();
+        let texts: Vec<&str> = items.iter().map(|r| r.get()).collect();
+        assert_eq!(texts, [r#"{"netns":1}"#, r#"{"name":"b"}"#]);
+        assert!(bounded_array("{}", 2).unwrap_err().contains("JSON array"));
     }
 
     #[test]
@@ -231,8 +390,49 @@ mod tests {
         let long = "é".repeat(80);
         let r = outcomes_reason(&[("first", &long), ("second", &long), ("third", "ok")]);
         assert!(r.len() <= MAX_REASON, "{}", r.len());
-        for label in ["first:", "second:", "third:"] {
+        for label in ["first", "second", "third"] {
             assert!(r.contains(label), "{r}");
         }
+    }
+
+    #[test]
+    fn sixteen_unnamed_targets_are_each_named_by_their_inode() {
+        let labels: Vec<String> = (0..16).map(|i| format!("netns-40265320{i:02}")).collect();
+        let outcomes: Vec<(&str, &str)> = labels.iter().map(|l| (l.as_str(), "ended")).collect();
+        let r = outcomes_reason(&outcomes);
+        assert!(r.len() <= MAX_REASON, "{} {r}", r.len());
+        assert!(!r.contains("netns; netns"), "{r}");
+        // Every target is told apart by the digits it keeps.
+        for i in 0..16 {
+            assert!(r.contains(&format!("{i:02}")), "{i}: {r}");
+        }
+        assert!(r.starts_with("ended: "), "{r}");
+        // Named targets that ended alike are grouped and named whole.
+        let names: Vec<String> = (1..=16).map(|i| format!("r{i}")).collect();
+        let how = |n: &str| {
+            if n == "r3" {
+                "killed by SIGKILL"
+            } else {
+                "ended"
+            }
+        };
+        let outcomes: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), how(n))).collect();
+        let r = outcomes_reason(&outcomes);
+        assert!(r.len() <= MAX_REASON, "{r}");
+        for n in &names {
+            assert!(r.split([' ', ',', ';']).any(|w| w == n), "{n}: {r}");
+        }
+        assert!(r.contains("killed by SIGKILL: r3"), "{r}");
+        // Longer names keep their ends, where they differ.
+        let names: Vec<String> = (1..=16).map(|i| format!("router{i}")).collect();
+        let outcomes: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "ended")).collect();
+        let r = outcomes_reason(&outcomes);
+        assert!(r.len() <= MAX_REASON, "{r}");
+        assert!(r.contains("er16") && r.contains("ter9"), "{r}");
+        // Far too many to name: as many as fit, then a count, within bounds.
+        let many: Vec<String> = (0..126).map(|i| format!("netns-40265{i:05}")).collect();
+        let outcomes: Vec<(&str, &str)> = many.iter().map(|l| (l.as_str(), "ended")).collect();
+        let r = outcomes_reason(&outcomes);
+        assert!(r.len() <= MAX_REASON && r.ends_with(" more"), "{r}");
     }
 }

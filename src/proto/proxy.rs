@@ -116,13 +116,17 @@ pub struct ResponseHead {
 /// Parses and rewrites a response head. `head_request`: the request was HEAD
 /// (no body whatever the headers say). `keep_alive`: whether the client
 /// connection stays open after this response if the framing allows it.
+/// `upgrade`: the request asked for a protocol upgrade; a `101` to one that
+/// did not is an error (a `502` for the client), never a tunnel: the
+/// client's later bytes would otherwise go to the discovery service raw.
 pub fn response_head(
     buf: &[u8],
     head_request: bool,
     keep_alive: bool,
+    upgrade: bool,
 ) -> Result<Option<ResponseHead>, String> {
     let mut parser = HeadParser::new(Role::Forward, MAX_RESPONSE_HEADERS);
-    next_response_head(&mut parser, buf, head_request, keep_alive)
+    next_response_head(&mut parser, buf, head_request, keep_alive, upgrade)
 }
 
 /// [`response_head`] with a parser that keeps how far it searched `buf`
@@ -132,6 +136,7 @@ pub fn next_response_head(
     buf: &[u8],
     head_request: bool,
     keep_alive: bool,
+    upgrade: bool,
 ) -> Result<Option<ResponseHead>, String> {
     let Some(head) = parser.parse(buf, head_request).map_err(|e| e.to_string())? else {
         return Ok(None);
@@ -141,6 +146,12 @@ pub fn next_response_head(
     // line the client cannot parse (RFC 9110 15: 100 to 999).
     if status < 100 {
         return Err(format!("malformed response head: status {status:03}"));
+    }
+    if status == 101 && !upgrade {
+        return Err(
+            "the discovery service switched protocols for a request that asked for no upgrade"
+                .into(),
+        );
     }
     let pairs = || head.headers.iter().copied();
     let listed = connection_options(pairs());
@@ -248,6 +259,15 @@ mod tests {
     }
 
     #[test]
+    fn a_101_to_a_request_that_asked_for_no_upgrade_is_an_error_not_a_tunnel() {
+        let switch = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+        let e = response_head(switch, false, true, false).unwrap_err();
+        assert!(e.contains("asked for no upgrade"), "{e}");
+        let h = response_head(switch, false, false, true).unwrap().unwrap();
+        assert_eq!(h.body, Framing::Tunnel);
+    }
+
+    #[test]
     fn upgrade_requests_keep_their_upgrade_headers() {
         let r = req("GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
                      Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
@@ -265,17 +285,17 @@ mod tests {
         // Found by the proxy fuzz target: "HTTP/1.1 010 X" was passed on as
         // "HTTP/1.1 10 X", which no client can parse.
         for s in ["HTTP/1.1 010 X\r\n\r\n", "HTTP/1.1 000 X\r\n\r\n"] {
-            let e = response_head(s.as_bytes(), false, true).unwrap_err();
+            let e = response_head(s.as_bytes(), false, true, true).unwrap_err();
             assert!(e.contains("malformed"), "{s}: {e}");
         }
-        let ok = response_head(b"HTTP/1.1 100 Continue\r\n\r\n", false, true);
+        let ok = response_head(b"HTTP/1.1 100 Continue\r\n\r\n", false, true, true);
         assert_eq!(ok.unwrap().unwrap().status, 100);
     }
 
     #[test]
     fn response_framing_is_recognised() {
         let f = |s: &str, head: bool| {
-            response_head(s.as_bytes(), head, true)
+            response_head(s.as_bytes(), head, true, true)
                 .unwrap()
                 .unwrap()
                 .body
@@ -305,11 +325,15 @@ mod tests {
             Framing::None
         );
         assert_eq!(f("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", false), Framing::Tunnel);
+        assert!(response_head(
+            b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+            false,
+            true,
+            true
+        )
+        .is_err());
         assert!(
-            response_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false, true).is_err()
-        );
-        assert!(
-            response_head(b"HTTP/1.1 200 OK\r\nContent-Len", false, true)
+            response_head(b"HTTP/1.1 200 OK\r\nContent-Len", false, true, true)
                 .unwrap()
                 .is_none()
         );
@@ -321,12 +345,13 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: 5\r\nX-A: b\r\n\r\nbody",
             false,
             true,
+            false,
         )
         .unwrap()
         .unwrap();
         let t = String::from_utf8(h.rewritten).unwrap();
         assert_eq!(t, "HTTP/1.1 200 OK\r\nX-A: b\r\nConnection: close\r\n\r\n");
-        let h = response_head(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", false, false)
+        let h = response_head(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", false, false, true)
             .unwrap()
             .unwrap();
         let t = String::from_utf8(h.rewritten).unwrap();
@@ -340,12 +365,12 @@ mod tests {
     fn interim_heads_are_framed_apart_from_the_final_one() {
         let raw = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nab";
         let mut parser = HeadParser::new(Role::Forward, MAX_RESPONSE_HEADERS);
-        let first = next_response_head(&mut parser, raw, true, true)
+        let first = next_response_head(&mut parser, raw, true, true, true)
             .unwrap()
             .unwrap();
         assert_eq!((first.status, first.body), (100, Framing::Interim));
         let rest = &raw[first.head_len..];
-        let last = next_response_head(&mut parser, rest, false, true)
+        let last = next_response_head(&mut parser, rest, false, true, true)
             .unwrap()
             .unwrap();
         assert_eq!((last.status, last.body), (200, Framing::Length(2)));
@@ -354,7 +379,7 @@ mod tests {
 
     #[test]
     fn response_framing_is_decided_for_a_forwarder() {
-        let f = |s: &str| response_head(s.as_bytes(), false, true).map(|h| h.unwrap().body);
+        let f = |s: &str| response_head(s.as_bytes(), false, true, true).map(|h| h.unwrap().body);
         // The next hop decodes what it asked for; only the end matters here.
         assert_eq!(
             f("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),

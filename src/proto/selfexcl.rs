@@ -7,7 +7,13 @@
 //! that excludes exactly this capture's TCP connection, both addresses and
 //! both ports as the service's socket sees them (IPv4-mapped IPv6 addresses
 //! unmapped: a dual-stack socket reports v4 peers that way, but the packets
-//! are IPv4): `(<user filter>) and not (<own connection>)`.
+//! are IPv4): `not (<own connection>) and (<user filter>)`.
+//!
+//! The exclusion comes first because libpcap's `vlan`, `mpls`, `pppoes`
+//! and `geneve` keywords move the offsets of everything after them in the
+//! expression: appended after `not vlan`, the own-connection clause would
+//! read the wrong bytes, match nothing, and the capture would relay its
+//! own packets, each relayed message captured and relayed again.
 //!
 //! This module only builds strings; the session decides when it applies
 //! (`--no-self-exclusion` turns it off). No I/O here.
@@ -36,11 +42,12 @@ pub fn own_connection_filter(local: SocketAddr, peer: SocketAddr) -> String {
     )
 }
 
-/// The filter the capture program gets: the user's (if any) with the own
-/// connection excluded.
+/// The filter the capture program gets: the own connection excluded first,
+/// at offsets no keyword of the user's has moved, then the user's filter
+/// (if any).
 pub fn combined_filter(user: Option<&str>, own: &str) -> String {
     match user {
-        Some(u) => format!("({u}) and not ({own})"),
+        Some(u) => format!("not ({own}) and ({u})"),
         None => format!("not ({own})"),
     }
 }
@@ -81,11 +88,13 @@ mod tests {
     }
 
     #[test]
-    fn the_user_filter_is_kept_in_parentheses() {
+    fn the_exclusion_comes_before_the_user_filter_in_parentheses() {
         assert_eq!(
             combined_filter(Some("icmp or udp"), "X"),
-            "(icmp or udp) and not (X)"
+            "not (X) and (icmp or udp)"
         );
+        // `vlan` moves the offsets of what follows it: nothing of ours may.
+        assert!(combined_filter(Some("not vlan"), "X").ends_with("(not vlan)"));
         assert_eq!(combined_filter(None, "X"), "not (X)");
     }
 }

@@ -296,9 +296,13 @@ pub fn wire_code(code: u16) -> u16 {
     }
 }
 
-/// A complete close frame with a valid code and a reason cut to fit.
+/// A complete close frame with a valid code and a reason cut to fit. Control
+/// characters in the reason (from a capture program's line, a target's
+/// name) are written as visible escapes, as in the log: a client shows the
+/// reason to a person, and raw escape sequences would act on the terminal.
 pub fn close_frame(code: u16, reason: &str) -> Vec<u8> {
-    let reason = shape_reason(reason);
+    let escaped = crate::proto::logtext::escape_controls(reason);
+    let reason = shape_reason(&escaped);
     let mut out = Vec::with_capacity(4 + 2 + reason.len());
     write_header(OpCode::Control(Control::Close), 2 + reason.len(), &mut out);
     out.extend_from_slice(&wire_code(code).to_be_bytes());
@@ -334,6 +338,14 @@ mod tests {
         let mut p = code.to_be_bytes().to_vec();
         p.extend_from_slice(reason.as_bytes());
         p
+    }
+
+    #[test]
+    fn close_reasons_carry_no_control_bytes_to_the_client() {
+        let f = close_frame(1011, "a: \u{1b}]0;owned\u{7}\r\nb: ended");
+        let reason = std::str::from_utf8(&f[4..]).unwrap();
+        assert_eq!(reason, "a: \\u{1b}]0;owned\\u{7}\\r\\nb: ended");
+        assert!(f.len() <= 4 + MAX_REASON);
     }
 
     #[test]

@@ -108,8 +108,9 @@ pub struct Discovery {
 
 impl Discovery {
     /// `host` as given by `--discovery-service` (a name, an IPv4 literal, or
-    /// an IPv6 literal with or without brackets).
-    pub fn new(host: &str, port: u16, timeout: Duration, waker: Waker) -> Discovery {
+    /// an IPv6 literal with or without brackets). `waker` is the loop's one
+    /// waker (mio allows one per poll), shared with the other helpers.
+    pub fn new(host: &str, port: u16, timeout: Duration, waker: Arc<Waker>) -> Discovery {
         let host = host
             .trim_start_matches('[')
             .trim_end_matches(']')
@@ -123,7 +124,7 @@ impl Discovery {
             port,
             literal,
             timeout,
-            waker: Arc::new(waker),
+            waker,
             slots: Arc::default(),
             resolve_jobs: None,
             parse_jobs: None,
@@ -448,7 +449,7 @@ mod tests {
 
     fn discovery(host: &str) -> (mio::Poll, Discovery) {
         let poll = mio::Poll::new().unwrap();
-        let waker = Waker::new(poll.registry(), WAKE).unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE).unwrap());
         (
             poll,
             Discovery::new(host, 5000, Duration::from_secs(5), waker),

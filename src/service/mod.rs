@@ -15,6 +15,7 @@ pub mod netns;
 pub mod nscache;
 pub mod privileges;
 pub mod reactor;
+pub mod reload;
 pub mod security;
 pub mod spawn;
 pub mod tls;

@@ -35,10 +35,14 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// Loads a PEM certificate chain and private key into a server config for
 /// TLS 1.2 and 1.3 with the ring provider. Errors name the file and what is
-/// wrong with it.
+/// wrong with it. Each file must be a regular file of at most
+/// [`crate::service::security::MAX_PEM_FILE`] bytes (see `security`).
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+    use crate::service::security::{read_regular, MAX_PEM_FILE};
+    let cert_pem = read_regular(cert, MAX_PEM_FILE, "certificate")?;
+    let key_pem = read_regular(key, MAX_PEM_FILE, "private key")?;
+    let certs = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("certificate {}: {e}", cert.display()))?;
     if certs.is_empty() {
         return Err(format!(
@@ -46,7 +50,7 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Strin
             cert.display()
         ));
     }
-    let key = PrivateKeyDer::from_pem_file(key)
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|e| format!("private key {}: {e}", key.display()))?;
     let mut provider = rustls::crypto::ring::default_provider();
     // AES-128-GCM first, and the server's order wins: with AES-NI it costs

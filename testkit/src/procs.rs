@@ -57,6 +57,25 @@ pub fn stat(pid: i32) -> Option<ProcStat> {
     })
 }
 
+/// Each thread of `pid`: (thread id, its comm, its nice value, field 19 of
+/// its /proc stat), in no particular order; empty once the process is gone.
+pub fn thread_nices(pid: i32) -> Vec<(i32, String, i64)> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| {
+            let tid: i32 = t.file_name().to_str()?.parse().ok()?;
+            let text = fs::read_to_string(t.path().join("stat")).ok()?;
+            let comm = text[text.find('(')? + 1..text.rfind(')')?].to_string();
+            let rest: Vec<&str> = text[text.rfind(')')? + 1..].split_whitespace().collect();
+            // rest[0] is field 3, so field 19 is rest[16].
+            Some((tid, comm, rest.get(16)?.parse().ok()?))
+        })
+        .collect()
+}
+
 /// True while /proc/PID exists, i.e. the process runs or is an unreaped
 /// zombie.
 pub fn exists(pid: i32) -> bool {

@@ -335,17 +335,7 @@ fn log_line(
     if !env.cfg.log_requests {
         return;
     }
-    let line = match req {
-        Some(r) => format!(
-            "{} {}{}{} HTTP/1.{}",
-            r.method,
-            r.path,
-            if r.query.is_some() { "?" } else { "" },
-            r.query.as_deref().unwrap_or(""),
-            r.minor_version
-        ),
-        None => "-".to_string(),
-    };
+    let line = req.map_or_else(|| "-".to_string(), crate::proto::logtext::request_line);
     info!(
         "[c{id}] {} - - [{}] \"{}\" {} -",
         peer.ip(),

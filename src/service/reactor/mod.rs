@@ -5,8 +5,8 @@
 //! for reaping, SIGTERM/SIGINT for shutdown, SIGHUP for a reload), and it
 //! sleeps in `poll` until the next event or the nearest deadline. What to
 //! do with bytes is the sessions' business; who gets a slot is
-//! [`accept`]'s, how the service ends is [`shutdown`]'s, what a reload
-//! reads is `crate::service::security`'s.
+//! [`accept`]'s, how the service ends is [`shutdown`]'s; no file is read in
+//! the loop: a SIGHUP reload runs on a helper thread (`crate::service::reload`).
 //!
 //! Slab keys are reused, so sessions are removed only at the end of an event
 //! batch: an event still queued for a finished session never reaches a new
@@ -91,6 +91,8 @@ pub struct Reactor {
     settings: Settings,
     shared: Shared,
     front: accept::Front,
+    /// SIGHUP's reload, read on a helper thread (see `reload`).
+    reloader: crate::service::reload::Reloader,
     shutdown_deadline: Option<Instant>,
 }
 
@@ -100,7 +102,13 @@ impl Reactor {
     /// only. Loads tokens and certificate; failing that, it fails.
     pub fn new(cfg: Config, listener: std::net::TcpListener) -> io::Result<Reactor> {
         let poll = Poll::new()?;
-        let waker = mio::Waker::new(poll.registry(), crate::service::lookup::WAKE)?;
+        // mio allows one waker per poll: the discovery helpers and the
+        // reload thread share it.
+        let waker = std::sync::Arc::new(mio::Waker::new(
+            poll.registry(),
+            crate::service::lookup::WAKE,
+        )?);
+        let reloader = crate::service::reload::Reloader::new(cfg.clone(), waker.clone());
         let discovery = Discovery::new(
             &cfg.discovery_service,
             cfg.gw_port,
@@ -151,6 +159,7 @@ impl Reactor {
                 namespaces: Default::default(),
             },
             front,
+            reloader,
             shutdown_deadline: None,
         })
     }
@@ -190,6 +199,9 @@ impl Reactor {
                     crate::service::lookup::WAKE => {
                         let d = self.shared.discovery.on_wake(self.poll.registry(), now);
                         self.deliver(d, now);
+                        if let Some(outcome) = self.reloader.take() {
+                            self.reloaded(outcome);
+                        }
                     }
                     crate::service::lookup::CALL => self.on_discovery_call(now),
                     _ => self.dispatch(tok, None, readable, writable, now),
@@ -396,7 +408,7 @@ impl Reactor {
                 Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
                     Ok(Signal::SIGCHLD) => reap = true,
                     Ok(sig @ (Signal::SIGTERM | Signal::SIGINT)) => self.begin_shutdown(sig, now),
-                    Ok(Signal::SIGHUP) => self.settings.security.reload(&self.settings.cfg),
+                    Ok(Signal::SIGHUP) => self.reload(),
                     _ => {}
                 },
                 Ok(None) => break,
@@ -409,6 +421,28 @@ impl Reactor {
         // SIGCHLDs coalesce: one may stand for several exits, so reap all.
         if reap {
             self.reap(now);
+        }
+    }
+
+    /// SIGHUP: new tokens and certificate for new connections, read on the
+    /// reload thread (the loop serves on meanwhile); running sessions keep
+    /// what they started with.
+    fn reload(&mut self) {
+        if let Err(e) = self.reloader.request() {
+            warn!("SIGHUP: reload failed, keeping the previous tokens and certificate: {e}");
+        }
+    }
+
+    /// The reload thread is done. A failed load changes nothing.
+    fn reloaded(&mut self, outcome: crate::service::reload::Outcome) {
+        match outcome {
+            Ok(s) => {
+                info!("SIGHUP: reloaded: {}", s.describe());
+                self.settings.security = s;
+            }
+            Err(e) => {
+                warn!("SIGHUP: reload failed, keeping the previous tokens and certificate: {e}")
+            }
         }
     }
 

@@ -83,6 +83,12 @@ pub enum Corrupt {
     Seq,
     /// Write one block whose trailing length disagrees with its leading one.
     Len,
+    /// Right after the header blocks, a 40-byte packet block whose captured
+    /// length (1,000,000) runs past its end, in our (little-endian) order.
+    Overrun,
+    /// The same block in the other (big-endian) order: a big-endian section
+    /// (its SHB and IDB) with that block first.
+    OverrunSwapped,
 }
 
 /// Everything the program can be told.
@@ -178,6 +184,8 @@ impl Settings {
             None | Some("") | Some("0") => Corrupt::None,
             Some("1") | Some("seq") => Corrupt::Seq,
             Some("len") => Corrupt::Len,
+            Some("overrun") => Corrupt::Overrun,
+            Some("overrun-swapped") => Corrupt::OverrunSwapped,
             Some(other) => return Err(format!("{}={other:?}: use seq or len", var::CORRUPT)),
         };
         let comment = get(var::COMMENT).filter(|c| !c.is_empty());
@@ -222,6 +230,8 @@ impl Settings {
             Corrupt::None => {}
             Corrupt::Seq => v.push((var::CORRUPT, "seq".into())),
             Corrupt::Len => v.push((var::CORRUPT, "len".into())),
+            Corrupt::Overrun => v.push((var::CORRUPT, "overrun".into())),
+            Corrupt::OverrunSwapped => v.push((var::CORRUPT, "overrun-swapped".into())),
         }
         if let Some(f) = &self.start_fifo {
             v.push((var::START_FIFO, f.display().to_string()));
@@ -336,6 +346,48 @@ pub fn corrupt_epb(epb: &mut [u8], how: Corrupt) {
 pub fn restore_epb_tail(epb: &mut [u8]) {
     let n = epb.len();
     epb[n - 4..].copy_from_slice(&(n as u32).to_le_bytes());
+}
+
+/// Captured length of the overrunning block: far past its 40 bytes.
+pub const OVERRUN_CAPTURED: u32 = 1_000_000;
+
+/// What [`Corrupt::Overrun`] and [`Corrupt::OverrunSwapped`] write after the
+/// header blocks (nothing for the other settings).
+pub fn overrun_blocks(how: Corrupt) -> Vec<u8> {
+    let be = match how {
+        Corrupt::Overrun => false,
+        Corrupt::OverrunSwapped => true,
+        _ => return Vec::new(),
+    };
+    let u16b = |v: u16| if be { v.to_be_bytes() } else { v.to_le_bytes() };
+    let u32b = |v: u32| if be { v.to_be_bytes() } else { v.to_le_bytes() };
+    let mut out = Vec::new();
+    if be {
+        // A new section in the other order: SHB (no options), one IDB.
+        for w in [SHB_TYPE, 28, BYTE_ORDER_MAGIC] {
+            out.extend_from_slice(&u32b(w));
+        }
+        out.extend_from_slice(&u16b(1));
+        out.extend_from_slice(&u16b(0));
+        out.extend_from_slice(&(-1i64).to_be_bytes());
+        out.extend_from_slice(&u32b(28));
+        for w in [IDB_TYPE, 20] {
+            out.extend_from_slice(&u32b(w));
+        }
+        out.extend_from_slice(&u16b(LINKTYPE_ETHERNET));
+        out.extend_from_slice(&u16b(0));
+        for w in [SNAPLEN, 20] {
+            out.extend_from_slice(&u32b(w));
+        }
+    }
+    // EPB: type, length 40, interface 0, timestamp 0, the captured length
+    // that overruns, original length, 8 bytes of data, trailing length.
+    for w in [EPB_TYPE, 40, 0, 0, 0, OVERRUN_CAPTURED, OVERRUN_CAPTURED] {
+        out.extend_from_slice(&u32b(w));
+    }
+    out.extend_from_slice(&[0xAB; 8]);
+    out.extend_from_slice(&u32b(40));
+    out
 }
 
 /// Hands out sequence numbers, skipping one where corruption asks for it,

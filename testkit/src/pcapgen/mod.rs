@@ -16,7 +16,7 @@
 //! | `PFX_GEN_RATE` | 0 | packets per second, each written on its own; 0 = full speed, written in chunks |
 //! | `PFX_GEN_CHUNK` | 65536 | bytes per `write` at full speed |
 //! | `PFX_GEN_START_FIFO` | unset | after the header blocks, open this FIFO for reading before the first packet: the open returns when someone opens it for writing, so many captures can be set up first and then all start at once |
-//! | `PFX_GEN_CORRUPT` | unset | `seq` (or `1`): skip one sequence number; `len`: write one block with a wrong trailing length. Halfway through the count (packet 1000 without a count). Lets tests prove the reader notices |
+//! | `PFX_GEN_CORRUPT` | unset | `seq` (or `1`): skip one sequence number; `len`: write one block with a wrong trailing length. Halfway through the count (packet 1000 without a count). `overrun`: right after the header blocks, a 40-byte packet block whose captured length (1,000,000) runs past it; `overrun-swapped`: the same block in a big-endian section of its own. Lets tests prove the reader notices |
 //! | `PFX_GEN_IDLE_MAX_SECS` | 600 | an idle generator exits after this long even if nobody closed its stdout, so a crashed run leaves nothing behind |
 //! | `PFX_GEN_COMMENT` | unset | an `opt_comment` for the SHB (the service keeps it and adds its own) |
 //!

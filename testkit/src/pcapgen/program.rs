@@ -14,8 +14,8 @@ use std::process::ExitCode;
 use std::time::{Instant, SystemTime};
 
 use super::format::{
-    corrupt_epb, epb_template, header_blocks, patch_epb, phase, restore_epb_tail, Corrupt, Mode,
-    Sequencer, Settings,
+    corrupt_epb, epb_template, header_blocks, overrun_blocks, patch_epb, phase, restore_epb_tail,
+    Corrupt, Mode, Sequencer, Settings,
 };
 
 const NANOS_PER_SEC: u64 = 1_000_000_000;
@@ -207,7 +207,8 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let header = header_blocks(settings.comment.as_deref());
+    let mut header = header_blocks(settings.comment.as_deref());
+    header.extend(overrun_blocks(settings.corrupt));
     let result = out.write_all(&header).and_then(|()| match settings.mode {
         Mode::Idle => {
             run_idle(&out, &settings);
