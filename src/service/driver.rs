@@ -107,6 +107,9 @@ pub struct Io {
     pub conn: Conn,
     targets: Vec<Target>,
     upstream: Option<Box<Upstream>>,
+    /// The client's address while its TLS handshake is under way (counted
+    /// by the loop's handshake gate until it ends).
+    pub handshaking: Option<core::net::IpAddr>,
     /// Captures the loop counts for this session.
     pub counted: usize,
     /// The deadline last put in the loop's heap for this session.
@@ -119,6 +122,7 @@ impl Io {
             conn,
             targets: Vec::new(),
             upstream: None,
+            handshaking: None,
             counted: 0,
             armed: None,
         }
@@ -181,6 +185,8 @@ pub struct Shared {
     pub again: Vec<(Token, u64)>,
     pub discovery: Discovery,
     pub namespaces: Namespaces,
+    /// TLS handshakes in progress and this turn's handshake work.
+    pub handshakes: crate::service::handshake::Gate,
 }
 
 /// What the driver uses of the loop while it handles one session's event.
@@ -314,9 +320,42 @@ impl Out for OsHost<'_> {
     }
 }
 
+impl OsHost<'_> {
+    /// One read of a client still in its TLS handshake, within the loop's
+    /// handshake budget for this turn (else it waits for the next turn).
+    fn read_handshaking(&mut self, buf: &mut [u8]) -> Read {
+        let Some(peer) = self.io.handshaking else {
+            return Read::WouldBlock;
+        };
+        if !self.shared.handshakes.may_work() {
+            self.resume(Source::Client);
+            return Read::WouldBlock;
+        }
+        let started = Instant::now();
+        let read = loop {
+            match self.io.conn.sock.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r,
+            }
+        };
+        self.shared.handshakes.worked(started);
+        if !self.io.conn.sock.handshaking() {
+            self.shared.handshakes.done(peer);
+            self.io.handshaking = None;
+        }
+        match read {
+            Ok(0) => Read::End,
+            Ok(n) => Read::Data(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Read::WouldBlock,
+            Err(e) => Read::Failed(e),
+        }
+    }
+}
+
 impl Host for OsHost<'_> {
     fn read(&mut self, src: Source, buf: &mut [u8]) -> Read {
         match src {
+            Source::Client if self.io.handshaking.is_some() => self.read_handshaking(buf),
             Source::Client => loop {
                 return match self.io.conn.sock.read(buf) {
                     Ok(0) => Read::End,

@@ -116,6 +116,14 @@ impl Transport {
         }
     }
 
+    /// Whether a TLS handshake is still under way.
+    pub fn handshaking(&self) -> bool {
+        match self {
+            Transport::Plain(_) => false,
+            Transport::Tls(t) => t.tls.is_handshaking(),
+        }
+    }
+
     /// Output accepted but not yet in the kernel (TLS ciphertext).
     pub fn buffered(&self) -> usize {
         match self {

@@ -38,17 +38,29 @@ fn openssl(dir: &Path, args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// Makes a CA and a server certificate chain in `dir` (which must exist).
+/// Makes a CA and a server certificate chain in `dir` (which must exist),
+/// with ECDSA P-256 keys.
 pub fn make(dir: &Path) -> Result<PkiFiles, String> {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
+    make_with(
+        dir,
+        &[
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ],
+    )
+}
+
+/// The same with an RSA-2048 server key (the expensive handshake).
+pub fn make_rsa(dir: &Path) -> Result<PkiFiles, String> {
+    make_with(dir, &["-newkey", "rsa:2048", "-nodes"])
+}
+
+fn make_with(dir: &Path, ec: &[&str]) -> Result<PkiFiles, String> {
     let mut ca = vec!["req", "-x509"];
-    ca.extend_from_slice(&ec);
+    ca.extend_from_slice(ec);
     ca.extend_from_slice(&[
         "-keyout",
         "ca.key",
@@ -65,7 +77,7 @@ pub fn make(dir: &Path) -> Result<PkiFiles, String> {
     ]);
     openssl(dir, &ca)?;
     let mut csr = vec!["req"];
-    csr.extend_from_slice(&ec);
+    csr.extend_from_slice(ec);
     csr.extend_from_slice(&[
         "-keyout",
         "key.pem",

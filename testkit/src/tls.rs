@@ -39,6 +39,18 @@ impl Pki {
         }
     }
 
+    /// The same with an RSA-2048 server key.
+    pub fn rsa() -> Pki {
+        let dir = ScratchDir::new("pki-rsa");
+        let files = super::pki::make_rsa(&dir.0).unwrap_or_else(|e| panic!("{e}"));
+        Pki {
+            ca: files.ca,
+            cert: files.cert,
+            key: files.key,
+            dir,
+        }
+    }
+
     pub fn ca_str(&self) -> &str {
         self.ca.to_str().expect("UTF-8 path")
     }

@@ -158,34 +158,49 @@ impl Reactor {
                 }
                 continue;
             }
+            let tls = self.settings.security.tls.is_some();
+            if tls && !self.shared.handshakes.admit(peer.ip()) {
+                // Closed before any handshake work (see `handshake`).
+                debug!(
+                    "refusing TLS connection from {peer}: {} connections are in their handshake",
+                    self.shared.handshakes.in_handshake()
+                );
+                continue;
+            }
             tune_client_socket(&sock);
             let entry = self.sessions.vacant_entry();
             let key = entry.key();
             let id = self.front.next_id;
             self.front.next_id += 1;
-            if let Err(e) = self.poll.registry().register(
+            let registered = self.poll.registry().register(
                 &mut sock,
                 Tok::new(key, Source::Client).token(),
                 Interest::READABLE | Interest::WRITABLE,
-            ) {
-                warn!("[c{id}] cannot watch connection from {peer}: {e}");
-                continue;
-            }
-            let transport = match &self.settings.security.tls {
-                None => crate::service::tls::Transport::Plain(sock),
-                Some(config) => match crate::service::tls::Transport::tls(sock, config.clone()) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        warn!("[c{id}] cannot start TLS with {peer}: {e}");
-                        continue;
+            );
+            let transport = registered
+                .map_err(|e| format!("cannot watch connection from {peer}: {e}"))
+                .and_then(|()| match &self.settings.security.tls {
+                    None => Ok(crate::service::tls::Transport::Plain(sock)),
+                    Some(config) => crate::service::tls::Transport::tls(sock, config.clone())
+                        .map_err(|e| format!("cannot start TLS with {peer}: {e}")),
+                });
+            let transport = match transport {
+                Ok(t) => t,
+                Err(why) => {
+                    warn!("[c{id}] {why}");
+                    if tls {
+                        self.shared.handshakes.done(peer.ip());
                     }
-                },
+                    continue;
+                }
             };
             debug!("[c{id}] connection from {peer}");
             let local = transport.local_addr().unwrap_or(peer);
+            let mut io = Io::new(Conn::over(transport));
+            io.handshaking = tls.then_some(peer.ip());
             entry.insert(Entry {
                 session: Session::new(id, peer, local, now),
-                io: Io::new(Conn::over(transport)),
+                io,
             });
             self.settle(key, false);
             metrics::CONNECTIONS_OPEN.inc();

@@ -157,6 +157,7 @@ impl Reactor {
                 again: Vec::new(),
                 discovery,
                 namespaces: Default::default(),
+                handshakes: Default::default(),
             },
             front,
             reloader,
@@ -187,6 +188,7 @@ impl Reactor {
                 return Err(e);
             }
             let now = Instant::now();
+            self.shared.handshakes.new_turn();
             ready.clear();
             ready.extend(events.iter().map(|e| {
                 let readable = e.is_readable() || e.is_read_closed() || e.is_error();
@@ -392,6 +394,9 @@ impl Reactor {
         for key in std::mem::take(&mut self.touched) {
             if self.sessions.get(key).is_some_and(|e| e.session.finished()) {
                 let mut e = self.sessions.remove(key);
+                if let Some(peer) = e.io.handshaking {
+                    self.shared.handshakes.done(peer);
+                }
                 metrics::CONNECTIONS_OPEN.dec();
                 self.captures -= e.io.counted;
                 metrics::CAPTURES_RUNNING.set(self.captures as i64);
