@@ -11,13 +11,11 @@ use std::time::Duration;
 
 use lexopt::prelude::*;
 
+use super::extcap::{self, EXTCAP_INTERFACE};
 use super::url::{self, CaptureParams, ServiceUrl, Target, Url};
 
 /// Where the client looks for a service when no URL is given.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:5001";
-/// The extcap interface name Wireshark lists; also what the original
-/// ClusterShark plugin called its packetflix interface.
-pub const EXTCAP_INTERFACE: &str = "packetflix";
 /// Packets the demo shows before it stops.
 const DEMO_PACKETS: u64 = 8;
 /// The demo's upper bound on time, in case its traffic does not arrive.
@@ -356,8 +354,8 @@ fn extcap(raw: Raw) -> Result<Command, String> {
     }
     if raw.extcap_config {
         if let Some(option) = raw.reload_option.clone() {
-            let chosen = if option == super::extcap::NIF_OPTION {
-                super::extcap::chosen_targets(
+            let chosen = if option == extcap::NIF_OPTION {
+                extcap::chosen_targets(
                     raw.targets.as_deref(),
                     raw.target.as_deref(),
                     raw.prefix.as_deref(),
@@ -417,7 +415,7 @@ fn capture(raw: &Raw, output: Output) -> Result<CaptureArgs, String> {
     } else if let Some(t) = &raw.target {
         target_from_text(t, &prefix)?
     } else if let Some(list) = &raw.targets {
-        Wanted::Given(Target::Container(super::extcap::decode_targets(list)?))
+        Wanted::Given(Target::Container(extcap::decode_targets(list)?))
     } else if let Some(t) = params.target.take() {
         Wanted::Given(t)
     } else {
@@ -758,5 +756,51 @@ mod tests {
             "packetflix"
         ])
         .is_err());
+    }
+
+    /// Every option `--extcap-config` declares comes back from Wireshark as
+    /// `--call value`: the parser must take each of them.
+    #[test]
+    fn every_extcap_config_call_is_an_option_the_parser_knows() {
+        let config = extcap::config();
+        let calls: Vec<&str> = config
+            .lines()
+            .filter(|l| l.starts_with("arg "))
+            .filter_map(|l| l.split("{call=").nth(1)?.split('}').next())
+            .collect();
+        assert!(calls.len() >= 10, "{calls:?}");
+        let hex_target: String = br#"{"netns":1}"#.iter().map(|b| format!("{b:02x}")).collect();
+        let mut args: Vec<String> = [
+            "--capture",
+            "--extcap-interface",
+            "packetflix",
+            "--fifo",
+            "f",
+        ]
+        .map(String::from)
+        .to_vec();
+        for call in &calls {
+            args.push(call.to_string());
+            let boolflag = config
+                .lines()
+                .any(|l| l.contains(&format!("{{call={call}}}")) && l.contains("{type=boolflag}"));
+            if !boolflag {
+                args.push(match *call {
+                    "--url" => "http://h:1".into(),
+                    "--target" => "1".into(),
+                    "--targets" => hex_target.clone(),
+                    _ => "x".into(),
+                });
+            }
+        }
+        // --target and --targets both name targets: one at a time.
+        assert!(parse(args.clone()).is_err());
+        let at = args.iter().position(|a| a == "--target").unwrap();
+        args.drain(at..at + 2);
+        assert_eq!(
+            parse(args.clone()).map(|c| matches!(c, Command::Extcap(Extcap::Capture(_)))),
+            Ok(true),
+            "{args:?}"
+        );
     }
 }
