@@ -874,6 +874,50 @@ fn extcap_capture_stops_cleanly_when_wireshark_closes_the_fifo() {
     );
 }
 
+/// Wireshark may stop a capture before it has opened the reading end of the
+/// fifo (a start cancelled at once). The extcap is then blocked in open(2) on
+/// the fifo: only a signal handler installed without SA_RESTART makes that
+/// open return (EINTR) so the stop is seen; with SA_RESTART the kernel
+/// restarts the open and the plugin waits forever.
+#[test]
+fn extcap_waiting_for_wiresharks_fifo_stops_on_sigterm() {
+    let dir = ScratchDir::new("client");
+    let fifo = dir.join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let guard = spawn(
+        CLIENT,
+        &[
+            "--capture",
+            "--extcap-interface",
+            "packetflix",
+            "--fifo",
+            fifo.to_str().unwrap(),
+            "--url",
+            "http://127.0.0.1:9",
+            "--target",
+            "4026531840",
+        ],
+        &[],
+    );
+    let pid = nix::unistd::Pid::from_raw(guard.0.as_ref().unwrap().id() as i32);
+    // Until the handlers are installed a SIGTERM would simply kill it; the
+    // open of the fifo comes after them, so wait until it sleeps there
+    // (the kernel's fifo open waits in wait_for_partner).
+    assert!(
+        common::wait_for(STEP_LIMIT, || {
+            std::fs::read_to_string(format!("/proc/{pid}/wchan"))
+                .is_ok_and(|w| w.contains("wait_for_partner"))
+        }),
+        "the plugin blocks opening the fifo"
+    );
+    let sent = Instant::now();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let run = finish(guard, Duration::from_secs(10));
+    println!("stopped {:?} after SIGTERM", sent.elapsed());
+    assert!(run.status.success(), "{:?} {}", run.status, run.stderr);
+    assert!(run.stderr.is_empty(), "{}", run.stderr);
+}
+
 /// The personal extcap folder of a Wireshark whose configuration lives in
 /// `dir`, with our binary installed the documented way (a symlink).
 /// Wireshark 4.0 ignores WIRESHARK_EXTCAP_DIR when run as root (it counts as
