@@ -1550,3 +1550,106 @@ fn tshark_captures_an_interface_picked_in_the_reloaded_interface_selector() {
         "the service stopped and reaped every dumpcap"
     );
 }
+
+// ================================================================ progress line
+
+/// The frames a live line wrote between carriage returns, without blanks.
+fn frames(terminal: &str) -> Vec<String> {
+    terminal
+        .split(['\r', '\n'])
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The seconds a progress frame shows (`…, 1.2 s` or `…, 1.2 s, 3 dropped`).
+fn frame_seconds(frame: &str) -> Option<f64> {
+    let (_, tail) = frame.rsplit_once(", ")?;
+    let tail = if tail.ends_with(" dropped") {
+        frame.rsplit(", ").nth(1)?
+    } else {
+        tail
+    };
+    tail.strip_suffix(" s")?.parse().ok()
+}
+
+#[test]
+fn real_service_progress_line_is_live_on_a_terminal_and_absent_when_stderr_is_a_file() {
+    let dir = ScratchDir::new("client");
+    let service = Service::start(&[]);
+    let pair = VethPair::new();
+    let _ping = pings(&pair);
+    let file = dir.join("live.pcapng");
+    let seconds = 2.0;
+    let args = format!(
+        "{CLIENT} {} --netns {} --nif {} -a duration:{seconds} -w {}",
+        service_url(&service),
+        pair.b.inode(),
+        pair.b_if,
+        file.display()
+    );
+    // script(1) gives the client a pseudo-terminal as stdin, stdout and
+    // stderr, and copies what it writes there to its own stdout.
+    let run = finish(
+        spawn("script", &["-q", "-f", "-e", "-c", &args, "/dev/null"], &[]),
+        STEP_LIMIT,
+    );
+    let terminal = String::from_utf8_lossy(&run.stdout).to_string();
+    assert!(run.status.success(), "{terminal}");
+    let frames = frames(&terminal);
+    let (summary, live) = frames.split_last().expect("output on the terminal");
+    assert!(
+        summary.contains("written to") && summary.ends_with("; duration reached"),
+        "the summary replaces the line last: {terminal:?}"
+    );
+    let times: Vec<f64> = live
+        .iter()
+        .map(|f| {
+            assert!(
+                f.starts_with("packetflix-capture: ") && f.contains(" packet"),
+                "{f:?}"
+            );
+            frame_seconds(f).unwrap_or_else(|| panic!("no time in {f:?}"))
+        })
+        .collect();
+    println!("{} live frames over {seconds} s: {times:?}", times.len());
+    assert!(
+        times.len() >= 3,
+        "updated a few times a second: {terminal:?}"
+    );
+    assert!(
+        times.len() as f64 <= seconds / 0.25 + 2.0,
+        "no more often than every 250 ms: {terminal:?}"
+    );
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+    assert!(
+        live.last().is_some_and(|f| !f.contains(" 0 packets")),
+        "the count moves: {live:?}"
+    );
+
+    // The same capture with stderr a file: only the summary, no carriage
+    // return, no live line.
+    let errors = dir.join("stderr.txt");
+    let status = Command::new(CLIENT)
+        .args([
+            &service_url(&service),
+            "--netns",
+            &pair.b.inode().to_string(),
+            "--nif",
+            &pair.b_if,
+            "-a",
+            "duration:1",
+            "-w",
+            file.to_str().unwrap(),
+        ])
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(&errors).unwrap())
+        .status()
+        .unwrap();
+    let text = std::fs::read_to_string(&errors).unwrap();
+    assert!(status.success(), "{text}");
+    assert!(!text.contains('\r'), "{text:?}");
+    assert_eq!(text.lines().count(), 1, "{text:?}");
+    assert!(text.ends_with("; duration reached\n"), "{text:?}");
+}

@@ -16,6 +16,7 @@ pub mod demo;
 pub mod extcap;
 pub mod http;
 pub mod output;
+pub mod progress;
 pub mod session;
 pub mod signals;
 pub mod targets;
@@ -157,18 +158,54 @@ fn cli_capture(mut args: CaptureArgs) -> Result<(), Failure> {
         count: args.count,
         duration: args.duration,
     };
-    let summary = session::capture(&args.service, &args.params, limits, &mut sink, stop);
+    // A live line for a person watching a capture into a file; nothing
+    // extra when stderr goes to a file or a pipe.
+    let mut progress = match &args.output {
+        Output::File(_) if std::io::stderr().is_terminal() => {
+            Some(progress::Progress::new(sink.name()))
+        }
+        _ => None,
+    };
+    let mut observe = |tally| {
+        if let Some(text) = progress
+            .as_mut()
+            .and_then(|p| p.update(tally, std::time::Instant::now()))
+        {
+            eprint!("{text}");
+        }
+    };
+    let summary = session::capture(
+        &args.service,
+        &args.params,
+        limits,
+        &mut sink,
+        stop,
+        &mut observe,
+    );
     if let (Err(_), Output::File(path)) = (&summary, &args.output) {
         // A refused or failed capture leaves no empty file behind.
         if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
             let _ = std::fs::remove_file(path);
         }
     }
-    let summary = summary?;
-    eprintln!(
+    let summary = match summary {
+        Ok(summary) => summary,
+        Err(e) => {
+            // The error takes the live line's place, not its tail.
+            if let Some(p) = progress.as_mut() {
+                eprint!("{}", p.clear());
+            }
+            return Err(e.into());
+        }
+    };
+    let text = format!(
         "packetflix-capture: {}",
         describe_summary(&summary, sink.name())
     );
+    match progress.as_mut() {
+        Some(p) => eprint!("{}", p.finish(&text)),
+        None => eprintln!("{text}"),
+    }
     Ok(())
 }
 
@@ -193,7 +230,14 @@ fn extcap_capture(mut args: CaptureArgs) -> Result<(), Failure> {
         count: args.count,
         duration: args.duration,
     };
-    session::capture(&args.service, &args.params, limits, &mut sink, stop)?;
+    session::capture(
+        &args.service,
+        &args.params,
+        limits,
+        &mut sink,
+        stop,
+        &mut |_| {},
+    )?;
     Ok(())
 }
 
@@ -266,8 +310,12 @@ fn describe_summary(summary: &Summary, sink: &str) -> String {
         }
         Ending::ServiceEnded { reason } => format!("the service ended the capture: {reason}"),
     };
+    let drops = match summary.drops {
+        0 => String::new(),
+        n => format!(", {n} dropped"),
+    };
     format!(
-        "{} packet{} ({} bytes) written to {sink}; {why}",
+        "{} packet{} ({} bytes) written to {sink}{drops}; {why}",
         summary.packets,
         if summary.packets == 1 { "" } else { "s" },
         summary.bytes
