@@ -52,7 +52,7 @@ pub fn dlts() -> String {
 /// `--capture` as `--call value` (a `boolflag` as the bare `--call`). In
 /// tshark they are set as `-o extcap.packetflix.<call>:<value>`.
 pub fn config() -> String {
-    let args: [&str; 11] = [
+    let args: [&str; 12] = [
         "{call=--url}{display=Service URL}{type=string}{required=true}{default=http://127.0.0.1:5001}\
          {tooltip=http(s)://HOST:PORT of the Packetflix service, or a packetflix:// URL from the discovery UI}{group=Target}",
         "{call=--target}{display=Target}{type=string}\
@@ -75,6 +75,11 @@ pub fn config() -> String {
         "{call=--insecure}{display=Do not verify the certificate}{type=boolflag}{default=false}{group=Security}",
         "{call=--ca}{display=CA certificate}{type=fileselect}{mustexist=true}\
          {tooltip=PEM file of the CA that signed the service's certificate; empty: the system's CAs}{group=Security}",
+        // Wireshark neither saves a password field nor passes one set with
+        // -o, so a link opened from the discovery UI could never send the
+        // token; a file's path is a saved preference like any other.
+        "{call=--token-file}{display=Token file}{type=fileselect}{mustexist=true}\
+         {tooltip=file whose first token line is sent as Authorization: Bearer (saved with the preferences, unlike the token field)}{group=Security}",
     ];
     let mut out: String = args
         .iter()
@@ -285,7 +290,8 @@ mod tests {
                 "--targets",
                 "--token",
                 "--insecure",
-                "--ca"
+                "--ca",
+                "--token-file"
             ]
         );
         for (i, (kind, f)) in s.iter().filter(|(k, _)| k == "arg").enumerate() {
