@@ -12,6 +12,7 @@ use std::time::Duration;
 use lexopt::prelude::*;
 
 use super::extcap::{self, EXTCAP_INTERFACE};
+use super::install::Scope;
 use super::url::{self, CaptureParams, ServiceUrl, Target, Url};
 
 /// Where the client looks for a service when no URL is given.
@@ -26,6 +27,8 @@ Usage:
   packetflix-capture [capture] [URL] TARGET [OPTIONS] -w FILE|-
   packetflix-capture targets [URL] [--discovery URL] [--json]
   packetflix-capture demo [URL] [-c N] [-a duration:SECONDS]
+  packetflix-capture install [--system] | uninstall [--system]
+  packetflix-capture open 'packetflix:ws://HOST:PORT/capture?…'
   packetflix-capture --extcap-interfaces | --extcap-dlts | --extcap-config | --capture …
 
 URL is the Packetflix service: http://HOST:PORT, ws://HOST:PORT, HOST[:PORT]
@@ -57,6 +60,12 @@ Options:
       --ca FILE           trust this CA (PEM) for https/wss instead of the system's
       --insecure          do not verify the service's certificate (warns)
   -h, --help              this help;  -V, --version  the version
+
+install puts this program into Wireshark's personal extcap folder (as
+tshark -G folders reports it) and makes it the desktop's handler of
+packetflix: links, which open in Wireshark capturing through it; --system
+does so for every user (as root). uninstall removes exactly what install
+made. open LINK is what the handler runs.
 
 Stops on the count, the duration, Ctrl-C or SIGTERM, and ends cleanly (exit 0).
 Exit status: 0 done, 1 the capture failed, 2 bad usage.";
@@ -132,6 +141,12 @@ pub enum Command {
     Targets(TargetsArgs),
     Demo(DemoArgs),
     Extcap(Extcap),
+    /// `install [--system]`.
+    Install(Scope),
+    /// `uninstall [--system]`.
+    Uninstall(Scope),
+    /// `open LINK`: the desktop entry's command.
+    Open(String),
 }
 
 #[derive(Default)]
@@ -155,6 +170,8 @@ struct Raw {
     duration: Option<Duration>,
     discovery: Option<String>,
     json: bool,
+    /// `--system` for install and uninstall.
+    system: bool,
     /// Capture-only options seen, to refuse them where they mean nothing.
     capture_only: Vec<&'static str>,
     extcap_seen: bool,
@@ -234,6 +251,7 @@ where
             }
             Long("discovery") => raw.discovery = nonempty(string(&mut p)?),
             Long("json") => raw.json = true,
+            Long("system") => raw.system = true,
             Long("token") => raw.access.token = nonempty(string(&mut p)?),
             Long("token-file") => {
                 raw.access.token_file = nonempty(string(&mut p)?).map(PathBuf::from)
@@ -265,7 +283,8 @@ where
                 // precede it.
                 if raw.subcommand.is_none()
                     && !raw.url_positional
-                    && ["capture", "targets", "demo"].contains(&v.as_str())
+                    && ["capture", "targets", "demo", "install", "uninstall", "open"]
+                        .contains(&v.as_str())
                 {
                     raw.subcommand = Some(v);
                 } else if !raw.url_positional {
@@ -287,7 +306,39 @@ where
     if raw.extcap_seen {
         return extcap(raw);
     }
+    let sub = raw.subcommand.as_deref().unwrap_or("capture");
+    if raw.system && !["install", "uninstall"].contains(&sub) {
+        return Err("--system only applies to install and uninstall".into());
+    }
+    if ["install", "uninstall", "open"].contains(&sub) {
+        refuse_capture_options(&raw, sub)?;
+        if raw.json || raw.discovery.is_some() || raw.access != Default::default() {
+            return Err(format!(
+                "{sub} takes no --json, --discovery or access options (the link handler \
+                 takes them from Wireshark's saved preferences)"
+            ));
+        }
+    }
+    let scope = if raw.system {
+        Scope::System
+    } else {
+        Scope::User
+    };
     match raw.subcommand.as_deref() {
+        Some("install") | Some("uninstall") => {
+            if let Some(url) = &raw.url {
+                return Err(format!("unexpected argument {url:?} to {sub}"));
+            }
+            Ok(if sub == "install" {
+                Command::Install(scope)
+            } else {
+                Command::Uninstall(scope)
+            })
+        }
+        Some("open") => match raw.url {
+            Some(link) if raw.url_positional => Ok(Command::Open(link)),
+            _ => Err("open needs the link: packetflix-capture open 'packetflix:…'".into()),
+        },
         Some("targets") => {
             refuse_capture_options(&raw, "targets")?;
             Ok(Command::Targets(TargetsArgs {
@@ -802,5 +853,31 @@ mod tests {
             Ok(true),
             "{args:?}"
         );
+    }
+
+    #[test]
+    fn install_uninstall_and_open_take_their_own_arguments_only() {
+        assert_eq!(cmd(&["install"]), Ok(Command::Install(Scope::User)));
+        assert_eq!(
+            cmd(&["install", "--system"]),
+            Ok(Command::Install(Scope::System))
+        );
+        assert_eq!(
+            cmd(&["uninstall", "--system"]),
+            Ok(Command::Uninstall(Scope::System))
+        );
+        let link = "packetflix:ws://h:5001/capture?netns=1&nif=eth0/lo";
+        assert_eq!(cmd(&["open", link]), Ok(Command::Open(link.into())));
+        for bad in [
+            &["install", "http://h:1"][..],
+            &["install", "--netns", "1"],
+            &["uninstall", "--token", "t"],
+            &["open"],
+            &["open", "--url", link],
+            &["--netns", "1", "--system"],
+            &["targets", "--system"],
+        ] {
+            assert!(cmd(bad).is_err(), "{bad:?}");
+        }
     }
 }

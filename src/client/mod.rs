@@ -4,8 +4,9 @@
 //! It captures from the command line into a pcapng file or stdout, lists the
 //! targets the discovery service knows, runs a self-contained demo, and acts
 //! as a Wireshark extcap plugin writing into Wireshark's fifo. The protocol
-//! pieces ([`cli`], [`url`], [`blocks`], [`targets`], [`extcap`], [`decode`])
-//! do no I/O; [`session`], [`http`], [`output`] and [`demo`] do blocking I/O
+//! pieces ([`cli`], [`url`], [`blocks`], [`targets`], [`extcap`], [`decode`],
+//! [`desktop`], [`progress`]) do no I/O; [`session`], [`http`], [`output`],
+//! [`demo`] and [`install`] do blocking I/O
 //! with short timeouts, which is right for a one-shot client process. None of
 //! this may ever be called from the service's reactor.
 
@@ -13,8 +14,10 @@ pub mod blocks;
 pub mod cli;
 pub mod decode;
 pub mod demo;
+pub mod desktop;
 pub mod extcap;
 pub mod http;
+pub mod install;
 pub mod output;
 pub mod progress;
 pub mod session;
@@ -124,6 +127,9 @@ fn run(command: Command) -> Result<(), Failure> {
             install_signals(false)?;
             demo::run(&args, &signals::STOP)?;
         }
+        Command::Install(scope) => install::install(scope)?,
+        Command::Uninstall(scope) => install::uninstall(scope)?,
+        Command::Open(link) => install::open(&link)?,
     }
     Ok(())
 }
