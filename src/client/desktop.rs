@@ -405,6 +405,17 @@ mod tests {
         assert_eq!(read_record("[Desktop Entry]\nName=x\n"), None, "not ours");
     }
 
+    /// The Debian package ships the same entry `install --system` would
+    /// write for /usr/bin (without a record: dpkg keeps that).
+    #[test]
+    fn the_packaged_entry_is_the_one_install_writes() {
+        let shipped = include_str!("../../deploy/debian/packetflix-capture.desktop");
+        assert_eq!(
+            shipped,
+            entry(Path::new("/usr/bin/packetflix-capture"), &Record::default()).unwrap()
+        );
+    }
+
     #[test]
     fn odd_program_paths_are_quoted_and_unrecordable_ones_refused() {
         let text = entry(Path::new("/home/a b/$x/pc"), &Record::default()).unwrap();
