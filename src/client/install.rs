@@ -183,13 +183,12 @@ pub fn install(scope: Scope) -> Result<(), String> {
     if let Some(parent) = p.mimeapps.parent() {
         make_dirs(parent, &mut record)?;
     }
-    let previous = match scope {
-        Scope::User => run("xdg-mime", &["query", "default", SCHEME_MIME]).unwrap_or_default(),
-        Scope::System => std::fs::read_to_string(&p.mimeapps)
-            .ok()
-            .and_then(|t| desktop::default_in(&t, SCHEME_MIME))
-            .unwrap_or_default(),
-    };
+    // The handler the file we change names (xdg-mime's query leaves out
+    // one whose entry is missing, but uninstall must put back the line).
+    let previous = std::fs::read_to_string(&p.mimeapps)
+        .ok()
+        .and_then(|t| desktop::default_in(&t, SCHEME_MIME))
+        .unwrap_or_default();
     if !previous.is_empty() && previous != DESKTOP_FILE && record.previous_default.is_none() {
         record.previous_default = Some(previous.clone());
     }
