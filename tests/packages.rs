@@ -89,10 +89,20 @@ fn both_packages_install_with_apt_capture_from_a_container_and_leave_nothing_whe
     let dir = ScratchDir::new("debs");
     let service_deb = cargo_deb(&["-p", "packetflix"], dir.path());
     let client_deb = cargo_deb(
-        &["-p", "packetflix", "--variant", "capture", "--multiarch", "foreign"],
+        &[
+            "-p",
+            "packetflix",
+            "--variant",
+            "capture",
+            "--multiarch",
+            "foreign",
+        ],
         dir.path(),
     );
-    for (deb, name) in [(&service_deb, "packetflix_"), (&client_deb, "packetflix-capture_")] {
+    for (deb, name) in [
+        (&service_deb, "packetflix_"),
+        (&client_deb, "packetflix-capture_"),
+    ] {
         assert!(
             deb.file_name().unwrap().to_str().unwrap().starts_with(name),
             "{}",
@@ -145,11 +155,7 @@ fn both_packages_install_with_apt_capture_from_a_container_and_leave_nothing_whe
     let before = packetflix_files(&host);
     assert!(before.is_empty(), "{before:?}");
     for deb in [&service_deb, &client_deb] {
-        docker_ok(&[
-            "cp",
-            deb.to_str().unwrap(),
-            &format!("{}:/tmp/", host.name),
-        ]);
+        docker_ok(&["cp", deb.to_str().unwrap(), &format!("{}:/tmp/", host.name)]);
     }
     let service_file = service_deb.file_name().unwrap().to_str().unwrap();
     let client_file = client_deb.file_name().unwrap().to_str().unwrap();
@@ -168,7 +174,10 @@ fn both_packages_install_with_apt_capture_from_a_container_and_leave_nothing_whe
 
     // The unit is there and disabled: nothing links to it.
     sh(&host, "test -f /usr/lib/systemd/system/packetflix.service");
-    let wants = sh(&host, "find /etc/systemd -name 'packetflix*' 2>/dev/null || true");
+    let wants = sh(
+        &host,
+        "find /etc/systemd -name 'packetflix*' 2>/dev/null || true",
+    );
     assert!(wants.trim().is_empty(), "enabled: {wants}");
 
     // The extcap is in the folder Wireshark reports, and tshark lists it.
@@ -266,7 +275,9 @@ fn both_packages_install_with_apt_capture_from_a_container_and_leave_nothing_whe
         "dpkg-query -W -f='${db:Status-Status}\\n' packetflix packetflix-capture 2>/dev/null || true",
     );
     assert!(
-        status.lines().all(|s| s.trim().is_empty() || s.trim() == "not-installed"),
+        status
+            .lines()
+            .all(|s| s.trim().is_empty() || s.trim() == "not-installed"),
         "{status}"
     );
     for path in listed.lines().map(str::trim).filter(|p| p.starts_with('/')) {
@@ -287,7 +298,10 @@ fn docker_images_script_names_the_missing_mirror_instead_of_guessing_one() {
         .args(["--mount", "--propagation", "private", "sh", "-c"])
         .arg("mount -t tmpfs none /etc/apt && exec \"$0\"")
         .arg(&script)
-        .env("BASE_TAG", format!("pfx-no-such-base-{}:x", std::process::id()))
+        .env(
+            "BASE_TAG",
+            format!("pfx-no-such-base-{}:x", std::process::id()),
+        )
         .env_remove("MIRROR")
         .stdin(Stdio::null())
         .output()
