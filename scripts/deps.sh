@@ -21,6 +21,20 @@ dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v setpriv >/dev/null || need+=(util-linux)
+# The desktop tests: the real xdg-mime/xdg-open, desktop-file-validate, a
+# virtual X display, the Wireshark GUI, Chromium, xdotool to click and
+# scrot for the screenshot kept as a test artifact; script(1) gives a
+# capture a pseudo-terminal; the package tests build with cargo-deb, which
+# reads dependencies with dpkg-shlibdeps (dpkg-dev).
+command -v xdg-mime >/dev/null || need+=(xdg-utils)
+command -v desktop-file-validate >/dev/null || need+=(desktop-file-utils)
+command -v Xvfb >/dev/null || need+=(xvfb)
+command -v wireshark >/dev/null || need+=(wireshark)
+command -v chromium >/dev/null || need+=(chromium)
+command -v xdotool >/dev/null || need+=(xdotool)
+command -v scrot >/dev/null || need+=(scrot)
+command -v script >/dev/null || need+=(bsdutils)
+command -v dpkg-shlibdeps >/dev/null || need+=(dpkg-dev)
 # Test certificates are made with the openssl command.
 command -v openssl >/dev/null || need+=(openssl)
 # The venv for the third-party wss client the TLS tests use.
@@ -38,6 +52,10 @@ if ! command -v cargo >/dev/null; then
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
+fi
+# Debian packages (README "Debian packages", tests/packages.rs).
+if ! cargo deb --version >/dev/null 2>&1; then
+  cargo install --locked cargo-deb
 fi
 # Docker without systemd: started here if it is not running, and the local
 # base images made once per machine (a few minutes the first time).

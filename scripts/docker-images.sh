@@ -2,7 +2,9 @@
 # Makes the local images the deployment tests build on, once per machine:
 #   packetflix-base:bookworm   Debian 12 minbase, debootstrapped from the
 #                              mirror apt already uses (no image registry
-#                              needed); the image's BASE build argument
+#                              needed; MIRROR=URL names another, and with
+#                              neither the script fails naming what is
+#                              missing); the image's BASE build argument
 #   packetflix-busybox:test    a root of Debian's busybox-static, a small
 #                              container to capture from
 # Skips an image whose tag exists. Starts dockerd if needed. Needs root.
@@ -16,6 +18,8 @@ exec 9>/run/packetflix-images.lock
 flock 9
 
 # The first deb URI of apt's sources: the mirror this machine can reach.
+# No guess when there is none: a hard-coded address may be one this machine
+# cannot reach, and debootstrap would fail later with a less clear reason.
 mirror() {
   local uri=""
   if compgen -G "/etc/apt/sources.list.d/*.sources" >/dev/null; then
@@ -24,15 +28,22 @@ mirror() {
   if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
     uri=$(awk '$1 == "deb" && $0 !~ /security/ {for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) {print $i; exit}}' /etc/apt/sources.list)
   fi
-  echo "${uri:-http://deb.debian.org/debian}"
+  if [ -z "$uri" ]; then
+    echo "docker-images.sh: apt's sources name no Debian mirror (no 'URIs:' line in" \
+      "/etc/apt/sources.list.d/*.sources and no 'deb' line in /etc/apt/sources.list" \
+      "besides security); add the mirror this machine uses, or set MIRROR=URL" >&2
+    return 1
+  fi
+  echo "$uri"
 }
 
 if ! docker image inspect "$BASE_TAG" >/dev/null 2>&1; then
+  MIRROR=${MIRROR:-$(mirror)} || exit 1
   root=$(mktemp -d /tmp/packetflix-base.XXXXXX)
   trap 'rm -rf "$root"' EXIT
-  echo "debootstrap bookworm from $(mirror) (once per machine)" >&2
+  echo "debootstrap bookworm from $MIRROR (once per machine)" >&2
   log=/tmp/packetflix-debootstrap.log
-  debootstrap --variant=minbase bookworm "$root" "$(mirror)" >"$log" 2>&1 ||
+  debootstrap --variant=minbase bookworm "$root" "$MIRROR" >"$log" 2>&1 ||
     { tail -20 "$log" >&2; echo "(whole log: $log)" >&2; exit 1; }
   rm -f "$log"
   # What a registry's debian:bookworm-slim would hold: no cached packages.

@@ -555,6 +555,43 @@ fn refused_capture_prints_the_services_reason_and_leaves_no_file() {
 }
 
 #[test]
+fn refused_capture_into_a_device_or_an_existing_file_removes_neither() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = ScratchDir::new("client");
+    // A null device of the test's own (what `-w /dev/null` names) and an
+    // empty file that was there before the run.
+    let device = dir.join("null");
+    nix::sys::stat::mknod(
+        &device,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .expect("mknod");
+    let existing = dir.join("existing.pcapng");
+    std::fs::write(&existing, b"").expect("file");
+    for out in [&device, &existing] {
+        let (port, service) = fake_service(|ws, _| {
+            ws.close(Some(CloseFrame {
+                code: CloseCode::Policy,
+                reason: "network namespace 42 not found".into(),
+            }))
+            .unwrap();
+            After::AwaitClose
+        });
+        let run = client(&[&url(port), "--netns", "42", "-w", out.to_str().unwrap()]);
+        service.join().unwrap();
+        assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    }
+    let kind = std::fs::symlink_metadata(&device).expect("the device is still there");
+    assert!(kind.file_type().is_char_device(), "{kind:?}");
+    assert!(
+        existing.exists(),
+        "a file that was there before was removed"
+    );
+}
+
+#[test]
 fn service_failing_mid_capture_is_an_error_with_its_reason() {
     let (port, service) = fake_service(|ws, _| {
         let mut s = stream_head();
@@ -872,6 +909,50 @@ fn extcap_capture_stops_cleanly_when_wireshark_closes_the_fifo() {
         1,
         "the client closed the websocket"
     );
+}
+
+/// Wireshark may stop a capture before it has opened the reading end of the
+/// fifo (a start cancelled at once). The extcap is then blocked in open(2) on
+/// the fifo: only a signal handler installed without SA_RESTART makes that
+/// open return (EINTR) so the stop is seen; with SA_RESTART the kernel
+/// restarts the open and the plugin waits forever.
+#[test]
+fn extcap_waiting_for_wiresharks_fifo_stops_on_sigterm() {
+    let dir = ScratchDir::new("client");
+    let fifo = dir.join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let guard = spawn(
+        CLIENT,
+        &[
+            "--capture",
+            "--extcap-interface",
+            "packetflix",
+            "--fifo",
+            fifo.to_str().unwrap(),
+            "--url",
+            "http://127.0.0.1:9",
+            "--target",
+            "4026531840",
+        ],
+        &[],
+    );
+    let pid = nix::unistd::Pid::from_raw(guard.0.as_ref().unwrap().id() as i32);
+    // Until the handlers are installed a SIGTERM would simply kill it; the
+    // open of the fifo comes after them, so wait until it sleeps there
+    // (the kernel's fifo open waits in wait_for_partner).
+    assert!(
+        common::wait_for(STEP_LIMIT, || {
+            std::fs::read_to_string(format!("/proc/{pid}/wchan"))
+                .is_ok_and(|w| w.contains("wait_for_partner"))
+        }),
+        "the plugin blocks opening the fifo"
+    );
+    let sent = Instant::now();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let run = finish(guard, Duration::from_secs(10));
+    println!("stopped {:?} after SIGTERM", sent.elapsed());
+    assert!(run.status.success(), "{:?} {}", run.status, run.stderr);
+    assert!(run.stderr.is_empty(), "{}", run.stderr);
 }
 
 /// The personal extcap folder of a Wireshark whose configuration lives in
@@ -1505,4 +1586,107 @@ fn tshark_captures_an_interface_picked_in_the_reloaded_interface_selector() {
         service.wait_dumpcaps(0, Duration::from_secs(15)).is_empty(),
         "the service stopped and reaped every dumpcap"
     );
+}
+
+// ================================================================ progress line
+
+/// The frames a live line wrote between carriage returns, without blanks.
+fn frames(terminal: &str) -> Vec<String> {
+    terminal
+        .split(['\r', '\n'])
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The seconds a progress frame shows (`…, 1.2 s` or `…, 1.2 s, 3 dropped`).
+fn frame_seconds(frame: &str) -> Option<f64> {
+    let (_, tail) = frame.rsplit_once(", ")?;
+    let tail = if tail.ends_with(" dropped") {
+        frame.rsplit(", ").nth(1)?
+    } else {
+        tail
+    };
+    tail.strip_suffix(" s")?.parse().ok()
+}
+
+#[test]
+fn real_service_progress_line_is_live_on_a_terminal_and_absent_when_stderr_is_a_file() {
+    let dir = ScratchDir::new("client");
+    let service = Service::start(&[]);
+    let pair = VethPair::new();
+    let _ping = pings(&pair);
+    let file = dir.join("live.pcapng");
+    let seconds = 2.0;
+    let args = format!(
+        "{CLIENT} {} --netns {} --nif {} -a duration:{seconds} -w {}",
+        service_url(&service),
+        pair.b.inode(),
+        pair.b_if,
+        file.display()
+    );
+    // script(1) gives the client a pseudo-terminal as stdin, stdout and
+    // stderr, and copies what it writes there to its own stdout.
+    let run = finish(
+        spawn("script", &["-q", "-f", "-e", "-c", &args, "/dev/null"], &[]),
+        STEP_LIMIT,
+    );
+    let terminal = String::from_utf8_lossy(&run.stdout).to_string();
+    assert!(run.status.success(), "{terminal}");
+    let frames = frames(&terminal);
+    let (summary, live) = frames.split_last().expect("output on the terminal");
+    assert!(
+        summary.contains("written to") && summary.ends_with("; duration reached"),
+        "the summary replaces the line last: {terminal:?}"
+    );
+    let times: Vec<f64> = live
+        .iter()
+        .map(|f| {
+            assert!(
+                f.starts_with("packetflix-capture: ") && f.contains(" packet"),
+                "{f:?}"
+            );
+            frame_seconds(f).unwrap_or_else(|| panic!("no time in {f:?}"))
+        })
+        .collect();
+    println!("{} live frames over {seconds} s: {times:?}", times.len());
+    assert!(
+        times.len() >= 3,
+        "updated a few times a second: {terminal:?}"
+    );
+    assert!(
+        times.len() as f64 <= seconds / 0.25 + 2.0,
+        "no more often than every 250 ms: {terminal:?}"
+    );
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+    assert!(
+        live.last().is_some_and(|f| !f.contains(" 0 packets")),
+        "the count moves: {live:?}"
+    );
+
+    // The same capture with stderr a file: only the summary, no carriage
+    // return, no live line.
+    let errors = dir.join("stderr.txt");
+    let status = Command::new(CLIENT)
+        .args([
+            &service_url(&service),
+            "--netns",
+            &pair.b.inode().to_string(),
+            "--nif",
+            &pair.b_if,
+            "-a",
+            "duration:1",
+            "-w",
+            file.to_str().unwrap(),
+        ])
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(&errors).unwrap())
+        .status()
+        .unwrap();
+    let text = std::fs::read_to_string(&errors).unwrap();
+    assert!(status.success(), "{text}");
+    assert!(!text.contains('\r'), "{text:?}");
+    assert_eq!(text.lines().count(), 1, "{text:?}");
+    assert!(text.ends_with("; duration reached\n"), "{text:?}");
 }

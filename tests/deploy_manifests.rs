@@ -78,7 +78,9 @@ fn unit_flags() -> Vec<String> {
         .find_map(|l| l.strip_prefix("ExecStart="))
         .expect("ExecStart=");
     let mut words = line.split_whitespace().map(str::to_string);
-    assert_eq!(words.next().as_deref(), Some("/usr/local/bin/packetflix"));
+    // A bare name: systemd looks in /usr/local/bin (installed by hand)
+    // before /usr/bin (the Debian package), so one unit serves both.
+    assert_eq!(words.next().as_deref(), Some("packetflix"));
     words.collect()
 }
 
@@ -272,8 +274,8 @@ fn systemd_accepts_the_unit() {
     std::fs::write(
         &copy,
         unit.replace(
-            "/usr/local/bin/packetflix",
-            env!("CARGO_BIN_EXE_packetflix"),
+            "ExecStart=packetflix ",
+            &format!("ExecStart={} ", env!("CARGO_BIN_EXE_packetflix")),
         ),
     )
     .expect("write unit copy");

@@ -17,6 +17,22 @@ const MIN_BLOCK_LEN: u32 = 12;
 /// refuses blocks beyond 16 MiB); a larger length means the stream is garbage
 /// and would otherwise make us buffer without end.
 const MAX_BLOCK_LEN: u32 = 16 * 1024 * 1024;
+/// Interface Statistics Block type, and where its options begin (after
+/// type, length, interface id and the two timestamp halves), per the pcapng
+/// specification, section 4.6.
+const ISB: u32 = 5;
+const ISB_OPTIONS_AT: usize = 20;
+/// `isb_ifdrop` (packets the interface dropped) and `isb_osdrop` (packets the
+/// capture system dropped), both u64 counters since the capture started.
+const ISB_IFDROP: u16 = 5;
+const ISB_OSDROP: u16 = 7;
+/// Enhanced Packet Block type, where its packet data begins, and
+/// `epb_dropcount` (packets lost since the previous packet block), section 4.3.
+const EPB: u32 = 6;
+const EPB_DATA_AT: usize = 28;
+const EPB_DROPCOUNT: u16 = 4;
+/// The end-of-options option code.
+const OPT_END: u16 = 0;
 
 /// Why the stream cannot be cut into blocks.
 #[derive(Debug, PartialEq, Eq)]
@@ -67,6 +83,90 @@ pub struct BlockCutter {
     order: Option<Order>,
     packets: u64,
     limit: Option<u64>,
+    drops: Drops,
+}
+
+/// Drops the stream reports: the latest `isb_ifdrop` + `isb_osdrop` of each
+/// interface (they count from the capture's start), plus every
+/// `epb_dropcount` (each counts since the packet before).
+#[derive(Debug, Default)]
+struct Drops {
+    /// (section number, interface id) -> the interface's latest total.
+    interfaces: std::collections::BTreeMap<(u32, u32), u64>,
+    between_packets: u64,
+    section: u32,
+}
+
+impl Drops {
+    fn total(&self) -> u64 {
+        self.interfaces
+            .values()
+            .fold(self.between_packets, |sum, d| sum.saturating_add(*d))
+    }
+
+    /// Reads the drop counters of one complete block, if it has any.
+    fn see(&mut self, order: Order, block: &[u8], block_type: u32) {
+        match block_type {
+            SHB => self.section = self.section.wrapping_add(1),
+            ISB if block.len() >= ISB_OPTIONS_AT + 4 => {
+                let interface = order.u32(block, 8);
+                let mut total = None::<u64>;
+                for (code, value) in options(order, block, ISB_OPTIONS_AT) {
+                    if matches!(code, ISB_IFDROP | ISB_OSDROP) {
+                        if let Some(n) = u64_of(order, value) {
+                            total = Some(total.unwrap_or(0).saturating_add(n));
+                        }
+                    }
+                }
+                if let Some(total) = total {
+                    self.interfaces.insert((self.section, interface), total);
+                }
+            }
+            EPB if block.len() >= EPB_DATA_AT + 4 => {
+                let captured = order.u32(block, 20) as usize;
+                let Some(at) = captured
+                    .checked_next_multiple_of(4)
+                    .and_then(|padded| padded.checked_add(EPB_DATA_AT))
+                else {
+                    return;
+                };
+                for (code, value) in options(order, block, at) {
+                    if code == EPB_DROPCOUNT {
+                        if let Some(n) = u64_of(order, value) {
+                            self.between_packets = self.between_packets.saturating_add(n);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The options of `block` from byte `at` up to its trailing length, as
+/// (code, value); stops at the end option or at anything malformed.
+fn options(order: Order, block: &[u8], at: usize) -> Vec<(u16, &[u8])> {
+    let end = block.len().saturating_sub(4);
+    let mut out = Vec::new();
+    let mut at = at;
+    while at + 4 <= end {
+        let code = order.u16(block, at);
+        let len = order.u16(block, at + 2) as usize;
+        if code == OPT_END || at + 4 + len > end {
+            break;
+        }
+        out.push((code, &block[at + 4..at + 4 + len]));
+        at += 4 + len.div_ceil(4) * 4;
+    }
+    out
+}
+
+fn u64_of(order: Order, value: &[u8]) -> Option<u64> {
+    let b: [u8; 8] = value.try_into().ok()?;
+    Some(match order {
+        Order::Little => u64::from_le_bytes(b),
+        Order::Big => u64::from_be_bytes(b),
+    })
 }
 
 impl BlockCutter {
@@ -79,6 +179,7 @@ impl BlockCutter {
             order: None,
             packets: 0,
             limit,
+            drops: Drops::default(),
         }
     }
 
@@ -133,6 +234,7 @@ impl BlockCutter {
         if PACKET_BLOCK_TYPES.contains(&block_type) {
             self.packets += 1;
         }
+        self.drops.see(order, &rest[..len], block_type);
         Ok(Some(len))
     }
 
@@ -151,6 +253,12 @@ impl BlockCutter {
     /// Packet blocks seen so far (all of them are in, or were in, `ready`).
     pub fn packets(&self) -> u64 {
         self.packets
+    }
+
+    /// Packets the stream says were dropped so far (interface statistics and
+    /// per-packet drop counts); 0 when it says nothing.
+    pub fn drops(&self) -> u64 {
+        self.drops.total()
     }
 
     /// True once `limit` packet blocks have been cut.
@@ -377,5 +485,80 @@ pub(crate) mod tests {
                 length: 8
             })
         );
+    }
+
+    /// An option: code, length, value padded to 4 bytes (little endian).
+    fn option_le(code: u16, value: &[u8]) -> Vec<u8> {
+        let mut o = Vec::new();
+        o.extend_from_slice(&code.to_le_bytes());
+        o.extend_from_slice(&(value.len() as u16).to_le_bytes());
+        o.extend_from_slice(value);
+        o.resize(4 + value.len().div_ceil(4) * 4, 0);
+        o
+    }
+
+    fn isb_le(interface: u32, options: &[(u16, u64)]) -> Vec<u8> {
+        let mut body = interface.to_le_bytes().to_vec();
+        body.extend_from_slice(&[0; 8]);
+        for (code, n) in options {
+            body.extend(option_le(*code, &n.to_le_bytes()));
+        }
+        body.extend(option_le(OPT_END, &[]));
+        block_le(ISB, &body)
+    }
+
+    fn epb_le(data: &[u8], dropcount: Option<u64>) -> Vec<u8> {
+        let mut body = 0u32.to_le_bytes().to_vec();
+        body.extend_from_slice(&[0; 8]);
+        body.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        body.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        body.extend_from_slice(data);
+        body.resize(20 + data.len().div_ceil(4) * 4, 0);
+        if let Some(n) = dropcount {
+            body.extend(option_le(EPB_DROPCOUNT, &n.to_le_bytes()));
+        }
+        block_le(EPB, &body)
+    }
+
+    #[test]
+    fn drops_are_the_latest_interface_statistics_plus_per_packet_counts() {
+        let mut c = BlockCutter::new(None);
+        let mut s = shb_le();
+        s.extend(epb_le(b"abcde", None));
+        c.feed(&s).unwrap();
+        assert_eq!(c.drops(), 0, "nothing reported, nothing shown");
+        let mut s = isb_le(0, &[(4, 100), (ISB_IFDROP, 3), (ISB_OSDROP, 2)]);
+        s.extend(isb_le(1, &[(ISB_IFDROP, 1)]));
+        s.extend(epb_le(b"xyz", Some(7)));
+        c.feed(&s).unwrap();
+        assert_eq!(c.drops(), 3 + 2 + 1 + 7);
+        // A later statistics block of interface 0 replaces its earlier total.
+        c.feed(&isb_le(0, &[(ISB_IFDROP, 10)])).unwrap();
+        assert_eq!(c.drops(), 10 + 1 + 7);
+        // A new section has interfaces of its own.
+        let mut s = shb_le();
+        s.extend(isb_le(0, &[(ISB_OSDROP, 4)]));
+        c.feed(&s).unwrap();
+        assert_eq!(c.drops(), 10 + 1 + 7 + 4);
+    }
+
+    #[test]
+    fn malformed_statistics_options_are_ignored_not_trusted() {
+        let mut c = BlockCutter::new(None);
+        let mut s = shb_le();
+        // An option whose length runs past the block, and a drop counter of
+        // the wrong size.
+        let mut body = 0u32.to_le_bytes().to_vec();
+        body.extend_from_slice(&[0; 8]);
+        body.extend(option_le(ISB_IFDROP, &[1, 2, 3]));
+        s.extend(block_le(ISB, &body));
+        let mut body = 0u32.to_le_bytes().to_vec();
+        body.extend_from_slice(&[0; 8]);
+        body.extend_from_slice(&ISB_IFDROP.to_le_bytes());
+        body.extend_from_slice(&200u16.to_le_bytes());
+        s.extend(block_le(ISB, &body));
+        c.feed(&s).unwrap();
+        assert_eq!(c.drops(), 0);
+        assert_eq!(c.ready().len(), s.len(), "the blocks still pass");
     }
 }

@@ -11,13 +11,12 @@ use std::time::Duration;
 
 use lexopt::prelude::*;
 
+use super::extcap::{self, EXTCAP_INTERFACE};
+use super::install::Scope;
 use super::url::{self, CaptureParams, ServiceUrl, Target, Url};
 
 /// Where the client looks for a service when no URL is given.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:5001";
-/// The extcap interface name Wireshark lists; also what the original
-/// ClusterShark plugin called its packetflix interface.
-pub const EXTCAP_INTERFACE: &str = "packetflix";
 /// Packets the demo shows before it stops.
 const DEMO_PACKETS: u64 = 8;
 /// The demo's upper bound on time, in case its traffic does not arrive.
@@ -28,6 +27,8 @@ Usage:
   packetflix-capture [capture] [URL] TARGET [OPTIONS] -w FILE|-
   packetflix-capture targets [URL] [--discovery URL] [--json]
   packetflix-capture demo [URL] [-c N] [-a duration:SECONDS]
+  packetflix-capture install [--system] | uninstall [--system]
+  packetflix-capture open 'packetflix:ws://HOST:PORT/capture?…'
   packetflix-capture --extcap-interfaces | --extcap-dlts | --extcap-config | --capture …
 
 URL is the Packetflix service: http://HOST:PORT, ws://HOST:PORT, HOST[:PORT]
@@ -59,6 +60,12 @@ Options:
       --ca FILE           trust this CA (PEM) for https/wss instead of the system's
       --insecure          do not verify the service's certificate (warns)
   -h, --help              this help;  -V, --version  the version
+
+install puts this program into Wireshark's personal extcap folder (as
+tshark -G folders reports it) and makes it the desktop's handler of
+packetflix: links, which open in Wireshark capturing through it; --system
+does so for every user (as root). uninstall removes exactly what install
+made. open LINK is what the handler runs.
 
 Stops on the count, the duration, Ctrl-C or SIGTERM, and ends cleanly (exit 0).
 Exit status: 0 done, 1 the capture failed, 2 bad usage.";
@@ -134,6 +141,12 @@ pub enum Command {
     Targets(TargetsArgs),
     Demo(DemoArgs),
     Extcap(Extcap),
+    /// `install [--system]`.
+    Install(Scope),
+    /// `uninstall [--system]`.
+    Uninstall(Scope),
+    /// `open LINK`: the desktop entry's command.
+    Open(String),
 }
 
 #[derive(Default)]
@@ -157,6 +170,8 @@ struct Raw {
     duration: Option<Duration>,
     discovery: Option<String>,
     json: bool,
+    /// `--system` for install and uninstall.
+    system: bool,
     /// Capture-only options seen, to refuse them where they mean nothing.
     capture_only: Vec<&'static str>,
     extcap_seen: bool,
@@ -236,6 +251,7 @@ where
             }
             Long("discovery") => raw.discovery = nonempty(string(&mut p)?),
             Long("json") => raw.json = true,
+            Long("system") => raw.system = true,
             Long("token") => raw.access.token = nonempty(string(&mut p)?),
             Long("token-file") => {
                 raw.access.token_file = nonempty(string(&mut p)?).map(PathBuf::from)
@@ -267,7 +283,8 @@ where
                 // precede it.
                 if raw.subcommand.is_none()
                     && !raw.url_positional
-                    && ["capture", "targets", "demo"].contains(&v.as_str())
+                    && ["capture", "targets", "demo", "install", "uninstall", "open"]
+                        .contains(&v.as_str())
                 {
                     raw.subcommand = Some(v);
                 } else if !raw.url_positional {
@@ -289,7 +306,39 @@ where
     if raw.extcap_seen {
         return extcap(raw);
     }
+    let sub = raw.subcommand.as_deref().unwrap_or("capture");
+    if raw.system && !["install", "uninstall"].contains(&sub) {
+        return Err("--system only applies to install and uninstall".into());
+    }
+    if ["install", "uninstall", "open"].contains(&sub) {
+        refuse_capture_options(&raw, sub)?;
+        if raw.json || raw.discovery.is_some() || raw.access != Default::default() {
+            return Err(format!(
+                "{sub} takes no --json, --discovery or access options (the link handler \
+                 takes them from Wireshark's saved preferences)"
+            ));
+        }
+    }
+    let scope = if raw.system {
+        Scope::System
+    } else {
+        Scope::User
+    };
     match raw.subcommand.as_deref() {
+        Some("install") | Some("uninstall") => {
+            if let Some(url) = &raw.url {
+                return Err(format!("unexpected argument {url:?} to {sub}"));
+            }
+            Ok(if sub == "install" {
+                Command::Install(scope)
+            } else {
+                Command::Uninstall(scope)
+            })
+        }
+        Some("open") => match raw.url {
+            Some(link) if raw.url_positional => Ok(Command::Open(link)),
+            _ => Err("open needs the link: packetflix-capture open 'packetflix:…'".into()),
+        },
         Some("targets") => {
             refuse_capture_options(&raw, "targets")?;
             Ok(Command::Targets(TargetsArgs {
@@ -356,8 +405,8 @@ fn extcap(raw: Raw) -> Result<Command, String> {
     }
     if raw.extcap_config {
         if let Some(option) = raw.reload_option.clone() {
-            let chosen = if option == super::extcap::NIF_OPTION {
-                super::extcap::chosen_targets(
+            let chosen = if option == extcap::NIF_OPTION {
+                extcap::chosen_targets(
                     raw.targets.as_deref(),
                     raw.target.as_deref(),
                     raw.prefix.as_deref(),
@@ -417,7 +466,7 @@ fn capture(raw: &Raw, output: Output) -> Result<CaptureArgs, String> {
     } else if let Some(t) = &raw.target {
         target_from_text(t, &prefix)?
     } else if let Some(list) = &raw.targets {
-        Wanted::Given(Target::Container(super::extcap::decode_targets(list)?))
+        Wanted::Given(Target::Container(extcap::decode_targets(list)?))
     } else if let Some(t) = params.target.take() {
         Wanted::Given(t)
     } else {
@@ -758,5 +807,77 @@ mod tests {
             "packetflix"
         ])
         .is_err());
+    }
+
+    /// Every option `--extcap-config` declares comes back from Wireshark as
+    /// `--call value`: the parser must take each of them.
+    #[test]
+    fn every_extcap_config_call_is_an_option_the_parser_knows() {
+        let config = extcap::config();
+        let calls: Vec<&str> = config
+            .lines()
+            .filter(|l| l.starts_with("arg "))
+            .filter_map(|l| l.split("{call=").nth(1)?.split('}').next())
+            .collect();
+        assert!(calls.len() >= 10, "{calls:?}");
+        let hex_target: String = br#"{"netns":1}"#.iter().map(|b| format!("{b:02x}")).collect();
+        let mut args: Vec<String> = [
+            "--capture",
+            "--extcap-interface",
+            "packetflix",
+            "--fifo",
+            "f",
+        ]
+        .map(String::from)
+        .to_vec();
+        for call in &calls {
+            args.push(call.to_string());
+            let boolflag = config
+                .lines()
+                .any(|l| l.contains(&format!("{{call={call}}}")) && l.contains("{type=boolflag}"));
+            if !boolflag {
+                args.push(match *call {
+                    "--url" => "http://h:1".into(),
+                    "--target" => "1".into(),
+                    "--targets" => hex_target.clone(),
+                    _ => "x".into(),
+                });
+            }
+        }
+        // --target and --targets both name targets: one at a time.
+        assert!(parse(args.clone()).is_err());
+        let at = args.iter().position(|a| a == "--target").unwrap();
+        args.drain(at..at + 2);
+        assert_eq!(
+            parse(args.clone()).map(|c| matches!(c, Command::Extcap(Extcap::Capture(_)))),
+            Ok(true),
+            "{args:?}"
+        );
+    }
+
+    #[test]
+    fn install_uninstall_and_open_take_their_own_arguments_only() {
+        assert_eq!(cmd(&["install"]), Ok(Command::Install(Scope::User)));
+        assert_eq!(
+            cmd(&["install", "--system"]),
+            Ok(Command::Install(Scope::System))
+        );
+        assert_eq!(
+            cmd(&["uninstall", "--system"]),
+            Ok(Command::Uninstall(Scope::System))
+        );
+        let link = "packetflix:ws://h:5001/capture?netns=1&nif=eth0/lo";
+        assert_eq!(cmd(&["open", link]), Ok(Command::Open(link.into())));
+        for bad in [
+            &["install", "http://h:1"][..],
+            &["install", "--netns", "1"],
+            &["uninstall", "--token", "t"],
+            &["open"],
+            &["open", "--url", link],
+            &["--netns", "1", "--system"],
+            &["targets", "--system"],
+        ] {
+            assert!(cmd(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -141,7 +141,14 @@ pub fn run(args: &DemoArgs, stop: &AtomicBool) -> Result<(), String> {
             count: Some(args.count),
             duration: Some(args.duration),
         };
-        let result = session::capture(&args.service, &params, limits, &mut printer, stop);
+        let result = session::capture(
+            &args.service,
+            &params,
+            limits,
+            &mut printer,
+            stop,
+            &mut |_| {},
+        );
         traffic_done.store(true, Ordering::SeqCst);
         result
     });

@@ -4,8 +4,9 @@
 //! It captures from the command line into a pcapng file or stdout, lists the
 //! targets the discovery service knows, runs a self-contained demo, and acts
 //! as a Wireshark extcap plugin writing into Wireshark's fifo. The protocol
-//! pieces ([`cli`], [`url`], [`blocks`], [`targets`], [`extcap`], [`decode`])
-//! do no I/O; [`session`], [`http`], [`output`] and [`demo`] do blocking I/O
+//! pieces ([`cli`], [`url`], [`blocks`], [`targets`], [`extcap`], [`decode`],
+//! [`desktop`], [`progress`]) do no I/O; [`session`], [`http`], [`output`],
+//! [`demo`] and [`install`] do blocking I/O
 //! with short timeouts, which is right for a one-shot client process. None of
 //! this may ever be called from the service's reactor.
 
@@ -13,9 +14,12 @@ pub mod blocks;
 pub mod cli;
 pub mod decode;
 pub mod demo;
+pub mod desktop;
 pub mod extcap;
 pub mod http;
+pub mod install;
 pub mod output;
+pub mod progress;
 pub mod session;
 pub mod signals;
 pub mod targets;
@@ -123,6 +127,9 @@ fn run(command: Command) -> Result<(), Failure> {
             install_signals(false)?;
             demo::run(&args, &signals::STOP)?;
         }
+        Command::Install(scope) => install::install(scope)?,
+        Command::Uninstall(scope) => install::uninstall(scope)?,
+        Command::Open(link) => install::open(&link)?,
     }
     Ok(())
 }
@@ -145,6 +152,10 @@ fn cli_capture(mut args: CaptureArgs) -> Result<(), Failure> {
         return Ok(());
     };
     args.params.target = Some(target);
+    // Only a file this run makes may be removed again when it stays empty:
+    // `-w /dev/null` (or any path that was there) is never removed.
+    let made_here =
+        matches!(&args.output, Output::File(p) if std::fs::symlink_metadata(p).is_err());
     let mut sink = match &args.output {
         Output::File(path) => Sink::create(path)?,
         Output::Fifo(path) => match Sink::open_fifo(path, stop)? {
@@ -157,18 +168,54 @@ fn cli_capture(mut args: CaptureArgs) -> Result<(), Failure> {
         count: args.count,
         duration: args.duration,
     };
-    let summary = session::capture(&args.service, &args.params, limits, &mut sink, stop);
-    if let (Err(_), Output::File(path)) = (&summary, &args.output) {
-        // A refused or failed capture leaves no empty file behind.
-        if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+    // A live line for a person watching a capture into a file; nothing
+    // extra when stderr goes to a file or a pipe.
+    let mut progress = match &args.output {
+        Output::File(_) if std::io::stderr().is_terminal() => {
+            Some(progress::Progress::new(sink.name()))
+        }
+        _ => None,
+    };
+    let mut observe = |tally| {
+        if let Some(text) = progress
+            .as_mut()
+            .and_then(|p| p.update(tally, std::time::Instant::now()))
+        {
+            eprint!("{text}");
+        }
+    };
+    let summary = session::capture(
+        &args.service,
+        &args.params,
+        limits,
+        &mut sink,
+        stop,
+        &mut observe,
+    );
+    if let (Err(_), Output::File(path), true) = (&summary, &args.output, made_here) {
+        // A refused or failed capture leaves no empty file of its own behind.
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0) {
             let _ = std::fs::remove_file(path);
         }
     }
-    let summary = summary?;
-    eprintln!(
+    let summary = match summary {
+        Ok(summary) => summary,
+        Err(e) => {
+            // The error takes the live line's place, not its tail.
+            if let Some(p) = progress.as_mut() {
+                eprint!("{}", p.clear());
+            }
+            return Err(e.into());
+        }
+    };
+    let text = format!(
         "packetflix-capture: {}",
         describe_summary(&summary, sink.name())
     );
+    match progress.as_mut() {
+        Some(p) => eprint!("{}", p.finish(&text)),
+        None => eprintln!("{text}"),
+    }
     Ok(())
 }
 
@@ -193,7 +240,14 @@ fn extcap_capture(mut args: CaptureArgs) -> Result<(), Failure> {
         count: args.count,
         duration: args.duration,
     };
-    session::capture(&args.service, &args.params, limits, &mut sink, stop)?;
+    session::capture(
+        &args.service,
+        &args.params,
+        limits,
+        &mut sink,
+        stop,
+        &mut |_| {},
+    )?;
     Ok(())
 }
 
@@ -266,8 +320,12 @@ fn describe_summary(summary: &Summary, sink: &str) -> String {
         }
         Ending::ServiceEnded { reason } => format!("the service ended the capture: {reason}"),
     };
+    let drops = match summary.drops {
+        0 => String::new(),
+        n => format!(", {n} dropped"),
+    };
     format!(
-        "{} packet{} ({} bytes) written to {sink}; {why}",
+        "{} packet{} ({} bytes) written to {sink}{drops}; {why}",
         summary.packets,
         if summary.packets == 1 { "" } else { "s" },
         summary.bytes

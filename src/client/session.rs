@@ -22,6 +22,7 @@ use tungstenite::{Error as WsError, Message, WebSocket};
 use super::blocks::BlockCutter;
 use super::http::open;
 use super::output::{BlockSink, Written};
+use super::progress::Tally;
 use super::tls::Stream;
 use super::url::{CaptureParams, ServiceUrl};
 
@@ -55,6 +56,8 @@ pub enum Ending {
 pub struct Summary {
     pub packets: u64,
     pub bytes: u64,
+    /// Packets the stream reported dropped (0 if it said nothing).
+    pub drops: u64,
     pub ending: Ending,
 }
 
@@ -64,13 +67,17 @@ pub struct Limits {
     pub duration: Option<Duration>,
 }
 
-/// Captures until a limit, a stop, or the service ends it.
+/// Captures until a limit, a stop, or the service ends it. `observe` hears
+/// what was written so far: once when the service has accepted the capture,
+/// then after every message and every idle tick (a live progress line
+/// throttles itself).
 pub fn capture(
     service: &ServiceUrl,
     params: &CaptureParams,
     limits: Limits,
     sink: &mut dyn BlockSink,
     stop: &AtomicBool,
+    observe: &mut dyn FnMut(Tally),
 ) -> Result<Summary, String> {
     let authority = service.authority();
     let stream = open(&service.url, 80)
@@ -79,9 +86,11 @@ pub fn capture(
         return Ok(Summary {
             packets: 0,
             bytes: 0,
+            drops: 0,
             ending: Ending::Stopped(StopCause::Signal),
         });
     };
+    observe(Tally::default());
     let deadline = limits.duration.map(|d| Instant::now() + d);
     let mut cutter = BlockCutter::new(limits.count);
     let mut bytes = 0u64;
@@ -92,6 +101,11 @@ pub fn capture(
 
     loop {
         if ending.is_none() {
+            observe(Tally {
+                packets: cutter.packets(),
+                bytes,
+                drops: cutter.drops(),
+            });
             let cause = if stop.load(Ordering::SeqCst) {
                 Some(StopCause::Signal)
             } else if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -110,6 +124,7 @@ pub fn capture(
                 return Ok(Summary {
                     packets: cutter.packets(),
                     bytes,
+                    drops: cutter.drops(),
                     ending: end.clone(),
                 });
             }
@@ -179,6 +194,7 @@ pub fn capture(
                     Some((end, _)) => Ok(Summary {
                         packets: cutter.packets(),
                         bytes,
+                        drops: cutter.drops(),
                         ending: end,
                     }),
                     None => Err(broken(e, got_data)),

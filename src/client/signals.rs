@@ -6,6 +6,13 @@
 //! or a write blocked in the kernel returns `EINTR` and the loop looks at the
 //! flag right away. Wireshark stops an extcap with SIGTERM on Linux, and a
 //! person with Ctrl-C; both end the capture cleanly.
+//!
+//! Not the `signal-hook` crate: its registry installs every handler with
+//! `SA_RESTART` (signal-hook-registry 1.4, no option to leave it out), and
+//! with it the kernel restarts the extcap's open(2) of Wireshark's fifo and
+//! blocking writes into a full pipe, so a stop that comes while the plugin
+//! waits there is never seen (`tests/client.rs`,
+//! `extcap_waiting_for_wiresharks_fifo_stops_on_sigterm`, hangs with it).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 

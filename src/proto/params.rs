@@ -256,28 +256,24 @@ pub fn parse_query(q: &str) -> Result<Vec<(String, String)>, String> {
 }
 
 fn percent_decode(s: &str) -> Result<String, String> {
+    // The crate passes a `%` without two hex digits through as it is; Go's
+    // ParseQuery refuses it, and so do we.
     let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (
-                    b.get(i + 1).and_then(|c| hex(*c)),
-                    b.get(i + 2).and_then(|c| hex(*c)),
-                ) {
-                    (Some(h), Some(l)) => out.push((h * 16 + l) as u8),
-                    _ => return Err("invalid percent-encoding".into()),
-                }
-                i += 2;
-            }
-            c => out.push(c),
-        }
-        i += 1;
+    let broken = b.iter().enumerate().any(|(i, c)| {
+        *c == b'%'
+            && !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    });
+    if broken {
+        return Err("invalid percent-encoding".into());
     }
-    String::from_utf8(out).map_err(|_| "not valid UTF-8 after percent-decoding".into())
+    // `+` is a space in a query; a literal plus arrives as %2B, which is
+    // decoded only after this replacement.
+    let spaced = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .map(|d| d.into_owned())
+        .map_err(|_| "not valid UTF-8 after percent-decoding".into())
 }
 
 /// Quotes user input in a reason without letting it fill the reason.
@@ -554,6 +550,16 @@ mod tests {
             .unwrap_err()
             .contains("filter"));
         assert!(params("/capture?netns=1&filter=%ff", &[]).is_err());
+    }
+
+    #[test]
+    fn plus_is_a_space_and_an_escaped_plus_stays_a_plus() {
+        let q = parse_query("filter=a+b%2Bc%20d&k%2B=%E2%9C%93").unwrap();
+        assert_eq!(q[0], ("filter".to_string(), "a b+c d".to_string()));
+        assert_eq!(q[1], ("k+".to_string(), "\u{2713}".to_string()));
+        for bad in ["f=%", "f=%4", "f=%4g", "f=a%"] {
+            assert!(parse_query(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -6,10 +6,14 @@ use std::sync::Arc;
 use super::head::Head;
 use super::sim::{Call, Sim};
 use super::*;
-use crate::client::url::percent_encode as urlencode;
 use crate::proto::discovery::{DiscoveryError, ParsedListing};
 use crate::proto::pcapng::TARGET_MARKER;
 use crate::proto::ws;
+
+/// A query value, percent-encoded as a client sends it.
+fn urlencode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
 
 const NS_A: u64 = 4026532001;
 const NS_B: u64 = 4026532002;
