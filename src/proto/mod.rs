@@ -3,6 +3,7 @@
 //! `the_protocol_wing_does_no_io` below keeps it so.
 
 pub mod auth;
+pub mod bpf;
 pub mod capture;
 pub mod discovery;
 pub mod front;
