@@ -555,7 +555,6 @@ pub fn cooked_view(sll_packet: &[u8]) -> Option<(&[u8], Aux)> {
     Some((&sll_packet[SLL_HDR_LEN as usize..], aux))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -740,10 +739,7 @@ mod tests {
             ..Aux::default()
         };
         let other_out = Aux { ifindex: 2, ..out };
-        let incoming = Aux {
-            pkttype: 0,
-            ..out
-        };
+        let incoming = Aux { pkttype: 0, ..out };
         let bound = prepare(&ret_all, false, Loopback::Bound).unwrap();
         assert_eq!(run(&bound, &[0; 20], &out), 0);
         assert_eq!(run(&bound, &[0; 20], &incoming), SNAPLEN);
@@ -769,7 +765,10 @@ mod tests {
             ("scratch word out", vec![(ST, 0, 0, 16), ret]),
             ("past the end", vec![(JMP | JA, 0, 0, 1), ret]),
             ("past the end", vec![(JMP | JEQ | K, 0, 1, 0), ret]),
-            ("ancillary", vec![(LD | W | ABS, 0, 0, SKF_AD_OFF + 64), ret]),
+            (
+                "ancillary",
+                vec![(LD | W | ABS, 0, 0, SKF_AD_OFF + 64), ret],
+            ),
             ("ancillary", vec![(LD | W | ABS, 0, 0, SKF_AD_OFF + 2), ret]),
             ("end with a return", vec![(LD | IMM, 0, 0, 0)]),
             ("before it is written", vec![(LD | MEM, 0, 0, 3), ret]),

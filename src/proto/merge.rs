@@ -96,13 +96,13 @@ const OPTION_HEADER_LEN: usize = 4;
 const ALIGNMENT: usize = 4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Order {
+pub(crate) enum Order {
     Big,
     Little,
 }
 
 impl Order {
-    fn host() -> Order {
+    pub(crate) fn host() -> Order {
         if cfg!(target_endian = "big") {
             Order::Big
         } else {
@@ -126,14 +126,14 @@ impl Order {
         }
     }
 
-    fn put_u16(self, out: &mut Vec<u8>, v: u16) {
+    pub(crate) fn put_u16(self, out: &mut Vec<u8>, v: u16) {
         out.extend_from_slice(&match self {
             Order::Big => v.to_be_bytes(),
             Order::Little => v.to_le_bytes(),
         });
     }
 
-    fn put_u32(self, out: &mut Vec<u8>, v: u32) {
+    pub(crate) fn put_u32(self, out: &mut Vec<u8>, v: u32) {
         out.extend_from_slice(&self.u32_bytes(v));
     }
 
@@ -421,7 +421,7 @@ fn merged_shb(document: String) -> Vec<u8> {
     out
 }
 
-fn push_option(out: &mut Vec<u8>, order: Order, code: u16, value: &[u8]) {
+pub(crate) fn push_option(out: &mut Vec<u8>, order: Order, code: u16, value: &[u8]) {
     order.put_u16(out, code);
     // Callers bound values below 64 KiB (they come from one block).
     order.put_u16(out, u16::try_from(value.len()).unwrap_or(u16::MAX));
@@ -430,7 +430,7 @@ fn push_option(out: &mut Vec<u8>, order: Order, code: u16, value: &[u8]) {
 }
 
 /// A whole block around `body` (padded here).
-fn wrap(order: Order, block_type: u32, body: &[u8]) -> Vec<u8> {
+pub(crate) fn wrap(order: Order, block_type: u32, body: &[u8]) -> Vec<u8> {
     let len = MIN_BLOCK_LEN + padded(body.len());
     let len32 = u32::try_from(len).unwrap_or(u32::MAX);
     let mut out = Vec::with_capacity(len);
