@@ -21,6 +21,10 @@ dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v setpriv >/dev/null || need+=(util-linux)
+# libpcap: the native capture engine compiles filters with it (headers
+# and the library to build, the run-time library to run).
+dpkg -s libpcap-dev >/dev/null 2>&1 || need+=(libpcap-dev)
+dpkg -s libpcap0.8 >/dev/null 2>&1 || need+=(libpcap0.8)
 # Test certificates are made with the openssl command.
 command -v openssl >/dev/null || need+=(openssl)
 # The venv for the third-party wss client the TLS tests use.

@@ -224,10 +224,12 @@ impl Capture {
         for (ring, info) in self.rings.iter().zip(&self.infos) {
             match ring.health() {
                 Health::Fine | Health::Down => {}
-                Health::Gone => return Err(format!(
+                Health::Gone => {
+                    return Err(format!(
                     "The network adapter \"{}\" is no longer attached; the capture has stopped.",
                     info.name
-                )),
+                ))
+                }
                 Health::Other(e) => warn!("capture on '{}': {e}", info.name),
             }
         }
@@ -361,6 +363,8 @@ fn opener(jobs: Jobs<(u64, Instant, OpenRequest)>, results: SyncSender<Opened>, 
             return;
         };
         let result = open::open(&req);
+        // The namespace is let go before the loop hears of the result.
+        drop(req);
         let opened = Opened {
             ticket,
             result,
