@@ -175,7 +175,10 @@ fn port() -> u16 {
 }
 
 /// (code, value) options of each block of type `t`, in order.
-fn block_options(stream: &[u8], t: u32, fixed: usize) -> Vec<(Vec<u8>, Vec<(u16, Vec<u8>)>)> {
+/// A block's fixed part and its options.
+type Block = (Vec<u8>, Vec<(u16, Vec<u8>)>);
+
+fn block_options(stream: &[u8], t: u32, fixed: usize) -> Vec<Block> {
     let mut out = Vec::new();
     let mut at = 0;
     while at + 12 <= stream.len() {

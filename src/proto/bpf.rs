@@ -360,38 +360,32 @@ pub fn check(prog: &[Insn]) -> Result<(), String> {
             return bad("an operation the kernel does not know");
         }
         let after = len - pc - 1;
-        match i.code {
-            c if c == ALU | DIV | K || c == ALU | MOD | K => {
-                if i.k == 0 {
-                    return bad("division by zero");
-                }
+        let problem = match i.code {
+            c if (c == ALU | DIV | K || c == ALU | MOD | K) && i.k == 0 => Some("division by zero"),
+            c if (c == ALU | LSH | K || c == ALU | RSH | K) && i.k >= 32 => {
+                Some("a shift of 32 or more")
             }
-            c if c == ALU | LSH | K || c == ALU | RSH | K => {
-                if i.k >= 32 {
-                    return bad("a shift of 32 or more");
-                }
+            c if (c == LD | MEM || c == LDX | MEM || c == ST || c == STX) && i.k >= MEM_WORDS => {
+                Some("a scratch word out of range")
             }
-            c if c == LD | MEM || c == LDX | MEM || c == ST || c == STX => {
-                if i.k >= MEM_WORDS {
-                    return bad("a scratch word out of range");
-                }
+            c if c == JMP | JA && i.k as usize >= after => Some("a jump past the end"),
+            c if c != JMP | JA
+                && class(c) == JMP
+                && (usize::from(i.jt) >= after || usize::from(i.jf) >= after) =>
+            {
+                Some("a jump past the end")
             }
-            c if c == JMP | JA => {
-                if i.k as usize >= after {
-                    return bad("a jump past the end");
-                }
+            c if class(c) == LD
+                && mode(c) == ABS
+                && i.k >= SKF_AD_OFF
+                && (i.k - SKF_AD_OFF >= SKF_AD_MAX || i.k % 4 != 0) =>
+            {
+                Some("an unknown ancillary load")
             }
-            c if class(c) == JMP => {
-                if usize::from(i.jt) >= after || usize::from(i.jf) >= after {
-                    return bad("a jump past the end");
-                }
-            }
-            c if class(c) == LD && mode(c) == ABS => {
-                if i.k >= SKF_AD_OFF && (i.k - SKF_AD_OFF >= SKF_AD_MAX || i.k % 4 != 0) {
-                    return bad("an unknown ancillary load");
-                }
-            }
-            _ => {}
+            _ => None,
+        };
+        if let Some(why) = problem {
+            return bad(why);
         }
     }
     if !matches!(prog[len - 1].code, c if c == RET | K || c == RET | A) {
@@ -403,13 +397,11 @@ pub fn check(prog: &[Insn]) -> Result<(), String> {
         valid &= masks[pc];
         match i.code {
             c if c == ST || c == STX => valid |= 1 << i.k,
-            c if c == LD | MEM || c == LDX | MEM => {
-                if valid & (1 << i.k) == 0 {
-                    return Err(format!(
-                        "instruction {pc} reads scratch word {} before it is written",
-                        i.k
-                    ));
-                }
+            c if (c == LD | MEM || c == LDX | MEM) && valid & (1 << i.k) == 0 => {
+                return Err(format!(
+                    "instruction {pc} reads scratch word {} before it is written",
+                    i.k
+                ));
             }
             c if c == JMP | JA => {
                 masks[pc + 1 + i.k as usize] &= valid;
@@ -755,7 +747,8 @@ mod tests {
     #[test]
     fn the_kernels_checks_refuse_what_it_would() {
         let ret = (RET | K, 0, 0, 1);
-        let cases: Vec<(&str, Vec<(u16, u8, u8, u32)>)> = vec![
+        type Raw = Vec<(u16, u8, u8, u32)>;
+        let cases: Vec<(&str, Raw)> = vec![
             ("instructions", vec![]),
             ("operation", vec![(0xff, 0, 0, 0), ret]),
             ("operation", vec![(RET | X, 0, 0, 0)]),

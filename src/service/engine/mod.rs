@@ -50,7 +50,7 @@ pub mod ring;
 use std::fs::File;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -320,10 +320,7 @@ impl Engine {
 
     /// The next finished open, if any (call until `None` after a wake).
     pub fn next_opened(&self) -> Option<Opened> {
-        match self.results.try_recv() {
-            Ok(o) => Some(o),
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-        }
+        self.results.try_recv().ok()
     }
 
     /// Hands a capture's rings to the closers (the loop never waits for a
