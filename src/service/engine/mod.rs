@@ -23,6 +23,16 @@
 //!   swept capture is read on one shared timer; [`Capture::has_packet`]
 //!   is one memory read per ring, so sweeping many empty rings is cheap.
 //!
+//! What each costs, measured here (release build, 2-core VM under a load
+//! average of 5 to 8 from other work, so the tails are the machine's):
+//! an empty ring's [`Capture::has_packet`] 3-6 ns, an empty
+//! [`Capture::drain`] 8-12 ns, a full ring drained at 74 ns per 64-byte
+//! packet and 106 ns per 1400-byte packet; in immediate mode at 100
+//! packets/s, one wakeup per packet and kernel timestamp to drained
+//! p50 0.03 ms (p99 3.9 ms, the scheduler of the loaded machine). A swept
+//! capture costs its share of one timer wakeup plus a drain per sweep.
+//! The bench harness (`benches/engine.rs`) measures the whole path.
+//!
 //! [`Capture::drain`] writes the EPBs straight into the caller's buffer
 //! (one copy, ring to buffer; packets larger than a 2 KiB frame come whole
 //! through the socket's receive queue, see [`ring`]), and says whether
