@@ -452,6 +452,33 @@ def merge():
     write(t, "raw-garbage", bytes([0x00]) + b"not pcapng at all" + bytes(17))
 
 
+def filter_():
+    """Mode byte (link type bits 0-1, self-exclusion bit 2, loopback
+    prologue bits 3-4), then the filter text."""
+    ETH, RAW, SLL = 0, 1, 2
+    SELF, LO, ANY = 4, 1 << 3, 2 << 3
+    seeds = [
+        ("eth-udp-port", ETH, "udp port 53"),
+        ("eth-tcp-flags", ETH | SELF, "tcp[tcpflags] & (tcp-syn|tcp-fin) != 0"),
+        ("eth-vlan", ETH, "vlan 10 and ip"),
+        ("eth-lo-host", ETH | LO, "host 127.0.0.1 and not port 22"),
+        ("raw-icmp", RAW, "icmp or icmp6"),
+        ("raw-net", RAW, "src net 10.0.0.0/8 and dst portrange 1000-2000"),
+        ("sll-inbound", SLL | ANY, "inbound and udp"),
+        ("sll-outbound-self", SLL | ANY | SELF, "outbound"),
+        ("sll-len", SLL, "greater 100 or less 60"),
+        ("sll-ip6", SLL | ANY, "ip6 and tcp port 443"),
+        ("sll-arp", SLL, "arp or rarp"),
+        ("sll-link-byte", SLL, "link[6] = 2"),
+        ("sll-ip-offset", SLL, "ip[0] & 0xf > 5 and ip[6:2] & 0x1fff = 0"),
+        ("sll-indirect", SLL, "udp[8:4] = 0x01020304"),
+        ("bad-syntax", ETH, "nonsense(("),
+        ("many-clauses", ETH, " or ".join("port %d" % i for i in range(70))),
+    ]
+    for name, mode, text in seeds:
+        write("filter", name, bytes([mode]) + text.encode())
+
+
 if __name__ == "__main__":
     session()
     http_head()
@@ -461,3 +488,4 @@ if __name__ == "__main__":
     ws_frames()
     proxy()
     merge()
+    filter_()

@@ -35,6 +35,10 @@ command -v xdotool >/dev/null || need+=(xdotool)
 command -v scrot >/dev/null || need+=(scrot)
 command -v script >/dev/null || need+=(bsdutils)
 command -v dpkg-shlibdeps >/dev/null || need+=(dpkg-dev)
+# libpcap: the native capture engine compiles filters with it (headers
+# and the library to build, the run-time library to run).
+dpkg -s libpcap-dev >/dev/null 2>&1 || need+=(libpcap-dev)
+dpkg -s libpcap0.8 >/dev/null 2>&1 || need+=(libpcap0.8)
 # Test certificates are made with the openssl command.
 command -v openssl >/dev/null || need+=(openssl)
 # The venv for the third-party wss client the TLS tests use.

@@ -371,7 +371,7 @@ fn merged_shb(document: String) -> Vec<u8> {
     out
 }
 
-fn push_option(out: &mut Vec<u8>, order: Order, code: u16, value: &[u8]) {
+pub(crate) fn push_option(out: &mut Vec<u8>, order: Order, code: u16, value: &[u8]) {
     order.put_u16(out, code);
     // Callers bound values below 64 KiB (they come from one block).
     order.put_u16(out, u16::try_from(value.len()).unwrap_or(u16::MAX));
@@ -380,7 +380,7 @@ fn push_option(out: &mut Vec<u8>, order: Order, code: u16, value: &[u8]) {
 }
 
 /// A whole block around `body` (padded here).
-fn wrap(order: Order, block_type: u32, body: &[u8]) -> Vec<u8> {
+pub(crate) fn wrap(order: Order, block_type: u32, body: &[u8]) -> Vec<u8> {
     let len = MIN_BLOCK_LEN + padded(body.len());
     let len32 = u32::try_from(len).unwrap_or(u32::MAX);
     let mut out = Vec::with_capacity(len);

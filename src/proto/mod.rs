@@ -3,6 +3,7 @@
 //! `the_protocol_wing_does_no_io` below keeps it so.
 
 pub mod auth;
+pub mod bpf;
 pub mod capture;
 pub mod discovery;
 pub mod exchange;
@@ -10,11 +11,13 @@ pub mod front;
 pub mod http;
 pub mod http1;
 pub mod links;
+pub mod linktype;
 pub mod logtext;
 pub mod merge;
 pub mod multi;
 pub mod params;
 pub mod pcapng;
+pub mod pcapng_write;
 pub mod proxy;
 pub mod selfexcl;
 pub mod session;

@@ -9,6 +9,7 @@ pub mod background;
 pub mod conn;
 pub mod discovery_call;
 pub mod driver;
+pub mod engine;
 pub mod handshake;
 pub mod logging;
 pub mod lookup;

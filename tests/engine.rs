@@ -1,0 +1,617 @@
+//! The native capture engine with real parts: namespaces and veth pairs
+//! made here, real UDP traffic (bounded in count and time) sent inside
+//! them, the stream read back with the test kit's pcapng reader, tshark and
+//! capinfos, and compared with a real dumpcap on the same interfaces.
+//! Needs root (namespaces, packet sockets).
+
+use std::fs::File;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token, Waker};
+use packetflix::service::engine::{Capture, Engine, OpenRequest};
+use packetflix_testkit::{Netns, Pcapng, VethPair};
+
+const WAKE: Token = Token(0);
+const RING: Token = Token(1);
+/// The loop's read buffer (the relay's 64 KiB).
+const BUF: usize = 64 * 1024;
+
+struct Loop {
+    poll: Poll,
+    engine: Engine,
+    next: u64,
+}
+
+impl Loop {
+    fn new() -> Loop {
+        let poll = Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE).unwrap());
+        let engine = Engine::start(waker, 64).unwrap();
+        Loop {
+            poll,
+            engine,
+            next: 0,
+        }
+    }
+
+    /// Opens as the loop would: hands the request over (timed: it must
+    /// not wait for the kernel), then waits for the waker.
+    fn open(
+        &mut self,
+        ns: &Netns,
+        ifs: &[&str],
+        filter: Option<&str>,
+        chaste: bool,
+    ) -> Result<Capture, String> {
+        self.open_timed(ns, ifs, filter, chaste).0
+    }
+
+    fn open_timed(
+        &mut self,
+        ns: &Netns,
+        ifs: &[&str],
+        filter: Option<&str>,
+        chaste: bool,
+    ) -> (Result<Capture, String>, Duration, Duration) {
+        self.next += 1;
+        let ticket = self.next;
+        let req = OpenRequest {
+            netns: File::open(format!("/run/netns/{}", ns.name)).unwrap(),
+            interfaces: ifs.iter().map(|s| s.to_string()).collect(),
+            filter: filter.map(str::to_string),
+            chaste,
+        };
+        let t = Instant::now();
+        self.engine.open(ticket, req).unwrap();
+        let handed = t.elapsed();
+        let mut events = Events::with_capacity(8);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            self.poll
+                .poll(&mut events, Some(Duration::from_millis(200)))
+                .unwrap();
+            if let Some(o) = self.engine.next_opened() {
+                assert_eq!(o.ticket, ticket);
+                return (o.result, handed, o.took);
+            }
+        }
+        panic!("no answer to the open within 20 s");
+    }
+
+    /// Hands the capture to the closers (timed) and waits until its rings
+    /// are closed; (hand-over, until closed).
+    fn close(&self, c: Capture) -> (Duration, Duration) {
+        let t = Instant::now();
+        self.engine.close(c);
+        let handed = t.elapsed();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.engine.closing() > 0 {
+            assert!(Instant::now() < deadline, "rings not closed within 20 s");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        (handed, t.elapsed())
+    }
+}
+
+/// Drains until `until` holds for the stream or `secs` pass; the stream.
+fn read_until(
+    c: &mut Capture,
+    buf_len: usize,
+    secs: u64,
+    until: impl Fn(&Pcapng) -> bool,
+) -> Vec<u8> {
+    let mut stream = Vec::new();
+    let mut buf = vec![0u8; buf_len];
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let d = c.drain(&mut buf);
+        stream.extend_from_slice(&buf[..d.bytes]);
+        if d.more {
+            continue;
+        }
+        let p = Pcapng::parse(&stream).unwrap();
+        if until(&p) || Instant::now() > deadline {
+            return stream;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Sends `count` UDP datagrams of `size` bytes from inside `ns` to
+/// `dst:port`, one every 0.5 ms at most.
+fn send_udp(ns: &Netns, dst: &str, port: u16, count: u32, size: usize) {
+    let script = format!(
+        "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         for i in range({count}):\n s.sendto(b'x'*{size},('{dst}',{port}))\n time.sleep(0.0005)\n"
+    );
+    let out = ns
+        .command(&["timeout", "20", "python3", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// UDP packets to `port` in a parsed stream (Ethernet or cooked framing).
+fn udp_to(p: &Pcapng, port: u16) -> usize {
+    p.packets
+        .iter()
+        .filter(|pk| {
+            let ip_at = match pk.linktype {
+                1 => 14,
+                113 => 16,
+                101 => 0,
+                _ => return false,
+            };
+            let d = &pk.data;
+            d.len() >= ip_at + 24 && d[ip_at] >> 4 == 4 && d[ip_at + 9] == 17 && {
+                let ihl = usize::from(d[ip_at] & 0xf) * 4;
+                d.len() >= ip_at + ihl + 4
+                    && u16::from_be_bytes([d[ip_at + ihl + 2], d[ip_at + ihl + 3]]) == port
+            }
+        })
+        .count()
+}
+
+fn port() -> u16 {
+    // Ports inside the test's own namespaces: any fixed value is private
+    // to them; vary per process so a stray packet of another run cannot
+    // match.
+    20_000 + (std::process::id() % 20_000) as u16
+}
+
+/// (code, value) options of each block of type `t`, in order.
+/// A block's fixed part and its options.
+type Block = (Vec<u8>, Vec<(u16, Vec<u8>)>);
+
+fn block_options(stream: &[u8], t: u32, fixed: usize) -> Vec<Block> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 12 <= stream.len() {
+        let bt = u32::from_ne_bytes(stream[at..at + 4].try_into().unwrap());
+        let len = u32::from_ne_bytes(stream[at + 4..at + 8].try_into().unwrap()) as usize;
+        if bt == t {
+            let body = &stream[at + 8..at + len - 4];
+            let mut opts = Vec::new();
+            let mut o = fixed;
+            while o + 4 <= body.len() {
+                let code = u16::from_ne_bytes([body[o], body[o + 1]]);
+                let l = usize::from(u16::from_ne_bytes([body[o + 2], body[o + 3]]));
+                if code == 0 {
+                    break;
+                }
+                opts.push((code, body[o + 4..o + 4 + l].to_vec()));
+                o += 4 + l.div_ceil(4) * 4;
+            }
+            out.push((body[..fixed].to_vec(), opts));
+        }
+        at += len;
+    }
+    out
+}
+
+/// A tun device in `ns` (a link type without a link header).
+fn add_tun(ns: &Netns, name: &str) {
+    ip(&["-n", &ns.name, "tuntap", "add", "mode", "tun", "name", name]);
+    ip(&["-n", &ns.name, "link", "set", name, "up"]);
+}
+
+/// What dumpcap writes for the same interfaces in `ns`: its stdout for
+/// one second.
+fn dumpcap_head(ns: &Netns, ifs: &[&str], filter: &str) -> Vec<u8> {
+    let mut cmd = vec![
+        "timeout",
+        "10",
+        "dumpcap",
+        "-q",
+        "-w",
+        "-",
+        "-a",
+        "duration:1",
+        "-f",
+        filter,
+    ];
+    for i in ifs {
+        cmd.extend(["-i", i]);
+    }
+    let out = ns.command(&cmd).output().unwrap();
+    assert!(
+        !out.stdout.is_empty(),
+        "dumpcap: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[test]
+fn link_types_and_idbs_match_dumpcaps_for_veth_lo_tun_and_any() {
+    let pair = VethPair::new();
+    add_tun(&pair.a, "ptun0");
+    let mut lp = Loop::new();
+    let filter = "udp or icmp";
+    let ifs = [pair.a_if.as_str(), "lo", "ptun0"];
+    let mut c = lp.open(&pair.a, &ifs, Some(filter), true).unwrap();
+    let mut any = lp.open(&pair.a, &[], Some(filter), true).unwrap();
+    let ours = read_until(&mut c, BUF, 1, |_| true);
+    let ours_any = read_until(&mut any, BUF, 1, |_| true);
+    let theirs = dumpcap_head(&pair.a, &ifs, filter);
+    let theirs_any = dumpcap_head(&pair.a, &["any"], filter);
+    for (ours, theirs, n) in [(&ours, &theirs, 3), (&ours_any, &theirs_any, 1)] {
+        let a = block_options(ours, 1, 8);
+        let b = block_options(theirs, 1, 8);
+        assert_eq!(a.len(), n);
+        assert_eq!(b.len(), n);
+        for ((fa, oa), (fb, ob)) in a.iter().zip(&b) {
+            // Link type, reserved, snap length: the same bytes.
+            assert_eq!(fa, fb, "fixed fields");
+            // if_name, if_tsresol, if_filter, if_os: the same values;
+            // dumpcap adds if_description where libpcap has one.
+            for code in [2u16, 9, 11, 12] {
+                let find = |o: &Vec<(u16, Vec<u8>)>| {
+                    o.iter().find(|(c, _)| *c == code).map(|(_, v)| v.clone())
+                };
+                assert_eq!(find(oa), find(ob), "option {code}");
+            }
+        }
+    }
+    let lts: Vec<u16> = Pcapng::parse(&ours)
+        .unwrap()
+        .interfaces()
+        .iter()
+        .map(|i| i.linktype)
+        .collect();
+    assert_eq!(lts, vec![1, 1, 101]);
+    assert_eq!(
+        Pcapng::parse(&ours_any).unwrap().interfaces()[0].linktype,
+        113
+    );
+    eprintln!("IDBs of veth, lo, tun and any equal dumpcap's field by field");
+    lp.close(c);
+    lp.close(any);
+}
+
+#[test]
+fn packets_pass_the_filter_with_nanosecond_times_and_the_isbs_hold_the_kernels_counts() {
+    let pair = VethPair::new();
+    let mut lp = Loop::new();
+    let p = port();
+    let mut c = lp
+        .open(&pair.b, &[&pair.b_if], Some(&format!("udp port {p}")), true)
+        .unwrap();
+    send_udp(&pair.a, &pair.b_addr.to_string(), p, 50, 100);
+    send_udp(&pair.a, &pair.b_addr.to_string(), p + 1, 20, 100);
+    let mut stream = read_until(&mut c, BUF, 5, |s| udp_to(s, p) >= 50);
+    stream.extend(c.finish());
+    let parsed = Pcapng::parse(&stream).unwrap();
+    assert_eq!(parsed.packets.len(), 50, "only the filter's packets");
+    assert_eq!(udp_to(&parsed, p), 50);
+    let isb = block_options(&stream, 5, 12);
+    assert_eq!(isb.len(), 1);
+    let opt = |code| {
+        isb[0]
+            .1
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map(|(_, v)| u64::from_ne_bytes(v[..8].try_into().unwrap()))
+    };
+    assert_eq!(opt(4), Some(50), "isb_ifrecv");
+    assert_eq!(opt(5), Some(0), "isb_ifdrop");
+    // Nanoseconds: tshark shows nine digits, and not all end in 000.
+    let times =
+        packetflix_testkit::pcapng::tshark_fields(&stream, &["frame.time_epoch", "udp.dstport"]);
+    assert_eq!(times.len(), 50);
+    assert!(times.iter().all(|r| r[1] == p.to_string()));
+    assert!(times
+        .iter()
+        .all(|r| r[0].split('.').nth(1).is_some_and(|f| f.len() == 9)));
+    assert!(times.iter().any(|r| !r[0].ends_with("000")), "{times:?}");
+    lp.close(c);
+}
+
+#[test]
+fn a_ring_not_read_drops_in_the_kernel_and_the_isb_counts_it() {
+    let pair = VethPair::new();
+    let mut lp = Loop::new();
+    let p = port();
+    let mut c = lp
+        .open(&pair.b, &[&pair.b_if], Some(&format!("udp port {p}")), true)
+        .unwrap();
+    let script = format!(
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         for i in range(3000):\n s.sendto(b'x'*64,('{}',{p}))\n",
+        pair.b_addr
+    );
+    let out = pair
+        .a
+        .command(&["timeout", "20", "python3", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::thread::sleep(Duration::from_millis(200));
+    let mut stream = read_until(&mut c, BUF, 1, |_| false);
+    stream.extend(c.finish());
+    let parsed = Pcapng::parse(&stream).unwrap();
+    let isb = block_options(&stream, 5, 12);
+    let opt = |code| {
+        isb[0]
+            .1
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map(|(_, v)| u64::from_ne_bytes(v[..8].try_into().unwrap()))
+            .unwrap()
+    };
+    let (recv, drop) = (opt(4), opt(5));
+    eprintln!(
+        "sent 3000, captured {}, kernel: received {recv}, dropped {drop}",
+        parsed.packets.len()
+    );
+    assert!(drop > 0, "a 1024-frame ring cannot hold 3000 packets");
+    assert_eq!(recv, parsed.packets.len() as u64 + drop);
+    assert_eq!(recv, 3000);
+    lp.close(c);
+}
+
+#[test]
+fn any_is_cooked_filtered_in_the_kernel_and_sees_loopback_packets_once() {
+    let pair = VethPair::new();
+    let mut lp = Loop::new();
+    let p = port();
+    // `inbound` reads the cooked packet type: rewritten to the kernel's.
+    let mut c = lp
+        .open(
+            &pair.a,
+            &[],
+            Some(&format!("udp port {p} and inbound")),
+            true,
+        )
+        .unwrap();
+    send_udp(&pair.b, &pair.a_addr.to_string(), p, 20, 50);
+    send_udp(&pair.a, &pair.b_addr.to_string(), p, 20, 50);
+    send_udp(&pair.a, &pair.a.addr.to_string(), p, 10, 50);
+    let stream = read_until(&mut c, BUF, 5, |s| udp_to(s, p) >= 30);
+    let parsed = Pcapng::parse(&stream).unwrap();
+    assert_eq!(parsed.interfaces()[0].linktype, 113);
+    // 20 in over veth, 10 over lo (once: the outgoing copy is dropped).
+    assert_eq!(udp_to(&parsed, p), 30);
+    let rows = packetflix_testkit::pcapng::tshark_fields(&stream, &["sll.pkttype", "udp.dstport"]);
+    assert!(
+        rows.iter().all(|r| r[0] == "0" && r[1] == p.to_string()),
+        "{rows:?}"
+    );
+    lp.close(c);
+    // A filter that reads the cooked header's address is refused, with
+    // the reason.
+    let e = lp
+        .open(&pair.a, &[], Some("link[6] = 2"), true)
+        .err()
+        .unwrap();
+    assert!(e.contains("byte 6 of the cooked header"), "{e}");
+}
+
+#[test]
+fn a_bad_filter_is_refused_with_libpcaps_words() {
+    let ns = Netns::new();
+    let mut lp = Loop::new();
+    let e = lp
+        .open(&ns, &["lo"], Some("nonsense(("), true)
+        .err()
+        .unwrap();
+    assert!(
+        e.starts_with("Invalid capture filter \"nonsense((\" for interface 'lo'."),
+        "{e}"
+    );
+    assert!(e.contains("syntax error"), "{e}");
+    let e = lp.open(&ns, &["nosuch0"], None, true).err().unwrap();
+    assert!(e.contains("nosuch0"), "{e}");
+}
+
+fn promiscuity(ns: &Netns, ifname: &str) -> u32 {
+    let out = Command::new("ip")
+        .args(["-n", &ns.name, "-d", "link", "show", ifname])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .skip_while(|w| *w != "promiscuity")
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn chaste_captures_leave_promiscuous_mode_off() {
+    let pair = VethPair::new();
+    let mut lp = Loop::new();
+    let chaste = lp.open(&pair.a, &[&pair.a_if], None, true).unwrap();
+    assert_eq!(promiscuity(&pair.a, &pair.a_if), 0);
+    let promisc = lp.open(&pair.a, &[&pair.a_if], None, false).unwrap();
+    assert_eq!(promiscuity(&pair.a, &pair.a_if), 1);
+    lp.close(promisc);
+    assert_eq!(promiscuity(&pair.a, &pair.a_if), 0);
+    lp.close(chaste);
+}
+
+#[test]
+fn packets_larger_than_a_frame_come_whole_over_jumbo_veth_and_lo() {
+    let pair = VethPair::new();
+    for (ns, ifname) in [(&pair.a, &pair.a_if), (&pair.b, &pair.b_if)] {
+        ip(&["-n", &ns.name, "link", "set", ifname, "mtu", "9000"]);
+    }
+    let mut lp = Loop::new();
+    let p = port();
+    let filter = format!("udp port {p}");
+    let mut c = lp
+        .open(&pair.b, &[&pair.b_if], Some(&filter), true)
+        .unwrap();
+    send_udp(&pair.a, &pair.b_addr.to_string(), p, 5, 8000);
+    let stream = read_until(&mut c, BUF, 5, |s| udp_to(s, p) >= 5);
+    let parsed = Pcapng::parse(&stream).unwrap();
+    assert_eq!(udp_to(&parsed, p), 5);
+    assert!(parsed
+        .packets
+        .iter()
+        .all(|pk| pk.data.len() == 14 + 20 + 8 + 8000));
+    lp.close(c);
+    // lo: 60000-byte datagrams in one packet, read through a 4 KiB buffer
+    // (each EPB handed out over several drains).
+    let mut c = lp.open(&pair.a, &["lo"], Some(&filter), true).unwrap();
+    send_udp(&pair.a, &pair.a.addr.to_string(), p, 3, 60_000);
+    let stream = read_until(&mut c, 4096, 5, |s| udp_to(s, p) >= 3);
+    let parsed = Pcapng::parse(&stream).unwrap();
+    assert_eq!(parsed.complete_len, stream.len());
+    assert_eq!(udp_to(&parsed, p), 3);
+    assert!(parsed
+        .packets
+        .iter()
+        .all(|pk| pk.data.len() == 14 + 20 + 8 + 60_000));
+    let lens = packetflix_testkit::pcapng::tshark_fields(&stream, &["frame.len", "frame.cap_len"]);
+    assert!(
+        lens.iter().all(|r| r[0] == "60042" && r[1] == "60042"),
+        "{lens:?}"
+    );
+    lp.close(c);
+}
+
+#[test]
+fn an_interface_deleted_under_a_capture_ends_it_with_dumpcaps_line() {
+    let pair = VethPair::new();
+    let mut lp = Loop::new();
+    let p = port();
+    let mut c = lp
+        .open(&pair.a, &[&pair.a_if], Some(&format!("udp port {p}")), true)
+        .unwrap();
+    // Registered as the loop does in immediate mode: the error wakes it.
+    for fd in c.fds().collect::<Vec<_>>() {
+        lp.poll
+            .registry()
+            .register(&mut mio::unix::SourceFd(&fd), RING, Interest::READABLE)
+            .unwrap();
+    }
+    // Down, then up: not the end (dumpcap goes on too); packets resume.
+    ip(&["-n", &pair.a.name, "link", "set", &pair.a_if, "down"]);
+    let mut events = Events::with_capacity(8);
+    lp.poll
+        .poll(&mut events, Some(Duration::from_secs(2)))
+        .unwrap();
+    assert!(
+        events.iter().any(|e| e.token() == RING && e.is_error()),
+        "no error event"
+    );
+    assert_eq!(c.check(), Ok(()));
+    ip(&["-n", &pair.a.name, "link", "set", &pair.a_if, "up"]);
+    ip(&["-n", &pair.b.name, "link", "set", &pair.b_if, "up"]);
+    std::thread::sleep(Duration::from_millis(300));
+    send_udp(&pair.b, &pair.a_addr.to_string(), p, 5, 10);
+    let stream = read_until(&mut c, BUF, 5, |s| udp_to(s, p) >= 5);
+    assert_eq!(udp_to(&Pcapng::parse(&stream).unwrap(), p), 5);
+    // Deleted: the end, in dumpcap's words.
+    ip(&["-n", &pair.a.name, "link", "del", &pair.a_if]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let e = loop {
+        lp.poll
+            .poll(&mut events, Some(Duration::from_millis(100)))
+            .unwrap();
+        if let Err(e) = c.check() {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "no error after the delete");
+    };
+    assert_eq!(
+        e,
+        format!(
+            "The network adapter \"{}\" is no longer attached; the capture has stopped.",
+            pair.a_if
+        )
+    );
+    lp.close(c);
+}
+
+fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+fn maps_count() -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .count()
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[test]
+fn a_thousand_open_close_cycles_leave_nothing_behind_and_never_wait_on_the_caller() {
+    let ns = Netns::new();
+    let mut lp = Loop::new();
+    // Warm up (threads, allocator), then take the baseline.
+    for _ in 0..5 {
+        let c = lp.open(&ns, &["lo"], Some("udp"), true).unwrap();
+        lp.close(c);
+    }
+    let (fds, maps, rss) = (fd_count(), maps_count(), rss_kib());
+    // The check below can see a ring left behind: an open one shows.
+    let c = lp.open(&ns, &["lo"], None, true).unwrap();
+    assert_eq!((fd_count(), maps_count()), (fds + 1, maps + 1));
+    lp.close(c);
+    let (mut hand_open, mut took_open, mut hand_close, mut took_close) =
+        (vec![], vec![], vec![], vec![]);
+    let mut longest_hand = Duration::ZERO;
+    for n in 0..1000 {
+        let ifs: &[&str] = if n % 2 == 0 { &["lo"] } else { &[] };
+        let (c, handed, took) = lp.open_timed(&ns, ifs, Some("udp"), true);
+        let mut c = c.unwrap();
+        assert!(c.has_packet(), "the head is waiting");
+        let mut buf = vec![0u8; 4096];
+        assert!(c.drain(&mut buf).bytes > 0);
+        let (h, t) = lp.close(c);
+        longest_hand = longest_hand.max(handed).max(h);
+        hand_open.push(handed);
+        took_open.push(took);
+        hand_close.push(h);
+        took_close.push(t);
+    }
+    eprintln!(
+        "1000 cycles: open handed over in {:?} median, ring(s) ready {:?} median; close handed over in {:?} median, rings closed {:?} median; longest hand-over {:?}",
+        median(&mut hand_open),
+        median(&mut took_open),
+        median(&mut hand_close),
+        median(&mut took_close),
+        longest_hand
+    );
+    // Far past any hand-over: the caller never waits for the kernel.
+    assert!(longest_hand < Duration::from_millis(50), "{longest_hand:?}");
+    let (fds2, maps2, rss2) = (fd_count(), maps_count(), rss_kib());
+    eprintln!("descriptors {fds} -> {fds2}, mappings {maps} -> {maps2}, RSS {rss} -> {rss2} KiB");
+    assert_eq!(fds2, fds, "descriptors left behind");
+    assert!(maps2 <= maps + 4, "mappings left behind: {maps} -> {maps2}");
+    assert!(
+        rss2 < rss + 8 * 1024,
+        "memory left behind: {rss} -> {rss2} KiB"
+    );
+}
