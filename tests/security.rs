@@ -1172,6 +1172,11 @@ fn record_client_hello(ca: &std::path::Path) -> Vec<u8> {
 /// A connection from 127.0.0.2 (another client than the measured ones)
 /// that sends `bytes` and holds on.
 fn flood_connection(port: u16, bytes: &[u8]) -> Option<TcpStream> {
+    connection_from([127, 0, 0, 2], port, bytes)
+}
+
+/// A connection from the loopback address `src` that sends `bytes`.
+fn connection_from(src: [u8; 4], port: u16, bytes: &[u8]) -> Option<TcpStream> {
     use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
     let fd = socket(
         AddressFamily::Inet,
@@ -1182,7 +1187,7 @@ fn flood_connection(port: u16, bytes: &[u8]) -> Option<TcpStream> {
     .ok()?;
     bind(
         std::os::fd::AsRawFd::as_raw_fd(&fd),
-        &SockaddrIn::new(127, 0, 0, 2, 0),
+        &SockaddrIn::new(src[0], src[1], src[2], src[3], 0),
     )
     .ok()?;
     connect(
@@ -1330,5 +1335,76 @@ fn a_replayed_clienthello_flood_starves_neither_version_nor_a_running_capture() 
     assert!(
         answered <= FLOOD / 4,
         "{answered} of {FLOOD} replayed handshakes were worked on"
+    );
+}
+
+// ---- guessing tokens -------------------------------------------------------
+
+/// One upgrade from `src` with `token`: its status and how long it took.
+fn try_token(src: [u8; 4], port: u16, token: &str) -> (u16, Duration) {
+    let t0 = Instant::now();
+    let req = upgrade_request(
+        port,
+        "/capture?netns=1",
+        &format!("Authorization: Bearer {token}\r\n"),
+    );
+    let Some(mut s) = connection_from(src, port, req.as_bytes()) else {
+        return (0, t0.elapsed());
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(15)));
+    let mut head = [0u8; 12];
+    let status = match s.read_exact(&mut head) {
+        Ok(()) => std::str::from_utf8(&head[9..12])
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0),
+        Err(_) => 0,
+    };
+    (status, t0.elapsed())
+}
+
+#[test]
+fn guessing_tokens_from_one_address_is_slowed_and_nobody_else_waits() {
+    /// How long the guesser keeps trying, one request after another.
+    const GUESSING: Duration = Duration::from_secs(4);
+    let secret = format!("tok-{}-{}", std::process::id(), next_id());
+    let tokens = token_file(&format!("{secret}\n"));
+    let svc = Service::start(&["--token-file", tokens.path()]);
+    let port = svc.port();
+    let guesser = std::thread::spawn(move || {
+        let t0 = Instant::now();
+        let mut tries = Vec::new();
+        while t0.elapsed() < GUESSING {
+            tries.push(try_token(
+                [127, 0, 0, 2],
+                port,
+                &format!("guess-{}", tries.len()),
+            ));
+        }
+        tries
+    });
+    // Meanwhile another address: a mistyped token, then the right one.
+    std::thread::sleep(GUESSING / 2);
+    let (wrong, wrong_took) = try_token([127, 0, 0, 1], port, "mistyped");
+    let (right, right_took) = try_token([127, 0, 0, 1], port, &secret);
+    let tries = guesser.join().expect("guesser");
+    let refused = tries.iter().filter(|(s, _)| *s == 401).count();
+    let last = tries.last().map(|t| t.1).unwrap_or_default();
+    eprintln!(
+        "wrong tokens from one address: {refused} answered in {GUESSING:?} ({:.1}/s; the last \
+         held {last:?}); another address meanwhile: a wrong token answered in {wrong_took:?}, \
+         the right one in {right_took:?}",
+        refused as f64 / GUESSING.as_secs_f64()
+    );
+    assert!(tries.iter().all(|(s, _)| *s == 401), "{tries:?}");
+    assert!(
+        refused < 40,
+        "{refused} guesses in {GUESSING:?}: not slowed"
+    );
+    assert_eq!(wrong, 401);
+    assert_eq!(right, 101);
+    assert!(
+        wrong_took < Duration::from_secs(1) && right_took < Duration::from_secs(1),
+        "another address waited: {wrong_took:?}, {right_took:?}"
     );
 }

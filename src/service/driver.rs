@@ -187,6 +187,8 @@ pub struct Shared {
     pub namespaces: Namespaces,
     /// TLS handshakes in progress and this turn's handshake work.
     pub handshakes: crate::service::handshake::Gate,
+    /// Recent wrong tokens, per address.
+    pub throttle: crate::proto::throttle::Throttle,
 }
 
 /// What the driver uses of the loop while it handles one session's event.
@@ -507,6 +509,10 @@ impl Host for OsHost<'_> {
         self.shared
             .discovery
             .want_address(self.now, (self.key, self.id))
+    }
+
+    fn token_refused(&mut self, peer: core::net::IpAddr) -> std::time::Duration {
+        self.shared.throttle.failed(peer, self.now)
     }
 
     fn metrics_text(&mut self) -> String {

@@ -1,6 +1,7 @@
-//! The last phases of a connection: `Closing` (our close frame is out, the
-//! client's is awaited) and `Flush` (a final response or close answer is
-//! going out; then the write side is shut and the session is done).
+//! The last phases of a connection: `Held` (a final response waits for its
+//! time), `Closing` (our close frame is out, the client's is awaited) and
+//! `Flush` (a final response or close answer is going out; then the write
+//! side is shut and the session is done).
 
 use std::time::Instant;
 
@@ -44,6 +45,17 @@ pub(super) fn flushing(deadline: Instant, cx: &mut Cx, ev: Event) -> Phase {
         }
         Event::ClientEof | Event::ClientBroke(_) => Phase::Done,
         _ => Phase::Flush { deadline },
+    }
+}
+
+/// The `Held` phase's transitions: the refusal goes out at its deadline.
+pub(super) fn held(resp: Box<[u8]>, deadline: Instant, cx: &mut Cx, ev: Event) -> Phase {
+    match ev {
+        Event::Timeout => super::respond_close(cx, &resp),
+        Event::ClientEof | Event::ClientBroke(_) | Event::Shutdown | Event::Displaced => {
+            Phase::Done
+        }
+        _ => Phase::Held { resp, deadline },
     }
 }
 

@@ -155,6 +155,19 @@ fn handle_request(cx: &mut Cx, req: Request, leftover: Vec<u8>) -> Phase {
             }
         );
         log_line(id, cx.peer, env, Some(&req), refusal.status());
+        if let crate::proto::auth::Refusal::NoToken = refusal {
+            // Guessing tokens is slowed per address; nobody else waits.
+            let hold = cx.host.token_refused(cx.peer.ip());
+            if !hold.is_zero() {
+                debug!(
+                    "[c{id}] answer held back {hold:?}: repeated wrong tokens from this address"
+                );
+                return Phase::Held {
+                    resp: refusal.response().into_boxed_slice(),
+                    deadline: env.now + hold,
+                };
+            }
+        }
         return respond_close(cx, &refusal.response());
     }
     match route {

@@ -253,6 +253,9 @@ pub trait Host: Out {
     /// The discovery service's address, likewise
     /// ([`Event::Address`](super::Event::Address)).
     fn want_address(&mut self) -> Option<Result<SocketAddr, String>>;
+    /// A request from `peer` carried no valid token: counts the failure
+    /// and says how long its `401` must be held back (`proto::throttle`).
+    fn token_refused(&mut self, peer: core::net::IpAddr) -> Duration;
     /// The service's counters in Prometheus' text format.
     fn metrics_text(&mut self) -> String;
     /// Counts one event.

@@ -173,6 +173,12 @@ enum Phase {
     Flush {
         deadline: Instant,
     },
+    /// A final response held back until `deadline` (a `401` to an address
+    /// that keeps guessing tokens); the client is not read meanwhile.
+    Held {
+        resp: Box<[u8]>,
+        deadline: Instant,
+    },
     Done,
 }
 
@@ -216,6 +222,7 @@ impl Session {
             Phase::Proxying(p) => proxying::on(p, &mut cx, ev),
             Phase::Closing { reader, deadline } => ending::closing(reader, deadline, &mut cx, ev),
             Phase::Flush { deadline } => ending::flushing(deadline, &mut cx, ev),
+            Phase::Held { resp, deadline } => ending::held(resp, deadline, &mut cx, ev),
             Phase::Done => Phase::Done,
         };
         self.phase = ending::finish_if_flushed(next, &mut cx);
@@ -227,7 +234,9 @@ impl Session {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match &self.phase {
             Phase::Head(h) => Some(h.deadline),
-            Phase::Closing { deadline, .. } | Phase::Flush { deadline } => Some(*deadline),
+            Phase::Closing { deadline, .. }
+            | Phase::Flush { deadline }
+            | Phase::Held { deadline, .. } => Some(*deadline),
             Phase::Proxying(p) => p.deadline(),
             Phase::Starting(s) => s.deadline(),
             Phase::Capturing(c) => c.deadline(),
@@ -270,9 +279,10 @@ impl Session {
 
     /// Whether a full connection table may give this session's slot to a
     /// new connection: it waits for a request head (its first, or the next
-    /// on a kept-alive connection) with no answer still queued.
+    /// on a kept-alive connection), or holds back a refusal, with no answer
+    /// still queued.
     pub fn displaceable(&self, pending: usize) -> bool {
-        matches!(self.phase, Phase::Head(_)) && pending == 0
+        matches!(self.phase, Phase::Head(_) | Phase::Held { .. }) && pending == 0
     }
 }
 

@@ -166,6 +166,8 @@ pub struct World {
     pub calls: Vec<Call>,
     /// Sources to read again before the world "sleeps".
     pub again: VecDeque<Source>,
+    /// How long a wrong token's `401` is held back.
+    pub token_delay: Duration,
     next_pid: u32,
 }
 
@@ -382,6 +384,10 @@ impl Host for World {
                 None
             }
         }
+    }
+
+    fn token_refused(&mut self, _peer: core::net::IpAddr) -> Duration {
+        self.token_delay
     }
 
     fn metrics_text(&mut self) -> String {

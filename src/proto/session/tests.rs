@@ -613,3 +613,40 @@ fn the_proxy_deadline_waits_while_the_request_is_still_being_sent() {
     s.advance(s.cfg.discovery_timeout);
     assert!(received(&s).starts_with("HTTP/1.1 504"), "{}", received(&s));
 }
+
+// ---- wrong tokens ----------------------------------------------------------
+
+fn with_tokens() -> Sim {
+    let tokens = crate::proto::auth::TokenSet::parse("right-token\n").unwrap();
+    let mut s = Sim::new(Config::default(), Policy::new(&[], Some(tokens)).unwrap());
+    s.namespaces.insert(NS_A, vec!["lo".to_string()]);
+    s
+}
+
+#[test]
+fn a_wrong_token_is_answered_at_once_while_the_host_says_no_delay() {
+    let mut s = with_tokens();
+    s.send(&upgrade(&format!("netns={NS_A}")));
+    assert!(received(&s).starts_with("HTTP/1.1 401"), "{}", received(&s));
+}
+
+#[test]
+fn a_guessing_address_gets_its_401_only_after_the_hosts_delay() {
+    let mut s = with_tokens();
+    s.token_delay = Duration::from_millis(800);
+    let mut req = upgrade(&format!("netns={NS_A}"));
+    let at = req.len() - 2;
+    req.splice(at..at, b"Authorization: Bearer guess\r\n".iter().copied());
+    s.send(&req);
+    assert!(s.client.received.is_empty(), "answered before the delay");
+    assert!(s.displace(), "a held refusal may give its slot up");
+    let mut s = with_tokens();
+    s.token_delay = Duration::from_millis(800);
+    s.send(&req);
+    s.advance(Duration::from_millis(799));
+    assert!(s.client.received.is_empty(), "answered before the delay");
+    s.advance(Duration::from_millis(1));
+    assert!(received(&s).starts_with("HTTP/1.1 401"), "{}", received(&s));
+    s.take();
+    assert!(s.session.finished());
+}

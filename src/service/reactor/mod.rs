@@ -158,6 +158,7 @@ impl Reactor {
                 discovery,
                 namespaces: Default::default(),
                 handshakes: Default::default(),
+                throttle: Default::default(),
             },
             front,
             reloader,
