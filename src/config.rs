@@ -39,6 +39,28 @@ pub mod limits {
     pub const MAX_FILTER: usize = 4096;
 }
 
+/// Where a capture's packets come from (`--capture-engine`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CaptureEngine {
+    /// The capture program (dumpcap), one process per target: what the
+    /// original service does, and what operators audit.
+    #[default]
+    Dumpcap,
+    /// Packet rings read by the service itself, no process per target.
+    Native,
+}
+
+impl CaptureEngine {
+    /// Its name on the command line, in `/version` and in the target
+    /// document.
+    pub fn name(self) -> &'static str {
+        match self {
+            CaptureEngine::Dumpcap => "dumpcap",
+            CaptureEngine::Native => "native",
+        }
+    }
+}
+
 /// Everything the service takes from its command line.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -51,6 +73,8 @@ pub struct Config {
     pub log_requests: bool,
     pub log_headers: bool,
     pub capture_program: PathBuf,
+    /// Where packets come from: the capture program, or the service itself.
+    pub capture_engine: CaptureEngine,
     /// How long a capture program may ignore SIGTERM before it gets SIGKILL.
     pub term_timeout: Duration,
     /// Open client connections; more are answered 503 and closed.
@@ -94,6 +118,7 @@ impl Default for Config {
             log_requests: false,
             log_headers: false,
             capture_program: PathBuf::from("/usr/bin/dumpcap"),
+            capture_engine: CaptureEngine::Dumpcap,
             term_timeout: Duration::from_secs(10),
             max_connections: 4096,
             max_captures: 1024,
@@ -134,6 +159,8 @@ Options:
       --discovery-timeout SECS   deadline for a discovery exchange [default: 20]
       --proxy-discovery          forward other requests to the discovery service
       --capture-program PATH     capture program [default: /usr/bin/dumpcap]
+      --capture-engine NAME      dumpcap (a capture program per target) or native
+                                 (packet rings read by the service) [default: dumpcap]
       --term-timeout SECS        SIGTERM -> SIGKILL deadline for captures [default: 10]
       --max-connections N        open connections; more get 503 [default: 4096]
       --max-captures N           running captures; more get 503 [default: 1024]
@@ -194,6 +221,17 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             "--discovery-timeout" => cfg.discovery_timeout = seconds(&flag, &value(&flag)?)?,
             "--term-timeout" => cfg.term_timeout = seconds(&flag, &value(&flag)?)?,
             "--capture-program" => cfg.capture_program = PathBuf::from(value(&flag)?),
+            "--capture-engine" => {
+                cfg.capture_engine = match value(&flag)?.as_str() {
+                    "dumpcap" => CaptureEngine::Dumpcap,
+                    "native" => CaptureEngine::Native,
+                    other => {
+                        return Err(format!(
+                            "{flag}: '{other}' is not a capture engine (dumpcap or native)"
+                        ))
+                    }
+                }
+            }
             "--max-connections" => cfg.max_connections = count(&flag, &value(&flag)?, 1, 1 << 20)?,
             "--max-captures" => cfg.max_captures = count(&flag, &value(&flag)?, 1, 1 << 20)?,
             "--max-head-bytes" => cfg.max_head_bytes = count(&flag, &value(&flag)?, 256, 1 << 20)?,

@@ -42,7 +42,12 @@ fn main() -> ExitCode {
     };
     let port = cfg.port;
     let listen = cfg.listen.map(|a| format!("{a} ")).unwrap_or_default();
-    let program = cfg.capture_program.display().to_string();
+    let engine = match cfg.capture_engine {
+        packetflix::config::CaptureEngine::Dumpcap => {
+            format!("capture program {}", cfg.capture_program.display())
+        }
+        packetflix::config::CaptureEngine::Native => "native capture engine".to_string(),
+    };
     let mut reactor = match reactor::Reactor::new(cfg, listener) {
         Ok(r) => r,
         Err(e) => {
@@ -52,7 +57,7 @@ fn main() -> ExitCode {
         }
     };
     log::info!(
-        "packetflix {} listening on {listen}port {port} ({}), capture program {program}, discovery service {}",
+        "packetflix {} listening on {listen}port {port} ({}), {engine}, discovery service {}",
         env!("CARGO_PKG_VERSION"),
         security.describe(),
         reactor.discovery_service()

@@ -155,6 +155,16 @@ labelled!(
 );
 
 labelled!(
+    /// Which capture engine a count is about. (dumpcap's own drops are in
+    /// the statistics blocks it writes into each stream; the service does
+    /// not parse the stream for them.)
+    Engine, KERNEL_DROPS, {
+        /// Packet rings read by the service.
+        Native => "native",
+    }
+);
+
+labelled!(
     /// How one lookup with the discovery service went.
     Lookup, LOOKUPS, {
         /// The target was found.
@@ -220,6 +230,12 @@ pub fn lookup(outcome: Lookup, took: Duration) {
 /// A capture was paused for `d` by a slow client.
 pub fn paused_for(d: Duration) {
     PAUSED_MICROS.add(micros(d));
+}
+
+/// Packets the kernel dropped for a capture of `engine` (counted when it
+/// ends).
+pub fn kernel_dropped(engine: Engine, n: u64) {
+    KERNEL_DROPS[engine as usize].add(n);
 }
 
 pub fn log_line_dropped() {
@@ -315,6 +331,14 @@ pub fn render() -> String {
         "reason",
         Refusal::ALL,
         |r| (r.label(), REFUSED[r as usize].get()),
+    );
+    labelled_family(
+        &mut out,
+        "packetflix_capture_kernel_drops_total",
+        "Packets the kernel dropped for captures that ended (its ring was full), by engine.",
+        "engine",
+        Engine::ALL,
+        |e| (e.label(), KERNEL_DROPS[e as usize].get()),
     );
     labelled_family(
         &mut out,

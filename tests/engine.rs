@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token, Waker};
-use packetflix::service::engine::{Capture, Engine, OpenRequest};
+use packetflix::service::engine::{Capture, Engine, OpenError, OpenRequest};
 use packetflix_testkit::{Netns, Pcapng, VethPair};
 
 const WAKE: Token = Token(0);
@@ -44,7 +44,7 @@ impl Loop {
         ifs: &[&str],
         filter: Option<&str>,
         chaste: bool,
-    ) -> Result<Capture, String> {
+    ) -> Result<Capture, OpenError> {
         self.open_timed(ns, ifs, filter, chaste).0
     }
 
@@ -54,7 +54,7 @@ impl Loop {
         ifs: &[&str],
         filter: Option<&str>,
         chaste: bool,
-    ) -> (Result<Capture, String>, Duration, Duration) {
+    ) -> (Result<Capture, OpenError>, Duration, Duration) {
         self.next += 1;
         let ticket = self.next;
         let req = OpenRequest {
@@ -399,7 +399,8 @@ fn any_is_cooked_filtered_in_the_kernel_and_sees_loopback_packets_once() {
         .open(&pair.a, &[], Some("link[6] = 2"), true)
         .err()
         .unwrap();
-    assert!(e.contains("byte 6 of the cooked header"), "{e}");
+    assert!(e.request, "the request's fault: {e}");
+    assert!(e.reason.contains("byte 6 of the cooked header"), "{e}");
 }
 
 #[test]
@@ -410,13 +411,15 @@ fn a_bad_filter_is_refused_with_libpcaps_words() {
         .open(&ns, &["lo"], Some("nonsense(("), true)
         .err()
         .unwrap();
+    assert!(e.request, "the request's fault: {e}");
     assert!(
-        e.starts_with("Invalid capture filter \"nonsense((\" for interface 'lo'."),
+        e.reason
+            .starts_with("Invalid capture filter \"nonsense((\" for interface 'lo'."),
         "{e}"
     );
-    assert!(e.contains("syntax error"), "{e}");
+    assert!(e.reason.contains("syntax error"), "{e}");
     let e = lp.open(&ns, &["nosuch0"], None, true).err().unwrap();
-    assert!(e.contains("nosuch0"), "{e}");
+    assert!(e.reason.contains("nosuch0"), "{e}");
 }
 
 fn promiscuity(ns: &Netns, ifname: &str) -> u32 {

@@ -108,7 +108,7 @@ fuzz_target!(|data: &[u8]| {
                 Upgrade::None => {}
             }
             for proxy in [false, true] {
-                match route(req, proxy, String::new) {
+                match route(req, proxy, "dumpcap", String::new) {
                     Route::Respond { status, bytes, .. } => {
                         assert_eq!(check_response(&bytes, head), status);
                     }

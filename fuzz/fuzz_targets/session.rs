@@ -51,7 +51,7 @@ use std::time::Duration;
 use fuzz_support::{check_close_frame, check_response, server_frame, split_input, Chunker};
 use libfuzzer_sys::fuzz_target;
 use packetflix::proto::auth::{Policy, TokenSet};
-use packetflix::config::Config;
+use packetflix::config::{CaptureEngine, Config};
 use packetflix::proto::discovery::ParsedListing;
 use packetflix::proto::session::sim::Sim;
 use packetflix::proto::session::{ExitStatus, Out, Sig, HIGH_WATER};
@@ -330,8 +330,15 @@ fuzz_target!(|data: &[u8]| {
     assert!(a[..n] == b[..n], "the answer depends on how the reads were cut");
     check_stream(a);
 
-    // The same bytes among the world's events.
-    let mut s = world(&flags);
+    // The same bytes among the world's events, with either capture engine.
+    for engine in [CaptureEngine::Dumpcap, CaptureEngine::Native] {
+        events(&flags, engine, script, &chunks);
+    }
+});
+
+fn events(flags: &Flags, engine: CaptureEngine, script: &[u8], chunks: &[&[u8]]) {
+    let mut s = world(flags);
+    s.cfg.capture_engine = engine;
     let mut next = chunks.iter();
     let mut started = [false; 2];
     for &op in script {
@@ -428,4 +435,4 @@ fuzz_target!(|data: &[u8]| {
         check_stream(&s.client.received);
     }
     wind_down(&mut s, flags.bit(6));
-});
+}

@@ -394,7 +394,7 @@ mod tests {
 
     fn verdict(p: &Policy, extra: &str) -> Result<(), Refusal> {
         let r = req(&format!("{UPGRADE}{extra}\r\n"));
-        let route = crate::proto::front::route(&r, false, String::new);
+        let route = crate::proto::front::route(&r, false, "dumpcap", String::new);
         check(p, &r, &route)
     }
 
@@ -454,22 +454,34 @@ mod tests {
         let p = policy(&[], Some("t\n"));
         let v = req("GET /version HTTP/1.1\r\nHost: h\r\n\r\n");
         assert_eq!(
-            check(&p, &v, &crate::proto::front::route(&v, true, String::new)),
+            check(
+                &p,
+                &v,
+                &crate::proto::front::route(&v, true, "dumpcap", String::new)
+            ),
             Ok(())
         );
         let d = req("GET /discover/mobyshark HTTP/1.1\r\nHost: h\r\n\r\n");
-        let route = crate::proto::front::route(&d, true, String::new);
+        let route = crate::proto::front::route(&d, true, "dumpcap", String::new);
         assert_eq!(check(&p, &d, &route), Err(Refusal::NoToken));
         let d =
             req("GET /discover/mobyshark HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer t\r\n\r\n");
         assert_eq!(
-            check(&p, &d, &crate::proto::front::route(&d, true, String::new)),
+            check(
+                &p,
+                &d,
+                &crate::proto::front::route(&d, true, "dumpcap", String::new)
+            ),
             Ok(())
         );
         // Without the proxy an unknown path is a plain 404 for everyone.
         let d = req("GET /x HTTP/1.1\r\nHost: h\r\n\r\n");
         assert_eq!(
-            check(&p, &d, &crate::proto::front::route(&d, false, String::new)),
+            check(
+                &p,
+                &d,
+                &crate::proto::front::route(&d, false, "dumpcap", String::new)
+            ),
             Ok(())
         );
     }
@@ -543,7 +555,7 @@ mod tests {
             "GET /capture HTTP/1.1\r\nHost: attacker.example:5001\r\nUpgrade: websocket\r\n\
                      Origin: http://attacker.example:5001\r\n\r\n",
         );
-        let route = crate::proto::front::route(&r, false, String::new);
+        let route = crate::proto::front::route(&r, false, "dumpcap", String::new);
         assert_eq!(check(&p, &r, &route), Err(Refusal::ForeignOrigin));
         // A name that merely ends like a known one is another name.
         assert!(!p.origin_ok(Some(b"http://xpfx.internal"), Some(b"xpfx.internal")));

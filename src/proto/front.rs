@@ -24,11 +24,12 @@ pub enum Route {
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Routes a request head. `proxy`: whether `--proxy-discovery` is on;
+/// `engine`: the capture engine `/version` names;
 /// `metrics`: the service's counters as text, asked for only by `/metrics`.
-pub fn route(req: &Request, proxy: bool, metrics: impl FnOnce() -> String) -> Route {
+pub fn route(req: &Request, proxy: bool, engine: &str, metrics: impl FnOnce() -> String) -> Route {
     let mut route = match req.path.as_str() {
         "/capture" => capture(req),
-        "/version" => version(req),
+        "/version" => version(req, engine),
         "/metrics" => scrape(req, metrics),
         _ if proxy => Route::Proxy {
             target: proxied_target(req),
@@ -74,10 +75,10 @@ fn capture(req: &Request) -> Route {
     }
 }
 
-fn version(req: &Request) -> Route {
+fn version(req: &Request, engine: &str) -> Route {
     match req.method.as_str() {
         // HEAD loses the body in `route`.
-        "GET" | "HEAD" => json(req, &http::version_body()),
+        "GET" | "HEAD" => json(req, &http::version_body(engine)),
         _ => plain(req, 405, &[("Allow", "GET, HEAD")], b"use GET\n"),
     }
 }
@@ -164,7 +165,12 @@ mod tests {
 
     #[test]
     fn version_answers_json_and_keeps_the_connection() {
-        let r = route(&req("GET /version HTTP/1.1\r\n\r\n"), false, String::new);
+        let r = route(
+            &req("GET /version HTTP/1.1\r\n\r\n"),
+            false,
+            "dumpcap",
+            String::new,
+        );
         let Route::Respond {
             status,
             bytes,
@@ -176,19 +182,27 @@ mod tests {
         assert_eq!((status, keep_alive), (200, true));
         let text = String::from_utf8(bytes).unwrap();
         assert!(text.contains("Content-Type: application/json\r\n"));
-        assert!(text.ends_with(r#"{"name":"packetflix","version":"0.1.0"}"#));
+        assert!(
+            text.ends_with(r#"{"name":"packetflix","version":"0.1.0","capture-engine":"dumpcap"}"#)
+        );
     }
 
     #[test]
     fn head_version_has_no_body_but_the_same_length() {
-        let Route::Respond { bytes, .. } =
-            route(&req("HEAD /version HTTP/1.1\r\n\r\n"), false, String::new)
-        else {
+        let Route::Respond { bytes, .. } = route(
+            &req("HEAD /version HTTP/1.1\r\n\r\n"),
+            false,
+            "dumpcap",
+            String::new,
+        ) else {
             panic!()
         };
         let text = String::from_utf8(bytes).unwrap();
         assert!(text.ends_with("\r\n\r\n"));
-        assert!(text.contains(&format!("Content-Length: {}", http::version_body().len())));
+        assert!(text.contains(&format!(
+            "Content-Length: {}",
+            http::version_body("dumpcap").len()
+        )));
     }
 
     #[test]
@@ -203,7 +217,9 @@ mod tests {
                 200,
             ),
         ] {
-            let Route::Respond { status, bytes, .. } = route(&req(head), false, String::new) else {
+            let Route::Respond { status, bytes, .. } =
+                route(&req(head), false, "dumpcap", String::new)
+            else {
                 panic!("{head}")
             };
             assert_eq!(status, want);
@@ -222,6 +238,7 @@ mod tests {
         } = route(
             &req("GET /metrics HTTP/1.1\r\n\r\n"),
             true,
+            "dumpcap",
             crate::metrics::render,
         )
         else {
@@ -235,6 +252,7 @@ mod tests {
             self::status(&route(
                 &req("POST /metrics HTTP/1.1\r\n\r\n"),
                 false,
+                "dumpcap",
                 String::new
             )),
             405
@@ -247,6 +265,7 @@ mod tests {
             status(&route(
                 &req("DELETE /version HTTP/1.1\r\n\r\n"),
                 false,
+                "dumpcap",
                 String::new
             )),
             405
@@ -258,6 +277,7 @@ mod tests {
         let r = route(
             &req("GET /capture?netns=1 HTTP/1.1\r\n\r\n"),
             false,
+            "dumpcap",
             String::new,
         );
         let Route::Respond {
@@ -280,6 +300,7 @@ mod tests {
                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
             ),
             false,
+            "dumpcap",
             String::new,
         );
         assert_eq!(
@@ -296,6 +317,7 @@ mod tests {
             status(&route(
                 &req("GET /mobyshark HTTP/1.1\r\n\r\n"),
                 false,
+                "dumpcap",
                 String::new
             )),
             404
@@ -304,6 +326,7 @@ mod tests {
             route(
                 &req("GET /discover/mobyshark?x=1 HTTP/1.1\r\n\r\n"),
                 true,
+                "dumpcap",
                 String::new
             ),
             Route::Proxy {
@@ -327,6 +350,7 @@ mod tests {
         let r = route(
             &req("POST /nope HTTP/1.1\r\nContent-Length: 3\r\n\r\n"),
             false,
+            "dumpcap",
             String::new,
         );
         let Route::Respond {
@@ -342,6 +366,7 @@ mod tests {
         let r = route(
             &req("GET /nope HTTP/1.1\r\nConnection: close\r\n\r\n"),
             false,
+            "dumpcap",
             String::new,
         );
         assert!(matches!(

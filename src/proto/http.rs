@@ -444,11 +444,16 @@ pub fn switching_protocols(accept: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// The `/version` answer's body.
-pub fn version_body() -> Vec<u8> {
-    serde_json::json!({ "name": "packetflix", "version": env!("CARGO_PKG_VERSION") })
-        .to_string()
-        .into_bytes()
+/// The `/version` answer's body: name, version and the capture engine.
+pub fn version_body(engine: &str) -> Vec<u8> {
+    // Written by hand to keep the keys in this order (`name` first, as the
+    // original answers); the one variable value is escaped as JSON.
+    let engine = serde_json::Value::from(engine);
+    format!(
+        r#"{{"name":"packetflix","version":"{}","capture-engine":{engine}}}"#,
+        env!("CARGO_PKG_VERSION")
+    )
+    .into_bytes()
 }
 
 #[cfg(test)]
@@ -699,9 +704,10 @@ mod tests {
         assert!(r.contains("Content-Length: 14\r\n"));
         assert!(r.contains("Connection: close\r\n"));
         assert!(r.ends_with("\r\n\r\nuse websocket\n"));
-        let v: serde_json::Value = serde_json::from_slice(&version_body()).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&version_body("native")).unwrap();
         assert_eq!(v["name"], "packetflix");
         assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(v["capture-engine"], "native");
     }
 
     #[test]

@@ -26,7 +26,9 @@ use crate::proto::session::{
     Read, Session, Sig, Source, Spec, StartError, Started,
 };
 use crate::service::conn::Conn;
+use crate::service::engine::{Engine, OpenError, OpenRequest};
 use crate::service::lookup::Discovery;
+use crate::service::native::{Mode, Native, Switch};
 use crate::service::netns::Netns;
 use crate::service::nscache::{Found, Namespaces};
 use crate::service::upstream::Upstream;
@@ -100,6 +102,8 @@ struct Target {
     pid: Option<u32>,
     stdout: Option<Receiver>,
     stderr: Option<Receiver>,
+    /// A source of the native engine instead of a program.
+    native: Option<Box<Native>>,
 }
 
 /// A session's descriptors and the loop's bookkeeping for it.
@@ -189,6 +193,29 @@ pub struct Shared {
     pub handshakes: crate::service::handshake::Gate,
     /// Recent wrong tokens, per address.
     pub throttle: crate::proto::throttle::Throttle,
+    /// The native capture engine (`--capture-engine native`).
+    pub engine: Option<Engine>,
+    /// Opens handed to the engine: ticket -> (slab key, session id, target).
+    pub opening: HashMap<u64, (usize, u64, usize)>,
+    pub next_ticket: u64,
+    /// Native sources read on the sweep timer: (slab key, session id,
+    /// target).
+    pub swept: Vec<(usize, u64, usize)>,
+}
+
+impl Shared {
+    /// Follows a native source's change of mode on the sweep list.
+    fn switched(&mut self, switch: Switch, who: (usize, u64, usize)) {
+        match switch {
+            Switch::Stay => {}
+            Switch::ToSwept => {
+                if !self.swept.contains(&who) {
+                    self.swept.push(who);
+                }
+            }
+            Switch::ToImmediate | Switch::Gone => self.swept.retain(|w| *w != who),
+        }
+    }
 }
 
 /// What the driver uses of the loop while it handles one session's event.
@@ -256,8 +283,53 @@ impl Entry {
                     Err(e) => session.on(&env, &mut host, Event::UpstreamFailed(e)),
                 }
             }
-            Source::Output(_) | Source::Diag(_) => session.pump(&env, &mut host, src, cx.buf),
+            Source::Output(i) => {
+                // A watched native source whose client is not keeping up
+                // waits on the sweep instead of waking the loop per packet.
+                let waits = host.io.targets.get(i).is_some_and(|t| {
+                    t.native
+                        .as_ref()
+                        .is_some_and(|n| n.mode() == Mode::Immediate)
+                }) && !session.may_read(src, &host, cx.now);
+                if waits {
+                    host.native_paused(i);
+                } else {
+                    session.pump(&env, &mut host, src, cx.buf);
+                }
+            }
+            Source::Diag(_) => session.pump(&env, &mut host, src, cx.buf),
         }
+    }
+
+    /// The engine opened target `target`'s rings (or could not).
+    pub fn opened(
+        &mut self,
+        cx: &mut Ctx,
+        key: usize,
+        target: usize,
+        result: Result<crate::service::engine::Capture, OpenError>,
+    ) {
+        let id = self.session.id;
+        let Some(n) = self
+            .io
+            .targets
+            .get_mut(target)
+            .and_then(|t| t.native.as_mut())
+        else {
+            if let (Ok(c), Some(engine)) = (result, cx.shared.engine.as_ref()) {
+                engine.close(c);
+            }
+            return;
+        };
+        if let Err(e) = n.opened(result, cx.registry) {
+            log::warn!("[c{id}] cannot watch the capture's rings ({e}); reading them on the sweep");
+            let switch = n.pause(cx.registry);
+            cx.shared.switched(switch, (key, id, target));
+        }
+        // The stream's head (or the end) is read now.
+        cx.shared
+            .again
+            .push((Tok::new(key, Source::Output(target)).token(), id));
     }
 
     /// An event that is not readiness (a deadline, a delivery, an exit,
@@ -323,6 +395,29 @@ impl Out for OsHost<'_> {
 }
 
 impl OsHost<'_> {
+    /// One read of target `i`'s native source; its change of mode goes on
+    /// the sweep list.
+    fn read_native(&mut self, i: usize, buf: &mut [u8]) -> Read {
+        let Some(n) = self.io.targets.get_mut(i).and_then(|t| t.native.as_mut()) else {
+            return Read::WouldBlock;
+        };
+        let (read, switch) = n.read(buf, self.registry, self.now);
+        if switch == Switch::Gone && n.dropped > 0 {
+            metrics::kernel_dropped(metrics::Engine::Native, n.dropped);
+        }
+        self.shared.switched(switch, (self.key, self.id, i));
+        read
+    }
+
+    /// Target `i`'s watched native source waits for its client: onto the
+    /// sweep.
+    fn native_paused(&mut self, i: usize) {
+        if let Some(n) = self.io.targets.get_mut(i).and_then(|t| t.native.as_mut()) {
+            let switch = n.pause(self.registry);
+            self.shared.switched(switch, (self.key, self.id, i));
+        }
+    }
+
     /// One read of a client still in its TLS handshake, within the loop's
     /// handshake budget for this turn (else it waits for the next turn).
     fn read_handshaking(&mut self, buf: &mut [u8]) -> Read {
@@ -371,6 +466,9 @@ impl Host for OsHost<'_> {
                 Some(up) => up.read(buf),
                 None => Read::WouldBlock,
             },
+            Source::Output(i) if self.io.targets.get(i).is_some_and(|t| t.native.is_some()) => {
+                self.read_native(i, buf)
+            }
             Source::Output(_) | Source::Diag(_) => {
                 let Some(slot) = self.io.pipe(src) else {
                     return Read::WouldBlock;
@@ -408,6 +506,12 @@ impl Host for OsHost<'_> {
     }
 
     fn forget(&mut self, src: Source) {
+        if let Source::Output(i) = src {
+            if let Some(n) = self.io.targets.get_mut(i).and_then(|t| t.native.as_mut()) {
+                n.forget(self.registry);
+                return;
+            }
+        }
         if let Some(slot) = self.io.pipe(src) {
             *slot = None;
         }
@@ -449,9 +553,42 @@ impl Host for OsHost<'_> {
     }
 
     fn start(&mut self, target: usize, spec: Spec) -> Result<Started, StartError> {
-        let Spec::Process { args } = spec;
         let Some(ns) = self.io.targets.get_mut(target).and_then(|t| t.netns.take()) else {
             return Err(StartError::NotHeld);
+        };
+        let args = match spec {
+            Spec::Process { args } => args,
+            Spec::Native {
+                interfaces,
+                filter,
+                chaste,
+            } => {
+                let Some(engine) = self.shared.engine.as_ref() else {
+                    return Err(StartError::Failed(io::Error::other(
+                        "the native capture engine is not running",
+                    )));
+                };
+                let ticket = self.shared.next_ticket;
+                self.shared.next_ticket += 1;
+                let req = OpenRequest {
+                    // The namespace goes with the request: the opener holds
+                    // it until the rings are made inside it.
+                    netns: ns.file,
+                    interfaces: interfaces.to_vec(),
+                    filter: filter.map(str::to_string),
+                    chaste,
+                };
+                engine
+                    .open(ticket, req)
+                    .map_err(|e| StartError::Failed(io::Error::other(e)))?;
+                let token = Tok::new(self.key, Source::Output(target)).token();
+                let native = Native::opening(engine.closer(), token, self.now);
+                self.shared
+                    .opening
+                    .insert(ticket, (self.key, self.id, target));
+                self.io.target(target).native = Some(Box::new(native));
+                return Ok(Started::Native);
+            }
         };
         let program = &self.settings.cfg.capture_program;
         let mut spawned =
@@ -486,6 +623,18 @@ impl Host for OsHost<'_> {
     }
 
     fn signal(&mut self, target: usize, sig: Sig) {
+        if let Some(n) = self
+            .io
+            .targets
+            .get_mut(target)
+            .and_then(|t| t.native.as_mut())
+        {
+            // The engine stops at once, whichever signal: the rest of the
+            // output, the statistics, the end.
+            n.stop();
+            self.resume(Source::Output(target));
+            return;
+        }
         let Some(pid) = self.io.targets.get(target).and_then(|t| t.pid) else {
             return;
         };

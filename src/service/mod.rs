@@ -13,6 +13,7 @@ pub mod engine;
 pub mod handshake;
 pub mod logging;
 pub mod lookup;
+pub mod native;
 pub mod netns;
 pub mod nscache;
 pub mod privileges;

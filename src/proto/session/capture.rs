@@ -169,6 +169,15 @@ pub(super) fn on(mut c: Box<Capture>, cx: &mut Cx, ev: Event) -> Phase {
                 drop_channels(s, i, cx);
             }
         }
+        Event::SourceEnded(i, how) => {
+            if c.sources.get(i).is_none_or(|s| s.ended()) {
+                return Phase::Capturing(c);
+            }
+            if let Err(e) = c.output_ended(cx, i) {
+                return client_broke(c, cx, e);
+            }
+            c.sources[i].end_native(cx.id, how);
+        }
         Event::ClientData(data) => match c.feed_frames(cx, data) {
             Ok(false) => return Phase::Capturing(c),
             Ok(true) => c.terminate_all(cx),
@@ -325,8 +334,13 @@ impl Capture {
                 !full
             }
             Source::Output(i) => {
-                if !self.sources.get(i).is_some_and(|s| s.out_open) {
+                let Some(s) = self.sources.get(i) else {
                     return false;
+                };
+                if !s.out_open {
+                    // A source the service runs itself still tells its end
+                    // there after its output was let go.
+                    return s.reads_its_end();
                 }
                 if full && self.ending.forwards() {
                     // Every output of the capture waits for the client.

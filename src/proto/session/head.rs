@@ -144,7 +144,10 @@ fn handle_request(cx: &mut Cx, req: Request, leftover: Vec<u8>) -> Phase {
         }
     }
     let host = &mut *cx.host;
-    let route = crate::proto::front::route(&req, env.cfg.proxy_discovery, || host.metrics_text());
+    let engine = env.cfg.capture_engine.name();
+    let route = crate::proto::front::route(&req, env.cfg.proxy_discovery, engine, || {
+        host.metrics_text()
+    });
     if let Err(refusal) = crate::proto::auth::check(env.policy, &req, &route) {
         info!(
             "[c{id}] {} refused: {}",

@@ -81,6 +81,9 @@ pub enum Read {
     End,
     /// Reading failed; the source is over.
     Failed(io::Error),
+    /// A source the service runs itself ended this way, its output all
+    /// read (a capture program's end is its exit, reaped later).
+    Ended(SourceEnd),
     /// Nothing to read now (or the source is gone).
     WouldBlock,
 }
@@ -141,6 +144,14 @@ pub enum Located {
 pub enum Spec<'a> {
     /// The capture program with these arguments (`-w - -n -q ... -i ...`).
     Process { args: &'a [String] },
+    /// Packet rings read by the service itself: these interfaces in this
+    /// order (none: every interface, cooked, as dumpcap's `any`), the
+    /// filter as the program would get it, no promiscuous mode if chaste.
+    Native {
+        interfaces: &'a [String],
+        filter: Option<&'a str>,
+        chaste: bool,
+    },
 }
 
 /// A source that started.
@@ -152,6 +163,25 @@ pub enum Started {
         pid: u32,
         watched: Result<(), io::Error>,
     },
+    /// Packet rings are being opened (off the loop); their output comes as
+    /// it does from a program, the first bytes once they are open, and the
+    /// end as [`Read::Ended`].
+    Native,
+}
+
+/// How a source the service runs itself ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceEnd {
+    /// Asked to stop, it stopped.
+    Stopped,
+    /// It ended by itself for a reason a user should see (a captured
+    /// interface was deleted): a normal end (1000), as dumpcap's.
+    Ended(String),
+    /// It failed on the service's side (1011).
+    Failed(String),
+    /// The request cannot be served as asked (a filter libpcap refuses):
+    /// the request's fault (1008).
+    Refused(String),
 }
 
 /// Why a source did not start.

@@ -57,7 +57,7 @@ mod tests;
 
 pub use host::{
     Broken, Count, ExitStatus, Host, Listing, Locate, LocateError, Located, Out, Read, Sig, Source,
-    Spec, StartError, Started,
+    SourceEnd, Spec, StartError, Started,
 };
 pub use refusal::Refusal;
 pub use resolve::{resolve, Resolved};
@@ -102,6 +102,9 @@ pub enum Event<'a> {
     Diag(usize, Option<&'a [u8]>),
     /// Target `i`'s source ended (its process was reaped).
     Exited(usize, ExitStatus),
+    /// Target `i`'s source that the service runs itself ended, its output
+    /// all read.
+    SourceEnded(usize, SourceEnd),
     /// The deadline from [`Session::poll_timeout`] has come.
     Timeout,
     /// The discovery service's listing this session waited for.

@@ -56,6 +56,12 @@ impl Session {
                     self.on(env, host, end(src, Some(e)));
                     return;
                 }
+                Read::Ended(how) => {
+                    if let Source::Output(i) = src {
+                        self.on(env, host, Event::SourceEnded(i, how));
+                    }
+                    return;
+                }
             };
             self.on(env, host, ev);
         }

@@ -19,7 +19,7 @@ use core::net::SocketAddr;
 use super::host::ProxyFailure;
 use super::{
     Broken, Count, Env, Event, ExitStatus, Host, Listing, Locate, LocateError, Located, Out, Read,
-    Session, Sig, Source, Spec, StartError, Started,
+    Session, Sig, Source, SourceEnd, Spec, StartError, Started,
 };
 use crate::config::Config;
 use crate::proto::auth::Policy;
@@ -79,6 +79,11 @@ pub struct Program {
     pub unread: VecDeque<Vec<u8>>,
     /// Stderr written but not yet read; `None` is its end.
     pub unread_err: VecDeque<Option<Vec<u8>>>,
+    /// A source of the native engine (no process: stopping ends its
+    /// output with [`Read::Ended`]).
+    pub native: bool,
+    /// How a native source ends once its unread output is taken.
+    pub end: Option<SourceEnd>,
 }
 
 /// The discovery service's end of a proxied exchange.
@@ -217,10 +222,18 @@ impl Host for World {
                 None => Read::WouldBlock,
             },
             Source::Output(i) => {
-                let Some(p) = self.program(i).filter(|p| p.stdout_open) else {
+                let Some(p) = self.program(i).filter(|p| p.stdout_open || p.native) else {
                     return Read::WouldBlock;
                 };
-                match p.unread.front() {
+                match p.unread.front().filter(|_| p.stdout_open) {
+                    None if p.native => match p.end.clone() {
+                        Some(end) => {
+                            p.stdout_open = false;
+                            p.reaped = true;
+                            Read::Ended(end)
+                        }
+                        None => Read::WouldBlock,
+                    },
                     None => Read::WouldBlock,
                     Some(b) if b.is_empty() => {
                         p.unread.pop_front();
@@ -275,6 +288,10 @@ impl Host for World {
                 if let Some(p) = self.program(i) {
                     p.stdout_open = false;
                     p.unread.clear();
+                    if p.native {
+                        // Its rings go; its end is still told.
+                        p.end.get_or_insert(SourceEnd::Stopped);
+                    }
                 }
             }
             Source::Diag(i) => {
@@ -322,8 +339,20 @@ impl Host for World {
     }
 
     fn start(&mut self, target: usize, spec: Spec) -> Result<Started, StartError> {
-        let Spec::Process { args } = spec;
-        self.calls.push(Call::Start(target, args.to_vec()));
+        let (args, native) = match spec {
+            Spec::Process { args } => (args.to_vec(), false),
+            Spec::Native {
+                interfaces,
+                filter,
+                chaste,
+            } => {
+                let mut a = vec![format!("native:{}", interfaces.join("/"))];
+                a.extend(filter.map(|f| format!("filter:{f}")));
+                a.extend(chaste.then(|| "chaste".to_string()));
+                (a, true)
+            }
+        };
+        self.calls.push(Call::Start(target, args.clone()));
         if !self.held.remove(&target) {
             return Err(StartError::NotHeld);
         }
@@ -335,17 +364,23 @@ impl Host for World {
         self.programs.push(Program {
             pid,
             target,
-            args: args.to_vec(),
+            args,
             signals: Vec::new(),
             reaped: false,
             stdout_open: true,
-            stderr_open: true,
+            stderr_open: !native,
             unread: VecDeque::new(),
             unread_err: VecDeque::new(),
+            native,
+            end: None,
         });
-        Ok(Started::Process {
-            pid,
-            watched: Ok(()),
+        Ok(if native {
+            Started::Native
+        } else {
+            Started::Process {
+                pid,
+                watched: Ok(()),
+            }
         })
     }
 
@@ -362,6 +397,12 @@ impl Host for World {
             "target {target}'s program signalled after it was reaped"
         );
         p.signals.push(sig);
+        if p.native {
+            // The service's engine stops at once: the rest of the output,
+            // then the end.
+            p.end.get_or_insert(SourceEnd::Stopped);
+            self.again.push_back(Source::Output(target));
+        }
     }
 
     fn want_listing(&mut self) -> Option<Listing> {
@@ -577,9 +618,36 @@ impl Sim {
         self.pump(Source::Diag(target));
     }
 
+    /// Target `target`'s native source ends by itself `how` (after the
+    /// output it wrote).
+    pub fn source_end(&mut self, target: usize, how: SourceEnd) {
+        let Some(p) = self.world.program(target).filter(|p| p.native) else {
+            return;
+        };
+        p.end.get_or_insert(how);
+        self.pump(Source::Output(target));
+    }
+
     /// Target `target`'s program exits (its pipes close first, as they do
     /// when a process ends) and is reaped.
     pub fn exit(&mut self, target: usize, status: ExitStatus) {
+        if self.world.program(target).is_some_and(|p| p.native) {
+            // A native source has no exit: it ends the way the status says.
+            let how = match status {
+                ExitStatus::Exited(0) => SourceEnd::Ended(
+                    "The network adapter \"lo\" is no longer attached; the capture has stopped."
+                        .into(),
+                ),
+                ExitStatus::Exited(_) | ExitStatus::Other => {
+                    SourceEnd::Failed("cannot capture on interface 'lo'".into())
+                }
+                ExitStatus::Signaled(15, _) => SourceEnd::Stopped,
+                ExitStatus::Signaled(..) => {
+                    SourceEnd::Refused("Invalid capture filter \"((\" for interface 'lo'.".into())
+                }
+            };
+            return self.source_end(target, how);
+        }
         self.output_end(target);
         self.stderr(target, None);
         let Some(p) = self.world.program(target) else {

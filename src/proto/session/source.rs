@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use log::{debug, warn};
 
 use super::errlines::ErrLines;
-use super::{Cx, ExitStatus, Sig, Started};
+use super::{Cx, ExitStatus, Sig, SourceEnd, Started};
 use crate::proto::ws;
 
 /// How often a stop request is repeated to a source that has not ended,
@@ -66,6 +66,9 @@ pub(super) enum Kind {
         diag: ErrLines,
         diag_open: bool,
     },
+    /// Packet rings the service reads itself: stopped by asking its host,
+    /// ended when its host says how (its output then all read).
+    Native { end: Option<SourceEnd> },
 }
 
 /// One target's source.
@@ -88,6 +91,7 @@ impl CaptureSource {
                 diag: ErrLines::default(),
                 diag_open: true,
             },
+            Started::Native => Kind::Native { end: None },
         };
         CaptureSource {
             label,
@@ -120,13 +124,21 @@ impl CaptureSource {
     fn what(&self) -> String {
         match &self.kind {
             Kind::Process { pid, .. } => format!("capture program {pid}"),
+            Kind::Native { .. } => "native capture".into(),
         }
+    }
+
+    /// Whether its end is still to be read from its output channel (a
+    /// source the service runs itself, not yet ended).
+    pub fn reads_its_end(&self) -> bool {
+        matches!(self.kind, Kind::Native { .. }) && !self.ended()
     }
 
     /// Whether its diagnostics channel is still read.
     pub fn diag_open(&self) -> bool {
         match &self.kind {
             Kind::Process { diag_open, .. } => *diag_open,
+            Kind::Native { .. } => false,
         }
     }
 
@@ -134,6 +146,7 @@ impl CaptureSource {
     pub fn close_diag(&mut self) -> bool {
         match &mut self.kind {
             Kind::Process { diag_open, .. } => std::mem::take(diag_open),
+            Kind::Native { .. } => false,
         }
     }
 
@@ -142,7 +155,10 @@ impl CaptureSource {
         let prefix = self.prefix();
         let Kind::Process {
             diag, diag_open, ..
-        } = &mut self.kind;
+        } = &mut self.kind
+        else {
+            return;
+        };
         let seen = |l: &str| debug!("[c{id}] {prefix}capture program: {l}");
         match data {
             Some(d) => diag.feed(d, seen),
@@ -157,12 +173,18 @@ impl CaptureSource {
     fn errline(&self) -> Option<&str> {
         match &self.kind {
             Kind::Process { diag, .. } => diag.errline(),
+            Kind::Native { end: Some(end) } => match end {
+                SourceEnd::Stopped => None,
+                SourceEnd::Ended(l) | SourceEnd::Failed(l) | SourceEnd::Refused(l) => Some(l),
+            },
+            Kind::Native { end: None } => None,
         }
     }
 
     fn firstline(&self) -> Option<&str> {
         match &self.kind {
             Kind::Process { diag, .. } => diag.firstline(),
+            Kind::Native { .. } => None,
         }
     }
 
@@ -173,12 +195,17 @@ impl CaptureSource {
         if self.life != Life::Running {
             return;
         }
-        debug!(
-            "[c{}] {}sending SIGTERM to {}",
-            cx.id,
-            self.prefix(),
-            self.what()
-        );
+        match self.kind {
+            Kind::Process { .. } => debug!(
+                "[c{}] {}sending SIGTERM to {}",
+                cx.id,
+                self.prefix(),
+                self.what()
+            ),
+            Kind::Native { .. } => {
+                debug!("[c{}] {}stopping the native capture", cx.id, self.prefix())
+            }
+        }
         cx.host.signal(i, Sig::Term);
         let now = cx.env.now;
         let kill_at = now + cx.env.cfg.term_timeout;
@@ -242,11 +269,27 @@ impl CaptureSource {
             _ => None,
         };
         self.life = Life::Ended { status, stop };
-        debug!(
-            "[c{id}] {}{} reaped: {status:?}",
-            self.prefix(),
-            self.what()
-        );
+        match self.kind {
+            Kind::Process { .. } => debug!(
+                "[c{id}] {}{} reaped: {status:?}",
+                self.prefix(),
+                self.what()
+            ),
+            Kind::Native { .. } => debug!("[c{id}] {}native capture ended", self.prefix()),
+        }
+    }
+
+    /// A source the service runs itself ended `how` (its output is all
+    /// read).
+    pub fn end_native(&mut self, id: u64, how: SourceEnd) {
+        let status = match how {
+            SourceEnd::Stopped | SourceEnd::Ended(_) => ExitStatus::Exited(0),
+            SourceEnd::Failed(_) | SourceEnd::Refused(_) => ExitStatus::Exited(1),
+        };
+        if let Kind::Native { end } = &mut self.kind {
+            *end = Some(how);
+        }
+        self.end(id, status);
     }
 
     /// What happened to this target, for the close reason of a capture of
@@ -300,6 +343,14 @@ impl CaptureSource {
     /// The close code and reason for a capture of one target whose source
     /// ended by itself.
     pub fn exit_reason(&self) -> (u16, String) {
+        if let Kind::Native { end: Some(end) } = &self.kind {
+            return match end {
+                SourceEnd::Stopped => (ws::NORMAL, "capture ended".into()),
+                SourceEnd::Ended(l) => (ws::NORMAL, l.clone()),
+                SourceEnd::Failed(l) => (ws::INTERNAL_ERROR, l.clone()),
+                SourceEnd::Refused(l) => (ws::POLICY_VIOLATION, l.clone()),
+            };
+        }
         let detail = self.errline().map(str::to_string);
         match self.status() {
             // dumpcap exits 0 also when it stops by itself for a reason the

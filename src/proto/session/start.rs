@@ -17,6 +17,7 @@ use super::{
     client_gone, flush_then_close, service_name, Count, Cx, Event, Listing, Locate, Located, Phase,
     Refusal, Spec, Started, CLOSE_TIMEOUT,
 };
+use crate::config::CaptureEngine;
 use crate::metrics::Lookup;
 use crate::proto::discovery::DiscoveryError;
 use crate::proto::http::{self, Request};
@@ -27,6 +28,9 @@ use crate::proto::pcapng::{
 };
 use crate::proto::target::Target;
 use crate::proto::ws::{self, FrameReader};
+
+/// The target document's key naming the capture engine.
+const ENGINE_KEY: &str = "capture-engine";
 
 /// Client bytes kept while a capture starts (frames sent behind the
 /// handshake); a well-behaved client sends none or a close frame.
@@ -298,7 +302,7 @@ fn locate_all(mut s: Box<Start>, cx: &mut Cx, asked_at: Instant) -> Phase {
     if s.labels.is_some() {
         s.labels = Some(crate::proto::multi::target_labels(&s.targets));
     }
-    let mut args = Vec::with_capacity(s.targets.len());
+    let mut plans = Vec::with_capacity(s.targets.len());
     let mut excluded = None;
     for i in 0..s.targets.len() {
         let label = s.label(i);
@@ -362,48 +366,60 @@ fn locate_all(mut s: Box<Start>, cx: &mut Cx, asked_at: Instant) -> Phase {
         } else {
             params.filter.clone()
         };
-        args.push(crate::proto::capture::capture_args(
-            &interfaces,
-            filter.as_deref(),
-            params.chaste,
-        ));
+        plans.push(Plan {
+            interfaces,
+            filter,
+            chaste: params.chaste,
+        });
     }
-    start_all(s, cx, &args, excluded)
+    start_all(s, cx, &plans, excluded)
+}
+
+/// What one target's source captures: checked interfaces (none: every
+/// one, as `any`), the filter it applies, promiscuous or not.
+struct Plan {
+    interfaces: Vec<String>,
+    filter: Option<String>,
+    chaste: bool,
 }
 
 /// Every namespace is held: the stream's document and relay, then the
-/// sources one by one, until one fails.
-fn start_all(s: Box<Start>, cx: &mut Cx, args: &[Vec<String>], excluded: Option<String>) -> Phase {
-    let relay = relay(&s, excluded.as_deref());
-    let program = cx.env.cfg.capture_program.display().to_string();
+/// sources one by one (of the configured engine), until one fails.
+fn start_all(s: Box<Start>, cx: &mut Cx, plans: &[Plan], excluded: Option<String>) -> Phase {
+    let relay = relay(&s, cx.env.cfg.capture_engine, excluded.as_deref());
+    let engine = cx.env.cfg.capture_engine;
+    let program = match engine {
+        CaptureEngine::Dumpcap => cx.env.cfg.capture_program.display().to_string(),
+        CaptureEngine::Native => "the native capture engine".into(),
+    };
     let mut sources = Vec::with_capacity(s.targets.len());
     let mut failure = None;
-    for (i, args) in args.iter().enumerate() {
+    for (i, plan) in plans.iter().enumerate() {
         let label = s.label(i);
-        match cx.host.start(i, Spec::Process { args }) {
+        let args;
+        let spec = match engine {
+            CaptureEngine::Dumpcap => {
+                args = crate::proto::capture::capture_args(
+                    &plan.interfaces,
+                    plan.filter.as_deref(),
+                    plan.chaste,
+                );
+                Spec::Process { args: &args }
+            }
+            CaptureEngine::Native => Spec::Native {
+                interfaces: &plan.interfaces,
+                filter: plan.filter.as_deref(),
+                chaste: plan.chaste,
+            },
+        };
+        match cx.host.start(i, spec) {
             Ok(started) => {
-                let Started::Process { pid, watched } = &started;
-                let t = &s.targets[i];
-                match &label {
-                    None => info!(
-                        "[c{}] capture started: pid {pid} in netns {} ({}), {program} {}",
-                        cx.id,
-                        t.netns,
-                        if t.name.is_empty() {
-                            "unnamed"
-                        } else {
-                            t.name.as_str()
-                        },
-                        args.join(" ")
-                    ),
-                    Some(l) => info!(
-                        "[c{}] capture of target {l} started: pid {pid}, {program} {}",
-                        cx.id,
-                        args.join(" ")
-                    ),
-                }
+                log_started(cx, &s, i, &started, spec, &program);
                 sources.push(CaptureSource::new(label.clone(), &started));
-                if let Err(e) = watched {
+                if let Started::Process {
+                    watched: Err(e), ..
+                } = &started
+                {
                     warn!(
                         "[c{}] cannot watch the capture program's output: {e}",
                         cx.id
@@ -427,9 +443,52 @@ fn start_all(s: Box<Start>, cx: &mut Cx, args: &[Vec<String>], excluded: Option<
     capture::begin(cx, &s.accept, &s.early, relay, sources, failure)
 }
 
+/// The log line of a source that started.
+fn log_started(cx: &Cx, s: &Start, i: usize, started: &Started, spec: Spec, program: &str) {
+    let t = &s.targets[i];
+    let what = match (started, spec) {
+        (Started::Process { pid, .. }, Spec::Process { args }) => {
+            format!("pid {pid}, {program} {}", args.join(" "))
+        }
+        (
+            _,
+            Spec::Native {
+                interfaces,
+                filter,
+                chaste,
+            },
+        ) => format!(
+            "native engine on {}{}{}",
+            if interfaces.is_empty() {
+                "any".to_string()
+            } else {
+                interfaces.join("/")
+            },
+            filter
+                .map(|f| format!(", filter {f:?}"))
+                .unwrap_or_default(),
+            if chaste { ", not promiscuous" } else { "" }
+        ),
+        (Started::Native, Spec::Process { .. }) => program.to_string(),
+    };
+    match s.label(i) {
+        None => info!(
+            "[c{}] capture started in netns {} ({}): {what}",
+            cx.id,
+            t.netns,
+            if t.name.is_empty() {
+                "unnamed"
+            } else {
+                t.name.as_str()
+            },
+        ),
+        Some(l) => info!("[c{}] capture of target {l} started: {what}", cx.id),
+    }
+}
+
 /// How the sources' output becomes the client's stream: one target's
 /// with its document in the first SHB, or several merged into one section.
-fn relay(s: &Start, excluded: Option<&str>) -> Relay {
+fn relay(s: &Start, engine: CaptureEngine, excluded: Option<&str>) -> Relay {
     match &s.labels {
         None => {
             let t = &s.targets[0];
@@ -441,6 +500,7 @@ fn relay(s: &Start, excluded: Option<&str>) -> Relay {
                 capture_filter: s.filter.as_deref(),
                 no_promiscuous: s.chaste,
             });
+            push_document_key(&mut doc, ENGINE_KEY, engine.name());
             if let Some(what) = excluded {
                 push_document_key(&mut doc, crate::proto::selfexcl::DOCUMENT_KEY, what);
             }
@@ -465,6 +525,7 @@ fn relay(s: &Start, excluded: Option<&str>) -> Relay {
                 })
                 .collect();
             let mut doc = targets_document(&infos, s.filter.as_deref(), s.chaste);
+            push_document_key(&mut doc, ENGINE_KEY, engine.name());
             if let Some(what) = excluded {
                 push_document_key(&mut doc, crate::proto::selfexcl::DOCUMENT_KEY, what);
             }

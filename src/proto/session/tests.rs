@@ -650,3 +650,79 @@ fn a_guessing_address_gets_its_401_only_after_the_hosts_delay() {
     s.take();
     assert!(s.session.finished());
 }
+
+// ---- the native engine ---------------------------------------------------
+
+fn native() -> Sim {
+    let mut s = sim();
+    s.cfg.capture_engine = crate::config::CaptureEngine::Native;
+    s
+}
+
+#[test]
+fn a_native_source_relays_its_stream_and_stops_when_the_client_closes() {
+    let mut s = native();
+    s.send(&upgrade(&format!("netns={NS_A}&nif=lo&filter=udp&chaste")));
+    assert_eq!(s.programs[0].args, ["native:lo", "filter:udp", "chaste"]);
+    assert!(received(&s).starts_with("HTTP/1.1 101"));
+    let start = s.client.received.len();
+    s.output(0, &pcapng_start());
+    let text = String::from_utf8_lossy(&s.client.received[start..]).into_owned();
+    assert!(text.contains("capture-engine: \"native\""), "{text}");
+    s.send(&client_close());
+    assert_eq!(s.programs[0].signals, [Sig::Term]);
+    // The engine stops at once: the end comes without a reaping.
+    assert_eq!(last_close(&s).unwrap().0, ws::NORMAL);
+    s.take();
+    assert!(s.session.finished());
+}
+
+#[test]
+fn a_native_source_the_engine_refuses_closes_with_1008_and_its_words() {
+    let mut s = native();
+    s.send(&upgrade(&format!("netns={NS_A}&nif=lo&filter=((")));
+    s.source_end(
+        0,
+        SourceEnd::Refused("Invalid capture filter \"((\"".into()),
+    );
+    assert_eq!(
+        last_close(&s).unwrap(),
+        (ws::POLICY_VIOLATION, "Invalid capture filter \"((\"".into())
+    );
+}
+
+#[test]
+fn a_native_source_whose_interface_goes_away_closes_with_1000_and_the_line() {
+    let mut s = native();
+    s.send(&upgrade(&format!("netns={NS_A}&nif=lo")));
+    s.output(0, &pcapng_start());
+    let line = "The network adapter \"lo\" is no longer attached; the capture has stopped.";
+    s.source_end(0, SourceEnd::Ended(line.into()));
+    assert_eq!(last_close(&s).unwrap(), (ws::NORMAL, line.into()));
+    let failing = {
+        let mut s = native();
+        s.send(&upgrade(&format!("netns={NS_A}&nif=lo")));
+        s.source_end(0, SourceEnd::Failed("cannot capture".into()));
+        last_close(&s).unwrap().0
+    };
+    assert_eq!(failing, ws::INTERNAL_ERROR);
+}
+
+#[test]
+fn a_native_target_given_up_for_bad_output_still_ends_and_the_others_go_on() {
+    let mut s = native();
+    let targets = format!(r#"[{{"name":"a","netns":{NS_A}}},{{"name":"b","netns":{NS_B}}}]"#);
+    s.send(&upgrade(&format!("container={}", urlencode(&targets))));
+    assert_eq!(s.programs.len(), 2);
+    s.output(
+        0,
+        b"\x0a\x0d\x0d\x0a\xff\xff\xff\x7f garbage that is no pcapng",
+    );
+    assert_eq!(s.programs[0].signals, [Sig::Term], "stopped once given up");
+    assert!(s.programs[0].reaped, "its end was told");
+    assert!(s.programs[1].signals.is_empty());
+    assert!(last_close(&s).is_none());
+    s.send(&client_close());
+    let (_, reason) = last_close(&s).unwrap();
+    assert!(reason.contains("a: bad output"), "{reason}");
+}

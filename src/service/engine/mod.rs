@@ -93,11 +93,48 @@ pub struct OpenRequest {
     pub chaste: bool,
 }
 
+/// Why an open failed: the reason to give the client, and whose fault it
+/// is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenError {
+    pub reason: String,
+    /// The request cannot be served as asked (a filter libpcap refuses or
+    /// the rings cannot apply, an interface that is not there): 1008. Else
+    /// the service failed (1011).
+    pub request: bool,
+}
+
+impl OpenError {
+    /// The request's fault.
+    pub fn request(reason: String) -> OpenError {
+        OpenError {
+            reason,
+            request: true,
+        }
+    }
+}
+
+impl From<String> for OpenError {
+    /// The service's fault.
+    fn from(reason: String) -> OpenError {
+        OpenError {
+            reason,
+            request: false,
+        }
+    }
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
 /// A finished open, handed back to the loop.
 pub struct Opened {
     /// What the loop gave [`Engine::open`].
     pub ticket: u64,
-    pub result: Result<Capture, String>,
+    pub result: Result<Capture, OpenError>,
     /// From the request to the result (queueing included).
     pub took: Duration,
 }
@@ -281,6 +318,14 @@ type Jobs<T> = Arc<Mutex<Receiver<T>>>;
 pub struct Engine {
     opens: SyncSender<(u64, Instant, OpenRequest)>,
     results: Receiver<Opened>,
+    closer: Closer,
+}
+
+/// Hands captures to the closer threads; a cheap handle every holder of a
+/// capture keeps, so that a capture is never dropped (closed) on the loop
+/// thread, on any path.
+#[derive(Clone)]
+pub struct Closer {
     closes: SyncSender<Capture>,
     closing: Arc<AtomicUsize>,
 }
@@ -312,8 +357,10 @@ impl Engine {
         Ok(Engine {
             opens: open_tx,
             results: result_rx,
-            closes: close_tx,
-            closing,
+            closer: Closer {
+                closes: close_tx,
+                closing,
+            },
         })
     }
 
@@ -336,6 +383,23 @@ impl Engine {
     /// Hands a capture's rings to the closers (the loop never waits for a
     /// close).
     pub fn close(&self, capture: Capture) {
+        self.closer.close(capture);
+    }
+
+    /// A handle that closes captures as [`Engine::close`] does.
+    pub fn closer(&self) -> Closer {
+        self.closer.clone()
+    }
+
+    /// Captures handed to [`Engine::close`] whose rings are not closed yet.
+    pub fn closing(&self) -> usize {
+        self.closer.closing.load(Ordering::Relaxed)
+    }
+}
+
+impl Closer {
+    /// Hands a capture's rings to the closers (never waits for a close).
+    pub fn close(&self, capture: Capture) {
         self.closing.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self.closes.try_send(capture) {
             // Cannot happen while the queue holds every capture; should it,
@@ -352,11 +416,6 @@ impl Engine {
                 warn!("cannot start a thread to close a capture's rings: {e}");
             }
         }
-    }
-
-    /// Captures handed to [`Engine::close`] whose rings are not closed yet.
-    pub fn closing(&self) -> usize {
-        self.closing.load(Ordering::Relaxed)
     }
 }
 

@@ -16,7 +16,7 @@ use nix::sched::{setns, CloneFlags};
 
 use super::filter;
 use super::ring::{Framing, Ring};
-use super::{Capture, OpenRequest, RingInfo};
+use super::{Capture, OpenError, OpenRequest, RingInfo};
 use crate::proto::bpf::{self, Loopback, LOOPBACK_IFINDEX};
 use crate::proto::linktype::{self, LinkType};
 use crate::proto::pcapng_write::{stream_head, Interface};
@@ -78,9 +78,12 @@ fn ifreq(name: &str) -> Option<libc::ifreq> {
 }
 
 /// Index and ARP hardware type of `name`, asked through `probe`.
-fn describe(probe: &OwnedFd, name: &str) -> Result<(i32, u16), String> {
-    let no_such =
-        || format!("There is no interface named \"{name}\" in the target's network namespace.");
+fn describe(probe: &OwnedFd, name: &str) -> Result<(i32, u16), OpenError> {
+    let no_such = || {
+        OpenError::request(format!(
+            "There is no interface named \"{name}\" in the target's network namespace."
+        ))
+    };
     let mut r = ifreq(name).ok_or_else(no_such)?;
     // SAFETY: SIOCGIFINDEX reads the name and writes the index in `r`.
     if unsafe { libc::ioctl(probe.as_raw_fd(), libc::SIOCGIFINDEX, &mut r) } < 0 {
@@ -88,14 +91,14 @@ fn describe(probe: &OwnedFd, name: &str) -> Result<(i32, u16), String> {
         return Err(if e.raw_os_error() == Some(libc::ENODEV) {
             no_such()
         } else {
-            format!("cannot look up interface \"{name}\": {e}")
+            format!("cannot look up interface \"{name}\": {e}").into()
         });
     }
     // SAFETY: the union member SIOCGIFINDEX wrote.
     let ifindex = unsafe { r.ifr_ifru.ifru_ifindex };
     // SAFETY: SIOCGIFHWADDR reads the name and writes the address.
     if unsafe { libc::ioctl(probe.as_raw_fd(), libc::SIOCGIFHWADDR, &mut r) } < 0 {
-        return Err(last_error(&format!("cannot read the type of \"{name}\"")));
+        return Err(last_error(&format!("cannot read the type of \"{name}\"")).into());
     }
     // SAFETY: the union member SIOCGIFHWADDR wrote.
     let arptype = unsafe { r.ifr_ifru.ifru_hwaddr.sa_family };
@@ -105,7 +108,7 @@ fn describe(probe: &OwnedFd, name: &str) -> Result<(i32, u16), String> {
 /// Makes the packet sockets inside `netns`, then returns this thread to
 /// its own namespace (or stops the service if it cannot: every socket made
 /// afterwards would be made in the wrong namespace).
-fn make_sockets(netns: &File, names: &[String]) -> Result<Vec<Made>, String> {
+fn make_sockets(netns: &File, names: &[String]) -> Result<Vec<Made>, OpenError> {
     let own = File::open("/proc/thread-self/ns/net")
         .map_err(|e| format!("cannot hold the service's own network namespace: {e}"))?;
     setns(netns.as_fd(), CloneFlags::CLONE_NEWNET)
@@ -118,7 +121,7 @@ fn make_sockets(netns: &File, names: &[String]) -> Result<Vec<Made>, String> {
     made
 }
 
-fn make_sockets_here(names: &[String]) -> Result<Vec<Made>, String> {
+fn make_sockets_here(names: &[String]) -> Result<Vec<Made>, OpenError> {
     if names.is_empty() {
         return Ok(vec![Made {
             name: ANY.into(),
@@ -133,7 +136,7 @@ fn make_sockets_here(names: &[String]) -> Result<Vec<Made>, String> {
     // SAFETY: socket() with constant arguments; checked below.
     let probe = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if probe < 0 {
-        return Err(last_error("cannot open a socket for interface lookups"));
+        return Err(last_error("cannot open a socket for interface lookups").into());
     }
     // SAFETY: a descriptor we just made and own alone.
     let probe = unsafe { OwnedFd::from_raw_fd(probe) };
@@ -154,7 +157,7 @@ fn make_sockets_here(names: &[String]) -> Result<Vec<Made>, String> {
 /// The program for one socket: the user's filter compiled for its link
 /// type and prepared for the kernel, or accept-all with the loopback
 /// prologue.
-fn program(req: &OpenRequest, m: &Made) -> Result<Vec<bpf::Insn>, String> {
+fn program(req: &OpenRequest, m: &Made) -> Result<Vec<bpf::Insn>, OpenError> {
     let lo = if m.ifindex == 0 {
         Loopback::Any
     } else if m.ifindex == LOOPBACK_IFINDEX as i32 {
@@ -163,21 +166,20 @@ fn program(req: &OpenRequest, m: &Made) -> Result<Vec<bpf::Insn>, String> {
         Loopback::No
     };
     let compiled = match &req.filter {
-        Some(f) => {
-            filter::compile(f, m.link.dlt).map_err(|words| filter::invalid(f, &m.name, &words))?
-        }
+        Some(f) => filter::compile(f, m.link.dlt)
+            .map_err(|words| OpenError::request(filter::invalid(f, &m.name, &words)))?,
         None => bpf::accept_all(),
     };
     bpf::prepare(&compiled, m.link.cooked, lo).map_err(|why| {
-        format!(
+        OpenError::request(format!(
             "The capture filter \"{}\" cannot be used on interface '{}': {why}.",
             req.filter.as_deref().unwrap_or(""),
             m.name
-        )
+        ))
     })
 }
 
-fn ring_of(req: &OpenRequest, id: u32, m: Made) -> Result<(Ring, RingInfo), String> {
+fn ring_of(req: &OpenRequest, id: u32, m: Made) -> Result<(Ring, RingInfo), OpenError> {
     let prog = program(req, &m)?;
     let framing = if m.link.cooked {
         Framing::Cooked
@@ -213,11 +215,11 @@ fn os_name() -> String {
 }
 
 /// Opens every ring of `req`. `Err` is the reason to give the client.
-pub fn open(req: &OpenRequest) -> Result<Capture, String> {
+pub fn open(req: &OpenRequest) -> Result<Capture, OpenError> {
     let t = Instant::now();
     let made = make_sockets(&req.netns, &req.interfaces)?;
     let in_ns = t.elapsed();
-    let results: Vec<Result<(Ring, RingInfo), String>> = if made.len() == 1 {
+    let results: Vec<Result<(Ring, RingInfo), OpenError>> = if made.len() == 1 {
         made.into_iter().map(|m| ring_of(req, 0, m)).collect()
     } else {
         std::thread::scope(|s| {
@@ -230,7 +232,7 @@ pub fn open(req: &OpenRequest) -> Result<Capture, String> {
                 .into_iter()
                 .map(|h| {
                     h.join()
-                        .unwrap_or_else(|_| Err("a ring set-up thread failed".into()))
+                        .unwrap_or_else(|_| Err(String::from("a ring set-up thread failed").into()))
                 })
                 .collect()
         })

@@ -26,11 +26,12 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use slab::Slab;
 
-use crate::config::Config;
+use crate::config::{CaptureEngine, Config};
 use crate::metrics;
 use crate::proto::session::Event;
 use crate::service::driver::{Ctx, Entry, Settings, Shared, Tok};
 use crate::service::lookup::{Delivery, Discovery, Waiter};
+use crate::service::native::sweep_period;
 
 mod accept;
 mod shutdown;
@@ -93,6 +94,8 @@ pub struct Reactor {
     front: accept::Front,
     /// SIGHUP's reload, read on a helper thread (see `reload`).
     reloader: crate::service::reload::Reloader,
+    /// When the swept native captures are read next (none swept: `None`).
+    sweep_at: Option<Instant>,
     shutdown_deadline: Option<Instant>,
 }
 
@@ -109,6 +112,14 @@ impl Reactor {
             crate::service::lookup::WAKE,
         )?);
         let reloader = crate::service::reload::Reloader::new(cfg.clone(), waker.clone());
+        let engine = match cfg.capture_engine {
+            CaptureEngine::Native => Some(
+                crate::service::engine::Engine::start(waker.clone(), cfg.max_captures).map_err(
+                    |e| io::Error::other(format!("cannot start the native capture engine: {e}")),
+                )?,
+            ),
+            CaptureEngine::Dumpcap => None,
+        };
         let discovery = Discovery::new(
             &cfg.discovery_service,
             cfg.gw_port,
@@ -159,9 +170,14 @@ impl Reactor {
                 namespaces: Default::default(),
                 handshakes: Default::default(),
                 throttle: Default::default(),
+                engine,
+                opening: HashMap::new(),
+                next_ticket: 1,
+                swept: Vec::new(),
             },
             front,
             reloader,
+            sweep_at: None,
             shutdown_deadline: None,
         })
     }
@@ -205,6 +221,7 @@ impl Reactor {
                         if let Some(outcome) = self.reloader.take() {
                             self.reloaded(outcome);
                         }
+                        self.on_engine(now);
                     }
                     crate::service::lookup::CALL => self.on_discovery_call(now),
                     _ => self.dispatch(tok, None, readable, writable, now),
@@ -219,6 +236,11 @@ impl Reactor {
             }
             self.fire_timers(now);
             self.remove_finished();
+            self.sweep_at = match (self.shared.swept.is_empty(), self.sweep_at) {
+                (true, _) => None,
+                (false, None) => Some(now + sweep_period(self.shared.swept.len())),
+                (false, at) => at,
+            };
             if self.shutdown_deadline.is_some() {
                 if self.sessions.is_empty() {
                     info!("shutdown complete");
@@ -242,6 +264,7 @@ impl Reactor {
         [
             timer,
             self.front.paused_until(),
+            self.sweep_at,
             self.shutdown_deadline,
             self.shared.discovery.deadline(),
             self.shared.namespaces.deadline(),
@@ -301,7 +324,53 @@ impl Reactor {
         self.settle(key, false);
     }
 
+    /// The native engine finished opens: each goes to its session (a
+    /// session gone meanwhile has its rings closed).
+    fn on_engine(&mut self, now: Instant) {
+        let Some(engine) = self.shared.engine.as_ref() else {
+            return;
+        };
+        let done: Vec<_> = std::iter::from_fn(|| engine.next_opened()).collect();
+        for o in done {
+            let who = self.shared.opening.remove(&o.ticket);
+            let live = who.filter(|(key, id, _)| {
+                self.sessions
+                    .get(*key)
+                    .is_some_and(|e| e.session.id == *id && !e.session.finished())
+            });
+            let Some((key, id, target)) = live else {
+                if let (Ok(c), Some(engine)) = (o.result, self.shared.engine.as_ref()) {
+                    engine.close(c);
+                }
+                continue;
+            };
+            debug!(
+                "[c{id}] target {target}'s rings: {} after {:?}",
+                if o.result.is_ok() {
+                    "open"
+                } else {
+                    "not opened"
+                },
+                o.took
+            );
+            let (mut cx, sessions) = self.ctx(now);
+            if let Some(entry) = sessions.get_mut(key) {
+                entry.opened(&mut cx, key, target, o.result);
+            }
+            self.settle(key, false);
+        }
+    }
+
     fn fire_timers(&mut self, now: Instant) {
+        if self.sweep_at.is_some_and(|t| t <= now) {
+            // Every swept native capture is read on this one wakeup.
+            let swept = self.shared.swept.clone();
+            for (key, id, target) in swept {
+                let tok = Tok::new(key, crate::proto::session::Source::Output(target)).token();
+                self.dispatch(tok, Some(id), true, false, now);
+            }
+            self.sweep_at = Some(now + sweep_period(self.shared.swept.len()));
+        }
         if self.front.paused_until().is_some_and(|t| t <= now) {
             self.front.resume();
             self.accept(now);
@@ -395,6 +464,8 @@ impl Reactor {
         for key in std::mem::take(&mut self.touched) {
             if self.sessions.get(key).is_some_and(|e| e.session.finished()) {
                 let mut e = self.sessions.remove(key);
+                let id = e.session.id;
+                self.shared.swept.retain(|w| (w.0, w.1) != (key, id));
                 if let Some(peer) = e.io.handshaking {
                     self.shared.handshakes.done(peer);
                 }
