@@ -688,23 +688,44 @@ fn check_block(order: Order, block_type: u32, block: &[u8]) -> Result<(), MergeE
 
 /// Whether an options area is well formed: every option's value inside the
 /// area (anything after an end-of-options option is ignored, as readers do).
-fn check_options(order: Order, mut rest: &[u8]) -> Result<(), MergeError> {
-    while !rest.is_empty() {
-        if rest.len() < OPTION_HEADER_LEN {
-            return err("options overrun their block");
+fn check_options(order: Order, rest: &[u8]) -> Result<(), MergeError> {
+    Options { order, rest }.try_for_each(|o| o.map(drop))
+}
+
+/// The options of an area, in `order`: (code, value) each, up to and
+/// including an end-of-options option; an option that overruns the area is
+/// an error (and the last item).
+struct Options<'a> {
+    order: Order,
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Options<'a> {
+    type Item = Result<(u16, &'a [u8]), MergeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = self.rest;
+        if rest.is_empty() {
+            return None;
         }
-        let code = order.u16(rest, 0);
-        let vlen = usize::from(order.u16(rest, 2));
+        self.rest = &[];
+        if rest.len() < OPTION_HEADER_LEN {
+            return Some(err("options overrun their block"));
+        }
+        let code = self.order.u16(rest, 0);
+        let vlen = usize::from(self.order.u16(rest, 2));
         let end = OPTION_HEADER_LEN + padded(vlen);
         if end > rest.len() {
-            return err("option overruns its block");
+            return Some(err("option overruns its block"));
         }
-        rest = &rest[end..];
-        if code == OPT_ENDOFOPT {
-            break;
+        if code != OPT_ENDOFOPT {
+            self.rest = &rest[end..];
         }
+        Some(Ok((
+            code,
+            &rest[OPTION_HEADER_LEN..OPTION_HEADER_LEN + vlen],
+        )))
     }
-    Ok(())
 }
 
 fn map_id(input: &Input, local: u32) -> Result<u32, MergeError> {
@@ -744,22 +765,14 @@ fn option_word(block_type: u32, code: u16) -> Option<usize> {
 /// `out` (terminated by an end-of-options option if it was).
 fn convert_options(
     out: &mut Vec<u8>,
-    mut rest: &[u8],
+    rest: &[u8],
     order: Order,
     block_type: u32,
 ) -> Result<(), MergeError> {
     let host = Order::host();
-    while !rest.is_empty() {
-        if rest.len() < OPTION_HEADER_LEN {
-            return err("options overrun their block");
-        }
-        let code = order.u16(rest, 0);
-        let vlen = usize::from(order.u16(rest, 2));
-        let end = OPTION_HEADER_LEN + padded(vlen);
-        if end > rest.len() {
-            return err("option overruns its block");
-        }
-        let value = &rest[OPTION_HEADER_LEN..OPTION_HEADER_LEN + vlen];
+    for option in (Options { order, rest }) {
+        let (code, value) = option?;
+        let vlen = value.len();
         host.put_u16(out, code);
         host.put_u16(out, vlen as u16);
         match option_word(block_type, code) {
@@ -771,10 +784,6 @@ fn convert_options(
             _ => out.extend_from_slice(value),
         }
         out.resize(out.len() + padded(vlen) - vlen, 0);
-        rest = &rest[end..];
-        if code == OPT_ENDOFOPT {
-            break;
-        }
     }
     Ok(())
 }

@@ -247,16 +247,15 @@ impl Entry {
         writable: bool,
     ) {
         let env = cx.settings.env(cx.now, cx.captures);
-        let mut host = OsHost {
-            io: &mut self.io,
-            shared: cx.shared,
-            settings: cx.settings,
-            registry: cx.registry,
-            key,
-            id: self.session.id,
-            now: cx.now,
-        };
-        let session = &mut self.session;
+        let Ctx {
+            registry,
+            settings,
+            shared,
+            buf,
+            now,
+            ..
+        } = cx;
+        let (session, mut host) = self.host(shared, settings, registry, key, *now);
         match src {
             Source::Client => {
                 if writable {
@@ -267,7 +266,7 @@ impl Entry {
                     session.on(&env, &mut host, ev);
                 }
                 if readable {
-                    session.pump(&env, &mut host, src, cx.buf);
+                    session.pump(&env, &mut host, src, buf);
                 }
             }
             Source::Upstream => {
@@ -278,7 +277,7 @@ impl Entry {
                     Ok(false) => {}
                     Ok(true) => {
                         session.on(&env, &mut host, Event::UpstreamReady);
-                        session.pump(&env, &mut host, src, cx.buf);
+                        session.pump(&env, &mut host, src, buf);
                     }
                     Err(e) => session.on(&env, &mut host, Event::UpstreamFailed(e)),
                 }
@@ -290,11 +289,11 @@ impl Entry {
                     t.native
                         .as_ref()
                         .is_some_and(|n| n.mode() == Mode::Immediate)
-                }) && !session.may_read(src, &host, cx.now);
+                }) && !session.may_read(src, &host, *now);
                 if waits {
                     host.native_paused(i);
                 } else {
-                    session.pump(&env, &mut host, src, cx.buf);
+                    session.pump(&env, &mut host, src, buf);
                 }
             }
             Source::Diag(_) => session.pump(&env, &mut host, src, cx.buf),
@@ -336,16 +335,29 @@ impl Entry {
     /// shutdown, displacement).
     pub fn on_event(&mut self, cx: &mut Ctx, key: usize, ev: Event) {
         let env = cx.settings.env(cx.now, cx.captures);
-        let mut host = OsHost {
+        let (session, mut host) = self.host(cx.shared, cx.settings, cx.registry, key, cx.now);
+        session.on(&env, &mut host, ev);
+    }
+
+    /// The session and the host over this slot's descriptors for one event.
+    fn host<'a>(
+        &'a mut self,
+        shared: &'a mut Shared,
+        settings: &'a Settings,
+        registry: &'a Registry,
+        key: usize,
+        now: Instant,
+    ) -> (&'a mut Session, OsHost<'a>) {
+        let host = OsHost {
             io: &mut self.io,
-            shared: cx.shared,
-            settings: cx.settings,
-            registry: cx.registry,
+            shared,
+            settings,
+            registry,
             key,
             id: self.session.id,
-            now: cx.now,
+            now,
         };
-        self.session.on(&env, &mut host, ev);
+        (&mut self.session, host)
     }
 
     /// The target whose program has `pid`, if it is this session's.
