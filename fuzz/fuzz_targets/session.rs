@@ -11,7 +11,8 @@
 //! Flags: bit 0 `--proxy-discovery`; bit 1 the smallest `--max-head-bytes`
 //! and `--max-headers` (256, 4); bit 2 the client follows its bytes with
 //! pings worth twice the output bound and never reads; bit 3 the token
-//! check (token `fuzz-token`, origin `https://ui.example` admitted); bit 4
+//! check (token `fuzz-token`, origin `https://ui.example` admitted, a wrong
+//! token's 401 held back 2 s); bit 4
 //! the discovery listing waits for a script event instead of answering at
 //! once; bit 5 target 1's program cannot start; bit 6 programs ignore
 //! SIGTERM (only SIGKILL ends them); bit 7 the kernel buffers 64 KiB of
@@ -99,6 +100,10 @@ fn world(flags: &Flags) -> Sim {
         Policy::new(&[], None).expect("policy")
     };
     let mut s = Sim::new(cfg, policy);
+    if flags.bit(3) {
+        // A wrong token's 401 waits (an address that keeps guessing).
+        s.token_delay = Duration::from_secs(2);
+    }
     s.namespaces
         .insert(NS_A, vec!["eth0".to_string(), "lo".to_string()]);
     s.namespaces.insert(NS_B, vec!["lo".to_string()]);
