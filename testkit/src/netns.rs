@@ -95,9 +95,12 @@ impl Netns {
 
     /// The inode number of the namespace, as clients pass it in `netns=`.
     pub fn inode(&self) -> u64 {
-        std::fs::metadata(format!("/run/netns/{}", self.name))
-            .expect("stat netns")
-            .ino()
+        std::fs::metadata(self.path()).expect("stat netns").ino()
+    }
+
+    /// The namespace's bind mount (what `setns` opens).
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
     }
 
     pub fn command(&self, cmd: &[&str]) -> Command {
