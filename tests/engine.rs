@@ -543,6 +543,50 @@ fn an_interface_deleted_under_a_capture_ends_it_with_dumpcaps_line() {
     lp.close(c);
 }
 
+#[test]
+fn an_interface_deleted_while_down_ends_the_capture_on_a_later_check() {
+    let pair = VethPair::new();
+    let mut lp = Loop::new();
+    let mut c = lp.open(&pair.a, &[&pair.a_if], None, true).unwrap();
+    // Down: reported (the socket's error), not the end.
+    ip(&["-n", &pair.a.name, "link", "set", &pair.a_if, "down"]);
+    assert_eq!(c.check(), Ok(()));
+    assert!(c.down(), "the capture knows its interface is down");
+    // Deleted while down: the kernel reports nothing more to the socket,
+    // yet the next check must see it gone.
+    ip(&["-n", &pair.a.name, "link", "del", &pair.a_if]);
+    assert_eq!(
+        c.check(),
+        Err(format!(
+            "The network adapter \"{}\" is no longer attached; the capture has stopped.",
+            pair.a_if
+        ))
+    );
+    lp.close(c);
+}
+
+#[test]
+fn an_interface_down_then_up_is_no_longer_down_once_a_packet_comes() {
+    let pair = VethPair::new();
+    let mut lp = Loop::new();
+    let p = port();
+    let mut c = lp
+        .open(&pair.a, &[&pair.a_if], Some(&format!("udp port {p}")), true)
+        .unwrap();
+    ip(&["-n", &pair.a.name, "link", "set", &pair.a_if, "down"]);
+    assert_eq!(c.check(), Ok(()));
+    assert!(c.down());
+    ip(&["-n", &pair.a.name, "link", "set", &pair.a_if, "up"]);
+    ip(&["-n", &pair.b.name, "link", "set", &pair.b_if, "up"]);
+    std::thread::sleep(Duration::from_millis(300));
+    send_udp(&pair.b, &pair.a_addr.to_string(), p, 3, 10);
+    let stream = read_until(&mut c, BUF, 5, |s| udp_to(s, p) >= 3);
+    assert_eq!(udp_to(&Pcapng::parse(&stream).unwrap(), p), 3);
+    assert!(!c.down(), "packets came: the interface is up");
+    assert_eq!(c.check(), Ok(()));
+    lp.close(c);
+}
+
 fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
