@@ -807,6 +807,20 @@ fn service_shutdown_ends_and_reaps_running_captures(engine: Engine) {
         );
     };
     assert_eq!(code, 1001, "{reason}");
+    // Stopped, not cut off: the rest of the stream came, to the
+    // statistics at its end.
+    let p = c.capture.pcapng();
+    assert_eq!(
+        p.complete_len,
+        c.capture.bytes.len(),
+        "stream cut mid-block"
+    );
+    assert_eq!(
+        p.check_final_isbs(engine.isb_resolution()),
+        Ok(()),
+        "{:?}",
+        p.stats
+    );
     match engine {
         Engine::Dumpcap => assert!(
             !procs::exists(caps[0].pid),

@@ -343,8 +343,16 @@ fn a_deleted_interface_ends_the_capture_with_dumpcaps_words(engine: Engine) {
             pair.a_if
         )
     );
-    // Everything before the close is whole blocks.
+    // Everything before the close is whole blocks, ending with the
+    // interface's statistics; both write nanoseconds (if_tsresol 9).
     let p = c.capture.pcapng();
+    assert_eq!(p.interfaces()[0].tsresol(), 9);
+    assert_eq!(
+        p.check_final_isbs(engine.isb_resolution()),
+        Ok(()),
+        "{:?}",
+        p.stats
+    );
     assert_eq!(
         p.complete_len,
         c.capture.bytes.len(),

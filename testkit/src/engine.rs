@@ -40,6 +40,18 @@ impl Engine {
     pub fn args(self) -> [&'static str; 2] {
         ["--capture-engine", self.name()]
     }
+
+    /// The power of ten the times of its interface statistics blocks are
+    /// in: dumpcap 4.0 writes them in microseconds although its IDBs say
+    /// nanoseconds (if_tsresol 9); the native engine in its IDBs'
+    /// nanoseconds, as the pcapng specification has it (`None`: the
+    /// interface's).
+    pub fn isb_resolution(self) -> Option<u8> {
+        match self {
+            Engine::Dumpcap => Some(6),
+            Engine::Native => None,
+        }
+    }
 }
 
 /// Turns each named test body `fn name(engine: Engine)` into two tests,

@@ -373,6 +373,77 @@ impl Pcapng {
     pub fn has_icmp_from(&self, src: Ipv4Addr) -> bool {
         self.icmp().iter().any(|p| p.src == src)
     }
+
+    /// A timestamp of interface `interface_id` (of the first section) in
+    /// nanoseconds since the epoch; `None` for an unknown interface or a
+    /// power-of-two resolution (no source here writes one).
+    pub fn ts_ns(&self, interface_id: u32, ts: u64) -> Option<u128> {
+        let res = self.interfaces().get(interface_id as usize)?.tsresol();
+        if res & 0x80 != 0 || res > 9 {
+            return None;
+        }
+        Some(u128::from(ts) * 10u128.pow(9 - u32::from(res)))
+    }
+
+    /// Checks the interface statistics a stream ends with, as dumpcap and
+    /// the native engine write them when a capture stops: exactly one ISB
+    /// per interface of the first section, after every packet; each with
+    /// isb_ifrecv and isb_ifdrop; isb_starttime <= isb_endtime <= the
+    /// block's own time, within a day of now. `isb_resolution`: the power
+    /// of ten the ISBs' times are in, `None` for their interface's
+    /// if_tsresol as the specification has it (dumpcap 4.0 writes them in
+    /// microseconds whatever its IDBs say).
+    pub fn check_final_isbs(&self, isb_resolution: Option<u8>) -> Result<(), String> {
+        let n = self.interfaces().len();
+        let mut ids: Vec<u32> = self.stats.iter().map(|s| s.interface_id).collect();
+        ids.sort_unstable();
+        if ids != (0..n as u32).collect::<Vec<_>>() {
+            return Err(format!("ISBs for interfaces {ids:?} of {n}"));
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let day = 86_400u128 * 1_000_000_000;
+        for isb in &self.stats {
+            let id = isb.interface_id;
+            let time = |v: u64| match isb_resolution {
+                Some(res) if res <= 9 => Ok(u128::from(v) * 10u128.pow(9 - u32::from(res))),
+                Some(res) => Err(format!("resolution 10^-{res}")),
+                None => self
+                    .ts_ns(id, v)
+                    .ok_or_else(|| format!("ISB {id}: no decimal resolution")),
+            };
+            let own = time(isb.ts)?;
+            let start = time(isb.counter(ISB_STARTTIME).ok_or("no isb_starttime")?)?;
+            let end = time(isb.counter(ISB_ENDTIME).ok_or("no isb_endtime")?)?;
+            if !(start <= end && end <= own && now.abs_diff(own) < day) {
+                return Err(format!(
+                    "ISB {id}: start {start}, end {end}, block {own}, now {now} (ns)"
+                ));
+            }
+            for code in [ISB_IFRECV, ISB_IFDROP] {
+                if isb.counter(code).is_none() {
+                    return Err(format!("ISB {id} lacks option {code}"));
+                }
+            }
+        }
+        if let Some(last) = self.packets.last() {
+            let last_ns = self.ts_ns(last.interface_id, last.ts).unwrap_or(0);
+            for isb in &self.stats {
+                let own = match isb_resolution {
+                    Some(res) => u128::from(isb.ts) * 10u128.pow(9 - u32::from(res.min(9))),
+                    None => self.ts_ns(isb.interface_id, isb.ts).unwrap_or(0),
+                };
+                if own < last_ns {
+                    return Err(format!(
+                        "ISB {} at {own} before the last packet at {last_ns}",
+                        isb.interface_id
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 fn decode_ipv4(p: &Packet) -> Option<Ipv4Packet> {
