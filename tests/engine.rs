@@ -414,10 +414,20 @@ fn a_bad_filter_is_refused_with_libpcaps_words() {
     assert!(e.request, "the request's fault: {e}");
     assert!(
         e.reason
-            .starts_with("Invalid capture filter \"nonsense((\" for interface 'lo'."),
+            .starts_with("Invalid capture filter for interface 'lo' ("),
         "{e}"
     );
     assert!(e.reason.contains("syntax error"), "{e}");
+    assert!(e.reason.ends_with(": \"nonsense((\""), "{e}");
+    // Over the clause bound: that reason, in one line.
+    let long = vec!["port 1"; 65].join(" or ");
+    let e = lp.open(&ns, &["lo"], Some(&long), true).err().unwrap();
+    assert!(e.request, "the request's fault: {e}");
+    assert!(
+        e.reason
+            .starts_with("the capture filter has 65 and/or clauses"),
+        "{e}"
+    );
     let e = lp.open(&ns, &["nosuch0"], None, true).err().unwrap();
     assert!(e.reason.contains("nosuch0"), "{e}");
 }
