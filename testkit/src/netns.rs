@@ -152,6 +152,20 @@ impl Netns {
         ]);
     }
 
+    /// A UDP socket made inside the namespace (a helper thread enters it,
+    /// binds `0.0.0.0:0`, and ends; the socket stays in the namespace), so
+    /// a test sends datagrams there without a process per send.
+    pub fn udp_socket(&self) -> std::net::UdpSocket {
+        let path = self.path();
+        std::thread::spawn(move || {
+            let f = std::fs::File::open(&path).expect("open netns");
+            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            std::net::UdpSocket::bind(("0.0.0.0", 0)).expect("bind in netns")
+        })
+        .join()
+        .expect("socket thread")
+    }
+
     /// Starts a long-running process inside the namespace; killed on drop.
     /// `ip netns exec` execs the command without forking, so the child's pid
     /// is the command's own.
