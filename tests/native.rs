@@ -436,6 +436,78 @@ fn a_slow_client_makes_the_kernel_drop_and_count_and_nothing_read_is_lost_or_reo
     assert!(paused > 0.0, "the pause is not counted");
 }
 
+/// A rate that makes a capture busy (read on the shared sweep timer: the
+/// service sweeps above 500 wakeups a second) and one that makes it quiet
+/// again (back on the poll below 200 packets a second); the assertions
+/// hold whichever way the service reads.
+const BUSY_RATE: u32 = 4000;
+const QUIET_RATE: u32 = 20;
+
+/// Sends `n` sequenced datagrams at about `rate` a second (in batches of a
+/// millisecond's worth).
+fn send_at(sock: &UdpSocket, to: (Ipv4Addr, u16), seqs: std::ops::Range<u32>, rate: u32) {
+    let per_ms = (rate / 1000).max(1);
+    let gap = Duration::from_micros(1_000_000 * u64::from(per_ms) / u64::from(rate));
+    let t = Instant::now();
+    for (i, seq) in seqs.enumerate() {
+        send_seq(sock, to, seq, 200);
+        if (i as u32 + 1) % per_ms == 0 {
+            // Paced against the start, so sleeps that overrun do not add up.
+            let due = gap * ((i as u32 + 1) / per_ms);
+            std::thread::sleep(due.saturating_sub(t.elapsed()));
+        }
+    }
+}
+
+#[test]
+fn a_capture_busy_then_quiet_then_busy_loses_and_reorders_nothing() {
+    let pair = VethPair::new();
+    let mut svc = native(&[]);
+    let port = udp_port();
+    let q = format!(
+        "netns={}&nif={}&filter={}",
+        pair.a.inode(),
+        pair.a_if,
+        urlencode(&format!("udp dst port {port}"))
+    );
+    let mut c = start(&svc, &q, &[]);
+    let sock = pair.a.udp_socket();
+    let to = (pair.b_addr, port);
+    // Busy for half a second, quiet for half a second, busy again.
+    let busy = BUSY_RATE / 2;
+    let quiet = QUIET_RATE / 2;
+    let t = Instant::now();
+    send_at(&sock, to, 0..busy, BUSY_RATE);
+    send_at(&sock, to, busy..busy + quiet, QUIET_RATE);
+    let total = 2 * busy + quiet;
+    send_at(&sock, to, busy + quiet..total, BUSY_RATE);
+    let took = t.elapsed();
+    assert!(
+        c.read_until(
+            |cap| Pcapng::parse(&cap.bytes)
+                .is_ok_and(|p| sequence(&p, port).len() == total as usize),
+            TRAFFIC_TIMEOUT
+        ),
+        "not every datagram came"
+    );
+    svc.signal(Signal::SIGTERM);
+    let (code, reason) = c
+        .read_to_close(Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("no close: {:?}", c.capture.error));
+    assert_eq!(code, 1001, "{reason}");
+    let p = c.capture.pcapng();
+    assert_eq!(p.check_final_isbs(None), Ok(()), "{:?}", p.stats);
+    let recv = p.stats[0].counter(pcapng::ISB_IFRECV);
+    let drop = p.stats[0].counter(pcapng::ISB_IFDROP);
+    println!(
+        "{total} datagrams busy ({BUSY_RATE}/s), quiet ({QUIET_RATE}/s), busy again, in {took:?}: {} captured; ISB received {recv:?}, dropped {drop:?}",
+        sequence(&p, port).len()
+    );
+    assert_eq!(sequence(&p, port), (0..total).collect::<Vec<_>>());
+    assert_eq!(recv, Some(u64::from(total)));
+    assert_eq!(drop, Some(0));
+}
+
 // ---- what the service does ----
 
 #[test]
