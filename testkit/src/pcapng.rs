@@ -594,12 +594,65 @@ pub mod build {
     }
 
     pub fn idb(linktype: u16, name: &str, be: bool) -> Vec<u8> {
+        idb_with(linktype, &[(super::IF_NAME, name.as_bytes())], be)
+    }
+
+    /// An IDB with the options `opts`.
+    pub fn idb_with(linktype: u16, opts: &[(u16, &[u8])], be: bool) -> Vec<u8> {
         let mut body = Vec::new();
         put16(&mut body, linktype, be);
         put16(&mut body, 0, be);
         put32(&mut body, 262144, be);
-        body.extend(options(&[(super::IF_NAME, name.as_bytes())], be));
+        body.extend(options(opts, be));
         block(super::IDB, &body, be)
+    }
+
+    /// An EPB with a timestamp (in its interface's units).
+    pub fn epb_at(interface_id: u32, ts: u64, data: &[u8], be: bool) -> Vec<u8> {
+        let mut body = Vec::new();
+        put32(&mut body, interface_id, be);
+        put32(&mut body, (ts >> 32) as u32, be);
+        put32(&mut body, ts as u32, be);
+        put32(&mut body, data.len() as u32, be);
+        put32(&mut body, data.len() as u32, be);
+        body.extend_from_slice(data);
+        body.resize(super::pad4(body.len()), 0);
+        block(super::EPB, &body, be)
+    }
+
+    /// An ISB at `ts` with isb_starttime, isb_endtime (two 32-bit halves),
+    /// isb_ifrecv and isb_ifdrop.
+    pub fn isb(
+        interface_id: u32,
+        ts: u64,
+        start: u64,
+        end: u64,
+        recv: u64,
+        drop: u64,
+        be: bool,
+    ) -> Vec<u8> {
+        let halves = |v: u64| {
+            let mut out = Vec::new();
+            put32(&mut out, (v >> 32) as u32, be);
+            put32(&mut out, v as u32, be);
+            out
+        };
+        let counter = |v: u64| if be { v.to_be_bytes() } else { v.to_le_bytes() };
+        let (start, end, recv, drop) = (halves(start), halves(end), counter(recv), counter(drop));
+        let mut body = Vec::new();
+        put32(&mut body, interface_id, be);
+        put32(&mut body, (ts >> 32) as u32, be);
+        put32(&mut body, ts as u32, be);
+        body.extend(options(
+            &[
+                (super::ISB_STARTTIME, &start),
+                (super::ISB_ENDTIME, &end),
+                (super::ISB_IFRECV, &recv),
+                (super::ISB_IFDROP, &drop),
+            ],
+            be,
+        ));
+        block(super::ISB, &body, be)
     }
 
     pub fn epb(interface_id: u32, data: &[u8], be: bool) -> Vec<u8> {
