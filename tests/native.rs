@@ -436,6 +436,61 @@ fn a_slow_client_makes_the_kernel_drop_and_count_and_nothing_read_is_lost_or_reo
     assert!(paused > 0.0, "the pause is not counted");
 }
 
+/// The largest UDP payload over IPv4 (65,535 - 20 - 8): on `lo` (MTU
+/// 65,536) a packet larger than a ring frame (2 KiB) and, as an EPB of
+/// 65,584 bytes, than the loop's 64 KiB read buffer: it comes through the
+/// socket's queue and goes out over two reads of the loop.
+const JUMBO: usize = 65_507;
+
+#[test]
+fn packets_larger_than_the_loops_buffer_come_whole() {
+    let ns = Netns::new();
+    let svc = native(&[]);
+    let port = udp_port();
+    let q = format!(
+        "netns={}&nif=lo&filter={}",
+        ns.inode(),
+        urlencode(&format!("udp dst port {port}"))
+    );
+    let mut c = start(&svc, &q, &[]);
+    let sock = ns.udp_socket();
+    for seq in 0..3 {
+        send_seq(&sock, (ns.addr, port), seq, JUMBO);
+    }
+    assert!(
+        c.read_until(
+            |cap| Pcapng::parse(&cap.bytes).is_ok_and(|p| sequence(&p, port).len() == 3),
+            TRAFFIC_TIMEOUT
+        ),
+        "the large datagrams did not come"
+    );
+    let p = c.capture.pcapng();
+    assert_eq!(sequence(&p, port), vec![0, 1, 2]);
+    // Ethernet, IPv4 and UDP headers around each payload, nothing cut.
+    let whole = 14 + 20 + 8 + JUMBO;
+    assert!(
+        p.packets
+            .iter()
+            .all(|pk| pk.data.len() == whole && pk.orig_len as usize == whole),
+        "{:?}",
+        p.packets
+            .iter()
+            .map(|pk| (pk.data.len(), pk.orig_len))
+            .collect::<Vec<_>>()
+    );
+    let rows = pcapng::tshark_fields(&c.capture.bytes, &["frame.len", "frame.cap_len"]);
+    assert!(
+        rows.iter()
+            .all(|r| r[0] == whole.to_string() && r[1] == whole.to_string()),
+        "{rows:?}"
+    );
+    println!(
+        "3 datagrams of {JUMBO} bytes: {} packets of {whole} bytes in {} messages",
+        p.packets.len(),
+        c.capture.binary_messages
+    );
+}
+
 /// A rate that makes a capture busy (read on the shared sweep timer: the
 /// service sweeps above 500 wakeups a second) and one that makes it quiet
 /// again (back on the poll below 200 packets a second); the assertions
