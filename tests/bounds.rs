@@ -7,6 +7,16 @@
 //! real `dumpcap` in namespaces made here, raw TCP clients, a stand-in
 //! upstream. Every figure is printed; budgets are generous because the
 //! machine is shared.
+//!
+//! Where a capture source runs and its life matters (stopped after a
+//! protocol violation; a capture that must start in a full table) the
+//! test runs for both engines (`engines!`). Single, and why: the rest is
+//! about what the service parses and answers on its own (pongs, heads,
+//! keys, interim heads, lookups, target arrays) or about its logger,
+//! where a capture, if any, is only a witness; and a table full of
+//! captures uses a stand-in program that never writes (nothing of a
+//! source's kind matters there). The native engine's loop under load is
+//! tests/native.rs's.
 
 // The shared test kit (testkit/), by the name these tests have always used.
 use packetflix_testkit as common;
@@ -153,12 +163,11 @@ fn two_websocket_keys_get_400_and_no_capture() {
     assert!(svc.captures("dumpcap").is_empty());
 }
 
-#[test]
-fn frame_length_with_top_bit_set_is_closed_with_1002() {
+fn frame_length_with_top_bit_set_is_closed_with_1002(engine: Engine) {
     let ns = Netns::new();
-    let svc = Service::start(&[]);
+    let svc = Service::start_engine(engine, &[]);
     let mut s = raw_capture(svc.port(), &format!("netns={}&nif=lo", ns.inode()));
-    assert_eq!(svc.wait_dumpcaps(1, WAIT).len(), 1);
+    assert!(svc.wait_sources_in(&ns, 1, WAIT));
     let mut frame = vec![0x82, 0x80 | 127];
     frame.extend_from_slice(&(1u64 << 63).to_be_bytes());
     frame.extend_from_slice(&[9, 9, 9, 9]);
@@ -167,12 +176,11 @@ fn frame_length_with_top_bit_set_is_closed_with_1002() {
     println!("close code after a 2^63 frame length: {code:?}");
     assert_eq!(code, Some(1002));
     assert!(
-        wait_for(Duration::from_secs(15), || svc
-            .captures("dumpcap")
-            .is_empty()),
-        "capture program left running"
+        svc.wait_nothing_captures(&[&ns], Duration::from_secs(15)),
+        "capture left running"
     );
 }
+engines!(frame_length_with_top_bit_set_is_closed_with_1002);
 
 // ---- a stderr nobody drains ----
 
@@ -449,11 +457,10 @@ fn interim_head_flood_from_upstream_gets_502_and_the_loop_serves_on() {
 
 // ---- a full connection table ----
 
-#[test]
-fn full_table_of_idle_connections_displaces_the_oldest_and_a_capture_starts() {
+fn full_table_of_idle_connections_displaces_the_oldest_and_a_capture_starts(engine: Engine) {
     const MAX: usize = 6;
     let ns = Netns::new();
-    let svc = Service::start(&["--max-connections", &MAX.to_string()]);
+    let svc = Service::start_engine(engine, &["--max-connections", &MAX.to_string()]);
     let port = svc.port();
     assert_eq!(http::version_status(port), Some(200));
     let mut idle: Vec<TcpStream> = Vec::new();
@@ -479,13 +486,15 @@ fn full_table_of_idle_connections_displaces_the_oldest_and_a_capture_starts() {
         }
     }
     println!(
-        "table of {MAX} idle connections: capture capturing after {capture_took:?}, /version {version:?}; idle connections closed to make room: {closed:?}"
+        "{} engine: table of {MAX} idle connections: capture capturing after {capture_took:?}, /version {version:?}; idle connections closed to make room: {closed:?}",
+        engine.name()
     );
     assert!(version.is_some(), "/version not served with a full table");
     assert!(ping_self_until_seen(&mut c, &ns), "capture saw nothing");
     // The two oldest made room; the younger ones are still open.
     assert_eq!(closed, vec![0, 1]);
 }
+engines!(full_table_of_idle_connections_displaces_the_oldest_and_a_capture_starts);
 
 #[test]
 fn full_table_of_working_connections_answers_503() {

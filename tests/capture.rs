@@ -1,6 +1,19 @@
 //! End-to-end tests of the capture service: the real `packetflix` binary,
-//! real `dumpcap`, network namespaces made by each test, a real websocket
-//! client. Each test bounds its waits, so each ends within about 20 s.
+//! real `dumpcap` or the native engine, network namespaces made by each
+//! test, a real websocket client. Each test bounds its waits, so each ends
+//! within about 20 s.
+//!
+//! The tests about capturing run for both engines (`engines!`: one body,
+//! `NAME::dumpcap` and `NAME::native`). Single, and why:
+//! - the `harness_*` tests check the test kit, not the service;
+//! - plain HTTP (`/version` aside, which names the engine and runs for
+//!   both), 404, 426, 400 and every refusal decided before a capture
+//!   source starts (bad or unknown netns, container and netns together,
+//!   neither, a long reason, a close frame behind the handshake): the
+//!   engine is never reached;
+//! - the capture *program* itself, dumpcap only: a missing program, the
+//!   arguments it gets, its own exit (`-c 3`), one that ignores SIGTERM,
+//!   stand-in programs writing hand-made or non-pcapng streams.
 
 // The shared test kit (testkit/), by the name these tests have always used.
 use packetflix_testkit as common;
@@ -14,6 +27,16 @@ use common::procs;
 use common::ws::must_connect;
 use common::*;
 use tungstenite::Message;
+
+/// The SHB's `shb_userappl` of each engine: dumpcap names itself
+/// ("Dumpcap (Wireshark) 4.0.x ..."), the native engine writes
+/// "packetflix VERSION".
+fn userappl_is_the_engines(engine: Engine, value: &[u8]) -> bool {
+    match engine {
+        Engine::Dumpcap => value.starts_with(b"Dumpcap"),
+        Engine::Native => value == format!("packetflix {}", env!("CARGO_PKG_VERSION")).as_bytes(),
+    }
+}
 
 fn netns_q(ns: &Netns) -> String {
     format!("netns={}", ns.inode())
@@ -225,9 +248,8 @@ fn harness_http_helper_reads_response_and_close() {
 
 // ---- plain HTTP ----
 
-#[test]
-fn version_answers_json_name_and_version() {
-    let svc = Service::start(&[]);
+fn version_answers_json_name_version_and_engine(engine: Engine) {
+    let svc = Service::start_engine(engine, &[]);
     let r = http::get(svc.port(), "/version");
     assert_eq!(r.status, 200, "{}", r.body_text());
     let ctype = r.header("content-type").unwrap_or_default();
@@ -238,7 +260,9 @@ fn version_answers_json_name_and_version() {
     let v: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON body");
     assert_eq!(v["name"], "packetflix");
     assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(v["capture-engine"], engine.name());
 }
+engines!(version_answers_json_name_version_and_engine);
 
 #[test]
 fn unknown_path_gets_404() {
@@ -288,10 +312,9 @@ fn garbage_request_gets_400_and_close_and_service_lives_on() {
 
 // ---- captures ----
 
-#[test]
-fn capture_all_interfaces_streams_ping_with_target_document() {
+fn capture_all_interfaces_streams_ping_with_target_document(engine: Engine) {
     let pair = VethPair::new();
-    let svc = Service::start(&[]);
+    let svc = Service::start_engine(engine, &[]);
     let mut c = start(&svc, &netns_q(&pair.a), &[]);
     assert!(ping_across_until_seen(&mut c, &pair), "ping not captured");
     assert_eq!(c.capture.text_messages, 0, "stream must be binary only");
@@ -301,8 +324,8 @@ fn capture_all_interfaces_streams_ping_with_target_document() {
     assert_eq!(shb.section_length, -1, "section length must become unknown");
     assert!(
         shb.option(pcapng::SHB_USERAPPL)
-            .is_some_and(|v| v.starts_with(b"Dumpcap")),
-        "dumpcap's own SHB options must be kept: {:?}",
+            .is_some_and(|v| userappl_is_the_engines(engine, v)),
+        "the source's own SHB options must be kept: {:?}",
         shb.options
     );
     let comments = shb.comments();
@@ -320,6 +343,11 @@ fn capture_all_interfaces_streams_ping_with_target_document() {
         yaml_value(&yaml, "no-promiscuous-mode").as_deref(),
         Some("true")
     );
+    assert_eq!(
+        yaml_value(&yaml, "capture-engine"),
+        Some(format!("\"{}\"", engine.name())),
+        "{yaml}"
+    );
     let rows = tshark_decode(&c.capture.bytes);
     let (a, b) = (pair.a_addr.to_string(), pair.b_addr.to_string());
     assert!(rows
@@ -330,11 +358,11 @@ fn capture_all_interfaces_streams_ping_with_target_document() {
         .any(|r| r.src == b && r.dst == a && r.icmp_type == "0"));
     assert!(rows.iter().all(|r| r.interface == "any"));
 }
+engines!(capture_all_interfaces_streams_ping_with_target_document);
 
-#[test]
-fn capture_one_interface_via_nif() {
+fn capture_one_interface_via_nif(engine: Engine) {
     let pair = VethPair::new();
-    let svc = Service::start(&[]);
+    let svc = Service::start_engine(engine, &[]);
     let q = format!("{}&nif={}", netns_q(&pair.a), pair.a_if);
     let mut c = start(&svc, &q, &[]);
     assert_eq!(
@@ -351,11 +379,11 @@ fn capture_one_interface_via_nif() {
     let rows = tshark_decode(&c.capture.bytes);
     assert!(rows.iter().all(|r| r.interface == pair.a_if), "{rows:?}");
 }
+engines!(capture_one_interface_via_nif);
 
-#[test]
-fn capture_two_interfaces_via_nif() {
+fn capture_two_interfaces_via_nif(engine: Engine) {
     let pair = VethPair::new();
-    let svc = Service::start(&[]);
+    let svc = Service::start_engine(engine, &[]);
     let q = format!("{}&nif=lo/{}", netns_q(&pair.a), pair.a_if);
     let mut c = start(&svc, &q, &[]);
     assert!(c.read_until(
@@ -377,11 +405,11 @@ fn capture_two_interfaces_via_nif() {
         .iter()
         .any(|i| i.src == pair.a_addr && i.interface_name.as_deref() == Some(&pair.a_if)));
 }
+engines!(capture_two_interfaces_via_nif);
 
-#[test]
-fn filter_excludes_ping_and_is_named_in_document() {
+fn filter_excludes_ping_and_is_named_in_document(engine: Engine) {
     let ns = Netns::new();
-    let svc = Service::start(&[]);
+    let svc = Service::start_engine(engine, &[]);
     let filter = "tcp and not icmp";
     let q = format!("{}&filter={}", netns_q(&ns), urlencode(filter));
     let mut c = start(&svc, &q, &[]);
@@ -399,13 +427,14 @@ fn filter_excludes_ping_and_is_named_in_document() {
     let v = yaml_value(&yaml, "capture-filter").expect("capture-filter key");
     assert!(v.contains(filter), "capture-filter {v:?}");
 }
+engines!(filter_excludes_ping_and_is_named_in_document);
 
-#[test]
-fn chaste_capture_avoids_promiscuous_mode_and_says_so() {
+fn chaste_capture_avoids_promiscuous_mode_and_says_so(engine: Engine) {
     let pair = VethPair::new();
-    let svc = Service::start(&[]);
+    let svc = Service::start_engine(engine, &[]);
     let base = format!("{}&nif={}", netns_q(&pair.a), pair.a_if);
-    // Control: without chaste, dumpcap puts the interface in promiscuous mode.
+    // Control: without chaste, either engine puts the interface in
+    // promiscuous mode.
     let mut c = start(&svc, &base, &[]);
     assert_eq!(promiscuity(&pair.a, &pair.a_if), 1);
     c.close(Duration::from_secs(5));
@@ -424,11 +453,11 @@ fn chaste_capture_avoids_promiscuous_mode_and_says_so() {
         Some("true")
     );
 }
+engines!(chaste_capture_avoids_promiscuous_mode_and_says_so);
 
-#[test]
-fn chaste_header_avoids_promiscuous_mode() {
+fn chaste_header_avoids_promiscuous_mode(engine: Engine) {
     let pair = VethPair::new();
-    let svc = Service::start(&[]);
+    let svc = Service::start_engine(engine, &[]);
     let q = format!("{}&nif={}", netns_q(&pair.a), pair.a_if);
     let c = start(&svc, &q, &[("Clustershark-Chaste", "1")]);
     assert_eq!(promiscuity(&pair.a, &pair.a_if), 0);
@@ -438,20 +467,20 @@ fn chaste_header_avoids_promiscuous_mode() {
         Some("true")
     );
 }
+engines!(chaste_header_avoids_promiscuous_mode);
 
-#[test]
-fn nif_header_wins_over_query() {
+fn nif_header_wins_over_query(engine: Engine) {
     let pair = VethPair::new();
-    let svc = Service::start(&[]);
+    let svc = Service::start_engine(engine, &[]);
     let q = format!("{}&nif={}", netns_q(&pair.a), pair.a_if);
     let c = start(&svc, &q, &[("clustershark-nif", "lo")]);
     assert_eq!(c.capture.pcapng().interface_names(), vec!["lo"]);
 }
+engines!(nif_header_wins_over_query);
 
-#[test]
-fn filter_header_wins_over_query() {
+fn filter_header_wins_over_query(engine: Engine) {
     let ns = Netns::new();
-    let svc = Service::start(&[]);
+    let svc = Service::start_engine(engine, &[]);
     let q = format!("{}&filter=icmp", netns_q(&ns));
     let mut c = start(&svc, &q, &[("Clustershark-Filter", "tcp")]);
     assert!(tcp_until_seen(&mut c, &ns, 1), "header filter not applied");
@@ -470,28 +499,46 @@ fn filter_header_wins_over_query() {
         Some("tcp")
     );
 }
+engines!(filter_header_wins_over_query);
 
-#[test]
-fn client_close_reaps_capture_before_answer_and_closes_tcp() {
+fn client_close_reaps_capture_before_answer_and_closes_tcp(engine: Engine) {
     let ns = Netns::new();
-    let svc = Service::start(&[]);
+    let svc = Service::start_engine(engine, &[]);
     let fds_before = svc.settled_fds();
     let mut c = start(&svc, &netns_q(&ns), &[]);
-    let caps = svc.wait_dumpcaps(1, Duration::from_secs(5));
-    assert_eq!(caps.len(), 1, "one dumpcap child: {:?}", svc.children());
-    let pid = caps[0].pid;
+    assert!(
+        svc.wait_sources_in(&ns, 1, Duration::from_secs(5)),
+        "one {} source in the namespace: children {:?}",
+        engine.name(),
+        svc.children()
+    );
+    let dumpcap = svc.captures("dumpcap").first().map(|p| p.pid);
     let reply = c.close(Duration::from_secs(12));
     let Some((code, _)) = reply else {
         panic!("no close answer: error={:?}", c.capture.error);
     };
     assert!(code == 1000 || code == 1005, "close answer code {code}");
-    assert!(
-        !procs::exists(pid),
-        "capture program {pid} not reaped before the close answer: {:?}",
-        procs::stat(pid)
-    );
+    match engine {
+        Engine::Dumpcap => {
+            let pid = dumpcap.expect("a dumpcap child");
+            assert!(
+                !procs::exists(pid),
+                "capture program {pid} not reaped before the close answer: {:?}",
+                procs::stat(pid)
+            );
+        }
+        // No process to reap: the ring is handed to the engine's closer
+        // threads before the answer, and the kernel takes 25-30 ms to
+        // close it.
+        Engine::Native => assert_eq!(dumpcap, None, "a child of the native engine"),
+    }
     assert!(c.wait_tcp_closed(Duration::from_secs(5)), "TCP left open");
     assert!(svc.children().is_empty(), "children: {:?}", svc.children());
+    assert!(
+        svc.wait_nothing_captures(&[&ns], Duration::from_secs(3)),
+        "a packet socket left in the namespace: {}",
+        svc.packet_sockets_in(&ns)
+    );
     assert!(
         // A leak shows as more descriptors than the settled baseline.
         wait_for(Duration::from_secs(3), || svc.open_fds() <= fds_before),
@@ -500,31 +547,44 @@ fn client_close_reaps_capture_before_answer_and_closes_tcp() {
         svc.open_fds()
     );
 }
+engines!(client_close_reaps_capture_before_answer_and_closes_tcp);
 
-#[test]
-fn tcp_drop_without_close_frame_reaps_capture() {
+fn tcp_drop_without_close_frame_reaps_capture(engine: Engine) {
     let ns = Netns::new();
-    let svc = Service::start(&[]);
+    let svc = Service::start_engine(engine, &[]);
     let c = start(&svc, &netns_q(&ns), &[]);
-    let caps = svc.wait_dumpcaps(1, Duration::from_secs(5));
-    assert_eq!(caps.len(), 1, "one dumpcap child: {:?}", svc.children());
-    let pid = caps[0].pid;
+    assert!(
+        svc.wait_sources_in(&ns, 1, Duration::from_secs(5)),
+        "one {} source in the namespace: children {:?}",
+        engine.name(),
+        svc.children()
+    );
+    let fds = svc.open_fds();
     c.drop_tcp();
     assert!(
-        wait_for(Duration::from_secs(5), || !procs::exists(pid)),
-        "capture program {pid} still there after the client vanished: {:?}",
-        procs::stat(pid)
+        svc.wait_nothing_captures(&[&ns], Duration::from_secs(5)),
+        "the capture is still there after the client vanished: children {:?}, packet sockets {}",
+        svc.children(),
+        svc.packet_sockets_in(&ns)
     );
-    assert!(svc.children().is_empty(), "children: {:?}", svc.children());
     assert!(svc.zombies().is_empty());
+    // The connection and the source's descriptors are gone (a pipe or
+    // two with dumpcap, the ring with the native engine).
+    assert!(
+        wait_for(Duration::from_secs(3), || svc.open_fds() < fds - 1),
+        "descriptors: {fds} with the capture, {} after",
+        svc.open_fds()
+    );
 }
+engines!(tcp_drop_without_close_frame_reaps_capture);
 
-#[test]
-fn failing_capture_program_closes_with_its_message() {
+/// A filter only libpcap can judge (dumpcap's, or the native engine's
+/// compiler): the close carries its words.
+fn a_filter_libpcap_refuses_closes_with_its_message(engine: Engine) {
     let ns = Netns::new();
-    let svc = Service::start(&[]);
-    // Names that do not exist never reach the program (see
-    // tests/interfaces.rs); a filter only dumpcap can judge does.
+    let svc = Service::start_engine(engine, &[]);
+    // Names that do not exist never reach the source (see
+    // tests/interfaces.rs); a filter only libpcap can judge does.
     let mut c = must_connect(
         svc.port(),
         &format!("{}&nif=lo&filter={}", netns_q(&ns), urlencode("nonsense((")),
@@ -534,19 +594,36 @@ fn failing_capture_program_closes_with_its_message() {
     let Some((code, reason)) = close else {
         panic!("not closed: error={:?}", c.capture.error);
     };
-    assert!(
-        is_error_close_code(code),
-        "code {code} for a failed capture"
-    );
-    assert!(
-        reason.contains("Invalid capture filter \"nonsense((\""),
-        "reason {reason:?} lacks dumpcap's message"
-    );
+    match engine {
+        // dumpcap exits with status 2 after its message, whose first line
+        // is the reason.
+        Engine::Dumpcap => {
+            assert!(
+                is_error_close_code(code),
+                "code {code} for a failed capture"
+            );
+            assert!(
+                reason.contains("Invalid capture filter \"nonsense((\""),
+                "reason {reason:?} lacks dumpcap's message"
+            );
+        }
+        // The engine knows it is the request's fault, and gives libpcap's
+        // words before the filter (a close frame holds 123 bytes).
+        Engine::Native => {
+            assert_eq!(code, 1008, "{reason}");
+            assert!(
+                reason.starts_with("Invalid capture filter for interface 'lo' (")
+                    && reason.contains("syntax error")
+                    && reason.ends_with("\"nonsense((\""),
+                "{reason}"
+            );
+        }
+    }
+    assert!(c.capture.bytes.is_empty(), "streamed before refusing");
     assert!(c.wait_tcp_closed(Duration::from_secs(5)));
-    assert!(wait_for(Duration::from_secs(3), || svc
-        .children()
-        .is_empty()));
+    assert!(svc.wait_nothing_captures(&[&ns], Duration::from_secs(3)));
 }
+engines!(a_filter_libpcap_refuses_closes_with_its_message);
 
 #[test]
 fn long_close_reason_is_cut_at_a_character_boundary() {
@@ -687,10 +764,9 @@ fn capture_program_exiting_normally_closes_with_1000_after_all_output() {
         .is_empty()));
 }
 
-#[test]
-fn client_messages_are_ignored_and_ping_gets_pong() {
+fn client_messages_are_ignored_and_ping_gets_pong(engine: Engine) {
     let ns = Netns::new();
-    let svc = Service::start(&[]);
+    let svc = Service::start_engine(engine, &[]);
     let mut c = start(&svc, &netns_q(&ns), &[]);
     c.ws.send(Message::Text("hello".into())).unwrap();
     c.ws.send(Message::Binary(vec![1, 2, 3].into())).unwrap();
@@ -699,16 +775,18 @@ fn client_messages_are_ignored_and_ping_gets_pong() {
     assert_eq!(c.capture.pongs[0], b"pfx");
     assert!(ping_self_until_seen(&mut c, &ns), "capture stopped");
 }
+engines!(client_messages_are_ignored_and_ping_gets_pong);
 
-#[test]
-fn three_concurrent_captures_see_only_their_own_namespace() {
+fn three_concurrent_captures_see_only_their_own_namespace(engine: Engine) {
     let n1 = Netns::new();
     let n2 = Netns::new();
-    let svc = Service::start(&[]);
+    let svc = Service::start_engine(engine, &[]);
     let mut c1 = start(&svc, &netns_q(&n1), &[]);
     let mut c2 = start(&svc, &netns_q(&n1), &[]);
     let mut c3 = start(&svc, &netns_q(&n2), &[]);
-    assert_eq!(svc.wait_dumpcaps(3, Duration::from_secs(5)).len(), 3);
+    // One source each (`any`: one dumpcap, or one ring), two in n1.
+    assert!(svc.wait_sources_in(&n1, 2, Duration::from_secs(5)));
+    assert!(svc.wait_sources_in(&n2, 1, Duration::from_secs(5)));
     n2.ping_self(2);
     assert!(ping_self_until_seen(&mut c1, &n1));
     assert!(ping_self_until_seen(&mut c2, &n1));
@@ -717,14 +795,15 @@ fn three_concurrent_captures_see_only_their_own_namespace() {
     assert!(!c2.capture.pcapng().has_icmp_from(n2.addr), "c2 saw n2");
     assert!(!c3.capture.pcapng().has_icmp_from(n1.addr), "c3 saw n1");
 }
+engines!(three_concurrent_captures_see_only_their_own_namespace);
 
-#[test]
-fn service_shutdown_ends_and_reaps_running_captures() {
+fn service_shutdown_ends_and_reaps_running_captures(engine: Engine) {
     let ns = Netns::new();
-    let mut svc = Service::start(&[]);
+    let mut svc = Service::start_engine(engine, &[]);
     let mut c = start(&svc, &netns_q(&ns), &[]);
-    let caps = svc.wait_dumpcaps(1, Duration::from_secs(5));
-    assert_eq!(caps.len(), 1);
+    assert!(svc.wait_sources_in(&ns, 1, Duration::from_secs(5)));
+    let caps = svc.captures("dumpcap");
+    let sockets = procs::packet_socket_inodes(&ns.path());
     svc.signal(nix::sys::signal::Signal::SIGTERM);
     // The client takes part in the close handshake, as a real one would.
     let close = c.read_to_close(Duration::from_secs(12));
@@ -733,17 +812,48 @@ fn service_shutdown_ends_and_reaps_running_captures() {
         svc.wait_exit(Duration::from_secs(12)).is_some(),
         "service ignored SIGTERM"
     );
-    assert!(
-        close.is_some(),
-        "client got no close frame at shutdown: error={:?}",
-        c.capture.error
+    let Some((code, reason)) = close else {
+        panic!(
+            "client got no close frame at shutdown: error={:?}",
+            c.capture.error
+        );
+    };
+    assert_eq!(code, 1001, "{reason}");
+    // Stopped, not cut off: the rest of the stream came, to the
+    // statistics at its end.
+    let p = c.capture.pcapng();
+    assert_eq!(
+        p.complete_len,
+        c.capture.bytes.len(),
+        "stream cut mid-block"
     );
-    assert!(
-        !procs::exists(caps[0].pid),
-        "capture program outlived the service: {:?}",
-        procs::stat(caps[0].pid)
+    assert_eq!(
+        p.check_final_isbs(engine.isb_resolution()),
+        Ok(()),
+        "{:?}",
+        p.stats
     );
+    match engine {
+        Engine::Dumpcap => assert!(
+            !procs::exists(caps[0].pid),
+            "capture program outlived the service: {:?}",
+            procs::stat(caps[0].pid)
+        ),
+        Engine::Native => {
+            assert!(caps.is_empty(), "a child of the native engine: {caps:?}");
+            assert!(!sockets.is_empty(), "no packet socket in the namespace");
+            let left: Vec<u64> = procs::packet_socket_inodes(&ns.path())
+                .into_iter()
+                .filter(|i| sockets.contains(i))
+                .collect();
+            assert!(
+                left.is_empty(),
+                "packet sockets outlived the service: {left:?}"
+            );
+        }
+    }
 }
+engines!(service_shutdown_ends_and_reaps_running_captures);
 
 #[test]
 fn capture_program_ignoring_sigterm_is_killed_and_reaped() {

@@ -414,10 +414,20 @@ fn a_bad_filter_is_refused_with_libpcaps_words() {
     assert!(e.request, "the request's fault: {e}");
     assert!(
         e.reason
-            .starts_with("Invalid capture filter \"nonsense((\" for interface 'lo'."),
+            .starts_with("Invalid capture filter for interface 'lo' ("),
         "{e}"
     );
     assert!(e.reason.contains("syntax error"), "{e}");
+    assert!(e.reason.ends_with(": \"nonsense((\""), "{e}");
+    // Over the clause bound: that reason, in one line.
+    let long = vec!["port 1"; 65].join(" or ");
+    let e = lp.open(&ns, &["lo"], Some(&long), true).err().unwrap();
+    assert!(e.request, "the request's fault: {e}");
+    assert!(
+        e.reason
+            .starts_with("the capture filter has 65 and/or clauses"),
+        "{e}"
+    );
     let e = lp.open(&ns, &["nosuch0"], None, true).err().unwrap();
     assert!(e.reason.contains("nosuch0"), "{e}");
 }
@@ -540,6 +550,50 @@ fn an_interface_deleted_under_a_capture_ends_it_with_dumpcaps_line() {
             pair.a_if
         )
     );
+    lp.close(c);
+}
+
+#[test]
+fn an_interface_deleted_while_down_ends_the_capture_on_a_later_check() {
+    let pair = VethPair::new();
+    let mut lp = Loop::new();
+    let mut c = lp.open(&pair.a, &[&pair.a_if], None, true).unwrap();
+    // Down: reported (the socket's error), not the end.
+    ip(&["-n", &pair.a.name, "link", "set", &pair.a_if, "down"]);
+    assert_eq!(c.check(), Ok(()));
+    assert!(c.down(), "the capture knows its interface is down");
+    // Deleted while down: the kernel reports nothing more to the socket,
+    // yet the next check must see it gone.
+    ip(&["-n", &pair.a.name, "link", "del", &pair.a_if]);
+    assert_eq!(
+        c.check(),
+        Err(format!(
+            "The network adapter \"{}\" is no longer attached; the capture has stopped.",
+            pair.a_if
+        ))
+    );
+    lp.close(c);
+}
+
+#[test]
+fn an_interface_down_then_up_is_no_longer_down_once_a_packet_comes() {
+    let pair = VethPair::new();
+    let mut lp = Loop::new();
+    let p = port();
+    let mut c = lp
+        .open(&pair.a, &[&pair.a_if], Some(&format!("udp port {p}")), true)
+        .unwrap();
+    ip(&["-n", &pair.a.name, "link", "set", &pair.a_if, "down"]);
+    assert_eq!(c.check(), Ok(()));
+    assert!(c.down());
+    ip(&["-n", &pair.a.name, "link", "set", &pair.a_if, "up"]);
+    ip(&["-n", &pair.b.name, "link", "set", &pair.b_if, "up"]);
+    std::thread::sleep(Duration::from_millis(300));
+    send_udp(&pair.b, &pair.a_addr.to_string(), p, 3, 10);
+    let stream = read_until(&mut c, BUF, 5, |s| udp_to(s, p) >= 3);
+    assert_eq!(udp_to(&Pcapng::parse(&stream).unwrap(), p), 3);
+    assert!(!c.down(), "packets came: the interface is up");
+    assert_eq!(c.check(), Ok(()));
     lp.close(c);
 }
 

@@ -2,8 +2,10 @@
 //! means, that only real interfaces of the target namespace are capture
 //! sources, that a filter holds on every interface, captures of hundreds of
 //! interfaces the way csharg asks for them, and how a capture ends when its
-//! interface disappears. Real namespaces, veth pairs and dumpcap; every wait
-//! is bounded.
+//! interface disappears. Real namespaces, veth pairs, and dumpcap or the
+//! native engine; every wait is bounded.
+//!
+//! Every test here runs for both engines (`engines!`).
 
 // The shared test kit (testkit/), by the name these tests have always used.
 use packetflix_testkit as common;
@@ -60,10 +62,9 @@ fn listen_in(ns: &Netns) -> TcpListener {
     .expect("listener thread")
 }
 
-#[test]
-fn any_means_the_targets_own_interfaces_with_their_own_link_types() {
+fn any_means_the_targets_own_interfaces_with_their_own_link_types(engine: Engine) {
     let pair = VethPair::new();
-    let svc = Service::start(&[]);
+    let svc = Service::start_engine(engine, &[]);
     let listed = json!({"netns": pair.a.inode(), "network-interfaces": ["lo", pair.a_if]});
     for nif in ["any", "all"] {
         let c = start(&svc, &format!("{}&nif={nif}", container_q(&listed)), &[]);
@@ -97,14 +98,20 @@ fn any_means_the_targets_own_interfaces_with_their_own_link_types() {
     let ifs = c.capture.pcapng().interfaces();
     assert_eq!(ifs.len(), 1, "{ifs:?}");
     assert_eq!(ifs[0].name.as_deref(), Some("any"));
-    assert!(
-        [LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2].contains(&ifs[0].linktype),
-        "{ifs:?}"
-    );
+    match engine {
+        // libpcap picks the cooked header's version.
+        Engine::Dumpcap => assert!(
+            [LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2].contains(&ifs[0].linktype),
+            "{ifs:?}"
+        ),
+        // The engine writes the first version, as libpcap 1.10 in dumpcap
+        // 4.0 does by default.
+        Engine::Native => assert_eq!(ifs[0].linktype, LINKTYPE_LINUX_SLL, "{ifs:?}"),
+    }
 }
+engines!(any_means_the_targets_own_interfaces_with_their_own_link_types);
 
-#[test]
-fn names_that_are_not_interfaces_are_refused_before_anything_is_spawned() {
+fn names_that_are_not_interfaces_are_refused_before_anything_is_spawned(engine: Engine) {
     let pair = VethPair::new();
     let ns = &pair.a;
     let marker = Scratch::new("spawned");
@@ -131,10 +138,13 @@ fn names_that_are_not_interfaces_are_refused_before_anything_is_spawned() {
         tcp.len() <= 15,
         "{tcp} must pass the name rules to test the check"
     );
+    // The native engine runs no program: the marker must stay empty, and
+    // what it opens shows as packet sockets and the log's start lines.
     let svc = Launch {
         cwd: Some(cwd.path().to_path_buf()),
         ..Launch::default()
     }
+    .engine(engine)
     .args(&["--capture-program", prog.path()])
     .start();
     let q = format!("netns={}", ns.inode());
@@ -164,6 +174,12 @@ fn names_that_are_not_interfaces_are_refused_before_anything_is_spawned() {
         marker.read()
     );
     assert!(svc.children().is_empty(), "{:?}", svc.children());
+    assert_eq!(svc.packet_sockets_in(ns), 0);
+    assert!(
+        !svc.stderr().contains("capture started"),
+        "{}",
+        svc.stderr()
+    );
     match listener.accept() {
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
         other => panic!("the listener was reached: {other:?}"),
@@ -172,18 +188,24 @@ fn names_that_are_not_interfaces_are_refused_before_anything_is_spawned() {
     let mixed = json!({"netns": ns.inode(), "network-interfaces": [fifo, "lo", "nosuch0"]});
     let c = start(&svc, &container_q(&mixed), &[]);
     assert_eq!(c.capture.pcapng().interface_names(), vec!["lo"]);
-    assert_eq!(marker.read().trim(), "-w - -n -q -i lo");
+    match engine {
+        Engine::Dumpcap => assert_eq!(marker.read().trim(), "-w - -n -q -i lo"),
+        Engine::Native => {
+            assert!(marker.read().is_empty(), "{}", marker.read());
+            assert_eq!(svc.packet_sockets_in(ns), 1, "one ring, on lo");
+        }
+    }
     assert!(
         svc.stderr().contains("skipping interfaces"),
         "{}",
         svc.stderr()
     );
 }
+engines!(names_that_are_not_interfaces_are_refused_before_anything_is_spawned);
 
-#[test]
-fn a_filter_holds_on_every_interface() {
+fn a_filter_holds_on_every_interface(engine: Engine) {
     let pair = VethPair::new();
-    let svc = Service::start(&[]);
+    let svc = Service::start_engine(engine, &[]);
     let q = format!("netns={}&nif=lo/{}&filter=icmp", pair.a.inode(), pair.a_if);
     let mut c = start(&svc, &q, &[]);
     let (own, peer) = (pair.a.addr.to_string(), pair.b_addr.to_string());
@@ -224,9 +246,9 @@ fn a_filter_holds_on_every_interface() {
     );
     assert!(p.tcp().is_empty(), "TCP passed the filter: {:?}", p.tcp());
 }
+engines!(a_filter_holds_on_every_interface);
 
-#[test]
-fn a_target_with_300_interfaces_captures_when_asked_the_way_csharg_asks() {
+fn a_target_with_300_interfaces_captures_when_asked_the_way_csharg_asks(engine: Engine) {
     let ns = Netns::new();
     // Docker-like names (11 bytes), so the request is as large as csharg's
     // for such a target.
@@ -255,7 +277,7 @@ fn a_target_with_300_interfaces_captures_when_asked_the_way_csharg_asks() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let svc = Service::start(&[]);
+    let svc = Service::start_engine(engine, &[]);
     let nif = names.join("/");
     let target = json!({
         "name": "pfx-router", "type": "proc", "prefix": "", "netns": ns.inode(),
@@ -297,11 +319,11 @@ fn a_target_with_300_interfaces_captures_when_asked_the_way_csharg_asks() {
         "close not answered"
     );
 }
+engines!(a_target_with_300_interfaces_captures_when_asked_the_way_csharg_asks);
 
-#[test]
-fn a_deleted_interface_ends_the_capture_with_dumpcaps_words() {
+fn a_deleted_interface_ends_the_capture_with_dumpcaps_words(engine: Engine) {
     let pair = VethPair::new();
-    let svc = Service::start(&[]);
+    let svc = Service::start_engine(engine, &[]);
     let mut c = start(
         &svc,
         &format!("netns={}&nif={}", pair.a.inode(), pair.a_if),
@@ -321,7 +343,58 @@ fn a_deleted_interface_ends_the_capture_with_dumpcaps_words() {
             pair.a_if
         )
     );
-    assert!(wait_for(Duration::from_secs(5), || svc
-        .children()
-        .is_empty()));
+    // Everything before the close is whole blocks, ending with the
+    // interface's statistics; both write nanoseconds (if_tsresol 9).
+    let p = c.capture.pcapng();
+    assert_eq!(p.interfaces()[0].tsresol(), 9);
+    assert_eq!(
+        p.check_final_isbs(engine.isb_resolution()),
+        Ok(()),
+        "{:?}",
+        p.stats
+    );
+    assert_eq!(
+        p.complete_len,
+        c.capture.bytes.len(),
+        "stream cut mid-block"
+    );
+    assert!(svc.wait_nothing_captures(&[&pair.a], Duration::from_secs(5)));
 }
+engines!(a_deleted_interface_ends_the_capture_with_dumpcaps_words);
+
+/// Deleting an interface that is already down: the kernel reports only
+/// the going down to a packet socket, so the source must notice the
+/// deletion by itself.
+fn an_interface_taken_down_then_deleted_ends_the_capture_with_dumpcaps_words(engine: Engine) {
+    let pair = VethPair::new();
+    let svc = Service::start_engine(engine, &[]);
+    let mut c = start(
+        &svc,
+        &format!("netns={}&nif={}", pair.a.inode(), pair.a_if),
+        &[],
+    );
+    let out = pair.a.exec(&["ip", "link", "set", &pair.a_if, "down"]);
+    assert!(out.status.success(), "{out:?}");
+    // Down is not the end (dumpcap goes on too).
+    c.read_until(|_| false, Duration::from_millis(500));
+    assert_eq!(
+        c.capture.close, None,
+        "a capture ended when its interface went down"
+    );
+    let out = pair.a.exec(&["ip", "link", "del", &pair.a_if]);
+    assert!(out.status.success(), "{out:?}");
+    let close = c.read_to_close(Duration::from_secs(15));
+    let Some((code, reason)) = close else {
+        panic!("not closed: error={:?}", c.capture.error);
+    };
+    assert_eq!(code, 1000, "{reason}");
+    assert_eq!(
+        reason,
+        format!(
+            "The network adapter \"{}\" is no longer attached; the capture has stopped.",
+            pair.a_if
+        )
+    );
+    assert!(svc.wait_nothing_captures(&[&pair.a], Duration::from_secs(5)));
+}
+engines!(an_interface_taken_down_then_deleted_ends_the_capture_with_dumpcaps_words);

@@ -2,6 +2,13 @@
 //! (`promtool check metrics`, Debian's `prometheus` package) accepts the
 //! text, and the counters moved exactly as the captures did. Each test has a
 //! service of its own, so exact values hold.
+//!
+//! The tests of real captures run for both engines (`engines!`); what
+//! differs is said (capture program exits with dumpcap, none with the
+//! native engine). Single: the pause of a client that does not read, shown
+//! with the synthetic capture program (the native engine's pause and
+//! kernel drops under such a client are tests/native.rs's), and promtool's
+//! own check.
 
 // The shared test kit (testkit/), by the name these tests have always used.
 use packetflix_testkit as common;
@@ -61,11 +68,19 @@ fn promtool(text: &str) -> (bool, String) {
     )
 }
 
-#[test]
-fn metrics_pass_promtool_and_count_captures_refusals_bytes_and_lookups() {
+/// Capture program exits counted: dumpcap ends on SIGTERM by itself, with
+/// status 0, once per target; the native engine runs no program.
+fn program_exits(s: &std::collections::HashMap<String, f64>) -> f64 {
+    ["success", "failure", "signal"]
+        .iter()
+        .map(|st| s[&format!("packetflix_capture_program_exits_total{{status=\"{st}\"}}")])
+        .sum()
+}
+
+fn metrics_pass_promtool_and_count_captures_refusals_bytes_and_lookups(engine: common::Engine) {
     // Discovery points at a port nothing listens on: a lookup fails fast.
     let gw_port = common::service::free_port().to_string();
-    let svc = Service::start(&["--gw-port", &gw_port]);
+    let svc = Service::start_engine(engine, &["--gw-port", &gw_port]);
     let (_, before) = scrape(svc.port());
     assert_eq!(before["packetflix_captures_started_total"], 0.0);
 
@@ -111,15 +126,20 @@ fn metrics_pass_promtool_and_count_captures_refusals_bytes_and_lookups() {
         1.0
     );
     assert_eq!(s["packetflix_discovery_lookup_duration_seconds_count"], 1.0);
-    // dumpcap ends on SIGTERM by itself, with status 0.
-    let exits: f64 = ["success", "failure", "signal"]
-        .iter()
-        .map(|st| s[&format!("packetflix_capture_program_exits_total{{status=\"{st}\"}}")])
-        .sum();
-    assert_eq!(exits, 1.0);
+    let programs = match engine {
+        common::Engine::Dumpcap => 1.0,
+        common::Engine::Native => 0.0,
+    };
+    assert_eq!(program_exits(&s), programs);
+    // A quiet capture: the kernel dropped nothing for it.
+    assert_eq!(
+        s["packetflix_capture_kernel_drops_total{engine=\"native\"}"],
+        0.0
+    );
     // This scrape's own connection is open.
     assert!(s["packetflix_connections_open"] >= 1.0);
 }
+common::engines!(metrics_pass_promtool_and_count_captures_refusals_bytes_and_lookups);
 
 /// Captured bytes of each synthetic packet (4 KiB blocks with the framing).
 const SYNTH_PAYLOAD: usize = 4064;
@@ -164,9 +184,8 @@ fn promtool_rejects_what_the_format_forbids() {
     assert!(!ok);
 }
 
-#[test]
-fn a_capture_of_two_targets_counts_two_starts_and_one_end() {
-    let svc = Service::start(&[]);
+fn a_capture_of_two_targets_counts_two_starts_and_one_end(engine: common::Engine) {
+    let svc = Service::start_engine(engine, &[]);
     let (a, b) = (Netns::new(), Netns::new());
     let targets = serde_json::json!([
         {"netns": a.inode(), "name": "a", "network-interfaces": ["lo"]},
@@ -187,11 +206,12 @@ fn a_capture_of_two_targets_counts_two_starts_and_one_end() {
     assert!(settled, "the capture of two targets not counted as one end");
     let (text, s) = scrape(svc.port());
     assert!(s["packetflix_relayed_bytes_total"] > 0.0);
-    let exits: f64 = ["success", "failure", "signal"]
-        .iter()
-        .map(|st| s[&format!("packetflix_capture_program_exits_total{{status=\"{st}\"}}")])
-        .sum();
-    assert_eq!(exits, 2.0);
+    let programs = match engine {
+        common::Engine::Dumpcap => 2.0,
+        common::Engine::Native => 0.0,
+    };
+    assert_eq!(program_exits(&s), programs);
     let (ok, said) = promtool(&text);
     assert!(ok, "{said}");
 }
+common::engines!(a_capture_of_two_targets_counts_two_starts_and_one_end);

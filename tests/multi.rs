@@ -1,7 +1,16 @@
 //! End-to-end tests of captures of several targets in one stream: the real
-//! `packetflix` binary, one real `dumpcap` per target, namespaces made by
-//! each test, a real websocket client, tshark reading the merged stream.
-//! Every wait is bounded; every namespace and process is removed by guards.
+//! `packetflix` binary, one real `dumpcap` per target or the native
+//! engine's rings, namespaces made by each test, a real websocket client,
+//! tshark reading the merged stream. Every wait is bounded; every
+//! namespace and process is removed by guards.
+//!
+//! The capture tests run for both engines (`engines!`). Single, and why:
+//! - refusals decided before any source starts (an unknown target, an
+//!   interface list with several targets, too many targets);
+//! - the capture program itself, dumpcap only: one killed by a signal
+//!   (the engine's own end of one target, an interface deleted, runs for
+//!   both), and the synthetic program writing corrupt or oddly named
+//!   streams (the merger's checks, whatever the source).
 
 // The shared test kit (testkit/), by the name these tests have always used.
 use packetflix_testkit as common;
@@ -48,10 +57,9 @@ fn dumpcap_in(svc: &Service, inode: u64) -> Option<i32> {
         .map(|p| p.pid)
 }
 
-#[test]
-fn two_targets_stream_in_one_section_with_named_interfaces() {
+fn two_targets_stream_in_one_section_with_named_interfaces(engine: Engine) {
     let pair = VethPair::new();
-    let svc = Service::start(&[]);
+    let svc = Service::start_engine(engine, &[]);
     let mut c = ws::must_connect(svc.port(), &targets_q(&two_targets(&pair)), &[]);
     let want = [
         "a/lo".to_string(),
@@ -131,6 +139,7 @@ fn two_targets_stream_in_one_section_with_named_interfaces() {
         .iter()
         .any(|r| r.1 == "a/lo" && r.2 == pair.a.addr.to_string()));
 }
+engines!(two_targets_stream_in_one_section_with_named_interfaces);
 
 #[test]
 fn a_killed_program_leaves_the_other_streaming_and_the_close_names_both() {
@@ -178,25 +187,112 @@ fn a_killed_program_leaves_the_other_streaming_and_the_close_names_both() {
     assert!(c.wait_tcp_closed(Duration::from_secs(5)));
 }
 
-#[test]
-fn client_close_reaps_every_program_before_the_answer() {
+/// One target's source ends by itself (its interface deleted, which both
+/// engines report in dumpcap's words): the other streams on, and the close
+/// names both.
+fn a_target_whose_interface_is_deleted_ends_alone_and_the_close_names_both(engine: Engine) {
     let pair = VethPair::new();
-    let svc = Service::start(&[]);
+    let svc = Service::start_engine(engine, &[]);
+    let targets = serde_json::json!([
+        {"netns": pair.a.inode(), "name": "a", "type": "proc", "network-interfaces": [pair.a_if]},
+        {"netns": pair.b.inode(), "name": "b", "type": "proc", "network-interfaces": ["lo"]},
+    ]);
+    let mut c = ws::must_connect(svc.port(), &targets_q(&targets), &[]);
+    assert!(c.read_until(
+        |cap| Pcapng::parse(&cap.bytes).is_ok_and(|p| p.interfaces().len() == 2),
+        START_TIMEOUT,
+    ));
+    let out = pair.a.exec(&["ip", "link", "del", &pair.a_if]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        svc.wait_sources_in(&pair.a, 0, Duration::from_secs(5)),
+        "a's source still runs after its interface was deleted"
+    );
+    let before = c.capture.pcapng().icmp().len();
+    let seen = until_seen(
+        &mut c,
+        TRAFFIC_TIMEOUT,
+        || {
+            pair.b.ping_self(1);
+        },
+        |p| {
+            p.icmp()
+                .iter()
+                .skip(before)
+                .any(|i| i.interface_name.as_deref() == Some("b/lo"))
+        },
+    );
+    assert!(
+        seen,
+        "b stopped streaming when a's source ended: {:?}",
+        c.capture.close
+    );
+    assert!(
+        c.capture.close.is_none(),
+        "the stream ended with a's source"
+    );
+    let (code, reason) = c.close(Duration::from_secs(15)).expect("close answered");
+    println!("close {code} {reason:?}");
+    assert!(
+        reason.contains(&format!(
+            "a: The network adapter \"{}\" is no longer attached",
+            pair.a_if
+        )),
+        "{reason}"
+    );
+    assert!(reason.contains("b: stopped"), "{reason}");
+    let p = c.capture.pcapng();
+    assert_eq!(
+        p.complete_len,
+        c.capture.bytes.len(),
+        "stream cut mid-block"
+    );
+    // a's statistics came when it ended, under its merged interface id;
+    // b was stopped by the client's close, after which nothing is sent.
+    let a_id = p
+        .interface_names()
+        .iter()
+        .position(|n| *n == format!("a/{}", pair.a_if))
+        .expect("a's interface") as u32;
+    let ids: Vec<u32> = p.stats.iter().map(|s| s.interface_id).collect();
+    assert_eq!(ids, vec![a_id], "{:?}", p.stats);
+    assert!(c.wait_tcp_closed(Duration::from_secs(5)));
+    assert!(svc.wait_nothing_captures(&[&pair.a, &pair.b], Duration::from_secs(5)));
+}
+engines!(a_target_whose_interface_is_deleted_ends_alone_and_the_close_names_both);
+
+fn client_close_reaps_every_program_before_the_answer(engine: Engine) {
+    let pair = VethPair::new();
+    let svc = Service::start_engine(engine, &[]);
     let mut c = ws::must_connect(svc.port(), &targets_q(&two_targets(&pair)), &[]);
     assert!(c.read_until(
         |cap| Pcapng::parse(&cap.bytes).is_ok_and(|p| p.interfaces().len() == 3),
         START_TIMEOUT,
     ));
-    let pids: Vec<i32> = svc
-        .wait_dumpcaps(2, Duration::from_secs(5))
-        .iter()
-        .map(|p| p.pid)
-        .collect();
-    assert_eq!(pids.len(), 2);
+    // a on lo; b on lo and its veth end: with the native engine a ring
+    // per interface.
+    let per_b = match engine {
+        Engine::Dumpcap => 1,
+        Engine::Native => 2,
+    };
+    assert!(svc.wait_sources_in(&pair.a, 1, Duration::from_secs(5)));
+    assert!(svc.wait_sources_in(&pair.b, per_b, Duration::from_secs(5)));
+    let pids: Vec<i32> = svc.captures("dumpcap").iter().map(|p| p.pid).collect();
     let (code, reason) = c.close(Duration::from_secs(15)).expect("close answered");
     assert_eq!(code, 1000);
-    for pid in &pids {
-        assert!(!procs::exists(*pid), "{pid} not reaped before the answer");
+    match engine {
+        Engine::Dumpcap => {
+            assert_eq!(pids.len(), 2);
+            for pid in &pids {
+                assert!(!procs::exists(*pid), "{pid} not reaped before the answer");
+            }
+        }
+        // The rings go to the engine's closer threads before the answer;
+        // the kernel closes them within a few tens of ms.
+        Engine::Native => {
+            assert!(pids.is_empty(), "children of the native engine: {pids:?}");
+            assert!(svc.wait_nothing_captures(&[&pair.a, &pair.b], Duration::from_secs(3)));
+        }
     }
     assert!(
         reason.contains("a: stopped") && reason.contains("b: stopped"),
@@ -209,6 +305,7 @@ fn client_close_reaps_every_program_before_the_answer() {
         svc.children()
     );
 }
+engines!(client_close_reaps_every_program_before_the_answer);
 
 #[test]
 fn one_unknown_target_refuses_the_whole_request_and_spawns_nothing() {
@@ -249,14 +346,24 @@ fn an_interface_list_and_too_many_targets_are_refused() {
     assert!(svc.children().is_empty());
 }
 
-#[test]
-fn stale_targets_are_resolved_by_one_discovery_exchange() {
+fn stale_targets_are_resolved_by_one_discovery_exchange(engine: Engine) {
     let pair = VethPair::new();
     let gw = GhostWire::start(mobyshark(&[
         target("a", "", pair.a.inode(), 0, 0),
         target("b", "", pair.b.inode(), 0, 0),
     ]));
-    let svc = Service::with_discovery(gw.port(), 5, &[]);
+    let gw_port = gw.port().to_string();
+    let svc = Launch::new()
+        .engine(engine)
+        .args(&[
+            "--discovery-service",
+            "127.0.0.1",
+            "--gw-port",
+            &gw_port,
+            "--discovery-timeout",
+            "5",
+        ])
+        .start();
     // No netns at all: both must come from the listing.
     let targets = serde_json::json!([
         {"name": "a", "network-interfaces": ["lo"]},
@@ -272,23 +379,25 @@ fn stale_targets_are_resolved_by_one_discovery_exchange() {
         c.capture.close
     );
     assert_eq!(gw.mobyshark_requests(), 1, "one exchange for both targets");
-    let ns: Vec<u64> = svc
-        .wait_dumpcaps(2, Duration::from_secs(5))
-        .iter()
-        .filter_map(|p| netns_of(p.pid))
-        .collect();
-    assert!(
-        ns.contains(&pair.a.inode()) && ns.contains(&pair.b.inode()),
-        "{ns:?}"
-    );
+    assert_eq!(svc.engine(), engine);
+    for ns in [&pair.a, &pair.b] {
+        assert!(
+            svc.wait_sources_in(ns, 1, Duration::from_secs(5)),
+            "no {} source in {}: children {:?}",
+            engine.name(),
+            ns.name,
+            svc.children()
+        );
+    }
     assert!(c.close(Duration::from_secs(15)).is_some());
 
     // A name the listing lacks refuses the whole request, naming it.
     let targets = serde_json::json!([{"name": "a"}, {"name": "ghost"}]);
     let reason = expect_refusal(svc.port(), &targets_q(&targets), &[]);
     assert!(reason.contains("ghost"), "{reason}");
-    assert!(svc.wait_dumpcaps(0, Duration::from_secs(5)).is_empty());
+    assert!(svc.wait_nothing_captures(&[&pair.a, &pair.b], Duration::from_secs(5)));
 }
+engines!(stale_targets_are_resolved_by_one_discovery_exchange);
 
 /// Packets the synthetic capture program writes for the clean target.
 const CLEAN_PACKETS: u64 = 300;

@@ -1,8 +1,12 @@
 //! End-to-end tests of self-exclusion: a capture of the service's own
 //! network namespace on `lo` never holds its own websocket connection's
 //! packets (unless `--no-self-exclusion`), while other loopback traffic is
-//! captured. The real service and dumpcap; the other traffic is a TCP
-//! connection from the test to a listener of its own on 127.0.0.1.
+//! captured. The real service with dumpcap or the native engine; the other
+//! traffic is a TCP connection from the test to a listener of its own on
+//! 127.0.0.1.
+//!
+//! Every test here runs for both engines (`engines!`): the exclusion is a
+//! filter the service puts first, which either engine applies.
 
 // The shared test kit (testkit/), by the name these tests have always used.
 use packetflix_testkit as common;
@@ -76,13 +80,17 @@ fn own_inode() -> u64 {
 /// Captures the service's own namespace on `lo` (filter `tcp`) until the
 /// other traffic is seen, then a moment longer; returns the capture, the
 /// websocket's own port pair (service, client) and the other port.
-fn capture_own_lo(args: &[&str]) -> (Pcapng, (u16, u16), u16) {
-    capture_own_lo_filtered(args, "tcp")
+fn capture_own_lo(engine: Engine, args: &[&str]) -> (Pcapng, (u16, u16), u16) {
+    capture_own_lo_filtered(engine, args, "tcp")
 }
 
 /// [`capture_own_lo`] with the capture filter `filter`.
-fn capture_own_lo_filtered(args: &[&str], filter: &str) -> (Pcapng, (u16, u16), u16) {
-    let svc = Service::start(args);
+fn capture_own_lo_filtered(
+    engine: Engine,
+    args: &[&str],
+    filter: &str,
+) -> (Pcapng, (u16, u16), u16) {
+    let svc = Service::start_engine(engine, args);
     let mut other = OtherTraffic::new();
     let query = format!("netns={}&nif=lo&filter={}", own_inode(), urlencode(filter));
     let mut c = start(&svc, &query, &[]);
@@ -114,9 +122,8 @@ fn is_own(ports: (u16, u16), own: (u16, u16)) -> bool {
     ports == own || ports == (own.1, own.0)
 }
 
-#[test]
-fn own_connection_is_left_out_of_a_capture_of_the_own_namespace() {
-    let (p, own, other) = capture_own_lo(&[]);
+fn own_connection_is_left_out_of_a_capture_of_the_own_namespace(engine: Engine) {
+    let (p, own, other) = capture_own_lo(engine, &[]);
     let ports = tcp_ports(&p);
     assert!(ports.iter().any(|&(s, d)| s == other || d == other));
     let mine = ports.iter().filter(|&&pp| is_own(pp, own)).count();
@@ -134,10 +141,10 @@ fn own_connection_is_left_out_of_a_capture_of_the_own_namespace() {
     assert!(excluded.contains(&format!(":{}", own.0)), "{excluded}");
     assert!(excluded.contains(&format!(":{}", own.1)), "{excluded}");
 }
+engines!(own_connection_is_left_out_of_a_capture_of_the_own_namespace);
 
-#[test]
-fn no_self_exclusion_captures_the_own_connection() {
-    let (p, own, other) = capture_own_lo(&["--no-self-exclusion"]);
+fn no_self_exclusion_captures_the_own_connection(engine: Engine) {
+    let (p, own, other) = capture_own_lo(engine, &["--no-self-exclusion"]);
     let ports = tcp_ports(&p);
     assert!(ports.iter().any(|&(s, d)| s == other || d == other));
     assert!(
@@ -150,13 +157,14 @@ fn no_self_exclusion_captures_the_own_connection() {
         "{yaml}"
     );
 }
+engines!(no_self_exclusion_captures_the_own_connection);
 
 /// A filter whose keyword moves libpcap's offsets (`vlan`, `mpls`,
 /// `pppoes`) must not move the exclusion: it comes first. Loopback carries
 /// none of these encapsulations, so each filter passes every packet of the
 /// capture's own connection unless the exclusion holds.
-fn own_connection_left_out_with_filter(filter: &str) {
-    let (p, own, other) = capture_own_lo_filtered(&[], filter);
+fn own_connection_left_out_with_filter(engine: Engine, filter: &str) {
+    let (p, own, other) = capture_own_lo_filtered(engine, &[], filter);
     let ports = tcp_ports(&p);
     let mine = ports.iter().filter(|&&pp| is_own(pp, own)).count();
     let others = ports
@@ -164,8 +172,9 @@ fn own_connection_left_out_with_filter(filter: &str) {
         .filter(|&&(s, d)| s == other || d == other)
         .count();
     println!(
-        "filter {filter:?}: {} packets captured, {others} of the other connection, \
+        "{} engine, filter {filter:?}: {} packets captured, {others} of the other connection, \
          {mine} of the capture's own connection {own:?} (budget 0)",
+        engine.name(),
         p.packets.len()
     );
     assert!(others > 0, "{filter:?}: other traffic not captured");
@@ -178,22 +187,22 @@ fn own_connection_left_out_with_filter(filter: &str) {
     assert!(shown.contains(filter), "{yaml}");
 }
 
-#[test]
-fn own_connection_is_left_out_with_not_vlan() {
-    own_connection_left_out_with_filter("not vlan");
+fn own_connection_is_left_out_with_not_vlan(engine: Engine) {
+    own_connection_left_out_with_filter(engine, "not vlan");
 }
+engines!(own_connection_is_left_out_with_not_vlan);
 
-#[test]
-fn own_connection_is_left_out_with_not_mpls() {
-    own_connection_left_out_with_filter("not mpls");
+fn own_connection_is_left_out_with_not_mpls(engine: Engine) {
+    own_connection_left_out_with_filter(engine, "not mpls");
 }
+engines!(own_connection_is_left_out_with_not_mpls);
 
-#[test]
-fn own_connection_is_left_out_with_not_pppoes() {
-    own_connection_left_out_with_filter("not pppoes");
+fn own_connection_is_left_out_with_not_pppoes(engine: Engine) {
+    own_connection_left_out_with_filter(engine, "not pppoes");
 }
+engines!(own_connection_is_left_out_with_not_pppoes);
 
-#[test]
-fn own_connection_is_left_out_with_vlan_or_greater_1() {
-    own_connection_left_out_with_filter("vlan or greater 1");
+fn own_connection_is_left_out_with_vlan_or_greater_1(engine: Engine) {
+    own_connection_left_out_with_filter(engine, "vlan or greater 1");
 }
+engines!(own_connection_is_left_out_with_vlan_or_greater_1);

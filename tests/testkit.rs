@@ -611,3 +611,105 @@ mod pcapgen {
         assert_eq!(&with[n - 4..], &(n as u32).to_le_bytes());
     }
 }
+
+/// The pcapng reader's view of what the native engine and dumpcap write
+/// besides packets: IDB options, timestamps, the statistics at the end.
+mod reader {
+    use packetflix_testkit::pcapng::{build, Pcapng, IF_NAME, IF_TSRESOL, ISB_IFDROP, ISB_IFRECV};
+
+    /// A stream of one interface in nanoseconds: a packet at `packet_ns`,
+    /// then an ISB at `isb_ns` covering `start`..`end`.
+    fn stream(be: bool, packet_ns: u64, isb_ns: u64, start: u64, end: u64) -> Vec<u8> {
+        let mut s = build::shb(&[], be);
+        s.extend(build::idb_with(
+            1,
+            &[(IF_NAME, b"eth0"), (IF_TSRESOL, &[9])],
+            be,
+        ));
+        s.extend(build::epb_at(0, packet_ns, &[0xaa; 60], be));
+        s.extend(build::isb(0, isb_ns, start, end, 7, 2, be));
+        s
+    }
+
+    fn now_ns() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+    }
+
+    #[test]
+    fn interface_options_times_and_statistics_read_in_both_byte_orders() {
+        let t = now_ns();
+        for be in [false, true] {
+            let p = Pcapng::parse(&stream(be, t, t + 10, t - 5, t + 9)).unwrap();
+            let i = &p.interfaces()[0];
+            assert_eq!((i.snaplen, i.tsresol()), (262144, 9));
+            assert_eq!(i.option(IF_NAME), Some(&b"eth0"[..]));
+            assert_eq!(p.packets[0].ts, t);
+            assert_eq!(p.ts_ns(0, t), Some(u128::from(t)));
+            assert_eq!(p.stats.len(), 1);
+            assert_eq!(p.stats[0].counter(ISB_IFRECV), Some(7));
+            assert_eq!(p.stats[0].counter(ISB_IFDROP), Some(2));
+            assert_eq!(p.check_final_isbs(None), Ok(()));
+        }
+    }
+
+    #[test]
+    fn final_statistics_out_of_order_or_in_the_wrong_unit_are_reported() {
+        let t = now_ns();
+        // Ends before it starts.
+        let p = Pcapng::parse(&stream(false, t, t + 10, t + 9, t - 5)).unwrap();
+        assert!(p.check_final_isbs(None).is_err());
+        // Before the last packet.
+        let p = Pcapng::parse(&stream(false, t, t - 10, t - 20, t - 10)).unwrap();
+        assert!(p.check_final_isbs(None).is_err());
+        // Microseconds read as the interface's nanoseconds are in 1970;
+        // read as microseconds they are fine.
+        let us = t / 1000;
+        let p = Pcapng::parse(&stream(false, t - 5000, us + 1, us - 5, us)).unwrap();
+        assert!(p.check_final_isbs(None).is_err());
+        assert_eq!(p.check_final_isbs(Some(6)), Ok(()));
+        // A missing ISB.
+        let mut s = build::shb(&[], false);
+        s.extend(build::idb_with(1, &[(IF_TSRESOL, &[9])], false));
+        let p = Pcapng::parse(&s).unwrap();
+        assert!(p.check_final_isbs(None).is_err());
+    }
+}
+
+/// Counting the packet sockets a process holds in a namespace, as the
+/// tests do for the native engine's rings.
+mod packet_sockets {
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    use packetflix_testkit::{procs, Netns};
+
+    /// A packet socket made inside `ns` (a thread enters it and ends).
+    fn packet_socket_in(ns: &Netns) -> OwnedFd {
+        let path = ns.path();
+        std::thread::spawn(move || {
+            let f = std::fs::File::open(&path).unwrap();
+            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            // SAFETY: socket() with constant arguments; checked below.
+            let fd = unsafe { nix::libc::socket(nix::libc::AF_PACKET, nix::libc::SOCK_RAW, 0) };
+            assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+            // SAFETY: a descriptor just made and owned here alone.
+            unsafe { OwnedFd::from_raw_fd(fd) }
+        })
+        .join()
+        .unwrap()
+    }
+
+    #[test]
+    fn a_packet_socket_counts_in_its_own_namespace_only_while_it_is_open() {
+        let (a, b) = (Netns::new(), Netns::new());
+        let me = std::process::id() as i32;
+        assert_eq!(procs::packet_sockets_of(me, &a.path()), 0);
+        let s = packet_socket_in(&a);
+        assert_eq!(procs::packet_sockets_of(me, &a.path()), 1);
+        assert_eq!(procs::packet_sockets_of(me, &b.path()), 0);
+        drop(s);
+        assert_eq!(procs::packet_sockets_of(me, &a.path()), 0);
+    }
+}

@@ -201,6 +201,10 @@ pub struct Shared {
     /// Native sources read on the sweep timer: (slab key, session id,
     /// target).
     pub swept: Vec<(usize, u64, usize)>,
+    /// Native sources with an interface down, read again every
+    /// `native::RECHECK` until it is up or gone: (slab key, session id,
+    /// target).
+    pub rechecks: Vec<(usize, u64, usize)>,
 }
 
 impl Shared {
@@ -214,6 +218,17 @@ impl Shared {
                 }
             }
             Switch::ToImmediate | Switch::Gone => self.swept.retain(|w| *w != who),
+        }
+    }
+
+    /// Follows whether a native source must be read again on the slow
+    /// recheck timer.
+    fn recheck(&mut self, needed: bool, who: (usize, u64, usize)) {
+        let listed = self.rechecks.contains(&who);
+        if needed && !listed {
+            self.rechecks.push(who);
+        } else if !needed && listed {
+            self.rechecks.retain(|w| *w != who);
         }
     }
 }
@@ -417,7 +432,9 @@ impl OsHost<'_> {
         if switch == Switch::Gone && n.dropped > 0 {
             metrics::kernel_dropped(metrics::Engine::Native, n.dropped);
         }
+        let recheck = n.needs_recheck();
         self.shared.switched(switch, (self.key, self.id, i));
+        self.shared.recheck(recheck, (self.key, self.id, i));
         read
     }
 

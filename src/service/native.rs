@@ -15,6 +15,11 @@
 //! with the number of swept captures ([`sweep_period`]) within the latency
 //! budget.
 //!
+//! **An interface that went down** is checked again every [`RECHECK`]
+//! until a packet shows it is up, or it turns out gone (deleting an
+//! interface takes it down first, and only that is reported to the
+//! socket: its removal a moment later wakes nobody).
+//!
 //! A capture is never dropped here: its rings go to the engine's closer
 //! threads (closing one takes the kernel 25-30 ms), on every path.
 
@@ -45,6 +50,12 @@ pub const SWEEP_MAX: Duration = Duration::from_millis(4);
 /// a few microseconds, so the period grows with the captures (1 ms up to 50
 /// of them, 4 ms at 200) to keep the messages a second bounded.
 pub const SWEEP_PER_CAPTURE: Duration = Duration::from_micros(20);
+
+/// How often a capture whose interface went down is checked for being
+/// gone: libpcap's own poll timeout while an interface is down is a
+/// second; a tenth of that ends such a capture about as fast as dumpcap
+/// notices, at a cost of ten cheap system calls a second.
+pub const RECHECK: Duration = Duration::from_millis(100);
 
 /// The sweep period for `swept` captures.
 pub fn sweep_period(swept: usize) -> Duration {
@@ -124,6 +135,13 @@ impl Native {
 
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// An interface of its went down and has brought no packet since: it
+    /// must be read again every [`RECHECK`] (an empty read checks whether
+    /// it is gone).
+    pub fn needs_recheck(&self) -> bool {
+        matches!(&self.state, State::Running(c) if c.down())
     }
 
     /// The engine's answer to the open. The caller reads the output next

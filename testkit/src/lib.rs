@@ -15,9 +15,11 @@
 //!
 //! The parts:
 //! - processes: [`service`] (the one launcher of the service, or of another
-//!   server a bench compares), [`bins`] (where cargo put the binaries),
-//!   [`procs`] (the one `/proc` reader), [`netns`] (namespaces, veth pairs,
-//!   processes inside), [`docker`] (images, containers);
+//!   server a bench compares), [`engine`] (the two capture engines and the
+//!   macro that runs one test body with each), [`bins`] (where cargo put
+//!   the binaries), [`procs`] (the one `/proc` reader), [`netns`]
+//!   (namespaces, veth pairs, processes inside), [`docker`] (images,
+//!   containers);
 //! - stand-ins: [`ghostwire`] (the discovery service), [`upstream`] (an
 //!   origin behind the discovery proxy), [`pcapgen`] (the synthetic capture
 //!   program, its stream format and its stream check);
@@ -33,6 +35,7 @@
 pub mod bench;
 pub mod bins;
 pub mod docker;
+pub mod engine;
 pub mod ghostwire;
 pub mod http;
 pub mod latency;
@@ -51,6 +54,7 @@ pub mod wsframes;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub use engine::Engine;
 pub use ghostwire::{mobyshark, target, GhostWire};
 pub use netns::{Netns, NsProcess, VethPair};
 pub use pcapng::{tshark_decode, Pcapng};

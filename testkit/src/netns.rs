@@ -95,9 +95,12 @@ impl Netns {
 
     /// The inode number of the namespace, as clients pass it in `netns=`.
     pub fn inode(&self) -> u64 {
-        std::fs::metadata(format!("/run/netns/{}", self.name))
-            .expect("stat netns")
-            .ino()
+        std::fs::metadata(self.path()).expect("stat netns").ino()
+    }
+
+    /// The namespace's bind mount (what `setns` opens).
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
     }
 
     pub fn command(&self, cmd: &[&str]) -> Command {
@@ -147,6 +150,20 @@ impl Netns {
             "-c",
             &format!("exec 3<>/dev/tcp/{addr}/{port}"),
         ]);
+    }
+
+    /// A UDP socket made inside the namespace (a helper thread enters it,
+    /// binds `0.0.0.0:0`, and ends; the socket stays in the namespace), so
+    /// a test sends datagrams there without a process per send.
+    pub fn udp_socket(&self) -> std::net::UdpSocket {
+        let path = self.path();
+        std::thread::spawn(move || {
+            let f = std::fs::File::open(&path).expect("open netns");
+            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            std::net::UdpSocket::bind(("0.0.0.0", 0)).expect("bind in netns")
+        })
+        .join()
+        .expect("socket thread")
     }
 
     /// Starts a long-running process inside the namespace; killed on drop.

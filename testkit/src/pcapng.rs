@@ -1,7 +1,8 @@
 //! A small pcapng reader for checking what the service streams: blocks in
-//! either byte order, SHB options (comments), interface names from IDBs,
-//! and packets from EPBs with a minimal IPv4 decoder for the link types
-//! dumpcap produces here. An incomplete trailing block (a stream cut
+//! either byte order, SHB options (comments), interfaces from IDBs (name,
+//! link type, snap length, options), packets from EPBs (timestamp, data)
+//! with a minimal IPv4 decoder for the link types dumpcap produces here,
+//! and the interface statistics of ISBs. An incomplete trailing block (a stream cut
 //! mid-block) is left unread; anything malformed before it is an error.
 //! Also decodes through `tshark`, as a second opinion from Wireshark itself.
 
@@ -18,6 +19,17 @@ pub use crate::pcapgen::format::{
 
 /// if_name, an IDB option code (pcapng spec, section 4.2).
 pub const IF_NAME: u16 = 2;
+/// if_tsresol, if_filter and if_os (IDB options, section 4.2).
+pub const IF_TSRESOL: u16 = 9;
+pub const IF_FILTER: u16 = 11;
+pub const IF_OS: u16 = 12;
+/// The Interface Statistics Block's type and its options isb_starttime,
+/// isb_endtime, isb_ifrecv and isb_ifdrop (section 4.6).
+pub const ISB: u32 = 5;
+pub const ISB_STARTTIME: u16 = 2;
+pub const ISB_ENDTIME: u16 = 3;
+pub const ISB_IFRECV: u16 = 4;
+pub const ISB_IFDROP: u16 = 5;
 
 /// Link types (tcpdump.org LINKTYPE_*) dumpcap uses on Linux, besides
 /// Ethernet.
@@ -58,6 +70,25 @@ impl Shb {
 pub struct Interface {
     pub linktype: u16,
     pub name: Option<String>,
+    pub snaplen: u32,
+    /// Every option, in order (code, value).
+    pub options: Vec<(u16, Vec<u8>)>,
+}
+
+impl Interface {
+    pub fn option(&self, code: u16) -> Option<&[u8]> {
+        self.options
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// if_tsresol's exponent of ten (6, microseconds, without the option).
+    pub fn tsresol(&self) -> u8 {
+        self.option(IF_TSRESOL)
+            .and_then(|v| v.first().copied())
+            .unwrap_or(6)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -66,7 +97,31 @@ pub struct Packet {
     pub interface_id: u32,
     pub interface_name: Option<String>,
     pub linktype: u16,
+    /// The 64-bit timestamp, in its interface's if_tsresol units.
+    pub ts: u64,
+    /// The packet's length on the wire (captured may be less).
+    pub orig_len: u32,
     pub data: Vec<u8>,
+}
+
+/// An Interface Statistics Block.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Isb {
+    pub interface_id: u32,
+    pub ts: u64,
+    /// Every option, in order (code, value as read: the 64-bit ones are
+    /// decoded by [`Isb::counter`]).
+    pub options: Vec<(u16, u64)>,
+}
+
+impl Isb {
+    /// A 64-bit option (isb_ifrecv, isb_ifdrop, ...), if present.
+    pub fn counter(&self, code: u16) -> Option<u64> {
+        self.options
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map(|(_, v)| *v)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -83,6 +138,8 @@ pub struct Pcapng {
     /// Interfaces of each section, in order (what EPBs refer to).
     pub sections_interfaces: Vec<Vec<Interface>>,
     pub packets: Vec<Packet>,
+    /// The interface statistics blocks, in order.
+    pub stats: Vec<Isb>,
     /// Bytes making up complete blocks; the rest is an unfinished block.
     pub complete_len: usize,
 }
@@ -198,20 +255,20 @@ impl Pcapng {
                 if body.len() < 8 {
                     return Err("IDB too short".into());
                 }
-                let name = parse_options(&body[8..], be)?
-                    .into_iter()
-                    .find(|(c, _)| *c == IF_NAME)
-                    .map(|(_, v)| {
-                        String::from_utf8_lossy(&v)
-                            .trim_end_matches('\0')
-                            .to_string()
-                    });
+                let options = parse_options(&body[8..], be)?;
+                let name = options.iter().find(|(c, _)| *c == IF_NAME).map(|(_, v)| {
+                    String::from_utf8_lossy(v)
+                        .trim_end_matches('\0')
+                        .to_string()
+                });
                 self.sections_interfaces
                     .last_mut()
                     .expect("SHB came first")
                     .push(Interface {
                         linktype: u16_at(body, 0, be),
                         name,
+                        snaplen: u32_at(body, 4, be),
+                        options,
                     });
             }
             EPB => {
@@ -233,7 +290,41 @@ impl Pcapng {
                     interface_id,
                     interface_name: iface.name.clone(),
                     linktype: iface.linktype,
+                    ts: u64::from(u32_at(body, 4, be)) << 32 | u64::from(u32_at(body, 8, be)),
+                    orig_len: u32_at(body, 16, be),
                     data: body[20..20 + caplen].to_vec(),
+                });
+            }
+            ISB => {
+                if body.len() < 12 {
+                    return Err("ISB too short".into());
+                }
+                let options = parse_options(&body[12..], be)?
+                    .into_iter()
+                    .map(|(code, v)| {
+                        // isb_starttime/endtime: two 32-bit halves, high
+                        // first; the counters: one 64-bit number.
+                        let n = match (code, v.len()) {
+                            (ISB_STARTTIME | ISB_ENDTIME, 8) => {
+                                u64::from(u32_at(&v, 0, be)) << 32 | u64::from(u32_at(&v, 4, be))
+                            }
+                            (_, 8) => {
+                                let a: [u8; 8] = v[..8].try_into().expect("8 bytes");
+                                if be {
+                                    u64::from_be_bytes(a)
+                                } else {
+                                    u64::from_le_bytes(a)
+                                }
+                            }
+                            _ => 0,
+                        };
+                        (code, n)
+                    })
+                    .collect();
+                self.stats.push(Isb {
+                    interface_id: u32_at(body, 0, be),
+                    ts: u64::from(u32_at(body, 4, be)) << 32 | u64::from(u32_at(body, 8, be)),
+                    options,
                 });
             }
             _ => {}
@@ -281,6 +372,77 @@ impl Pcapng {
     /// True if an ICMP packet from `src` was captured.
     pub fn has_icmp_from(&self, src: Ipv4Addr) -> bool {
         self.icmp().iter().any(|p| p.src == src)
+    }
+
+    /// A timestamp of interface `interface_id` (of the first section) in
+    /// nanoseconds since the epoch; `None` for an unknown interface or a
+    /// power-of-two resolution (no source here writes one).
+    pub fn ts_ns(&self, interface_id: u32, ts: u64) -> Option<u128> {
+        let res = self.interfaces().get(interface_id as usize)?.tsresol();
+        if res & 0x80 != 0 || res > 9 {
+            return None;
+        }
+        Some(u128::from(ts) * 10u128.pow(9 - u32::from(res)))
+    }
+
+    /// Checks the interface statistics a stream ends with, as dumpcap and
+    /// the native engine write them when a capture stops: exactly one ISB
+    /// per interface of the first section, after every packet; each with
+    /// isb_ifrecv and isb_ifdrop; isb_starttime <= isb_endtime <= the
+    /// block's own time, within a day of now. `isb_resolution`: the power
+    /// of ten the ISBs' times are in, `None` for their interface's
+    /// if_tsresol as the specification has it (dumpcap 4.0 writes them in
+    /// microseconds whatever its IDBs say).
+    pub fn check_final_isbs(&self, isb_resolution: Option<u8>) -> Result<(), String> {
+        let n = self.interfaces().len();
+        let mut ids: Vec<u32> = self.stats.iter().map(|s| s.interface_id).collect();
+        ids.sort_unstable();
+        if ids != (0..n as u32).collect::<Vec<_>>() {
+            return Err(format!("ISBs for interfaces {ids:?} of {n}"));
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let day = 86_400u128 * 1_000_000_000;
+        for isb in &self.stats {
+            let id = isb.interface_id;
+            let time = |v: u64| match isb_resolution {
+                Some(res) if res <= 9 => Ok(u128::from(v) * 10u128.pow(9 - u32::from(res))),
+                Some(res) => Err(format!("resolution 10^-{res}")),
+                None => self
+                    .ts_ns(id, v)
+                    .ok_or_else(|| format!("ISB {id}: no decimal resolution")),
+            };
+            let own = time(isb.ts)?;
+            let start = time(isb.counter(ISB_STARTTIME).ok_or("no isb_starttime")?)?;
+            let end = time(isb.counter(ISB_ENDTIME).ok_or("no isb_endtime")?)?;
+            if !(start <= end && end <= own && now.abs_diff(own) < day) {
+                return Err(format!(
+                    "ISB {id}: start {start}, end {end}, block {own}, now {now} (ns)"
+                ));
+            }
+            for code in [ISB_IFRECV, ISB_IFDROP] {
+                if isb.counter(code).is_none() {
+                    return Err(format!("ISB {id} lacks option {code}"));
+                }
+            }
+        }
+        if let Some(last) = self.packets.last() {
+            let last_ns = self.ts_ns(last.interface_id, last.ts).unwrap_or(0);
+            for isb in &self.stats {
+                let own = match isb_resolution {
+                    Some(res) => u128::from(isb.ts) * 10u128.pow(9 - u32::from(res.min(9))),
+                    None => self.ts_ns(isb.interface_id, isb.ts).unwrap_or(0),
+                };
+                if own < last_ns {
+                    return Err(format!(
+                        "ISB {} at {own} before the last packet at {last_ns}",
+                        isb.interface_id
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -432,12 +594,65 @@ pub mod build {
     }
 
     pub fn idb(linktype: u16, name: &str, be: bool) -> Vec<u8> {
+        idb_with(linktype, &[(super::IF_NAME, name.as_bytes())], be)
+    }
+
+    /// An IDB with the options `opts`.
+    pub fn idb_with(linktype: u16, opts: &[(u16, &[u8])], be: bool) -> Vec<u8> {
         let mut body = Vec::new();
         put16(&mut body, linktype, be);
         put16(&mut body, 0, be);
         put32(&mut body, 262144, be);
-        body.extend(options(&[(super::IF_NAME, name.as_bytes())], be));
+        body.extend(options(opts, be));
         block(super::IDB, &body, be)
+    }
+
+    /// An EPB with a timestamp (in its interface's units).
+    pub fn epb_at(interface_id: u32, ts: u64, data: &[u8], be: bool) -> Vec<u8> {
+        let mut body = Vec::new();
+        put32(&mut body, interface_id, be);
+        put32(&mut body, (ts >> 32) as u32, be);
+        put32(&mut body, ts as u32, be);
+        put32(&mut body, data.len() as u32, be);
+        put32(&mut body, data.len() as u32, be);
+        body.extend_from_slice(data);
+        body.resize(super::pad4(body.len()), 0);
+        block(super::EPB, &body, be)
+    }
+
+    /// An ISB at `ts` with isb_starttime, isb_endtime (two 32-bit halves),
+    /// isb_ifrecv and isb_ifdrop.
+    pub fn isb(
+        interface_id: u32,
+        ts: u64,
+        start: u64,
+        end: u64,
+        recv: u64,
+        drop: u64,
+        be: bool,
+    ) -> Vec<u8> {
+        let halves = |v: u64| {
+            let mut out = Vec::new();
+            put32(&mut out, (v >> 32) as u32, be);
+            put32(&mut out, v as u32, be);
+            out
+        };
+        let counter = |v: u64| if be { v.to_be_bytes() } else { v.to_le_bytes() };
+        let (start, end, recv, drop) = (halves(start), halves(end), counter(recv), counter(drop));
+        let mut body = Vec::new();
+        put32(&mut body, interface_id, be);
+        put32(&mut body, (ts >> 32) as u32, be);
+        put32(&mut body, ts as u32, be);
+        body.extend(options(
+            &[
+                (super::ISB_STARTTIME, &start),
+                (super::ISB_ENDTIME, &end),
+                (super::ISB_IFRECV, &recv),
+                (super::ISB_IFDROP, &drop),
+            ],
+            be,
+        ));
+        block(super::ISB, &body, be)
     }
 
     pub fn epb(interface_id: u32, data: &[u8], be: bool) -> Vec<u8> {

@@ -2,8 +2,9 @@
 //! child, zombies, start times, open descriptors, memory, CPU time, network
 //! namespaces, and the whole machine's CPU. Read-only; it never signals
 //! anything. Everything is read from the kernel's files
-//! (`/proc/PID/stat`, `status`, `fd`, `task/*/schedstat`, `ns/net`,
-//! `/proc/stat`), never estimated.
+//! (`/proc/PID/stat`, `status`, `fd`, `maps`, `task/*/schedstat`,
+//! `ns/net`, `/proc/stat`, a namespace's `/proc/net/packet`), never
+//! estimated.
 
 use std::fs;
 use std::io;
@@ -157,6 +158,66 @@ pub fn in_namespaces(comm: &str, inodes: &[u64]) -> Vec<ProcStat> {
         .filter(|p| p.comm == comm && p.state != 'Z')
         .filter(|p| netns_of(p.pid).is_some_and(|ino| inodes.contains(&ino)))
         .collect()
+}
+
+/// The inodes of the sockets `pid` holds (`socket:[N]` in /proc/PID/fd).
+pub fn socket_inodes(pid: i32) -> Vec<u64> {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let link = fs::read_link(e.path()).ok()?;
+            let text = link.to_str()?;
+            text.strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// The inodes of every packet socket in the network namespace at
+/// `netns_path` (a `/run/netns/NAME` or `/proc/PID/ns/net`): the last
+/// column of `/proc/net/packet`, which the kernel fills for the namespace
+/// of the reader. A helper thread enters the namespace to read it (setns
+/// moves only the calling thread) and ends.
+pub fn packet_socket_inodes(netns_path: &str) -> Vec<u64> {
+    let path = netns_path.to_string();
+    let read = std::thread::spawn(move || {
+        let ns = fs::File::open(&path).ok()?;
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).ok()?;
+        fs::read_to_string("/proc/thread-self/net/packet").ok()
+    })
+    .join()
+    .ok()
+    .flatten()
+    .unwrap_or_default();
+    read.lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().last()?.parse().ok())
+        .collect()
+}
+
+/// How many of the packet sockets in the namespace at `netns_path` are
+/// `pid`'s own.
+pub fn packet_sockets_of(pid: i32, netns_path: &str) -> usize {
+    let mine = socket_inodes(pid);
+    if mine.is_empty() {
+        return 0;
+    }
+    packet_socket_inodes(netns_path)
+        .iter()
+        .filter(|i| mine.contains(i))
+        .count()
+}
+
+/// Lines of /proc/PID/maps: the process's memory mappings (a packet
+/// ring left mapped shows as one more).
+pub fn mappings(pid: i32) -> usize {
+    fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map(|m| m.lines().count())
+        .unwrap_or(0)
 }
 
 pub fn open_fds(pid: i32) -> usize {

@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use super::engine::Engine;
+use super::netns::Netns;
 use super::procs::{self, ProcSample, ProcStat};
 
 /// How long the program may take to accept connections after exec.
@@ -67,6 +69,9 @@ pub struct Launch {
     /// `None`: a free port, given as `--port P` before `args` (the service's
     /// flag), tried again with another if it is taken meanwhile.
     pub port: Option<u16>,
+    /// The capture engine, given as `--capture-engine NAME` before `args`;
+    /// `None`: the service's default (dumpcap), no flag.
+    pub engine: Option<Engine>,
 }
 
 /// Why a start failed.
@@ -107,6 +112,12 @@ impl Launch {
 
     pub fn port(mut self, port: u16) -> Launch {
         self.port = Some(port);
+        self
+    }
+
+    /// Runs the service with this capture engine.
+    pub fn engine(mut self, engine: Engine) -> Launch {
+        self.engine = Some(engine);
         self
     }
 
@@ -192,6 +203,9 @@ impl Launch {
         if self.port.is_none() {
             cmd.arg("--port").arg(port.to_string());
         }
+        if let Some(engine) = self.engine {
+            cmd.args(engine.args());
+        }
         if let Some(dir) = &self.cwd {
             cmd.current_dir(dir);
         }
@@ -229,6 +243,7 @@ impl Launch {
             output,
             scratch,
             exited: None,
+            engine: self.engine.unwrap_or_default(),
         };
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
@@ -281,12 +296,23 @@ pub struct Service {
     /// `output` is ours to print on a failed test and remove.
     scratch: bool,
     exited: Option<ExitStatus>,
+    engine: Engine,
 }
 
 impl Service {
     /// Starts `packetflix --port P ARGS...` and waits until it accepts.
     pub fn start(args: &[&str]) -> Service {
         Launch::new().args(args).start()
+    }
+
+    /// Starts `packetflix --port P --capture-engine E ARGS...`.
+    pub fn start_engine(engine: Engine, args: &[&str]) -> Service {
+        Launch::new().engine(engine).args(args).start()
+    }
+
+    /// The capture engine it runs.
+    pub fn engine(&self) -> Engine {
+        self.engine
     }
 
     /// Starts the service pointed at a discovery service on 127.0.0.1:`gw_port`.
@@ -383,6 +409,44 @@ impl Service {
             seen.len() == n
         });
         seen
+    }
+
+    /// The packet sockets this process itself holds in network namespace
+    /// `ns` (the native engine's rings: one per captured interface, one
+    /// for `any`). A capture program's sockets are not the service's.
+    pub fn packet_sockets_in(&self, ns: &Netns) -> usize {
+        procs::packet_sockets_of(self.pid(), &ns.path())
+    }
+
+    /// What captures in `ns` for this service: with dumpcap, its live
+    /// dumpcap children inside `ns`; with the native engine, its own
+    /// packet sockets there (one per interface, one for `any`).
+    pub fn sources_in(&self, ns: &Netns) -> usize {
+        match self.engine {
+            Engine::Dumpcap => {
+                let inode = ns.inode();
+                self.captures("dumpcap")
+                    .iter()
+                    .filter(|p| procs::netns_of(p.pid) == Some(inode))
+                    .count()
+            }
+            Engine::Native => self.packet_sockets_in(ns),
+        }
+    }
+
+    /// Waits (bounded) until [`Service::sources_in`] is `n`.
+    pub fn wait_sources_in(&self, ns: &Netns, n: usize, timeout: Duration) -> bool {
+        super::wait_for(timeout, || self.sources_in(ns) == n)
+    }
+
+    /// Waits (bounded) until nothing captures any more: no child process
+    /// (of either engine: the native engine never has one) and no packet
+    /// socket of the service's in any of `namespaces`.
+    pub fn wait_nothing_captures(&self, namespaces: &[&Netns], timeout: Duration) -> bool {
+        super::wait_for(timeout, || {
+            self.children().is_empty()
+                && namespaces.iter().all(|ns| self.packet_sockets_in(ns) == 0)
+        })
     }
 
     /// Signals the process unless it has been reaped already (its pid may

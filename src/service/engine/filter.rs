@@ -22,7 +22,7 @@ use crate::proto::bpf::{self, Insn};
 
 /// Compiles `filter` for the link type `dlt`. `Err` is libpcap's own
 /// message (what dumpcap quotes after "That string isn't a valid capture
-/// filter").
+/// filter"), or the refusal of a filter over the bound on its cost.
 pub fn compile(filter: &str, dlt: i32) -> Result<Vec<Insn>, String> {
     bpf::check_cost(filter)?;
     let dead = Capture::dead(Linktype(dlt)).map_err(|e| e.to_string())?;
@@ -54,13 +54,14 @@ pub fn compile(filter: &str, dlt: i32) -> Result<Vec<Insn>, String> {
     Ok(out)
 }
 
-/// The reason a filter that libpcap refused gives, worded as dumpcap's.
+/// The reason a filter that libpcap refused gives: dumpcap's words
+/// ("Invalid capture filter ... for interface ..."), libpcap's, then the
+/// filter. One line, the why before the filter: a close frame carries 123
+/// bytes of reason, and dumpcap's own three lines quote the filter first,
+/// so libpcap's words were cut off for all but the shortest filters (for
+/// `nonsense((` already).
 pub fn invalid(filter: &str, interface: &str, words: &str) -> String {
-    format!(
-        "Invalid capture filter \"{filter}\" for interface '{interface}'.\n\n\
-         That string isn't a valid capture filter ({words}).\n\
-         See the User's Guide for a description of the capture filter syntax."
-    )
+    format!("Invalid capture filter for interface '{interface}' ({words}): \"{filter}\"")
 }
 
 #[cfg(test)]
@@ -91,8 +92,21 @@ mod tests {
         assert!(e.contains("syntax error"), "{e}");
         let e = compile("vlan 10", LINUX_SLL.dlt).unwrap_err();
         assert!(e.contains("no VLAN support"), "{e}");
-        let r = invalid("nonsense((", "lo", "x");
-        assert!(r.starts_with("Invalid capture filter \"nonsense((\" for interface 'lo'."));
+    }
+
+    #[test]
+    fn a_refused_filters_reason_has_libpcaps_words_within_a_close_frame() {
+        let words = compile("nonsense((", ETHERNET.dlt).unwrap_err();
+        let r = invalid(&"nonsense((".repeat(30), "abcdefghijklmno", &words);
+        let shown = crate::proto::ws::shape_reason(&r);
+        assert!(
+            shown.starts_with("Invalid capture filter for interface 'abcdefghijklmno' ("),
+            "{shown}"
+        );
+        assert!(
+            shown.contains(&format!("({words}): \"nonsense((")),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -268,7 +268,7 @@ impl Capture {
     /// Reads the sockets' pending errors. `Err`: the capture must end, with
     /// this reason (dumpcap's line for an interface that is gone).
     pub fn check(&mut self) -> Result<(), String> {
-        for (ring, info) in self.rings.iter().zip(&self.infos) {
+        for (ring, info) in self.rings.iter_mut().zip(&self.infos) {
             match ring.health() {
                 Health::Fine | Health::Down => {}
                 Health::Gone => {
@@ -281,6 +281,14 @@ impl Capture {
             }
         }
         Ok(())
+    }
+
+    /// Whether an interface went down and has brought no packet since.
+    /// Its deletion would then come without an error event (deleting takes
+    /// an interface down first, and only that is reported): such a capture
+    /// must be checked again on a timer until it is up or gone.
+    pub fn down(&self) -> bool {
+        self.rings.iter().any(Ring::is_down)
     }
 
     /// The kernel's counts so far, summed over the rings (a cheap system

@@ -166,15 +166,21 @@ fn program(req: &OpenRequest, m: &Made) -> Result<Vec<bpf::Insn>, OpenError> {
         Loopback::No
     };
     let compiled = match &req.filter {
-        Some(f) => filter::compile(f, m.link.dlt)
-            .map_err(|words| OpenError::request(filter::invalid(f, &m.name, &words)))?,
+        Some(f) => {
+            // Over the bound: refused for that, in one line that fits a
+            // close frame (quoting a filter that long would not).
+            bpf::check_cost(f).map_err(OpenError::request)?;
+            filter::compile(f, m.link.dlt)
+                .map_err(|words| OpenError::request(filter::invalid(f, &m.name, &words)))?
+        }
         None => bpf::accept_all(),
     };
+    // The why before the filter, as in `filter::invalid`.
     bpf::prepare(&compiled, m.link.cooked, lo).map_err(|why| {
         OpenError::request(format!(
-            "The capture filter \"{}\" cannot be used on interface '{}': {why}.",
+            "The capture filter cannot be used on interface '{}' ({why}): \"{}\"",
+            m.name,
             req.filter.as_deref().unwrap_or(""),
-            m.name
         ))
     })
 }

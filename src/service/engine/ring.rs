@@ -106,6 +106,12 @@ pub struct Ring {
     interface: u32,
     framing: Framing,
     counts: Counts,
+    /// The interface went down (the socket's error said so) and no packet
+    /// has come since. Deleting an interface takes it down first, which
+    /// is the only error the socket reports: the kernel's notifier unbinds
+    /// the socket a moment later without another one. So while this holds,
+    /// [`Ring::health`] asks the socket whether it is still bound.
+    down: bool,
 }
 
 // SAFETY: the mapping is owned by this value alone (no copies of the
@@ -237,6 +243,7 @@ impl Ring {
             interface,
             framing,
             counts: Counts::default(),
+            down: false,
         };
         // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -421,6 +428,8 @@ impl Ring {
         self.status(frame)
             .store(TP_STATUS_KERNEL, Ordering::Release);
         self.next = (self.next + 1) % self.frames;
+        // A packet came: the interface is up.
+        self.down = false;
         if spilled {
             Step::Spilled
         } else {
@@ -453,8 +462,15 @@ impl Ring {
         self.counts
     }
 
-    /// The socket's pending error, read (and cleared) without waiting.
-    pub fn health(&self) -> Health {
+    /// Whether the interface went down and has brought no packet since
+    /// (its deletion would then bring no error: check it again later).
+    pub fn is_down(&self) -> bool {
+        self.down
+    }
+
+    /// The socket's pending error, read (and cleared) without waiting;
+    /// while the interface is down, also whether it is gone.
+    pub fn health(&mut self) -> Health {
         let mut err: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: the kernel writes one int.
@@ -471,8 +487,8 @@ impl Ring {
             return Health::Other(io::Error::last_os_error());
         }
         match err {
-            0 => Health::Fine,
-            libc::ENETDOWN => {
+            0 if !self.down => Health::Fine,
+            0 | libc::ENETDOWN => {
                 // The kernel's notifier sets the bound index to -1 when the
                 // device is unregistered, not when it only goes down.
                 // SAFETY: sockaddr_ll is plain data.
@@ -489,6 +505,7 @@ impl Ring {
                 if r == 0 && sll.sll_ifindex == -1 {
                     Health::Gone
                 } else {
+                    self.down = true;
                     Health::Down
                 }
             }

@@ -96,6 +96,9 @@ pub struct Reactor {
     reloader: crate::service::reload::Reloader,
     /// When the swept native captures are read next (none swept: `None`).
     sweep_at: Option<Instant>,
+    /// When native captures with an interface down are read again (none:
+    /// `None`).
+    recheck_at: Option<Instant>,
     shutdown_deadline: Option<Instant>,
 }
 
@@ -174,10 +177,12 @@ impl Reactor {
                 opening: HashMap::new(),
                 next_ticket: 1,
                 swept: Vec::new(),
+                rechecks: Vec::new(),
             },
             front,
             reloader,
             sweep_at: None,
+            recheck_at: None,
             shutdown_deadline: None,
         })
     }
@@ -241,6 +246,11 @@ impl Reactor {
                 (false, None) => Some(now + sweep_period(self.shared.swept.len())),
                 (false, at) => at,
             };
+            self.recheck_at = match (self.shared.rechecks.is_empty(), self.recheck_at) {
+                (true, _) => None,
+                (false, None) => Some(now + crate::service::native::RECHECK),
+                (false, at) => at,
+            };
             if self.shutdown_deadline.is_some() {
                 if self.sessions.is_empty() {
                     info!("shutdown complete");
@@ -265,6 +275,7 @@ impl Reactor {
             timer,
             self.front.paused_until(),
             self.sweep_at,
+            self.recheck_at,
             self.shutdown_deadline,
             self.shared.discovery.deadline(),
             self.shared.namespaces.deadline(),
@@ -371,6 +382,15 @@ impl Reactor {
             }
             self.sweep_at = Some(now + sweep_period(self.shared.swept.len()));
         }
+        if self.recheck_at.is_some_and(|t| t <= now) {
+            // Captures with an interface down: an empty read checks
+            // whether it is gone.
+            for (key, id, target) in self.shared.rechecks.clone() {
+                let tok = Tok::new(key, crate::proto::session::Source::Output(target)).token();
+                self.dispatch(tok, Some(id), true, false, now);
+            }
+            self.recheck_at = Some(now + crate::service::native::RECHECK);
+        }
         if self.front.paused_until().is_some_and(|t| t <= now) {
             self.front.resume();
             self.accept(now);
@@ -466,6 +486,7 @@ impl Reactor {
                 let mut e = self.sessions.remove(key);
                 let id = e.session.id;
                 self.shared.swept.retain(|w| (w.0, w.1) != (key, id));
+                self.shared.rechecks.retain(|w| (w.0, w.1) != (key, id));
                 if let Some(peer) = e.io.handshaking {
                     self.shared.handshakes.done(peer);
                 }
