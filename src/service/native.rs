@@ -100,6 +100,8 @@ pub struct Native {
     closer: Closer,
     /// The poll token its rings are registered under.
     token: Token,
+    /// When its sockets were last asked for errors.
+    checked: Instant,
     /// Packets the kernel dropped for it, once it ended (for `/metrics`).
     pub dropped: u64,
 }
@@ -129,6 +131,7 @@ impl Native {
             packets: 0,
             closer,
             token,
+            checked: now,
             dropped: 0,
         }
     }
@@ -201,7 +204,7 @@ impl Native {
     /// One read of the output into `buf`, and what the driver must do
     /// about the mode.
     pub fn read(&mut self, buf: &mut [u8], registry: &Registry, now: Instant) -> (Read, Switch) {
-        let read = self.step(buf, registry);
+        let read = self.step(buf, registry, now);
         if matches!(read, Read::Ended(_)) {
             return (read, Switch::Gone);
         }
@@ -209,7 +212,7 @@ impl Native {
         (read, switch)
     }
 
-    fn step(&mut self, buf: &mut [u8], registry: &Registry) -> Read {
+    fn step(&mut self, buf: &mut [u8], registry: &Registry, now: Instant) -> Read {
         loop {
             match &mut self.state {
                 State::Opening | State::Done => return Read::WouldBlock,
@@ -219,9 +222,17 @@ impl Native {
                         self.packets += d.packets as u64;
                         return Read::Data(d.bytes);
                     }
+                    // Woken with nothing to read (immediate mode): an error
+                    // event, so the sockets are asked. Swept, an empty ring is
+                    // the normal case: asked once per RECHECK only.
+                    let ask = self.mode == Mode::Immediate
+                        || now.saturating_duration_since(self.checked) >= RECHECK;
                     let end = if self.stopping {
                         SourceEnd::Stopped
+                    } else if !ask {
+                        return Read::WouldBlock;
                     } else {
+                        self.checked = now;
                         match c.check() {
                             Ok(()) => return Read::WouldBlock,
                             Err(line) => SourceEnd::Ended(line),
