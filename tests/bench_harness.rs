@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use packetflix_testkit::bench::client::{Client as BenchClient, ConnSpec, Proto, Until};
+use packetflix_testkit::bench::engine::{self, EngineConfig, EnginePaths};
 use packetflix_testkit::bench::report::{Report, Status};
 use packetflix_testkit::bench::scenarios::{
     run_all, Addressing, BenchConfig, GenSettings, Paths, Sut, System,
@@ -462,4 +463,81 @@ fn client_decodes_a_real_dumpcap_capture_through_the_service_with_latency() {
         max / 1_000_000
     );
     assert!(lat.iter().all(|&l| l > 0 && l < 10_000_000_000), "{lat:?}");
+}
+
+/// The scenarios of `EngineConfig::tiny()`, in report order.
+const ENGINE_SCENARIOS: [&str; 7] = [
+    "latency-100pps",
+    "fullspeed-64",
+    "fullspeed-1514",
+    "tradeoff-2x1000",
+    "dense-3x1000",
+    "idle",
+    "setup",
+];
+
+#[test]
+fn engine_bench_short_run_yields_a_report_with_every_scenario_and_column() {
+    let (paths, _guard) = paths();
+    let epaths = EnginePaths {
+        service: paths.service.clone(),
+        out_dir: paths.out_dir.clone(),
+    };
+    let native_built = engine::has_engine_flag(&epaths.service);
+    let cfg = EngineConfig::tiny();
+    let report = engine::run_engine(&cfg, &epaths, &|_| {});
+    let json = paths.out_dir.join("engine.json");
+    report.write_json(&json).unwrap();
+    let back: Report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let ids: Vec<&str> = back.scenarios.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ENGINE_SCENARIOS, "notes: {:?}", back.notes);
+    for s in &back.scenarios {
+        assert!(s.method.len() > 100, "{}: method missing", s.id);
+        let systems: Vec<&str> = s.results.iter().map(|m| m.system.as_str()).collect();
+        assert_eq!(&systems[..2], ["dumpcap", "native"], "{}", s.id);
+        for m in &s.results {
+            match (m.system.as_str(), m.status) {
+                ("native", Status::Unavailable) if !native_built => {
+                    assert!(m.error.as_deref().unwrap_or("").contains("not built"));
+                }
+                (_, Status::Ok) => {
+                    assert!(!m.metrics.is_empty(), "{}/{}", s.id, m.system);
+                    assert!(m.metrics.values().all(|v| v.is_finite()));
+                }
+                _ => panic!("{}/{}: {:?} {:?}", s.id, m.system, m.status, m.error),
+            }
+        }
+    }
+    // Paced loads lose nothing, whoever captures: every packet sent
+    // arrived and was captured, and every captured one has a latency.
+    for (sc, per_capture) in [("latency-100pps", 50.0), ("tradeoff-2x1000", 300.0)] {
+        for sys in ["dumpcap", "ref-v2", "ref-adaptive-1ms"] {
+            let Some(m) = back.find(sc, sys) else {
+                continue;
+            };
+            let captures = if sc.starts_with("tradeoff") { 2.0 } else { 1.0 };
+            let sent = captures * per_capture;
+            assert_eq!(m.get("sent"), Some(sent), "{sc}/{sys}");
+            assert_eq!(m.get("arrived"), Some(sent), "{sc}/{sys}");
+            assert_eq!(m.get("captured"), Some(sent), "{sc}/{sys}");
+            assert_eq!(m.get("samples"), Some(sent), "{sc}/{sys}");
+            assert_eq!(m.get("fairness_min_over_max"), Some(1.0), "{sc}/{sys}");
+            assert!(m.get("cpu_pct").is_some() && m.get("wakeups_per_s").is_some());
+        }
+    }
+    // The dumpcap engine runs one program per capture; the reader none.
+    let idle = back.find("idle", "dumpcap").unwrap();
+    assert!(idle.metrics.contains_key("child_wakeups_per_s"));
+    let setup = back.find("setup", "dumpcap").unwrap();
+    assert_eq!(setup.get("children_per_capture"), Some(1.0));
+    assert_eq!(setup.get("setups"), Some(cfg.setups as f64));
+    let ring = back.find("setup", "ref-v2").unwrap();
+    assert_eq!(ring.get("fds_per_capture"), Some(1.0));
+    // Every target names what it judges; none is judged without a figure.
+    assert!(back.targets.len() >= 10);
+    for t in &back.targets {
+        assert_eq!(t.met.is_some(), t.measured.is_some(), "{}", t.name);
+    }
+    let table = back.render();
+    assert_eq!(table.matches("   method: ").count(), back.scenarios.len());
 }
