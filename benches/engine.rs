@@ -12,6 +12,7 @@
 //! `PFX_BENCH_ONLY=latency,fullspeed,tradeoff,dense,idle,setup`,
 //! `PFX_BENCH_SERVICE=/path/to/packetflix` (measure another build),
 //! `PFX_BENCH_ROUNDS` (2), `PFX_BENCH_TRADEOFF_ROUNDS` (3),
+//! `PFX_BENCH_LATENCY_RATES=2,100,10000` (latency points to run),
 //! `PFX_BENCH_MODES`, `PFX_BENCH_TRADEOFF_MODES` (reference reader modes,
 //! e.g. `v3:1,v2,sweep:1,adaptive:1`), `PFX_BENCH_DENSE` (200) and the
 //! per-scenario durations in `testkit/src/bench/engine.rs`. Needs root

@@ -146,6 +146,19 @@ pub fn open_fds(pid: i32) -> usize {
         .unwrap_or(0)
 }
 
+/// What each of a process's descriptors refers to (`/proc/PID/fd/*` link
+/// targets such as `pipe:[123]`, `socket:[456]`, `/dev/null`).
+pub fn fd_targets(pid: i32) -> Vec<String> {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| fs::read_link(e.path()).ok())
+                .map(|t| t.to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A field of /proc/PID/status, value text trimmed.
 pub fn status_field(pid: i32, key: &str) -> Option<String> {
     let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -126,11 +126,18 @@ impl EngineConfig {
             sections,
             rounds: env_num("PFX_BENCH_ROUNDS", 2),
             tradeoff_rounds: env_num("PFX_BENCH_TRADEOFF_ROUNDS", 3),
-            latency_points: vec![
+            latency_points: [
                 (2, env_num("PFX_BENCH_LAT2_S", secs(10.0))),
                 (100, env_num("PFX_BENCH_LAT100_S", secs(4.0))),
                 (10_000, env_num("PFX_BENCH_LAT10K_S", secs(2.0))),
-            ],
+            ]
+            .into_iter()
+            .filter(|(rate, _)| {
+                // `PFX_BENCH_LATENCY_RATES=100` repeats one point alone.
+                std::env::var("PFX_BENCH_LATENCY_RATES")
+                    .map_or(true, |v| v.split(',').any(|r| r.trim() == rate.to_string()))
+            })
+            .collect(),
             fullspeed_secs: env_num("PFX_BENCH_FULLSPEED_S", secs(3.0)),
             fullspeed_max_packets: env_num("PFX_BENCH_FULLSPEED_MAX", 20_000_000),
             tradeoff_captures: env_num("PFX_BENCH_TRADEOFF_CAPTURES", 20),
@@ -829,8 +836,10 @@ fn method_common(cfg: &EngineConfig) -> String {
     format!(
         "UDP over veth pairs, one per capture, from one sender namespace (packetflix-trafficgen, \
          one AF_PACKET socket, sendmmsg, {cpu}; the receiving side's kernel work runs in its \
-         context too) to capture namespaces with no address, IPv6 off; each packet carries its \
-         flow's sequence number and CLOCK_MONOTONIC send time. Columns: the service (dumpcap \
+         context too) to capture namespaces with no address, IPv6 off; a paced flow sends each \
+         packet at its slot plus a random offset within half a period (no phase-locking to the \
+         kernel's periodic timers, mean rate exact); each packet carries its flow's sequence \
+         number and CLOCK_MONOTONIC send time. Columns: the service (dumpcap \
          engine; native engine with --capture-engine native) captured with ?netns=<inode>&nif=c0, \
          read by the bench's one-thread client, which decodes EPBs as they arrive; the reference \
          reader packetflix-ringread (one process, one socket and {} KiB ring per capture). \
@@ -1081,7 +1090,7 @@ fn setup_service(env: &Env, col: Column, scenario: &str) -> Measurement {
     c.run(Until::TimeUp, Duration::from_secs(1));
     let after = procs::sample(svc.pid());
     let kids: Vec<procs::ProcStat> = procs::descendants(svc.pid());
-    let kid = |f: fn(i32) -> Option<u64>| {
+    let kid = |f: &dyn Fn(i32) -> Option<u64>| {
         let v: Vec<f64> = kids
             .iter()
             .filter_map(|p| f(p.pid))
@@ -1093,10 +1102,24 @@ fn setup_service(env: &Env, col: Column, scenario: &str) -> Measurement {
             v.iter().sum::<f64>() / n as f64
         }
     };
-    let kid_rss = kid(procs::rss_kib);
-    let kid_pss = kid(procs::pss_kib);
-    let kid_anon = kid(procs::rss_anon_kib);
-    let kid_fds = kid(|p| Some(procs::open_fds(p) as u64));
+    let kid_rss = kid(&procs::rss_kib);
+    let kid_pss = kid(&procs::pss_kib);
+    let kid_anon = kid(&procs::rss_anon_kib);
+    // A descriptor this process holds too was inherited through the
+    // service (cargo's jobserver pipe under `cargo bench`), not opened for
+    // the capture.
+    let ours: BTreeSet<String> = procs::fd_targets(std::process::id() as i32)
+        .into_iter()
+        .filter(|t| t.starts_with("pipe:") || t.starts_with("socket:"))
+        .collect();
+    let own_fds = |p: i32| {
+        let n = procs::fd_targets(p)
+            .iter()
+            .filter(|t| !ours.contains(*t))
+            .count();
+        Some(n as u64)
+    };
+    let kid_fds = kid(&own_fds);
     let open_errors = c.results().filter(|r| r.error.is_some()).count();
     drop(c);
     settle();
@@ -1226,7 +1249,8 @@ fn setup_scenario(env: &Env) -> Scenario {
              the first pcapng byte at the client; median and max. At rest: {} captures open, 1 s \
              after the last one's IDB the service's VmRSS and descriptors minus before, per \
              capture, plus each child's (dumpcap's) VmRSS, PSS (smaps_rollup), RssAnon and \
-             descriptors. Reference reader: one process opening {} rings in sequence (socket, \
+             descriptors (not counting pipes and sockets the bench itself holds, i.e. inherited \
+             through the service, like cargo's jobserver pipe). Reference reader: one process opening {} rings in sequence (socket, \
              PACKET_RX_RING, mmap, bind; wall time each, median and max) and closing them (munmap, \
              close); per ring at rest = (reader with {} rings − reader with 1) / {}",
             cfg.setups,

@@ -3,8 +3,9 @@
 //! other ends. One unbound AF_PACKET socket sends every flow's frames
 //! (the interface is named per message), a batch per `sendmmsg`, at a fixed
 //! rate per flow on an absolute CLOCK_MONOTONIC schedule (each flow at a
-//! random phase, so many flows are independent streams, not one burst) or
-//! at full speed. Every frame carries its flow's sequence number and the
+//! random phase and each packet at a random offset within its slot, see
+//! [`Pacer`], so many flows are independent streams, not one burst, and no
+//! flow phase-locks to a kernel timer) or at full speed. Every frame carries its flow's sequence number and the
 //! time it was stamped ([`super::frame`]), taken just before its batch goes
 //! to the kernel. It counts what the kernel accepted and prints it.
 //!
@@ -18,10 +19,12 @@
 //!
 //! Command line: `--netns PATH --flow ID=IFNAME... --size BYTES --rate PPS
 //! (per flow, 0 = full speed) --count N (per flow) --secs S [--cpu N]
-//! [--batch N]`. Output (stdout): `started t0_ns=...`, then at the end
+//! [--batch N] [--jitter FRACTION]`. Output (stdout): `started t0_ns=...`, then at the end
 //! `sent packets=N attempts=N errors=N elapsed_ns=N flows=n0,n1,...` and,
 //! after a send error, `error ...`.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::raw::c_int;
@@ -45,6 +48,11 @@ const ERROR_PAUSE_NS: u64 = 100_000;
 /// Namespaces the bench makes are named `pfx<pid>-...`.
 const NETNS_PREFIX: &str = "pfx";
 const NANOS: u64 = 1_000_000_000;
+/// Default jitter of a paced packet, as a fraction of the period: half a
+/// period covers a timer of up to that period whatever the phase.
+pub const DEFAULT_JITTER: f64 = 0.5;
+/// More jitter than this could let a flow's packets change order.
+const MAX_JITTER: f64 = 0.9;
 
 /// What it is told.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,6 +68,9 @@ pub struct Args {
     pub secs: u64,
     pub cpu: Option<usize>,
     pub batch: usize,
+    /// Paced packets' random offset within their slot, a fraction of the
+    /// period (see [`Pacer`]).
+    pub jitter: f64,
 }
 
 /// Parses the command line (without the program name).
@@ -73,6 +84,7 @@ pub fn parse(args: &[String]) -> Result<Args, String> {
         secs: 0,
         cpu: None,
         batch: DEFAULT_BATCH,
+        jitter: DEFAULT_JITTER,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -100,6 +112,14 @@ pub fn parse(args: &[String]) -> Result<Args, String> {
             "--secs" => a.secs = num(value()?)?,
             "--cpu" => a.cpu = Some(num(value()?)? as usize),
             "--batch" => a.batch = num(value()?)? as usize,
+            "--jitter" => {
+                let v = value()?;
+                a.jitter = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|j| (0.0..=MAX_JITTER).contains(j))
+                    .ok_or_else(|| format!("--jitter {v}: want 0..={MAX_JITTER}"))?;
+            }
             _ => return Err(format!("unknown argument {flag}")),
         }
     }
@@ -155,19 +175,80 @@ fn xorshift(s: &mut u64) -> u64 {
     *s
 }
 
-/// Each flow's offset within the period, and the flows in order of it.
-fn phases(n: usize, period_ns: u64, seed: u64) -> (Vec<u64>, Vec<usize>) {
-    let mut s = seed | 1;
-    let phase: Vec<u64> = (0..n).map(|_| xorshift(&mut s) % period_ns).collect();
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by_key(|&i| phase[i]);
-    (phase, order)
+/// The paced schedule: flow `f`'s packet `k` is due at `t0 + phase[f] +
+/// k·period + jitter`, the phase random within a period, the jitter random
+/// within `jitter` (a fraction of the period) for every packet. Exactly
+/// periodic traffic phase-locks to the kernel's periodic timers (a jiffy,
+/// a V3 block timeout, a capture program's poll timeout) whenever the
+/// periods are commensurate, and then measures one phase instead of the
+/// distribution; the jitter keeps the mean rate exact and each flow's
+/// packets in order (consecutive ones stay more than `period·(1 − jitter)`
+/// apart).
+pub struct Pacer {
+    t0: u64,
+    period: u64,
+    jitter: u64,
+    count: u64,
+    phase: Vec<u64>,
+    /// Packets of each flow scheduled so far.
+    k: Vec<u64>,
+    due: BinaryHeap<Reverse<(u64, usize)>>,
+    rng: u64,
 }
 
-/// When scheduled packet `g` (counted over all flows in phase order) is due.
-fn due(t0: u64, g: u64, n: usize, period_ns: u64, phase: &[u64], order: &[usize]) -> u64 {
-    let k = g / n as u64;
-    t0 + k * period_ns + phase[order[(g % n as u64) as usize]]
+impl Pacer {
+    pub fn new(flows: usize, rate: u64, count: u64, jitter: f64, t0: u64, seed: u64) -> Pacer {
+        let period = (NANOS / rate.max(1)).max(1);
+        let mut p = Pacer {
+            t0,
+            period,
+            jitter: (period as f64 * jitter.clamp(0.0, MAX_JITTER)) as u64,
+            count,
+            phase: Vec::with_capacity(flows),
+            k: vec![0; flows],
+            due: BinaryHeap::with_capacity(flows),
+            rng: seed | 1,
+        };
+        for f in 0..flows {
+            let phase = xorshift(&mut p.rng) % period;
+            p.phase.push(phase);
+            if count > 0 {
+                let d = p.slot(f);
+                p.due.push(Reverse((d, f)));
+            }
+        }
+        p
+    }
+
+    /// When flow `f`'s next packet is due.
+    fn slot(&mut self, f: usize) -> u64 {
+        let j = if self.jitter > 0 {
+            xorshift(&mut self.rng) % self.jitter
+        } else {
+            0
+        };
+        self.t0 + self.phase[f] + self.k[f] * self.period + j
+    }
+
+    /// When the next packet of any flow is due; `None` once all are sent.
+    pub fn next_due(&self) -> Option<u64> {
+        self.due.peek().map(|Reverse((d, _))| *d)
+    }
+
+    /// The flow whose packet is due by `now`, if any, scheduling its next.
+    pub fn pop_due(&mut self, now: u64) -> Option<usize> {
+        match self.due.peek() {
+            Some(Reverse((d, _))) if *d <= now => {}
+            _ => return None,
+        }
+        let Reverse((_, f)) = self.due.pop()?;
+        self.k[f] += 1;
+        if self.k[f] < self.count {
+            let d = self.slot(f);
+            self.due.push(Reverse((d, f)));
+        }
+        Some(f)
+    }
 }
 
 struct Sender {
@@ -345,31 +426,27 @@ fn run(a: &Args, s: &mut Sender) -> u64 {
         }
         return sys::mono_ns() - t0;
     }
-    let period = NANOS / a.rate;
-    let (phase, order) = phases(n, period.max(1), t0);
-    let mut g: u64 = 0;
+    let mut pacer = Pacer::new(n, a.rate, a.count, a.jitter, t0, t0);
     loop {
         let now = sys::mono_ns();
-        if now >= deadline || g >= total {
+        if now >= deadline {
             break;
         }
         batch.clear();
-        while batch.len() < a.batch && g < total {
-            if due(t0, g, n, period, &phase, &order) > now {
-                break;
+        while batch.len() < a.batch {
+            match pacer.pop_due(now) {
+                Some(f) => batch.push(f),
+                None => break,
             }
-            batch.push(order[(g % n as u64) as usize]);
-            g += 1;
         }
         if !batch.is_empty() {
             s.send(&batch);
         }
-        if g < total && batch.len() < a.batch {
-            let next = due(t0, g, n, period, &phase, &order);
-            if next >= deadline {
-                break;
+        if batch.len() < a.batch {
+            match pacer.next_due() {
+                Some(next) if next < deadline => sys::sleep_until(next),
+                _ => break,
             }
-            sys::sleep_until(next);
         }
     }
     sys::mono_ns() - t0
@@ -442,16 +519,46 @@ mod tests {
     }
 
     #[test]
-    fn the_schedule_is_monotonic_and_each_flow_keeps_its_period() {
-        let (phase, order) = phases(5, 1_000_000, 42);
-        let mut last = 0;
-        for g in 0..50 {
-            let d = due(0, g, 5, 1_000_000, &phase, &order);
-            assert!(d >= last, "due times go backwards at {g}");
-            last = d;
-            if g >= 5 {
-                assert_eq!(d - due(0, g - 5, 5, 1_000_000, &phase, &order), 1_000_000);
+    fn paced_flows_keep_their_rate_and_order_and_do_not_lock_to_a_period() {
+        let period = 1_000_000; // 1,000 per second
+        let mut p = Pacer::new(3, 1_000, 100, DEFAULT_JITTER, 0, 42);
+        let mut last: Vec<Option<u64>> = vec![None; 3];
+        let mut offsets = std::collections::BTreeSet::new();
+        let mut sent = [0u64; 3];
+        let mut prev_due = 0;
+        while let Some(due) = p.next_due() {
+            assert!(due >= prev_due, "the schedule goes backwards");
+            prev_due = due;
+            let f = p.pop_due(due).expect("due now");
+            sent[f] += 1;
+            if let Some(l) = last[f] {
+                // Order kept, mean rate exact: within half a period of the slot.
+                assert!(
+                    due - l > period / 2 && due - l < 3 * period / 2,
+                    "gap {}",
+                    due - l
+                );
             }
+            last[f] = Some(due);
+            offsets.insert((due % period) / 10_000);
         }
+        assert_eq!(sent, [100, 100, 100]);
+        // The last packet of each flow is due near 99 periods after its first.
+        assert!(prev_due < 101 * period);
+        // Many phases within the period are sampled, not three.
+        assert!(offsets.len() > 30, "{} distinct offsets", offsets.len());
+        assert_eq!(p.pop_due(u64::MAX), None);
+    }
+
+    #[test]
+    fn without_jitter_a_flow_is_exactly_periodic() {
+        let mut p = Pacer::new(1, 100, 5, 0.0, 7, 9);
+        let dues: Vec<u64> = std::iter::from_fn(|| {
+            let d = p.next_due()?;
+            p.pop_due(d).map(|_| d)
+        })
+        .collect();
+        let gaps: Vec<u64> = dues.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!(gaps, vec![10_000_000; 4]);
     }
 }
