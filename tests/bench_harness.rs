@@ -518,6 +518,7 @@ fn engine_bench_short_run_yields_a_report_with_every_scenario_and_column() {
             let captures = if sc.starts_with("tradeoff") { 2.0 } else { 1.0 };
             let sent = captures * per_capture;
             assert_eq!(m.get("sent"), Some(sent), "{sc}/{sys}");
+            assert_eq!(m.get("sent_pct"), Some(100.0), "{sc}/{sys}");
             assert_eq!(m.get("arrived"), Some(sent), "{sc}/{sys}");
             assert_eq!(m.get("captured"), Some(sent), "{sc}/{sys}");
             assert_eq!(m.get("samples"), Some(sent), "{sc}/{sys}");

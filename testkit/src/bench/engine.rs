@@ -56,6 +56,9 @@ const SLICE: Duration = Duration::from_millis(20);
 const OPEN_LIMIT: Duration = Duration::from_secs(120);
 /// Longest a closed capture's program may take to go.
 const CLOSE_LIMIT: Duration = Duration::from_secs(20);
+/// A paced load whose generator sent less than this share of the packets
+/// asked is flagged in the report's notes.
+const SENT_WARN_PCT: f64 = 95.0;
 /// A generator gets this much beyond its schedule before it is given up on.
 const GEN_SLACK: Duration = Duration::from_secs(10);
 
@@ -586,6 +589,7 @@ fn run_once(env: &Env, col: Column, load: &Load) -> Result<RunOut, Why> {
     let client0 = thread_cpu_ns();
     let t0 = mono_ns();
     let mut gen_report: Option<GenReport> = None;
+    let mut asked = 0;
     let (sa, ta, sb, tb, gen_cpu, machine);
     match load.rate {
         Some(rate) => {
@@ -594,6 +598,9 @@ fn run_once(env: &Env, col: Column, load: &Load) -> Result<RunOut, Why> {
             } else {
                 ((rate as f64 * load.secs) as u64).max(1)
             };
+            if rate > 0 {
+                asked = count * on.len() as u64;
+            }
             let spec = GenSpec {
                 to: on.clone(),
                 size: load.size,
@@ -676,6 +683,9 @@ fn run_once(env: &Env, col: Column, load: &Load) -> Result<RunOut, Why> {
     let captured: u64 = got.per_capture.iter().sum();
     if let Some(g) = &gen_report {
         m.insert("sent".into(), g.sent as f64);
+        if asked > 0 {
+            m.insert("sent_pct".into(), g.sent as f64 / asked as f64 * 100.0);
+        }
         m.insert("send_errors".into(), g.errors as f64);
         m.insert(
             "sent_per_s".into(),
@@ -895,6 +905,7 @@ fn latency_scenario(env: &Env, rate: u64, secs: f64, progress: &dyn Fn(&str)) ->
             ("cpu_pct_max", "CPU% max"),
             ("wakeups_per_s", "wakeups/s"),
             ("captured_pct", "captured %"),
+            ("sent_pct", "sent %"),
             ("machine_busy_pct", "machine%"),
         ]),
         results: r.measurements(&id, &cs),
@@ -991,6 +1002,7 @@ fn many_scenario(env: &Env, many: Many, progress: &dyn Fn(&str)) -> Scenario {
             ("captured_pct", "captured %"),
             ("lost", "lost"),
             ("fairness_min_over_max", "fairness"),
+            ("sent_pct", "sent %"),
             ("gen_cpu_pct", "gen CPU%"),
             ("machine_busy_pct", "machine%"),
         ]),
@@ -1487,6 +1499,19 @@ pub fn run_engine(cfg: &EngineConfig, paths: &EnginePaths, progress: &dyn Fn(&st
     }
     drop(services);
     drop(fabric);
+    // A sender that fell behind its schedule gave that column a lighter
+    // load than the others: say so beside the tables.
+    for s in &scenarios {
+        for m in &s.results {
+            if let Some(p) = m.get("sent_pct").filter(|p| *p < SENT_WARN_PCT) {
+                notes.push(format!(
+                    "{} / {}: the generator sent only {p:.0} % of the packets asked; that column's \
+                     figures are for a lighter load than the others'",
+                    s.id, m.system
+                ));
+            }
+        }
+    }
     // JSON cannot carry NaN: an undefined ratio is absent instead.
     for m in scenarios.iter_mut().flat_map(|s| s.results.iter_mut()) {
         m.metrics.retain(|_, v| v.is_finite());
