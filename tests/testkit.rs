@@ -623,7 +623,11 @@ mod traffic_sys {
     #[test]
     fn hand_written_layouts_match_the_c_library() {
         assert_eq!(size_of::<sys::Timespec>(), size_of::<libc::timespec>());
-        assert_eq!(size_of::<sys::PollFd>(), size_of::<libc::pollfd>());
+        assert_eq!(size_of::<sys::EpollEvent>(), size_of::<libc::epoll_event>());
+        assert_eq!(
+            align_of::<sys::EpollEvent>(),
+            align_of::<libc::epoll_event>()
+        );
         assert_eq!(size_of::<sys::SockaddrLl>(), size_of::<libc::sockaddr_ll>());
         assert_eq!(size_of::<sys::Iovec>(), size_of::<libc::iovec>());
         assert_eq!(size_of::<sys::Msghdr>(), size_of::<libc::msghdr>());
@@ -657,10 +661,12 @@ mod traffic_sys {
         assert_eq!(i32::from(sys::ETH_P_IP), libc::ETH_P_IP);
         assert_eq!(u64::from(sys::TP_STATUS_USER), libc::TP_STATUS_USER as u64);
         assert_eq!(sys::MAP_SHARED, libc::MAP_SHARED);
-        assert_eq!(sys::POLLIN, libc::POLLIN);
-        assert_eq!(sys::POLLERR, libc::POLLERR);
-        assert_eq!(sys::POLLHUP, libc::POLLHUP);
-        assert_eq!(sys::POLLNVAL, libc::POLLNVAL);
+        assert_eq!(sys::EPOLL_CLOEXEC, libc::EPOLL_CLOEXEC);
+        assert_eq!(sys::EPOLL_CTL_ADD, libc::EPOLL_CTL_ADD);
+        assert_eq!(sys::EPOLL_CTL_DEL, libc::EPOLL_CTL_DEL);
+        assert_eq!(sys::EPOLLIN, libc::EPOLLIN as u32);
+        assert_eq!(sys::EPOLLERR, libc::EPOLLERR as u32);
+        assert_eq!(sys::EPOLLHUP, libc::EPOLLHUP as u32);
         assert_eq!(sys::CLONE_NEWNET, libc::CLONE_NEWNET);
         assert_eq!(sys::PR_SET_PDEATHSIG, libc::PR_SET_PDEATHSIG);
         assert_eq!(sys::SIGKILL as i32, libc::SIGKILL);

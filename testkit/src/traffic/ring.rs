@@ -9,13 +9,13 @@
 //! what reading the ring costs.
 //!
 //! Modes (`--mode`):
-//! - `v3:N`: TPACKET_V3, a block timeout of N ms on each socket, `poll` on
-//!   all of them; the kernel hands over a block when it is full or its
+//! - `v3:N`: TPACKET_V3, a block timeout of N ms on each socket, all of
+//!   them in one epoll set; the kernel hands over a block when it is full or its
 //!   timer fires with a packet in it. Blocks of 256 KiB, as libpcap (and so
 //!   dumpcap) asks for.
-//! - `v2`: TPACKET_V2, `poll` on all sockets; the kernel wakes the reader
-//!   for every packet while it sleeps.
-//! - `sweep:N`: TPACKET_V2 rings never polled; one timer every N ms (an
+//! - `v2`: TPACKET_V2, all sockets in the epoll set; the kernel wakes the
+//!   reader for every packet while it sleeps.
+//! - `sweep:N`: TPACKET_V2 rings never watched; one timer every N ms (an
 //!   absolute schedule, missed ticks skipped) reads every ring, which costs
 //!   a memory read per empty ring, no system call.
 //! - `adaptive:N`: TPACKET_V2; a ring starts polled (a wakeup per packet
@@ -211,11 +211,11 @@ struct Ring {
     next: usize,
     /// Our packets taken from this ring.
     packets: u64,
-    /// Adaptive mode: read by the sweep instead of `poll`.
+    /// Adaptive mode: read by the sweep instead of being watched.
     swept: bool,
     /// Adaptive mode: packets since the rate was last judged.
     window: u64,
-    /// The socket reported an error (its interface went away): not polled.
+    /// The socket reported an error (its interface went away): not watched.
     dead: bool,
 }
 
@@ -226,7 +226,7 @@ pub struct Tally {
     /// Frames that were not ours.
     pub other: u64,
     pub samples: Vec<u32>,
-    /// Returns from `poll`/`ppoll`.
+    /// Returns from the wait (epoll_pwait2).
     pub wakeups: u64,
     /// Sweeps of the rings (sweep and adaptive modes).
     pub sweeps: u64,
@@ -444,40 +444,12 @@ impl Drop for Ring {
     }
 }
 
-/// Index 0 of the poll set is stdin: the bench closes it to stop us.
-fn stdin_says_stop(p: &sys::PollFd) -> bool {
-    p.revents & (sys::POLLIN | sys::POLLHUP | sys::POLLERR) != 0
-}
-
-fn poll_set(rings: &[Ring]) -> Vec<sys::PollFd> {
-    let mut fds = vec![sys::PollFd {
-        fd: 0,
-        events: sys::POLLIN,
-        revents: 0,
-    }];
-    fds.extend(rings.iter().map(|r| sys::PollFd {
-        fd: if r.swept || r.dead { -1 } else { r.fd },
-        events: sys::POLLIN,
-        revents: 0,
-    }));
-    fds
-}
-
-/// Reads polled rings that have something; marks rings whose socket failed.
-fn serve_polled(rings: &mut [Ring], fds: &mut [sys::PollFd], t: &mut Tally, now: u64) {
-    for (r, p) in rings.iter_mut().zip(fds[1..].iter_mut()) {
-        if p.fd < 0 || p.revents == 0 {
-            continue;
-        }
-        if p.revents & sys::POLLIN != 0 {
-            r.drain(t, now);
-        }
-        if p.revents & (sys::POLLERR | sys::POLLNVAL) != 0 {
-            r.dead = true;
-            p.fd = -1;
-        }
-    }
-}
+/// Token of stdin in the epoll set (the bench closes it to stop us); a
+/// ring's token is its index.
+const STDIN: u64 = u64::MAX;
+/// Events taken per wait; more ready rings come with the next one (the
+/// set is level-triggered).
+const EVENTS: usize = 256;
 
 /// The next tick of a schedule with period `p` after `now`, skipping
 /// ticks already missed.
@@ -489,8 +461,19 @@ fn next_tick(tick: u64, now: u64, p: u64) -> u64 {
     }
 }
 
+/// Waits on one epoll set, as an event loop would: stdin always, and the
+/// rings that are polled (none in the plain sweep; the quiet ones in the
+/// adaptive mode). A wakeup costs what is ready, not what is watched.
 fn run(mode: Mode, rings: &mut [Ring], t: &mut Tally, deadline: u64) -> Result<(), String> {
-    let mut fds = poll_set(rings);
+    let err = |what: &str, e: std::io::Error| format!("{what}: {e}");
+    let ep = sys::Epoll::new().map_err(|e| err("epoll", e))?;
+    ep.add(0, STDIN).map_err(|e| err("epoll stdin", e))?;
+    if !matches!(mode, Mode::Sweep { .. }) {
+        for (i, r) in rings.iter().enumerate() {
+            ep.add(r.fd, i as u64).map_err(|e| err("epoll ring", e))?;
+        }
+    }
+    let mut events = vec![sys::EpollEvent::default(); EVENTS];
     let start = sys::mono_ns();
     let period = match mode {
         Mode::Sweep { period_ns } | Mode::Adaptive { period_ns } => period_ns,
@@ -514,20 +497,27 @@ fn run(mode: Mode, rings: &mut [Ring], t: &mut Tally, deadline: u64) -> Result<(
         } else {
             deadline - now
         };
-        if matches!(mode, Mode::Sweep { .. }) {
-            // Only stdin is polled; the timer is the timeout.
-            sys::ppoll_fds(&mut fds[..1], Some(wait))
-        } else {
-            sys::ppoll_fds(&mut fds, Some(wait))
-        }
-        .map_err(|e| format!("poll: {e}"))?;
+        let n = ep
+            .wait(&mut events, Some(wait))
+            .map_err(|e| err("epoll_pwait2", e))?;
         t.wakeups += 1;
         let now = sys::mono_ns();
-        if stdin_says_stop(&fds[0]) {
-            return Ok(());
-        }
-        if !matches!(mode, Mode::Sweep { .. }) {
-            serve_polled(rings, &mut fds, t, now);
+        for ev in &events[..n] {
+            let (token, bits) = (ev.data, ev.events);
+            if token == STDIN {
+                return Ok(());
+            }
+            let Some(r) = rings.get_mut(token as usize) else {
+                continue;
+            };
+            if bits & sys::EPOLLIN != 0 {
+                r.drain(t, now);
+            }
+            if bits & (sys::EPOLLERR | sys::EPOLLHUP) != 0 {
+                // The interface went away: nothing more will come.
+                r.dead = true;
+                let _ = ep.delete(r.fd);
+            }
         }
         if timers && now >= tick {
             t.sweeps += 1;
@@ -539,9 +529,21 @@ fn run(mode: Mode, rings: &mut [Ring], t: &mut Tally, deadline: u64) -> Result<(
             tick += period;
         }
         if let Mode::Adaptive { period_ns } = mode {
-            let window = period_ns * ADAPT_WINDOW_PERIODS;
-            if now - judged_at >= window {
-                judge(rings, &mut fds, t, now - judged_at, period_ns);
+            if now - judged_at >= period_ns * ADAPT_WINDOW_PERIODS {
+                for (i, swept) in judge(rings, now - judged_at, period_ns) {
+                    t.switches += 1;
+                    let r = &mut rings[i];
+                    if r.dead {
+                        continue;
+                    }
+                    if swept {
+                        let _ = ep.delete(r.fd);
+                    } else {
+                        // Whatever came since the last sweep, then polled.
+                        r.drain(t, now);
+                        ep.add(r.fd, i as u64).map_err(|e| err("epoll ring", e))?;
+                    }
+                }
                 judged_at = now;
             }
         }
@@ -550,10 +552,12 @@ fn run(mode: Mode, rings: &mut [Ring], t: &mut Tally, deadline: u64) -> Result<(
 
 /// Adaptive mode: moves rings between polled and swept by their rate over
 /// the last `elapsed` ns (busy: a packet per two sweep periods or more;
-/// quiet again: under a quarter of that).
-fn judge(rings: &mut [Ring], fds: &mut [sys::PollFd], t: &mut Tally, elapsed: u64, period: u64) {
+/// quiet again: under a quarter of that); returns the rings that changed,
+/// with whether they are swept now.
+fn judge(rings: &mut [Ring], elapsed: u64, period: u64) -> Vec<(usize, bool)> {
     let busy = elapsed / (2 * period);
-    for (r, p) in rings.iter_mut().zip(fds[1..].iter_mut()) {
+    let mut changed = Vec::new();
+    for (i, r) in rings.iter_mut().enumerate() {
         let was = r.swept;
         if !r.swept && r.window >= busy.max(1) {
             r.swept = true;
@@ -561,11 +565,11 @@ fn judge(rings: &mut [Ring], fds: &mut [sys::PollFd], t: &mut Tally, elapsed: u6
             r.swept = false;
         }
         if r.swept != was {
-            t.switches += 1;
-            p.fd = if r.swept || r.dead { -1 } else { r.fd };
+            changed.push((i, r.swept));
         }
         r.window = 0;
     }
+    changed
 }
 
 fn result_line(t: &Tally, rings: &[Ring], stats: &[sys::TpacketStats], close_ns: &[u64]) -> String {
@@ -727,15 +731,13 @@ mod tests {
             dead: false,
         };
         let mut rings = vec![mk(100), mk(1)];
-        let mut fds = poll_set(&rings);
-        let mut t = Tally::default();
         // 16 ms at a 1 ms period: busy means 8 packets or more.
-        judge(&mut rings, &mut fds, &mut t, 16_000_000, 1_000_000);
+        assert_eq!(judge(&mut rings, 16_000_000, 1_000_000), vec![(0, true)]);
         assert!(rings[0].swept && !rings[1].swept);
-        assert_eq!(fds[1].fd, -1);
+        assert_eq!(rings[0].window, 0, "each judgement starts a new window");
+        rings[0].window = 2; // a quarter of busy is 2: not yet quiet
+        assert_eq!(judge(&mut rings, 16_000_000, 1_000_000), vec![]);
         rings[0].window = 1;
-        judge(&mut rings, &mut fds, &mut t, 16_000_000, 1_000_000);
-        assert!(!rings[0].swept);
-        assert_eq!(t.switches, 2);
+        assert_eq!(judge(&mut rings, 16_000_000, 1_000_000), vec![(0, false)]);
     }
 }

@@ -9,7 +9,7 @@
 //! `io::Error` and nothing more.
 
 use std::io;
-use std::os::raw::{c_char, c_int, c_long, c_short, c_uint, c_ulong, c_void};
+use std::os::raw::{c_char, c_int, c_long, c_uint, c_ulong, c_void};
 
 #[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
 compile_error!("the traffic programs' C declarations are for 64-bit Linux");
@@ -22,13 +22,14 @@ pub struct Timespec {
     pub tv_nsec: c_long,
 }
 
-/// `struct pollfd`.
-#[repr(C)]
+/// `struct epoll_event`: packed on x86-64 (as <sys/epoll.h> declares it
+/// there), naturally aligned elsewhere.
+#[cfg_attr(target_arch = "x86_64", repr(C, packed))]
+#[cfg_attr(not(target_arch = "x86_64"), repr(C))]
 #[derive(Clone, Copy, Debug, Default)]
-pub struct PollFd {
-    pub fd: c_int,
-    pub events: c_short,
-    pub revents: c_short,
+pub struct EpollEvent {
+    pub events: u32,
+    pub data: u64,
 }
 
 /// `struct sockaddr_ll` (<linux/if_packet.h>).
@@ -150,11 +151,13 @@ pub const TP_STATUS_USER: u32 = 1;
 pub const PROT_READ: c_int = 1;
 pub const PROT_WRITE: c_int = 2;
 pub const MAP_SHARED: c_int = 1;
-// <poll.h>
-pub const POLLIN: c_short = 0x1;
-pub const POLLERR: c_short = 0x8;
-pub const POLLHUP: c_short = 0x10;
-pub const POLLNVAL: c_short = 0x20;
+// <sys/epoll.h>
+pub const EPOLL_CLOEXEC: c_int = 0o2_000_000;
+pub const EPOLL_CTL_ADD: c_int = 1;
+pub const EPOLL_CTL_DEL: c_int = 2;
+pub const EPOLLIN: u32 = 0x1;
+pub const EPOLLERR: u32 = 0x8;
+pub const EPOLLHUP: u32 = 0x10;
 // <sched.h>, <sys/prctl.h>, <signal.h>, <sys/resource.h>, <time.h>
 pub const CLONE_NEWNET: c_int = 0x4000_0000;
 pub const PR_SET_PDEATHSIG: c_int = 1;
@@ -187,8 +190,15 @@ extern "C" {
         off: i64,
     ) -> *mut c_void;
     fn munmap(addr: *mut c_void, len: usize) -> c_int;
-    fn poll(fds: *mut PollFd, n: c_ulong, timeout: c_int) -> c_int;
-    fn ppoll(fds: *mut PollFd, n: c_ulong, timeout: *const Timespec, mask: *const c_void) -> c_int;
+    fn epoll_create1(flags: c_int) -> c_int;
+    fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut EpollEvent) -> c_int;
+    fn epoll_pwait2(
+        epfd: c_int,
+        events: *mut EpollEvent,
+        max: c_int,
+        timeout: *const Timespec,
+        mask: *const c_void,
+    ) -> c_int;
     fn sendmmsg(fd: c_int, msgs: *mut Mmsghdr, n: c_uint, flags: c_int) -> c_int;
     fn setns(fd: c_int, nstype: c_int) -> c_int;
     fn sched_setaffinity(pid: c_int, size: usize, mask: *const c_ulong) -> c_int;
@@ -301,28 +311,62 @@ pub unsafe fn unmap(p: *mut u8, len: usize) -> io::Result<()> {
     check(munmap(p.cast(), len)).map(|_| ())
 }
 
-/// `poll`; `Ok(0)` on a timeout, and on EINTR (callers loop on the clock).
-pub fn poll_fds(fds: &mut [PollFd], timeout_ms: c_int) -> io::Result<usize> {
-    // SAFETY: `fds` is a valid array of its length.
-    match check(unsafe { poll(fds.as_mut_ptr(), fds.len() as c_ulong, timeout_ms) }) {
-        Ok(n) => Ok(n as usize),
-        Err(e) if e.raw_os_error() == Some(EINTR) => Ok(0),
-        Err(e) => Err(e),
+/// An epoll instance, closed on drop: the reader waits with it as an event
+/// loop (mio) would, so a wakeup costs what is ready, not what is watched.
+pub struct Epoll(c_int);
+
+impl Epoll {
+    pub fn new() -> io::Result<Epoll> {
+        // SAFETY: plain system call.
+        check(unsafe { epoll_create1(EPOLL_CLOEXEC) }).map(Epoll)
+    }
+
+    fn ctl(&self, op: c_int, fd: c_int, events: u32, token: u64) -> io::Result<()> {
+        let mut ev = EpollEvent {
+            events,
+            data: token,
+        };
+        // SAFETY: a valid event for the call.
+        check(unsafe { epoll_ctl(self.0, op, fd, &mut ev) }).map(|_| ())
+    }
+
+    /// Watches `fd` for input (level-triggered), reported as `token`.
+    pub fn add(&self, fd: c_int, token: u64) -> io::Result<()> {
+        self.ctl(EPOLL_CTL_ADD, fd, EPOLLIN, token)
+    }
+
+    pub fn delete(&self, fd: c_int) -> io::Result<()> {
+        self.ctl(EPOLL_CTL_DEL, fd, 0, 0)
+    }
+
+    /// Waits for events, at most `timeout_ns` (`None`: forever); the
+    /// number filled in, 0 on a timeout and on EINTR.
+    pub fn wait(&self, events: &mut [EpollEvent], timeout_ns: Option<u64>) -> io::Result<usize> {
+        let t = timeout_ns.map(timespec);
+        let tp = t
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const Timespec);
+        // SAFETY: valid array of its length, timespec or null, no mask.
+        let r = unsafe {
+            epoll_pwait2(
+                self.0,
+                events.as_mut_ptr(),
+                events.len() as c_int,
+                tp,
+                std::ptr::null(),
+            )
+        };
+        match check(r) {
+            Ok(n) => Ok(n as usize),
+            Err(e) if e.raw_os_error() == Some(EINTR) => Ok(0),
+            Err(e) => Err(e),
+        }
     }
 }
 
-/// `ppoll` with a nanosecond timeout (`None`: wait forever); `Ok(0)` on a
-/// timeout and on EINTR.
-pub fn ppoll_fds(fds: &mut [PollFd], timeout_ns: Option<u64>) -> io::Result<usize> {
-    let t = timeout_ns.map(timespec);
-    let tp = t
-        .as_ref()
-        .map_or(std::ptr::null(), |t| t as *const Timespec);
-    // SAFETY: valid array and timespec (or null); no signal mask change.
-    match check(unsafe { ppoll(fds.as_mut_ptr(), fds.len() as c_ulong, tp, std::ptr::null()) }) {
-        Ok(n) => Ok(n as usize),
-        Err(e) if e.raw_os_error() == Some(EINTR) => Ok(0),
-        Err(e) => Err(e),
+impl Drop for Epoll {
+    fn drop(&mut self) {
+        let _ = close_fd(self.0);
     }
 }
 
