@@ -398,8 +398,19 @@ impl Splitter {
     }
 }
 
-fn le32(b: &[u8], at: usize) -> u32 {
+/// Little-endian readers for the stream checks (callers check bounds).
+pub(crate) fn le16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+pub(crate) fn le32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+pub(crate) fn le64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
 }
 
 fn check_trailer(b: &[u8]) -> Result<(), String> {

@@ -15,22 +15,12 @@
 //! never allocates per packet: the client must not be the bottleneck of what
 //! it measures.
 
-use crate::pcapng::{Pcapng, Splitter};
+use crate::pcapng::{le32, le64, Pcapng, Splitter};
 
 use super::format::{
     BYTE_ORDER_MAGIC, EPB_HEAD, EPB_TYPE, IDB_TYPE, MIN_SIZE as MIN_PACKET, OFF_MAGIC, OFF_SEQ,
     OFF_STAMP, PAYLOAD_MAGIC, SHB_TYPE,
 };
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn le64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
 
 /// Incremental checker of one stream.
 #[derive(Debug, Default)]

@@ -13,7 +13,7 @@
 //! is an error, like the synthetic program's check.
 
 use crate::bench::client::Sink;
-use crate::pcapng::Splitter;
+use crate::pcapng::{le16, le32, le64, Splitter};
 
 use super::frame::{self, Decoded, Flows};
 
@@ -39,20 +39,6 @@ const ETHERTYPE_IPV4: [u8; 2] = [0x08, 0x00];
 /// Interfaces one section may describe here (the bench asks for one per
 /// target); more means the stream is not what we think.
 const MAX_INTERFACES: usize = 4096;
-
-fn le16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn le64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
 
 /// Decodes one captured packet of link type `linktype` if it is ours.
 pub fn decode(linktype: u16, data: &[u8]) -> Option<Decoded> {
