@@ -713,3 +713,67 @@ mod packet_sockets {
         assert_eq!(procs::packet_sockets_of(me, &a.path()), 0);
     }
 }
+
+/// The traffic programs declare their C structures by hand (they are
+/// compiled without crates); here those layouts meet the `libc` crate's.
+mod traffic_sys {
+    use std::mem::{align_of, size_of};
+
+    use nix::libc;
+    use packetflix_testkit::traffic::sys;
+
+    #[test]
+    fn hand_written_layouts_match_the_c_library() {
+        assert_eq!(size_of::<sys::Timespec>(), size_of::<libc::timespec>());
+        assert_eq!(size_of::<sys::EpollEvent>(), size_of::<libc::epoll_event>());
+        assert_eq!(
+            align_of::<sys::EpollEvent>(),
+            align_of::<libc::epoll_event>()
+        );
+        assert_eq!(size_of::<sys::SockaddrLl>(), size_of::<libc::sockaddr_ll>());
+        assert_eq!(size_of::<sys::Iovec>(), size_of::<libc::iovec>());
+        assert_eq!(size_of::<sys::Msghdr>(), size_of::<libc::msghdr>());
+        assert_eq!(size_of::<sys::Mmsghdr>(), size_of::<libc::mmsghdr>());
+        assert_eq!(align_of::<sys::Mmsghdr>(), align_of::<libc::mmsghdr>());
+        assert_eq!(
+            size_of::<sys::TpacketReq3>(),
+            size_of::<libc::tpacket_req3>()
+        );
+        assert_eq!(sys::TPACKET_REQ_LEN, size_of::<libc::tpacket_req>());
+        assert_eq!(
+            size_of::<sys::TpacketStats>(),
+            size_of::<libc::tpacket_stats_v3>()
+        );
+        assert_eq!(size_of::<sys::Rusage>(), size_of::<libc::rusage>());
+    }
+
+    #[test]
+    fn hand_written_constants_match_the_c_library() {
+        assert_eq!(sys::AF_PACKET, libc::AF_PACKET);
+        assert_eq!(sys::SOCK_RAW, libc::SOCK_RAW);
+        assert_eq!(sys::SOCK_CLOEXEC, libc::SOCK_CLOEXEC);
+        assert_eq!(sys::SOL_PACKET, libc::SOL_PACKET);
+        assert_eq!(sys::PACKET_RX_RING, libc::PACKET_RX_RING);
+        assert_eq!(sys::PACKET_STATISTICS, libc::PACKET_STATISTICS);
+        assert_eq!(sys::PACKET_VERSION, libc::PACKET_VERSION);
+        assert_eq!(sys::PACKET_QDISC_BYPASS, libc::PACKET_QDISC_BYPASS);
+        assert_eq!(sys::TPACKET_V2, libc::tpacket_versions::TPACKET_V2 as i32);
+        assert_eq!(sys::TPACKET_V3, libc::tpacket_versions::TPACKET_V3 as i32);
+        assert_eq!(i32::from(sys::ETH_P_ALL), libc::ETH_P_ALL);
+        assert_eq!(i32::from(sys::ETH_P_IP), libc::ETH_P_IP);
+        assert_eq!(u64::from(sys::TP_STATUS_USER), libc::TP_STATUS_USER as u64);
+        assert_eq!(sys::MAP_SHARED, libc::MAP_SHARED);
+        assert_eq!(sys::EPOLL_CLOEXEC, libc::EPOLL_CLOEXEC);
+        assert_eq!(sys::EPOLL_CTL_ADD, libc::EPOLL_CTL_ADD);
+        assert_eq!(sys::EPOLL_CTL_DEL, libc::EPOLL_CTL_DEL);
+        assert_eq!(sys::EPOLLIN, libc::EPOLLIN as u32);
+        assert_eq!(sys::EPOLLERR, libc::EPOLLERR as u32);
+        assert_eq!(sys::EPOLLHUP, libc::EPOLLHUP as u32);
+        assert_eq!(sys::CLONE_NEWNET, libc::CLONE_NEWNET);
+        assert_eq!(sys::PR_SET_PDEATHSIG, libc::PR_SET_PDEATHSIG);
+        assert_eq!(sys::SIGKILL as i32, libc::SIGKILL);
+        assert_eq!(sys::CLOCK_MONOTONIC, libc::CLOCK_MONOTONIC);
+        assert_eq!(sys::TIMER_ABSTIME, libc::TIMER_ABSTIME);
+        assert_eq!(sys::EINTR, libc::EINTR);
+    }
+}

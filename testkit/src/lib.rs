@@ -23,6 +23,9 @@
 //! - stand-ins: [`ghostwire`] (the discovery service), [`upstream`] (an
 //!   origin behind the discovery proxy), [`pcapgen`] (the synthetic capture
 //!   program, its stream format and its stream check);
+//! - real traffic: [`traffic`] (namespaces joined by veth pairs, a UDP
+//!   generator, the reference ring reader, and a decoder of captures of
+//!   that traffic);
 //! - clients: [`ws`] (tungstenite), [`rawws`] and [`wsframes`] (websocket by
 //!   hand), [`http`] (raw HTTP/1.1), [`tls`] and [`pki`] (certificates, TLS
 //!   and third-party wss clients), [`latency`] (`/version` probes);
@@ -47,6 +50,7 @@ pub mod procs;
 pub mod rawws;
 pub mod service;
 pub mod tls;
+pub mod traffic;
 pub mod upstream;
 pub mod ws;
 pub mod wsframes;

@@ -470,6 +470,123 @@ fn decode_ipv4(p: &Packet) -> Option<Ipv4Packet> {
     })
 }
 
+/// Larger blocks than this come from neither dumpcap (262144-byte snap
+/// length plus headers) nor the service (an SHB with a target document of
+/// at most 256 KiB): a length beyond it means a stream lost its framing.
+pub const MAX_BLOCK: usize = 1 << 20;
+/// Smallest legal block: type, length, trailing length.
+const MIN_BLOCK: usize = 12;
+
+/// Splits a little-endian pcapng byte stream, fed in pieces of any size
+/// (reads, websocket messages), into whole blocks, checking each block's
+/// leading and trailing lengths. A block is copied only when it spans two
+/// pieces; everything else is handed over in place. Sans-IO, no allocation
+/// per block: the bench's readers must never be what a bench measures.
+#[derive(Debug)]
+pub struct Splitter {
+    carry: Vec<u8>,
+    max_block: usize,
+}
+
+impl Default for Splitter {
+    fn default() -> Self {
+        Splitter::new(MAX_BLOCK)
+    }
+}
+
+impl Splitter {
+    pub fn new(max_block: usize) -> Splitter {
+        Splitter {
+            carry: Vec::new(),
+            max_block,
+        }
+    }
+
+    /// Bytes of an unfinished block held back.
+    pub fn pending(&self) -> usize {
+        self.carry.len()
+    }
+
+    /// Hands every block `data` completes to `block`, in order; stops at
+    /// the first bad length or the first error `block` returns.
+    pub fn feed(
+        &mut self,
+        mut data: &[u8],
+        mut block: impl FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<(), String> {
+        if !self.carry.is_empty() {
+            let mut carry = std::mem::take(&mut self.carry);
+            if carry.len() < 8 {
+                let take = (8 - carry.len()).min(data.len());
+                carry.extend_from_slice(&data[..take]);
+                data = &data[take..];
+                if carry.len() < 8 {
+                    self.carry = carry;
+                    return Ok(());
+                }
+            }
+            let len = self.block_len(&carry)?;
+            let take = (len - carry.len()).min(data.len());
+            carry.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if carry.len() < len {
+                self.carry = carry;
+                return Ok(());
+            }
+            let r = check_trailer(&carry).and_then(|()| block(&carry));
+            carry.clear();
+            self.carry = carry; // keeps the allocation
+            r?;
+        }
+        while data.len() >= 8 {
+            let len = self.block_len(data)?;
+            if data.len() < len {
+                break;
+            }
+            check_trailer(&data[..len])?;
+            block(&data[..len])?;
+            data = &data[len..];
+        }
+        self.carry.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn block_len(&self, b: &[u8]) -> Result<usize, String> {
+        let len = le32(b, 4) as usize;
+        if len < MIN_BLOCK || len % 4 != 0 || len > self.max_block {
+            return Err(format!("bad block length {len} (type {:#x})", le32(b, 0)));
+        }
+        Ok(len)
+    }
+}
+
+/// Little-endian readers for the stream checks (callers check bounds).
+pub(crate) fn le16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+pub(crate) fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+pub(crate) fn le64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+fn check_trailer(b: &[u8]) -> Result<(), String> {
+    let len = b.len();
+    let trailer = le32(b, len - 4) as usize;
+    if trailer != len {
+        return Err(format!(
+            "block (type {:#x}): trailing length {trailer} != leading length {len}",
+            le32(b, 0)
+        ));
+    }
+    Ok(())
+}
+
 /// One packet as tshark decodes it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TsharkRow {

@@ -226,6 +226,19 @@ pub fn open_fds(pid: i32) -> usize {
         .unwrap_or(0)
 }
 
+/// What each of a process's descriptors refers to (`/proc/PID/fd/*` link
+/// targets such as `pipe:[123]`, `socket:[456]`, `/dev/null`).
+pub fn fd_targets(pid: i32) -> Vec<String> {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| fs::read_link(e.path()).ok())
+                .map(|t| t.to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A field of /proc/PID/status, value text trimmed.
 pub fn status_field(pid: i32, key: &str) -> Option<String> {
     let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -298,6 +311,40 @@ pub fn tasks_run_ns(pid: i32) -> Option<u64> {
         sum += schedstat_ns(&task.path().join("schedstat"))?;
     }
     Some(sum)
+}
+
+/// Voluntary plus involuntary context switches of all the process's live
+/// threads (`/proc/PID/task/*/status`): how often it went to sleep and was
+/// woken, or was preempted; the wakeups a quiet program should not make.
+pub fn task_ctx_switches(pid: i32) -> Option<u64> {
+    let mut sum = 0;
+    for task in fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let Ok(text) = fs::read_to_string(task.path().join("status")) else {
+            continue; // the thread exited meanwhile
+        };
+        sum += status_number(&text, "voluntary_ctxt_switches").unwrap_or(0)
+            + status_number(&text, "nonvoluntary_ctxt_switches").unwrap_or(0);
+    }
+    Some(sum)
+}
+
+/// Anonymous resident memory in KiB (`RssAnon` of /proc/PID/status): what
+/// the process itself allocated, without file and shared mappings.
+pub fn rss_anon_kib(pid: i32) -> Option<u64> {
+    status_number(
+        &fs::read_to_string(format!("/proc/{pid}/status")).ok()?,
+        "RssAnon",
+    )
+}
+
+/// Proportional set size in KiB (`Pss` of /proc/PID/smaps_rollup): each
+/// shared page counted as its share, so the sum over processes is what
+/// they cost together.
+pub fn pss_kib(pid: i32) -> Option<u64> {
+    status_number(
+        &fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?,
+        "Pss",
+    )
 }
 
 /// The inode of the network namespace a process is in.

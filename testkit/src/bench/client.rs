@@ -1,7 +1,8 @@
 //! The benchmark client: N capture streams read on one thread with one poll.
 //!
 //! Each connection is raw TCP (the baseline relay) or a websocket upgrade (the
-//! service, websocat); either way the bytes end up in a [`StreamCheck`], so
+//! service, websocat); either way the bytes end up in a [`Sink`] (the
+//! synthetic program's [`StreamCheck`] unless told otherwise), so
 //! both paths do the same work per byte apart from websocket framing. It
 //! reads as fast as the kernel hands data over, records setup times
 //! (connect → 101 → first byte) and per-packet latency, and never judges a
@@ -20,6 +21,51 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::mono_ns;
 use crate::pcapgen::StreamCheck;
+
+/// What consumes a stream's bytes as they arrive: counts, checks and
+/// latencies. Implemented by the synthetic program's [`StreamCheck`] and by
+/// [`crate::traffic::check::TrafficCheck`] (real captures of the engine
+/// bench's traffic). Must never block or allocate per packet.
+pub trait Sink {
+    /// The next bytes of the stream, read at CLOCK_MONOTONIC `now_ns`.
+    fn feed(&mut self, data: &[u8], now_ns: u64);
+    /// The verdict once the stream ended.
+    fn finish(&mut self) -> Result<(), String>;
+    fn bytes(&self) -> u64;
+    fn blocks(&self) -> u64;
+    fn packets(&self) -> u64;
+    fn error(&self) -> Option<&str>;
+    /// The `now_ns` of the feed that completed the first packet.
+    fn first_packet_ns(&self) -> Option<u64>;
+    fn take_latencies(&mut self) -> Vec<u64>;
+}
+
+impl Sink for StreamCheck {
+    fn feed(&mut self, data: &[u8], now_ns: u64) {
+        StreamCheck::feed(self, data, now_ns)
+    }
+    fn finish(&mut self) -> Result<(), String> {
+        StreamCheck::finish(self)
+    }
+    fn bytes(&self) -> u64 {
+        StreamCheck::bytes(self)
+    }
+    fn blocks(&self) -> u64 {
+        StreamCheck::blocks(self)
+    }
+    fn packets(&self) -> u64 {
+        StreamCheck::packets(self)
+    }
+    fn error(&self) -> Option<&str> {
+        StreamCheck::error(self)
+    }
+    fn first_packet_ns(&self) -> Option<u64> {
+        StreamCheck::first_packet_ns(self)
+    }
+    fn take_latencies(&mut self) -> Vec<u64> {
+        StreamCheck::take_latencies(self)
+    }
+}
 use crate::wsframes::{self as ws, Control, FrameReader, Upgrade};
 
 /// Read buffer shared by all connections: large enough that a busy stream
@@ -91,7 +137,7 @@ enum Phase {
     Done,
 }
 
-struct Conn {
+struct Conn<S> {
     spec: ConnSpec,
     phase: Phase,
     stream: Option<TcpStream>,
@@ -99,7 +145,7 @@ struct Conn {
     key: String,
     head: Vec<u8>,
     frames: FrameReader,
-    check: StreamCheck,
+    check: S,
     controls: Vec<Control>,
     res: ConnResult,
 }
@@ -112,12 +158,15 @@ pub enum Until {
     /// Every stream delivered at least this many pcapng blocks (or failed);
     /// the connections stay open.
     AllHaveBlocks(u64),
+    /// Read until the time limit, which then fails nothing: the streams
+    /// stay open (or until every stream ended by itself).
+    TimeUp,
 }
 
 /// Many streams, one thread.
-pub struct Client {
+pub struct Client<S = StreamCheck> {
     poll: Poll,
-    conns: Vec<Conn>,
+    conns: Vec<Conn<S>>,
     queue: VecDeque<usize>,
     max_setups: usize,
     buf: Vec<u8>,
@@ -125,12 +174,27 @@ pub struct Client {
     pub bytes_at_first_finish: Option<Vec<u64>>,
 }
 
-impl Client {
+impl Client<StreamCheck> {
+    /// Streams of the synthetic capture program, each checked by a
+    /// [`StreamCheck`].
     pub fn new(specs: Vec<ConnSpec>, max_setups: usize) -> io::Result<Client> {
+        Client::with_sinks(specs, max_setups, |spec| {
+            StreamCheck::new(spec.record_latency)
+        })
+    }
+}
+
+impl<S: Sink> Client<S> {
+    /// Streams consumed by sinks `make` builds, one per connection.
+    pub fn with_sinks(
+        specs: Vec<ConnSpec>,
+        max_setups: usize,
+        mut make: impl FnMut(&ConnSpec) -> S,
+    ) -> io::Result<Client<S>> {
         let conns = specs
             .into_iter()
             .map(|spec| Conn {
-                check: StreamCheck::new(spec.record_latency),
+                check: make(&spec),
                 spec,
                 phase: Phase::Queued,
                 stream: None,
@@ -150,6 +214,17 @@ impl Client {
             buf: vec![0; READ_BUF],
             bytes_at_first_finish: None,
         })
+    }
+
+    /// Each connection's sink so far, in the order of the specs.
+    pub fn sinks(&self) -> impl Iterator<Item = &S> {
+        self.conns.iter().map(|c| &c.check)
+    }
+
+    /// Each connection's results so far (times, close, error; counts are
+    /// the sinks').
+    pub fn results(&self) -> impl Iterator<Item = &ConnResult> {
+        self.conns.iter().map(|c| &c.res)
     }
 
     fn setups_in_flight(&self) -> usize {
@@ -196,13 +271,14 @@ impl Client {
     fn satisfied(&self, until: Until) -> bool {
         self.queue.is_empty()
             && self.conns.iter().all(|c| match until {
-                Until::AllDone => c.phase == Phase::Done,
+                Until::AllDone | Until::TimeUp => c.phase == Phase::Done,
                 Until::AllHaveBlocks(n) => c.phase == Phase::Done || c.check.blocks() >= n,
             })
     }
 
     /// Drives all streams until `until` holds or `limit` passes; streams not
-    /// finished by then are marked as timed out (and closed, for `AllDone`).
+    /// finished by then are marked as timed out (and closed, for `AllDone`;
+    /// left alone for `TimeUp`).
     pub fn run(&mut self, until: Until, limit: Duration) {
         let deadline = Instant::now() + limit;
         let mut events = Events::with_capacity(EVENTS);
@@ -221,6 +297,7 @@ impl Client {
                     let short = match until {
                         Until::AllDone => true,
                         Until::AllHaveBlocks(n) => c.check.blocks() < n,
+                        Until::TimeUp => false,
                     };
                     if short {
                         fail(c, msg);
@@ -319,6 +396,14 @@ impl Client {
     /// Results in the order of the specs; consumes the client, closing
     /// every connection still open.
     pub fn finish(self) -> Vec<ConnResult> {
+        self.finish_with_sinks()
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect()
+    }
+
+    /// [`Client::finish`], with each connection's sink.
+    pub fn finish_with_sinks(self) -> Vec<(ConnResult, S)> {
         self.conns
             .into_iter()
             .map(|mut c| {
@@ -331,7 +416,7 @@ impl Client {
                 if c.res.error.is_none() {
                     c.res.error = c.check.error().map(str::to_string);
                 }
-                c.res
+                (c.res, c.check)
             })
             .collect()
     }
@@ -353,7 +438,7 @@ impl Client {
     }
 }
 
-fn flush(c: &mut Conn) -> io::Result<()> {
+fn flush<S>(c: &mut Conn<S>) -> io::Result<()> {
     while !c.out.is_empty() {
         let Some(s) = c.stream.as_mut() else {
             return Ok(());
@@ -371,7 +456,7 @@ fn flush(c: &mut Conn) -> io::Result<()> {
     Ok(())
 }
 
-fn fail(c: &mut Conn, why: String) {
+fn fail<S>(c: &mut Conn<S>, why: String) {
     if c.res.error.is_none() {
         c.res.error = Some(why);
     }
@@ -381,7 +466,7 @@ fn fail(c: &mut Conn, why: String) {
         .get_or_insert(mono_ns().saturating_sub(c.res.start_mono_ns));
 }
 
-fn complete(c: &mut Conn) {
+fn complete<S: Sink>(c: &mut Conn<S>) {
     let now = mono_ns();
     c.phase = Phase::Done;
     c.res.end_ns = Some(now - c.res.start_mono_ns);
@@ -397,7 +482,7 @@ fn complete(c: &mut Conn) {
     }
 }
 
-fn eof(c: &mut Conn) {
+fn eof<S: Sink>(c: &mut Conn<S>) {
     match c.phase {
         Phase::Streaming if matches!(c.spec.proto, Proto::Raw) => complete(c),
         Phase::Streaming => fail(c, "connection closed without a close frame".into()),
@@ -405,7 +490,7 @@ fn eof(c: &mut Conn) {
     }
 }
 
-fn received(c: &mut Conn, data: &[u8], now: u64) {
+fn received<S: Sink>(c: &mut Conn<S>, data: &[u8], now: u64) {
     if c.phase == Phase::Upgrading {
         c.head.extend_from_slice(data);
         match ws::check_upgrade(&c.head, &c.key) {

@@ -8,13 +8,16 @@
 //! is the raw relay; [`websocat`] finds the other relay; the kit's
 //! [`crate::service`] starts the servers, [`crate::procs`] reads them,
 //! [`crate::ghostwire`] answers for discovery; [`scenarios`] runs the
-//! issue's measurements; [`report`] prints and serialises them; [`stats`]
-//! holds the percentile rules. Nothing here asserts a timing: numbers are
+//! issue's measurements; [`engine`] measures the capture engines against
+//! the reference ring reader on real traffic ([`crate::traffic`]);
+//! [`report`] prints and serialises them; [`stats`] holds the percentile
+//! rules. Nothing here asserts a timing: numbers are
 //! reported, never judged pass/fail, except against the targets in
 //! the report.
 
 pub mod baseline;
 pub mod client;
+pub mod engine;
 pub mod report;
 pub mod scenarios;
 pub mod stats;

@@ -155,6 +155,41 @@ pub struct Report {
 }
 
 impl Report {
+    /// A report of `scenarios` from a run that began at `started`, without
+    /// targets (the caller judges them on the report). Values that are not
+    /// finite (a ratio over a run shorter than a clock tick is 0/0) are
+    /// dropped: absent rather than NaN, which JSON cannot carry.
+    pub fn assemble(
+        started: std::time::Instant,
+        mut machine: Machine,
+        config: serde_json::Value,
+        mut scenarios: Vec<Scenario>,
+        notes: Vec<String>,
+    ) -> Report {
+        for m in scenarios.iter_mut().flat_map(|s| s.results.iter_mut()) {
+            m.metrics.retain(|_, v| v.is_finite());
+            m.vs_baseline.retain(|_, v| v.is_finite());
+            for vals in m.rounds.values_mut() {
+                vals.retain(|v| v.is_finite());
+            }
+        }
+        machine.loadavg_end = loadavg();
+        Report {
+            schema: SCHEMA,
+            started_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+                .saturating_sub(started.elapsed().as_secs()),
+            duration_s: started.elapsed().as_secs_f64(),
+            machine,
+            config,
+            scenarios,
+            targets: vec![],
+            notes,
+        }
+    }
+
     pub fn find(&self, scenario: &str, system: &str) -> Option<&Measurement> {
         self.scenarios
             .iter()

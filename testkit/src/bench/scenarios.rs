@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::baseline::RawRelay;
 use super::client::{Client, ConnResult, ConnSpec, Proto, Until, DEFAULT_MAX_SETUPS};
-use super::report::{Machine, Measurement, Report, Scenario, Status, TargetCheck, SCHEMA};
+use super::report::{Machine, Measurement, Report, Scenario, Status, TargetCheck};
 use super::stats::{latency_summary, median, percentile};
 use super::{env_num, mono_ns, thread_cpu_ns};
 use crate::ghostwire::{self, GhostWire};
@@ -1487,30 +1487,8 @@ pub fn run_all(cfg: &BenchConfig, paths: &Paths, progress: &dyn Fn(&str)) -> Rep
             "{leftover} generator processes still running after all systems stopped"
         ));
     }
-    // A ratio over a run shorter than a clock tick is 0/0: undefined, so
-    // absent rather than NaN (which JSON cannot carry).
-    for m in scenarios.iter_mut().flat_map(|s| s.results.iter_mut()) {
-        m.metrics.retain(|_, v| v.is_finite());
-        m.vs_baseline.retain(|_, v| v.is_finite());
-        for vals in m.rounds.values_mut() {
-            vals.retain(|v| v.is_finite());
-        }
-    }
-    machine.loadavg_end = super::report::loadavg();
-    let mut report = Report {
-        schema: SCHEMA,
-        started_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-            .saturating_sub(started.elapsed().as_secs()),
-        duration_s: 0.0,
-        machine,
-        config: serde_json::to_value(cfg).unwrap_or_default(),
-        scenarios,
-        targets: vec![],
-        notes,
-    };
+    let config = serde_json::to_value(cfg).unwrap_or_default();
+    let mut report = Report::assemble(started, machine, config, scenarios, notes);
     report.targets = targets(&report, cfg);
     report.duration_s = started.elapsed().as_secs_f64();
     report

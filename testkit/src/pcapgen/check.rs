@@ -15,34 +15,17 @@
 //! never allocates per packet: the client must not be the bottleneck of what
 //! it measures.
 
-use crate::pcapng::Pcapng;
+use crate::pcapng::{le32, le64, Pcapng, Splitter};
 
 use super::format::{
     BYTE_ORDER_MAGIC, EPB_HEAD, EPB_TYPE, IDB_TYPE, MIN_SIZE as MIN_PACKET, OFF_MAGIC, OFF_SEQ,
     OFF_STAMP, PAYLOAD_MAGIC, SHB_TYPE,
 };
 
-/// Smallest legal block: type, length, trailing length.
-const MIN_BLOCK: usize = 12;
-/// Larger blocks than this cannot come from the generator (65535-byte packets
-/// plus headers, or an SHB with the service's YAML comment): a length beyond
-/// it means the stream lost its framing.
-const MAX_BLOCK: usize = 1 << 20;
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn le64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
-
 /// Incremental checker of one stream.
 #[derive(Debug, Default)]
 pub struct StreamCheck {
-    carry: Vec<u8>,
+    split: Splitter,
     bytes: u64,
     blocks: u64,
     packets: u64,
@@ -65,81 +48,26 @@ impl StreamCheck {
 
     /// Feeds the next bytes of the stream, read at CLOCK_MONOTONIC `now_ns`.
     /// After the first error the rest of the stream is only counted.
-    pub fn feed(&mut self, mut data: &[u8], now_ns: u64) {
+    pub fn feed(&mut self, data: &[u8], now_ns: u64) {
         self.bytes += data.len() as u64;
         if self.error.is_some() {
             return;
         }
-        if !self.carry.is_empty() {
-            let mut carry = std::mem::take(&mut self.carry);
-            if carry.len() < 8 {
-                let take = (8 - carry.len()).min(data.len());
-                carry.extend_from_slice(&data[..take]);
-                data = &data[take..];
-                if carry.len() < 8 {
-                    self.carry = carry;
-                    return;
-                }
-            }
-            let len = match self.block_len(&carry) {
-                Some(len) => len,
-                None => return,
-            };
-            let take = (len - carry.len()).min(data.len());
-            carry.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            if carry.len() < len {
-                self.carry = carry;
-                return;
-            }
-            self.block(&carry, now_ns);
-            carry.clear();
-            self.carry = carry; // keeps the allocation
-            if self.error.is_some() {
-                return;
-            }
+        let mut split = std::mem::take(&mut self.split);
+        let r = split.feed(data, |b| {
+            self.block(b, now_ns);
+            self.error.clone().map_or(Ok(()), Err)
+        });
+        self.split = split;
+        if let Err(e) = r {
+            let after = self.blocks;
+            self.fail(format!("{e} after {after} blocks"));
         }
-        while data.len() >= 8 {
-            let len = match self.block_len(data) {
-                Some(len) => len,
-                None => return,
-            };
-            if data.len() < len {
-                break;
-            }
-            self.block(&data[..len], now_ns);
-            if self.error.is_some() {
-                return;
-            }
-            data = &data[len..];
-        }
-        self.carry.extend_from_slice(data);
-    }
-
-    /// The total length of the block starting at `b` (8+ bytes available).
-    fn block_len(&mut self, b: &[u8]) -> Option<usize> {
-        let len = le32(b, 4) as usize;
-        if len < MIN_BLOCK || len % 4 != 0 || len > MAX_BLOCK {
-            self.fail(format!(
-                "bad block length {len} (type {:#x}) after {} blocks",
-                le32(b, 0),
-                self.blocks
-            ));
-            return None;
-        }
-        Some(len)
     }
 
     fn block(&mut self, b: &[u8], now_ns: u64) {
         let len = b.len();
         let btype = le32(b, 0);
-        if le32(b, len - 4) as usize != len {
-            return self.fail(format!(
-                "block {} (type {btype:#x}): trailing length {} != leading length {len}",
-                self.blocks,
-                le32(b, len - 4)
-            ));
-        }
         let first = self.blocks == 0;
         self.blocks += 1;
         match btype {
@@ -218,10 +146,10 @@ impl StreamCheck {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
-        if !self.carry.is_empty() {
+        if self.split.pending() > 0 {
             let e = format!(
                 "stream ended inside a block ({} bytes pending)",
-                self.carry.len()
+                self.split.pending()
             );
             self.error = Some(e.clone());
             return Err(e);
