@@ -45,11 +45,11 @@ pub const SWEEP_ABOVE: u32 = 50;
 pub const IMMEDIATE_BELOW: u64 = 20;
 /// The shortest and the longest sweep period.
 pub const SWEEP_MIN: Duration = Duration::from_millis(1);
-pub const SWEEP_MAX: Duration = Duration::from_millis(4);
+pub const SWEEP_MAX: Duration = Duration::from_micros(2500);
 /// Sweep period per swept capture: one message per capture per sweep costs
-/// a few microseconds, so the period grows with the captures (1 ms up to 50
-/// of them, 4 ms at 200) to keep the messages a second bounded.
-pub const SWEEP_PER_CAPTURE: Duration = Duration::from_micros(20);
+/// a few microseconds, so the period grows with the captures (1 ms up to 80
+/// of them, 2.5 ms from 200) to keep the messages a second bounded.
+pub const SWEEP_PER_CAPTURE: Duration = Duration::from_nanos(12_500);
 
 /// How often a capture whose interface went down is checked for being
 /// gone: libpcap's own poll timeout while an interface is down is a
@@ -102,6 +102,11 @@ pub struct Native {
     token: Token,
     /// When its sockets were last asked for errors.
     checked: Instant,
+    /// The loop turn (its time) in which a read emptied the rings: another
+    /// read in the same turn would only catch the packets that trickled in
+    /// meanwhile, a message and a `writev` for one or two packets each, so
+    /// it waits for the next wakeup or sweep.
+    emptied: Option<Instant>,
     /// Packets the kernel dropped for it, once it ended (for `/metrics`).
     pub dropped: u64,
 }
@@ -132,6 +137,7 @@ impl Native {
             closer,
             token,
             checked: now,
+            emptied: None,
             dropped: 0,
         }
     }
@@ -217,9 +223,15 @@ impl Native {
             match &mut self.state {
                 State::Opening | State::Done => return Read::WouldBlock,
                 State::Running(c) => {
+                    if self.emptied == Some(now) && !self.stopping {
+                        return Read::WouldBlock;
+                    }
                     let d = c.drain(buf);
                     if d.bytes > 0 {
                         self.packets += d.packets as u64;
+                        if !d.more {
+                            self.emptied = Some(now);
+                        }
                         return Read::Data(d.bytes);
                     }
                     // Woken with nothing to read (immediate mode): an error
