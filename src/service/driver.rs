@@ -99,11 +99,43 @@ impl Out for Conn {
 #[derive(Default)]
 struct Target {
     netns: Option<Netns>,
-    pid: Option<u32>,
-    stdout: Option<Receiver>,
-    stderr: Option<Receiver>,
-    /// A source of the native engine instead of a program.
-    native: Option<Box<Native>>,
+    source: Src,
+}
+
+/// A target's source as the driver holds it.
+#[derive(Default)]
+enum Src {
+    #[default]
+    None,
+    /// A capture program: its pid and pipes (a pipe is `None` once it ended
+    /// or was let go).
+    Program {
+        pid: u32,
+        stdout: Option<Receiver>,
+        stderr: Option<Receiver>,
+    },
+    /// A source of the native engine.
+    Native(Box<Native>),
+}
+
+impl Target {
+    fn native(&mut self) -> Option<&mut Native> {
+        match &mut self.source {
+            Src::Native(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    fn is_native(&self) -> bool {
+        matches!(self.source, Src::Native(_))
+    }
+
+    fn pid(&self) -> Option<u32> {
+        match self.source {
+            Src::Program { pid, .. } => Some(pid),
+            _ => None,
+        }
+    }
 }
 
 /// A session's descriptors and the loop's bookkeeping for it.
@@ -111,9 +143,6 @@ pub struct Io {
     pub conn: Conn,
     targets: Vec<Target>,
     upstream: Option<Box<Upstream>>,
-    /// The client's address while its TLS handshake is under way (counted
-    /// by the loop's handshake gate until it ends).
-    pub handshaking: Option<core::net::IpAddr>,
     /// Captures the loop counts for this session.
     pub counted: usize,
     /// The deadline last put in the loop's heap for this session.
@@ -126,7 +155,6 @@ impl Io {
             conn,
             targets: Vec::new(),
             upstream: None,
-            handshaking: None,
             counted: 0,
             armed: None,
         }
@@ -143,8 +171,14 @@ impl Io {
     /// The descriptor slot of a capture pipe.
     fn pipe(&mut self, src: Source) -> Option<&mut Option<Receiver>> {
         match src {
-            Source::Output(i) => self.targets.get_mut(i).map(|t| &mut t.stdout),
-            Source::Diag(i) => self.targets.get_mut(i).map(|t| &mut t.stderr),
+            Source::Output(i) => match &mut self.targets.get_mut(i)?.source {
+                Src::Program { stdout, .. } => Some(stdout),
+                _ => None,
+            },
+            Source::Diag(i) => match &mut self.targets.get_mut(i)?.source {
+                Src::Program { stderr, .. } => Some(stderr),
+                _ => None,
+            },
             Source::Client | Source::Upstream => None,
         }
     }
@@ -300,11 +334,9 @@ impl Entry {
             Source::Output(i) => {
                 // A watched native source whose client is not keeping up
                 // waits on the sweep instead of waking the loop per packet.
-                let waits = host.io.targets.get(i).is_some_and(|t| {
-                    t.native
-                        .as_ref()
-                        .is_some_and(|n| n.mode() == Mode::Immediate)
-                }) && !session.may_read(src, &host, *now);
+                let waits = host.io.targets.get(i).is_some_and(
+                    |t| matches!(&t.source, Src::Native(n) if n.mode() == Mode::Immediate),
+                ) && !session.may_read(src, &host, *now);
                 if waits {
                     host.native_paused(i);
                 } else {
@@ -324,12 +356,7 @@ impl Entry {
         result: Result<crate::service::engine::Capture, OpenError>,
     ) {
         let id = self.session.id;
-        let Some(n) = self
-            .io
-            .targets
-            .get_mut(target)
-            .and_then(|t| t.native.as_mut())
-        else {
+        let Some(n) = self.io.targets.get_mut(target).and_then(Target::native) else {
             if let (Ok(c), Some(engine)) = (result, cx.shared.engine.as_ref()) {
                 engine.close(c);
             }
@@ -377,7 +404,7 @@ impl Entry {
 
     /// The target whose program has `pid`, if it is this session's.
     pub fn target_of(&self, pid: u32) -> Option<usize> {
-        self.io.targets.iter().position(|t| t.pid == Some(pid))
+        self.io.targets.iter().position(|t| t.pid() == Some(pid))
     }
 
     /// Whether the connection table may give this slot to a new connection.
@@ -425,7 +452,7 @@ impl OsHost<'_> {
     /// One read of target `i`'s native source; its change of mode goes on
     /// the sweep list.
     fn read_native(&mut self, i: usize, buf: &mut [u8]) -> Read {
-        let Some(n) = self.io.targets.get_mut(i).and_then(|t| t.native.as_mut()) else {
+        let Some(n) = self.io.targets.get_mut(i).and_then(Target::native) else {
             return Read::WouldBlock;
         };
         let (read, switch) = n.read(buf, self.registry, self.now);
@@ -441,7 +468,7 @@ impl OsHost<'_> {
     /// Target `i`'s watched native source waits for its client: onto the
     /// sweep.
     fn native_paused(&mut self, i: usize) {
-        if let Some(n) = self.io.targets.get_mut(i).and_then(|t| t.native.as_mut()) {
+        if let Some(n) = self.io.targets.get_mut(i).and_then(Target::native) {
             let switch = n.pause(self.registry);
             self.shared.switched(switch, (self.key, self.id, i));
         }
@@ -450,7 +477,7 @@ impl OsHost<'_> {
     /// One read of a client still in its TLS handshake, within the loop's
     /// handshake budget for this turn (else it waits for the next turn).
     fn read_handshaking(&mut self, buf: &mut [u8]) -> Read {
-        let Some(peer) = self.io.handshaking else {
+        let Some(peer) = self.io.conn.sock.counted() else {
             return Read::WouldBlock;
         };
         if !self.shared.handshakes.may_work() {
@@ -467,7 +494,7 @@ impl OsHost<'_> {
         self.shared.handshakes.worked(started);
         if !self.io.conn.sock.handshaking() {
             self.shared.handshakes.done(peer);
-            self.io.handshaking = None;
+            self.io.conn.sock.set_counted(None);
         }
         match read {
             Ok(0) => Read::End,
@@ -481,7 +508,7 @@ impl OsHost<'_> {
 impl Host for OsHost<'_> {
     fn read(&mut self, src: Source, buf: &mut [u8]) -> Read {
         match src {
-            Source::Client if self.io.handshaking.is_some() => self.read_handshaking(buf),
+            Source::Client if self.io.conn.sock.counted().is_some() => self.read_handshaking(buf),
             Source::Client => loop {
                 return match self.io.conn.sock.read(buf) {
                     Ok(0) => Read::End,
@@ -495,7 +522,7 @@ impl Host for OsHost<'_> {
                 Some(up) => up.read(buf),
                 None => Read::WouldBlock,
             },
-            Source::Output(i) if self.io.targets.get(i).is_some_and(|t| t.native.is_some()) => {
+            Source::Output(i) if self.io.targets.get(i).is_some_and(Target::is_native) => {
                 self.read_native(i, buf)
             }
             Source::Output(_) | Source::Diag(_) => {
@@ -536,7 +563,7 @@ impl Host for OsHost<'_> {
 
     fn forget(&mut self, src: Source) {
         if let Source::Output(i) = src {
-            if let Some(n) = self.io.targets.get_mut(i).and_then(|t| t.native.as_mut()) {
+            if let Some(n) = self.io.targets.get_mut(i).and_then(Target::native) {
                 n.forget(self.registry);
                 return;
             }
@@ -615,7 +642,7 @@ impl Host for OsHost<'_> {
                 self.shared
                     .opening
                     .insert(ticket, (self.key, self.id, target));
-                self.io.target(target).native = Some(Box::new(native));
+                self.io.target(target).source = Src::Native(Box::new(native));
                 return Ok(Started::Native);
             }
         };
@@ -642,9 +669,11 @@ impl Host for OsHost<'_> {
                 )
             });
         let t = self.io.target(target);
-        t.pid = Some(pid as u32);
-        t.stdout = Some(spawned.stdout);
-        t.stderr = Some(spawned.stderr);
+        t.source = Src::Program {
+            pid: pid as u32,
+            stdout: Some(spawned.stdout),
+            stderr: Some(spawned.stderr),
+        };
         Ok(Started::Process {
             pid: pid as u32,
             watched,
@@ -652,19 +681,14 @@ impl Host for OsHost<'_> {
     }
 
     fn signal(&mut self, target: usize, sig: Sig) {
-        if let Some(n) = self
-            .io
-            .targets
-            .get_mut(target)
-            .and_then(|t| t.native.as_mut())
-        {
+        if let Some(n) = self.io.targets.get_mut(target).and_then(Target::native) {
             // The engine stops at once, whichever signal: the rest of the
             // output, the statistics, the end.
             n.stop();
             self.resume(Source::Output(target));
             return;
         }
-        let Some(pid) = self.io.targets.get(target).and_then(|t| t.pid) else {
+        let Some(pid) = self.io.targets.get(target).and_then(Target::pid) else {
             return;
         };
         // Only a child not yet reaped is ours to signal.

@@ -79,6 +79,9 @@ pub struct TlsStream {
     pending: usize,
     /// Whether the first byte has been looked at (plaintext detection).
     sniffed: bool,
+    /// The client's address while the loop's handshake gate counts this
+    /// connection (`crate::service::handshake`).
+    counted: Option<std::net::IpAddr>,
 }
 
 /// The socket a session talks through.
@@ -97,6 +100,7 @@ impl Transport {
             tls,
             pending: 0,
             sniffed: false,
+            counted: None,
         })))
     }
 
@@ -113,6 +117,22 @@ impl Transport {
         match self {
             Transport::Plain(s) => s.local_addr(),
             Transport::Tls(t) => t.sock.local_addr(),
+        }
+    }
+
+    /// The client's address while the handshake gate counts this
+    /// connection.
+    pub fn counted(&self) -> Option<std::net::IpAddr> {
+        match self {
+            Transport::Plain(_) => None,
+            Transport::Tls(t) => t.counted,
+        }
+    }
+
+    /// Counted (`Some`) by the handshake gate, or no longer.
+    pub fn set_counted(&mut self, peer: Option<std::net::IpAddr>) {
+        if let Transport::Tls(t) = self {
+            t.counted = peer;
         }
     }
 

@@ -196,11 +196,11 @@ impl Reactor {
             };
             debug!("[c{id}] connection from {peer}");
             let local = transport.local_addr().unwrap_or(peer);
-            let mut io = Io::new(Conn::over(transport));
-            io.handshaking = tls.then_some(peer.ip());
+            let mut transport = transport;
+            transport.set_counted(tls.then_some(peer.ip()));
             entry.insert(Entry {
                 session: Session::new(id, peer, local, now),
-                io,
+                io: Io::new(Conn::over(transport)),
             });
             self.settle(key, false);
             metrics::CONNECTIONS_OPEN.inc();

@@ -487,7 +487,7 @@ impl Reactor {
                 let id = e.session.id;
                 self.shared.swept.retain(|w| (w.0, w.1) != (key, id));
                 self.shared.rechecks.retain(|w| (w.0, w.1) != (key, id));
-                if let Some(peer) = e.io.handshaking {
+                if let Some(peer) = e.io.conn.sock.counted() {
                     self.shared.handshakes.done(peer);
                 }
                 metrics::CONNECTIONS_OPEN.dec();
