@@ -51,9 +51,10 @@ fn pinger() -> Container {
 }
 
 /// The project's image with its deployment options; `user` overrides the
-/// image's 65534. The discovery service is pointed at a port nothing
-/// listens on, so a lookup fails fast and visibly.
-fn service(user: Option<&str>, extra: &[&str]) -> (Container, u16) {
+/// image's 65534, `extra` goes to docker, `args` to the service. The
+/// discovery service is pointed at a port nothing listens on, so a lookup
+/// fails fast and visibly.
+fn service(user: Option<&str>, extra: &[&str], args_after: &[&str]) -> (Container, u16) {
     let image = project_image();
     let port = common::service::free_port();
     let gw_port = common::service::free_port();
@@ -73,6 +74,7 @@ fn service(user: Option<&str>, extra: &[&str]) -> (Container, u16) {
     args.extend_from_slice(extra);
     let (port_s, gw_s) = (port.to_string(), gw_port.to_string());
     args.extend([image, "--port", &port_s, "--gw-port", &gw_s]);
+    args.extend_from_slice(args_after);
     let c = Container::run("svc", &args);
     let up = common::wait_for(READY_TIMEOUT, || {
         common::http::version_status(port) == Some(200)
@@ -139,7 +141,7 @@ fn container_json(c: &Container, netns: u64, pid: i32, starttime: u64) -> String
 #[test]
 fn image_as_root_captures_a_container_by_netns_and_by_container_under_the_seccomp_profile() {
     let ping = pinger();
-    let (svc, port) = service(Some("0"), &[]);
+    let (svc, port) = service(Some("0"), &[], &[]);
     // The profile is in force on the service.
     assert_eq!(status_field(svc.pid(), "Seccomp").trim(), "2");
 
@@ -169,7 +171,7 @@ fn image_as_root_captures_a_container_by_netns_and_by_container_under_the_seccom
 #[test]
 fn image_as_user_65534_captures_with_file_capabilities_and_turns_healthy() {
     let ping = pinger();
-    let (svc, port) = service(None, &["--health-interval", "1s"]);
+    let (svc, port) = service(None, &["--health-interval", "1s"], &[]);
     let spid = svc.pid();
     let uids = status_field(spid, "Uid");
     assert!(uids.split_whitespace().all(|u| u == "65534"), "{uids}");
@@ -220,6 +222,53 @@ fn image_as_user_65534_captures_with_file_capabilities_and_turns_healthy() {
             "thread {tid} ({comm}) at nice {nice}: {threads:?}"
         );
     }
+}
+
+#[test]
+fn image_with_the_native_engine_captures_as_user_65534_under_the_seccomp_profile() {
+    let ping = pinger();
+    let (svc, port) = service(None, &[], &["--capture-engine", "native"]);
+    let spid = svc.pid();
+    assert_eq!(status_field(spid, "Seccomp").trim(), "2");
+    let version = common::http::get(port, "/version");
+    let body = String::from_utf8_lossy(&version.body);
+    assert!(body.contains(r#""capture-engine":"native""#), "{body}");
+
+    let pid = ping.pid();
+    let netns = netns_inode(pid);
+    let ns_path = format!("/proc/{pid}/ns/net");
+    let mut c = common::ws::must_connect(port, &format!("netns={netns}&nif=lo"), &[]);
+    c.wait_capturing(START_TIMEOUT);
+    // The ring is the service's own packet socket in the container's
+    // namespace (opened there by a thread that entered it, under the
+    // profile); no capture program runs.
+    assert_eq!(common::procs::packet_sockets_of(spid, &ns_path), 1);
+    assert!(
+        common::procs::children(spid).is_empty(),
+        "{:?}",
+        common::procs::children(spid)
+    );
+    let seen = c.read_until(
+        |cap| Pcapng::parse(&cap.bytes).is_ok_and(|p| p.has_icmp_from(Ipv4Addr::LOCALHOST)),
+        TRAFFIC_TIMEOUT,
+    );
+    assert!(
+        seen,
+        "no ping captured by the native engine:\n{}",
+        svc.logs()
+    );
+    let _ = c.close(Duration::from_secs(5));
+    let rows = tshark_decode(&c.capture.bytes);
+    assert!(
+        rows.iter()
+            .any(|r| r.src == "127.0.0.1" && r.icmp_type == ECHO_REQUEST && r.interface == "lo"),
+        "tshark shows no echo request on lo: {rows:?}"
+    );
+    // Closing the capture closes the ring.
+    let closed = common::wait_for(START_TIMEOUT, || {
+        common::procs::packet_sockets_of(spid, &ns_path) == 0
+    });
+    assert!(closed, "packet socket left open after the capture ended");
 }
 
 /// The niceness the service's helper threads give themselves
