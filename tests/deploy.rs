@@ -109,11 +109,17 @@ fn mask(pid: i32, key: &str) -> u64 {
 fn capture_pings(port: u16, query: &str, headers: &[(&str, &str)]) -> Pcapng {
     let mut c = common::ws::must_connect(port, query, headers);
     c.wait_capturing(START_TIMEOUT);
+    pings_from(c, query)
+}
+
+/// Reads the capturing `c` until the pinger's echo requests are there,
+/// closes it and checks that tshark decodes them.
+fn pings_from(mut c: common::ws::Client, what: &str) -> Pcapng {
     let seen = c.read_until(
         |cap| Pcapng::parse(&cap.bytes).is_ok_and(|p| p.has_icmp_from(Ipv4Addr::LOCALHOST)),
         TRAFFIC_TIMEOUT,
     );
-    assert!(seen, "no ping from the container captured with {query:?}");
+    assert!(seen, "no ping from the container captured with {what:?}");
     let _ = c.close(Duration::from_secs(5));
     let rows = tshark_decode(&c.capture.bytes);
     assert!(
@@ -248,22 +254,7 @@ fn image_with_the_native_engine_captures_as_user_65534_under_the_seccomp_profile
         "{:?}",
         common::procs::children(spid)
     );
-    let seen = c.read_until(
-        |cap| Pcapng::parse(&cap.bytes).is_ok_and(|p| p.has_icmp_from(Ipv4Addr::LOCALHOST)),
-        TRAFFIC_TIMEOUT,
-    );
-    assert!(
-        seen,
-        "no ping captured by the native engine:\n{}",
-        svc.logs()
-    );
-    let _ = c.close(Duration::from_secs(5));
-    let rows = tshark_decode(&c.capture.bytes);
-    assert!(
-        rows.iter()
-            .any(|r| r.src == "127.0.0.1" && r.icmp_type == ECHO_REQUEST && r.interface == "lo"),
-        "tshark shows no echo request on lo: {rows:?}"
-    );
+    pings_from(c, "the native engine");
     // Closing the capture closes the ring.
     let closed = common::wait_for(START_TIMEOUT, || {
         common::procs::packet_sockets_of(spid, &ns_path) == 0

@@ -42,6 +42,16 @@ fn udp_port() -> u16 {
     20_000 + (std::process::id() % 20_000) as u16
 }
 
+/// The query for the datagrams to `port` on the sender's veth end of `pair`.
+fn udp_to_on_a(pair: &VethPair, port: u16) -> String {
+    format!(
+        "netns={}&nif={}&filter={}",
+        pair.a.inode(),
+        pair.a_if,
+        urlencode(&format!("udp dst port {port}"))
+    )
+}
+
 fn now_ns() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -279,12 +289,7 @@ fn the_isbs_hold_the_kernels_counts_and_shutdown_closes_with_1001() {
     let port = udp_port();
     // The sender's own veth end: every datagram sent passes its packet
     // taps before the device, so the kernel's count is what was sent.
-    let q = format!(
-        "netns={}&nif={}&filter={}",
-        pair.a.inode(),
-        pair.a_if,
-        urlencode(&format!("udp dst port {port}"))
-    );
+    let q = udp_to_on_a(&pair, port);
     let mut c = start(&svc, &q, &[]);
     let sock = pair.a.udp_socket();
     const N: u32 = 200;
@@ -349,12 +354,7 @@ fn a_slow_client_makes_the_kernel_drop_and_count_and_nothing_read_is_lost_or_reo
     let pair = VethPair::new();
     let svc = native(&[]);
     let port = udp_port();
-    let q = format!(
-        "netns={}&nif={}&filter={}",
-        pair.a.inode(),
-        pair.a_if,
-        urlencode(&format!("udp dst port {port}"))
-    );
+    let q = udp_to_on_a(&pair, port);
     let mut c = start(&svc, &q, &[]);
     // Small buffers on the client's side: the service's queue, not the
     // kernel's buffers, reaches its high watermark.
@@ -519,12 +519,7 @@ fn a_capture_busy_then_quiet_then_busy_loses_and_reorders_nothing() {
     let pair = VethPair::new();
     let mut svc = native(&[]);
     let port = udp_port();
-    let q = format!(
-        "netns={}&nif={}&filter={}",
-        pair.a.inode(),
-        pair.a_if,
-        urlencode(&format!("udp dst port {port}"))
-    );
+    let q = udp_to_on_a(&pair, port);
     let mut c = start(&svc, &q, &[]);
     let sock = pair.a.udp_socket();
     let to = (pair.b_addr, port);
