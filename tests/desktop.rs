@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use packetflix_testkit as common;
 
 use common::pcapng::{target_yaml, yaml_value};
-use common::{Netns, NsProcess, Pcapng, ScratchDir, Service};
+use common::{encode_uri_component, Netns, NsProcess, Pcapng, ScratchDir, Service};
 
 const CLIENT: &str = env!("CARGO_BIN_EXE_packetflix-capture");
 /// Bound on one helper program (xdg-mime, tshark -D, desktop-file-validate).
@@ -417,20 +417,6 @@ fn xdg_open_with_tshark(desk: &Desk, display: &Display, link: &str, out: &Path) 
         text(&run.stderr)
     );
     read_capture(out).unwrap_or_else(|| panic!("{link}: no capture file; wireshark got: {args}"))
-}
-
-/// JavaScript's encodeURIComponent, as the discovery UI escapes the JSON
-/// in its links.
-fn encode_uri_component(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 // ================================================================ tests

@@ -356,6 +356,7 @@ pub fn parse_netns(text: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use packetflix_testkit::encode_uri_component;
 
     #[test]
     fn http_url_without_port_means_port_80() {
@@ -407,20 +408,6 @@ mod tests {
         );
         assert_eq!(s.params.nif.as_deref(), Some("eth0/lo"));
         assert!(!s.params.chaste);
-    }
-
-    /// JavaScript's `encodeURIComponent`, as the GhostWire UI escapes the
-    /// JSON in its capture links.
-    fn encode_uri_component(s: &str) -> String {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect()
     }
 
     #[test]

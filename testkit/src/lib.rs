@@ -163,6 +163,20 @@ pub fn urlencode(s: &str) -> String {
     out
 }
 
+/// JavaScript's `encodeURIComponent`, as the discovery UI escapes the JSON
+/// in its capture links (it keeps `!~*'()` that [`urlencode`] escapes).
+pub fn encode_uri_component(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// Polls `cond` every 50 ms until it holds or `timeout` passes.
 pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
