@@ -531,18 +531,24 @@ fn sigterm_closes_the_websocket_and_exits_0() {
     interrupt_with(nix::sys::signal::Signal::SIGTERM);
 }
 
-#[test]
-fn refused_capture_prints_the_services_reason_and_leaves_no_file() {
-    let dir = ScratchDir::new("client");
-    let file = dir.join("refused.pcapng");
-    let (port, service) = fake_service(|ws, _| {
+/// A fake service that refuses the capture as the real one refuses an
+/// unknown namespace.
+fn refusing_service() -> (u16, JoinHandle<Seen>) {
+    fake_service(|ws, _| {
         ws.close(Some(CloseFrame {
             code: CloseCode::Policy,
             reason: "network namespace 42 not found".into(),
         }))
         .unwrap();
         After::AwaitClose
-    });
+    })
+}
+
+#[test]
+fn refused_capture_prints_the_services_reason_and_leaves_no_file() {
+    let dir = ScratchDir::new("client");
+    let file = dir.join("refused.pcapng");
+    let (port, service) = refusing_service();
     let run = client(&[&url(port), "--netns", "42", "-w", file.to_str().unwrap()]);
     service.join().unwrap();
     assert_eq!(run.status.code(), Some(1));
@@ -571,14 +577,7 @@ fn refused_capture_into_a_device_or_an_existing_file_removes_neither() {
     let existing = dir.join("existing.pcapng");
     std::fs::write(&existing, b"").expect("file");
     for out in [&device, &existing] {
-        let (port, service) = fake_service(|ws, _| {
-            ws.close(Some(CloseFrame {
-                code: CloseCode::Policy,
-                reason: "network namespace 42 not found".into(),
-            }))
-            .unwrap();
-            After::AwaitClose
-        });
+        let (port, service) = refusing_service();
         let run = client(&[&url(port), "--netns", "42", "-w", out.to_str().unwrap()]);
         service.join().unwrap();
         assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
