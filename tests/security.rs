@@ -404,6 +404,33 @@ fn sigterm_acted_on(svc: &mut Service) -> Duration {
     took
 }
 
+/// The verdict on the hostile reloads of `what`: the probes of `asked`
+/// all answered within the margin, the service grew by at most the budget
+/// (`rss` before and after) and acts on SIGTERM at once.
+fn held_through_reloads(
+    what: &str,
+    asked: &str,
+    probe: Probe,
+    idle: Duration,
+    (before, after): (u64, u64),
+    svc: &mut Service,
+) {
+    let (worst, probes, failed) = probe.finish();
+    let term = sigterm_acted_on(svc);
+    println!(
+        "{what}, {HOSTILE_SIGHUPS} SIGHUPs: {asked} slowest {worst:?} over {probes} probes, {failed} failed (budget {RELOAD_VERSION_BUDGET:?}, failing past {RELOAD_VERSION_MARGIN}x + idle {idle:?}); RSS {before} -> {after} KiB (budget +{RELOAD_RSS_BUDGET_KIB} KiB); SIGTERM acted on in {term:?}"
+    );
+    assert_eq!(failed, 0, "{asked} went unanswered");
+    assert!(
+        worst < RELOAD_VERSION_MARGIN * RELOAD_VERSION_BUDGET + idle,
+        "{asked} took {worst:?}"
+    );
+    assert!(
+        after <= before + RELOAD_RSS_BUDGET_KIB,
+        "RSS {before} -> {after} KiB"
+    );
+}
+
 #[test]
 fn sighup_with_the_token_file_a_fifo_keeps_serving_and_the_old_tokens() {
     let secret = format!("tok-{}", next_id());
@@ -420,7 +447,7 @@ fn sighup_with_the_token_file_a_fifo_keeps_serving_and_the_old_tokens() {
         nix::sys::stat::Mode::from_bits_truncate(0o600),
     )
     .expect("mkfifo");
-    let (before, after) = hostile_reloads(&mut svc, "not a regular file (a FIFO)");
+    let rss = hostile_reloads(&mut svc, "not a regular file (a FIFO)");
     // The old token still opens captures, a wrong one still does not.
     let ns = Netns::new();
     let q = format!("netns={}&nif=lo", ns.inode());
@@ -428,20 +455,7 @@ fn sighup_with_the_token_file_a_fifo_keeps_serving_and_the_old_tokens() {
     assert_eq!(status_of(ok), 101, "the old token was lost");
     let wrong = connect(port, &q, &[("Authorization", "Bearer nope")]);
     assert_eq!(status_of(wrong), 401);
-    let (worst, probes, failed) = probe.finish();
-    let term = sigterm_acted_on(&mut svc);
-    println!(
-        "token file a FIFO, {HOSTILE_SIGHUPS} SIGHUPs: /version slowest {worst:?} over {probes} probes, {failed} failed (budget {RELOAD_VERSION_BUDGET:?}, failing past {RELOAD_VERSION_MARGIN}x + idle {idle:?}); RSS {before} -> {after} KiB (budget +{RELOAD_RSS_BUDGET_KIB} KiB); SIGTERM acted on in {term:?}"
-    );
-    assert_eq!(failed, 0, "/version went unanswered");
-    assert!(
-        worst < RELOAD_VERSION_MARGIN * RELOAD_VERSION_BUDGET + idle,
-        "/version took {worst:?}"
-    );
-    assert!(
-        after <= before + RELOAD_RSS_BUDGET_KIB,
-        "RSS {before} -> {after} KiB"
-    );
+    held_through_reloads("token file a FIFO", "/version", probe, idle, rss, &mut svc);
 }
 
 #[test]
@@ -469,22 +483,16 @@ fn sighup_with_the_certificate_at_dev_zero_keeps_serving_and_the_old_certificate
     // The certificate becomes an endless device.
     std::fs::remove_file(&cert).expect("remove certificate");
     std::os::unix::fs::symlink("/dev/zero", &cert).expect("symlink");
-    let (before, after) = hostile_reloads(&mut svc, "not a regular file (a character device)");
-    let (worst, probes, failed) = probe.finish();
+    let rss = hostile_reloads(&mut svc, "not a regular file (a character device)");
     // The old certificate is still served.
     assert!(probe_once(), "the old certificate was lost");
-    let term = sigterm_acted_on(&mut svc);
-    println!(
-        "certificate at /dev/zero, {HOSTILE_SIGHUPS} SIGHUPs: /version over TLS slowest {worst:?} over {probes} probes, {failed} failed (budget {RELOAD_VERSION_BUDGET:?}, failing past {RELOAD_VERSION_MARGIN}x + idle {idle:?}); RSS {before} -> {after} KiB (budget +{RELOAD_RSS_BUDGET_KIB} KiB); SIGTERM acted on in {term:?}"
-    );
-    assert_eq!(failed, 0, "/version went unanswered");
-    assert!(
-        worst < RELOAD_VERSION_MARGIN * RELOAD_VERSION_BUDGET + idle,
-        "/version took {worst:?}"
-    );
-    assert!(
-        after <= before + RELOAD_RSS_BUDGET_KIB,
-        "RSS {before} -> {after} KiB"
+    held_through_reloads(
+        "certificate at /dev/zero",
+        "/version over TLS",
+        probe,
+        idle,
+        rss,
+        &mut svc,
     );
 }
 
