@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token, Waker};
 use packetflix::service::engine::{Capture, Engine, OpenError, OpenRequest};
-use packetflix_testkit::{Netns, Pcapng, VethPair};
+use packetflix_testkit::{pcapng, Netns, Pcapng, VethPair};
 
 const WAKE: Token = Token(0);
 const RING: Token = Token(1);
@@ -299,17 +299,10 @@ fn packets_pass_the_filter_with_nanosecond_times_and_the_isbs_hold_the_kernels_c
     let parsed = Pcapng::parse(&stream).unwrap();
     assert_eq!(parsed.packets.len(), 50, "only the filter's packets");
     assert_eq!(udp_to(&parsed, p), 50);
-    let isb = block_options(&stream, 5, 12);
-    assert_eq!(isb.len(), 1);
-    let opt = |code| {
-        isb[0]
-            .1
-            .iter()
-            .find(|(c, _)| *c == code)
-            .map(|(_, v)| u64::from_ne_bytes(v[..8].try_into().unwrap()))
-    };
-    assert_eq!(opt(4), Some(50), "isb_ifrecv");
-    assert_eq!(opt(5), Some(0), "isb_ifdrop");
+    assert_eq!(parsed.stats.len(), 1);
+    let isb = &parsed.stats[0];
+    assert_eq!(isb.counter(pcapng::ISB_IFRECV), Some(50));
+    assert_eq!(isb.counter(pcapng::ISB_IFDROP), Some(0));
     // Nanoseconds: tshark shows nine digits, and not all end in 000.
     let times =
         packetflix_testkit::pcapng::tshark_fields(&stream, &["frame.time_epoch", "udp.dstport"]);
@@ -345,16 +338,8 @@ fn a_ring_not_read_drops_in_the_kernel_and_the_isb_counts_it() {
     let mut stream = read_until(&mut c, BUF, 1, |_| false);
     stream.extend(c.finish());
     let parsed = Pcapng::parse(&stream).unwrap();
-    let isb = block_options(&stream, 5, 12);
-    let opt = |code| {
-        isb[0]
-            .1
-            .iter()
-            .find(|(c, _)| *c == code)
-            .map(|(_, v)| u64::from_ne_bytes(v[..8].try_into().unwrap()))
-            .unwrap()
-    };
-    let (recv, drop) = (opt(4), opt(5));
+    let counter = |code| parsed.stats[0].counter(code).expect("ISB counter");
+    let (recv, drop) = (counter(pcapng::ISB_IFRECV), counter(pcapng::ISB_IFDROP));
     eprintln!(
         "sent 3000, captured {}, kernel: received {recv}, dropped {drop}",
         parsed.packets.len()
