@@ -42,12 +42,11 @@ fn udp_port() -> u16 {
     20_000 + (std::process::id() % 20_000) as u16
 }
 
-/// The query for the datagrams to `port` on the sender's veth end of `pair`.
-fn udp_to_on_a(pair: &VethPair, port: u16) -> String {
+/// The query for the datagrams to `port` on interface `nif` of the
+/// namespace `netns`.
+fn udp_query(netns: u64, nif: &str, port: u16) -> String {
     format!(
-        "netns={}&nif={}&filter={}",
-        pair.a.inode(),
-        pair.a_if,
+        "netns={netns}&nif={nif}&filter={}",
         urlencode(&format!("udp dst port {port}"))
     )
 }
@@ -228,11 +227,7 @@ fn packets_carry_nanosecond_times_of_the_kernels_clock() {
     let ns = Netns::new();
     let svc = native(&[]);
     let port = udp_port();
-    let q = format!(
-        "netns={}&nif=lo&filter={}",
-        ns.inode(),
-        urlencode(&format!("udp dst port {port}"))
-    );
+    let q = udp_query(ns.inode(), "lo", port);
     let mut c = start(&svc, &q, &[]);
     let sock = ns.udp_socket();
     const N: u32 = 50;
@@ -289,7 +284,7 @@ fn the_isbs_hold_the_kernels_counts_and_shutdown_closes_with_1001() {
     let port = udp_port();
     // The sender's own veth end: every datagram sent passes its packet
     // taps before the device, so the kernel's count is what was sent.
-    let q = udp_to_on_a(&pair, port);
+    let q = udp_query(pair.a.inode(), &pair.a_if, port);
     let mut c = start(&svc, &q, &[]);
     let sock = pair.a.udp_socket();
     const N: u32 = 200;
@@ -354,7 +349,7 @@ fn a_slow_client_makes_the_kernel_drop_and_count_and_nothing_read_is_lost_or_reo
     let pair = VethPair::new();
     let svc = native(&[]);
     let port = udp_port();
-    let q = udp_to_on_a(&pair, port);
+    let q = udp_query(pair.a.inode(), &pair.a_if, port);
     let mut c = start(&svc, &q, &[]);
     // Small buffers on the client's side: the service's queue, not the
     // kernel's buffers, reaches its high watermark.
@@ -447,11 +442,7 @@ fn packets_larger_than_the_loops_buffer_come_whole() {
     let ns = Netns::new();
     let svc = native(&[]);
     let port = udp_port();
-    let q = format!(
-        "netns={}&nif=lo&filter={}",
-        ns.inode(),
-        urlencode(&format!("udp dst port {port}"))
-    );
+    let q = udp_query(ns.inode(), "lo", port);
     let mut c = start(&svc, &q, &[]);
     let sock = ns.udp_socket();
     for seq in 0..3 {
@@ -519,7 +510,7 @@ fn a_capture_busy_then_quiet_then_busy_loses_and_reorders_nothing() {
     let pair = VethPair::new();
     let mut svc = native(&[]);
     let port = udp_port();
-    let q = udp_to_on_a(&pair, port);
+    let q = udp_query(pair.a.inode(), &pair.a_if, port);
     let mut c = start(&svc, &q, &[]);
     let sock = pair.a.udp_socket();
     let to = (pair.b_addr, port);
@@ -618,11 +609,7 @@ const CYCLE_MAP_SLACK: usize = 4;
 /// One cycle: a capture of `ns`'s lo, `CYCLE_PACKETS` datagrams seen,
 /// the client's close answered.
 fn cycle(svc: &Service, ns: &Netns, sock: &UdpSocket, port: u16) -> Result<(), String> {
-    let q = format!(
-        "netns={}&nif=lo&filter={}",
-        ns.inode(),
-        urlencode(&format!("udp dst port {port}"))
-    );
+    let q = udp_query(ns.inode(), "lo", port);
     let mut c = common::ws::connect(svc.port(), &q, &[]).map_err(|e| format!("{e:?}"))?;
     c.wait_capturing(START_TIMEOUT);
     // The ring is open once the interface block came: nothing sent now
