@@ -21,7 +21,9 @@
 
 use fuzz_support::split_input;
 use libfuzzer_sys::fuzz_target;
-use packetflix::proto::discovery::{find_target, DiscoveryError, ParsedListing, Response, ResponseParser};
+use packetflix::proto::discovery::{
+    find_target, DiscoveryError, ParsedListing, Response, ResponseParser,
+};
 use packetflix::proto::target::Target;
 use serde_json::Value;
 

@@ -28,12 +28,12 @@ use packetflix::service::engine::filter::compile;
 /// Cooked packets: (packet type, protocol, payload).
 fn samples(extra: &[u8]) -> Vec<Vec<u8>> {
     let udp = [
-        0x45, 0, 0, 36, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2, 0x0f, 0xa0, 0,
-        53, 0, 16, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8,
+        0x45, 0, 0, 36, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2, 0x0f, 0xa0, 0, 53,
+        0, 16, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8,
     ];
     let tcp = [
-        0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0, 192, 168, 1, 1, 10, 0, 0, 2, 0, 80, 0x9c, 0x40,
-        0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0,
+        0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0, 192, 168, 1, 1, 10, 0, 0, 2, 0, 80, 0x9c, 0x40, 0,
+        0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0,
     ];
     let icmp6 = [
         0x60, 0, 0, 0, 0, 8, 58, 64, 0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xfe,
@@ -81,7 +81,8 @@ fuzz_target!(|data: &[u8]| {
         user
     };
     let link = [ETHERNET, RAW, LINUX_SLL, ETHERNET][usize::from(mode & 3)];
-    let lo = [Loopback::No, Loopback::Bound, Loopback::Any, Loopback::No][usize::from((mode >> 3) & 3)];
+    let lo =
+        [Loopback::No, Loopback::Bound, Loopback::Any, Loopback::No][usize::from((mode >> 3) & 3)];
     let Ok(compiled) = compile(&filter, link.dlt) else {
         return;
     };
@@ -102,7 +103,10 @@ fuzz_target!(|data: &[u8]| {
         let original: Vec<Insn> = compiled
             .iter()
             .map(|&i| match i {
-                Insn { code, k, .. } if code == bpf::RET | bpf::K && k != 0 => Insn { k: bpf::SNAPLEN, ..i },
+                Insn { code, k, .. } if code == bpf::RET | bpf::K && k != 0 => Insn {
+                    k: bpf::SNAPLEN,
+                    ..i
+                },
                 i => i,
             })
             .collect();

@@ -144,7 +144,13 @@ struct Built {
 fn build(mode: u8, script: &[u8]) -> Built {
     let n = 1 + usize::from(script.first().copied().unwrap_or(0) % 4);
     let orders: Vec<Order> = (0..n)
-        .map(|i| if mode >> (1 + i) & 1 == 1 { Order::Big } else { Order::Little })
+        .map(|i| {
+            if mode >> (1 + i) & 1 == 1 {
+                Order::Big
+            } else {
+                Order::Little
+            }
+        })
         .collect();
     let mut streams: Vec<Vec<u8>> = orders.iter().map(|&o| shb(o)).collect();
     let mut idbs = vec![0u32; n];
@@ -354,7 +360,9 @@ fuzz_target!(|data: &[u8]| {
     // Bounded: every turn feeds at least one byte of some unfinished input.
     let total: usize = streams.iter().map(Vec::len).sum();
     for _ in 0..=total {
-        let open: Vec<usize> = (0..streams.len()).filter(|&i| pos[i] < streams[i].len()).collect();
+        let open: Vec<usize> = (0..streams.len())
+            .filter(|&i| pos[i] < streams[i].len())
+            .collect();
         if open.is_empty() {
             break;
         }
@@ -379,10 +387,20 @@ fuzz_target!(|data: &[u8]| {
     }
     let blocks = walk(&out);
     assert!(!blocks.is_empty() && blocks[0].0 == SHB, "no SHB first");
-    assert_eq!(blocks.iter().filter(|b| b.0 == SHB).count(), 1, "more than one SHB");
-    assert!(find(blocks[0].1, TARGET_MARKER.as_bytes()), "SHB without the marker");
+    assert_eq!(
+        blocks.iter().filter(|b| b.0 == SHB).count(),
+        1,
+        "more than one SHB"
+    );
+    assert!(
+        find(blocks[0].1, TARGET_MARKER.as_bytes()),
+        "SHB without the marker"
+    );
     for (t, b) in &blocks[1..] {
-        assert!(block_sound(*t, b), "an invalid block of type {t:#x} was emitted");
+        assert!(
+            block_sound(*t, b),
+            "an invalid block of type {t:#x} was emitted"
+        );
     }
     let mut described = 0u32;
     let mut idb_names = Vec::new();
@@ -391,7 +409,9 @@ fuzz_target!(|data: &[u8]| {
             IDB => {
                 let name = if_name(b);
                 assert!(
-                    NAMES[..n].iter().any(|p| name.starts_with(format!("{p}/").as_bytes())),
+                    NAMES[..n]
+                        .iter()
+                        .any(|p| name.starts_with(format!("{p}/").as_bytes())),
                     "IDB name without an input prefix"
                 );
                 idb_names.push(name);
@@ -430,7 +450,11 @@ fuzz_target!(|data: &[u8]| {
     }
     for e in expect.iter().filter(|e| e.block_type != IDB) {
         let hits: Vec<&(u32, &[u8])> = blocks.iter().filter(|b| find(b.1, &e.tag)).collect();
-        assert_eq!(hits.len(), 1, "a tagged block is not in the output exactly once");
+        assert_eq!(
+            hits.len(),
+            1,
+            "a tagged block is not in the output exactly once"
+        );
         assert_eq!(hits[0].0, e.block_type, "block type changed");
         if let Some(want) = e.iface {
             let id = rd32(hits[0].1, 8) as usize;

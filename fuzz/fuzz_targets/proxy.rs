@@ -29,12 +29,12 @@ use std::time::{Duration, Instant};
 
 use fuzz_support::{split_input, Chunker};
 use libfuzzer_sys::fuzz_target;
+use packetflix::proto::exchange::{Exchange, Step};
 use packetflix::proto::front::proxied_target;
 use packetflix::proto::http::{parse_request, BodyKind};
-use packetflix::proto::exchange::{Exchange, Step};
 use packetflix::proto::http1::{self, BodyFramer};
-use packetflix::proto::session::{Broken, Out};
 use packetflix::proto::proxy::{response_head, upstream_head, Framing, MAX_RESPONSE_HEAD};
+use packetflix::proto::session::{Broken, Out};
 
 /// Headers that describe one hop (RFC 9110 7.6.1) and are never forwarded;
 /// `Connection` and `Upgrade` are checked separately.
@@ -264,7 +264,10 @@ fn exchange(stream: &[u8], cut: &mut Chunker) {
                     panic!("bytes other than interim heads went out before a failure");
                 };
                 let status = resp.code.unwrap_or(0);
-                assert!((100..200).contains(&status) && status != 101, "{status} before a failure");
+                assert!(
+                    (100..200).contains(&status) && status != 101,
+                    "{status} before a failure"
+                );
                 rest = &rest[n..];
             }
         }

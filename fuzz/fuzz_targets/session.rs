@@ -51,8 +51,8 @@ use std::time::Duration;
 
 use fuzz_support::{check_close_frame, check_response, server_frame, split_input, Chunker};
 use libfuzzer_sys::fuzz_target;
-use packetflix::proto::auth::{Policy, TokenSet};
 use packetflix::config::{CaptureEngine, Config};
+use packetflix::proto::auth::{Policy, TokenSet};
 use packetflix::proto::discovery::ParsedListing;
 use packetflix::proto::session::sim::Sim;
 use packetflix::proto::session::{ExitStatus, Out, Sig, HIGH_WATER};
@@ -204,7 +204,10 @@ fn chunked_len(bytes: &[u8]) -> Option<usize> {
 fn check_stream(mut bytes: &[u8]) {
     while !bytes.is_empty() {
         let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
-            panic!("incomplete response head: {:?}", String::from_utf8_lossy(bytes));
+            panic!(
+                "incomplete response head: {:?}",
+                String::from_utf8_lossy(bytes)
+            );
         };
         let head = &bytes[..end + 4];
         let mut headers = [httparse::EMPTY_HEADER; 32];
@@ -291,7 +294,9 @@ fn wind_down(s: &mut Sim, stubborn: bool) {
             .filter(|p| !p.reaped)
             .filter_map(|p| match p.signals.last() {
                 Some(Sig::Kill) => Some((p.target, ExitStatus::Signaled(9, "SIGKILL"))),
-                Some(Sig::Term) if !stubborn => Some((p.target, ExitStatus::Signaled(15, "SIGTERM"))),
+                Some(Sig::Term) if !stubborn => {
+                    Some((p.target, ExitStatus::Signaled(15, "SIGTERM")))
+                }
                 _ => None,
             })
             .collect();
@@ -302,7 +307,10 @@ fn wind_down(s: &mut Sim, stubborn: bool) {
             break;
         }
     }
-    assert!(s.session.finished(), "the session did not end after its client left");
+    assert!(
+        s.session.finished(),
+        "the session did not end after its client left"
+    );
     for p in &s.programs {
         assert!(p.reaped, "program {} never reaped", p.pid);
     }
@@ -332,7 +340,10 @@ fuzz_target!(|data: &[u8]| {
     }
     let (a, b) = (&cut.client.received, &whole.client.received);
     let n = a.len().min(b.len());
-    assert!(a[..n] == b[..n], "the answer depends on how the reads were cut");
+    assert!(
+        a[..n] == b[..n],
+        "the answer depends on how the reads were cut"
+    );
     check_stream(a);
 
     // The same bytes among the world's events, with either capture engine.
@@ -403,7 +414,9 @@ fn events(flags: &Flags, engine: CaptureEngine, script: &[u8], chunks: &[&[u8]])
                 0 => s.upstream_connect(),
                 1 => s.upstream_send(UPSTREAM_ANSWERS[usize::from(arg >> 3)]),
                 2 => s.upstream_send(b"HTTP/1.1 100 Continue\r\n\r\n"),
-                3 => s.upstream_send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n"),
+                3 => s.upstream_send(
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n",
+                ),
                 4 => s.upstream_send(b"0\r\n\r\n"),
                 5 => s.upstream_send(b""),
                 6 => s.upstream_fail(),

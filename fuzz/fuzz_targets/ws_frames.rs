@@ -10,8 +10,9 @@
 //! replies are well-formed pongs; the event and the replies do not depend on
 //! the chunking; input after the event is ignored; a reported close carries a
 //! code a peer may send and a reason of at most 123 bytes; `close_frame`
-//! always writes a valid close frame with at most 125 payload bytes, and
-//! `shape_reason` cuts only what it must, at a character boundary.
+//! always writes a valid close frame with at most 125 payload bytes and a
+//! reason with its control characters escaped, and `shape_reason` cuts
+//! only what it must, at a character boundary.
 
 #![no_main]
 
@@ -19,6 +20,7 @@ use fuzz_support::{
     check_close_frame, check_pongs, check_shaped, close_code_sendable, split_input,
 };
 use libfuzzer_sys::fuzz_target;
+use packetflix::proto::logtext::escape_controls;
 use packetflix::proto::ws::{self, FrameReader, Inbound};
 
 /// Control frames carry at most 125 bytes of payload (RFC 6455 5.5).
@@ -55,8 +57,15 @@ fuzz_target!(|data: &[u8]| {
     let reason = String::from_utf8_lossy(reason);
     let shaped = ws::shape_reason(&reason);
     check_shaped(&reason, shaped);
+    // What goes on the wire is the reason with its control characters
+    // escaped (a client shows it to a person), then shaped.
+    let escaped = escape_controls(&reason);
     let (sent_code, sent_reason) = check_close_frame(&ws::close_frame(code, &reason));
-    assert_eq!(sent_reason, shaped);
+    assert_eq!(sent_reason, ws::shape_reason(&escaped));
+    assert!(
+        !sent_reason.chars().any(char::is_control),
+        "a control character in the sent reason {sent_reason:?}"
+    );
     assert_eq!(sent_code, ws::wire_code(code));
     if close_code_sendable(code) {
         assert_eq!(sent_code, code);

@@ -467,8 +467,8 @@ pub mod pcapng {
 /// jf, k).
 pub fn check_kernel_accepts(prog: &[(u16, u8, u8, u32)]) {
     const KNOWN: [u16; 43] = [
-        0x04, 0x0c, 0x14, 0x1c, 0x24, 0x2c, 0x34, 0x3c, 0x94, 0x9c, 0x54, 0x5c, 0x44, 0x4c,
-        0xa4, 0xac, 0x64, 0x6c, 0x74, 0x7c, 0x84, // ALU
+        0x04, 0x0c, 0x14, 0x1c, 0x24, 0x2c, 0x34, 0x3c, 0x94, 0x9c, 0x54, 0x5c, 0x44, 0x4c, 0xa4,
+        0xac, 0x64, 0x6c, 0x74, 0x7c, 0x84, // ALU
         0x20, 0x28, 0x30, 0x40, 0x48, 0x50, 0x80, 0x00, 0x60, // LD
         0x81, 0xb1, 0x01, 0x61, // LDX
         0x02, 0x03, // ST, STX
@@ -488,14 +488,20 @@ pub fn check_kernel_accepts(prog: &[(u16, u8, u8, u32)]) {
         match code {
             0x05 => assert!((k as usize) < rest, "{pc}: ja out of range"),
             0x15 | 0x1d | 0x25 | 0x2d | 0x35 | 0x3d | 0x45 | 0x4d => {
-                assert!(usize::from(jt) < rest && usize::from(jf) < rest, "{pc}: jump out of range")
+                assert!(
+                    usize::from(jt) < rest && usize::from(jf) < rest,
+                    "{pc}: jump out of range"
+                )
             }
             0x34 | 0x94 => assert!(k != 0, "{pc}: division by zero"),
             0x64 | 0x74 => assert!(k < 32, "{pc}: shift {k}"),
             0x60 | 0x61 | 0x02 | 0x03 => assert!(k < 16, "{pc}: scratch word {k}"),
             0x20 | 0x28 | 0x30 if k >= 0x8000_0000 => {
                 let off = k.wrapping_sub(0xFFFF_F000);
-                assert!(k >= 0xFFFF_F000 && off < 64 && off % 4 == 0, "{pc}: load at {k:#x}");
+                assert!(
+                    k >= 0xFFFF_F000 && off < 64 && off % 4 == 0,
+                    "{pc}: load at {k:#x}"
+                );
             }
             _ => {}
         }
