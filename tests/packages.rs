@@ -5,7 +5,9 @@
 //! (`scripts/docker-images.sh` makes `packetflix-base:bookworm`); the
 //! service started from the package's own files (the unit's command line)
 //! captures from a test container through the packaged client, `tshark -D`
-//! lists the packaged extcap, and `dpkg -r` leaves nothing behind. Also:
+//! lists the packaged extcap, and `dpkg -r` leaves nothing behind; then the
+//! package's client, `install --system` over another default handler and
+//! `uninstall --system`, puts back exactly what was there. Also:
 //! `scripts/docker-images.sh` fails naming what is missing when apt's
 //! sources name no mirror.
 //!
@@ -287,6 +289,52 @@ fn both_packages_install_with_apt_capture_from_a_container_and_leave_nothing_whe
     }
     let after = packetflix_files(&host);
     assert!(after.is_empty(), "left behind: {after:?}");
+
+    // `install --system` from the package's binary, as root, over a
+    // system default that names another handler: every user's extcap and
+    // handler; twice is once; `uninstall --system` puts back exactly what
+    // was there.
+    sh(
+        &host,
+        &format!("dpkg-deb -x /tmp/{client_file} /tmp/client-root"),
+    );
+    let client = "/tmp/client-root/usr/bin/packetflix-capture";
+    sh(
+        &host,
+        "mkdir -p /etc/xdg && printf '[Default Applications]\\nx-scheme-handler/packetflix=other.desktop;\\n' \
+         > /etc/xdg/mimeapps.list",
+    );
+    let state = format!(
+        "find /usr/share/applications /etc/xdg {extcap_dir} 2>/dev/null | sort; cat /etc/xdg/mimeapps.list"
+    );
+    let before = sh(&host, &state);
+    let said = sh(
+        &host,
+        &format!("{client} install --system && {client} install --system"),
+    );
+    println!("install --system said:\n{said}");
+    assert!(said.contains("uninstall --system"), "{said}");
+    sh(&host, &format!("test -x {extcap_dir}/packetflix-capture"));
+    let interfaces = sh(&host, "tshark -D 2>/dev/null");
+    assert!(
+        interfaces.contains("packetflix (Packetflix"),
+        "{interfaces}"
+    );
+    let default = sh(
+        &host,
+        "sed -n 's/^x-scheme-handler\\/packetflix=//p' /etc/xdg/mimeapps.list",
+    );
+    assert_eq!(
+        default.trim().trim_end_matches(';'),
+        "packetflix-capture.desktop"
+    );
+    sh(
+        &host,
+        "grep -q '^Exec=.* open %u$' /usr/share/applications/packetflix-capture.desktop",
+    );
+    sh(&host, &format!("{client} uninstall --system"));
+    let restored = sh(&host, &state);
+    assert_eq!(restored, before, "uninstall --system left a change");
 }
 
 #[test]

@@ -125,10 +125,13 @@ pub fn entry(exec: &Path, record: &Record) -> Result<String, String> {
         e.push_str(&format!("{KEY_MIMEAPPS}={}\n", value(m)?));
     }
     if let Some(prev) = &record.previous_default {
-        e.push_str(&format!(
-            "{KEY_PREVIOUS}={}\n",
-            value(Path::new(prev.as_str()))?
-        ));
+        // A list of handlers: `;` is its separator, not the record's.
+        if prev.contains(['\n', '\r', '\\']) {
+            return Err(format!(
+                "the previous handlers {prev:?} cannot be recorded (line break or '\\' in them)"
+            ));
+        }
+        e.push_str(&format!("{KEY_PREVIOUS}={prev}\n"));
     }
     Ok(e)
 }
@@ -193,8 +196,9 @@ fn exec_arg(p: &Path) -> Result<String, String> {
     Ok(q)
 }
 
-/// `mimeapps.list` with `handler` as the default of `mime` (the entry
-/// replaced if there is one, the group added if missing).
+/// `mimeapps.list` with `handler` (one, or a `;`-separated list as
+/// written) as the default of `mime` (the entry replaced if there is one,
+/// the group added if missing).
 pub fn set_default(text: &str, mime: &str, handler: &str) -> String {
     let line = format!("{mime}={handler}");
     let mut out = Vec::new();
@@ -262,20 +266,27 @@ pub fn remove_default(text: &str, mime: &str, handler: &str) -> String {
 
 /// The first handler `mimeapps.list` names as the default of `mime`.
 pub fn default_in(text: &str, mime: &str) -> Option<String> {
+    first_handler(&handlers_in(text, mime)?).map(str::to_string)
+}
+
+/// The handlers `mimeapps.list` lists as the defaults of `mime`, as
+/// written (`a.desktop;b.desktop;`).
+pub fn handlers_in(text: &str, mime: &str) -> Option<String> {
     let mut in_defaults = false;
     for l in text.lines() {
         if l.starts_with('[') {
             in_defaults = l.trim() == DEFAULTS_GROUP;
         } else if in_defaults && key_of(l) == Some(mime) {
             let (_, handlers) = l.split_once('=')?;
-            return handlers
-                .split(';')
-                .map(str::trim)
-                .find(|h| !h.is_empty())
-                .map(str::to_string);
+            return Some(handlers.trim().to_string());
         }
     }
     None
+}
+
+/// The first handler of a `;`-separated list.
+pub fn first_handler(handlers: &str) -> Option<&str> {
+    handlers.split(';').map(str::trim).find(|h| !h.is_empty())
 }
 
 /// True if a `mimeapps.list` says nothing any more: only group headers,
@@ -391,7 +402,7 @@ mod tests {
                 "/h/.config/mimeapps.list".into(),
             ],
             mimeapps: Some("/h/.config/mimeapps.list".into()),
-            previous_default: Some("other.desktop".into()),
+            previous_default: Some("other.desktop;second.desktop;".into()),
         };
         let text = entry(
             Path::new("/h/.config/wireshark/extcap/packetflix-capture"),
@@ -457,6 +468,12 @@ mod tests {
             default_in(&remove_default(two, SCHEME_MIME, "a.desktop"), SCHEME_MIME).as_deref(),
             Some("b.desktop")
         );
+        // A line of several handlers comes back as it was written.
+        let listed = "[Default Applications]\nx-scheme-handler/packetflix=a.desktop;b.desktop;\n";
+        let prev = handlers_in(listed, SCHEME_MIME).unwrap();
+        assert_eq!(first_handler(&prev), Some("a.desktop"));
+        let ours = set_default(listed, SCHEME_MIME, DESKTOP_FILE);
+        assert_eq!(set_default(&ours, SCHEME_MIME, &prev), listed);
         // A group after the defaults gets the line before it.
         let before = "[Default Applications]\ntext/html=b.desktop\n[Other]\nk=v\n";
         let set = set_default(before, SCHEME_MIME, "a.desktop");

@@ -183,13 +183,16 @@ pub fn install(scope: Scope) -> Result<(), String> {
     if let Some(parent) = p.mimeapps.parent() {
         make_dirs(parent, &mut record)?;
     }
-    // The handler the file we change names (xdg-mime's query leaves out
-    // one whose entry is missing, but uninstall must put back the line).
+    // The handlers the file we change names, as written (xdg-mime's query
+    // leaves out one whose entry is missing, and a line may list several:
+    // uninstall must put back the line as it was).
     let previous = std::fs::read_to_string(&p.mimeapps)
         .ok()
-        .and_then(|t| desktop::default_in(&t, SCHEME_MIME))
+        .and_then(|t| desktop::handlers_in(&t, SCHEME_MIME))
         .unwrap_or_default();
-    if !previous.is_empty() && previous != DESKTOP_FILE && record.previous_default.is_none() {
+    if desktop::first_handler(&previous).is_some_and(|h| h != DESKTOP_FILE)
+        && record.previous_default.is_none()
+    {
         record.previous_default = Some(previous.clone());
     }
     if !p.mimeapps.exists() {
@@ -232,7 +235,11 @@ pub fn install(scope: Scope) -> Result<(), String> {
             refresh_desktop_database(&p.applications);
         }
     }
-    if let Some(prev) = &record.previous_default {
+    if let Some(prev) = record
+        .previous_default
+        .as_deref()
+        .and_then(desktop::first_handler)
+    {
         say(&format!(
             "(the handler before was {prev}; uninstall makes it the default again)"
         ));
@@ -380,7 +387,8 @@ pub fn uninstall(scope: Scope) -> Result<(), String> {
             let new = match &record.previous_default {
                 // The earlier handler takes our line's place, where it was.
                 Some(prev) if ours => {
-                    say(&format!("{prev} handles packetflix: links again"));
+                    let first = desktop::first_handler(prev).unwrap_or(prev);
+                    say(&format!("{first} handles packetflix: links again"));
                     desktop::set_default(&old, SCHEME_MIME, prev)
                 }
                 _ => desktop::remove_default(&old, SCHEME_MIME, DESKTOP_FILE),
