@@ -1144,7 +1144,7 @@ fn real_service_sigint_closes_cleanly_and_dumpcap_is_reaped() {
         "the service stopped and reaped dumpcap"
     );
     assert!(
-        service.stderr().contains("client closed the capture (1000"),
+        service.logged("client closed the capture (1000"),
         "{}",
         service.stderr()
     );
@@ -1221,7 +1221,7 @@ fn real_service_tshark_captures_through_the_extcap() {
         "the service stopped and reaped dumpcap"
     );
     assert!(
-        service.stderr().contains("client closed the capture (1000"),
+        service.logged("client closed the capture (1000"),
         "{}",
         service.stderr()
     );

@@ -339,11 +339,7 @@ fn as_the_unit(extra: &[&str]) -> Service {
 #[test]
 fn service_run_as_the_unit_runs_it_captures_with_dumpcap() {
     let svc = as_the_unit(&[]);
-    assert!(
-        svc.stderr().contains("as ambient capabilities"),
-        "{}",
-        svc.stderr()
-    );
+    assert!(svc.logged("as ambient capabilities"), "{}", svc.stderr());
     let ns = Netns::new();
     let mut c = common::ws::must_connect(svc.port(), &format!("netns={}&nif=lo", ns.inode()), &[]);
     c.wait_capturing(common::START_TIMEOUT);

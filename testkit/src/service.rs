@@ -353,6 +353,12 @@ impl Service {
         std::fs::read_to_string(&self.output).unwrap_or_default()
     }
 
+    /// Waits (bounded, 10 s) until its log holds `what`: the log is written
+    /// by a helper thread, so a line may come a moment after what it tells.
+    pub fn logged(&self, what: &str) -> bool {
+        super::wait_for(Duration::from_secs(10), || self.stderr().contains(what))
+    }
+
     /// The last lines of [`Service::stderr`], for error messages.
     pub fn stderr_tail(&self) -> String {
         tail(&self.stderr())
