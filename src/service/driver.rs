@@ -231,6 +231,10 @@ pub struct Shared {
     pub engine: Option<Engine>,
     /// Opens handed to the engine: ticket -> (slab key, session id, target).
     pub opening: HashMap<u64, (usize, u64, usize)>,
+    /// Captures opened whose rings are being set up: ticket -> (slab key,
+    /// session id, target). One per capture at most, removed when its
+    /// rings come (they come for every capture opened).
+    pub ringing: HashMap<u64, (usize, u64, usize)>,
     pub next_ticket: u64,
     /// Native sources read on the sweep timer: (slab key, session id,
     /// target).
@@ -368,6 +372,33 @@ impl Entry {
             cx.shared.switched(switch, (key, id, target));
         }
         // The stream's head (or the end) is read now.
+        cx.shared
+            .again
+            .push((Tok::new(key, Source::Output(target)).token(), id));
+    }
+
+    /// The engine set up target `target`'s rings: the capture takes them
+    /// over (or, if it is over, they go to the closers).
+    pub fn rings(
+        &mut self,
+        cx: &mut Ctx,
+        key: usize,
+        target: usize,
+        rings: crate::service::engine::Rings,
+    ) {
+        let id = self.session.id;
+        let Some(n) = self.io.targets.get_mut(target).and_then(Target::native) else {
+            if let Some(engine) = cx.shared.engine.as_ref() {
+                engine.close(rings);
+            }
+            return;
+        };
+        if let Err(e) = n.rings(rings, cx.registry) {
+            log::warn!("[c{id}] cannot watch the capture's rings ({e}); reading them on the sweep");
+            let switch = n.pause(cx.registry);
+            cx.shared.switched(switch, (key, id, target));
+        }
+        // What the live sockets still hold, then the rings, is read now.
         cx.shared
             .again
             .push((Tok::new(key, Source::Output(target)).token(), id));

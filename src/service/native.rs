@@ -31,7 +31,7 @@ use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 
 use crate::proto::session::{Read, SourceEnd};
-use crate::service::engine::{Capture, Closer, OpenError};
+use crate::service::engine::{Capture, Closer, OpenError, Rings};
 
 /// How long the rate of a capture is measured before its mode is decided.
 pub const WINDOW: Duration = Duration::from_millis(100);
@@ -183,6 +183,50 @@ impl Native {
         }
     }
 
+    /// The engine set up the capture's rings: the capture takes them over
+    /// (see `engine::handover`), and, if it is watched, they are watched
+    /// too. A capture no longer running has them closed. `Err`: a ring
+    /// could not be watched (the caller reads the capture on the sweep).
+    pub fn rings(&mut self, rings: Rings, registry: &Registry) -> io::Result<()> {
+        let State::Running(c) = &mut self.state else {
+            self.closer.close(rings);
+            return Ok(());
+        };
+        let before: Vec<RawFd> = c.fds().collect();
+        let (kept, spare) = c.hand_over(rings);
+        if let Some(spare) = spare {
+            self.closer.close(spare);
+        }
+        for why in kept {
+            log::warn!(
+                "a capture stays on its socket without a ring (a system call per packet): {}",
+                crate::proto::logtext::escape_controls(&why)
+            );
+        }
+        if !self.watched {
+            return Ok(());
+        }
+        for fd in c.fds().filter(|fd| !before.contains(fd)) {
+            registry.register(&mut SourceFd(&fd), self.token, Interest::READABLE)?;
+        }
+        Ok(())
+    }
+
+    /// The live sockets the capture read to their end since the last call
+    /// leave the poll; once every interface reads its ring, they go to
+    /// the closers.
+    fn retire(c: &mut Capture, watched: bool, closer: &Closer, registry: &Registry) {
+        let (fds, doomed) = c.take_retired();
+        if watched {
+            for fd in fds {
+                let _ = registry.deregister(&mut SourceFd(&fd));
+            }
+        }
+        if let Some(doomed) = doomed {
+            closer.close(doomed);
+        }
+    }
+
     /// The machine asks it to stop: the rest of its output, its
     /// statistics, then the end.
     pub fn stop(&mut self) {
@@ -227,6 +271,7 @@ impl Native {
                         return Read::WouldBlock;
                     }
                     let d = c.drain(buf);
+                    Native::retire(c, self.watched, &self.closer, registry);
                     if d.bytes > 0 {
                         self.packets += d.packets as u64;
                         if !d.more {

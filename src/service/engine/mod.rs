@@ -48,18 +48,30 @@
 //! period in `packet_set_ring`; `close` takes 27 ms median (36 ms max), two
 //! grace periods; `munmap` 0.13 ms. Grace periods overlap across threads:
 //! 8 rings opened on 8 threads at once took 14 ms, 8 closed 34 ms. So
-//! [`Engine`] runs [`OPENERS`] opener threads and [`CLOSERS`] closer
-//! threads fed by bounded queues; a capture's several rings are set up on
-//! parallel scoped threads; results come back through a channel and a
-//! `mio::Waker`. The loop only ever hands work over and takes results.
+//! [`Engine`] runs [`OPENERS`] opener threads, [`RINGERS`] ring threads
+//! and [`CLOSERS`] closer threads fed by bounded queues; a capture's
+//! several rings are set up on parallel scoped threads; results come back
+//! through a channel and a `mio::Waker`. The loop only ever hands work
+//! over and takes results.
+//!
+//! **The first packets come before the ring.** An opener binds a socket
+//! without a ring per interface ([`live`]: live at once, no grace period)
+//! and hands the capture to the loop, which sends the stream's head and
+//! reads those sockets with `recvmsg`; the ring is set up meanwhile on a
+//! ring thread and handed over ([`Done::Rings`], [`Capture::hand_over`]);
+//! the cut-over neither loses nor repeats a packet ([`handover`]).
 
+pub mod epb;
 pub mod filter;
+pub mod handover;
+pub mod live;
 pub mod open;
 pub mod ring;
+pub mod socket;
 
 use std::fs::File;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -68,16 +80,26 @@ use log::warn;
 use mio::Waker;
 
 use crate::proto::pcapng_write::{interface_statistics, Counts};
-use ring::{Health, Ring, Step};
+use handover::{Handed, Tap};
+use ring::Step;
+use socket::Health;
 
-/// Threads that open rings. Each open waits on grace periods, so several
-/// in flight overlap them; four keep 50 captures opening at once within
-/// about 13 rounds.
+/// Threads that open captures: each open enters a namespace, makes the
+/// sockets, compiles the filters and binds the live sockets, a few
+/// milliseconds at most; four keep 50 captures opening at once short.
 pub const OPENERS: usize = 4;
-/// Threads that close rings (each close waits for two grace periods).
+/// Threads that set up rings (each set-up waits for two grace periods:
+/// `PACKET_RX_RING`'s and the one before the cut-over).
+pub const RINGERS: usize = 4;
+/// Threads that close sockets and rings (closing a ring waits for two
+/// grace periods, a socket without one for one).
 pub const CLOSERS: usize = 4;
 /// Opens that may wait for an opener; more are refused at once.
 pub const MAX_OPENING: usize = 1024;
+/// Things to close per capture at most at once: the capture, its rings
+/// handed back unused, its live sockets retired, the ring thread's
+/// leftovers.
+const DOOMED_PER_CAPTURE: usize = 4;
 
 /// What a capture asks for.
 #[derive(Debug)]
@@ -130,13 +152,48 @@ impl std::fmt::Display for OpenError {
     }
 }
 
-/// A finished open, handed back to the loop.
+/// A finished open, handed back to the loop: the capture is live (its
+/// sockets bound), its rings still to come.
 pub struct Opened {
     /// What the loop gave [`Engine::open`].
     pub ticket: u64,
     pub result: Result<Capture, OpenError>,
     /// From the request to the result (queueing included).
     pub took: Duration,
+}
+
+/// A capture's rings, ready for [`Capture::hand_over`] (one per
+/// interface, in request order; an interface whose ring could not be set
+/// up says why). Never dropped on the loop: handed over, or to the
+/// closers.
+pub struct Rings {
+    /// The ticket of the capture's open.
+    pub ticket: u64,
+    /// From the request to the rings' readiness.
+    pub took: Duration,
+    handed: Vec<Result<Handed, String>>,
+}
+
+impl Rings {
+    /// Rings for none of `n` interfaces, for `why`.
+    fn none(ticket: u64, took: Duration, n: usize, why: &str) -> Rings {
+        Rings {
+            ticket,
+            took,
+            handed: (0..n.max(1)).map(|_| Err(why.to_string())).collect(),
+        }
+    }
+
+    /// How many rings are ready.
+    pub fn ready(&self) -> usize {
+        self.handed.iter().filter(|h| h.is_ok()).count()
+    }
+}
+
+/// What the engine's threads hand back.
+pub enum Done {
+    Opened(Opened),
+    Rings(Rings),
 }
 
 /// One interface of a capture.
@@ -158,37 +215,46 @@ pub struct Drained {
     pub more: bool,
 }
 
-/// The source of one target's stream: its rings and what of the stream is
-/// not yet handed out.
+/// The source of one target's stream: its sockets and what of the stream
+/// is not yet handed out. Never dropped on the loop: it goes to the
+/// closers ([`Closer::close`]).
 pub struct Capture {
-    rings: Vec<Ring>,
+    taps: Vec<Tap>,
     infos: Vec<RingInfo>,
     /// Stream bytes made but not yet given: the head (SHB and IDBs), or an
     /// EPB larger than the caller's buffer.
     pending: Vec<u8>,
     pending_at: usize,
     spill: Vec<u8>,
-    /// The ring the next drain starts with (rings take turns).
+    /// The interface the next drain starts with (they take turns).
     turn: usize,
     started_ns: u64,
+    /// Raised when the capture goes to the closers: its rings, if still
+    /// being set up, are not wanted any more.
+    ended: Arc<AtomicBool>,
+    /// Live sockets read to their end, off the poll, kept until every
+    /// interface has retired its own (see [`Capture::take_retired`]).
+    retired: Vec<live::Live>,
 }
 
-fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 impl Capture {
-    fn new(rings: Vec<Ring>, infos: Vec<RingInfo>, head: Vec<u8>) -> Capture {
+    fn new(taps: Vec<Tap>, infos: Vec<RingInfo>, head: Vec<u8>, ended: Arc<AtomicBool>) -> Capture {
         Capture {
-            rings,
+            taps,
             infos,
             pending: head,
             pending_at: 0,
             spill: Vec::new(),
             turn: 0,
             started_ns: now_ns(),
+            ended,
+            retired: Vec::new(),
         }
     }
 
@@ -197,19 +263,76 @@ impl Capture {
         &self.infos
     }
 
-    /// The rings' descriptors, for the loop's registration.
+    /// The sockets' descriptors, for the loop's registration (they change
+    /// at the hand-over: see [`Capture::take_retired`]).
     pub fn fds(&self) -> impl Iterator<Item = RawFd> + '_ {
-        self.rings.iter().map(Ring::fd)
+        self.taps.iter().flat_map(Tap::fds)
     }
 
-    /// Whether a drain would write something: one memory read per ring.
+    /// Whether every interface reads its ring alone (the hand-over is
+    /// over).
+    pub fn on_rings(&self) -> bool {
+        self.taps.iter().all(|t| t.has_ring() && !t.has_live())
+    }
+
+    /// Whether a drain would write something: one memory read per ring (a
+    /// system call per socket still without one).
     pub fn has_packet(&self) -> bool {
-        self.pending_at < self.pending.len() || self.rings.iter().any(Ring::has_packet)
+        self.pending_at < self.pending.len() || self.taps.iter().any(Tap::has_packet)
+    }
+
+    /// Takes the rings over (see [`handover`]): each interface is read
+    /// from its live socket to its end, then from its ring. An interface
+    /// whose ring could not be set up stays on its live socket: every
+    /// packet is still taken or counted by the kernel, at the cost of a
+    /// system call each. Returns those interfaces with the reason, and
+    /// what is left over for the closers (rings that found no place).
+    pub fn hand_over(&mut self, rings: Rings) -> (Vec<String>, Option<Doomed>) {
+        let mut kept = Vec::new();
+        let mut spare = Vec::new();
+        for (i, handed) in rings.handed.into_iter().enumerate() {
+            let name = self.infos.get(i).map_or("?", |n| n.name.as_str());
+            match (handed, self.taps.get_mut(i)) {
+                (Ok(h), Some(tap)) => {
+                    if let Err(h) = tap.hand_over(h) {
+                        spare.push(h);
+                    }
+                }
+                (Ok(h), None) => spare.push(h),
+                (Err(why), tap) => {
+                    if let Some(tap) = tap {
+                        tap.keep_live();
+                    }
+                    kept.push(format!("{name}: {why}"));
+                }
+            }
+        }
+        let doomed = (!spare.is_empty()).then(|| Doomed(Box::new(spare)));
+        (kept, doomed)
+    }
+
+    /// The live sockets read to their end since the last call, by
+    /// descriptor: the caller takes them off its poll registration (they
+    /// stay open until then). Once every interface reads its ring alone,
+    /// every retired socket comes with them, for the closers (one batch per
+    /// capture, so the close queue's share per capture holds).
+    pub fn take_retired(&mut self) -> (Vec<RawFd>, Option<Doomed>) {
+        let mut fds = Vec::new();
+        for tap in &mut self.taps {
+            if let Some(live) = tap.take_retired() {
+                fds.push(live.fd());
+                self.retired.push(live);
+            }
+        }
+        let doomed = (!self.retired.is_empty() && self.taps.iter().all(|t| !t.has_live()))
+            .then(|| Doomed(Box::new(std::mem::take(&mut self.retired))));
+        (fds, doomed)
     }
 
     /// Writes stream bytes into `out`: first the head, then packets, the
-    /// rings taking turns, until `out` is full or the rings are empty. No
-    /// system call unless a packet larger than a frame is waiting.
+    /// interfaces taking turns, until `out` is full or nothing waits. No
+    /// system call on a ring unless a packet larger than a frame is
+    /// waiting; one per packet on a live socket.
     pub fn drain(&mut self, out: &mut [u8]) -> Drained {
         let mut d = Drained::default();
         if self.pending_at < self.pending.len() {
@@ -224,17 +347,17 @@ impl Capture {
             self.pending.clear();
             self.pending_at = 0;
         }
-        let n = self.rings.len();
+        let n = self.taps.len();
         let mut idle = 0;
         while idle < n {
             let r = self.turn % n;
             let empty = d.bytes == 0;
-            match self.rings[r].next_epb(&mut out[d.bytes..], empty, &mut self.spill) {
+            match self.taps[r].next_epb(&mut out[d.bytes..], empty, &mut self.spill) {
                 Step::Wrote(len) => {
                     d.bytes += len;
                     d.packets += 1;
                     idle = 0;
-                    // One packet per turn keeps the rings' shares even.
+                    // One packet per turn keeps the interfaces' shares even.
                     self.turn = r + 1;
                 }
                 Step::Empty => {
@@ -268,8 +391,8 @@ impl Capture {
     /// Reads the sockets' pending errors. `Err`: the capture must end, with
     /// this reason (dumpcap's line for an interface that is gone).
     pub fn check(&mut self) -> Result<(), String> {
-        for (ring, info) in self.rings.iter_mut().zip(&self.infos) {
-            match ring.health() {
+        for (tap, info) in self.taps.iter_mut().zip(&self.infos) {
+            match tap.health() {
                 Health::Fine | Health::Down => {}
                 Health::Gone => {
                     return Err(format!(
@@ -277,7 +400,10 @@ impl Capture {
                     info.name
                 ))
                 }
-                Health::Other(e) => warn!("capture on '{}': {e}", info.name),
+                Health::Other(e) => warn!(
+                    "capture on '{}': {e}",
+                    crate::proto::logtext::escape_controls(&info.name)
+                ),
             }
         }
         Ok(())
@@ -288,14 +414,14 @@ impl Capture {
     /// an interface down first, and only that is reported): such a capture
     /// must be checked again on a timer until it is up or gone.
     pub fn down(&self) -> bool {
-        self.rings.iter().any(Ring::is_down)
+        self.taps.iter().any(Tap::is_down)
     }
 
-    /// The kernel's counts so far, summed over the rings (a cheap system
-    /// call per ring; for metrics).
+    /// The kernel's counts so far, summed over the interfaces (a cheap
+    /// system call per socket; for metrics).
     pub fn counts(&mut self) -> Counts {
-        self.rings.iter_mut().fold(Counts::default(), |sum, r| {
-            let c = r.counts();
+        self.taps.iter_mut().fold(Counts::default(), |sum, t| {
+            let c = t.counts();
             Counts {
                 received: sum.received + c.received,
                 dropped: sum.dropped + c.dropped,
@@ -304,19 +430,47 @@ impl Capture {
     }
 
     /// The end of the stream: one ISB per interface, with the kernel's
-    /// counts. What the rings still hold is not read.
+    /// counts. What the sockets still hold is not read.
     pub fn finish(&mut self) -> Vec<u8> {
+        self.ended.store(true, Ordering::SeqCst);
         let end = now_ns();
         let mut out = Vec::new();
-        for (i, ring) in self.rings.iter_mut().enumerate() {
+        for (i, tap) in self.taps.iter_mut().enumerate() {
             out.extend(interface_statistics(
                 i as u32,
                 self.started_ns,
                 end,
-                ring.counts(),
+                tap.counts(),
             ));
         }
         out
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.ended.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Sockets and rings to close: closing waits for the kernel, so it is
+/// done on the closer threads ([`Closer::close`]), never on the loop.
+pub struct Doomed(
+    // Only ever dropped, on a closer thread.
+    #[allow(dead_code)] Box<dyn Send>,
+);
+
+impl From<Capture> for Doomed {
+    fn from(c: Capture) -> Doomed {
+        // Its rings, if still being set up, are not wanted.
+        c.ended.store(true, Ordering::SeqCst);
+        Doomed(Box::new(c))
+    }
+}
+
+impl From<Rings> for Doomed {
+    fn from(r: Rings) -> Doomed {
+        Doomed(Box::new(r))
     }
 }
 
@@ -325,50 +479,76 @@ type Jobs<T> = Arc<Mutex<Receiver<T>>>;
 /// The helper threads and their queues; owned by the loop.
 pub struct Engine {
     opens: SyncSender<(u64, Instant, OpenRequest)>,
-    results: Receiver<Opened>,
+    results: Receiver<Done>,
     closer: Closer,
 }
 
-/// Hands captures to the closer threads; a cheap handle every holder of a
+/// Hands sockets to the closer threads; a cheap handle every holder of a
 /// capture keeps, so that a capture is never dropped (closed) on the loop
 /// thread, on any path.
 #[derive(Clone)]
 pub struct Closer {
-    closes: SyncSender<Capture>,
+    closes: SyncSender<Doomed>,
     closing: Arc<AtomicUsize>,
 }
 
+/// What an opener hands to the ring threads.
+struct RingWork {
+    job: open::RingJob,
+    asked: Instant,
+}
+
 impl Engine {
-    /// Starts the helper threads. `waker` wakes the loop when an open is
-    /// done; `max_captures` bounds the close queue (every capture can be
-    /// waiting to close at once).
+    /// Starts the helper threads. `waker` wakes the loop when an open or a
+    /// ring is done; `max_captures` bounds the ring and close queues
+    /// (every capture can be waiting at once).
     pub fn start(waker: Arc<Waker>, max_captures: usize) -> std::io::Result<Engine> {
+        let captures = max_captures.max(1);
         let (open_tx, open_rx) = sync_channel::<(u64, Instant, OpenRequest)>(MAX_OPENING);
-        let (result_tx, result_rx) = sync_channel::<Opened>(MAX_OPENING + OPENERS);
-        let (close_tx, close_rx) = sync_channel::<Capture>(max_captures.max(1));
+        // An open gives two results (opened, then its rings).
+        let (result_tx, result_rx) = sync_channel::<Done>(2 * MAX_OPENING + OPENERS + RINGERS);
+        let (ring_tx, ring_rx) = sync_channel::<RingWork>(captures);
+        let (close_tx, close_rx) = sync_channel::<Doomed>(captures * DOOMED_PER_CAPTURE);
         let open_rx: Jobs<_> = Arc::new(Mutex::new(open_rx));
+        let ring_rx: Jobs<_> = Arc::new(Mutex::new(ring_rx));
         let close_rx: Jobs<_> = Arc::new(Mutex::new(close_rx));
-        let closing = Arc::new(AtomicUsize::new(0));
+        let closer = Closer {
+            closes: close_tx,
+            closing: Arc::new(AtomicUsize::new(0)),
+        };
         for n in 0..OPENERS {
-            let (jobs, results, waker) =
-                (Arc::clone(&open_rx), result_tx.clone(), Arc::clone(&waker));
+            let (jobs, results, waker, rings, closer) = (
+                Arc::clone(&open_rx),
+                result_tx.clone(),
+                Arc::clone(&waker),
+                ring_tx.clone(),
+                closer.clone(),
+            );
             crate::service::background::spawn(&format!("ring-open-{n}"), move || {
-                opener(jobs, results, waker)
+                opener(jobs, results, waker, rings, closer)
+            })?;
+        }
+        for n in 0..RINGERS {
+            let (jobs, results, waker, closer) = (
+                Arc::clone(&ring_rx),
+                result_tx.clone(),
+                Arc::clone(&waker),
+                closer.clone(),
+            );
+            crate::service::background::spawn(&format!("ring-setup-{n}"), move || {
+                ringer(jobs, results, waker, closer)
             })?;
         }
         for n in 0..CLOSERS {
-            let (jobs, closing) = (Arc::clone(&close_rx), Arc::clone(&closing));
+            let (jobs, closing) = (Arc::clone(&close_rx), Arc::clone(&closer.closing));
             crate::service::background::spawn(&format!("ring-close-{n}"), move || {
-                closer(jobs, closing)
+                close_loop(jobs, closing)
             })?;
         }
         Ok(Engine {
             opens: open_tx,
             results: result_rx,
-            closer: Closer {
-                closes: close_tx,
-                closing,
-            },
+            closer,
         })
     }
 
@@ -383,51 +563,59 @@ impl Engine {
         }
     }
 
-    /// The next finished open, if any (call until `None` after a wake).
-    pub fn next_opened(&self) -> Option<Opened> {
+    /// The next finished open or set of rings, if any (call until `None`
+    /// after a wake). An open that succeeded is followed, later, by its
+    /// rings (one [`Done::Rings`] for every open capture).
+    pub fn next(&self) -> Option<Done> {
         self.results.try_recv().ok()
     }
 
-    /// Hands a capture's rings to the closers (the loop never waits for a
-    /// close).
-    pub fn close(&self, capture: Capture) {
-        self.closer.close(capture);
+    /// Hands sockets to the closers (the loop never waits for a close).
+    pub fn close(&self, doomed: impl Into<Doomed>) {
+        self.closer.close(doomed);
     }
 
-    /// A handle that closes captures as [`Engine::close`] does.
+    /// A handle that closes as [`Engine::close`] does.
     pub fn closer(&self) -> Closer {
         self.closer.clone()
     }
 
-    /// Captures handed to [`Engine::close`] whose rings are not closed yet.
+    /// Things handed to [`Engine::close`] not closed yet.
     pub fn closing(&self) -> usize {
         self.closer.closing.load(Ordering::Relaxed)
     }
 }
 
 impl Closer {
-    /// Hands a capture's rings to the closers (never waits for a close).
-    pub fn close(&self, capture: Capture) {
+    /// Hands sockets to the closers (never waits for a close).
+    pub fn close(&self, doomed: impl Into<Doomed>) {
+        let doomed = doomed.into();
         self.closing.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = self.closes.try_send(capture) {
-            // Cannot happen while the queue holds every capture; should it,
-            // a thread of its own closes this one.
-            let capture = match e {
-                TrySendError::Full(c) | TrySendError::Disconnected(c) => c,
+        if let Err(e) = self.closes.try_send(doomed) {
+            // Cannot happen while the queue holds every capture's share;
+            // should it, a thread of its own closes these.
+            let doomed = match e {
+                TrySendError::Full(d) | TrySendError::Disconnected(d) => d,
             };
             let closing = Arc::clone(&self.closing);
             let spawned = crate::service::background::spawn("ring-close-extra", move || {
-                drop(capture);
+                drop(doomed);
                 closing.fetch_sub(1, Ordering::Relaxed);
             });
             if let Err(e) = spawned {
-                warn!("cannot start a thread to close a capture's rings: {e}");
+                warn!("cannot start a thread to close a capture's sockets: {e}");
             }
         }
     }
 }
 
-fn opener(jobs: Jobs<(u64, Instant, OpenRequest)>, results: SyncSender<Opened>, waker: Arc<Waker>) {
+fn opener(
+    jobs: Jobs<(u64, Instant, OpenRequest)>,
+    results: SyncSender<Done>,
+    waker: Arc<Waker>,
+    rings: SyncSender<RingWork>,
+    closer: Closer,
+) {
     loop {
         let job = match jobs.lock() {
             Ok(rx) => rx.recv(),
@@ -436,31 +624,81 @@ fn opener(jobs: Jobs<(u64, Instant, OpenRequest)>, results: SyncSender<Opened>, 
         let Ok((ticket, asked, req)) = job else {
             return;
         };
-        let result = open::open(&req);
+        let opened = open::open(ticket, &req);
         // The namespace is let go before the loop hears of the result.
         drop(req);
+        let (result, work) = match opened {
+            Ok((capture, job)) => (Ok(capture), Some(job)),
+            Err(e) => (Err(e), None),
+        };
         let opened = Opened {
             ticket,
             result,
             took: asked.elapsed(),
         };
-        if results.send(opened).is_err() {
+        if results.send(Done::Opened(opened)).is_err() {
+            return;
+        }
+        let _ = waker.wake();
+        // The rings after the capture: the loop hears of them in that order.
+        let Some(job) = work else {
+            continue;
+        };
+        if let Err(e) = rings.try_send(RingWork { job, asked }) {
+            // Cannot happen while the queue holds every capture; should it,
+            // the capture stays on its live sockets.
+            let RingWork { job, .. } = match e {
+                TrySendError::Full(w) | TrySendError::Disconnected(w) => w,
+            };
+            let n = job.interfaces();
+            closer.close(Doomed(Box::new(job)));
+            let none = Rings::none(
+                ticket,
+                asked.elapsed(),
+                n,
+                "too many rings are being set up",
+            );
+            if results.send(Done::Rings(none)).is_err() {
+                return;
+            }
+            let _ = waker.wake();
+        }
+    }
+}
+
+fn ringer(jobs: Jobs<RingWork>, results: SyncSender<Done>, waker: Arc<Waker>, closer: Closer) {
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(RingWork { job, asked }) = job else {
+            return;
+        };
+        let ticket = job.ticket();
+        let handed = open::rings(job, &closer);
+        let rings = Rings {
+            ticket,
+            took: asked.elapsed(),
+            handed,
+        };
+        if results.send(Done::Rings(rings)).is_err() {
             return;
         }
         let _ = waker.wake();
     }
 }
 
-fn closer(jobs: Jobs<Capture>, closing: Arc<AtomicUsize>) {
+fn close_loop(jobs: Jobs<Doomed>, closing: Arc<AtomicUsize>) {
     loop {
         let job = match jobs.lock() {
             Ok(rx) => rx.recv(),
             Err(_) => return,
         };
-        let Ok(capture) = job else {
+        let Ok(doomed) = job else {
             return;
         };
-        drop(capture);
+        drop(doomed);
         closing.fetch_sub(1, Ordering::Relaxed);
     }
 }

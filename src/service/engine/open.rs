@@ -1,22 +1,29 @@
-//! Opening a capture's rings, on an opener thread: the sockets are made
-//! inside the target's network namespace (the thread enters it with
-//! `setns`, which moves only the calling thread, and returns at once:
-//! a packet socket belongs to the namespace it was made in, and every
-//! later step works on the socket itself), then each is given its filter
-//! and ring. Rings of several interfaces are set up in parallel, so their
-//! grace periods in the kernel overlap.
+//! Opening a capture, on an opener thread: the sockets are made inside
+//! the target's network namespace (the thread enters it with `setns`,
+//! which moves only the calling thread, and returns at once: a packet
+//! socket belongs to the namespace it was made in, and every later step
+//! works on the socket itself); each interface's filter is compiled and
+//! its live socket (no ring) attached and bound: the capture is live when
+//! [`open`] returns. Its rings are set up afterwards on a ring thread
+//! ([`rings`]; several interfaces' in parallel, so their grace periods in
+//! the kernel overlap), and handed over as [`super::handover`] says.
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
-use log::{debug, error};
+use log::{debug, error, warn};
 use nix::libc;
 use nix::sched::{setns, CloneFlags};
 
+use super::epb::Framing;
 use super::filter;
-use super::ring::{Framing, Ring};
-use super::{Capture, OpenError, OpenRequest, RingInfo};
+use super::handover::{Handed, Tap};
+use super::live::Live;
+use super::ring::Ring;
+use super::{socket, Capture, Closer, Doomed, OpenError, OpenRequest, RingInfo};
 use crate::proto::bpf::{self, Loopback, LOOPBACK_IFINDEX};
 use crate::proto::linktype::{self, LinkType};
 use crate::proto::pcapng_write::{stream_head, Interface};
@@ -24,12 +31,22 @@ use crate::proto::pcapng_write::{stream_head, Interface};
 /// The name of the pseudo-interface of every interface.
 pub const ANY: &str = "any";
 
-/// A socket made in the namespace, not yet a ring.
+/// An interface's two sockets, made in the namespace: the one read at
+/// once (no ring) and the one that gets the ring.
 struct Made {
     name: String,
     ifindex: i32,
     link: LinkType,
-    fd: OwnedFd,
+    live: OwnedFd,
+    ring: OwnedFd,
+}
+
+/// The sockets of a capture made in its namespace: per interface, and one
+/// spare whose closing is the grace period before the cut-over (see
+/// [`rings`]).
+struct Sockets {
+    made: Vec<Made>,
+    spare: OwnedFd,
 }
 
 fn last_error(what: &str) -> String {
@@ -108,7 +125,7 @@ fn describe(probe: &OwnedFd, name: &str) -> Result<(i32, u16), OpenError> {
 /// Makes the packet sockets inside `netns`, then returns this thread to
 /// its own namespace (or stops the service if it cannot: every socket made
 /// afterwards would be made in the wrong namespace).
-fn make_sockets(netns: &File, names: &[String]) -> Result<Vec<Made>, OpenError> {
+fn make_sockets(netns: &File, names: &[String]) -> Result<Sockets, OpenError> {
     let own = File::open("/proc/thread-self/ns/net")
         .map_err(|e| format!("cannot hold the service's own network namespace: {e}"))?;
     setns(netns.as_fd(), CloneFlags::CLONE_NEWNET)
@@ -121,14 +138,20 @@ fn make_sockets(netns: &File, names: &[String]) -> Result<Vec<Made>, OpenError> 
     made
 }
 
-fn make_sockets_here(names: &[String]) -> Result<Vec<Made>, OpenError> {
+fn make_sockets_here(names: &[String]) -> Result<Sockets, OpenError> {
+    // Made here too, where packet sockets are surely allowed; never bound.
+    let spare = packet_socket(true)?;
     if names.is_empty() {
-        return Ok(vec![Made {
-            name: ANY.into(),
-            ifindex: 0,
-            link: linktype::LINUX_SLL,
-            fd: packet_socket(true)?,
-        }]);
+        return Ok(Sockets {
+            made: vec![Made {
+                name: ANY.into(),
+                ifindex: 0,
+                link: linktype::LINUX_SLL,
+                live: packet_socket(true)?,
+                ring: packet_socket(true)?,
+            }],
+            spare,
+        });
     }
     // A datagram socket of the namespace answers the interface ioctls
     // (closing a packet socket would wait for the kernel; this one does
@@ -148,10 +171,11 @@ fn make_sockets_here(names: &[String]) -> Result<Vec<Made>, OpenError> {
             name: name.clone(),
             ifindex,
             link,
-            fd: packet_socket(link.cooked)?,
+            live: packet_socket(link.cooked)?,
+            ring: packet_socket(link.cooked)?,
         });
     }
-    Ok(made)
+    Ok(Sockets { made, spare })
 }
 
 /// The program for one socket: the user's filter compiled for its link
@@ -185,27 +209,81 @@ fn program(req: &OpenRequest, m: &Made) -> Result<Vec<bpf::Insn>, OpenError> {
     })
 }
 
-fn ring_of(req: &OpenRequest, id: u32, m: Made) -> Result<(Ring, RingInfo), OpenError> {
-    let prog = program(req, &m)?;
-    let framing = if m.link.cooked {
+fn framing(link: LinkType) -> Framing {
+    if link.cooked {
         Framing::Cooked
     } else {
         Framing::Raw {
-            ethernet: m.link == linktype::ETHERNET,
+            ethernet: link == linktype::ETHERNET,
         }
-    };
+    }
+}
+
+/// What a ring thread needs to set up one interface's ring.
+struct Plan {
+    name: String,
+    ifindex: i32,
+    /// The socket for the ring (taken by its set-up).
+    fd: Option<OwnedFd>,
+    program: Vec<bpf::Insn>,
+    promiscuous: bool,
+    interface: u32,
+    framing: Framing,
+    /// Raised just before the ring is bound (see [`Live::marker`]).
+    marker: Arc<AtomicBool>,
+    /// The live socket, to stop it once the ring is bound.
+    live: OwnedFd,
+}
+
+/// A capture's rings still to set up (on a ring thread: [`rings`]).
+pub struct RingJob {
+    ticket: u64,
+    plans: Vec<Plan>,
+    spare: OwnedFd,
+    /// Raised when the capture has ended: the rings are not wanted.
+    ended: Arc<AtomicBool>,
+}
+
+impl RingJob {
+    /// The ticket of the capture's open.
+    pub fn ticket(&self) -> u64 {
+        self.ticket
+    }
+
+    /// The capture's interfaces.
+    pub fn interfaces(&self) -> usize {
+        self.plans.len()
+    }
+}
+
+/// One interface made live; its plan for the ring.
+fn live_of(req: &OpenRequest, id: u32, m: Made) -> Result<(Tap, RingInfo, Plan), OpenError> {
+    let program = program(req, &m)?;
+    let framing = framing(m.link);
     // libpcap ignores promiscuous mode on `any`.
     let promiscuous = !req.chaste && m.ifindex != 0;
-    let ring = Ring::setup(m.fd, m.ifindex, &prog, promiscuous, id, framing)
+    let live = Live::setup(m.live, m.ifindex, &program, promiscuous, id, framing)
         .map_err(|e| format!("cannot capture on interface '{}': {e}", m.name))?;
-    Ok((
-        ring,
-        RingInfo {
-            name: m.name,
-            linktype: m.link.linktype,
-            ifindex: m.ifindex,
-        },
-    ))
+    let dup = live
+        .try_clone_fd()
+        .map_err(|e| format!("cannot capture on interface '{}': {e}", m.name))?;
+    let plan = Plan {
+        name: m.name.clone(),
+        ifindex: m.ifindex,
+        fd: Some(m.ring),
+        program,
+        promiscuous,
+        interface: id,
+        framing,
+        marker: live.marker(),
+        live: dup,
+    };
+    let info = RingInfo {
+        name: m.name,
+        linktype: m.link.linktype,
+        ifindex: m.ifindex,
+    };
+    Ok((Tap::live(live), info, plan))
 }
 
 /// The kernel as dumpcap names it in `shb_os`: `uname -sr`.
@@ -220,37 +298,23 @@ fn os_name() -> String {
     }
 }
 
-/// Opens every ring of `req`. `Err` is the reason to give the client.
-pub fn open(req: &OpenRequest) -> Result<Capture, OpenError> {
+/// Opens `req`'s capture: live when this returns (its sockets bound,
+/// without rings), with the job of setting up its rings. `Err` is the
+/// reason to give the client.
+pub fn open(ticket: u64, req: &OpenRequest) -> Result<(Capture, RingJob), OpenError> {
     let t = Instant::now();
-    let made = make_sockets(&req.netns, &req.interfaces)?;
+    let Sockets { made, spare } = make_sockets(&req.netns, &req.interfaces)?;
     let in_ns = t.elapsed();
-    let results: Vec<Result<(Ring, RingInfo), OpenError>> = if made.len() == 1 {
-        made.into_iter().map(|m| ring_of(req, 0, m)).collect()
-    } else {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = made
-                .into_iter()
-                .enumerate()
-                .map(|(i, m)| s.spawn(move || ring_of(req, i as u32, m)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(String::from("a ring set-up thread failed").into()))
-                })
-                .collect()
-        })
-    };
-    let mut rings = Vec::with_capacity(results.len());
-    let mut infos = Vec::with_capacity(results.len());
-    for r in results {
-        // On the first failure the rings made so far are dropped here, on
+    let mut taps = Vec::with_capacity(made.len());
+    let mut infos = Vec::with_capacity(made.len());
+    let mut plans = Vec::with_capacity(made.len());
+    for (i, m) in made.into_iter().enumerate() {
+        // On the first failure what was made so far is dropped here, on
         // this helper thread.
-        let (ring, info) = r?;
-        rings.push(ring);
+        let (tap, info, plan) = live_of(req, i as u32, m)?;
+        taps.push(tap);
         infos.push(info);
+        plans.push(plan);
     }
     let os = os_name();
     let interfaces: Vec<Interface> = infos
@@ -263,10 +327,124 @@ pub fn open(req: &OpenRequest) -> Result<Capture, OpenError> {
         .collect();
     let head = stream_head(&interfaces, &os);
     debug!(
-        "opened {} ring(s) in {:?} ({:?} inside the namespace)",
-        rings.len(),
+        "capture live on {} socket(s) in {:?} ({:?} inside the namespace)",
+        taps.len(),
         t.elapsed(),
         in_ns
     );
-    Ok(Capture::new(rings, infos, head))
+    let ended = Arc::new(AtomicBool::new(false));
+    let job = RingJob {
+        ticket,
+        plans,
+        spare,
+        ended: Arc::clone(&ended),
+    };
+    Ok((Capture::new(taps, infos, head, ended), job))
+}
+
+/// Sets up the rings of `job` (on a ring thread: it waits for the
+/// kernel), in this order (see [`super::handover`]): each ring made, its
+/// live socket's marker raised, the ring bound; one grace period (the
+/// spare socket closed: `packet_release` waits in `synchronize_net()`),
+/// after which every packet a walk of the taps gave the live socket alone
+/// is on its queue; then each ring's counts read and its live socket
+/// stopped. Whatever is not handed over goes to `closer`.
+pub fn rings(job: RingJob, closer: &Closer) -> Vec<Result<Handed, String>> {
+    let t = Instant::now();
+    let RingJob {
+        plans,
+        spare,
+        ended,
+        ..
+    } = job;
+    let gone = |ended: &AtomicBool| ended.load(Ordering::SeqCst);
+    if gone(&ended) {
+        let n = plans.len();
+        closer.close(Doomed(Box::new((plans, spare))));
+        return (0..n).map(|_| Err("the capture ended".into())).collect();
+    }
+    // The grace periods of several rings' set-ups overlap on threads of
+    // their own.
+    let prepare = |p: &mut Plan| -> Result<Ring, String> {
+        let fd = p.fd.take().ok_or("no socket for the ring")?;
+        Ring::prepare(fd, &p.program, p.interface, p.framing)
+            .map_err(|e| format!("cannot set up a ring on '{}': {e}", p.name))
+    };
+    let mut plans = plans;
+    let prepared: Vec<Result<Ring, String>> = if plans.len() == 1 {
+        plans.iter_mut().map(prepare).collect()
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = plans
+                .iter_mut()
+                .map(|p| s.spawn(move || prepare(p)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err("a ring set-up thread failed".to_string()))
+                })
+                .collect()
+        })
+    };
+    let mut bound: Vec<Result<(Ring, OwnedFd), String>> = Vec::with_capacity(plans.len());
+    let mut leftovers: Vec<Box<dyn Send>> = Vec::new();
+    for (plan, ring) in plans.into_iter().zip(prepared) {
+        let Plan {
+            name,
+            ifindex,
+            promiscuous,
+            marker,
+            live,
+            ..
+        } = plan;
+        let ring = match ring {
+            Ok(r) if gone(&ended) => {
+                leftovers.push(Box::new((r, live)));
+                bound.push(Err("the capture ended".into()));
+                continue;
+            }
+            Ok(r) => r,
+            Err(e) => {
+                leftovers.push(Box::new(live));
+                bound.push(Err(e));
+                continue;
+            }
+        };
+        // From here a packet taken from the live socket may be in the ring
+        // too: the loop records it.
+        marker.store(true, Ordering::SeqCst);
+        match ring.bind(ifindex, promiscuous) {
+            Ok(()) => bound.push(Ok((ring, live))),
+            Err(e) => {
+                leftovers.push(Box::new((ring, live)));
+                bound.push(Err(format!("cannot bind the ring on '{name}': {e}")));
+            }
+        }
+    }
+    if bound.iter().any(Result::is_ok) {
+        // The grace period: closing a packet socket waits for one
+        // (`packet_release` -> `synchronize_net()`), whatever it was.
+        drop(spare);
+    } else {
+        leftovers.push(Box::new(spare));
+    }
+    let handed = bound
+        .into_iter()
+        .map(|b| {
+            let (mut ring, live) = b?;
+            // B's counts first, then A stopped: every packet B counted so
+            // far, A counted too.
+            let pre = ring.counts();
+            if let Err(e) = socket::stop(live.as_raw_fd()) {
+                warn!("cannot stop a capture's socket without a ring at its hand-over: {e}");
+            }
+            leftovers.push(Box::new(live));
+            Ok(Handed { ring, pre })
+        })
+        .collect();
+    closer.close(Doomed(Box::new(leftovers)));
+    debug!("rings ready for the hand-over in {:?}", t.elapsed());
+    handed
 }

@@ -23,8 +23,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use nix::libc;
 
+use super::epb::{self, Framing, Meta};
+use super::socket::{self, step, Health};
 use crate::proto::bpf::{Insn, SNAPLEN};
-use crate::proto::pcapng_write::{epb_len, put_epb, Counts, EPB_HEADER_LEN};
+use crate::proto::pcapng_write::Counts;
 
 /// Bytes of one frame: an Ethernet packet of 1514 bytes (and a VLAN tag)
 /// fits after the 66-byte frame header of a raw socket (`tpacket_rcv`:
@@ -45,45 +47,8 @@ const SLL_AT: usize = 32;
 const TP_STATUS_KERNEL: u32 = 0;
 const TP_STATUS_USER: u32 = 1;
 const TP_STATUS_COPY: u32 = 1 << 1;
-const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
-const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
-/// The 802.1Q tag protocol, for a tag without a reported TPID.
-const ETH_P_8021Q: u16 = 0x8100;
-/// Where libpcap re-inserts an offloaded VLAN tag: after the two MAC
-/// addresses of an Ethernet header, before the protocol field of a cooked
-/// header.
-const VLAN_AT_ETHERNET: usize = 12;
-const VLAN_AT_COOKED: usize = 14;
-const VLAN_TAG_LEN: usize = 4;
-/// The cooked header (`LINUX_SLL`) the engine writes before the packet of
-/// a cooked socket.
-const SLL_HDR_LEN: usize = 16;
 
-/// How a ring's packets are written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Framing {
-    /// As the kernel gives them (a raw socket).
-    Raw {
-        /// The link type is Ethernet: an offloaded VLAN tag is put back.
-        ethernet: bool,
-    },
-    /// A cooked header first (a `SOCK_DGRAM` socket).
-    Cooked,
-}
-
-/// What the kernel said about the socket.
-#[derive(Debug)]
-pub enum Health {
-    Fine,
-    /// The interface went down; the socket resumes when it comes up (as
-    /// libpcap keeps capturing).
-    Down,
-    /// The interface is gone (deleted, or its namespace is).
-    Gone,
-    Other(io::Error),
-}
-
-/// One step of reading a ring.
+/// One step of reading a socket.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {
     Empty,
@@ -118,32 +83,6 @@ pub struct Ring {
 // pointer escape), so moving it to another thread moves the only access.
 unsafe impl Send for Ring {}
 
-fn check(ret: libc::c_int) -> io::Result<()> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
-    // SAFETY: `value` is a live `T` of the size given.
-    check(unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (value as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    })
-}
-
-/// What a step of `setup` was, for the error.
-fn step<T>(what: &str, r: io::Result<T>) -> io::Result<T> {
-    r.map_err(|e| io::Error::new(e.kind(), format!("{what}: {e}")))
-}
-
 impl Ring {
     /// Makes `fd` (a packet socket opened with protocol 0, so it receives
     /// nothing yet) a ring bound to `ifindex` (0: every interface), with
@@ -156,42 +95,37 @@ impl Ring {
         interface: u32,
         framing: Framing,
     ) -> io::Result<Ring> {
+        let ring = Ring::prepare(fd, program, interface, framing)?;
+        ring.bind(ifindex, promiscuous)?;
+        Ok(ring)
+    }
+
+    /// Makes `fd` (a packet socket opened with protocol 0) a ring with
+    /// `program` attached, not yet bound: it takes no packet until
+    /// [`Ring::bind`]. This is the step that waits for the kernel (the
+    /// grace period of `PACKET_RX_RING`).
+    pub fn prepare(
+        fd: OwnedFd,
+        program: &[Insn],
+        interface: u32,
+        framing: Framing,
+    ) -> io::Result<Ring> {
         let raw = fd.as_raw_fd();
-        let mut filter: Vec<libc::sock_filter> = program
-            .iter()
-            .map(|i| libc::sock_filter {
-                code: i.code,
-                jt: i.jt,
-                jf: i.jf,
-                k: i.k,
-            })
-            .collect();
-        let fprog = libc::sock_fprog {
-            len: u16::try_from(filter.len()).map_err(|_| io::Error::other("program too long"))?,
-            filter: filter.as_mut_ptr(),
-        };
-        step(
-            "attaching the filter",
-            setsockopt(raw, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog),
-        )?;
+        step("attaching the filter", socket::attach(raw, program))?;
         step(
             "PACKET_VERSION",
-            setsockopt(raw, libc::SOL_PACKET, libc::PACKET_VERSION, &TPACKET_V2),
+            socket::setsockopt(raw, libc::SOL_PACKET, libc::PACKET_VERSION, &TPACKET_V2),
         )?;
         step(
             "PACKET_COPY_THRESH",
-            setsockopt(
+            socket::setsockopt(
                 raw,
                 libc::SOL_PACKET,
                 libc::PACKET_COPY_THRESH,
                 &1 as &libc::c_int,
             ),
         )?;
-        // Beyond rmem_max needs CAP_NET_ADMIN; without it, take what is
-        // allowed.
-        if setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &RCVBUF).is_err() {
-            let _ = setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, &RCVBUF);
-        }
+        socket::receive_buffer(raw, RCVBUF);
         // SAFETY: sysconf has no preconditions.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
             .ok()
@@ -210,7 +144,7 @@ impl Ring {
         };
         step(
             "PACKET_RX_RING",
-            setsockopt(raw, libc::SOL_PACKET, libc::PACKET_RX_RING, &req),
+            socket::setsockopt(raw, libc::SOL_PACKET, libc::PACKET_RX_RING, &req),
         )?;
         let map_len = block_size * blocks;
         // SAFETY: a fresh shared mapping of the socket's ring, of the size
@@ -231,8 +165,8 @@ impl Ring {
         let Some(map) = NonNull::new(map.cast::<u8>()) else {
             return Err(io::Error::other("the ring was mapped at address 0"));
         };
-        // From here the Ring owns the mapping: an error below unmaps it.
-        let ring = Ring {
+        // From here the Ring owns the mapping: dropping it unmaps it.
+        Ok(Ring {
             fd,
             map,
             map_len,
@@ -244,39 +178,29 @@ impl Ring {
             framing,
             counts: Counts::default(),
             down: false,
-        };
-        // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
-        sll.sll_ifindex = ifindex;
-        // SAFETY: binding with a sockaddr_ll of the size given.
-        step(
-            "binding",
-            check(unsafe {
-                libc::bind(
-                    raw,
-                    (&sll as *const libc::sockaddr_ll).cast(),
-                    std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-                )
-            }),
-        )?;
+        })
+    }
+
+    /// Binds the prepared ring to `ifindex` (0: every interface): from
+    /// here it takes packets. Quick (no grace period: the socket was not
+    /// bound before).
+    pub fn bind(&self, ifindex: i32, promiscuous: bool) -> io::Result<()> {
+        let raw = self.fd.as_raw_fd();
+        step("binding", socket::bind(raw, ifindex))?;
         if promiscuous {
-            // SAFETY: packet_mreq is plain data.
-            let mut mreq: libc::packet_mreq = unsafe { std::mem::zeroed() };
-            mreq.mr_ifindex = ifindex;
-            mreq.mr_type = libc::PACKET_MR_PROMISC as u16;
-            step(
-                "PACKET_ADD_MEMBERSHIP",
-                setsockopt(raw, libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mreq),
-            )?;
+            step("PACKET_ADD_MEMBERSHIP", socket::promiscuous(raw, ifindex))?;
         }
-        Ok(ring)
+        Ok(())
     }
 
     /// The socket, for the loop's poll registration.
     pub fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+
+    /// Frames in the ring.
+    pub fn frames(&self) -> usize {
+        self.frames
     }
 
     fn frame(&self, n: usize) -> *mut u8 {
@@ -313,17 +237,17 @@ impl Ring {
                 std::ptr::read_unaligned(frame.add(SLL_AT).cast::<libc::sockaddr_ll>()),
             )
         };
-        let vlan = (h.tp_vlan_tci != 0 || status & TP_STATUS_VLAN_VALID != 0)
-            && !matches!(self.framing, Framing::Raw { ethernet: false });
-        let prefix = match self.framing {
-            Framing::Cooked => SLL_HDR_LEN,
-            Framing::Raw { .. } => 0,
-        } + if vlan { VLAN_TAG_LEN } else { 0 };
+        let meta = Meta {
+            ts_ns: u64::from(h.tp_sec) * 1_000_000_000 + u64::from(h.tp_nsec),
+            len: h.tp_len,
+            tag: epb::tag(self.framing, status, h.tp_vlan_tci, h.tp_vlan_tpid),
+            sll,
+        };
+        let tagged = meta.tag.is_some();
         let copy = status & TP_STATUS_COPY != 0;
-        let room = SNAPLEN as usize - prefix;
+        let room = SNAPLEN as usize - epb::prefix(self.framing, tagged);
         let wanted = if copy { h.tp_len } else { h.tp_snaplen } as usize;
-        let most = prefix + wanted.min(room);
-        let need = epb_len(most);
+        let need = epb::need(self.framing, tagged, wanted.min(room));
         let spilled = need > out.len();
         if spilled && !empty {
             return Step::NoRoom;
@@ -335,7 +259,7 @@ impl Ring {
         } else {
             &mut out[..need]
         };
-        let data_at = EPB_HEADER_LEN + prefix;
+        let data_at = epb::data_at(self.framing, tagged);
         // The packet: the whole copy from the receive queue, else what the
         // frame holds.
         let mut got = None;
@@ -366,62 +290,7 @@ impl Ring {
                 n
             }
         };
-        let tag = || {
-            let tpid = if status & TP_STATUS_VLAN_TPID_VALID != 0 {
-                h.tp_vlan_tpid
-            } else {
-                ETH_P_8021Q
-            };
-            let mut t = [0u8; VLAN_TAG_LEN];
-            t[..2].copy_from_slice(&tpid.to_be_bytes());
-            t[2..].copy_from_slice(&h.tp_vlan_tci.to_be_bytes());
-            t
-        };
-        let p = EPB_HEADER_LEN;
-        match self.framing {
-            Framing::Cooked => {
-                let b = &mut block[p..];
-                b[0..2].copy_from_slice(&u16::from(sll.sll_pkttype).to_be_bytes());
-                b[2..4].copy_from_slice(&sll.sll_hatype.to_be_bytes());
-                b[4..6].copy_from_slice(&u16::from(sll.sll_halen).to_be_bytes());
-                b[6..14].copy_from_slice(&sll.sll_addr);
-                let mut at = VLAN_AT_COOKED;
-                if vlan {
-                    b[at..at + VLAN_TAG_LEN].copy_from_slice(&tag());
-                    at += VLAN_TAG_LEN;
-                }
-                // sll_protocol is in network order already.
-                b[at..at + 2].copy_from_slice(&sll.sll_protocol.to_ne_bytes());
-            }
-            Framing::Raw { .. } if vlan && data_len >= VLAN_AT_ETHERNET => {
-                // The packet was written after a gap of one tag: move the
-                // MAC addresses into it and put the tag behind them.
-                block.copy_within(data_at..data_at + VLAN_AT_ETHERNET, p);
-                block[p + VLAN_AT_ETHERNET..p + VLAN_AT_ETHERNET + VLAN_TAG_LEN]
-                    .copy_from_slice(&tag());
-            }
-            Framing::Raw { .. } if vlan => {
-                // Too short to hold MAC addresses: close the gap.
-                block.copy_within(data_at..data_at + data_len, p);
-            }
-            Framing::Raw { .. } => {}
-        }
-        let caplen =
-            if matches!(self.framing, Framing::Raw { .. }) && vlan && data_len < VLAN_AT_ETHERNET {
-                data_len
-            } else {
-                prefix + data_len
-            };
-        let original = prefix + h.tp_len as usize;
-        let len = epb_len(caplen);
-        let ts = u64::from(h.tp_sec) * 1_000_000_000 + u64::from(h.tp_nsec);
-        put_epb(
-            &mut block[..len],
-            self.interface,
-            ts,
-            caplen as u32,
-            u32::try_from(original).unwrap_or(u32::MAX),
-        );
+        let len = epb::finish(block, self.framing, self.interface, &meta, data_len);
         if spilled {
             spill.truncate(len);
         }
@@ -440,25 +309,7 @@ impl Ring {
     /// Adds what the kernel counted since the last call (reading its
     /// counters resets them) and returns the totals.
     pub fn counts(&mut self) -> Counts {
-        let mut st = libc::tpacket_stats {
-            tp_packets: 0,
-            tp_drops: 0,
-        };
-        let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
-        // SAFETY: the kernel writes at most `len` bytes into `st`.
-        let r = unsafe {
-            libc::getsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_STATISTICS,
-                (&mut st as *mut libc::tpacket_stats).cast(),
-                &mut len,
-            )
-        };
-        if r == 0 {
-            self.counts.received += u64::from(st.tp_packets);
-            self.counts.dropped += u64::from(st.tp_drops);
-        }
+        socket::add(&mut self.counts, socket::statistics(self.fd.as_raw_fd()));
         self.counts
     }
 
@@ -471,53 +322,14 @@ impl Ring {
     /// The socket's pending error, read (and cleared) without waiting;
     /// while the interface is down, also whether it is gone.
     pub fn health(&mut self) -> Health {
-        let mut err: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: the kernel writes one int.
-        let r = unsafe {
-            libc::getsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_ERROR,
-                (&mut err as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        if r != 0 {
-            return Health::Other(io::Error::last_os_error());
-        }
-        match err {
-            0 if !self.down => Health::Fine,
-            0 | libc::ENETDOWN => {
-                // The kernel's notifier sets the bound index to -1 when the
-                // device is unregistered, not when it only goes down.
-                // SAFETY: sockaddr_ll is plain data.
-                let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-                let mut len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-                // SAFETY: the kernel writes at most `len` bytes.
-                let r = unsafe {
-                    libc::getsockname(
-                        self.fd.as_raw_fd(),
-                        (&mut sll as *mut libc::sockaddr_ll).cast(),
-                        &mut len,
-                    )
-                };
-                if r == 0 && sll.sll_ifindex == -1 {
-                    Health::Gone
-                } else {
-                    self.down = true;
-                    Health::Down
-                }
-            }
-            e => Health::Other(io::Error::from_raw_os_error(e)),
-        }
+        socket::health(self.fd.as_raw_fd(), None, &mut self.down)
     }
 }
 
 impl Drop for Ring {
     fn drop(&mut self) {
-        // SAFETY: the mapping made in setup, unmapped once; the socket is
-        // closed after it by OwnedFd.
+        // SAFETY: the mapping made in `prepare`, unmapped once; the socket
+        // is closed after it by OwnedFd.
         unsafe {
             libc::munmap(self.map.as_ptr().cast(), self.map_len);
         }

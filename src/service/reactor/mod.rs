@@ -30,6 +30,7 @@ use crate::config::{CaptureEngine, Config};
 use crate::metrics;
 use crate::proto::session::Event;
 use crate::service::driver::{Ctx, Entry, Settings, Shared, Tok};
+use crate::service::engine::{Done, Opened, Rings};
 use crate::service::lookup::{Delivery, Discovery, Waiter};
 use crate::service::native::sweep_period;
 
@@ -175,6 +176,7 @@ impl Reactor {
                 throttle: Default::default(),
                 engine,
                 opening: HashMap::new(),
+                ringing: HashMap::new(),
                 next_ticket: 1,
                 swept: Vec::new(),
                 rechecks: Vec::new(),
@@ -335,41 +337,79 @@ impl Reactor {
         self.settle(key, false);
     }
 
-    /// The native engine finished opens: each goes to its session (a
-    /// session gone meanwhile has its rings closed).
+    /// The native engine finished opens, or set up a capture's rings:
+    /// each goes to its session (a session gone meanwhile has its capture
+    /// or rings closed).
     fn on_engine(&mut self, now: Instant) {
         let Some(engine) = self.shared.engine.as_ref() else {
             return;
         };
-        let done: Vec<_> = std::iter::from_fn(|| engine.next_opened()).collect();
-        for o in done {
-            let who = self.shared.opening.remove(&o.ticket);
-            let live = who.filter(|(key, id, _)| {
-                self.sessions
-                    .get(*key)
-                    .is_some_and(|e| e.session.id == *id && !e.session.finished())
-            });
-            let Some((key, id, target)) = live else {
-                if let (Ok(c), Some(engine)) = (o.result, self.shared.engine.as_ref()) {
-                    engine.close(c);
-                }
-                continue;
-            };
-            debug!(
-                "[c{id}] target {target}'s rings: {} after {:?}",
-                if o.result.is_ok() {
-                    "open"
-                } else {
-                    "not opened"
-                },
-                o.took
-            );
-            let (mut cx, sessions) = self.ctx(now);
-            if let Some(entry) = sessions.get_mut(key) {
-                entry.opened(&mut cx, key, target, o.result);
+        let done: Vec<_> = std::iter::from_fn(|| engine.next()).collect();
+        for d in done {
+            match d {
+                Done::Opened(o) => self.on_opened(o, now),
+                Done::Rings(r) => self.on_rings(r, now),
             }
-            self.settle(key, false);
         }
+    }
+
+    /// Whether `who` is a session still running.
+    fn running(&self, who: Option<(usize, u64, usize)>) -> Option<(usize, u64, usize)> {
+        who.filter(|(key, id, _)| {
+            self.sessions
+                .get(*key)
+                .is_some_and(|e| e.session.id == *id && !e.session.finished())
+        })
+    }
+
+    fn on_opened(&mut self, o: Opened, now: Instant) {
+        let who = self.shared.opening.remove(&o.ticket);
+        let Some((key, id, target)) = self.running(who) else {
+            if let (Ok(c), Some(engine)) = (o.result, self.shared.engine.as_ref()) {
+                engine.close(c);
+            }
+            return;
+        };
+        debug!(
+            "[c{id}] target {target}'s capture: {} after {:?}",
+            if o.result.is_ok() {
+                "live"
+            } else {
+                "not opened"
+            },
+            o.took
+        );
+        if o.result.is_ok() {
+            // Its rings come next (one answer for every capture opened).
+            self.shared.ringing.insert(o.ticket, (key, id, target));
+        }
+        let (mut cx, sessions) = self.ctx(now);
+        if let Some(entry) = sessions.get_mut(key) {
+            entry.opened(&mut cx, key, target, o.result);
+        }
+        self.settle(key, false);
+    }
+
+    fn on_rings(&mut self, r: Rings, now: Instant) {
+        let who = self.shared.ringing.remove(&r.ticket);
+        let Some((key, id, target)) = self.running(who) else {
+            if let Some(engine) = self.shared.engine.as_ref() {
+                engine.close(r);
+            }
+            return;
+        };
+        debug!(
+            "[c{id}] target {target}'s rings: {} ready after {:?}",
+            r.ready(),
+            r.took
+        );
+        let (mut cx, sessions) = self.ctx(now);
+        if let Some(entry) = sessions.get_mut(key) {
+            entry.rings(&mut cx, key, target, r);
+        } else if let Some(engine) = cx.shared.engine.as_ref() {
+            engine.close(r);
+        }
+        self.settle(key, false);
     }
 
     fn fire_timers(&mut self, now: Instant) {
