@@ -192,7 +192,13 @@ fn names_that_are_not_interfaces_are_refused_before_anything_is_spawned(engine: 
         Engine::Dumpcap => assert_eq!(marker.read().trim(), "-w - -n -q -i lo"),
         Engine::Native => {
             assert!(marker.read().is_empty(), "{}", marker.read());
-            assert_eq!(svc.packet_sockets_in(ns), 1, "one ring, on lo");
+            // One ring, on lo, once it took over from the socket read
+            // while it was set up.
+            assert!(
+                svc.wait_sources_in(ns, 1, Duration::from_secs(5)),
+                "one ring, on lo: {} packet sockets",
+                svc.packet_sockets_in(ns)
+            );
         }
     }
     assert!(svc.logged("skipping interfaces"), "{}", svc.stderr());

@@ -302,7 +302,8 @@ fn the_isbs_hold_the_kernels_counts_and_shutdown_closes_with_1001() {
         "not every datagram came"
     );
     let rings = procs::packet_socket_inodes(&pair.a.path());
-    assert_eq!(svc.packet_sockets_in(&pair.a), 1);
+    // The ring alone once it took over.
+    assert!(svc.wait_sources_in(&pair.a, 1, Duration::from_secs(5)));
     svc.signal(Signal::SIGTERM);
     let (code, reason) = c
         .read_to_close(Duration::from_secs(15))
@@ -906,4 +907,165 @@ fn shutdown_with_rings_still_opening_closes_every_capture_and_leaves_nothing() {
         procs::packet_socket_inodes(&ns.path()).is_empty(),
         "packet sockets left in the namespace"
     );
+}
+
+/// How long datagrams are sent once the capture streamed its head: far
+/// past its hand-over from the socket without a ring to the ring (a
+/// ring's set-up and one grace period, tens of milliseconds).
+const ACROSS: Duration = Duration::from_millis(600);
+/// The most datagrams one such test sends (one every 100 µs at most).
+const ACROSS_MAX: u32 = 20_000;
+
+/// Sequence-numbered datagrams sent continuously into `nif` of a
+/// namespace from before its capture starts until well after the ring
+/// took over are captured exactly once each, in order, and the ISB holds
+/// the kernel's count of them.
+fn datagrams_across_the_hand_over(nif_any: bool) {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    let pair = VethPair::new();
+    let mut svc = native(&[]);
+    let port = udp_port();
+    let nif = if nif_any { "any" } else { pair.b_if.as_str() };
+    let q = udp_query(pair.b.inode(), nif, port);
+    let sock = pair.a.udp_socket();
+    let (stop, sent) = (AtomicBool::new(false), AtomicU32::new(0));
+    let mut handed_while_sending = false;
+    let mut c = std::thread::scope(|s| {
+        s.spawn(|| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut seq = 0;
+            while !stop.load(Ordering::SeqCst) && seq < ACROSS_MAX && Instant::now() < deadline {
+                send_seq(&sock, (pair.b_addr, port), seq, 64);
+                seq += 1;
+                sent.store(seq, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            stop.store(true, Ordering::SeqCst);
+        });
+        // Sending before the capture starts.
+        while sent.load(Ordering::SeqCst) < 20 && !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let c = start(&svc, &q, &[]);
+        // Its live socket and the one getting the ring, until the ring
+        // took over and the live one is closed.
+        let until = Instant::now() + ACROSS;
+        while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+            if svc.packet_sockets_in(&pair.b) == 1 {
+                handed_while_sending = true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        stop.store(true, Ordering::SeqCst);
+        c
+    });
+    let sent = sent.into_inner();
+    assert!(
+        c.read_until(
+            |cap| Pcapng::parse(&cap.bytes)
+                .is_ok_and(|p| sequence(&p, port).last() == Some(&(sent - 1))),
+            TRAFFIC_TIMEOUT
+        ),
+        "the last datagram ({}) did not come",
+        sent - 1
+    );
+    assert!(
+        handed_while_sending,
+        "the ring did not take over within {ACROSS:?}"
+    );
+    assert_eq!(svc.packet_sockets_in(&pair.b), 1, "one socket (the ring)");
+    // Shutdown ends the stream with its ISB.
+    svc.signal(Signal::SIGTERM);
+    let (code, reason) = c
+        .read_to_close(Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("no close at shutdown: {:?}", c.capture.error));
+    assert_eq!(code, 1001, "{reason}");
+    let p = c.capture.pcapng();
+    assert_eq!(p.check_final_isbs(None), Ok(()), "{:?}", p.stats);
+    let seqs = sequence(&p, port);
+    let first = seqs.first().copied().unwrap_or(0);
+    println!(
+        "nif={nif}: {sent} datagrams sent, {} captured ({first}..{}) across the hand-over",
+        seqs.len(),
+        sent - 1
+    );
+    assert!(first > 0, "sending began before the capture");
+    // Each datagram once, in order, none lost: the first wrong place.
+    if let Some(at) = (0..seqs.len()).find(|&i| seqs[i] != first + i as u32) {
+        panic!(
+            "datagram {} where {} belongs (index {at}); around it: {:?}",
+            seqs[at],
+            first + at as u32,
+            &seqs[at.saturating_sub(3)..(at + 4).min(seqs.len())]
+        );
+    }
+    assert_eq!(
+        seqs.len() as u32,
+        sent - first,
+        "datagrams missing at the end"
+    );
+    let isb = &p.stats[0];
+    assert_eq!(
+        isb.counter(pcapng::ISB_IFRECV),
+        Some(seqs.len() as u64),
+        "isb_ifrecv: what the kernel gave the capture"
+    );
+    assert_eq!(isb.counter(pcapng::ISB_IFDROP), Some(0), "isb_ifdrop");
+}
+
+#[test]
+fn datagrams_sent_across_the_hand_over_to_the_ring_come_once_each_in_order_on_veth() {
+    datagrams_across_the_hand_over(false);
+}
+
+#[test]
+fn datagrams_sent_across_the_hand_over_to_the_ring_come_once_each_in_order_on_any() {
+    datagrams_across_the_hand_over(true);
+}
+
+/// Captures closed as soon as they stream, while their rings are still
+/// being set up (a ring takes 8-16 ms of the kernel's time).
+const EARLY_CLOSES: usize = 40;
+
+fn threads(svc: &Service) -> usize {
+    procs::status_field(svc.pid(), "Threads")
+        .and_then(|t| t.trim().parse().ok())
+        .expect("the service's thread count")
+}
+
+#[test]
+fn captures_closed_while_their_rings_are_set_up_leave_nothing_behind() {
+    let pair = VethPair::new();
+    let svc = native(&[]);
+    let queries = [
+        format!("netns={}&nif=lo", pair.a.inode()),
+        format!("netns={}&nif=any", pair.a.inode()),
+        format!("netns={}&nif=lo/{}", pair.a.inode(), pair.a_if),
+    ];
+    let early = |n: usize| {
+        let mut c = start(&svc, &queries[n % queries.len()], &[]);
+        let (code, _) = c.close(Duration::from_secs(10)).expect("close answered");
+        assert_eq!(code, 1000);
+        assert!(c.wait_tcp_closed(Duration::from_secs(5)));
+    };
+    for n in 0..6 {
+        early(n);
+    }
+    let (fds, maps, _) = at_rest(&svc, &pair.a);
+    let tasks = threads(&svc);
+    for n in 0..EARLY_CLOSES {
+        early(n);
+    }
+    let (fds2, maps2, _) = at_rest(&svc, &pair.a);
+    let tasks2 = threads(&svc);
+    println!(
+        "{EARLY_CLOSES} captures closed while their rings were set up: descriptors {fds} -> {fds2}, mappings {maps} -> {maps2}, threads {tasks} -> {tasks2}"
+    );
+    assert_eq!(svc.packet_sockets_in(&pair.a), 0, "packet sockets left");
+    assert_eq!(fds2, fds, "descriptors left behind");
+    assert!(
+        maps2 <= maps + CYCLE_MAP_SLACK,
+        "mappings left behind: {maps} -> {maps2}"
+    );
+    assert_eq!(tasks2, tasks, "threads left behind");
 }

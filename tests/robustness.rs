@@ -916,7 +916,11 @@ fn non_root_service_with_file_capabilities_captures(engine: Engine) {
         // namespace with the capabilities of its file.
         Engine::Native => {
             assert!(svc.children().is_empty(), "{:?}", svc.children());
-            assert_eq!(svc.packet_sockets_in(&ns), 1);
+            assert!(
+                svc.wait_sources_in(&ns, 1, Duration::from_secs(5)),
+                "one ring: {} packet sockets",
+                svc.packet_sockets_in(&ns)
+            );
         }
     }
     close_capture(&mut c);

@@ -11,12 +11,17 @@
 //! the EPB is written by the code the ring uses ([`super::epb`]), so a
 //! packet comes out byte for byte the same from either socket.
 //!
-//! Each packet is received into a scratch buffer of the snap length and
-//! copied into the caller's buffer (a packet's length is not known before
-//! it is received, and one received cannot be put back): one copy more
-//! than the ring's path, for the few milliseconds this socket is read.
+//! Each packet is received into a scratch buffer of the snap length, one
+//! per thread (the loop's, for the life of the thread: a buffer of 256 KiB
+//! per capture, made on an opener thread and freed on a closer, would be
+//! left in the allocator's arenas), and copied to the socket's own buffer
+//! (as large as its largest packet so far), then into the caller's (a
+//! packet's length is not known before it is received, and one received
+//! cannot be put back): two copies more than the ring's path, for the few
+//! milliseconds this socket is read.
 //! Never waits: every call is non-blocking.
 
+use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,11 +45,16 @@ pub const LIVE_RCVBUF: libc::c_int = 2 << 20;
 /// `CMSG_SPACE(20)` = 64 on 64-bit Linux), with room to spare.
 const CONTROL_LEN: usize = 128;
 
+thread_local! {
+    /// Where `recvmsg` writes a packet (see the module's notes).
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
 /// One packet received and not yet written (it did not fit what was left
 /// of the caller's buffer).
 struct Held {
     meta: Meta,
-    /// Its bytes in the scratch buffer (at most the snap length).
+    /// Its bytes (at most the snap length), in `Live::data`.
     caplen: usize,
 }
 
@@ -53,7 +63,8 @@ pub struct Live {
     interface: u32,
     framing: Framing,
     counts: Counts,
-    scratch: Vec<u8>,
+    /// The bytes of the packet held.
+    data: Vec<u8>,
     held: Option<Held>,
     /// Set (by the thread setting up the ring) just before the ring is
     /// bound: every packet taken from here after it is seen set may be in
@@ -111,7 +122,7 @@ impl Live {
             interface,
             framing,
             counts: Counts::default(),
-            scratch: vec![0; SNAPLEN as usize],
+            data: Vec::new(),
             held: None,
             marker: Arc::new(AtomicBool::new(false)),
             taken: None,
@@ -155,12 +166,21 @@ impl Live {
     /// Receives the next packet into the scratch buffer. `Ok(false)`:
     /// none is waiting.
     fn receive(&mut self) -> io::Result<bool> {
+        SCRATCH.with_borrow_mut(|scratch| {
+            if scratch.len() < SNAPLEN as usize {
+                scratch.resize(SNAPLEN as usize, 0);
+            }
+            self.receive_into(scratch)
+        })
+    }
+
+    fn receive_into(&mut self, scratch: &mut [u8]) -> io::Result<bool> {
         // SAFETY: plain data; all-zero is valid.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         let mut control = [0u64; CONTROL_LEN / 8];
         let mut iov = libc::iovec {
-            iov_base: self.scratch.as_mut_ptr().cast(),
-            iov_len: self.scratch.len(),
+            iov_base: scratch.as_mut_ptr().cast(),
+            iov_len: scratch.len(),
         };
         // SAFETY: plain data; all-zero is valid.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -212,7 +232,9 @@ impl Live {
                 c = libc::CMSG_NXTHDR(&msg, c);
             }
         }
-        let caplen = n.min(self.scratch.len());
+        let caplen = n.min(scratch.len());
+        self.data.clear();
+        self.data.extend_from_slice(&scratch[..caplen]);
         let (status, len, tci, tpid) = match aux {
             Some(a) => (a.tp_status, a.tp_len, a.tp_vlan_tci, a.tp_vlan_tpid),
             None => (0, u32::try_from(n).unwrap_or(u32::MAX), 0, 0),
@@ -272,7 +294,7 @@ impl Live {
             &mut out[..need]
         };
         let data_at = epb::data_at(self.framing, tagged);
-        block[data_at..data_at + data_len].copy_from_slice(&self.scratch[..data_len]);
+        block[data_at..data_at + data_len].copy_from_slice(&self.data[..data_len]);
         let len = epb::finish(block, self.framing, self.interface, &held.meta, data_len);
         if spilled {
             spill.truncate(len);
