@@ -1065,10 +1065,22 @@ fn setup_service(env: &Env, col: Column, scenario: &str) -> Measurement {
         record_latency: false,
         expect_packets: None,
     };
+    // No capture program left, and the service's descriptors holding
+    // still (the native engine closes sockets on helper threads after the
+    // capture ended, tens of milliseconds each).
     let settle = || {
         let end = Instant::now() + CLOSE_LIMIT;
         while !procs::descendants(svc.pid()).is_empty() && Instant::now() < end {
             std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut last = procs::open_fds(svc.pid());
+        while Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = procs::open_fds(svc.pid());
+            if now == last {
+                break;
+            }
+            last = now;
         }
     };
     let mut firsts = Vec::new();
