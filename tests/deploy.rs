@@ -247,8 +247,15 @@ fn image_with_the_native_engine_captures_as_user_65534_under_the_seccomp_profile
     c.wait_capturing(START_TIMEOUT);
     // The ring is the service's own packet socket in the container's
     // namespace (opened there by a thread that entered it, under the
-    // profile); no capture program runs.
-    assert_eq!(common::procs::packet_sockets_of(spid, &ns_path), 1);
+    // profile), alone once it took over from the socket read while it was
+    // set up; no capture program runs.
+    assert!(
+        common::wait_for(Duration::from_secs(5), || {
+            common::procs::packet_sockets_of(spid, &ns_path) == 1
+        }),
+        "packet sockets: {}",
+        common::procs::packet_sockets_of(spid, &ns_path)
+    );
     assert!(
         common::procs::children(spid).is_empty(),
         "{:?}",
