@@ -911,6 +911,12 @@ fn captures_closed_while_their_rings_are_set_up_leave_no_socket_descriptor_mappi
     eprintln!("60 captures closed early: descriptors {fds} -> {fds2}, mappings {maps} -> {maps2}, threads {tasks} -> {tasks2}");
     assert_eq!(mine(), 0, "packet sockets left in the namespace");
     assert_eq!(fds2, fds, "descriptors left behind");
-    assert!(maps2 <= maps + 4, "mappings left behind: {maps} -> {maps2}");
+    // A ring left behind would show as a descriptor and a packet socket
+    // too; the mappings may grow by the allocator's arenas of the threads
+    // that set up several rings in parallel (two each, eight per core).
+    assert!(
+        maps2 <= maps + 32,
+        "mappings left behind: {maps} -> {maps2}"
+    );
     assert_eq!(tasks2, tasks, "threads left behind");
 }
