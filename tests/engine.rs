@@ -727,13 +727,17 @@ fn a_thousand_open_close_cycles_leave_nothing_behind_and_never_wait_on_the_calle
             "the ring's mapping: {maps} -> {maps_now}"
         );
     };
+    // (What the ring thread left to the closers, a duplicate of the live
+    // socket's descriptor among it, is closed first.)
     let mut c = lp.open(&ns, &["lo"], None, true).unwrap();
+    lp.wait_closed();
     ring_shows(fd_count(), maps_count());
     let mut buf = vec![0u8; 4096];
     while c.drain(&mut buf).more {}
     assert_eq!(lp.retire(&mut c), 1, "the live socket is read out");
     lp.close(c);
     let c = lp.open(&ns, &["lo"], None, true).unwrap();
+    lp.wait_closed();
     ring_shows(fd_count(), maps_count());
     lp.close(c);
     let (mut hand_open, mut took_open, mut hand_close, mut took_close) =
