@@ -359,22 +359,15 @@ impl Entry {
         target: usize,
         result: Result<crate::service::engine::Capture, OpenError>,
     ) {
-        let id = self.session.id;
         let Some(n) = self.io.targets.get_mut(target).and_then(Target::native) else {
             if let (Ok(c), Some(engine)) = (result, cx.shared.engine.as_ref()) {
                 engine.close(c);
             }
             return;
         };
-        if let Err(e) = n.opened(result, cx.registry) {
-            log::warn!("[c{id}] cannot watch the capture's rings ({e}); reading them on the sweep");
-            let switch = n.pause(cx.registry);
-            cx.shared.switched(switch, (key, id, target));
-        }
+        let watched = n.opened(result, cx.registry);
         // The stream's head (or the end) is read now.
-        cx.shared
-            .again
-            .push((Tok::new(key, Source::Output(target)).token(), id));
+        self.native_changed(cx, key, target, watched);
     }
 
     /// The engine set up target `target`'s rings: the capture takes them
@@ -386,19 +379,29 @@ impl Entry {
         target: usize,
         rings: crate::service::engine::Rings,
     ) {
-        let id = self.session.id;
         let Some(n) = self.io.targets.get_mut(target).and_then(Target::native) else {
             if let Some(engine) = cx.shared.engine.as_ref() {
                 engine.close(rings);
             }
             return;
         };
-        if let Err(e) = n.rings(rings, cx.registry) {
-            log::warn!("[c{id}] cannot watch the capture's rings ({e}); reading them on the sweep");
-            let switch = n.pause(cx.registry);
-            cx.shared.switched(switch, (key, id, target));
-        }
+        let watched = n.rings(rings, cx.registry);
         // What the live sockets still hold, then the rings, is read now.
+        self.native_changed(cx, key, target, watched);
+    }
+
+    /// After the engine's answer for target `target`: a capture whose
+    /// sockets cannot be watched is read on the sweep; either way it is
+    /// read now.
+    fn native_changed(&mut self, cx: &mut Ctx, key: usize, target: usize, watched: io::Result<()>) {
+        let id = self.session.id;
+        if let Err(e) = watched {
+            log::warn!("[c{id}] cannot watch the capture's rings ({e}); reading them on the sweep");
+            if let Some(n) = self.io.targets.get_mut(target).and_then(Target::native) {
+                let switch = n.pause(cx.registry);
+                cx.shared.switched(switch, (key, id, target));
+            }
+        }
         cx.shared
             .again
             .push((Tok::new(key, Source::Output(target)).token(), id));
