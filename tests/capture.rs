@@ -435,8 +435,16 @@ fn chaste_capture_avoids_promiscuous_mode_and_says_so(engine: Engine) {
     let base = format!("{}&nif={}", netns_q(&pair.a), pair.a_if);
     // Control: without chaste, either engine puts the interface in
     // promiscuous mode.
+    // The native engine's hand-over holds the mode on two sockets for a
+    // moment (the first one and the ring): the count settles at 1.
     let mut c = start(&svc, &base, &[]);
-    assert_eq!(promiscuity(&pair.a, &pair.a_if), 1);
+    assert!(promiscuity(&pair.a, &pair.a_if) >= 1);
+    assert!(
+        wait_for(Duration::from_secs(5), || promiscuity(&pair.a, &pair.a_if)
+            == 1),
+        "promiscuity {}",
+        promiscuity(&pair.a, &pair.a_if)
+    );
     c.close(Duration::from_secs(5));
     assert!(wait_for(Duration::from_secs(5), || promiscuity(
         &pair.a, &pair.a_if

@@ -866,10 +866,22 @@ fn chaste_leaves_every_interface_out_of_promiscuous_mode() {
     assert_eq!(promiscuity(&pair.a, &pair.a_if), 0);
     assert!(c.close(Duration::from_secs(5)).is_some());
     // The control: without chaste both are promiscuous, until the rings
-    // are closed.
+    // are closed. While the hand-over runs, the first (ringless) socket and
+    // the ring both hold the mode, so the kernel counts 2; once the first is
+    // closed (on a closer thread) the count settles at 1.
     let mut c = start(&svc, &q, &[]);
-    assert_eq!(promiscuity(&pair.a, "lo"), 1);
-    assert_eq!(promiscuity(&pair.a, &pair.a_if), 1);
+    assert!(promiscuity(&pair.a, "lo") >= 1);
+    assert!(promiscuity(&pair.a, &pair.a_if) >= 1);
+    let settled = wait_for(Duration::from_secs(5), || {
+        promiscuity(&pair.a, "lo") == 1 && promiscuity(&pair.a, &pair.a_if) == 1
+    });
+    assert!(
+        settled,
+        "promiscuity after the hand-over: lo {}, {} {}",
+        promiscuity(&pair.a, "lo"),
+        pair.a_if,
+        promiscuity(&pair.a, &pair.a_if)
+    );
     assert!(c.close(Duration::from_secs(5)).is_some());
     assert!(wait_for(Duration::from_secs(5), || {
         promiscuity(&pair.a, "lo") == 0 && promiscuity(&pair.a, &pair.a_if) == 0
