@@ -120,9 +120,14 @@ fn tokens_gate_captures_and_the_discovery_proxy_but_not_version() {
     // /version stays open for probes.
     assert_eq!(http::get(port, "/version").status, 200);
 
+    // The log is written by a helper thread: wait for the lines.
+    assert!(
+        svc.logged(" 401 -"),
+        "request log lacks the 401s:\n{}",
+        svc.stderr()
+    );
+    assert!(svc.logged("Authorization: <redacted>"), "{}", svc.stderr());
     let log = svc.stderr();
-    assert!(log.contains(" 401 -"), "request log lacks the 401s:\n{log}");
-    assert!(log.contains("Authorization: <redacted>"), "{log}");
     assert!(!log.contains(&secret), "the token reached the log:\n{log}");
 }
 
