@@ -73,6 +73,11 @@
 //! of that window: none to 4 measured at 100,000 packets a second, more
 //! if the ring thread is preempted between the two calls.
 //!
+//! **Promiscuous mode**, unless the capture is chaste, is held by both
+//! sockets while they overlap: the interface's promiscuity count (`ip -d
+//! link`) reads 2 for the capture's first tens of milliseconds, and 1 once
+//! A is closed on a closer thread.
+//!
 //! Nothing here makes a system call beyond the sockets' own reads; the
 //! loop runs it.
 
